@@ -1,0 +1,52 @@
+"""Read-only operator views of the ledger (no add, change or delete, not even for superusers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from audit.models import AuditEntry
+
+
+def json_block(value: Any) -> str:
+    """`value` as indented JSON in a <pre>; format_html escapes it, so stored text can't inject markup."""
+    text = json.dumps(value, cls=DjangoJSONEncoder, indent=2, sort_keys=True, ensure_ascii=False)
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+class AppendOnlyAdmin(admin.ModelAdmin):
+    """Base for the admin of every append-only model: it can list and show rows, nothing more."""
+
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(AppendOnlyAdmin):
+    list_display = ("seq", "created_at", "event", "actor_kind", "actor_label", "source", "target_type", "target_id",
+                    "correlation_id")
+    list_filter = ("event", "actor_kind", "source", "target_type", "created_at")
+    search_fields = ("=correlation_id", "=target_id", "actor_label", "event")
+    date_hierarchy = "created_at"
+    ordering = ("-seq",)
+    fields = ("seq", "created_at", "event", "actor_kind", "actor_label", "source", "correlation_id", "target_type",
+              "target_id", "data_pretty", "prev_hash", "entry_hash")
+    readonly_fields = fields
+
+    @admin.display(description="data")
+    def data_pretty(self, obj: AuditEntry) -> str:
+        return json_block(obj.data)

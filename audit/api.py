@@ -1,0 +1,46 @@
+"""REST door for the audit log (read-only)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+
+from audit.models import AuditEntry
+from audit.selectors import audit_list
+from ibkrgw.openapi import ERROR
+from marketdata.api import StrictQueryMixin
+
+
+class AuditEntryOutput(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = ["seq", "created_at", "event", "actor_kind", "actor_label", "source", "correlation_id",
+                  "target_type", "target_id", "data", "prev_hash", "entry_hash"]
+
+
+class AuditListQuery(StrictQueryMixin, serializers.Serializer):
+    correlation_id = serializers.CharField(max_length=64, required=False)
+    event = serializers.CharField(max_length=64, required=False)
+    target_type = serializers.CharField(max_length=32, required=False)
+    target_id = serializers.CharField(max_length=64, required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    offset = serializers.IntegerField(required=False, min_value=0)
+
+
+class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = AuditEntryOutput
+
+    def get_queryset(self):
+        query = AuditListQuery(data=self.request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
+        return audit_list(**params).order_by("-seq")
+
+    @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("correlation_id", "event", "target_type",
+                                                                  "target_id", "since", "until")]
+                   + [OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+                   responses={200: AuditEntryOutput(many=True), 400: ERROR})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,49 @@
+"""System check `audit.E001`: the append-only triggers of the ledger tables are in place.
+
+It is a database check, so it only looks at a database when one is named:
+`manage.py check --database default` (and `migrate`, which passes its database). While that
+database has unapplied migrations the check stays silent, because `migrate` is what creates the
+triggers, and it must not be blocked by their absence. The runtime calls
+`ledger_triggers_missing()` directly at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Tags, register
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
+
+from audit.triggers import missing_triggers
+
+
+def ledger_triggers_missing(using: str = DEFAULT_DB_ALIAS) -> list[str]:
+    """The missing triggers as "<table>.<trigger>" (all of them before `migrate`); empty when all are there."""
+    return missing_triggers(connections[using])
+
+
+def _migrations_pending(connection: BaseDatabaseWrapper) -> bool:
+    executor = MigrationExecutor(connection)
+    return bool(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+@register(Tags.database, deploy=False)
+def check_ledger_triggers(app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+                          ) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for alias in databases or []:
+        if _migrations_pending(connections[alias]):
+            continue
+        missing = ledger_triggers_missing(alias)
+        if missing:
+            errors.append(
+                Error(
+                    f"Append-only triggers are missing in database {alias!r}: {', '.join(missing)}.",
+                    hint="A migration rebuilt a ledger table or someone dropped them. Add a migration with "
+                    "audit.triggers.ensure_triggers_operation(<tables>) (see audit/triggers.py) and migrate.",
+                    id="audit.E001",
+                )
+            )
+    return errors

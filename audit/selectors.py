@@ -1,0 +1,35 @@
+"""Reads of the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from audit.models import AuditEntry
+
+
+def audit_list(
+    *,
+    correlation_id: str | None = None,
+    event: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEntry]:
+    """Entries matching every given filter, oldest first. `since` is inclusive, `until` exclusive."""
+    qs = AuditEntry.objects.all()
+    if correlation_id is not None:
+        qs = qs.filter(correlation_id=correlation_id)
+    if event is not None:
+        qs = qs.filter(event=event)
+    if target_type is not None:
+        qs = qs.filter(target_type=target_type)
+    if target_id is not None:
+        qs = qs.filter(target_id=target_id)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
+    return qs.order_by("seq")

@@ -1,0 +1,76 @@
+"""The one writer of the audit log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from audit import events
+from audit.chain import GENESIS_HASH, compute_hash
+from audit.models import AuditEntry
+from ibkrgw.actors import Actor
+
+# Any fixed 64-bit number; it only has to be the same in every process ("audit" in ASCII).
+PG_ADVISORY_LOCK_KEY = 0x6175646974
+
+
+def _serialize_writers() -> None:
+    """Make concurrent writers take turns, so each one reads the true last entry.
+
+    SQLite: the project opens every transaction with BEGIN IMMEDIATE, which already holds the
+    database's single write lock. PostgreSQL: a transaction-scoped advisory lock, released at
+    commit or rollback.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_ADVISORY_LOCK_KEY])
+
+
+def audit_record(
+    *,
+    event: str,
+    actor: Actor,
+    target_type: str = "",
+    target_id: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry to the audit log and return it.
+
+    Call it inside the transaction that makes the change it records (`transaction.atomic`), so
+    both commit or neither does. Not idempotent: each call appends a new entry.
+
+    Raises ValueError for an event name not registered in `audit.events`, and
+    TransactionManagementError when called outside a transaction.
+    """
+    if not events.is_registered(event):
+        raise ValueError(f"unknown audit event {event!r}: register it in audit/events.py")
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionManagementError("audit_record must run inside the transaction of the change it records")
+    _serialize_writers()
+
+    # Store exactly what gets hashed: the JSON round trip turns Decimal, UUID and datetimes into strings.
+    stored_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
+    last = AuditEntry.objects.order_by("-seq").values_list("seq", "entry_hash").first()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    entry = AuditEntry(
+        seq=seq,
+        created_at=timezone.now(),
+        event=event,
+        actor_kind=str(actor.kind),
+        actor_label=actor.label[:150],
+        source=str(actor.source),
+        correlation_id=actor.correlation_id[:64],
+        target_type=target_type[:32],
+        target_id=str(target_id)[:64],
+        data=stored_data,
+        prev_hash=prev_hash,
+    )
+    entry.entry_hash = compute_hash(entry)
+    entry.save()
+    return entry

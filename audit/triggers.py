@@ -1,0 +1,156 @@
+"""Database triggers that make the ledger tables append-only even for raw SQL.
+
+Every table in `APPEND_ONLY_TABLES` gets two triggers, `<table>_no_update` and
+`<table>_no_delete`, that abort any `UPDATE` or `DELETE` with the message
+`append-only: <table>`:
+
+- SQLite: `BEFORE UPDATE/DELETE ... BEGIN SELECT RAISE(ABORT, ...); END`.
+- PostgreSQL: row triggers calling the shared plpgsql function `ledger_append_only()`.
+  (`TRUNCATE` is not a row operation and is not guarded; the hash chain still detects it
+  for the audit log unless the whole table is emptied.)
+
+The migrations create them through `create_triggers()` (see `audit/migrations/0002_*` and
+`orders/migrations/0002_*`). **SQLite drops a table's triggers whenever a migration rebuilds
+the table** (AlterField, RemoveField, most AddField, constraint changes: Django's
+`_remake_table`). Any later migration that changes one of these tables must therefore re-create
+them; put `ensure_triggers_operation(<table>, ...)` both first and last in its `operations`
+(first so the reverse migration ends with triggers, last so the forward one does):
+
+    from audit.triggers import ensure_triggers_operation
+
+    operations = [
+        ensure_triggers_operation("orders_fill"),
+        migrations.AlterField(...),
+        ensure_triggers_operation("orders_fill"),
+    ]
+
+`create_triggers` is idempotent. `missing_triggers(connection)` lists what is absent; the
+system check `audit.E001` (`manage.py check --database default`) and
+`audit.checks.ledger_triggers_missing()` use it.
+
+Tests that flush the database (`transaction=True`) need the triggers out of the way while the
+flush deletes rows: see `audit.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import migrations
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+APPEND_ONLY_TABLES: tuple[str, ...] = (
+    "audit_auditentry",
+    "orders_order",
+    "orders_orderevent",
+    "orders_fill",
+    "orders_commission",
+    "orders_tradingswitchevent",
+)
+_OPERATIONS = ("update", "delete")
+PG_FUNCTION = "ledger_append_only"
+
+_PG_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION {PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'append-only: %', TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+END;
+$$
+"""
+
+
+def trigger_names(table: str) -> list[str]:
+    return [f"{table}_no_{op}" for op in _OPERATIONS]
+
+
+def _check_table(table: str) -> None:
+    # Names are spliced into DDL, so only the known tables are accepted.
+    if table not in APPEND_ONLY_TABLES:
+        raise ValueError(f"{table!r} is not an append-only ledger table")
+
+
+def create_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:
+    """Create the UPDATE and DELETE triggers on `table`. Safe to call twice."""
+    _check_table(table)
+    vendor = schema_editor.connection.vendor
+    quote = schema_editor.quote_name
+    if vendor == "sqlite":
+        for op in _OPERATIONS:
+            schema_editor.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {quote(table + '_no_' + op)} BEFORE {op.upper()} ON {quote(table)} "
+                f"BEGIN SELECT RAISE(ABORT, 'append-only: {table}'); END"
+            )
+    elif vendor == "postgresql":
+        schema_editor.execute(_PG_FUNCTION_SQL)
+        for op in _OPERATIONS:
+            name = quote(f"{table}_no_{op}")
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name} ON {quote(table)}")
+            schema_editor.execute(
+                f"CREATE TRIGGER {name} BEFORE {op.upper()} ON {quote(table)} "
+                f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}()"
+            )
+    else:
+        raise NotImplementedError(f"append-only triggers are not implemented for {vendor}")
+
+
+def drop_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:
+    """Drop the triggers on `table` (the shared PostgreSQL function stays). Safe to call twice."""
+    _check_table(table)
+    vendor = schema_editor.connection.vendor
+    quote = schema_editor.quote_name
+    for name in trigger_names(table):
+        if vendor == "postgresql":
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(table)}")
+        else:
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {quote(name)}")
+
+
+def existing_triggers(connection: BaseDatabaseWrapper) -> set[tuple[str, str]]:
+    """(table, trigger name) pairs present in the database."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'")
+        elif connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND pg_table_is_visible(c.oid)"
+            )
+        else:
+            return set()
+        return {(table, name) for table, name in cursor.fetchall()}
+
+
+def missing_triggers(connection: BaseDatabaseWrapper, tables: Iterable[str] = APPEND_ONLY_TABLES) -> list[str]:
+    """Names of expected triggers that are absent (or disabled), as "<table>.<trigger>"; empty when all is well."""
+    present = existing_triggers(connection)
+    return [f"{table}.{name}" for table in tables for name in trigger_names(table) if (table, name) not in present]
+
+
+def ensure_triggers_operation(*tables: str) -> migrations.RunPython:
+    """A migration operation that (re-)creates the triggers of `tables`, forwards and backwards."""
+    for table in tables:
+        _check_table(table)
+
+    def ensure(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        for table in tables:
+            create_triggers(schema_editor, table)
+
+    return migrations.RunPython(ensure, ensure, elidable=False)
+
+
+def create_triggers_operation(*tables: str) -> migrations.RunPython:
+    """The initial operation: create on migrate, drop on reverse."""
+    for table in tables:
+        _check_table(table)
+
+    def create(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        for table in tables:
+            create_triggers(schema_editor, table)
+
+    def drop(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        for table in tables:
+            drop_triggers(schema_editor, table)
+
+    return migrations.RunPython(create, drop, elidable=False)

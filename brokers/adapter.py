@@ -1,0 +1,273 @@
+"""The broker interface the rest of the project sees, and the plain data that crosses threads.
+
+Nothing outside `brokers/ib/` imports ib_async. Everything here is a frozen dataclass of
+`Decimal`, `int`, `str` and timezone-aware UTC `datetime`, so it can be queued between threads
+or, later, sent over a channel layer to the process that owns the IB connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSpec:
+    """What a caller asks for; may match zero, one or several contracts."""
+
+    symbol: str = ""
+    sec_type: str = "STK"
+    exchange: str = ""
+    currency: str = ""
+    primary_exchange: str = ""
+    expiry: str = ""
+    strike: Decimal | None = None
+    right: str = ""
+    multiplier: str = ""
+    con_id: int | None = None
+    local_symbol: str = ""
+    trading_class: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContractInfo:
+    """One resolved contract, identified by its conId."""
+
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    primary_exchange: str = ""
+    expiry: str = ""
+    strike: Decimal | None = None
+    right: str = ""
+    multiplier: str = ""
+    local_symbol: str = ""
+    trading_class: str = ""
+    long_name: str = ""
+    min_tick: Decimal | None = None
+    time_zone: str = ""
+    trading_hours: str = ""
+    liquid_hours: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    con_id: int
+    symbol: str
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+    last_size: Decimal | None
+    volume: Decimal | None
+    close: Decimal | None
+    high: Decimal | None
+    low: Decimal | None
+    time: datetime | None
+    market_data_type: int
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    time: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal | None
+    wap: Decimal | None
+    count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountValue:
+    tag: str
+    value: str
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    account: str
+    values: tuple[AccountValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PositionInfo:
+    account: str
+    contract: ContractInfo
+    quantity: Decimal
+    average_cost: Decimal | None
+    market_price: Decimal | None = None
+    market_value: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+    realized_pnl: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PnLInfo:
+    account: str
+    daily_pnl: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderRequest:
+    """An order as the broker receives it; `order_ref` carries our client_order_id."""
+
+    contract: ContractInfo
+    account: str
+    action: str  # BUY or SELL (SELL_SHORT/BUY_TO_COVER are mapped before this point)
+    quantity: Decimal
+    order_type: str  # IB names: MKT, LMT, STP, STP LMT, MOC, LOC, TRAIL, TRAIL LIMIT
+    tif: str
+    order_ref: str
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
+    outside_rth: bool = False
+    oca_group: str = ""
+    parent_broker_order_id: int | None = None
+    transmit: bool = True
+    broker_order_id: int | None = None  # set to modify a working order
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPreview:
+    commission: Decimal | None
+    min_commission: Decimal | None
+    max_commission: Decimal | None
+    commission_currency: str
+    init_margin_change: Decimal | None
+    maint_margin_change: Decimal | None
+    equity_with_loan_change: Decimal | None
+    init_margin_after: Decimal | None
+    maint_margin_after: Decimal | None
+    equity_with_loan_after: Decimal | None
+    warning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAck:
+    broker_order_id: int
+    perm_id: int | None
+    status: str  # IB status at acknowledgement time
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderStatus:
+    """An order status report from the broker (live or from reconciliation)."""
+
+    order_ref: str
+    broker_order_id: int
+    perm_id: int | None
+    client_id: int | None
+    status: str  # IB status: PendingSubmit, PreSubmitted, Submitted, Filled, Cancelled, Inactive, ...
+    filled: Decimal
+    remaining: Decimal | None
+    average_fill_price: Decimal | None
+    reason: str = ""
+    error_code: int | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerExecution:
+    exec_id: str
+    order_ref: str
+    broker_order_id: int | None
+    perm_id: int | None
+    account: str
+    con_id: int | None
+    symbol: str
+    side: str  # BOT or SLD
+    quantity: Decimal
+    price: Decimal
+    executed_at: datetime
+    exchange: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCommission:
+    exec_id: str
+    commission: Decimal
+    currency: str
+    realized_pnl: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSnapshot:
+    """Everything reconciliation needs: the broker's view of orders and executions."""
+
+    orders: tuple[BrokerOrderStatus, ...]
+    executions: tuple[BrokerExecution, ...]
+    commissions: tuple[BrokerCommission, ...]
+    taken_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConnectionChanged:
+    connected: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHealth:
+    state: str  # connecting, connected, reconnecting, down, stopped
+    gateway: str
+    client_id: int
+    server_version: int | None
+    accounts: tuple[str, ...]
+    connected_since: datetime | None
+    down_since: datetime | None
+    last_error: str
+    reconnects: int
+    reconciled: bool
+    stale_subscriptions: tuple[str, ...] = field(default_factory=tuple)
+
+
+class BrokerAdapter(Protocol):
+    """What services may ask of the broker. Every call is bounded by a timeout and raises
+    `BrokerUnavailable` (503 broker_unavailable / 504 broker_timeout) instead of hanging."""
+
+    def health(self) -> BrokerHealth: ...
+
+    def managed_accounts(self) -> tuple[str, ...]: ...
+
+    def resolve_contracts(self, *, spec: ContractSpec) -> list[ContractInfo]: ...
+
+    def quote_snapshot(self, *, contract: ContractInfo) -> Quote: ...
+
+    def quote_subscribe(self, *, contract: ContractInfo) -> None: ...
+
+    def quote_unsubscribe(self, *, con_id: int) -> None: ...
+
+    def quote_cached(self, *, con_id: int) -> Quote | None: ...
+
+    def bars(
+        self, *, contract: ContractInfo, bar_size: str, duration: str, what_to_show: str, use_rth: bool
+    ) -> list[Bar]: ...
+
+    def account_summary(self, *, account: str) -> AccountSummary: ...
+
+    def positions(self, *, account: str) -> list[PositionInfo]: ...
+
+    def pnl(self, *, account: str) -> PnLInfo: ...
+
+    def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview: ...
+
+    def order_place(self, *, request: BrokerOrderRequest) -> OrderAck: ...
+
+    def order_cancel(self, *, broker_order_id: int) -> None: ...
+
+    def orders_cancel_all(self) -> None: ...
+
+    def snapshot(self) -> BrokerSnapshot: ...

@@ -1,0 +1,137 @@
+"""REST door for the broker connection and the account."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from brokers import selectors
+from ibkrgw.openapi import ERROR
+from marketdata.api import ContractOutput, StrictQueryMixin
+
+
+class GatewayStateOutput(serializers.Serializer):
+    state = serializers.CharField(help_text="not_started, connecting, connected, degraded, reconnecting, stopped")
+    address = serializers.CharField()
+    connected = serializers.BooleanField()
+    server_version = serializers.IntegerField(allow_null=True)
+    client_id = serializers.IntegerField(allow_null=True)
+    accounts = serializers.ListField(child=serializers.CharField())
+    connected_since = serializers.DateTimeField(allow_null=True)
+    down_since = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    reconnects = serializers.IntegerField()
+    reconciled = serializers.BooleanField()
+    stale_subscriptions = serializers.ListField(child=serializers.CharField())
+
+
+class DatabaseStateOutput(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+    vendor = serializers.CharField()
+
+
+class HealthOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    gateway = GatewayStateOutput()
+    simulated_gateway = serializers.BooleanField()
+    trading_mode = serializers.ChoiceField(choices=["paper", "live"])
+    orders_enabled = serializers.BooleanField()
+    trading_halted = serializers.BooleanField(allow_null=True)
+    reconciliation = serializers.ChoiceField(choices=["pending", "done"])
+    database = DatabaseStateOutput()
+
+
+class AccountQueryInput(StrictQueryMixin, serializers.Serializer):
+    account = serializers.CharField(max_length=32, required=False, default="")
+
+
+class AccountValueOutput(serializers.Serializer):
+    tag = serializers.CharField()
+    value = serializers.CharField()
+    currency = serializers.CharField(allow_blank=True)
+
+
+class AccountSummaryOutput(serializers.Serializer):
+    account = serializers.CharField()
+    values = AccountValueOutput(many=True)
+
+
+def _money():
+    return serializers.DecimalField(max_digits=28, decimal_places=10, allow_null=True, normalize_output=True)
+
+
+class PositionOutput(serializers.Serializer):
+    account = serializers.CharField()
+    contract = ContractOutput()
+    quantity = _money()
+    average_cost = _money()
+    market_price = _money()
+    market_value = _money()
+    unrealized_pnl = _money()
+    realized_pnl = _money()
+
+
+class PnLOutput(serializers.Serializer):
+    account = serializers.CharField()
+    daily_pnl = _money()
+    unrealized_pnl = _money()
+    realized_pnl = _money()
+
+
+_ACCOUNT = [OpenApiParameter("account", str, description="Defaults to IB_ACCOUNT or the first managed account.")]
+
+
+def _as_dict(obj) -> dict:
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+class HealthView(APIView):
+    permission_classes = [AllowAny]  # load balancers and the healthcheck probe call it without a key
+
+    @extend_schema(operation_id="health", responses={200: HealthOutput})
+    def get(self, request: Request) -> Response:
+        return Response(HealthOutput(selectors.health_get()).data)
+
+
+class AccountSummaryView(APIView):
+    @extend_schema(
+        operation_id="account_summary",
+        parameters=_ACCOUNT,
+        responses={200: AccountSummaryOutput, 422: ERROR, 503: ERROR, 504: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        query = AccountQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        summary = selectors.account_summary_get(account=query.validated_data["account"])
+        return Response(
+            AccountSummaryOutput({"account": summary.account, "values": [_as_dict(v) for v in summary.values]}).data
+        )
+
+
+class PositionListView(APIView):
+    @extend_schema(
+        operation_id="account_positions",
+        parameters=_ACCOUNT,
+        responses={200: PositionOutput(many=True), 422: ERROR, 503: ERROR, 504: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        query = AccountQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        positions = selectors.position_list(account=query.validated_data["account"])
+        rows = [{**_as_dict(p), "contract": _as_dict(p.contract)} for p in positions]
+        return Response(PositionOutput(rows, many=True).data)
+
+
+class PnLView(APIView):
+    @extend_schema(
+        operation_id="account_pnl", parameters=_ACCOUNT, responses={200: PnLOutput, 422: ERROR, 503: ERROR, 504: ERROR}
+    )
+    def get(self, request: Request) -> Response:
+        query = AccountQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        return Response(PnLOutput(_as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data)

@@ -1,0 +1,236 @@
+"""IbAdapter: the production BrokerAdapter, marshalling every call onto the IB worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from decimal import Decimal
+
+from ib_async import IB, Order
+from ib_async.wrapper import RequestError
+
+from brokers.adapter import (
+    AccountSummary,
+    Bar,
+    BrokerHealth,
+    BrokerOrderRequest,
+    BrokerSnapshot,
+    ContractInfo,
+    ContractSpec,
+    OrderAck,
+    OrderPreview,
+    PnLInfo,
+    PositionInfo,
+    Quote,
+)
+from brokers.ib import translate
+from brokers.ib.errors import HISTORICAL_PACING_RETRY_S, is_no_market_data_permission
+from brokers.ib.worker import IbWorker
+from ibkrgw.errors import ErrorCode, GatewayError
+
+DELAYED = 3
+# IB's historical-data pacing: at most 60 requests in any 10 minutes.
+HISTORICAL_WINDOW_S, HISTORICAL_MAX_REQUESTS = 600, 60
+
+
+def _float(d: Decimal | None) -> float | None:
+    return None if d is None else float(d)
+
+
+def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
+    order = Order(
+        action=request.action,
+        totalQuantity=float(request.quantity),
+        orderType=request.order_type,
+        tif=request.tif,
+        orderRef=request.order_ref,
+        account=request.account,
+        outsideRth=request.outside_rth,
+        transmit=request.transmit,
+        whatIf=what_if,
+    )
+    if request.limit_price is not None:
+        order.lmtPrice = float(request.limit_price)
+    if request.order_type in ("STP", "STP LMT") and request.stop_price is not None:
+        order.auxPrice = float(request.stop_price)
+    if request.order_type in ("TRAIL", "TRAIL LIMIT"):
+        if request.trail_amount is not None:
+            order.auxPrice = float(request.trail_amount)
+        if request.trail_percent is not None:
+            order.trailingPercent = float(request.trail_percent)
+        if request.stop_price is not None:
+            order.trailStopPrice = float(request.stop_price)
+    if request.oca_group:
+        order.ocaGroup, order.ocaType = request.oca_group, 1
+    if request.parent_broker_order_id:
+        order.parentId = request.parent_broker_order_id
+    if request.broker_order_id:
+        order.orderId = request.broker_order_id
+    return order
+
+
+class IbAdapter:
+    def __init__(self, worker: IbWorker) -> None:
+        self.worker = worker
+        self._historical_times: deque[float] = deque()
+        self._historical_lock = threading.Lock()
+
+    def health(self) -> BrokerHealth:
+        return self.worker.health()
+
+    def managed_accounts(self) -> tuple[str, ...]:
+        return self.worker.accounts
+
+    # -- contracts and market data -----------------------------------------------------------
+    def resolve_contracts(self, *, spec: ContractSpec) -> list[ContractInfo]:
+        async def run(ib: IB) -> list[ContractInfo]:
+            details = await ib.reqContractDetailsAsync(translate.to_ib_contract(spec))
+            return [translate.contract_info(d.contract, d) for d in details if d.contract]
+
+        return self.worker.call(run)
+
+    def quote_snapshot(self, *, contract: ContractInfo) -> Quote:
+        async def run(ib: IB) -> Quote:
+            ib_contract = translate.to_ib_contract(contract)
+            try:
+                (ticker,) = await ib.reqTickersAsync(ib_contract)
+            except RequestError as exc:
+                if not is_no_market_data_permission(exc) or self.worker.market_data_type >= DELAYED:
+                    raise
+                # No live permission: fall back to delayed data; the quote says so in market_data_type.
+                ib.reqMarketDataType(DELAYED)
+                try:
+                    (ticker,) = await ib.reqTickersAsync(ib_contract)
+                finally:
+                    ib.reqMarketDataType(self.worker.market_data_type)
+            return translate.quote(ticker)
+
+        return self.worker.call(run)
+
+    def quote_subscribe(self, *, contract: ContractInfo) -> None:
+        self.worker.run_soon(lambda ib: self.worker.subscribe_on_loop(contract))
+
+    def quote_unsubscribe(self, *, con_id: int) -> None:
+        self.worker.run_soon(lambda ib: self.worker.unsubscribe_on_loop(con_id))
+
+    def quote_cached(self, *, con_id: int) -> Quote | None:
+        return self.worker.cached_quote(con_id)
+
+    def _historical_slot(self) -> None:
+        with self._historical_lock:
+            now = time.monotonic()
+            while self._historical_times and now - self._historical_times[0] > HISTORICAL_WINDOW_S:
+                self._historical_times.popleft()
+            if len(self._historical_times) >= HISTORICAL_MAX_REQUESTS:
+                retry = int(HISTORICAL_WINDOW_S - (now - self._historical_times[0])) + 1
+                raise GatewayError(
+                    ErrorCode.PACING_VIOLATION,
+                    "Historical data pacing limit reached.",
+                    http_status=429,
+                    details={"retry_after_s": retry},
+                )
+            self._historical_times.append(now)
+
+    def bars(
+        self, *, contract: ContractInfo, bar_size: str, duration: str, what_to_show: str, use_rth: bool
+    ) -> list[Bar]:
+        self._historical_slot()
+
+        async def run(ib: IB) -> list[Bar]:
+            bars = await ib.reqHistoricalDataAsync(
+                translate.to_ib_contract(contract),
+                endDateTime="",
+                durationStr=duration,
+                barSizeSetting=bar_size,
+                whatToShow=what_to_show,
+                useRTH=use_rth,
+                formatDate=2,
+                timeout=0,
+            )
+            return [translate.bar(b) for b in bars]
+
+        try:
+            return self.worker.call(run)
+        except GatewayError as exc:
+            if exc.code == ErrorCode.PACING_VIOLATION:
+                exc.details.setdefault("retry_after_s", HISTORICAL_PACING_RETRY_S)
+            raise
+
+    # -- account -------------------------------------------------------------------------------
+    def account_summary(self, *, account: str) -> AccountSummary:
+        async def run(ib: IB) -> AccountSummary:
+            values = await ib.accountSummaryAsync(account)
+            return AccountSummary(
+                account=account, values=tuple(translate.account_value(v) for v in values if v.account == account)
+            )
+
+        return self.worker.call(run)
+
+    def positions(self, *, account: str) -> list[PositionInfo]:
+        async def run(ib: IB) -> list[PositionInfo]:
+            portfolio = {p.contract.conId: p for p in ib.portfolio(account)}
+            result = []
+            for p in ib.positions(account):
+                if p.position == 0:
+                    continue
+                result.append(translate.position(portfolio.get(p.contract.conId, p)))
+            return result
+
+        return self.worker.call(run)
+
+    def pnl(self, *, account: str) -> PnLInfo:
+        async def run(ib: IB) -> PnLInfo:
+            existing = [p for p in ib.pnl(account) if p.account == account]
+            if existing:
+                return translate.pnl(account, existing[0])
+            p = ib.reqPnL(account)
+            for _ in range(200):  # first value arrives shortly after subscribing
+                if translate.dec(p.dailyPnL) is not None or translate.dec(p.unrealizedPnL) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            return translate.pnl(account, p)
+
+        return self.worker.call(run)
+
+    # -- orders --------------------------------------------------------------------------------
+    def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview:
+        async def run(ib: IB) -> OrderPreview:
+            state = await ib.whatIfOrderAsync(
+                translate.to_ib_contract(request.contract), _ib_order(request, what_if=True)
+            )
+            if not state or isinstance(state, list):
+                raise GatewayError(ErrorCode.BROKER_ERROR, "The broker returned no preview.", http_status=502)
+            return translate.preview(state)
+
+        return self.worker.call(run)
+
+    def order_place(self, *, request: BrokerOrderRequest) -> OrderAck:
+        async def run(ib: IB) -> OrderAck:
+            trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
+            return OrderAck(
+                broker_order_id=trade.order.orderId, perm_id=trade.order.permId or None, status=trade.orderStatus.status
+            )
+
+        return self.worker.call(run)
+
+    def order_cancel(self, *, broker_order_id: int) -> None:
+        async def run(ib: IB) -> None:
+            for trade in ib.openTrades():
+                if trade.order.orderId == broker_order_id:
+                    ib.cancelOrder(trade.order)
+                    return
+            # Not ours in this session (e.g. placed before a restart): cancel by id anyway.
+            ib.client.cancelOrder(broker_order_id, "")
+
+        self.worker.call(run)
+
+    def orders_cancel_all(self) -> None:
+        async def run(ib: IB) -> None:
+            ib.reqGlobalCancel()
+
+        self.worker.call(run)
+
+    def snapshot(self) -> BrokerSnapshot:
+        return self.worker.call(lambda ib: self.worker._snapshot())

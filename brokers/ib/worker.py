@@ -1,0 +1,403 @@
+"""The one thread that owns an asyncio loop and `ib_async.IB`.
+
+Other threads never touch `IB`: they call `IbWorker.call(fn, timeout=...)`, which runs
+`fn(ib)` on the worker's loop and waits a bounded time. Event handlers on the loop never touch
+the ORM: they translate what IB reports into frozen dataclasses and hand them to `sink`
+(the recorder thread's queue).
+
+The worker keeps the connection alive: after a disconnect it reconnects with exponential
+backoff and jitter, restores every market-data subscription and asks for reconciliation
+before trading is allowed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from ib_async import IB, Contract, Ticker
+from ib_async.wrapper import RequestError
+
+from brokers.adapter import BrokerConnectionChanged, BrokerHealth, ContractInfo, Quote
+from brokers.ib import translate
+from ibkrgw.errors import BrokerUnavailable, ErrorCode
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 15.0
+# IB codes that mean "the gateway lost / regained its link to IB's servers".
+CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
+
+
+@dataclass
+class _Subscription:
+    contract: ContractInfo
+    watchers: int = 0
+    ticker: Ticker | None = None
+    last_tick_monotonic: float = field(default_factory=time.monotonic)
+    stale: bool = False
+
+
+class IbWorker:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: int,
+        account: str | None,
+        connect_timeout: float,
+        request_timeout: float,
+        market_data_type: int,
+        throttle: bool,
+        stale_after_s: float,
+        sink: Callable[[Any], None],
+    ) -> None:
+        self.host, self.port, self.client_id, self.account = host, port, client_id, account
+        self.connect_timeout, self.request_timeout = connect_timeout, request_timeout
+        self.market_data_type, self.throttle, self.stale_after_s = market_data_type, throttle, stale_after_s
+        self._sink = sink
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stopping = False
+        self._disconnected: asyncio.Event | None = None
+        self.ib: IB | None = None
+        # State read by other threads; only the worker writes it.
+        self.state = "connecting"
+        self.connected_since: datetime | None = None
+        self.down_since: datetime | None = datetime.now(UTC)
+        self.last_error = ""
+        self.reconnects = 0
+        self.accounts: tuple[str, ...] = ()
+        self.server_version: int | None = None
+        self.reconciled = threading.Event()
+        self._subscriptions: dict[int, _Subscription] = {}
+        self._quotes: dict[int, Quote] = {}
+        self._quote_listeners: list[Callable[[Quote], None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"ib-worker-{self.client_id}", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        loop = self._loop
+        if loop and loop.is_running():
+            loop.call_soon_threadsafe(self._shutdown_on_loop)
+        if self._thread:
+            self._thread.join(timeout)
+        self.state = "stopped"
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state == "connected":
+                return True
+            time.sleep(0.01)
+        return self.state == "connected"
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._disconnected = asyncio.Event()
+        self.ib = IB()
+        self.ib.RaiseRequestErrors = True
+        if not self.throttle:
+            self.ib.client.MaxRequests = 0
+        self._wire_events(self.ib)
+        self._ready.set()
+        try:
+            self._loop.run_until_complete(self._supervise())
+        except Exception:  # the supervisor must never die silently
+            logger.exception("IB worker stopped by an error")
+        finally:
+            try:
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            finally:
+                self._loop.close()
+
+    def _shutdown_on_loop(self) -> None:
+        if self.ib and self.ib.isConnected():
+            self.ib.disconnect()
+        if self._disconnected:
+            self._disconnected.set()
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_START_S
+        watchdog = asyncio.ensure_future(self._watch_subscriptions())
+        try:
+            while not self._stopping:
+                self._disconnected.clear()
+                try:
+                    await self.ib.connectAsync(
+                        self.host,
+                        self.port,
+                        clientId=self.client_id,
+                        timeout=self.connect_timeout,
+                        account=self.account or "",
+                    )
+                except Exception as exc:  # refused, timed out, client id in use...
+                    self._mark_down(f"connect failed: {exc or type(exc).__name__}")
+                    if self.ib.isConnected():
+                        self.ib.disconnect()
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+                    continue
+                delay = BACKOFF_START_S
+                await self._on_connected()
+                await self._disconnected.wait()
+                if not self._stopping:
+                    self._mark_down(self.last_error or "connection lost")
+                    self.reconnects += 1
+        finally:
+            watchdog.cancel()
+
+    async def _on_connected(self) -> None:
+        ib = self.ib
+        self.accounts = tuple(ib.managedAccounts())
+        self.server_version = ib.client.serverVersion()
+        self.ib.reqMarketDataType(self.market_data_type)
+        for sub in self._subscriptions.values():
+            sub.ticker = ib.reqMktData(translate.to_ib_contract(sub.contract))
+            sub.last_tick_monotonic = time.monotonic()
+        self.state = "connected"
+        self.connected_since = datetime.now(UTC)
+        self.down_since = None
+        self.last_error = ""
+        logger.info(
+            "connected to IB at %s:%s as client %s (server v%s)",
+            self.host,
+            self.port,
+            self.client_id,
+            self.server_version,
+        )
+        self._sink(BrokerConnectionChanged(connected=True))
+        await self._request_reconciliation()
+
+    async def _request_reconciliation(self) -> None:
+        self.reconciled.clear()
+        try:
+            snapshot = await asyncio.wait_for(self._snapshot(), self.request_timeout)
+        except Exception as exc:
+            logger.warning("could not fetch the broker's orders for reconciliation: %s", exc)
+            self.last_error = f"reconciliation fetch failed: {exc}"
+            if self.ib.isConnected():
+                self.ib.disconnect()  # reconnect and try again rather than trade unreconciled
+            return
+        self._sink(snapshot)
+
+    async def _snapshot(self):
+        from brokers.adapter import BrokerSnapshot
+
+        ib = self.ib
+        open_trades = await ib.reqAllOpenOrdersAsync()
+        completed = await ib.reqCompletedOrdersAsync(False)
+        fills = await ib.reqExecutionsAsync()
+        seen: dict[tuple, Any] = {}
+        for trade in [*completed, *open_trades, *ib.trades()]:
+            key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
+            seen[key] = trade
+        orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef)
+        executions = tuple(translate.execution(f) for f in fills)
+        commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
+        return BrokerSnapshot(orders=orders, executions=executions, commissions=commissions, taken_at=datetime.now(UTC))
+
+    def _mark_down(self, reason: str) -> None:
+        was_connected = self.state == "connected"
+        self.state = "reconnecting" if not self._stopping else "stopped"
+        self.reconciled.clear()
+        self.last_error = reason
+        if self.down_since is None:
+            self.down_since = datetime.now(UTC)
+        self.connected_since = None
+        if was_connected:
+            logger.warning("IB connection lost: %s", reason)
+            self._sink(BrokerConnectionChanged(connected=False, reason=reason))
+
+    # -- events (on the loop; translate and hand off, never touch the ORM) -------------------
+    def _wire_events(self, ib: IB) -> None:
+        ib.disconnectedEvent += self._on_disconnected
+        ib.errorEvent += self._on_error
+        ib.orderStatusEvent += self._on_order_status
+        ib.execDetailsEvent += self._on_exec
+        ib.commissionReportEvent += self._on_commission
+        ib.pendingTickersEvent += self._on_tickers
+
+    def _on_disconnected(self) -> None:
+        if self._disconnected:
+            self._disconnected.set()
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
+        if code == CONNECTIVITY_LOST:
+            self.last_error = f"{code}: {message}"
+            self.state = "degraded"
+        elif code in (CONNECTIVITY_RESTORED, CONNECTIVITY_RESTORED_DATA_LOST):
+            self.state = "connected"
+            self.last_error = ""
+            if code == CONNECTIVITY_RESTORED_DATA_LOST:
+                # IB dropped our market data: subscribe again.
+                for sub in self._subscriptions.values():
+                    self._resubscribe(sub)
+            asyncio.ensure_future(self._request_reconciliation())
+
+    def _on_order_status(self, trade) -> None:
+        if trade.order.orderRef and not trade.order.whatIf:
+            self._sink(translate.order_status(trade, at=datetime.now(UTC)))
+
+    def _on_exec(self, trade, fill) -> None:
+        self._sink(translate.execution(fill))
+
+    def _on_commission(self, trade, fill, report) -> None:
+        commission = translate.commission(report)
+        if commission:
+            self._sink(commission)
+
+    def _on_tickers(self, tickers) -> None:
+        now = datetime.now(UTC)
+        mono = time.monotonic()
+        for ticker in tickers:
+            con_id = ticker.contract.conId if ticker.contract else 0
+            sub = self._subscriptions.get(con_id)
+            if sub is None or ticker is not sub.ticker:
+                continue
+            q = translate.quote(ticker, received_at=now)
+            self._quotes[con_id] = q
+            sub.last_tick_monotonic = mono
+            sub.stale = False
+            for listener in list(self._quote_listeners):
+                try:
+                    listener(q)
+                except Exception:
+                    logger.exception("quote listener failed")
+
+    async def _watch_subscriptions(self) -> None:
+        """Flag subscriptions that stopped ticking and subscribe them again."""
+        while True:
+            await asyncio.sleep(min(1.0, self.stale_after_s / 2))
+            if self.state != "connected":
+                continue
+            now = time.monotonic()
+            for sub in self._subscriptions.values():
+                if now - sub.last_tick_monotonic > self.stale_after_s:
+                    if not sub.stale:
+                        logger.warning("quote subscription %s is stale; resubscribing", sub.contract.symbol)
+                    sub.stale = True
+                    self._resubscribe(sub)
+
+    def _resubscribe(self, sub: _Subscription) -> None:
+        contract = translate.to_ib_contract(sub.contract)
+        if sub.ticker is not None:
+            try:
+                self.ib.cancelMktData(sub.ticker.contract)
+            except Exception:  # already gone at the gateway
+                logger.debug("cancelMktData failed during resubscribe", exc_info=True)
+        sub.ticker = self.ib.reqMktData(contract)
+        sub.last_tick_monotonic = time.monotonic()
+
+    # -- calls from other threads ----------------------------------------------------------
+    def call(
+        self, fn: Callable[[IB], Awaitable[T]], *, timeout: float | None = None, require_connected: bool = True
+    ) -> T:
+        """Run `fn(ib)` on the worker loop; bounded by `timeout` (default: IB_REQUEST_TIMEOUT).
+
+        Raises BrokerUnavailable at once when not connected, `broker_timeout` (504) when IB
+        does not answer in time, and translated errors for IB request errors.
+        """
+        loop = self._loop
+        if loop is None or not loop.is_running() or (require_connected and self.state not in ("connected",)):
+            raise BrokerUnavailable(
+                f"The broker is not connected ({self.state}).",
+                details={"state": self.state, "last_error": self.last_error},
+            )
+        timeout = timeout or self.request_timeout
+
+        async def run() -> T:
+            return await asyncio.wait_for(fn(self.ib), timeout)
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            return future.result(timeout + 1)
+        except (TimeoutError, FutureTimeout):
+            future.cancel()
+            raise BrokerUnavailable(
+                f"The broker did not answer within {timeout:g}s.",
+                code=ErrorCode.BROKER_TIMEOUT,
+                details={"timeout_s": timeout},
+            ) from None
+        except RequestError as exc:
+            from brokers.ib.errors import translate_request_error
+
+            raise translate_request_error(exc) from None
+        except ConnectionError as exc:
+            raise BrokerUnavailable(f"The broker connection failed: {exc}") from None
+
+    def run_soon(self, fn: Callable[[IB], Any]) -> None:
+        """Fire-and-forget a synchronous `fn(ib)` on the loop (subscription bookkeeping)."""
+        if self._loop and self._loop.is_running():
+            self._loop.call_soon_threadsafe(fn, self.ib)
+
+    # -- market data subscriptions (called on the loop through call()/run_soon) ------------
+    def subscribe_on_loop(self, contract: ContractInfo) -> None:
+        sub = self._subscriptions.get(contract.con_id)
+        if sub is None:
+            sub = self._subscriptions[contract.con_id] = _Subscription(contract=contract)
+            if self.ib.isConnected():
+                sub.ticker = self.ib.reqMktData(translate.to_ib_contract(contract))
+        sub.watchers += 1
+
+    def unsubscribe_on_loop(self, con_id: int) -> None:
+        sub = self._subscriptions.get(con_id)
+        if sub is None:
+            return
+        sub.watchers -= 1
+        if sub.watchers <= 0:
+            del self._subscriptions[con_id]
+            self._quotes.pop(con_id, None)
+            if sub.ticker is not None and self.ib.isConnected():
+                self.ib.cancelMktData(sub.ticker.contract)
+
+    def cached_quote(self, con_id: int) -> Quote | None:
+        return self._quotes.get(con_id)
+
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def watchers(self, con_id: int) -> int:
+        sub = self._subscriptions.get(con_id)
+        return sub.watchers if sub else 0
+
+    def add_quote_listener(self, listener: Callable[[Quote], None]) -> None:
+        """`listener(quote)` runs on the worker loop for every tick: it must not block."""
+        self._quote_listeners.append(listener)
+
+    def remove_quote_listener(self, listener: Callable[[Quote], None]) -> None:
+        if listener in self._quote_listeners:
+            self._quote_listeners.remove(listener)
+
+    def health(self) -> BrokerHealth:
+        return BrokerHealth(
+            state=self.state,
+            gateway=f"{self.host}:{self.port}",
+            client_id=self.client_id,
+            server_version=self.server_version if self.state == "connected" else None,
+            accounts=self.accounts,
+            connected_since=self.connected_since,
+            down_since=self.down_since,
+            last_error=self.last_error,
+            reconnects=self.reconnects,
+            reconciled=self.reconciled.is_set(),
+            stale_subscriptions=tuple(s.contract.symbol for s in list(self._subscriptions.values()) if s.stale),
+        )

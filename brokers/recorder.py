@@ -1,0 +1,79 @@
+"""The recorder thread: the single writer of broker events into the ledger.
+
+The IB worker puts frozen dataclasses on `Recorder.queue`; this thread hands each one to the
+service registered for its type, in arrival order (so an execution is always recorded before
+its commission). A failing write is retried, then logged loudly; it never stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+RETRIES = 5
+
+
+class Recorder:
+    def __init__(self, handlers: dict[type, Callable[[Any], None]]) -> None:
+        self.handlers = handlers
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ib-recorder", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        self._idle.clear()
+        self.queue.put(item)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.queue.put(None)
+        self._thread.join(timeout)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """True once everything queued so far has been written (for commands and tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.005)
+        return self.queue.unfinished_tasks == 0
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            item = self.queue.get()
+            try:
+                if item is None:
+                    continue
+                self._handle(item)
+            finally:
+                self.queue.task_done()
+        close_old_connections()
+
+    def _handle(self, item: Any) -> None:
+        handler = self.handlers.get(type(item))
+        if handler is None:
+            logger.debug("no recorder handler for %s", type(item).__name__)
+            return
+        for attempt in range(1, RETRIES + 1):
+            close_old_connections()
+            try:
+                handler(item)
+                return
+            except Exception:
+                if attempt == RETRIES:
+                    logger.exception("recorder could not write %r after %d attempts", item, RETRIES)
+                    return
+                logger.warning("recorder write failed (attempt %d), retrying", attempt, exc_info=True)
+                time.sleep(0.05 * attempt)

@@ -1,0 +1,332 @@
+"""Order engine: validation, resting orders, triggers, (partial) fills, cancels.
+
+The engine is synchronous and runs on the gateway's event loop.  It reports what
+happened through an :class:`OrderSink` so the server can turn it into openOrder,
+orderStatus, execDetails and commissionReport messages in the order TWS sends them.
+
+Fill model
+* Marketable orders fill at the touch (buy at the ask, sell at the bid).
+* A working order fills at most ``partial_fill_threshold`` per evaluation; the
+  remainder fills on later evaluations (every tick_interval, and on set_price).
+  ``None`` disables partial fills.
+* STP / STP LMT trigger on the last price (buy: last >= stop, sell: last <= stop),
+  then behave as MKT / LMT.  TRAIL keeps a trailing stop off the last price.
+* MOC / LOC rest until :meth:`OrderEngine.market_close`; they then fill in full at
+  the simulated close (the last price), LOC only if the close satisfies its limit.
+  OPG orders rest until :meth:`OrderEngine.market_open` and fill in full there.
+* IOC fills what it can immediately and cancels the rest; FOK fills in full
+  immediately or is cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Protocol
+
+from .account import Account, commission_for
+from .market import Instrument, Market, round_to_tick
+from .protocol import OrderRequest
+
+UTC = timezone.utc
+D0 = Decimal(0)
+
+SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT", "MOC", "LOC", "TRAIL"}
+SUPPORTED_TIFS = {"DAY", "GTC", "IOC", "FOK", "OPG", "GTD"}
+WORKING = {"PreSubmitted", "Submitted"}
+
+
+@dataclass
+class SimOrder:
+    order_id: int
+    client_id: int
+    perm_id: int
+    inst: Instrument
+    exchange: str
+    action: str
+    total_qty: Decimal
+    order_type: str
+    lmt_price: Decimal | None
+    aux_price: Decimal | None
+    tif: str
+    order_ref: str
+    outside_rth: bool
+    account: str
+    oca_group: str = ""
+    parent_id: int = 0
+    trailing_percent: Decimal | None = None
+    trail_stop: Decimal | None = None
+    status: str = "PreSubmitted"
+    filled: Decimal = D0
+    avg_fill_price: Decimal = D0
+    last_fill_price: Decimal = D0
+    triggered: bool = False
+    completed_time: str = ""
+    completed_status: str = ""
+    warning: str = ""
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.total_qty - self.filled if self.status in WORKING or self.status == "Filled" else D0
+
+    @property
+    def working(self) -> bool:
+        return self.status in WORKING
+
+
+@dataclass
+class SimExecution:
+    exec_id: str
+    order: SimOrder
+    shares: Decimal
+    price: Decimal
+    time: datetime
+    commission: Decimal
+    realized: Decimal
+    cum_qty: Decimal
+    avg_price: Decimal
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def side(self) -> str:
+        return "BOT" if self.order.action == "BUY" else "SLD"
+
+
+class OrderSink(Protocol):
+    def order_changed(self, order: SimOrder) -> None: ...
+    def filled(self, order: SimOrder, execution: SimExecution) -> None: ...
+    def cancelled(self, order: SimOrder, code: int, message: str) -> None: ...
+
+
+class Reject(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
+
+
+class OrderEngine:
+    def __init__(self, market: Market, account: Account, sink: OrderSink,
+                 partial_fill_threshold: Decimal | None, seed: int) -> None:
+        self.market = market
+        self.account = account
+        self.sink = sink
+        self.threshold = partial_fill_threshold
+        self.orders: dict[tuple[int, int], SimOrder] = {}
+        self.executions: list[SimExecution] = []
+        self.max_order_id: dict[int, int] = {}
+        self._next_perm = 1_000_000 + (seed % 1000) * 10_000
+        self._exec_seq = 0
+        self._exec_prefix = f"{0xE000 + seed % 0x1000:08x}"
+
+    # -- ids
+    def next_valid_id(self, client_id: int) -> int:
+        return self.max_order_id.get(client_id, 0) + 1
+
+    def new_perm_id(self) -> int:
+        self._next_perm += 1
+        return self._next_perm
+
+    def note_order_id(self, client_id: int, order_id: int) -> None:
+        self.max_order_id[client_id] = max(self.max_order_id.get(client_id, 0), order_id)
+
+    # -- validation
+    def validate(self, req: OrderRequest, inst: Instrument) -> None:
+        if req.unsupported:
+            raise Reject(201, f"Order rejected - reason:{req.unsupported}")
+        if req.action not in ("BUY", "SELL"):
+            raise Reject(201, f"Order rejected - reason:Invalid action '{req.action}'")
+        if req.order_type not in SUPPORTED_TYPES:
+            raise Reject(201, f"Order rejected - reason:Invalid order type '{req.order_type}' was entered.")
+        if req.tif not in SUPPORTED_TIFS:
+            raise Reject(201, f"Order rejected - reason:Invalid time in force '{req.tif}'.")
+        if req.total_quantity is None or req.total_quantity <= 0:
+            raise Reject(201, "Order rejected - reason:The order quantity must be greater than zero.")
+        if not inst.has_quotes:
+            raise Reject(201, f"Order rejected - reason:{inst.sec_type} contracts are not tradable.")
+        if req.order_type in ("LMT", "STP LMT", "LOC") and req.lmt_price is None:
+            raise Reject(201, "Order rejected - reason:A limit price is required for this order type.")
+        if req.order_type in ("STP", "STP LMT") and req.aux_price is None:
+            raise Reject(201, "Order rejected - reason:A stop price is required for this order type.")
+        if req.order_type == "TRAIL" and req.aux_price is None and req.trailing_percent is None:
+            raise Reject(201, "Order rejected - reason:A trailing amount or percent is required.")
+        for price in (req.lmt_price, req.aux_price if req.order_type != "TRAIL" else None):
+            if price is not None and round_to_tick(price, inst.min_tick) != price:
+                raise Reject(110, "The price does not conform to the minimum price variation for this contract.")
+        if req.account and req.account != self.account.code:
+            raise Reject(201, f"Order rejected - reason:Account {req.account} is not a managed account.")
+
+    # -- lifecycle
+    def place(self, client_id: int, req: OrderRequest, inst: Instrument) -> SimOrder:
+        """New order (already validated and id-checked); reports PreSubmitted, Submitted, fills."""
+        o = SimOrder(
+            order_id=req.order_id, client_id=client_id, perm_id=self.new_perm_id(), inst=inst,
+            exchange=req.contract.exchange or inst.exchange, action=req.action,
+            total_qty=req.total_quantity or D0, order_type=req.order_type, lmt_price=req.lmt_price,
+            aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, outside_rth=req.outside_rth,
+            account=self.account.code, oca_group=req.oca_group, parent_id=req.parent_id,
+            trailing_percent=req.trailing_percent, trail_stop=req.trail_stop_price,
+        )
+        self.orders[(client_id, o.order_id)] = o
+        self.note_order_id(client_id, o.order_id)
+        self.sink.order_changed(o)  # PreSubmitted
+        o.status = "Submitted"
+        self.sink.order_changed(o)
+        self._after_submit(o)
+        return o
+
+    def modify(self, o: SimOrder, req: OrderRequest) -> None:
+        if req.total_quantity is not None and req.total_quantity < o.filled:
+            raise Reject(201, "Order rejected - reason:The new quantity is below the filled quantity.")
+        o.total_qty = req.total_quantity or o.total_qty
+        o.order_type, o.lmt_price, o.aux_price = req.order_type, req.lmt_price, req.aux_price
+        o.tif, o.order_ref, o.outside_rth = req.tif, req.order_ref, req.outside_rth
+        o.trailing_percent = req.trailing_percent
+        if req.trail_stop_price is not None:
+            o.trail_stop = req.trail_stop_price
+        self.sink.order_changed(o)
+        self._after_submit(o)
+
+    def _after_submit(self, o: SimOrder) -> None:
+        if o.tif == "FOK":
+            q = self.market.quote(o.inst.con_id)
+            whole = self.threshold is None or o.remaining <= self.threshold
+            if not (whole and self._fill_price(o, q) is not None and not self._waits_for_auction(o)):
+                self._cancel(o, 202, "Order Canceled - reason:FOK order could not be filled in full immediately")
+                return
+            self._fill(o, o.remaining, self._fill_price(o, q))  # type: ignore[arg-type]
+            return
+        self._evaluate(o)
+        if o.tif == "IOC" and o.working:
+            self._cancel(o, 202, "Order Canceled - reason:IOC order remainder cancelled")
+
+    def cancel(self, client_id: int, order_id: int) -> None:
+        o = self.orders.get((client_id, order_id))
+        if o is None:
+            raise Reject(10147, f"OrderId {order_id} that needs to be cancelled is not found.")
+        if not o.working:
+            raise Reject(10148, f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
+                                f"state: {o.status}.")
+        self._cancel(o, 202, "Order Canceled - reason:")
+
+    def cancel_all(self) -> None:
+        for o in list(self.orders.values()):
+            if o.working:
+                self._cancel(o, 202, "Order Canceled - reason:Global cancel")
+
+    def _cancel(self, o: SimOrder, code: int, message: str) -> None:
+        o.status = "Cancelled"
+        o.completed_time, o.completed_status = stamp(datetime.now(UTC)), "Cancelled by Trader"
+        self.sink.cancelled(o, code, message)
+
+    def reject_record(self, client_id: int, req: OrderRequest, inst: Instrument | None) -> SimOrder | None:
+        """Keep rejected orders visible as Inactive (they still consume the order id)."""
+        self.note_order_id(client_id, req.order_id)
+        if inst is None or (client_id, req.order_id) in self.orders:
+            return None
+        o = SimOrder(
+            order_id=req.order_id, client_id=client_id, perm_id=self.new_perm_id(), inst=inst,
+            exchange=req.contract.exchange or inst.exchange, action=req.action,
+            total_qty=req.total_quantity or D0, order_type=req.order_type, lmt_price=req.lmt_price,
+            aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, outside_rth=req.outside_rth,
+            account=self.account.code, status="Inactive",
+        )
+        o.completed_time, o.completed_status = stamp(datetime.now(UTC)), "Rejected"
+        self.orders[(client_id, req.order_id)] = o
+        return o
+
+    # -- evaluation
+    def evaluate_all(self) -> None:
+        for o in list(self.orders.values()):
+            if o.working:
+                self._evaluate(o)
+
+    def market_close(self) -> None:
+        self.market.close_session()
+        for o in list(self.orders.values()):
+            if o.working and o.order_type in ("MOC", "LOC"):
+                close = self.market.quote(o.inst.con_id).last
+                if o.order_type == "LOC" and not self._limit_ok(o, close):
+                    self._cancel(o, 202, "Order Canceled - reason:LOC limit not reached at the close")
+                else:
+                    self._fill(o, o.remaining, close)
+
+    def market_open(self) -> None:
+        for o in list(self.orders.values()):
+            if o.working and o.tif == "OPG":
+                price = self._fill_price(o, self.market.quote(o.inst.con_id), ignore_auction=True)
+                if price is None:
+                    self._cancel(o, 202, "Order Canceled - reason:OPG order not filled at the open")
+                else:
+                    self._fill(o, o.remaining, price)
+
+    @staticmethod
+    def _waits_for_auction(o: SimOrder) -> bool:
+        return o.order_type in ("MOC", "LOC") or o.tif == "OPG"
+
+    def _limit_ok(self, o: SimOrder, price: Decimal) -> bool:
+        assert o.lmt_price is not None
+        return price <= o.lmt_price if o.action == "BUY" else price >= o.lmt_price
+
+    def _triggered(self, o: SimOrder, last: Decimal) -> bool:
+        if o.triggered or o.order_type not in ("STP", "STP LMT", "TRAIL"):
+            return True
+        buy = o.action == "BUY"
+        if o.order_type == "TRAIL":
+            if o.trailing_percent is not None:
+                offset = last * o.trailing_percent / 100
+            else:
+                offset = o.aux_price or D0
+            candidate = round_to_tick(last + offset if buy else last - offset, o.inst.min_tick)
+            if o.trail_stop is None:
+                o.trail_stop = candidate
+            else:
+                o.trail_stop = min(o.trail_stop, candidate) if buy else max(o.trail_stop, candidate)
+            stop = o.trail_stop
+        else:
+            assert o.aux_price is not None
+            stop = o.aux_price
+        o.triggered = last >= stop if buy else last <= stop
+        return o.triggered
+
+    def _fill_price(self, o: SimOrder, q, ignore_auction: bool = False) -> Decimal | None:
+        if not ignore_auction and self._waits_for_auction(o):
+            return None
+        if not self._triggered(o, q.last):
+            return None
+        price = q.ask if o.action == "BUY" else q.bid
+        if o.order_type in ("LMT", "STP LMT", "LOC") and not self._limit_ok(o, price):
+            return None
+        return price
+
+    def _evaluate(self, o: SimOrder) -> None:
+        price = self._fill_price(o, self.market.quote(o.inst.con_id))
+        if price is None:
+            return
+        qty = o.remaining if self.threshold is None else min(o.remaining, self.threshold)
+        self._fill(o, qty, price)
+
+    def _fill(self, o: SimOrder, qty: Decimal, price: Decimal) -> None:
+        now = datetime.now(UTC)
+        fx = self.account.fx(o.inst.currency)
+        commission = commission_for(o.inst, qty, price, fx)
+        realized = self.account.apply_fill(o.inst, o.action, qty, price, commission)
+        o.avg_fill_price = (o.avg_fill_price * o.filled + price * qty) / (o.filled + qty)
+        o.filled += qty
+        o.last_fill_price = price
+        if o.filled >= o.total_qty:
+            o.status = "Filled"
+            o.completed_time, o.completed_status = stamp(now), f"Filled Size: {o.filled}"
+        self._exec_seq += 1
+        ex = SimExecution(
+            exec_id=f"{self._exec_prefix}.{o.perm_id:08x}.{self._exec_seq:02d}.01", order=o, shares=qty,
+            price=price, time=now, commission=commission, realized=realized, cum_qty=o.filled,
+            avg_price=o.avg_fill_price,
+        )
+        self.executions.append(ex)
+        self.sink.filled(o, ex)

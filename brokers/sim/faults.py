@@ -1,0 +1,63 @@
+"""Fault injection, driven from tests (Python API) or ibsim command-line options.
+
+All methods are thread-safe: they only flip state read by the gateway's event loop,
+or hand work to that loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import SimGateway
+
+
+class Faults:
+    def __init__(self, gateway: "SimGateway") -> None:
+        self._gw = gateway
+        self._lock = threading.Lock()
+        self._delays: dict[int, float] = {}
+        self._swallow: set[int] = set()
+        self._refuse_until = 0.0
+
+    # -- configuration
+    def delay(self, msg_id: int, seconds: float) -> None:
+        """Handle requests with this msgId (and so send their replies) ``seconds`` late."""
+        with self._lock:
+            self._delays[int(msg_id)] = float(seconds)
+
+    def never_answer(self, msg_id: int) -> None:
+        """Silently swallow requests with this msgId."""
+        with self._lock:
+            self._swallow.add(int(msg_id))
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (clients get ConnectionRefusedError), then listen again."""
+        with self._lock:
+            self._refuse_until = time.monotonic() + float(seconds)
+        self._gw._call(self._gw._pause_listening, float(seconds))
+
+    def drop_all_connections(self) -> None:
+        """Close every client socket (like a gateway restart); the listener stays up."""
+        self._gw._call(self._gw._drop_all)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._delays.clear()
+            self._swallow.clear()
+            self._refuse_until = 0.0
+
+    # -- queried by the server
+    def delay_for(self, msg_id: int) -> float:
+        with self._lock:
+            return self._delays.get(msg_id, 0.0)
+
+    def swallows(self, msg_id: int) -> bool:
+        with self._lock:
+            return msg_id in self._swallow
+
+    def refusing(self) -> bool:
+        with self._lock:
+            return time.monotonic() < self._refuse_until

@@ -1,0 +1,37 @@
+"""pytest plugin: ``pytest_plugins = ["brokers.sim.fixtures"]``.
+
+Fixtures
+* ``sim_gateway`` - a started SimGateway on 127.0.0.1:<free port>, stopped at teardown.
+* ``sim_gateway_factory`` - ``make(**kwargs)`` starts gateways with custom arguments
+  (e.g. ``server_version=157``); all of them are stopped at teardown.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from .server import SimGateway
+
+
+@pytest.fixture
+def sim_gateway_factory() -> Iterator[Callable[..., SimGateway]]:
+    made: list[SimGateway] = []
+
+    def make(**kwargs: Any) -> SimGateway:
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", 0)
+        gw = SimGateway(**kwargs)
+        gw.start()
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.stop()
+
+
+@pytest.fixture
+def sim_gateway(sim_gateway_factory: Callable[..., SimGateway]) -> SimGateway:
+    return sim_gateway_factory()

@@ -1,0 +1,56 @@
+"""Admin for API keys: create (the key is shown once, by the library), list, revoke. Never delete.
+
+Creating and revoking write an audit entry in the admin's own transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from audit import events
+from audit.services import audit_record
+from ibkrgw.actors import Source
+from ibkrgw.auth import actor_for
+from ibkrgw.models import ScopedAPIKey
+
+
+@admin.register(ScopedAPIKey)
+class ScopedAPIKeyAdmin(APIKeyModelAdmin):
+    list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")
+    list_filter = ("scope", "revoked", "created")
+    fields = ("prefix", "name", "scope", "expiry_date", "revoked")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        # A key's scope is fixed once it exists: make a new key instead of widening an old one.
+        return fields + ("scope",) if obj is not None else fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Revoke instead: the audit log keeps referring to the key's prefix.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ScopedAPIKey, form: Any = None, change: bool = False) -> None:
+        # ModelAdmin.changeform_view already runs this inside a transaction, which the audit entry joins.
+        revoking = change and obj.revoked and not obj._initial_revoked
+        super().save_model(request, obj, form, change)
+        actor = actor_for(request.user, None, Source.ADMIN)
+        if not change:
+            audit_record(
+                event=events.APIKEY_CREATED,
+                actor=actor,
+                target_type="apikey",
+                target_id=obj.prefix,
+                data={"name": obj.name, "scope": obj.scope, "expiry_date": obj.expiry_date},
+            )
+        elif revoking:
+            audit_record(
+                event=events.APIKEY_REVOKED,
+                actor=actor,
+                target_type="apikey",
+                target_id=obj.prefix,
+                data={"name": obj.name, "scope": obj.scope},
+            )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class IbkrgwConfig(AppConfig):
+    name = "ibkrgw"
+    verbose_name = "ibkr-gateway"

@@ -1,0 +1,25 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels; starts the IB worker."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from brokers import runtime  # noqa: E402
+from ibkrgw.routing import websocket_urlpatterns  # noqa: E402
+from ibkrgw.ws_auth import ApiKeyOrSessionAuthMiddleware  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(ApiKeyOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)
+
+if os.environ.get("IBKRGW_NO_BROKER") != "1":
+    runtime.start()

@@ -1,0 +1,165 @@
+"""One error type with stable codes, and the one DRF handler that renders it.
+
+Codes are part of the public contract: never rename one. Every door (REST, websockets, MCP,
+admin) reports the same code for the same failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    NOT_AUTHENTICATED = "not_authenticated"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    THROTTLED = "throttled"
+    INTERNAL_ERROR = "internal_error"
+    # broker
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    BROKER_TIMEOUT = "broker_timeout"
+    BROKER_ERROR = "broker_error"
+    PACING_VIOLATION = "pacing_violation"
+    CONTRACT_NOT_FOUND = "contract_not_found"
+    CONTRACT_AMBIGUOUS = "contract_ambiguous"
+    NO_MARKET_DATA = "no_market_data"
+    # orders: validation gate
+    INVALID_ORDER = "invalid_order"
+    INVALID_TICK_SIZE = "invalid_tick_size"
+    ACCOUNT_NOT_MANAGED = "account_not_managed"
+    # account-mode gate
+    ACCOUNT_MODE_MISMATCH = "account_mode_mismatch"
+    # risk gate
+    RISK_MAX_QUANTITY = "risk_max_quantity"
+    RISK_MAX_NOTIONAL = "risk_max_notional"
+    RISK_PRICE_COLLAR = "risk_price_collar"
+    RISK_RATE_LIMIT = "risk_rate_limit"
+    RISK_BUYING_POWER = "risk_buying_power"
+    RISK_STALE_MARKET_DATA = "risk_stale_market_data"
+    POSSIBLE_DUPLICATE = "possible_duplicate"
+    TRADING_HALTED = "trading_halted"
+    # arming gate
+    LIVE_OVERRIDE_MISSING = "live_override_missing"
+    # idempotency and state
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_STATE_CONFLICT = "order_state_conflict"
+    ORDER_NOT_MODIFIABLE = "order_not_modifiable"
+    # ledger
+    LEDGER_APPEND_ONLY = "ledger_append_only"
+
+
+class GatewayError(Exception):
+    """The one error every layer raises for a failure a user can hit."""
+
+    default_status = status.HTTP_400_BAD_REQUEST
+
+    def __init__(
+        self,
+        code: ErrorCode | str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.http_status = http_status or self.default_status
+        self.details = details or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
+
+
+class BrokerUnavailable(GatewayError):
+    default_status = status.HTTP_503_SERVICE_UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str = "The broker connection is not available.",
+        *,
+        code=ErrorCode.BROKER_UNAVAILABLE,
+        http_status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        if http_status is None and ErrorCode(code) == ErrorCode.BROKER_TIMEOUT:
+            http_status = status.HTTP_504_GATEWAY_TIMEOUT
+        super().__init__(code, message, http_status=http_status, details=details)
+
+
+class AppendOnlyViolation(GatewayError):
+    """Raised by the ledger guards; a programming error if it ever reaches a user."""
+
+    default_status = status.HTTP_409_CONFLICT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.LEDGER_APPEND_ONLY, message)
+
+
+_DRF_CODES: dict[type, ErrorCode] = {
+    drf_exceptions.NotAuthenticated: ErrorCode.NOT_AUTHENTICATED,
+    drf_exceptions.AuthenticationFailed: ErrorCode.NOT_AUTHENTICATED,
+    drf_exceptions.PermissionDenied: ErrorCode.PERMISSION_DENIED,
+    drf_exceptions.NotFound: ErrorCode.NOT_FOUND,
+    drf_exceptions.MethodNotAllowed: ErrorCode.METHOD_NOT_ALLOWED,
+    drf_exceptions.Throttled: ErrorCode.THROTTLED,
+    drf_exceptions.ParseError: ErrorCode.INVALID_REQUEST,
+    drf_exceptions.UnsupportedMediaType: ErrorCode.INVALID_REQUEST,
+    drf_exceptions.NotAcceptable: ErrorCode.INVALID_REQUEST,
+    drf_exceptions.ValidationError: ErrorCode.INVALID_REQUEST,
+}
+
+
+def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    return Response(exc.as_dict(), status=exc.http_status, headers=headers)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Render every error as `{"error": {"code", "message", "details"}}`."""
+    if isinstance(exc, GatewayError):
+        headers = {}
+        if "retry_after_s" in exc.details:
+            headers["Retry-After"] = str(int(exc.details["retry_after_s"]) + 1)
+        return error_response(exc, headers)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(exc.messages)
+    if isinstance(exc, drf_exceptions.APIException):
+        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), ErrorCode.INVALID_REQUEST)
+        if isinstance(exc, drf_exceptions.ValidationError):
+            details = {"fields": exc.detail} if isinstance(exc.detail, dict) else {"errors": exc.detail}
+            message = "The request is not valid."
+        else:
+            details = {}
+            message = str(exc.detail)
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        status_code = exc.status_code
+        return Response(
+            {"error": {"code": str(code), "message": message, "details": details}}, status=status_code, headers=headers
+        )
+    logger.exception("unhandled error in %s", context.get("view"))
+    return Response(
+        {"error": {"code": str(ErrorCode.INTERNAL_ERROR), "message": "Internal error.", "details": {}}},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

@@ -1,0 +1,119 @@
+"""`manage.py apikey create|list|revoke`: API keys for programs, each with scope read or trade.
+
+    manage.py apikey create --name my-bot --scope trade [--expires-days 90]   (prints the key once)
+    manage.py apikey list
+    manage.py apikey revoke PREFIX
+
+Creating and revoking a key each write an audit entry in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from audit import events
+from audit.services import audit_record
+from ibkrgw.actors import Actor, Source
+from ibkrgw.models import Scope, ScopedAPIKey
+
+
+def _cli_actor() -> Actor:
+    return Actor.system(label="cli", source=Source.CLI)
+
+
+def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Actor) -> tuple[ScopedAPIKey, str]:
+    """Create a key; returns (row, the secret key). The secret is not stored and cannot be shown again."""
+    expiry = timezone.now() + timedelta(days=expires_days) if expires_days else None
+    with transaction.atomic(durable=True):
+        key, secret = ScopedAPIKey.objects.create_key(name=name, scope=scope, expiry_date=expiry)
+        audit_record(
+            event=events.APIKEY_CREATED,
+            actor=actor,
+            target_type="apikey",
+            target_id=key.prefix,
+            data={"name": key.name, "scope": key.scope, "expiry_date": key.expiry_date},
+        )
+    return key, secret
+
+
+def apikey_revoke(*, prefix: str, actor: Actor) -> tuple[ScopedAPIKey, bool]:
+    """Revoke the key with `prefix`; returns (row, whether it changed). Safe to call twice.
+
+    Raises ScopedAPIKey.DoesNotExist for an unknown prefix.
+    """
+    with transaction.atomic(durable=True):
+        key = ScopedAPIKey.objects.select_for_update().get(prefix=prefix)
+        if key.revoked:
+            return key, False
+        key.revoked = True
+        key.save(update_fields=["revoked"])
+        audit_record(
+            event=events.APIKEY_REVOKED,
+            actor=actor,
+            target_type="apikey",
+            target_id=key.prefix,
+            data={"name": key.name, "scope": key.scope},
+        )
+    return key, True
+
+
+class Command(BaseCommand):
+    help = "Create, list and revoke API keys."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
+        create = sub.add_parser("create", help="create a key and print it once")
+        create.add_argument("--name", required=True, help="a label for the key (max 50 characters)")
+        create.add_argument("--scope", required=True, choices=Scope.values)
+        create.add_argument("--expires-days", type=int, default=None, help="expire after this many days")
+        sub.add_parser("list", help="list keys (never the secrets)")
+        revoke = sub.add_parser("revoke", help="revoke a key by its prefix (cannot be undone)")
+        revoke.add_argument("prefix")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        if action == "create":
+            self._create(options["name"], options["scope"], options["expires_days"])
+        elif action == "list":
+            self._list()
+        else:
+            self._revoke(options["prefix"])
+
+    def _create(self, name: str, scope: str, expires_days: int | None) -> None:
+        name = name.strip()
+        if not name or len(name) > 50:
+            raise CommandError("--name must be 1 to 50 characters")
+        if expires_days is not None and expires_days < 1:
+            raise CommandError("--expires-days must be at least 1")
+        key, secret = apikey_create(name=name, scope=scope, expires_days=expires_days, actor=_cli_actor())
+        self.stdout.write(
+            f"Created API key {key.prefix} ({key.name}, scope {key.scope}). Store it now; it is not shown again:"
+        )
+        self.stdout.write(secret)
+
+    def _list(self) -> None:
+        keys = ScopedAPIKey.objects.order_by("created")
+        self.stdout.write(f"{'PREFIX':<10} {'NAME':<24} {'SCOPE':<6} {'CREATED':<20} {'REVOKED':<8} EXPIRES")
+        for key in keys:
+            expires = key.expiry_date.strftime("%Y-%m-%d %H:%M") if key.expiry_date else "never"
+            if key.has_expired:
+                expires += " (expired)"
+            self.stdout.write(
+                f"{key.prefix:<10} {key.name[:24]:<24} {key.scope:<6} "
+                f"{key.created:%Y-%m-%d %H:%M:%S}  {'yes' if key.revoked else 'no':<8} {expires}"
+            )
+
+    def _revoke(self, prefix: str) -> None:
+        try:
+            key, changed = apikey_revoke(prefix=prefix.strip(), actor=_cli_actor())
+        except ScopedAPIKey.DoesNotExist:
+            raise CommandError(f"no API key with prefix {prefix!r}") from None
+        if changed:
+            self.stdout.write(f"Revoked API key {key.prefix} ({key.name}).")
+        else:
+            self.stdout.write(f"API key {key.prefix} ({key.name}) was already revoked.")

@@ -1,0 +1,251 @@
+"""Settings for ibkr-gateway.
+
+Every value comes from the environment (or a `.env` file) with a safe default: paper mode,
+orders disabled, the built-in simulated IB Gateway. A bad value stops start-up with a message
+that names the variable and what it accepts.
+"""
+
+import os
+import tempfile
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use one of: true, false, 1, 0, yes, no, on, off")
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.str(name, default=default).strip().lower()
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not allowed; use one of: {', '.join(choices)}")
+    return raw
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name}={value} is out of range [{minimum}, {maximum}]")
+    return value
+
+
+def env_decimal(name: str, default: str, *, minimum: Decimal = Decimal("0")) -> Decimal:
+    raw = env.str(name, default=default).strip()
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a decimal number") from None
+    if not value.is_finite() or value <= minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number greater than {minimum}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Trading safety
+# ---------------------------------------------------------------------------
+TRADING_MODE = env_choice("TRADING_MODE", "paper", ("paper", "live"))
+ORDERS_ENABLED = env_bool("ORDERS_ENABLED", False)
+LIVE_TRADING_OVERRIDE_FILE = env.str("LIVE_TRADING_OVERRIDE_FILE", default="").strip() or None
+
+# ---------------------------------------------------------------------------
+# IB connection
+# ---------------------------------------------------------------------------
+IB_GATEWAY = env.str("IB_GATEWAY", default="sim").strip()
+if IB_GATEWAY != "sim":
+    _host, _, _port = IB_GATEWAY.rpartition(":")
+    if not _host or not _port.isdigit() or not 0 < int(_port) < 65536:
+        raise ImproperlyConfigured(
+            f"IB_GATEWAY={IB_GATEWAY!r} is not allowed; use 'sim' or HOST:PORT (e.g. 127.0.0.1:4002)"
+        )
+IB_SIM_PORT = env_int("IB_SIM_PORT", 4010, minimum=0, maximum=65535)
+IB_SIM_SEED = env_int("IB_SIM_SEED", 7, minimum=0)
+IB_CLIENT_ID = env_int("IB_CLIENT_ID", 1, minimum=0, maximum=2**31 - 1)
+IB_MCP_CLIENT_ID = env_int("IB_MCP_CLIENT_ID", IB_CLIENT_ID + 1, minimum=0, maximum=2**31 - 1)
+IB_ACCOUNT = env.str("IB_ACCOUNT", default="").strip() or None
+IB_CONNECT_TIMEOUT = env_int("IB_CONNECT_TIMEOUT", 10, minimum=1, maximum=600)
+IB_REQUEST_TIMEOUT = env_int("IB_REQUEST_TIMEOUT", 10, minimum=1, maximum=600)
+MARKET_DATA_TYPE = env_int("MARKET_DATA_TYPE", 1, minimum=1, maximum=4)
+IB_THROTTLE = env_bool("IB_THROTTLE", True)
+QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
+
+# ---------------------------------------------------------------------------
+# Pre-trade risk limits (conservative by default)
+# ---------------------------------------------------------------------------
+RISK_MAX_ORDER_QUANTITY = env_decimal("RISK_MAX_ORDER_QUANTITY", "1000")
+RISK_MAX_ORDER_NOTIONAL = env_decimal("RISK_MAX_ORDER_NOTIONAL", "100000")
+RISK_PRICE_COLLAR_PCT = env_decimal("RISK_PRICE_COLLAR_PCT", "5")
+RISK_MAX_ORDERS_PER_MINUTE = env_int("RISK_MAX_ORDERS_PER_MINUTE", 30, minimum=1)
+RISK_DUPLICATE_WINDOW_S = env_int("RISK_DUPLICATE_WINDOW_S", 5, minimum=0)
+
+# ---------------------------------------------------------------------------
+# Django
+# ---------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me-for-any-shared-deployment")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "channels",
+    "ibkrgw",
+    "audit",
+    "brokers",
+    "marketdata",
+    "orders",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "ibkrgw.middleware.CorrelationIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ibkrgw.urls"
+ASGI_APPLICATION = "ibkrgw.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------------------
+# Database: SQLite tuned for durability and concurrent writers; DATABASE_URL for anything else
+# ---------------------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;",
+        }
+    )
+    # Tests use a file, not shared memory: the IB worker, the recorder and subprocesses (mcp, killed
+    # gateways) must see the same database with WAL, as in production.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str(
+            "TEST_DATABASE_NAME", default=str(Path(tempfile.gettempdir()) / f"ibkrgw-test-{os.getpid()}.sqlite3")
+        )
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGIN_URL = "/admin/login/"
+
+# ---------------------------------------------------------------------------
+# Channels
+# ---------------------------------------------------------------------------
+CHANNEL_LAYER_URL = env.str("CHANNEL_LAYER_URL", default="").strip() or None
+if CHANNEL_LAYER_URL:
+    if not CHANNEL_LAYER_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"CHANNEL_LAYER_URL={CHANNEL_LAYER_URL!r} is not allowed; use redis://HOST:PORT/DB")
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [CHANNEL_LAYER_URL]}}
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# ---------------------------------------------------------------------------
+# REST framework and OpenAPI
+# ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "ibkrgw.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["ibkrgw.auth.HasReadScope"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "ibkrgw.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ibkr-gateway API",
+    "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
+
+# ---------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "text", "filters": ["correlation"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"ib_async": {"level": "WARNING"}},
+}

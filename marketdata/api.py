@@ -1,0 +1,263 @@
+"""REST door for market data: contracts, quotes, bars. Thin: input -> service -> output."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from brokers.adapter import ContractSpec
+from ibkrgw.openapi import ERROR
+from marketdata import services
+
+SEC_TYPES = ["STK", "ETF", "OPT", "FUT", "FOP", "CASH", "IND", "CRYPTO", "BOND", "FUND", "CFD", "WAR"]
+BAR_SIZES = [
+    "1 secs",
+    "5 secs",
+    "10 secs",
+    "15 secs",
+    "30 secs",
+    "1 min",
+    "2 mins",
+    "3 mins",
+    "5 mins",
+    "10 mins",
+    "15 mins",
+    "20 mins",
+    "30 mins",
+    "1 hour",
+    "2 hours",
+    "3 hours",
+    "4 hours",
+    "8 hours",
+    "1 day",
+    "1 week",
+    "1 month",
+]
+WHAT_TO_SHOW = [
+    "TRADES",
+    "MIDPOINT",
+    "BID",
+    "ASK",
+    "BID_ASK",
+    "ADJUSTED_LAST",
+    "HISTORICAL_VOLATILITY",
+    "OPTION_IMPLIED_VOLATILITY",
+]
+
+
+class StrictQueryMixin:
+    """Unknown query parameters are an error, not silently ignored."""
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown parameter."] for name in sorted(unknown)})
+        return attrs
+
+
+class ContractQueryInput(StrictQueryMixin, serializers.Serializer):
+    symbol = serializers.CharField(max_length=32, required=False, default="")
+    sec_type = serializers.ChoiceField(choices=SEC_TYPES, required=False, default="STK")
+    exchange = serializers.CharField(max_length=16, required=False, default="")
+    currency = serializers.CharField(max_length=8, required=False, default="")
+    primary_exchange = serializers.CharField(max_length=16, required=False, default="")
+    expiry = serializers.RegexField(
+        r"^\d{6}(\d{2})?$", required=False, default="", help_text="YYYYMM or YYYYMMDD (options, futures)."
+    )
+    strike = serializers.DecimalField(
+        max_digits=20, decimal_places=8, required=False, allow_null=True, default=None, min_value=0
+    )
+    right = serializers.ChoiceField(choices=["C", "P", "CALL", "PUT"], required=False, default="")
+    multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
+    con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+
+    def to_spec(self, symbol: str | None = None) -> ContractSpec:
+        data = dict(self.validated_data)
+        if symbol is not None:
+            data["symbol"] = symbol
+        data["sec_type"] = "STK" if data["sec_type"] == "ETF" else data["sec_type"]
+        return ContractSpec(**{k: v for k, v in data.items() if k in ContractSpec.__slots__})
+
+
+class QuoteQueryInput(ContractQueryInput):
+    stream = serializers.BooleanField(
+        required=False, default=False, help_text="Keep a streaming subscription so later calls are served from memory."
+    )
+
+
+class BarsQueryInput(ContractQueryInput):
+    bar_size = serializers.ChoiceField(choices=BAR_SIZES, required=False, default="1 day")
+    duration = serializers.RegexField(
+        r"^\d{1,4} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
+    )
+    what_to_show = serializers.ChoiceField(choices=WHAT_TO_SHOW, required=False, default="TRADES")
+    use_rth = serializers.BooleanField(required=False, default=True)
+
+
+class ContractOutput(serializers.Serializer):
+    con_id = serializers.IntegerField()
+    symbol = serializers.CharField()
+    sec_type = serializers.CharField()
+    exchange = serializers.CharField()
+    primary_exchange = serializers.CharField()
+    currency = serializers.CharField()
+    expiry = serializers.CharField()
+    strike = serializers.DecimalField(
+        max_digits=20, decimal_places=8, allow_null=True, coerce_to_string=True, normalize_output=True
+    )
+    right = serializers.CharField()
+    multiplier = serializers.CharField()
+    local_symbol = serializers.CharField()
+    trading_class = serializers.CharField()
+    long_name = serializers.CharField()
+    min_tick = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, normalize_output=True)
+    time_zone = serializers.CharField()
+
+
+def _price_field():
+    return serializers.DecimalField(max_digits=24, decimal_places=10, allow_null=True, normalize_output=True)
+
+
+class QuoteOutput(serializers.Serializer):
+    symbol = serializers.CharField()
+    con_id = serializers.IntegerField()
+    bid = _price_field()
+    ask = _price_field()
+    last = _price_field()
+    bid_size = _price_field()
+    ask_size = _price_field()
+    last_size = _price_field()
+    volume = _price_field()
+    close = _price_field()
+    high = _price_field()
+    low = _price_field()
+    time = serializers.DateTimeField(allow_null=True)
+    age_ms = serializers.IntegerField(allow_null=True, help_text="Milliseconds since the quote's time.")
+    market_data_type = serializers.IntegerField(help_text="1 live, 2 frozen, 3 delayed, 4 delayed-frozen.")
+    delayed = serializers.BooleanField()
+    source = serializers.ChoiceField(choices=["snapshot", "stream"])
+    contract = ContractOutput()
+
+
+class BarOutput(serializers.Serializer):
+    time = serializers.DateTimeField()
+    open = _price_field()
+    high = _price_field()
+    low = _price_field()
+    close = _price_field()
+    volume = _price_field()
+    wap = _price_field()
+    count = serializers.IntegerField(allow_null=True)
+
+
+class BarsOutput(serializers.Serializer):
+    contract = ContractOutput()
+    bar_size = serializers.CharField()
+    duration = serializers.CharField()
+    what_to_show = serializers.CharField()
+    use_rth = serializers.BooleanField()
+    bars = BarOutput(many=True)
+
+
+def _contract_dict(contract) -> dict:
+    return {name: getattr(contract, name) for name in contract.__slots__}
+
+
+QUOTE_FIELDS = (
+    "symbol",
+    "con_id",
+    "bid",
+    "ask",
+    "last",
+    "bid_size",
+    "ask_size",
+    "last_size",
+    "volume",
+    "close",
+    "high",
+    "low",
+    "market_data_type",
+)
+
+_CONTRACT_PARAMS = [
+    OpenApiParameter("sec_type", str, enum=SEC_TYPES),
+    OpenApiParameter("exchange", str),
+    OpenApiParameter("currency", str),
+    OpenApiParameter("primary_exchange", str),
+    OpenApiParameter("expiry", str, description="YYYYMM or YYYYMMDD"),
+    OpenApiParameter("strike", str),
+    OpenApiParameter("right", str, enum=["C", "P", "CALL", "PUT"]),
+    OpenApiParameter("multiplier", str),
+    OpenApiParameter("con_id", int),
+]
+
+
+class ContractListView(APIView):
+    @extend_schema(
+        operation_id="contracts_resolve",
+        parameters=[OpenApiParameter("symbol", str), *_CONTRACT_PARAMS],
+        responses={200: ContractOutput(many=True), 400: ERROR, 404: ERROR, 503: ERROR, 504: ERROR},
+        description="Resolve a contract specification to every matching contract (with conId). Cached.",
+    )
+    def get(self, request: Request) -> Response:
+        query = ContractQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        infos = services.contract_resolve(spec=query.to_spec())
+        if not query.validated_data["expiry"]:
+            front = services._front_month(infos)
+            if front is not None:
+                infos = [front]
+        return Response(ContractOutput([_contract_dict(i) for i in infos], many=True).data)
+
+
+class QuoteView(APIView):
+    @extend_schema(
+        operation_id="quotes_retrieve",
+        parameters=[*_CONTRACT_PARAMS, OpenApiParameter("stream", bool)],
+        responses={200: QuoteOutput, 400: ERROR, 404: ERROR, 409: ERROR, 503: ERROR, 504: ERROR},
+        description="Snapshot quote for one contract (served from the streaming cache when subscribed).",
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        query = QuoteQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        stream = query.validated_data.pop("stream")
+        contract, quote = services.quote_get(spec=query.to_spec(symbol), stream=stream)
+        source = "stream" if quote.received_at else "snapshot"
+        data = {f: getattr(quote, f) for f in QUOTE_FIELDS}
+        stamp = quote.time or quote.received_at
+        data.update(
+            time=stamp,
+            age_ms=int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
+            delayed=quote.market_data_type in (3, 4),
+            source=source,
+            contract=_contract_dict(contract),
+        )
+        return Response(QuoteOutput(data).data)
+
+
+class BarsView(APIView):
+    @extend_schema(
+        operation_id="bars_retrieve",
+        parameters=[
+            *_CONTRACT_PARAMS,
+            OpenApiParameter("bar_size", str, enum=BAR_SIZES),
+            OpenApiParameter("duration", str),
+            OpenApiParameter("what_to_show", str, enum=WHAT_TO_SHOW),
+            OpenApiParameter("use_rth", bool),
+        ],
+        responses={200: BarsOutput, 400: ERROR, 404: ERROR, 409: ERROR, 429: ERROR, 503: ERROR, 504: ERROR},
+        description="Historical bars. Requests are paced to IB's limits; over the limit answers 429 with a retry time.",
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        query = BarsQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
+        contract, bars = services.bars_get(spec=query.to_spec(symbol), **params)
+        return Response(
+            BarsOutput({**params, "contract": _contract_dict(contract), "bars": [_contract_dict(b) for b in bars]}).data
+        )

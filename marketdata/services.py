@@ -1,0 +1,178 @@
+"""Market data: contract resolution (cached), quotes and historical bars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from brokers import runtime
+from brokers.adapter import Bar, ContractInfo, ContractSpec, Quote
+from ibkrgw.errors import ErrorCode, GatewayError
+from marketdata.models import CachedContract, ContractLookup
+
+LOOKUP_TTL = timedelta(hours=12)
+MAX_CANDIDATES = 50
+DEFAULT_EXCHANGE = {"STK": "SMART", "OPT": "SMART", "CASH": "IDEALPRO", "FUND": "FUNDSERV"}
+STREAM_FIRST_TICK_WAIT_S = 2.0
+
+
+def spec_normalize(spec: ContractSpec) -> ContractSpec:
+    """Fill the defaults a person would assume (SMART for stocks, EUR.USD style FX symbols)."""
+    sec_type = (spec.sec_type or "STK").upper()
+    symbol, currency = spec.symbol.strip().upper(), spec.currency.strip().upper()
+    if sec_type == "CASH" and "." in symbol:
+        symbol, _, pair_currency = symbol.partition(".")
+        currency = currency or pair_currency
+    exchange = spec.exchange.strip().upper() or DEFAULT_EXCHANGE.get(sec_type, "")
+    return replace(
+        spec,
+        symbol=symbol,
+        sec_type=sec_type,
+        exchange=exchange,
+        currency=currency,
+        right=spec.right.strip().upper()[:1],
+        expiry=spec.expiry.strip().replace("-", ""),
+    )
+
+
+def _lookup_key(spec: ContractSpec) -> str:
+    payload = json.dumps(asdict(spec), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _info_to_json(info: ContractInfo) -> dict:
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(info).items()}
+
+
+def _info_from_json(data: dict) -> ContractInfo:
+    values = dict(data)
+    for name in ("strike", "min_tick"):
+        values[name] = Decimal(values[name]) if values.get(name) not in (None, "") else None
+    return ContractInfo(**values)
+
+
+def _cached(key: str) -> list[ContractInfo] | None:
+    lookup = ContractLookup.objects.filter(key=key, resolved_at__gte=timezone.now() - LOOKUP_TTL).first()
+    if lookup is None:
+        return None
+    return [_info_from_json(c.data) for c in lookup.contracts.all().order_by("expiry", "con_id")]
+
+
+def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
+    try:
+        with transaction.atomic():
+            rows = []
+            for info in infos:
+                row, _ = CachedContract.objects.update_or_create(
+                    con_id=info.con_id,
+                    defaults={
+                        "symbol": info.symbol,
+                        "sec_type": info.sec_type,
+                        "exchange": info.exchange,
+                        "currency": info.currency,
+                        "expiry": info.expiry,
+                        "data": _info_to_json(info),
+                        "updated_at": timezone.now(),
+                    },
+                )
+                rows.append(row)
+            lookup, _ = ContractLookup.objects.update_or_create(
+                key=key,
+                defaults={"query": json.loads(json.dumps(asdict(spec), default=str)), "resolved_at": timezone.now()},
+            )
+            lookup.contracts.set(rows)
+    except IntegrityError:
+        pass  # another request cached the same lookup at the same moment
+
+
+def contract_resolve(*, spec: ContractSpec) -> list[ContractInfo]:
+    """Every contract matching `spec` (cached). Raises 404 contract_not_found when none match."""
+    spec = spec_normalize(spec)
+    if not spec.symbol and not spec.con_id:
+        raise GatewayError(ErrorCode.INVALID_REQUEST, "Give a symbol or a con_id.", details={"fields": ["symbol"]})
+    key = _lookup_key(spec)
+    infos = _cached(key)
+    if infos is None:
+        infos = runtime.adapter().resolve_contracts(spec=spec)
+        if infos:
+            _store(key, spec, infos)
+    if not infos:
+        raise GatewayError(
+            ErrorCode.CONTRACT_NOT_FOUND,
+            f"No contract matches {spec.symbol or spec.con_id}.",
+            http_status=404,
+            details={"query": _spec_json(spec)},
+        )
+    return sorted(infos, key=lambda i: (i.expiry, i.strike or 0, i.right, i.con_id))
+
+
+def _spec_json(spec: ContractSpec) -> dict:
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(spec).items() if v not in ("", None)}
+
+
+def _front_month(infos: list[ContractInfo]) -> ContractInfo | None:
+    """Futures asked without expiry resolve to the nearest expiry that has not passed."""
+    if not infos or any(i.sec_type != "FUT" for i in infos) or len({i.symbol for i in infos}) != 1:
+        return None
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    live = [i for i in infos if i.expiry[:8].ljust(8, "9") >= today]
+    return min(live, key=lambda i: i.expiry) if live else None
+
+
+def contract_resolve_one(*, spec: ContractSpec) -> ContractInfo:
+    """Exactly one contract, or 404 contract_not_found / 409 contract_ambiguous with candidates."""
+    infos = contract_resolve(spec=spec)
+    if len(infos) == 1:
+        return infos[0]
+    if not spec.expiry:
+        front = _front_month(infos)
+        if front is not None:
+            return front
+    raise GatewayError(
+        ErrorCode.CONTRACT_AMBIGUOUS,
+        f"{len(infos)} contracts match; add exchange, currency, expiry, strike or right, or give a con_id.",
+        http_status=409,
+        details={"candidates": [_info_to_json(i) for i in infos[:MAX_CANDIDATES]], "count": len(infos)},
+    )
+
+
+def quote_get(*, spec: ContractSpec, stream: bool = False) -> tuple[ContractInfo, Quote]:
+    """A quote for one contract.
+
+    Uses the streaming cache when the contract is already subscribed (by a websocket client or an
+    earlier `stream=True` call), otherwise a one-off snapshot. `stream=True` keeps a subscription
+    so later calls are answered from memory.
+    """
+    contract = contract_resolve_one(spec=spec)
+    adapter = runtime.adapter()
+    cached = adapter.quote_cached(con_id=contract.con_id)
+    if cached is not None:
+        return contract, cached
+    if stream:
+        from marketdata.groups import rest_stream_hold
+
+        rest_stream_hold(contract)
+        deadline = time.monotonic() + STREAM_FIRST_TICK_WAIT_S
+        while time.monotonic() < deadline:
+            cached = adapter.quote_cached(con_id=contract.con_id)
+            if cached is not None:
+                return contract, cached
+            time.sleep(0.005)
+    return contract, adapter.quote_snapshot(contract=contract)
+
+
+def bars_get(
+    *, spec: ContractSpec, bar_size: str, duration: str, what_to_show: str, use_rth: bool
+) -> tuple[ContractInfo, list[Bar]]:
+    contract = contract_resolve_one(spec=spec)
+    bars = runtime.adapter().bars(
+        contract=contract, bar_size=bar_size, duration=duration, what_to_show=what_to_show, use_rth=use_rth
+    )
+    return contract, bars

@@ -1,0 +1,260 @@
+"""The pre-trade gates of DESIGN §5. Each returns None or raises `GateBlocked` with its own code.
+
+The configuration gate runs at start-up (brokers/checks.py); idempotency is enforced by the
+database in services.py. What is here runs for every order, from every door, in this order:
+validation -> account mode -> risk -> arming.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from brokers.adapter import ContractInfo, OrderPreview, Quote
+from ibkrgw.errors import ErrorCode, GatewayError
+from orders.types import OrderRequest
+
+INTEGER_QUANTITY_SEC_TYPES = {"FUT", "OPT", "FOP", "BOND"}
+PAPER_ACCOUNT_PREFIXES = ("DU", "DF")
+
+
+class GateBlocked(GatewayError):
+    def __init__(
+        self, gate: str, code: ErrorCode, message: str, *, http_status: int = 422, details: dict | None = None
+    ) -> None:
+        super().__init__(code, message, http_status=http_status, details={"gate": gate, **(details or {})})
+        self.gate = gate
+
+
+def _invalid(message: str, **details) -> GateBlocked:
+    return GateBlocked("validation", ErrorCode.INVALID_ORDER, message, details=details)
+
+
+# -- 2. validation ---------------------------------------------------------------------------
+def gate_order_shape(request: OrderRequest) -> None:
+    """Prices required and forbidden per order type, TIF rules, quantity. No broker call."""
+    t, tif = request.order_type, request.tif
+    needs_limit = t in ("LMT", "STP_LMT", "LOC", "TRAIL_LIMIT")
+    needs_stop = t in ("STP", "STP_LMT")
+    if request.quantity <= 0:
+        raise _invalid("quantity must be positive.", field="quantity")
+    if needs_limit and request.limit_price is None:
+        raise _invalid(f"{t} orders need limit_price.", field="limit_price")
+    if not needs_limit and request.limit_price is not None:
+        raise _invalid(f"{t} orders take no limit_price.", field="limit_price")
+    if needs_stop and request.stop_price is None:
+        raise _invalid(f"{t} orders need stop_price.", field="stop_price")
+    if not needs_stop and t not in ("TRAIL", "TRAIL_LIMIT") and request.stop_price is not None:
+        raise _invalid(f"{t} orders take no stop_price.", field="stop_price")
+    trailing = t in ("TRAIL", "TRAIL_LIMIT")
+    has_amount, has_percent = request.trail_amount is not None, request.trail_percent is not None
+    if trailing and has_amount == has_percent:
+        raise _invalid(f"{t} orders need exactly one of trail_amount or trail_percent.", field="trail_amount")
+    if not trailing and (has_amount or has_percent):
+        raise _invalid(f"{t} orders take no trail_amount/trail_percent.", field="trail_amount")
+    for name in ("limit_price", "stop_price", "trail_amount", "trail_percent"):
+        value = getattr(request, name)
+        if value is not None and value <= 0:
+            raise _invalid(f"{name} must be positive.", field=name)
+    if request.trail_percent is not None and request.trail_percent >= 100:
+        raise _invalid("trail_percent must be below 100.", field="trail_percent")
+    if t in ("MOC", "LOC") and tif != "DAY":
+        raise _invalid(f"{t} orders must have tif DAY.", field="tif")
+    if tif == "OPG" and t not in ("MKT", "LMT"):
+        raise _invalid("tif OPG is only for MKT and LMT orders (market/limit on open).", field="tif")
+    if request.sec_type in INTEGER_QUANTITY_SEC_TYPES and request.quantity != request.quantity.to_integral_value():
+        raise _invalid(f"{request.sec_type} quantities must be whole numbers.", field="quantity")
+    if (
+        request.sec_type in ("OPT", "FOP")
+        and not request.con_id
+        and not (request.expiry and request.strike and request.right)
+    ):
+        raise _invalid("Options need expiry, strike and right (or con_id).", field="expiry")
+
+
+def gate_tick_size(request: OrderRequest, contract: ContractInfo) -> None:
+    tick = contract.min_tick
+    if not tick or tick <= 0:
+        return
+    for name in ("limit_price", "stop_price", "trail_amount"):
+        value = getattr(request, name)
+        if value is not None and value % tick != 0:
+            raise GateBlocked(
+                "validation",
+                ErrorCode.INVALID_TICK_SIZE,
+                f"{name} {value} is not a multiple of the minimum tick {tick.normalize()}.",
+                details={"field": name, "min_tick": str(tick.normalize())},
+            )
+
+
+def gate_account_managed(account: str, managed: tuple[str, ...]) -> None:
+    if account not in managed:
+        raise GateBlocked(
+            "validation",
+            ErrorCode.ACCOUNT_NOT_MANAGED,
+            f"Account {account} is not managed by the connected gateway.",
+            details={"account": account, "managed": list(managed)},
+        )
+
+
+# -- 3. account mode -------------------------------------------------------------------------
+def gate_account_mode(account: str) -> None:
+    paper_account = account.upper().startswith(PAPER_ACCOUNT_PREFIXES)
+    if (settings.TRADING_MODE == "paper") != paper_account:
+        raise GateBlocked(
+            "account_mode",
+            ErrorCode.ACCOUNT_MODE_MISMATCH,
+            f"TRADING_MODE={settings.TRADING_MODE} may not trade {'a paper' if paper_account else 'a live'} "
+            f"account ({account}).",
+            http_status=403,
+            details={"account": account, "trading_mode": settings.TRADING_MODE},
+        )
+
+
+# -- 4. risk ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RiskContext:
+    quote: Quote | None
+    orders_last_minute: int
+    duplicate_recent: bool
+    halted: bool
+
+
+def reference_price(request: OrderRequest, quote: Quote | None) -> Decimal | None:
+    """The price the collar and notional limits compare against: last trade, else the mid."""
+    if quote is None:
+        return None
+    if quote.last:
+        return quote.last
+    if quote.bid and quote.ask:
+        return (quote.bid + quote.ask) / 2
+    return quote.close
+
+
+def quote_is_fresh(quote: Quote | None) -> bool:
+    if quote is None:
+        return False
+    stamp = quote.time or quote.received_at
+    if stamp is None:
+        return False
+    return datetime.now(UTC) - stamp <= timedelta(seconds=settings.QUOTE_STALE_AFTER_S)
+
+
+def gate_kill_switch(halted: bool) -> None:
+    if halted:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.TRADING_HALTED,
+            "Trading is halted (kill switch). An admin user must resume trading.",
+            http_status=423,
+        )
+
+
+def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -> None:
+    gate_kill_switch(ctx.halted)
+    if request.quantity > settings.RISK_MAX_ORDER_QUANTITY:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_MAX_QUANTITY,
+            f"quantity {request.quantity} exceeds RISK_MAX_ORDER_QUANTITY {settings.RISK_MAX_ORDER_QUANTITY}.",
+            details={"limit": str(settings.RISK_MAX_ORDER_QUANTITY)},
+        )
+    if ctx.orders_last_minute >= settings.RISK_MAX_ORDERS_PER_MINUTE:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_RATE_LIMIT,
+            f"{ctx.orders_last_minute} orders in the last minute; the limit is {settings.RISK_MAX_ORDERS_PER_MINUTE}.",
+            http_status=429,
+            details={"limit": settings.RISK_MAX_ORDERS_PER_MINUTE, "retry_after_s": 60},
+        )
+    if ctx.duplicate_recent:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.POSSIBLE_DUPLICATE,
+            f"An identical order was placed in the last {settings.RISK_DUPLICATE_WINDOW_S}s; "
+            "send a client_order_id to place it on purpose.",
+            http_status=409,
+        )
+    if not quote_is_fresh(ctx.quote) or reference_price(request, ctx.quote) is None:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_STALE_MARKET_DATA,
+            "No recent quote for this contract, so the price checks cannot run.",
+            details={"stale_after_s": settings.QUOTE_STALE_AFTER_S},
+        )
+    ref = reference_price(request, ctx.quote)
+    multiplier = Decimal(contract.multiplier) if contract.multiplier else Decimal(1)
+    order_price = request.limit_price or request.stop_price or ref
+    notional = request.quantity * order_price * multiplier
+    if notional > settings.RISK_MAX_ORDER_NOTIONAL:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_MAX_NOTIONAL,
+            f"notional {notional:.2f} exceeds RISK_MAX_ORDER_NOTIONAL {settings.RISK_MAX_ORDER_NOTIONAL}.",
+            details={
+                "notional": str(notional.quantize(Decimal("0.01"))),
+                "limit": str(settings.RISK_MAX_ORDER_NOTIONAL),
+            },
+        )
+    for name in ("limit_price", "stop_price"):
+        price = getattr(request, name)
+        if price is None:
+            continue
+        deviation = abs(price - ref) / ref * 100
+        if deviation > settings.RISK_PRICE_COLLAR_PCT:
+            raise GateBlocked(
+                "risk",
+                ErrorCode.RISK_PRICE_COLLAR,
+                f"{name} {price} is {deviation:.2f}% from the reference price {ref}; the collar is "
+                f"{settings.RISK_PRICE_COLLAR_PCT}%.",
+                details={
+                    "field": name,
+                    "reference_price": str(ref),
+                    "deviation_pct": str(deviation.quantize(Decimal("0.01"))),
+                },
+            )
+
+
+def gate_buying_power(preview: OrderPreview | None) -> None:
+    if preview is None or preview.init_margin_after is None or preview.equity_with_loan_after is None:
+        return
+    if preview.init_margin_after > preview.equity_with_loan_after:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_BUYING_POWER,
+            "The order's initial margin would exceed the account's equity with loan.",
+            details={
+                "init_margin_after": str(preview.init_margin_after),
+                "equity_with_loan_after": str(preview.equity_with_loan_after),
+            },
+        )
+
+
+# -- 5. arming -------------------------------------------------------------------------------
+def orders_armed() -> bool:
+    """False: the order is recorded as `simulated` and nothing reaches the gateway."""
+    return settings.ORDERS_ENABLED
+
+
+def gate_live_override() -> None:
+    """Live orders need the override file to exist now, not just at start-up."""
+    if settings.TRADING_MODE != "live":
+        return
+    path = settings.LIVE_TRADING_OVERRIDE_FILE
+    if not path or not os.path.exists(path):
+        raise GateBlocked(
+            "arming",
+            ErrorCode.LIVE_OVERRIDE_MISSING,
+            "Live orders need LIVE_TRADING_OVERRIDE_FILE to exist; it does not.",
+            http_status=403,
+            details={"path": path or None},
+        )
+
+
+def recent_window(seconds: int):
+    return timezone.now() - timedelta(seconds=seconds)

@@ -1,0 +1,100 @@
+"""Reads of the order ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from orders.models import Fill, Order, OrderEvent, TradingSwitchEvent
+from orders.state import WORKING
+
+
+def _latest_event(field: str) -> Subquery:
+    return Subquery(OrderEvent.objects.filter(order=OuterRef("pk")).order_by("-id").values(field)[:1])
+
+
+def order_queryset() -> QuerySet[Order]:
+    return Order.objects.annotate(current_status=_latest_event("status")).prefetch_related(
+        "events", "fills__commission"
+    )
+
+
+def order_get(*, order_id) -> Order | None:
+    return order_queryset().filter(pk=order_id).first()
+
+
+def order_by_client_id(*, account: str, client_order_id: str) -> Order | None:
+    return order_queryset().filter(account=account, client_order_id=client_order_id).first()
+
+
+def order_list(
+    *,
+    status: str | None = None,
+    symbol: str | None = None,
+    account: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Order]:
+    qs = order_queryset().order_by("-created_at", "-id")
+    if status:
+        qs = qs.filter(current_status=status)
+    if symbol:
+        qs = qs.filter(symbol=symbol.upper())
+    if account:
+        qs = qs.filter(account=account)
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    if until:
+        qs = qs.filter(created_at__lt=until)
+    return qs
+
+
+def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
+    qs = order_queryset().filter(current_status__in=WORKING)
+    return qs.filter(account=account) if account else qs
+
+
+def order_latest_event(order: Order) -> OrderEvent | None:
+    return OrderEvent.objects.filter(order=order).order_by("-id").first()
+
+
+def order_broker_id(order: Order) -> int | None:
+    """The broker order id currently in force (a modify may change it)."""
+    return (
+        OrderEvent.objects.filter(order=order, broker_order_id__isnull=False)
+        .order_by("-id")
+        .values_list("broker_order_id", flat=True)
+        .first()
+    )
+
+
+def fill_list(
+    *,
+    order_id=None,
+    symbol: str | None = None,
+    account: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Fill]:
+    qs = Fill.objects.select_related("commission", "order").order_by("-executed_at", "-id")
+    if order_id:
+        qs = qs.filter(order_id=order_id)
+    if symbol:
+        qs = qs.filter(symbol=symbol.upper())
+    if account:
+        qs = qs.filter(account=account)
+    if since:
+        qs = qs.filter(executed_at__gte=since)
+    if until:
+        qs = qs.filter(executed_at__lt=until)
+    return qs
+
+
+def trading_halted() -> bool:
+    latest = TradingSwitchEvent.objects.order_by("-id").first()
+    return bool(latest and latest.halted)
+
+
+def trading_switch_latest() -> TradingSwitchEvent | None:
+    return TradingSwitchEvent.objects.order_by("-id").first()

@@ -1,0 +1,44 @@
+"""The order state machine, and how IB's statuses map onto ours."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from orders.models import OrderStatus as S
+
+TERMINAL = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.SIMULATED})
+WORKING = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE, S.UNKNOWN, S.PENDING_SUBMIT})
+_BROKER_REPORTS = {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.INACTIVE, S.REJECTED}
+
+ALLOWED: dict[str, frozenset[str]] = {
+    S.PENDING_APPROVAL: frozenset({S.PENDING_SUBMIT, S.SIMULATED, S.REJECTED, S.EXPIRED}),
+    S.PENDING_SUBMIT: frozenset(_BROKER_REPORTS | {S.UNKNOWN}),
+    S.UNKNOWN: frozenset(_BROKER_REPORTS),
+    S.SUBMITTED: frozenset(_BROKER_REPORTS),
+    S.PARTIALLY_FILLED: frozenset(
+        {S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.INACTIVE, S.SUBMITTED}
+    ),
+    S.CANCEL_PENDING: frozenset({S.CANCELLED, S.FILLED, S.PARTIALLY_FILLED, S.SUBMITTED, S.CANCEL_PENDING, S.INACTIVE}),
+    S.INACTIVE: frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.CANCEL_PENDING, S.INACTIVE}),
+}
+for _terminal in TERMINAL:
+    ALLOWED[_terminal] = frozenset()
+
+
+def can_transition(current: str, new: str) -> bool:
+    return new in ALLOWED.get(current, frozenset())
+
+
+def from_ib(status: str, *, filled: Decimal, remaining: Decimal | None) -> str | None:
+    """Our status for an IB order status, or None when it says nothing new (e.g. ApiPending)."""
+    if status == "Filled" or (remaining == 0 and filled > 0):
+        return S.FILLED
+    if status in ("Cancelled", "ApiCancelled"):
+        return S.CANCELLED
+    if status == "PendingCancel":
+        return S.CANCEL_PENDING
+    if status == "Inactive":
+        return S.INACTIVE
+    if status in ("PreSubmitted", "Submitted", "PendingSubmit"):
+        return S.PARTIALLY_FILLED if filled > 0 else S.SUBMITTED
+    return None

@@ -1,0 +1,45 @@
+"""The order request every door accepts, as plain frozen data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+ACTIONS = ("BUY", "SELL", "SELL_SHORT", "BUY_TO_COVER")
+ORDER_TYPES = ("MKT", "LMT", "STP", "STP_LMT", "MOC", "LOC", "TRAIL", "TRAIL_LIMIT")
+TIFS = ("DAY", "GTC", "IOC", "FOK", "OPG")
+# Our names -> IB's wire names.
+IB_ORDER_TYPE = {"STP_LMT": "STP LMT", "TRAIL_LIMIT": "TRAIL LIMIT"}
+IB_ACTION = {"BUY": "BUY", "BUY_TO_COVER": "BUY", "SELL": "SELL", "SELL_SHORT": "SELL"}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    symbol: str
+    action: str
+    quantity: Decimal
+    order_type: str
+    sec_type: str = "STK"
+    exchange: str = ""
+    currency: str = ""
+    primary_exchange: str = ""
+    expiry: str = ""
+    strike: Decimal | None = None
+    right: str = ""
+    multiplier: str = ""
+    con_id: int | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
+    tif: str = "DAY"
+    outside_rth: bool = False
+    account: str = ""
+    client_order_id: str = ""
+
+    def canonical(self) -> dict[str, Any]:
+        """The request as compared for idempotency: normalised, without the key itself."""
+        data = asdict(self)
+        data.pop("client_order_id")
+        return {k: (format(v.normalize(), "f") if isinstance(v, Decimal) else v) for k, v in data.items()}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite plus the contract checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+export DJANGO_SETTINGS_MODULE=ibkrgw.settings
+.venv/bin/ruff check .
+.venv/bin/python manage.py makemigrations --check --dry-run
+.venv/bin/python manage.py check --fail-level WARNING
+.venv/bin/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from ib_async import IB
+
+from .conftest import wait_until
+
+
+def test_drop_all_connections(gw, connect, allow_ib_errors):
+    a, b = connect(gw, client_id=1), connect(gw, client_id=2)
+    dropped = []
+    a.disconnectedEvent += lambda: dropped.append("a")
+    gw.faults.drop_all_connections()
+    deadline = time.monotonic() + 5
+    while (a.isConnected() or b.isConnected()) and time.monotonic() < deadline:
+        try:
+            a.sleep(0.02)
+        except ConnectionError:  # ib_async re-raises the socket loss from inside sleep()
+            pass
+    assert not a.isConnected() and not b.isConnected()
+    assert dropped == ["a"]
+    c = connect(gw, client_id=1)  # reconnecting works
+    assert c.isConnected()
+
+
+def test_refuse_connections(gw, connect, allow_ib_errors):
+    gw.faults.refuse_connections(0.5)
+    ib = IB()
+    with pytest.raises(ConnectionRefusedError):
+        ib.connect("127.0.0.1", gw.port, clientId=1, timeout=2)
+    ib.disconnect()
+    for _ in range(100):  # retry until the listener is back
+        try:
+            ib = connect(gw, client_id=1)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    assert ib.isConnected()
+
+
+def test_delay_replies(gw, connect):
+    ib = connect(gw)
+    gw.faults.delay(49, 0.3)
+    assert ib.reqCurrentTime() is not None  # still answered, just later
+    gw.faults.clear()
+
+
+def test_never_answer(gw, connect):
+    ib = connect(gw)
+    gw.faults.never_answer(49)
+    with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+        ib.run(asyncio.wait_for(ib.reqCurrentTimeAsync(), 0.3))
+    gw.faults.clear()
+    assert ib.reqCurrentTime() is not None
+
+
+def test_never_answer_startup_request_fails_connect(gw, allow_ib_errors):
+    gw.faults.never_answer(76)
+    ib = IB()
+    with pytest.raises(ConnectionError, match="account updates"):
+        ib.connect("127.0.0.1", gw.port, clientId=1, timeout=0.5, raiseSyncErrors=True)
+    ib.disconnect()
+
+
+def test_send_error_to_one_or_all(gw, connect):
+    a, b = connect(gw, client_id=1), connect(gw, client_id=2)
+    got = {1: [], 2: []}
+    a.errorEvent += lambda req_id, code, msg, contract: got[1].append((req_id, code, msg))
+    b.errorEvent += lambda req_id, code, msg, contract: got[2].append((req_id, code, msg))
+    gw.send_error(354, "Requested market data is not subscribed.", req_id=42, client_id=2)
+    wait_until(b, lambda: got[2])
+    assert got[2] == [(42, 354, "Requested market data is not subscribed.")]
+    gw.send_error(2103, "Market data farm connection is broken:usfarm")
+    wait_until(a, lambda: any(c == 2103 for _, c, _ in got[1]))
+    wait_until(b, lambda: any(c == 2103 for _, c, _ in got[2]))
+    assert not any(c == 354 for _, c, _ in got[1])
+
+
+def test_connectivity_notices(gw, connect):
+    ib = connect(gw)
+    codes = []
+    ib.errorEvent += lambda req_id, code, msg, contract: codes.append(code)
+    for code in (1100, 1102, 1101):
+        gw.send_connectivity(code)
+    wait_until(ib, lambda: codes == [1100, 1102, 1101])
+    assert ib.isConnected()

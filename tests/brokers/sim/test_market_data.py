@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from ib_async import Forex, Index, Stock
+
+from .conftest import wait_until
+
+
+def test_snapshot_ticks(gw, connect):
+    ib = connect(gw)
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    q = gw.quote("AAPL")
+    [t] = ib.reqTickers(aapl)
+    assert (t.bid, t.ask, t.last) == (float(q["bid"]), float(q["ask"]), float(q["last"]))
+    assert t.bidSize > 0 and t.askSize > 0 and t.volume > 0
+    assert t.close > 0 and t.high >= t.low > 0
+    assert t.ask - t.bid >= 0.01 - 1e-9 and t.minTick == 0.01
+    assert t.marketDataType == 1
+
+
+def test_fx_and_index_snapshots(gw, connect):
+    ib = connect(gw)
+    eur, spx = ib.qualifyContracts(Forex("EURUSD"), Index("SPX", "CBOE"))
+    t_eur, t_spx = ib.reqTickers(eur, spx)
+    assert 1.0 < t_eur.bid < t_eur.ask < 1.2
+    assert round(t_eur.bid / 0.00005, 6) == round(t_eur.bid / 0.00005)
+    assert t_spx.last > 1000
+
+
+def test_streaming_ticks_and_cancel(gw, connect):
+    ib = connect(gw)
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    ticker = ib.reqMktData(aapl)
+    wait_until(ib, lambda: ticker.last == 190.0, what="initial ticks")
+    gw.set_price("AAPL", "191.37")
+    wait_until(ib, lambda: ticker.last == 191.37, what="pushed tick")
+    assert ticker.bid == 191.37 and ticker.ask == 191.38
+    gw.resume_market()
+    seen = set()
+    ticker.updateEvent += lambda t: seen.add(t.last)
+    wait_until(ib, lambda: len(seen) >= 3, what="random walk ticks")
+    ib.cancelMktData(aapl)
+    ib.sleep(0.1)
+    n = len(seen)
+    gw.set_price("AAPL", "150")
+    ib.sleep(0.2)
+    assert 150.0 not in seen and len(seen) <= n + 1
+
+
+def test_delayed_market_data(gw, connect):
+    ib = connect(gw)
+    ib.reqMarketDataType(3)
+    [msft] = ib.qualifyContracts(Stock("MSFT", "SMART", "USD"))
+    [t] = ib.reqTickers(msft)
+    assert t.marketDataType == 3
+    assert t.last == 420.0 and t.bid > 0 and t.ask > 0
+    seen: set[int] = set()
+    streaming = ib.reqMktData(msft)
+    streaming.updateEvent += lambda tk: seen.update(x.tickType for x in tk.ticks)
+    wait_until(ib, lambda: {66, 67, 68} <= seen, what="delayed tick types")
+    assert not seen & {1, 2, 4}
+    assert streaming.marketDataType == 3
+
+
+def test_random_walk_is_deterministic(sim_gateway_factory):
+    a = sim_gateway_factory(seed=11, tick_interval=10)
+    b = sim_gateway_factory(seed=11, tick_interval=10)
+    for g in (a, b):
+        for _ in range(20):
+            g._call(g.market.step)
+    assert a.quote("AAPL") == b.quote("AAPL") and a.quote("ES") == b.quote("ES")
+    q = a.quote("AAPL")
+    assert q["last"] == q["last"].quantize(q["last"].__class__("0.01"))
+
+
+def test_historical_bars(gw, connect):
+    ib = connect(gw)
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    bars = ib.reqHistoricalData(aapl, "", "2 D", "5 mins", "TRADES", useRTH=True, formatDate=1)
+    assert bars and all(b.high >= max(b.open, b.close) and b.low <= min(b.open, b.close) for b in bars)
+    assert bars[0].date.tzinfo is not None
+    assert all(9 * 60 + 30 <= b.date.hour * 60 + b.date.minute < 16 * 60 for b in bars)
+    assert bars[-1].close == 190.0
+    all_hours = ib.reqHistoricalData(aapl, "", "2 D", "5 mins", "TRADES", useRTH=False, formatDate=2)
+    assert len(all_hours) > len(bars) and all_hours[0].date.tzinfo == timezone.utc
+    daily = ib.reqHistoricalData(aapl, "", "1 M", "1 day", "TRADES", useRTH=True, formatDate=1)
+    assert 15 <= len(daily) <= 24 and isinstance(daily[0].date, date) and not isinstance(daily[0].date, datetime)
+    weekly = ib.reqHistoricalData(aapl, "", "1 Y", "1 week", "MIDPOINT", useRTH=True, formatDate=1)
+    assert 50 <= len(weekly) <= 54
+    secs = ib.reqHistoricalData(aapl, "", "300 S", "1 secs", "TRADES", useRTH=False, formatDate=1)
+    assert 0 < len(secs) <= 300
+    again = ib.reqHistoricalData(aapl, "", "2 D", "5 mins", "TRADES", useRTH=True, formatDate=1)
+    assert [b.close for b in again] == [b.close for b in bars]
+    head = ib.reqHeadTimeStamp(aapl, "TRADES", True, 1)
+    assert head.year == 2004
+
+
+def test_historical_errors_are_reported(gw, connect):
+    ib = connect(gw)
+    [eur] = ib.qualifyContracts(Forex("EURUSD"))
+    errors = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append(code)
+    assert not ib.reqHistoricalData(eur, "", "1 D", "1 min", "TRADES", True)
+    assert ib.reqHistoricalData(eur, "", "1 D", "1 hour", "MIDPOINT", False)
+    assert errors == [162]
+
+
+def test_historical_keep_up_to_date(gw, connect):
+    ib = connect(gw)
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    bars = ib.reqHistoricalData(aapl, "", "3600 S", "1 min", "TRADES", useRTH=False, formatDate=1,
+                                keepUpToDate=True)
+    n = len(bars)
+    gw.set_price("AAPL", "199.99")
+    wait_until(ib, lambda: bars[-1].close == 199.99, what="bar update")
+    assert len(bars) in (n, n + 1) and bars[-1].high >= 199.99
+    ib.cancelHistoricalData(bars)

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from ib_async import Contract, LimitOrder, MarketOrder, Order, Stock, StopLimitOrder, StopOrder
+
+from .conftest import wait_until
+
+
+@pytest.fixture
+def ib(gw, connect):
+    return connect(gw, client_id=1)
+
+
+@pytest.fixture
+def aapl(ib):
+    [c] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    return c
+
+
+def test_market_order_fill_with_commission(gw, ib, aapl):
+    ask = float(gw.quote("AAPL")["ask"])
+    trade = ib.placeOrder(aapl, MarketOrder("BUY", 100, orderRef="ref-mkt"))
+    wait_until(ib, lambda: trade.isDone() and trade.fills and trade.fills[0].commissionReport.commission)
+    assert trade.orderStatus.status == "Filled" and trade.orderStatus.avgFillPrice == ask
+    [fill] = trade.fills
+    assert fill.execution.shares == 100 and fill.execution.price == ask and fill.execution.side == "BOT"
+    assert fill.execution.orderRef == "ref-mkt" and fill.execution.acctNumber == "DU1234567"
+    assert fill.commissionReport.commission == 1.0 and fill.commissionReport.currency == "USD"
+    assert fill.execution.time.tzinfo is not None
+    assert [e.message for e in trade.log if e.status == "Submitted"]
+    [ex] = gw.executions()
+    assert ex.commission == Decimal("1.00") and ex.order_ref == "ref-mkt"
+    assert gw.positions()[265598] == 100
+
+
+def test_limit_rests_then_fills_when_price_crosses(gw, ib, aapl):
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 185.00))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    assert trade.orderStatus.remaining == 10 and not trade.fills
+    gw.set_price("AAPL", "184.50")
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled")
+    assert trade.orderStatus.avgFillPrice <= 185.00
+    [state] = [o for o in gw.orders() if o.order_id == trade.order.orderId]
+    assert state.status == "Filled" and state.filled == 10 and state.remaining == 0
+
+
+def test_stop_and_stop_limit_trigger(gw, ib, aapl):
+    stop = ib.placeOrder(aapl, StopOrder("SELL", 5, 180.00))
+    stop_lmt = ib.placeOrder(aapl, StopLimitOrder("BUY", 5, 200.10, 200.00))
+    wait_until(ib, lambda: stop.orderStatus.status == "Submitted" and stop_lmt.orderStatus.status == "Submitted")
+    gw.set_price("AAPL", "200.05")
+    wait_until(ib, lambda: stop_lmt.orderStatus.status == "Filled")
+    assert stop_lmt.orderStatus.avgFillPrice <= 200.10 and stop.orderStatus.status == "Submitted"
+    gw.set_price("AAPL", "179.90")
+    wait_until(ib, lambda: stop.orderStatus.status == "Filled")
+    assert stop.orderStatus.avgFillPrice == 179.90
+    assert gw.positions().get(265598, 0) == 0
+
+
+def test_trailing_stop(gw, ib, aapl):
+    o = Order(action="SELL", totalQuantity=3, orderType="TRAIL", auxPrice=2.0)
+    trade = ib.placeOrder(aapl, o)
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    gw.set_price("AAPL", "195.00")   # stop trails up to 193
+    gw.set_price("AAPL", "193.50")
+    assert trade.orderStatus.status == "Submitted"
+    gw.set_price("AAPL", "192.90")
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled")
+
+
+def test_cancel_and_modify(gw, ib, aapl):
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150.00, orderRef="keep-me"))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    trade.order.lmtPrice = 151.00
+    trade.order.totalQuantity = 20
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, lambda: trade.orderStatus.remaining == 20, what="modify acknowledged")
+    [state] = [o for o in gw.orders() if o.order_id == trade.order.orderId]
+    assert state.total_quantity == 20 and state.order_ref == "keep-me"
+    mods = [r for r in gw.received_orders() if r.order_id == trade.order.orderId]
+    assert [r.lmt_price for r in mods] == [Decimal("150.0"), Decimal("151.0")]
+    assert mods[0].perm_id == mods[1].perm_id is not None
+    ib.cancelOrder(trade.order)
+    wait_until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert [c.order_id for c in gw.received_cancels()] == [trade.order.orderId]
+    errors = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append(code)
+    ib.client.cancelOrder(trade.order.orderId)
+    wait_until(ib, lambda: 10148 in errors)
+
+
+def test_partial_fills_sum_up(gw, ib, aapl):
+    trade = ib.placeOrder(aapl, MarketOrder("BUY", 1200))
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled", timeout=10)
+    wait_until(ib, lambda: len(trade.fills) == 3 and all(f.commissionReport.execId for f in trade.fills))
+    assert [f.execution.shares for f in trade.fills] == [500, 500, 200]
+    assert sum(f.execution.shares for f in trade.fills) == 1200
+    assert trade.fills[-1].execution.cumQty == 1200
+    assert gw.positions()[265598] == 1200
+
+
+def test_ioc_and_fok(gw, ib, aapl):
+    ioc = ib.placeOrder(aapl, MarketOrder("BUY", 800, tif="IOC"))
+    wait_until(ib, lambda: ioc.orderStatus.status == "Cancelled")
+    assert ioc.orderStatus.filled == 500 and sum(f.execution.shares for f in ioc.fills) == 500
+    far = ib.placeOrder(aapl, LimitOrder("BUY", 10, 100.00, tif="IOC"))
+    wait_until(ib, lambda: far.orderStatus.status == "Cancelled")
+    assert not far.fills
+    fok = ib.placeOrder(aapl, MarketOrder("BUY", 800, tif="FOK"))
+    wait_until(ib, lambda: fok.orderStatus.status == "Cancelled")
+    assert not fok.fills
+    fok_ok = ib.placeOrder(aapl, MarketOrder("BUY", 100, tif="FOK"))
+    wait_until(ib, lambda: fok_ok.orderStatus.status == "Filled")
+
+
+def test_global_cancel(gw, ib, aapl):
+    trades = [ib.placeOrder(aapl, LimitOrder("BUY", 1, 100.00 + i)) for i in range(3)]
+    wait_until(ib, lambda: all(t.orderStatus.status == "Submitted" for t in trades))
+    ib.reqGlobalCancel()
+    wait_until(ib, lambda: all(t.orderStatus.status == "Cancelled" for t in trades))
+    assert gw.received_cancels()[-1].order_id is None
+    assert all(o.status == "Cancelled" for o in gw.orders())
+
+
+def test_what_if(gw, ib, aapl):
+    state = ib.whatIfOrder(aapl, LimitOrder("BUY", 100, 190.00))
+    assert state.status == "PreSubmitted"
+    assert float(state.initMarginChange) == pytest.approx(100 * 190 * 0.25)
+    assert float(state.maintMarginChange) == pytest.approx(100 * 190 * 0.20)
+    assert float(state.equityWithLoanAfter) > 0 and state.commission == 1.0
+    assert gw.orders() == [] and ib.openTrades() == []
+    [rec] = gw.received_orders()
+    assert rec.what_if and rec.perm_id is None and rec.total_quantity == 100
+
+
+def test_moc_fills_at_simulated_close(gw, ib, aapl):
+    trade = ib.placeOrder(aapl, Order(action="BUY", totalQuantity=50, orderType="MOC"))
+    loc = ib.placeOrder(aapl, Order(action="BUY", totalQuantity=50, orderType="LOC", lmtPrice=150.0))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted" and loc.orderStatus.status == "Submitted")
+    gw.set_price("AAPL", "188.88")
+    assert trade.orderStatus.status == "Submitted"
+    gw.market_close()
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled" and loc.orderStatus.status == "Cancelled")
+    assert trade.orderStatus.avgFillPrice == 188.88
+
+
+def test_rejections(gw, ib, aapl):
+    errors = {}
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.setdefault(req_id, code)
+    zero = ib.placeOrder(aapl, MarketOrder("BUY", 0))
+    bad_type = ib.placeOrder(aapl, Order(action="BUY", totalQuantity=1, orderType="BOGUS"))
+    unknown = ib.placeOrder(Contract(conId=999999999, exchange="SMART"), MarketOrder("BUY", 1))
+    wait_until(ib, lambda: len(errors) == 3)
+    assert errors[zero.order.orderId] == 201 and errors[bad_type.order.orderId] == 201
+    assert errors[unknown.order.orderId] == 200
+    # TWS reports rejects as orderStatus Inactive + error 201; unknown contracts just get 200.
+    assert zero.orderStatus.status == bad_type.orderStatus.status == "Inactive"
+    assert unknown.orderStatus.status == "Cancelled"
+    assert {o.status for o in gw.orders()} == {"Inactive"}
+
+
+def test_duplicate_order_id_is_103(gw, ib, aapl):
+    trade = ib.placeOrder(aapl, MarketOrder("BUY", 1))
+    wait_until(ib, lambda: trade.isDone())
+    errors = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append((req_id, code))
+    ib.client.placeOrder(trade.order.orderId, aapl, MarketOrder("BUY", 1))
+    wait_until(ib, lambda: (trade.order.orderId, 103) in errors)
+    assert len(gw.executions()) == 1
+
+
+def test_received_orders_record_everything(gw, ib, aapl):
+    t = ib.placeOrder(aapl, LimitOrder("SELL", 7, 250.00, orderRef="abc", outsideRth=True, tif="GTC"))
+    wait_until(ib, lambda: t.orderStatus.status == "Submitted")
+    [rec] = gw.received_orders()
+    assert (rec.client_id, rec.order_id, rec.con_id, rec.symbol, rec.sec_type) == \
+        (1, t.order.orderId, 265598, "AAPL", "STK")
+    assert (rec.action, rec.total_quantity, rec.order_type, rec.lmt_price, rec.aux_price) == \
+        ("SELL", Decimal(7), "LMT", Decimal("250.0"), None)
+    assert (rec.tif, rec.order_ref, rec.outside_rth, rec.what_if) == ("GTC", "abc", True, False)
+    assert rec.perm_id == t.orderStatus.permId and rec.received_at.tzinfo is not None
+    assert t.order.orderRef == "abc"
+    [open_trade] = ib.reqOpenOrders()
+    assert open_trade.order.orderRef == "abc" and open_trade.order.tif == "GTC"

@@ -1,0 +1,164 @@
+"""Account endpoints, health, resilience and healthcheck against the simulated gateway over TCP."""
+
+import json
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from ib_async import IB, MarketOrder, Option, Stock
+
+from brokers import runtime
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _trade_at_gateway(port: int, contract, action: str, quantity: float) -> None:
+    """Trade directly with another TWS API client, as a person at TWS would."""
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=77, timeout=10)
+    try:
+        (contract,) = ib.qualifyContracts(contract)
+        trade = ib.placeOrder(contract, MarketOrder(action, quantity))
+        deadline = time.monotonic() + 10
+        while not trade.isDone() and time.monotonic() < deadline:
+            ib.waitOnUpdate(timeout=0.2)
+        assert trade.orderStatus.status == "Filled"
+    finally:
+        ib.disconnect()
+
+
+def test_health_reports_connected_gateway(ib_runtime, client):
+    response = client.get("/api/v1/health/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["gateway"]["connected"] is True
+    assert body["gateway"]["server_version"] == 178
+    assert body["gateway"]["accounts"] == ["DU1234567"]
+    assert body["trading_mode"] == "paper"
+    assert body["orders_enabled"] is False
+    assert body["reconciliation"] == "done"
+    assert body["database"]["ok"] is True
+
+
+def test_health_without_a_broker_says_not_started(client):
+    body = client.get("/api/v1/health/").json()
+    assert body["gateway"]["state"] == "not_started"
+    assert body["gateway"]["connected"] is False
+    assert body["status"] == "degraded"
+
+
+def test_account_summary_returns_simulated_values(ib_runtime, read_client):
+    response = read_client.get("/api/v1/account/summary/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["account"] == "DU1234567"
+    values = {v["tag"]: v for v in body["values"]}
+    assert Decimal(values["NetLiquidation"]["value"]) > 0
+    assert values["NetLiquidation"]["currency"] == "USD"
+    assert "TotalCashValue" in values
+
+
+def test_short_position_negative_cash_and_options_are_reported(ib_runtime, read_client, sim_gateway):
+    sim_gateway.pause_market()
+    _trade_at_gateway(sim_gateway.port, Stock("TSLA", "SMART", "USD"), "SELL", 100)  # short
+    _trade_at_gateway(sim_gateway.port, Stock("SPY", "SMART", "USD"), "BUY", 3000)  # more than the cash
+    option = next(i for i in sim_gateway.market.instruments.values() if i.sec_type == "OPT")
+    _trade_at_gateway(sim_gateway.port, Option(conId=option.con_id, exchange="SMART"), "BUY", 2)
+
+    def three_positions():
+        rows = read_client.get("/api/v1/account/positions/").json()
+        return rows if len(rows) == 3 else None
+
+    positions = wait_for(three_positions, message="three positions")
+    by_symbol = {(p["contract"]["symbol"], p["contract"]["sec_type"]): p for p in positions}
+    assert Decimal(by_symbol[("TSLA", "STK")]["quantity"]) == -100
+    assert Decimal(by_symbol[("SPY", "STK")]["quantity"]) == 3000
+    assert Decimal(by_symbol[(option.symbol, "OPT")]["quantity"]) == 2
+
+    summary = read_client.get("/api/v1/account/summary/").json()
+    cash = {v["tag"]: v["value"] for v in summary["values"]}["TotalCashValue"]
+    assert Decimal(cash) < 0
+    pnl = read_client.get("/api/v1/account/pnl/")
+    assert pnl.status_code == 200
+    assert pnl.json()["account"] == "DU1234567"
+
+
+def test_unmanaged_account_is_422(ib_runtime, read_client):
+    response = read_client.get("/api/v1/account/summary/", {"account": "U999"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "account_not_managed"
+
+
+def test_gateway_that_never_answers_gives_504_within_the_timeout(ib_runtime, read_client, sim_gateway, settings):
+    ib_runtime.worker.request_timeout = 1
+    sim_gateway.faults.never_answer(1)  # reqMktData
+    started = time.monotonic()
+    response = read_client.get("/api/v1/quotes/NVDA/")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "broker_timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_dropped_gateway_is_reconnected_and_quote_subscription_resumes(ib_runtime, read_client, sim_gateway):
+    assert read_client.get("/api/v1/quotes/AAPL/", {"stream": "true"}).json()["source"] == "stream"
+    sim_gateway.faults.refuse_connections(1.0)
+    sim_gateway.faults.drop_all_connections()
+    # While down: fail fast with 503, and health says so.
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnect noticed")
+    down = read_client.get("/api/v1/account/summary/")
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "broker_unavailable"
+    health = read_client.get("/api/v1/health/").json()
+    assert health["gateway"]["down_since"] is not None
+    # Back: reconnected, reconciled, and the subscription ticks again.
+    wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=20, message="reconnect")
+    assert ib_runtime.worker.reconnects >= 1
+    before = ib_runtime.worker.cached_quote(265598)
+    sim_gateway.set_price("AAPL", Decimal("150.00"))
+    wait_for(
+        lambda: (
+            (q := ib_runtime.worker.cached_quote(265598)) is not None
+            and q is not before
+            and q.last == Decimal("150.00")
+        ),
+        message="ticks after reconnect",
+    )
+
+
+def _healthcheck(port: int) -> subprocess.CompletedProcess:
+    env = {
+        "IB_GATEWAY": f"127.0.0.1:{port}",
+        "PATH": "/usr/bin:/bin",
+        "IB_CONNECT_TIMEOUT": "3",
+        "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "healthcheck", "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_healthcheck_exits_zero_when_the_gateway_is_up(sim_gateway):
+    result = _healthcheck(sim_gateway.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["gateway"]["ok"] is True
+    assert report["gateway"]["accounts"] == ["DU1234567"]
+
+
+def test_healthcheck_exits_non_zero_when_the_gateway_is_down(sim_gateway):
+    port = sim_gateway.port
+    sim_gateway.stop()
+    result = _healthcheck(port)
+    assert result.returncode != 0
+    assert json.loads(result.stdout)["gateway"]["ok"] is False
+
+
+def test_runtime_refuses_calls_when_not_started(read_client):
+    assert runtime.current() is None
+    response = read_client.get("/api/v1/account/summary/")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "broker_unavailable"

@@ -1,0 +1,98 @@
+"""Shared fixtures: the simulated gateway over real TCP, the IB runtime connected to it, API clients."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from brokers import runtime
+from ibkrgw.models import ScopedAPIKey
+
+pytest_plugins = ["brokers.sim.fixtures"]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {message}")
+
+
+@pytest.fixture
+def ib_runtime(sim_gateway, transactional_db):
+    """The IB worker and recorder of this process, connected to a fresh simulated gateway and reconciled."""
+    runtime.start(host="127.0.0.1", port=sim_gateway.port, client_id=1)
+    rt = runtime.current()
+    wait_for(lambda: rt.worker.reconciled.is_set(), message="connect and reconcile")
+    yield rt
+    runtime.stop()
+
+
+def _client_with_key(scope: str) -> APIClient:
+    _, key = ScopedAPIKey.objects.create_key(name=f"test-{scope}", scope=scope)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client
+
+
+@pytest.fixture
+def api_client(transactional_db) -> APIClient:
+    """Authenticated with an API key of scope `trade`."""
+    return _client_with_key("trade")
+
+
+@pytest.fixture
+def read_client(transactional_db) -> APIClient:
+    return _client_with_key("read")
+
+
+@pytest.fixture
+def admin_client(transactional_db) -> APIClient:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("root", "", "pw-not-used-elsewhere")
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def orders_enabled(settings):
+    settings.ORDERS_ENABLED = True
+    return settings
+
+
+def _flush_with_ledger_guards_lifted(original):
+    """Test-only: resetting the database between transactional tests must empty the append-only tables,
+    which their triggers rightly refuse. Lift the triggers for the flush only, then put them back."""
+
+    def teardown(self):
+        from django.db import connections
+
+        from audit.triggers import APPEND_ONLY_TABLES, create_triggers, drop_triggers
+
+        for alias in self._databases_names(include_mirrors=False):
+            with connections[alias].schema_editor() as editor:
+                for table in APPEND_ONLY_TABLES:
+                    drop_triggers(editor, table)
+        try:
+            original(self)
+        finally:
+            for alias in self._databases_names(include_mirrors=False):
+                with connections[alias].schema_editor() as editor:
+                    for table in APPEND_ONLY_TABLES:
+                        create_triggers(editor, table)
+
+    return teardown
+
+
+def pytest_configure(config):
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_with_ledger_guards_lifted(TransactionTestCase._fixture_teardown)

@@ -1,0 +1,328 @@
+"""Placing orders through REST and every gate, against the simulated gateway over real TCP."""
+
+import os
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEntry
+from orders.models import Fill, Order, OrderEvent
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _order(**overrides):
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "10", "order_type": "MKT", "tif": "DAY"}
+    body.update(overrides)
+    return body
+
+
+def _status(api_client, order_id):
+    return api_client.get(f"/api/v1/orders/{order_id}/").json()["status"]
+
+
+def test_default_settings_record_a_simulated_order_and_send_nothing(ib_runtime, api_client, sim_gateway):
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="sim-1"), format="json")
+    assert response.status_code == 201, response.content
+    order = response.json()
+    assert order["status"] == "simulated"
+    assert order["client_order_id"] == "sim-1"
+    assert Decimal(order["preview"]["commission"]) > 0
+    assert order["events"][0]["status"] == "simulated"
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+    assert AuditEntry.objects.filter(event="order.simulated", target_id=order["id"]).count() == 1
+
+
+def test_market_order_fills_and_the_position_follows(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="mkt-1"), format="json")
+    assert response.status_code == 201, response.content
+    order_id = response.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "filled", message="MKT filled")
+    order = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert Decimal(order["filled_quantity"]) == 10
+    assert order["broker_order_id"] is not None
+    assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == ["mkt-1"]
+    wait_for(lambda: Fill.objects.filter(order_id=order_id).exists(), message="fill recorded")
+    fill = api_client.get("/api/v1/fills/", {"order_id": order_id}).json()["results"][0]
+    assert Decimal(fill["quantity"]) == 10
+    assert fill["side"] == "BOT"
+    wait_for(
+        lambda: api_client.get("/api/v1/fills/", {"order_id": order_id}).json()["results"][0]["commission"],
+        message="commission recorded",
+    )
+    assert sim_gateway.positions()[265598] == Decimal(10)
+
+
+def test_limit_order_rests_then_fills_when_the_price_crosses(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    response = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="lmt-1", order_type="LMT", limit_price="185.00"), format="json"
+    )
+    assert response.status_code == 201, response.content
+    order_id = response.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    sim_gateway.set_price("AAPL", Decimal("184.50"))
+    wait_for(lambda: _status(api_client, order_id) == "filled", message="LMT filled")
+    fill = Fill.objects.get(order_id=order_id)
+    assert fill.price <= Decimal("185.00")
+
+
+def test_stop_order_triggers(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("MSFT", Decimal("420.00"))
+    response = api_client.post(
+        "/api/v1/orders/",
+        _order(symbol="MSFT", action="SELL", client_order_id="stp-1", order_type="STP", stop_price="410.00"),
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    order_id = response.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="stop resting")
+    sim_gateway.set_price("MSFT", Decimal("409.00"))
+    wait_for(lambda: _status(api_client, order_id) == "filled", message="STP triggered")
+
+
+def test_cancel_works(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    order_id = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="cx-1", order_type="LMT", limit_price="181.00"), format="json"
+    ).json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert response.status_code == 200, response.content
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+    assert [c.order_id for c in sim_gateway.received_cancels()] != []
+    statuses = list(OrderEvent.objects.filter(order_id=order_id).order_by("id").values_list("status", flat=True))
+    assert statuses[:2] == ["pending_submit", "submitted"]
+    assert "cancel_pending" in statuses
+    assert statuses[-1] == "cancelled"
+    # A cancelled order cannot be cancelled again.
+    again = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "order_state_conflict"
+
+
+def test_partial_fills_add_up(ib_runtime, api_client, sim_gateway, settings, orders_enabled):
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal("10000000")
+    sim_gateway.pause_market()
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="big-1", quantity="900"), format="json")
+    assert response.status_code == 201, response.content
+    order_id = response.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "filled", timeout=20, message="all partial fills")
+    fills = Fill.objects.filter(order_id=order_id)
+    assert fills.count() > 1
+    assert sum(f.quantity for f in fills) == Decimal(900)
+    statuses = list(OrderEvent.objects.filter(order_id=order_id).values_list("status", flat=True))
+    assert "partially_filled" in statuses
+
+
+def test_modify_changes_the_working_order(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    order_id = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="mod-1", order_type="LMT", limit_price="182.00"), format="json"
+    ).json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    response = api_client.patch(
+        f"/api/v1/orders/{order_id}/", {"limit_price": "183.00", "quantity": "5"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    wait_for(
+        lambda: any(o.lmt_price == Decimal("183.00") for o in sim_gateway.received_orders()),
+        message="modify reached the gateway",
+    )
+    assert any(e["data"].get("modified") for e in api_client.get(f"/api/v1/orders/{order_id}/").json()["events"])
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "status"),
+    [
+        (_order(order_type="LMT"), "invalid_order", 422),  # no limit price
+        (_order(limit_price="190.00"), "invalid_order", 422),  # MKT with a price
+        (_order(order_type="MOC", tif="GTC"), "invalid_order", 422),  # MOC must be DAY
+        (_order(order_type="LMT", limit_price="190.001"), "invalid_tick_size", 422),  # tick size
+        (_order(quantity="5000"), "risk_max_quantity", 422),  # max quantity
+        (_order(quantity="900"), "risk_max_notional", 422),  # 900 x ~190 > 100k
+        (_order(order_type="LMT", limit_price="150.00"), "risk_price_collar", 422),  # far from market
+        (_order(symbol="NOPE123"), "contract_not_found", 404),
+        (_order(symbol="SHOP"), "contract_ambiguous", 409),
+        (_order(account="DU999"), "account_not_managed", 422),
+    ],
+)
+def test_every_gate_blocks_with_its_code_and_nothing_is_sent(
+    ib_runtime, api_client, sim_gateway, orders_enabled, body, code, status
+):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    response = api_client.post("/api/v1/orders/", body, format="json")
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["code"] == code
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+    assert Order.objects.count() == 0
+    if code not in ("contract_not_found", "contract_ambiguous"):
+        entry = AuditEntry.objects.get(event="gate.blocked")
+        assert entry.data["code"] == code
+
+
+def test_account_mode_mismatch_blocks(ib_runtime, api_client, sim_gateway, settings):
+    settings.TRADING_MODE = "live"
+    settings.ORDERS_ENABLED = True
+    settings.LIVE_TRADING_OVERRIDE_FILE = None
+    response = api_client.post("/api/v1/orders/", _order(), format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "account_mode_mismatch"
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+
+
+def test_live_needs_the_override_file_at_the_moment_of_each_order(
+    ib_runtime, api_client, sim_gateway, settings, tmp_path
+):
+    # The simulated account is DU...: pretend it is live so only the arming gate decides.
+    settings.TRADING_MODE = "live"
+    settings.ORDERS_ENABLED = True
+    override = tmp_path / "ARMED"
+    settings.LIVE_TRADING_OVERRIDE_FILE = str(override)
+    from orders import gates
+
+    original = gates.PAPER_ACCOUNT_PREFIXES
+    gates.PAPER_ACCOUNT_PREFIXES = ("XX",)
+    try:
+        blocked = api_client.post("/api/v1/orders/", _order(client_order_id="live-1"), format="json")
+        assert blocked.status_code == 403
+        assert blocked.json()["error"]["code"] == "live_override_missing"
+        override.write_text("armed")
+        sent = api_client.post("/api/v1/orders/", _order(client_order_id="live-2"), format="json")
+        assert sent.status_code == 201, sent.content
+        os.remove(override)
+        again = api_client.post("/api/v1/orders/", _order(client_order_id="live-3"), format="json")
+        assert again.status_code == 403
+        assert again.json()["error"]["code"] == "live_override_missing"
+    finally:
+        gates.PAPER_ACCOUNT_PREFIXES = original
+    assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == ["live-2"]
+
+
+def test_rate_limit_is_counted_in_the_database(ib_runtime, api_client, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 2
+    for i in range(2):
+        assert api_client.post("/api/v1/orders/", _order(client_order_id=f"r-{i}"), format="json").status_code == 201
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="r-3"), format="json")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "risk_rate_limit"
+
+
+def test_identical_order_without_key_is_a_possible_duplicate(ib_runtime, api_client):
+    assert api_client.post("/api/v1/orders/", _order(), format="json").status_code == 201
+    response = api_client.post("/api/v1/orders/", _order(), format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "possible_duplicate"
+
+
+def test_stale_market_data_blocks(ib_runtime, api_client, sim_gateway, settings):
+    sim_gateway.faults.never_answer(1)  # no quote can be had
+    ib_runtime.worker.request_timeout = 1
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="stale-1"), format="json")
+    assert response.status_code in (422, 504)
+    assert response.json()["error"]["code"] in ("risk_stale_market_data", "broker_timeout")
+    assert Order.objects.count() == 0
+
+
+def test_same_key_same_body_replays_and_different_body_is_rejected(ib_runtime, api_client):
+    first = api_client.post("/api/v1/orders/", _order(client_order_id="idem-1"), format="json")
+    assert first.status_code == 201
+    replay = api_client.post("/api/v1/orders/", _order(client_order_id="idem-1"), format="json")
+    assert replay.status_code == 200
+    assert replay.json()["id"] == first.json()["id"]
+    header = api_client.post("/api/v1/orders/", _order(), format="json", HTTP_IDEMPOTENCY_KEY="idem-1")
+    assert header.json()["id"] == first.json()["id"]
+    different = api_client.post("/api/v1/orders/", _order(client_order_id="idem-1", quantity="11"), format="json")
+    assert different.status_code == 422
+    assert different.json()["error"]["code"] == "idempotency_key_reused"
+    assert Order.objects.count() == 1
+
+
+def test_twenty_concurrent_posts_with_one_key_create_one_order(ib_runtime, sim_gateway, orders_enabled, settings):
+    from rest_framework.test import APIClient
+
+    from ibkrgw.models import ScopedAPIKey
+
+    _, key = ScopedAPIKey.objects.create_key(name="conc", scope="trade")
+    sim_gateway.pause_market()
+    results: list = []
+    barrier = threading.Barrier(20)
+
+    def post():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        barrier.wait()
+        try:
+            results.append(client.post("/api/v1/orders/", _order(client_order_id="conc-1"), format="json"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 20
+    assert {r.status_code for r in results} <= {200, 201}, [r.content for r in results if r.status_code >= 300]
+    assert sorted(r.status_code for r in results).count(201) == 1
+    assert len({r.json()["id"] for r in results}) == 1
+    assert Order.objects.count() == 1
+    wait_for(lambda: Fill.objects.exists(), message="the one order filled")
+    assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == ["conc-1"]
+
+
+def test_halt_cancels_open_orders_and_blocks_new_ones_until_an_admin_resumes(
+    ib_runtime, api_client, admin_client, sim_gateway, orders_enabled
+):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    order_id = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="h-1", order_type="LMT", limit_price="182.00"), format="json"
+    ).json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    halt = api_client.post("/api/v1/trading/halt/", {"reason": "test"}, format="json")
+    assert halt.status_code == 200
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="global cancel")
+    blocked = api_client.post("/api/v1/orders/", _order(client_order_id="h-2"), format="json")
+    assert blocked.status_code == 423
+    assert blocked.json()["error"]["code"] == "trading_halted"
+    # An API key can never release the kill switch; an admin user can.
+    refused = api_client.post("/api/v1/trading/resume/", {}, format="json")
+    assert refused.status_code in (401, 403)
+    assert admin_client.post("/api/v1/trading/resume/", {}, format="json").status_code == 200
+    assert api_client.post("/api/v1/orders/", _order(client_order_id="h-3"), format="json").status_code == 201
+    assert AuditEntry.objects.filter(event="trading.halted").count() == 1
+    assert AuditEntry.objects.filter(event="trading.resumed").count() == 1
+
+
+def test_read_key_cannot_place_orders(ib_runtime, read_client):
+    response = read_client.post("/api/v1/orders/", _order(), format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_preview_returns_commission_and_margin_without_recording(ib_runtime, api_client, sim_gateway):
+    response = api_client.post("/api/v1/orders/preview/", _order(), format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert Decimal(body["commission"]) > 0
+    assert Decimal(body["init_margin_change"]) > 0
+    assert Order.objects.count() == 0
+    assert all(o.what_if for o in sim_gateway.received_orders())
+
+
+def test_orders_are_refused_until_reconciliation_has_run(ib_runtime, api_client, orders_enabled):
+    ib_runtime.worker.reconciled.clear()
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="rec-1"), format="json")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "broker_unavailable"
+    assert Order.objects.count() == 0
