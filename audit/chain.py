@@ -6,7 +6,8 @@ or re-ordering any entry therefore breaks the chain at that point. (Deleting the
 leaves a valid, shorter chain: compare the count with what you expect.)
 
 Canonical JSON: keys sorted, no whitespace, ASCII only; `Decimal`, `UUID` as `str()`; datetimes
-converted to UTC and written as ISO 8601 with microseconds. This module works on any object with
+converted to UTC and written as ISO 8601 with microseconds; floats with an integral value as
+integers (so the hash survives a jsonb round trip). This module works on any object with
 the fields as attributes, so it never imports the models.
 """
 
@@ -49,10 +50,21 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not canonically serialisable")
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    # PostgreSQL's jsonb gives 1e16 back as the integer 10000000000000000: hash both the same way.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    """The one byte-stable JSON form of `value` (see the module docstring)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
-                      default=_default)
+    """The one byte-stable JSON form of `value` (see the module docstring). NaN and infinity raise ValueError."""
+    return json.dumps(_integral_floats_as_ints(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False, default=_default)
 
 
 def entry_payload(entry: Any) -> dict[str, Any]:

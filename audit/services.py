@@ -24,7 +24,8 @@ def _serialize_writers() -> None:
 
     SQLite: the project opens every transaction with BEGIN IMMEDIATE, which already holds the
     database's single write lock. PostgreSQL: a transaction-scoped advisory lock, released at
-    commit or rollback.
+    commit or rollback. Should two writers ever race anyway, `seq` is the primary key, so the
+    second insert fails instead of forking the chain.
     """
     connection = transaction.get_connection()
     if connection.vendor == "postgresql":

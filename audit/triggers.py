@@ -28,8 +28,8 @@ them; put `ensure_triggers_operation(<table>, ...)` both first and last in its `
 system check `audit.E001` (`manage.py check --database default`) and
 `audit.checks.ledger_triggers_missing()` use it.
 
-Tests that flush the database (`transaction=True`) need the triggers out of the way while the
-flush deletes rows: see `audit.testing`.
+Tests that flush the database (`transaction=True`) must lift the triggers for the flush only:
+tests/conftest.py does that around `TransactionTestCase._fixture_teardown`.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ APPEND_ONLY_TABLES: tuple[str, ...] = (
 _OPERATIONS = ("update", "delete")
 PG_FUNCTION = "ledger_append_only"
 
+# The message is concatenated, not formatted: a percent sign would be read as a query parameter.
 _PG_FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION {PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'append-only: %', TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+    RAISE EXCEPTION USING MESSAGE = 'append-only: ' || TG_TABLE_NAME, ERRCODE = 'restrict_violation';
 END;
 $$
 """

@@ -12,6 +12,10 @@ from brokers.adapter import (
     BrokerOrderStatus,
     BrokerSnapshot,
 )
+from orders.types import OrderSent
+
+# Their services open plain (non-durable) transactions, so the recorder may group them in one.
+BATCHABLE = frozenset({BrokerOrderStatus, BrokerExecution, BrokerCommission, OrderSent})
 
 
 def recorder_handlers(worker) -> dict[type, Callable[[Any], None]]:
@@ -26,6 +30,7 @@ def recorder_handlers(worker) -> dict[type, Callable[[Any], None]]:
         BrokerOrderStatus: lambda report: orders.order_status_apply(report=report),
         BrokerExecution: lambda execution: orders.fill_record(execution=execution),
         BrokerCommission: lambda commission: orders.commission_record(commission=commission),
+        OrderSent: lambda sent: orders.order_sent_record(sent=sent),
         BrokerSnapshot: reconcile,
         BrokerConnectionChanged: lambda change: broker_connection_record(
             change=change, address=f"{worker.host}:{worker.port}", client_id=worker.client_id

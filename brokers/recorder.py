@@ -2,7 +2,9 @@
 
 The IB worker puts frozen dataclasses on `Recorder.queue`; this thread hands each one to the
 service registered for its type, in arrival order (so an execution is always recorded before
-its commission). A failing write is retried, then logged loudly; it never stops the thread.
+its commission). Events that arrive together are written in one transaction (each in its own
+savepoint), so a burst of statuses and fills costs one commit and takes the write lock once.
+A failing write is retried on its own, then logged loudly; it never stops the thread.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
 logger = logging.getLogger(__name__)
 RETRIES = 5
+MAX_BATCH = 500
 
 
 class Recorder:
-    def __init__(self, handlers: dict[type, Callable[[Any], None]]) -> None:
+    def __init__(self, handlers: dict[type, Callable[[Any], None]], batchable: frozenset[type] = frozenset()) -> None:
         self.handlers = handlers
+        # Types whose handlers are safe to nest in one outer transaction (no durable blocks inside).
+        self.batchable = set(batchable)
         self.queue: queue.Queue[Any] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ib-recorder", daemon=True)
@@ -52,14 +57,51 @@ class Recorder:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            item = self.queue.get()
+            batch = [self.queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is None:
-                    continue
-                self._handle(item)
+                self._handle_batch([item for item in batch if item is not None])
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
         close_old_connections()
+
+    def _handle_batch(self, items: list[Any]) -> None:
+        run: list[Any] = []
+        for item in items:
+            if type(item) in self.batchable:
+                run.append(item)
+                continue
+            self._write_together(run)
+            run = []
+            self._handle(item)
+        self._write_together(run)
+
+    def _write_together(self, items: list[Any]) -> None:
+        if not items:
+            return
+        if len(items) == 1:
+            self._handle(items[0])
+            return
+        close_old_connections()
+        failed: list[Any] = []
+        try:
+            with transaction.atomic():
+                for item in items:
+                    try:
+                        with transaction.atomic():
+                            self.handlers[type(item)](item)
+                    except Exception:
+                        failed.append(item)
+        except Exception:
+            logger.warning("batched write failed; writing %d events one by one", len(items), exc_info=True)
+            failed = items
+        for item in failed:
+            self._handle(item)
 
     def _handle(self, item: Any) -> None:
         handler = self.handlers.get(type(item))

@@ -71,7 +71,7 @@ def start(
 ) -> BrokerAdapter:
     """Start the worker and recorder (idempotent). `wait` seconds: block until connected."""
     global _runtime
-    from brokers.handlers import recorder_handlers
+    from brokers.handlers import BATCHABLE, recorder_handlers
     from brokers.ib.adapter import IbAdapter
     from brokers.ib.worker import IbWorker
     from brokers.recorder import Recorder
@@ -83,7 +83,7 @@ def start(
                 host, port = gateway_address()
                 if settings.IB_GATEWAY == "sim":
                     sim = _ensure_sim(port)
-            recorder = Recorder({})
+            recorder = Recorder({}, batchable=BATCHABLE)
             worker = IbWorker(
                 host=host,
                 port=port,

@@ -58,11 +58,25 @@ def _info_from_json(data: dict) -> ContractInfo:
     return ContractInfo(**values)
 
 
+# Process-local copy of the database cache: resolving a known contract costs no query at all.
+_memory: dict[str, tuple[float, list[ContractInfo]]] = {}
+
+
+def contract_cache_clear() -> None:
+    """Forget the process-local copy (the database cache stays)."""
+    _memory.clear()
+
+
 def _cached(key: str) -> list[ContractInfo] | None:
+    hit = _memory.get(key)
+    if hit is not None and time.monotonic() - hit[0] < LOOKUP_TTL.total_seconds():
+        return hit[1]
     lookup = ContractLookup.objects.filter(key=key, resolved_at__gte=timezone.now() - LOOKUP_TTL).first()
     if lookup is None:
         return None
-    return [_info_from_json(c.data) for c in lookup.contracts.all().order_by("expiry", "con_id")]
+    infos = [_info_from_json(c.data) for c in lookup.contracts.all().order_by("expiry", "con_id")]
+    _memory[key] = (time.monotonic() - (timezone.now() - lookup.resolved_at).total_seconds(), infos)
+    return infos
 
 
 def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
@@ -103,6 +117,7 @@ def contract_resolve(*, spec: ContractSpec) -> list[ContractInfo]:
         infos = runtime.adapter().resolve_contracts(spec=spec)
         if infos:
             _store(key, spec, infos)
+            _memory[key] = (time.monotonic(), infos)
     if not infos:
         raise GatewayError(
             ErrorCode.CONTRACT_NOT_FOUND,

@@ -79,7 +79,9 @@ class Order(AppendOnlyModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["account", "client_order_id"], name="order_unique_client_order_id_per_account"),
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"], name="order_unique_client_order_id_per_account"
+            ),
         ]
         indexes = [models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx")]
 

@@ -40,11 +40,12 @@ from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEven
 from orders.models import OrderStatus as S
 from orders.selectors import order_broker_id, order_latest_event, trading_halted
 from orders.state import TERMINAL, can_transition, from_ib
-from orders.types import IB_ACTION, IB_ORDER_TYPE, OrderRequest
+from orders.types import IB_ACTION, IB_ORDER_TYPE, OrderRequest, OrderSent
 
 logger = logging.getLogger(__name__)
 PROCESS_STARTED_AT = timezone.now()
 GENERATED_ID_PREFIX = "gw-"
+SENT_RECORD_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -445,28 +446,43 @@ def _send(order: Order, contract: ContractInfo, actor: Actor) -> None:
                 strict=False,
             )
         return
-    with transaction.atomic(durable=True):
+    sent = OrderSent(order_id=order.pk, broker_order_id=ack.broker_order_id, perm_id=ack.perm_id, actor=actor)
+    rt = runtime.current()
+    if rt is None:
+        order_sent_record(sent=sent)
+        return
+    # Hand the acknowledgement to the recorder, which writes it together with the statuses and fills
+    # arriving at the same moment; wait (bounded) so the response shows the broker's order id.
+    rt.recorder.put(sent)
+    if not sent.written.wait(SENT_RECORD_WAIT_S):
+        logger.warning("order %s: acknowledgement not recorded within %ss", order.pk, SENT_RECORD_WAIT_S)
+
+
+def order_sent_record(*, sent: OrderSent) -> None:
+    """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
+    with transaction.atomic():
+        order = Order.objects.get(pk=sent.order_id)
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.PENDING_SUBMIT:
             _append_event(
                 order,
                 status=S.SUBMITTED,
-                actor=actor,
-                source=actor.source,
-                broker_order_id=ack.broker_order_id,
-                perm_id=ack.perm_id,
+                actor=sent.actor,
+                source=sent.actor.source,
+                broker_order_id=sent.broker_order_id,
+                perm_id=sent.perm_id,
                 audit_event=events.ORDER_SENT,
                 strict=False,
             )
         else:
-            # The recorder already applied a broker status; just note that the send happened.
             audit_record(
                 event=events.ORDER_SENT,
-                actor=actor,
+                actor=sent.actor,
                 target_type="order",
                 target_id=str(order.pk),
-                data={"broker_order_id": ack.broker_order_id},
+                data={"broker_order_id": sent.broker_order_id},
             )
+        transaction.on_commit(sent.written.set)
 
 
 # -- cancel and modify -------------------------------------------------------------------------
@@ -604,25 +620,32 @@ def _order_for_ref(order_ref: str) -> Order | None:
     return Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
 
 
+def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
+    return latest is None or not (
+        latest.status == status
+        and latest.filled_quantity == report.filled
+        and latest.broker_order_id == report.broker_order_id
+    )
+
+
 def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
-    """Append the broker's status if it changes anything. Safe to call twice with one report."""
+    """Append the broker's status if it changes anything. Safe to call twice with one report.
+
+    Runs in a plain transaction so the recorder can group a burst of events into one commit.
+    """
     status = from_ib(report.status, filled=report.filled, remaining=report.remaining)
     if status is None:
         return None
-    with transaction.atomic(durable=True):
-        order = _order_for_ref(report.order_ref)
-        if order is None:
-            return None
+    order = _order_for_ref(report.order_ref)
+    # Most reports repeat what we know: answer those without taking the write lock.
+    if order is None or not _status_is_news(order_latest_event(order), status, report):
+        return None
+    with transaction.atomic():
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.SIMULATED:
             logger.error("broker reports order %s that was recorded as simulated", order.pk)
             return None
-        if (
-            latest is not None
-            and latest.status == status
-            and latest.filled_quantity == report.filled
-            and latest.broker_order_id == report.broker_order_id
-        ):
+        if not _status_is_news(latest, status, report):
             return None
         reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
         return _append_event(
@@ -642,7 +665,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
 
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
-    with transaction.atomic(durable=True):
+    if Fill.objects.filter(exec_id=execution.exec_id).exists():
+        return None
+    with transaction.atomic():
         if Fill.objects.filter(exec_id=execution.exec_id).exists():
             return None
         order = _order_for_ref(execution.order_ref)
@@ -679,7 +704,7 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
 
 
 def commission_record(*, commission: BrokerCommission) -> Commission | None:
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         fill = Fill.objects.filter(exec_id=commission.exec_id).first()
         if fill is None or Commission.objects.filter(exec_id=commission.exec_id).exists():
             return None

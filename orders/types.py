@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from ibkrgw.actors import Actor
 
 ACTIONS = ("BUY", "SELL", "SELL_SHORT", "BUY_TO_COVER")
 ORDER_TYPES = ("MKT", "LMT", "STP", "STP_LMT", "MOC", "LOC", "TRAIL", "TRAIL_LIMIT")
@@ -43,3 +47,15 @@ class OrderRequest:
         data = asdict(self)
         data.pop("client_order_id")
         return {k: (format(v.normalize(), "f") if isinstance(v, Decimal) else v) for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class OrderSent:
+    """The broker acknowledged an order: recorded by the recorder thread, the ledger's single writer
+    of broker events. `written` is set once the event is committed."""
+
+    order_id: uuid.UUID
+    broker_order_id: int
+    perm_id: int | None
+    actor: Actor
+    written: threading.Event = field(default_factory=threading.Event, compare=False)

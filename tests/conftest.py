@@ -24,6 +24,14 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: 
     pytest.fail(f"timed out waiting for {message}")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_contract_memory():
+    # Each test has a fresh database; the process-local contract cache must not outlive it.
+    from marketdata.services import contract_cache_clear
+
+    contract_cache_clear()
+
+
 @pytest.fixture
 def ib_runtime(sim_gateway, transactional_db):
     """The IB worker and recorder of this process, connected to a fresh simulated gateway and reconciled."""

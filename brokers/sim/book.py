@@ -21,7 +21,7 @@ Fill model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -29,7 +29,6 @@ from .account import Account, commission_for
 from .market import Instrument, Market, round_to_tick
 from .protocol import OrderRequest
 
-UTC = timezone.utc
 D0 = Decimal(0)
 
 SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT", "MOC", "LOC", "TRAIL"}

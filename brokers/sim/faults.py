@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Faults:
-    def __init__(self, gateway: "SimGateway") -> None:
+    def __init__(self, gateway: SimGateway) -> None:
         self._gw = gateway
         self._lock = threading.Lock()
         self._delays: dict[int, float] = {}

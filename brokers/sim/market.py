@@ -10,13 +10,12 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from .protocol import ContractSpec
 
-UTC = timezone.utc
 D0 = Decimal(0)
 
 
@@ -178,7 +177,7 @@ def build_universe(today: date) -> list[Instrument]:
         u.append(Instrument(
             con_id=con_id, symbol=base, sec_type="CASH", exchange="IDEALPRO", primary_exchange="",
             currency=quote, local_symbol=pair, trading_class=pair, min_tick=Decimal(tick),
-            base_price=Decimal(price), long_name=f"European Monetary Union Euro" if base == "EUR" else pair,
+            base_price=Decimal(price), long_name="European Monetary Union Euro" if base == "EUR" else pair,
             valid_exchanges=("IDEALPRO",), hours="fx", time_zone="US/Eastern", spread_ticks=2,
             lot=1_000_000,
         ))
@@ -309,7 +308,7 @@ class Market:
         self._quotes: dict[int, Quote] = {}
         for inst in self.instruments.values():
             if inst.sec_type != "OPT":
-                self._rng[inst.con_id] = random.Random(f"{seed}:{inst.con_id}")
+                self._rng[inst.con_id] = random.Random(f"{seed}:{inst.con_id}")  # noqa: S311 - seeded simulation, not crypto
                 self._quotes[inst.con_id] = self._initial_quote(inst)
 
     # -- lookup
@@ -378,7 +377,7 @@ class Market:
     def _option_quote(self, inst: Instrument) -> Quote:
         under = self.quote(inst.under_con_id)
         spot = under.last
-        exp = datetime.strptime(inst.last_trade_date, "%Y%m%d").date()
+        exp = datetime.strptime(inst.last_trade_date, "%Y%m%d").replace(tzinfo=UTC).date()
         t = max((exp - self.today).days, 1) / 365
         sigma_move = float(spot) * 0.25 * math.sqrt(t)
         moneyness = float(spot - inst.strike) if inst.right == "C" else float(inst.strike - spot)
@@ -467,9 +466,8 @@ def parse_end(text: str) -> datetime:
     if "-" in text and " " not in text:
         return datetime.strptime(text, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
     parts = text.split()
-    dt = datetime.strptime(" ".join(parts[:2]), "%Y%m%d %H:%M:%S")
     tz = ZoneInfo(parts[2]) if len(parts) > 2 else UTC
-    return dt.replace(tzinfo=tz).astimezone(UTC)
+    return datetime.strptime(" ".join(parts[:2]), "%Y%m%d %H:%M:%S").replace(tzinfo=tz).astimezone(UTC)
 
 
 def in_session(inst: Instrument, local: datetime, rth: bool) -> bool:
@@ -543,7 +541,7 @@ def make_bars(market: Market, inst: Instrument, end: datetime, duration_s: int, 
     vol_scale = max(1.0, math.sqrt(bar_s / 60))
     bars: list[Bar] = []
     for start in starts:  # newest first
-        rng = random.Random(f"{market.seed}:{inst.con_id}:{bar_s}:{int(start.timestamp())}")
+        rng = random.Random(f"{market.seed}:{inst.con_id}:{bar_s}:{int(start.timestamp())}")  # noqa: S311
         sigma = max(1.0, float(close) * 0.0006 * vol_scale / float(tick))
         open_ = max(tick, close - tick * round(rng.gauss(0, sigma)))
         high = max(open_, close) + tick * rng.randint(0, max(1, int(sigma / 2)))

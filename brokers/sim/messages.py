@@ -75,7 +75,8 @@ def bond_contract_data(version: int, req_id: int, inst: Instrument, exchange: st
     # coupon goes out blank: ib_async 2.1 declares ContractDetails.coupon with an int default
     # and int("4.25") would make it drop the whole message; the coupon is in descAppend instead.
     f += [req_id, inst.symbol, inst.sec_type, inst.cusip, "", inst.maturity, inst.issue_date,
-          "AA+", "FIXED", "FIXED", 0, 0, 0, f"{inst.coupon.normalize()} {inst.maturity}", exchange, inst.currency, inst.trading_class,
+          "AA+", "FIXED", "FIXED", 0, 0, 0, f"{inst.coupon.normalize()} {inst.maturity}", exchange,
+          inst.currency, inst.trading_class,
           inst.trading_class, inst.con_id, inst.min_tick]
     if version < 164:
         f.append(1)

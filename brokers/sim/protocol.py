@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 MIN_SERVER_VERSION = 157
 MAX_SERVER_VERSION = 178
@@ -146,7 +147,7 @@ class ContractSpec:
     sec_id: str = ""
 
     @classmethod
-    def read(cls, c: Cursor) -> "ContractSpec":
+    def read(cls, c: Cursor) -> ContractSpec:
         spec = cls(
             con_id=c.int(),
             symbol=c.str(),

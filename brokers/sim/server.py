@@ -54,13 +54,14 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from . import messages as M
-from .account import Account, INIT_MARGIN, MAINT_MARGIN, commission_for
+from .account import INIT_MARGIN, MAINT_MARGIN, Account, commission_for
 from .book import OrderEngine, Reject, SimExecution, SimOrder
 from .faults import Faults
 from .market import (
@@ -86,7 +87,6 @@ from .protocol import (
 )
 
 log = logging.getLogger("brokers.sim")
-UTC = timezone.utc
 D0 = Decimal(0)
 
 LIVE_TICKS = {"bid": 1, "ask": 2, "last": 4, "high": 6, "low": 7, "close": 9, "open": 14,
@@ -251,7 +251,7 @@ class SimGateway:
         }
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "SimGateway":
+    def start(self) -> SimGateway:
         started = threading.Event()
         errors: list[BaseException] = []
 
@@ -292,7 +292,7 @@ class SimGateway:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
 
-    def __enter__(self) -> "SimGateway":
+    def __enter__(self) -> SimGateway:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -457,7 +457,7 @@ class SimGateway:
                     self._dispatch(s, msg_id, fields)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
-        except (ProtocolError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ProtocolError) as exc:
             log.warning("%s: closing connection: %s", peer, exc)
         except Exception:  # noqa: BLE001 - one bad client must not take the gateway down
             log.exception("%s: unexpected error, closing connection", peer)
@@ -757,7 +757,7 @@ class SimGateway:
             s.send(M.error(s.version, req_id, 200, NO_SECDEF))
             return
         if req_id in s.mkt:
-            s.send(M.error(s.version, req_id, 322, f"Error processing request.-'bW' : cause - Duplicate ticker id"))
+            s.send(M.error(s.version, req_id, 322, "Error processing request.-'bW' : cause - Duplicate ticker id"))
             return
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
         if s.md_type != 1:
@@ -796,7 +796,7 @@ class SimGateway:
         if bar_s is None:
             return hmds_error(f"Invalid bar size '{bar_size}'")
         if inst.sec_type == "CASH" and what == "TRADES":
-            return hmds_error(f"No data of type TRADES is available for the exchange 'IDEALPRO'")
+            return hmds_error("No data of type TRADES is available for the exchange 'IDEALPRO'")
         try:
             end = parse_end(end_text)
             bars = make_bars(self.market, inst, end, parse_duration(duration), bar_s, rth, what)
@@ -943,7 +943,8 @@ class SimGateway:
         finally:
             self._received.append(SimOrderRecord(
                 client_id=cid, order_id=req.order_id, perm_id=None if req.what_if else perm_id,
-                con_id=inst.con_id if inst else req.contract.con_id, symbol=inst.symbol if inst else req.contract.symbol,
+                con_id=inst.con_id if inst else req.contract.con_id,
+                symbol=inst.symbol if inst else req.contract.symbol,
                 sec_type=inst.sec_type if inst else req.contract.sec_type, action=req.action,
                 total_quantity=req.total_quantity, order_type=req.order_type, lmt_price=req.lmt_price,
                 aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, what_if=req.what_if,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ib_async import Contract, ContFuture, Crypto, Forex, Future, Index, Option, Stock
+from ib_async import ContFuture, Contract, Crypto, Forex, Future, Index, Option, Stock
 
 
 def test_qualify_every_sec_type(gw, connect):
@@ -22,7 +22,7 @@ def test_qualify_every_sec_type(gw, connect):
         (Contract(secType="FUND", symbol="VFIAX", exchange="FUNDSERV"), gw.con_id("VFIAX"), "FUND"),
     ]
     qualified = ib.qualifyContracts(*[s for s, _, _ in specs])
-    for (spec, con_id, sec_type), q in zip(specs, qualified):
+    for (spec, con_id, sec_type), q in zip(specs, qualified, strict=True):
         assert q is not None, spec
         assert (q.conId, q.secType) == (con_id, sec_type)
     aapl = qualified[0]

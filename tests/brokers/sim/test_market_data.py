@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from ib_async import Forex, Index, Stock
 
@@ -83,7 +83,7 @@ def test_historical_bars(gw, connect):
     assert all(9 * 60 + 30 <= b.date.hour * 60 + b.date.minute < 16 * 60 for b in bars)
     assert bars[-1].close == 190.0
     all_hours = ib.reqHistoricalData(aapl, "", "2 D", "5 mins", "TRADES", useRTH=False, formatDate=2)
-    assert len(all_hours) > len(bars) and all_hours[0].date.tzinfo == timezone.utc
+    assert len(all_hours) > len(bars) and all_hours[0].date.tzinfo == UTC
     daily = ib.reqHistoricalData(aapl, "", "1 M", "1 day", "TRADES", useRTH=True, formatDate=1)
     assert 15 <= len(daily) <= 24 and isinstance(daily[0].date, date) and not isinstance(daily[0].date, datetime)
     weekly = ib.reqHistoricalData(aapl, "", "1 Y", "1 week", "MIDPOINT", useRTH=True, formatDate=1)

@@ -1,0 +1,120 @@
+"""REST vs bare ib_async on the same simulated gateway, in one run.
+
+    .venv/bin/python bench/bench_rest.py [--quotes 300] [--orders 300] [--threads 4]
+
+Prints latency p50/p99 of a quote (REST snapshot, REST streaming-cached, bare ib_async snapshot) and
+order throughput (REST with every gate, audit and durable commits vs bare ib_async placeOrder acks),
+with their ratios. Goals: REST snapshot <= 1.2x bare, cached <= 0.5x, orders >= 200/s and ratio >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Api, stack, summary  # noqa: E402
+
+
+def bare_quotes(port: int, n: int) -> list[float]:
+    from ib_async import IB, Stock
+
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=50, timeout=10)
+    ib.client.MaxRequests = 0
+    (contract,) = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        ib.reqTickers(contract)
+        times.append(time.perf_counter() - t)
+    ib.disconnect()
+    return times
+
+
+def rest_quotes(api: Api, n: int, stream: bool) -> list[float]:
+    path = "/api/v1/quotes/AAPL/" + ("?stream=true" if stream else "")
+    api.get(path)  # warm: contract cache (and the subscription when streaming)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, body = api.get(path)
+        times.append(time.perf_counter() - t)
+        assert status == 200, body
+        assert body["source"] == ("stream" if stream else "snapshot"), body["source"]
+    return times
+
+
+def bare_orders(port: int, n: int) -> float:
+    from ib_async import IB, MarketOrder, Stock
+
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=51, timeout=10)
+    ib.client.MaxRequests = 0
+    (contract,) = ib.qualifyContracts(Stock("MSFT", "SMART", "USD"))
+    t = time.perf_counter()
+    trades = [ib.placeOrder(contract, MarketOrder("BUY", 1)) for _ in range(n)]
+    while any(tr.orderStatus.status in ("", "PendingSubmit") for tr in trades):
+        ib.waitOnUpdate(timeout=1)
+    elapsed = time.perf_counter() - t
+    ib.disconnect()
+    return n / elapsed
+
+
+def rest_orders(http_port: int, key: str, n: int, threads: int) -> float:
+    per_thread = n // threads
+    errors: list = []
+
+    def worker(idx: int) -> None:
+        api = Api(http_port, key)
+        for i in range(per_thread):
+            status, body = api.post("/api/v1/orders/", {"client_order_id": f"bench-{idx}-{i}", "symbol": "MSFT",
+                                                         "action": "BUY", "quantity": "1", "order_type": "MKT"})
+            if status != 201:
+                errors.append(body)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    t = time.perf_counter()
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - t
+    if errors:
+        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
+    return per_thread * threads / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quotes", type=int, default=300)
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    with stack(orders_enabled=True) as (sim_port, http_port, key):
+        api = Api(http_port, key)
+        print("quote latency (same simulated gateway, loopback):")
+        bare = summary("bare ib_async reqTickers (snapshot)", bare_quotes(sim_port, args.quotes))
+        snap = summary("REST GET quotes/AAPL/ (snapshot)", rest_quotes(api, args.quotes, stream=False))
+        cached = summary("REST GET quotes/AAPL/?stream=true (cached)", rest_quotes(api, args.quotes, stream=True))
+        print(f"  ratio snapshot/bare p50 = {snap['p50_ms'] / bare['p50_ms']:.2f}x "
+              f"(p99 {snap['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 1.2x")
+        print(f"  ratio cached/bare   p50 = {cached['p50_ms'] / bare['p50_ms']:.2f}x "
+              f"(p99 {cached['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 0.5x")
+        print("order throughput:")
+        bare_rate = bare_orders(sim_port, args.orders)
+        print(f"  bare ib_async placeOrder acks          {bare_rate:8.1f} orders/s")
+        rest_seq = rest_orders(http_port, key, args.orders, 1)
+        print(f"  REST POST orders/ (1 client)           {rest_seq:8.1f} orders/s")
+        rest_par = rest_orders(http_port, key, args.orders, args.threads)
+        print(f"  REST POST orders/ ({args.threads} clients)          {rest_par:8.1f} orders/s")
+        best = max(rest_seq, rest_par)
+        print(f"  ratio REST/bare = {best / bare_rate:.2f}   goals: >= 200 orders/s, ratio >= 0.5")
+
+
+if __name__ == "__main__":
+    main()

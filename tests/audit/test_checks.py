@@ -1,0 +1,42 @@
+"""System check audit.E001 and `ledger_triggers_missing()`: missing triggers are reported."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection
+
+from audit.checks import check_ledger_triggers, ledger_triggers_missing
+from audit.triggers import APPEND_ONLY_TABLES
+
+pytestmark = pytest.mark.django_db
+
+
+def test_no_trigger_is_missing_after_migrate():
+    assert ledger_triggers_missing() == []
+    assert check_ledger_triggers(databases=["default"]) == []
+    call_command("check", "--database", "default")
+
+
+def test_a_dropped_trigger_is_reported_by_name():
+    with connection.cursor() as cursor:
+        on_table = " ON orders_fill" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"DROP TRIGGER orders_fill_no_delete{on_table}")
+    assert ledger_triggers_missing() == ["orders_fill.orders_fill_no_delete"]
+    [error] = check_ledger_triggers(databases=["default"])
+    assert error.id == "audit.E001"
+    assert "orders_fill_no_delete" in error.msg
+    with pytest.raises(SystemCheckError, match="audit.E001"):
+        call_command("check", "--database", "default")
+
+
+def test_every_ledger_table_is_covered_when_all_triggers_are_dropped(ledger_triggers_dropped):
+    missing = ledger_triggers_missing()
+    assert len(missing) == 2 * len(APPEND_ONLY_TABLES)
+    assert {name.split(".")[0] for name in missing} == set(APPEND_ONLY_TABLES)
+
+
+def test_the_check_only_looks_at_databases_it_is_given(ledger_triggers_dropped):
+    # A plain `manage.py check` must stay fast and offline.
+    assert check_ledger_triggers(databases=None) == []
