@@ -3,8 +3,9 @@
 It is a database check, so it only looks at a database when one is named:
 `manage.py check --database default` (and `migrate`, which passes its database). While that
 database has unapplied migrations the check stays silent, because `migrate` is what creates the
-triggers, and it must not be blocked by their absence. The runtime calls
-`ledger_triggers_missing()` directly at start-up.
+triggers, and it must not be blocked by their absence. With nothing left to apply, a missing
+trigger does stop `migrate` too (also a reverse one): write the repairing migration, or pass
+`--skip-checks` deliberately. The runtime calls `ledger_triggers_missing()` directly at start-up.
 """
 
 from __future__ import annotations

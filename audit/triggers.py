@@ -1,13 +1,13 @@
 """Database triggers that make the ledger tables append-only even for raw SQL.
 
-Every table in `APPEND_ONLY_TABLES` gets two triggers, `<table>_no_update` and
-`<table>_no_delete`, that abort any `UPDATE` or `DELETE` with the message
+Every table in `APPEND_ONLY_TABLES` gets triggers `<table>_no_update` and `<table>_no_delete`
+(and on PostgreSQL `<table>_no_truncate`) that abort the statement with the message
 `append-only: <table>`:
 
-- SQLite: `BEFORE UPDATE/DELETE ... BEGIN SELECT RAISE(ABORT, ...); END`.
-- PostgreSQL: row triggers calling the shared plpgsql function `ledger_append_only()`.
-  (`TRUNCATE` is not a row operation and is not guarded; the hash chain still detects it
-  for the audit log unless the whole table is emptied.)
+- SQLite: `BEFORE UPDATE/DELETE ... BEGIN SELECT RAISE(ABORT, ...); END`. (SQLite has no
+  TRUNCATE; `DROP TABLE` fires no triggers, so migrations can still remove a table.)
+- PostgreSQL: `BEFORE UPDATE/DELETE` row triggers and a `BEFORE TRUNCATE` statement trigger,
+  all calling the shared plpgsql function `ledger_append_only()`.
 
 The migrations create them through `create_triggers()` (see `audit/migrations/0002_*` and
 `orders/migrations/0002_*`). **SQLite drops a table's triggers whenever a migration rebuilds
@@ -49,7 +49,11 @@ APPEND_ONLY_TABLES: tuple[str, ...] = (
     "orders_commission",
     "orders_tradingswitchevent",
 )
-_OPERATIONS = ("update", "delete")
+# operation -> trigger level, per vendor
+_OPERATIONS: dict[str, dict[str, str]] = {
+    "sqlite": {"update": "ROW", "delete": "ROW"},
+    "postgresql": {"update": "ROW", "delete": "ROW", "truncate": "STATEMENT"},
+}
 PG_FUNCTION = "ledger_append_only"
 
 # The message is concatenated, not formatted: a percent sign would be read as a query parameter.
@@ -62,8 +66,16 @@ $$
 """
 
 
-def trigger_names(table: str) -> list[str]:
-    return [f"{table}_no_{op}" for op in _OPERATIONS]
+def _operations(vendor: str) -> dict[str, str]:
+    try:
+        return _OPERATIONS[vendor]
+    except KeyError:
+        raise NotImplementedError(f"append-only triggers are not implemented for {vendor}") from None
+
+
+def trigger_names(table: str, vendor: str) -> list[str]:
+    """The names of the triggers `table` should have on a database of `vendor` ("sqlite", "postgresql")."""
+    return [f"{table}_no_{op}" for op in _operations(vendor)]
 
 
 def _check_table(table: str) -> None:
@@ -73,27 +85,26 @@ def _check_table(table: str) -> None:
 
 
 def create_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:
-    """Create the UPDATE and DELETE triggers on `table`. Safe to call twice."""
+    """Create the append-only triggers on `table`. Safe to call twice."""
     _check_table(table)
     vendor = schema_editor.connection.vendor
+    operations = _operations(vendor)
     quote = schema_editor.quote_name
     if vendor == "sqlite":
-        for op in _OPERATIONS:
+        for op in operations:
             schema_editor.execute(
                 f"CREATE TRIGGER IF NOT EXISTS {quote(table + '_no_' + op)} BEFORE {op.upper()} ON {quote(table)} "
                 f"BEGIN SELECT RAISE(ABORT, 'append-only: {table}'); END"
             )
-    elif vendor == "postgresql":
+    else:
         schema_editor.execute(_PG_FUNCTION_SQL)
-        for op in _OPERATIONS:
+        for op, level in operations.items():
             name = quote(f"{table}_no_{op}")
             schema_editor.execute(f"DROP TRIGGER IF EXISTS {name} ON {quote(table)}")
             schema_editor.execute(
                 f"CREATE TRIGGER {name} BEFORE {op.upper()} ON {quote(table)} "
-                f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}()"
+                f"FOR EACH {level} EXECUTE FUNCTION {PG_FUNCTION}()"
             )
-    else:
-        raise NotImplementedError(f"append-only triggers are not implemented for {vendor}")
 
 
 def drop_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:
@@ -101,7 +112,7 @@ def drop_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:
     _check_table(table)
     vendor = schema_editor.connection.vendor
     quote = schema_editor.quote_name
-    for name in trigger_names(table):
+    for name in trigger_names(table, vendor):
         if vendor == "postgresql":
             schema_editor.execute(f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(table)}")
         else:
@@ -119,14 +130,19 @@ def existing_triggers(connection: BaseDatabaseWrapper) -> set[tuple[str, str]]:
                 "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND pg_table_is_visible(c.oid)"
             )
         else:
-            return set()
+            raise NotImplementedError(f"append-only triggers are not implemented for {connection.vendor}")
         return {(table, name) for table, name in cursor.fetchall()}
 
 
 def missing_triggers(connection: BaseDatabaseWrapper, tables: Iterable[str] = APPEND_ONLY_TABLES) -> list[str]:
     """Names of expected triggers that are absent (or disabled), as "<table>.<trigger>"; empty when all is well."""
     present = existing_triggers(connection)
-    return [f"{table}.{name}" for table in tables for name in trigger_names(table) if (table, name) not in present]
+    return [
+        f"{table}.{name}"
+        for table in tables
+        for name in trigger_names(table, connection.vendor)
+        if (table, name) not in present
+    ]
 
 
 def ensure_triggers_operation(*tables: str) -> migrations.RunPython:

@@ -72,8 +72,16 @@ def rest_orders(http_port: int, key: str, n: int, threads: int) -> float:
     def worker(idx: int) -> None:
         api = Api(http_port, key)
         for i in range(per_thread):
-            status, body = api.post("/api/v1/orders/", {"client_order_id": f"bench-{idx}-{i}", "symbol": "MSFT",
-                                                         "action": "BUY", "quantity": "1", "order_type": "MKT"})
+            status, body = api.post(
+                "/api/v1/orders/",
+                {
+                    "client_order_id": f"bench-{threads}-{idx}-{i}",
+                    "symbol": "MSFT",
+                    "action": "BUY",
+                    "quantity": "1",
+                    "order_type": "MKT",
+                },
+            )
             if status != 201:
                 errors.append(body)
 
@@ -101,10 +109,14 @@ def main() -> None:
         bare = summary("bare ib_async reqTickers (snapshot)", bare_quotes(sim_port, args.quotes))
         snap = summary("REST GET quotes/AAPL/ (snapshot)", rest_quotes(api, args.quotes, stream=False))
         cached = summary("REST GET quotes/AAPL/?stream=true (cached)", rest_quotes(api, args.quotes, stream=True))
-        print(f"  ratio snapshot/bare p50 = {snap['p50_ms'] / bare['p50_ms']:.2f}x "
-              f"(p99 {snap['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 1.2x")
-        print(f"  ratio cached/bare   p50 = {cached['p50_ms'] / bare['p50_ms']:.2f}x "
-              f"(p99 {cached['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 0.5x")
+        print(
+            f"  ratio snapshot/bare p50 = {snap['p50_ms'] / bare['p50_ms']:.2f}x "
+            f"(p99 {snap['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 1.2x"
+        )
+        print(
+            f"  ratio cached/bare   p50 = {cached['p50_ms'] / bare['p50_ms']:.2f}x "
+            f"(p99 {cached['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 0.5x"
+        )
         print("order throughput:")
         bare_rate = bare_orders(sim_port, args.orders)
         print(f"  bare ib_async placeOrder acks          {bare_rate:8.1f} orders/s")

@@ -72,15 +72,33 @@ def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_in
     procs = []
     try:
         subprocess.run([py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        out = subprocess.run([py, "manage.py", "apikey", "create", "--name", "bench", "--scope", "trade"], cwd=ROOT,
-                             env=env, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [py, "manage.py", "apikey", "create", "--name", "bench", "--scope", "trade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         key = out.strip().splitlines()[-1].strip()
-        procs.append(subprocess.Popen([py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval",
-                                       str(tick_interval)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         wait_port(sim_port)
-        procs.append(subprocess.Popen([py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(http_port),
-                                       "ibkrgw.asgi:application"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(http_port), "ibkrgw.asgi:application"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_port(http_port)
         api = Api(http_port, key)
         deadline = time.monotonic() + 30

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -32,6 +34,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
@@ -39,6 +43,7 @@ from django.db import close_old_connections
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict
@@ -296,7 +301,7 @@ def collect() -> tuple[list[McpTool], list[McpResource]]:
 
 def build_server(*, transport: Transport = "stdio") -> MCPServer:
     tools, resources = collect()
-    server: MCPServer = MCPServer(
+    server = GatewayMCPServer(
         name="ibkr-gateway",
         instructions=INSTRUCTIONS,
         tools=[_sdk_tool(tool, transport) for tool in tools],
@@ -377,6 +382,49 @@ def http_app(server: MCPServer, *, host: str) -> ASGIApp:
 
 
 # -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------
+class _DaemonStdin:
+    """stdin lines for the stdio transport, read by a daemon thread.
+
+    The SDK reads stdin in an anyio worker thread that cancellation cannot interrupt, so SIGTERM
+    would wait for the client's next message. A daemon reader never holds up shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+        self._reader: threading.Thread | None = None
+
+    def __aiter__(self) -> _DaemonStdin:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._reader is None:
+            token = anyio.lowlevel.current_token()
+            self._reader = threading.Thread(target=self._pump, args=(token,), name="mcp-stdin", daemon=True)
+            self._reader.start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
+        try:
+            with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as wire:
+                while line := wire.readline():
+                    anyio.from_thread.run(self._send.send, line, token=token)
+            anyio.from_thread.run(self._send.aclose, token=token)
+        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the event loop is gone or stopped listening: we are shutting down
+
+
+class GatewayMCPServer(MCPServer):
+    async def run_stdio_async(self) -> None:
+        """As the SDK's, with a stdin that cannot block shutdown; stdout stays the SDK's (fd 1 -> stderr)."""
+        async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+            await self._lowlevel_server.run(
+                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
+            )
+
+
 async def _stop_on_signal(stop: Callable[[], None]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -386,7 +434,7 @@ async def _stop_on_signal(stop: Callable[[], None]) -> None:
 
 
 async def serve_stdio(server: MCPServer) -> None:
-    """Serve until stdin closes or SIGTERM/SIGINT arrives."""
+    """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts)."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
         await server.run_stdio_async()
@@ -394,12 +442,13 @@ async def serve_stdio(server: MCPServer) -> None:
 
 
 async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT; open requests get SHUTDOWN_GRACE_S seconds to finish."""
     import uvicorn
 
     class _Server(uvicorn.Server):
-        def capture_signals(self):  # type: ignore[override]
-            # Our own handler below stops it; uvicorn's would re-raise the signal after shutdown
-            # and kill the process before the broker connection is closed.
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            # Our handler stops it; uvicorn's would re-raise the signal after shutdown and kill
+            # the process before the broker connection is closed.
             return nullcontext()
 
     config = uvicorn.Config(

@@ -11,8 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ibkrgw.openapi import ERROR
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
+from ibkrgw.openapi import ERROR
 from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus

@@ -14,6 +14,6 @@ def ledger_triggers_dropped(db) -> None:
     """
     with connection.cursor() as cursor:
         for table in APPEND_ONLY_TABLES:
-            for name in trigger_names(table):
+            for name in trigger_names(table, connection.vendor):
                 on_table = f" ON {table}" if connection.vendor == "postgresql" else ""
                 cursor.execute(f"DROP TRIGGER {name}{on_table}")

@@ -118,3 +118,14 @@ def test_an_audit_entry_cannot_be_written_around_audit_record():
     with pytest.raises(ValueError, match="audit_record"):
         AuditEntry.objects.create(event="order.submitted", actor_kind="system", actor_label="x", source="cli",
                                   correlation_id="c")
+
+
+@ledger
+def test_truncate_is_refused_on_postgresql(model):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    _row(model)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # run the pending FK checks of this test's inserts now
+        cursor.execute(f"TRUNCATE {model._meta.db_table} CASCADE")
+    assert model.objects.exists()
