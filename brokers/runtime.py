@@ -30,6 +30,38 @@ class Runtime:
     adapter: BrokerAdapter
     recorder: Any
     sim: Any | None
+    housekeeping: Any = None
+
+
+MAINTENANCE_INTERVAL_S = 5.0
+
+
+class Housekeeping:
+    """Periodic chores that must happen even when nobody calls: expiring unapproved orders."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(MAINTENANCE_INTERVAL_S)
+
+    def _run(self) -> None:
+        from django.db import close_old_connections
+
+        from orders.services import orders_expire_pending
+
+        while not self._stop.wait(MAINTENANCE_INTERVAL_S):
+            close_old_connections()
+            try:
+                orders_expire_pending()
+            except Exception:
+                logger.exception("housekeeping failed")
+        close_old_connections()
 
 
 _runtime: Runtime | None = None
@@ -99,7 +131,11 @@ def start(
             recorder.handlers.update(recorder_handlers(worker))
             recorder.start()
             worker.start()
-            _runtime = Runtime(worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim)
+            housekeeping = Housekeeping()
+            housekeeping.start()
+            _runtime = Runtime(
+                worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim, housekeeping=housekeeping
+            )
             atexit.register(stop)
         runtime = _runtime
     if wait:
@@ -114,6 +150,7 @@ def stop() -> None:
         runtime, _runtime = _runtime, None
     if runtime is None:
         return
+    runtime.housekeeping.stop()
     runtime.worker.stop()
     runtime.recorder.wait_idle(5)
     runtime.recorder.stop()

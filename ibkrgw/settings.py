@@ -6,6 +6,7 @@ that names the variable and what it accepts.
 """
 
 import os
+import sys
 import tempfile
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -67,6 +68,18 @@ TRADING_MODE = env_choice("TRADING_MODE", "paper", ("paper", "live"))
 ORDERS_ENABLED = env_bool("ORDERS_ENABLED", False)
 LIVE_TRADING_OVERRIDE_FILE = env.str("LIVE_TRADING_OVERRIDE_FILE", default="").strip() or None
 
+# Orders from these actor kinds wait in `pending_approval` until an operator approves them in the
+# admin (e.g. "mcp" to hold every agent order); unapproved orders expire after APPROVAL_TTL_S.
+APPROVAL_REQUIRED_FOR = frozenset(
+    kind.strip().lower() for kind in env.list("APPROVAL_REQUIRED_FOR", default=[]) if kind.strip()
+)
+if APPROVAL_REQUIRED_FOR - {"mcp", "api_key", "user"}:
+    raise ImproperlyConfigured(
+        f"APPROVAL_REQUIRED_FOR has {sorted(APPROVAL_REQUIRED_FOR - {'mcp', 'api_key', 'user'})}; "
+        "use a comma-separated list of: mcp, api_key, user"
+    )
+APPROVAL_TTL_S = env_int("APPROVAL_TTL_S", 300, minimum=5)
+
 # ---------------------------------------------------------------------------
 # IB connection
 # ---------------------------------------------------------------------------
@@ -117,6 +130,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "channels",
+    "django_prometheus",
     "ibkrgw",
     "audit",
     "brokers",
@@ -125,6 +139,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "ibkrgw.middleware.CorrelationIdMiddleware",
@@ -134,6 +149,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "ibkrgw.urls"
@@ -239,15 +255,24 @@ API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 # Logging
 # ---------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# Structured JSON logs for machines, plain text for a person at a terminal.
+LOG_FORMAT = env_choice("LOG_FORMAT", "auto", ("auto", "json", "text"))
+if LOG_FORMAT == "auto":
+    LOG_FORMAT = "text" if sys.stderr.isatty() else "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "text", "filters": ["correlation"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["correlation"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"ib_async": {"level": "WARNING"}},

@@ -33,6 +33,7 @@ from brokers.adapter import (
 )
 from brokers.selectors import account_default
 from ibkrgw.actors import Actor, ActorKind, Source
+from ibkrgw import metrics
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from marketdata.services import contract_resolve_one
 from orders import gates, publish
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 PROCESS_STARTED_AT = timezone.now()
 GENERATED_ID_PREFIX = "gw-"
 SENT_RECORD_WAIT_S = 2.0
+INTENT_REASONS = {
+    S.SIMULATED: "ORDERS_ENABLED=false: recorded, not sent",
+    S.PENDING_APPROVAL: "Waiting for an operator to approve it in the admin.",
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ def _contract_of(order: Order) -> ContractInfo:
 
 def _record_block(exc: GatewayError, *, request: OrderRequest, actor: Actor, account: str) -> None:
     """A blocked order leaves one audit entry (with the full request) and nothing else."""
+    metrics.GATE_BLOCKS.labels(code=str(exc.code)).inc()
     with transaction.atomic(durable=True):
         audit_record(
             event=events.GATE_BLOCKED,
@@ -225,6 +231,7 @@ def _append_event(
         },
     )
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
+    transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return event
 
 
@@ -273,15 +280,18 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         raise
 
     armed = gates.orders_armed()
+    first_status = S.SIMULATED
+    if armed:
+        first_status = S.PENDING_APPROVAL if actor.kind in settings.APPROVAL_REQUIRED_FOR else S.PENDING_SUBMIT
     try:
-        order = _record_intent(request, contract, account, digest, preview, actor, armed)
+        order = _record_intent(request, contract, account, digest, preview, actor, first_status)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its order.
         replay = _replay(account, request.client_order_id, digest)
         if replay is None:
             raise
         return replay
-    if armed:
+    if first_status == S.PENDING_SUBMIT:
         _send(order, contract, actor)
     return SubmitResult(order=order, replayed=False)
 
@@ -355,7 +365,7 @@ def _record_intent(
     digest: str,
     preview: OrderPreview | None,
     actor: Actor,
-    armed: bool,
+    status: str,
 ) -> Order:
     """Intent first: the order row, its first event and the audit entry commit before any send."""
     with transaction.atomic(durable=True):
@@ -390,16 +400,15 @@ def _record_intent(
             source=actor.source,
             correlation_id=actor.correlation_id,
         )
-        status = S.PENDING_SUBMIT if armed else S.SIMULATED
         event = OrderEvent.objects.create(
             order=order,
             status=status,
             source=actor.source,
             remaining_quantity=request.quantity,
-            reason="" if armed else "ORDERS_ENABLED=false: recorded, not sent",
+            reason=INTENT_REASONS.get(status, ""),
         )
         entry = audit_record(
-            event=events.ORDER_SUBMITTED if armed else events.ORDER_SIMULATED,
+            event=events.ORDER_SIMULATED if status == S.SIMULATED else events.ORDER_SUBMITTED,
             actor=actor,
             target_type="order",
             target_id=str(order.pk),
@@ -412,6 +421,7 @@ def _record_intent(
             },
         )
         transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
+        transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return order
 
 
@@ -700,6 +710,7 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
             },
         )
         transaction.on_commit(lambda: publish.fill(fill_id=fill.pk, seq=entry.seq))
+        transaction.on_commit(metrics.FILLS.inc)
     return fill
 
 
@@ -764,6 +775,137 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     with transaction.atomic(durable=True):
         audit_record(event=events.BROKER_RECONCILED, actor=Actor.system(), target_type="gateway", data=counts)
     return counts
+
+
+# -- human approval ----------------------------------------------------------------------------
+def _pending_approval(order_id) -> tuple[Order, OrderEvent]:
+    order = _order_or_404(order_id)
+    latest = order_latest_event(order)
+    if latest.status != S.PENDING_APPROVAL:
+        raise GatewayError(
+            ErrorCode.ORDER_STATE_CONFLICT,
+            f"The order is {latest.status}, not waiting for approval.",
+            http_status=409,
+            details={"status": latest.status},
+        )
+    return order, latest
+
+
+def _approval_expired(latest: OrderEvent) -> bool:
+    return timezone.now() - latest.at > timedelta(seconds=settings.APPROVAL_TTL_S)
+
+
+def _operator_only(actor: Actor) -> None:
+    if actor.kind != ActorKind.USER or actor.source == Source.MCP:
+        raise GatewayError(
+            ErrorCode.PERMISSION_DENIED, "Only an operator can approve or reject orders.", http_status=403
+        )
+
+
+def order_approve(*, order_id, actor: Actor) -> Order:
+    """An operator lets a held order go: the pre-trade checks run again (prices and switches may have
+    changed since it was held), then it is sent like any other order."""
+    _operator_only(actor)
+    order, latest = _pending_approval(order_id)
+    if _approval_expired(latest):
+        orders_expire_pending()
+        raise GatewayError(
+            ErrorCode.ORDER_STATE_CONFLICT,
+            "The approval window has passed; the order expired.",
+            http_status=409,
+            details={"status": S.EXPIRED},
+        )
+    contract = _contract_of(order)
+    request = OrderRequest(
+        symbol=order.symbol,
+        action=order.action,
+        quantity=order.quantity,
+        order_type=order.order_type,
+        sec_type=order.sec_type,
+        con_id=order.con_id,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        trail_amount=order.trail_amount,
+        trail_percent=order.trail_percent,
+        tif=order.tif,
+        outside_rth=order.outside_rth,
+        account=order.account,
+        client_order_id=order.client_order_id,
+    )
+    adapter = runtime.adapter()
+    try:
+        gates.gate_account_mode(order.account)
+        gates.gate_kill_switch(trading_halted())
+        quote = adapter.quote_cached(con_id=contract.con_id)
+        if not gates.quote_is_fresh(quote):
+            quote = adapter.quote_snapshot(contract=contract)
+        gates.gate_risk(
+            request,
+            contract,
+            gates.RiskContext(quote=quote, orders_last_minute=0, duplicate_recent=False, halted=False),
+        )
+        if not gates.orders_armed():
+            raise GatewayError(
+                ErrorCode.INVALID_ORDER,
+                "Orders are disabled (ORDERS_ENABLED=false).",
+                http_status=409,
+                details={"gate": "arming"},
+            )
+        gates.gate_live_override()
+        if not runtime.orders_allowed():
+            raise BrokerUnavailable("The broker is not connected and reconciled yet.", details={"gate": "arming"})
+    except GatewayError as exc:
+        _record_block(exc, request=request, actor=actor, account=order.account)
+        raise
+    with transaction.atomic(durable=True):
+        _append_event(
+            order,
+            status=S.PENDING_SUBMIT,
+            actor=actor,
+            source=actor.source,
+            reason=f"approved by {actor.label}",
+            audit_event=events.ORDER_APPROVED,
+        )
+    _send(order, contract, actor)
+    return order
+
+
+def order_reject_approval(*, order_id, actor: Actor, reason: str = "") -> Order:
+    """An operator refuses a held order; it is never sent."""
+    _operator_only(actor)
+    with transaction.atomic(durable=True):
+        order, _ = _pending_approval(order_id)
+        _append_event(
+            order,
+            status=S.REJECTED,
+            actor=actor,
+            source=actor.source,
+            code="approval_rejected",
+            reason=reason or f"rejected by {actor.label}",
+            audit_event=events.ORDER_APPROVAL_REJECTED,
+        )
+    return order
+
+
+def orders_expire_pending() -> int:
+    """Expire held orders nobody approved within APPROVAL_TTL_S. Safe to call any time, from any process."""
+    from orders.selectors import order_queryset
+
+    expired = 0
+    for order in order_queryset().filter(current_status=S.PENDING_APPROVAL):
+        with transaction.atomic(durable=True):
+            latest = order_latest_event(order)
+            if latest.status != S.PENDING_APPROVAL or not _approval_expired(latest):
+                continue
+            _append_event(
+                order,
+                status=S.EXPIRED,
+                source=Source.WORKER,
+                audit_event=events.ORDER_EXPIRED,
+                reason=f"not approved within {settings.APPROVAL_TTL_S}s",
+            )
+            expired += 1
+    return expired
 
 
 # -- kill switch -------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def free_port() -> int:
 def http_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`manage.py mcp --transport http` on a free port; stopped with SIGTERM, which must end it cleanly."""
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own command
+    process = subprocess.Popen(
         [sys.executable, "manage.py", "mcp", "--transport", "http", "--port", str(port)], cwd=ROOT, env=env
     )
     try:

@@ -1,0 +1,89 @@
+"""`manage.py mcp --transport http`: Origin check, API key and scopes, then the same tools as stdio."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from audit.models import AuditEntry
+from brokers.sim.server import SimGateway
+from ibkrgw.models import ScopedAPIKey
+from orders.models import Order
+from tests.mcp.conftest import http_mcp, http_process, mcp_env, payload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+@pytest.fixture(scope="module")
+def mcp_url(django_db_setup, mcp_sim: SimGateway) -> Iterator[str]:
+    with http_process({**mcp_env(mcp_sim, client_id=23), "HOME": os.environ.get("HOME", "/tmp")}) as (url, process):
+        yield url
+    # http_process stopped it with SIGTERM; a clean shutdown exits 0 (bounded by http_process's wait).
+    assert process.returncode == 0
+
+
+def _key(scope: str) -> tuple[ScopedAPIKey, str]:
+    return ScopedAPIKey.objects.create_key(name=f"agent-{scope}", scope=scope)
+
+
+def test_http_refuses_requests_without_a_valid_api_key(mcp_url, transactional_db):
+    response = httpx2.post(mcp_url, json=INITIALIZE, headers=ACCEPT)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response.headers["WWW-Authenticate"] == "Api-Key"
+
+    response = httpx2.post(mcp_url, json=INITIALIZE, headers={**ACCEPT, "Authorization": "Api-Key nope.nope"})
+    assert response.status_code == 401
+
+    key, _ = _key("read")
+    response = httpx2.post(mcp_url, json=INITIALIZE, headers={**ACCEPT, "Authorization": f"Api-Key {key.prefix}.x"})
+    assert response.status_code == 401
+
+
+def test_http_refuses_a_foreign_origin_even_with_a_valid_key(mcp_url, transactional_db):
+    _, secret = _key("trade")
+    auth = {**ACCEPT, "Authorization": f"Api-Key {secret}"}
+    response = httpx2.post(mcp_url, json=INITIALIZE, headers={**auth, "Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+    # A page served from this machine (e.g. the MCP Inspector) is fine.
+    assert httpx2.post(mcp_url, json=INITIALIZE, headers={**auth, "Origin": "http://localhost:6274"}).status_code == 200
+
+
+def test_http_read_key_reads_but_cannot_trade(mcp_url, mcp_sim, transactional_db):
+    _, secret = _key("read")
+    with http_mcp(mcp_url, secret) as client:
+        assert "place_order" in {tool.name for tool in client.tools()}
+        assert client.json("get_quote", {"symbol": "MSFT"})["con_id"] == mcp_sim.con_id("MSFT")
+        result = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+    assert result.is_error
+    assert payload(result)["error"]["code"] == "permission_denied"
+    assert not Order.objects.exists()
+
+
+def test_http_trade_key_places_a_simulated_order_in_its_own_name(mcp_url, mcp_sim, transactional_db):
+    key, secret = _key("trade")
+    with http_mcp(mcp_url, secret) as client:
+        client.wait_ready()
+        result = client.call(
+            "place_order",
+            {"client_order_id": "mcp-http-1", "symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"},
+        )
+    assert not result.is_error, result.content[0].text
+    order = payload(result)
+    assert order["status"] == "simulated"
+    assert order["actor_label"] == f"mcp:agent-trade ({key.prefix})"
+    assert [o for o in mcp_sim.received_orders() if not o.what_if] == []
+    entry = AuditEntry.objects.get(event="order.simulated", target_id=order["id"])
+    assert (entry.actor_kind, entry.correlation_id) == ("mcp", result.meta["correlation_id"])
