@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 
 logger = logging.getLogger(__name__)
 RETRIES = 5
@@ -68,7 +68,7 @@ class Recorder:
             finally:
                 for _ in batch:
                     self.queue.task_done()
-        close_old_connections()
+        connection.close()  # this thread's connection; a persistent one would outlive the thread
 
     def _handle_batch(self, items: list[Any]) -> None:
         run: list[Any] = []

@@ -51,7 +51,7 @@ class Housekeeping:
         self._thread.join(MAINTENANCE_INTERVAL_S)
 
     def _run(self) -> None:
-        from django.db import close_old_connections
+        from django.db import close_old_connections, connection
 
         from orders.services import orders_expire_pending
 
@@ -61,7 +61,7 @@ class Housekeeping:
                 orders_expire_pending()
             except Exception:
                 logger.exception("housekeeping failed")
-        close_old_connections()
+        connection.close()
 
 
 _runtime: Runtime | None = None

@@ -26,7 +26,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
@@ -322,8 +322,8 @@ def origin_allowed(origin: str) -> bool:
     return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTNAMES
 
 
-def _error(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": str(code), "message": message, "details": {}}}, status, headers=headers)
+def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(GatewayError(code, message).as_dict(), status, headers=headers)
 
 
 def _key_lookup(header: str | None) -> ScopedAPIKey | None:
@@ -351,9 +351,9 @@ class HttpGuard:
         origin = headers.get("origin")
         if origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
-            response = _error(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
+            response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
         elif await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization")) is None:
-            response = _error(
+            response = _refuse(
                 ErrorCode.NOT_AUTHENTICATED,
                 "An API key is required: Authorization: Api-Key <key>.",
                 401,
@@ -446,7 +446,7 @@ async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
-        def capture_signals(self):  # type: ignore[no-untyped-def]
+        def capture_signals(self) -> AbstractContextManager[None]:  # type: ignore[override]
             # Our handler stops it; uvicorn's would re-raise the signal after shutdown and kill
             # the process before the broker connection is closed.
             return nullcontext()

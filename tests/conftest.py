@@ -24,6 +24,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: 
     pytest.fail(f"timed out waiting for {message}")
 
 
+def subprocess_database_url() -> str:
+    """DATABASE_URL that points a child process (mcp, a crashed gateway...) at this test's database."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
+    return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.fixture(autouse=True)
 def _fresh_contract_memory():
     # Each test has a fresh database; the process-local contract cache must not outlive it.

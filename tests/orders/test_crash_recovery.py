@@ -6,13 +6,12 @@ import sys
 from decimal import Decimal
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from brokers import runtime
 from orders import services
 from orders.models import Fill, Order, OrderEvent
-from tests.conftest import wait_for
+from tests.conftest import subprocess_database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _crash(port: int, client_order_id: str, when: str) -> int:
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": subprocess_database_url(),
         "ORDERS_ENABLED": "true",
         "IB_GATEWAY": f"127.0.0.1:{port}",
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
