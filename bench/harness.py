@@ -59,6 +59,7 @@ def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_in
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
         "IB_GATEWAY": f"127.0.0.1:{sim_port}",
+        "TRADING_HOURS": "always",
         "IB_THROTTLE": "false",
         "ORDERS_ENABLED": "true" if orders_enabled else "false",
         "RISK_MAX_ORDERS_PER_MINUTE": "1000000",

@@ -160,6 +160,7 @@ class OrderAck:
     broker_order_id: int
     perm_id: int | None
     status: str  # IB status at acknowledgement time
+    client_id: int  # order ids are per IB client id: only this client may modify or cancel it
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +235,11 @@ class BrokerHealth:
     stale_subscriptions: tuple[str, ...] = field(default_factory=tuple)
 
 
+def as_dict(obj) -> dict:
+    """A frozen dataclass of this module as a flat dict (nested dataclasses stay objects)."""
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
 class BrokerAdapter(Protocol):
     """What services may ask of the broker. Every call is bounded by a timeout and raises
     `BrokerUnavailable` (503 broker_unavailable / 504 broker_timeout) instead of hanging."""
@@ -265,6 +271,9 @@ class BrokerAdapter(Protocol):
     def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview: ...
 
     def order_place(self, *, request: BrokerOrderRequest) -> OrderAck: ...
+
+    @property
+    def client_id(self) -> int: ...
 
     def order_cancel(self, *, broker_order_id: int) -> None: ...
 

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from brokers import selectors
+from brokers.adapter import as_dict
 from ibkrgw.openapi import ERROR
 from marketdata.api import ContractOutput, StrictQueryMixin
 
@@ -86,10 +87,6 @@ class PnLOutput(serializers.Serializer):
 _ACCOUNT = [OpenApiParameter("account", str, description="Defaults to IB_ACCOUNT or the first managed account.")]
 
 
-def _as_dict(obj) -> dict:
-    return {name: getattr(obj, name) for name in obj.__slots__}
-
-
 class HealthView(APIView):
     permission_classes = [AllowAny]  # load balancers and the healthcheck probe call it without a key
 
@@ -109,7 +106,7 @@ class AccountSummaryView(APIView):
         query.is_valid(raise_exception=True)
         summary = selectors.account_summary_get(account=query.validated_data["account"])
         return Response(
-            AccountSummaryOutput({"account": summary.account, "values": [_as_dict(v) for v in summary.values]}).data
+            AccountSummaryOutput({"account": summary.account, "values": [as_dict(v) for v in summary.values]}).data
         )
 
 
@@ -123,7 +120,7 @@ class PositionListView(APIView):
         query = AccountQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         positions = selectors.position_list(account=query.validated_data["account"])
-        rows = [{**_as_dict(p), "contract": _as_dict(p.contract)} for p in positions]
+        rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in positions]
         return Response(PositionOutput(rows, many=True).data)
 
 
@@ -134,4 +131,4 @@ class PnLView(APIView):
     def get(self, request: Request) -> Response:
         query = AccountQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        return Response(PnLOutput(_as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data)
+        return Response(PnLOutput(as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data)

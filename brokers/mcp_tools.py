@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from brokers import selectors
-from brokers.api import AccountQueryInput, AccountSummaryOutput, HealthOutput, PnLOutput, PositionOutput, _as_dict
+from brokers.adapter import as_dict
+from brokers.api import AccountQueryInput, AccountSummaryOutput, HealthOutput, PnLOutput, PositionOutput
 from ibkrgw.actors import Actor
 from ibkrgw.mcp_server import NoInput, mcp_tool
 
@@ -22,7 +23,7 @@ def get_account_summary(query: AccountQueryInput, actor: Actor) -> dict[str, Any
     """Account values (net liquidation, cash, buying power, margins...). `account` defaults to IB_ACCOUNT or the
     first managed account. Mirrors GET /api/v1/account/summary/."""
     summary = selectors.account_summary_get(account=query.validated_data["account"])
-    return AccountSummaryOutput({"account": summary.account, "values": [_as_dict(v) for v in summary.values]}).data
+    return AccountSummaryOutput({"account": summary.account, "values": [as_dict(v) for v in summary.values]}).data
 
 
 @mcp_tool(title="Positions", input=AccountQueryInput)
@@ -30,13 +31,13 @@ def list_positions(query: AccountQueryInput, actor: Actor) -> list[dict[str, Any
     """Open positions with contract, quantity, average cost, market value and P&L. Mirrors
     GET /api/v1/account/positions/."""
     positions = selectors.position_list(account=query.validated_data["account"])
-    return PositionOutput([{**_as_dict(p), "contract": _as_dict(p.contract)} for p in positions], many=True).data
+    return PositionOutput([{**as_dict(p), "contract": as_dict(p.contract)} for p in positions], many=True).data
 
 
 @mcp_tool(title="Profit and loss", input=AccountQueryInput)
 def get_pnl(query: AccountQueryInput, actor: Actor) -> dict[str, Any]:
     """Daily, unrealized and realized P&L of the account. Mirrors GET /api/v1/account/pnl/."""
-    return PnLOutput(_as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data
+    return PnLOutput(as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data
 
 
 TOOLS = [get_health, get_account_summary, list_positions, get_pnl]

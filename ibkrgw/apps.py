@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class IbkrgwConfig(AppConfig):
@@ -9,3 +10,11 @@ class IbkrgwConfig(AppConfig):
         from ibkrgw.metrics import register_collectors
 
         register_collectors()
+
+
+class OperatorAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with the operator console as its default site (so `admin.site` is ours)."""
+
+    # Not the default config of the `ibkrgw` package: INSTALLED_APPS names this class explicitly.
+    default = False
+    default_site = "ibkrgw.admin_site.OperatorAdminSite"

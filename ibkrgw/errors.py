@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     INVALID_ORDER = "invalid_order"
     INVALID_TICK_SIZE = "invalid_tick_size"
     ACCOUNT_NOT_MANAGED = "account_not_managed"
+    MARKET_CLOSED = "market_closed"
     # account-mode gate
     ACCOUNT_MODE_MISMATCH = "account_mode_mismatch"
     # risk gate

@@ -27,8 +27,9 @@ def _worker():
 
 
 BROKER_CONNECTED = Gauge("ibkrgw_broker_connected", "1 when the IB connection is up and reconciled.")
-BROKER_CONNECTED.set_function(lambda: 1.0 if (w := _worker()) and w.state == "connected" and w.reconciled.is_set()
-                              else 0.0)
+BROKER_CONNECTED.set_function(
+    lambda: 1.0 if (w := _worker()) and w.state == "connected" and w.reconciled.is_set() else 0.0
+)
 BROKER_RECONNECTS = Gauge("ibkrgw_broker_reconnects", "Reconnects of the IB connection since start.")
 BROKER_RECONNECTS.set_function(lambda: float(w.reconnects) if (w := _worker()) else 0.0)
 QUOTE_SUBSCRIPTIONS = Gauge("ibkrgw_quote_subscriptions", "Market-data subscriptions held at the broker.")

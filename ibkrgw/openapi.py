@@ -19,4 +19,3 @@ ERROR = OpenApiResponse(
     ),
     description="Error with a stable code.",
 )
-

@@ -100,6 +100,9 @@ IB_REQUEST_TIMEOUT = env_int("IB_REQUEST_TIMEOUT", 10, minimum=1, maximum=600)
 MARKET_DATA_TYPE = env_int("MARKET_DATA_TYPE", 1, minimum=1, maximum=4)
 IB_THROTTLE = env_bool("IB_THROTTLE", True)
 QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
+# "exchange": orders are checked against exchange calendars (closed markets, OPG after the open, MOC
+# after the cut-off). The built-in simulated market never closes, so "always" is its default.
+TRADING_HOURS = env_choice("TRADING_HOURS", "always" if IB_GATEWAY == "sim" else "exchange", ("exchange", "always"))
 
 # ---------------------------------------------------------------------------
 # Pre-trade risk limits (conservative by default)
@@ -120,7 +123,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=["http://127.0.0
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "ibkrgw.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

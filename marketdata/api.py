@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brokers.adapter import ContractSpec
+from brokers.adapter import ContractInfo, ContractSpec, Quote, as_dict
 from ibkrgw.openapi import ERROR
 from marketdata import services
 
@@ -164,8 +164,21 @@ class BarsOutput(serializers.Serializer):
     bars = BarOutput(many=True)
 
 
-def _contract_dict(contract) -> dict:
-    return {name: getattr(contract, name) for name in contract.__slots__}
+def quote_payload(contract: ContractInfo, quote: Quote) -> dict:
+    """The QuoteOutput payload of a quote, shared by REST, websockets and MCP."""
+    stamp = quote.time or quote.received_at
+    return {
+        **{name: getattr(quote, name) for name in QUOTE_FIELDS},
+        "time": stamp,
+        "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
+        "delayed": quote.market_data_type in (3, 4),
+        "source": "stream" if quote.received_at else "snapshot",
+        "contract": as_dict(contract),
+    }
+
+
+def bars_payload(contract: ContractInfo, bars: list, params: dict) -> dict:
+    return {**params, "contract": as_dict(contract), "bars": [as_dict(b) for b in bars]}
 
 
 QUOTE_FIELDS = (
@@ -207,12 +220,8 @@ class ContractListView(APIView):
     def get(self, request: Request) -> Response:
         query = ContractQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        infos = services.contract_resolve(spec=query.to_spec())
-        if not query.validated_data["expiry"]:
-            front = services._front_month(infos)
-            if front is not None:
-                infos = [front]
-        return Response(ContractOutput([_contract_dict(i) for i in infos], many=True).data)
+        infos = services.contract_search(spec=query.to_spec())
+        return Response(ContractOutput([as_dict(i) for i in infos], many=True).data)
 
 
 class QuoteView(APIView):
@@ -227,17 +236,7 @@ class QuoteView(APIView):
         query.is_valid(raise_exception=True)
         stream = query.validated_data.pop("stream")
         contract, quote = services.quote_get(spec=query.to_spec(symbol), stream=stream)
-        source = "stream" if quote.received_at else "snapshot"
-        data = {f: getattr(quote, f) for f in QUOTE_FIELDS}
-        stamp = quote.time or quote.received_at
-        data.update(
-            time=stamp,
-            age_ms=int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
-            delayed=quote.market_data_type in (3, 4),
-            source=source,
-            contract=_contract_dict(contract),
-        )
-        return Response(QuoteOutput(data).data)
+        return Response(QuoteOutput(quote_payload(contract, quote)).data)
 
 
 class BarsView(APIView):
@@ -258,6 +257,4 @@ class BarsView(APIView):
         query.is_valid(raise_exception=True)
         params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
         contract, bars = services.bars_get(spec=query.to_spec(symbol), **params)
-        return Response(
-            BarsOutput({**params, "contract": _contract_dict(contract), "bars": [_contract_dict(b) for b in bars]}).data
-        )
+        return Response(BarsOutput(bars_payload(contract, bars, params)).data)

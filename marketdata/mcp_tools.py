@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from brokers.adapter import ContractInfo, Quote
+from brokers.adapter import as_dict
 from ibkrgw.actors import Actor
 from ibkrgw.mcp_server import mcp_tool
 from marketdata import services
 from marketdata.api import (
-    QUOTE_FIELDS,
     BarsOutput,
     BarsQueryInput,
     ContractOutput,
     ContractQueryInput,
     QuoteOutput,
     QuoteQueryInput,
-    _contract_dict,
+    bars_payload,
+    quote_payload,
 )
 
 
@@ -25,25 +24,8 @@ from marketdata.api import (
 def resolve_contract(query: ContractQueryInput, actor: Actor) -> list[dict[str, Any]]:
     """Every contract (with conId) matching a symbol and optional sec_type, exchange, currency, expiry, strike,
     right, multiplier; futures without expiry resolve to the front month. Mirrors GET /api/v1/contracts/."""
-    infos = services.contract_resolve(spec=query.to_spec())
-    if not query.validated_data["expiry"]:
-        front = services._front_month(infos)
-        if front is not None:
-            infos = [front]
-    return ContractOutput([_contract_dict(i) for i in infos], many=True).data
-
-
-def _quote_payload(contract: ContractInfo, quote: Quote) -> dict[str, Any]:
-    # Same fields as marketdata.api.QuoteView.get (which builds its payload inline).
-    stamp = quote.time or quote.received_at
-    return {
-        **{name: getattr(quote, name) for name in QUOTE_FIELDS},
-        "time": stamp,
-        "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
-        "delayed": quote.market_data_type in (3, 4),
-        "source": "stream" if quote.received_at else "snapshot",
-        "contract": _contract_dict(contract),
-    }
+    infos = services.contract_search(spec=query.to_spec())
+    return ContractOutput([as_dict(i) for i in infos], many=True).data
 
 
 @mcp_tool(title="Get a quote", input=QuoteQueryInput)
@@ -52,7 +34,7 @@ def get_quote(query: QuoteQueryInput, actor: Actor) -> dict[str, Any]:
     Mirrors GET /api/v1/quotes/{symbol}/ (`symbol` is an argument here)."""
     stream = query.validated_data.pop("stream")
     contract, quote = services.quote_get(spec=query.to_spec(), stream=stream)
-    return QuoteOutput(_quote_payload(contract, quote)).data
+    return QuoteOutput(quote_payload(contract, quote)).data
 
 
 @mcp_tool(title="Historical bars", input=BarsQueryInput)
@@ -61,7 +43,7 @@ def get_bars(query: BarsQueryInput, actor: Actor) -> dict[str, Any]:
     answers pacing_violation with a retry time. Mirrors GET /api/v1/bars/{symbol}/ (`symbol` is an argument)."""
     params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
     contract, bars = services.bars_get(spec=query.to_spec(), **params)
-    return BarsOutput({**params, "contract": _contract_dict(contract), "bars": [_contract_dict(b) for b in bars]}).data
+    return BarsOutput(bars_payload(contract, bars, params)).data
 
 
 TOOLS = [resolve_contract, get_quote, get_bars]

@@ -132,7 +132,7 @@ def _spec_json(spec: ContractSpec) -> dict:
     return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(spec).items() if v not in ("", None)}
 
 
-def _front_month(infos: list[ContractInfo]) -> ContractInfo | None:
+def front_month(infos: list[ContractInfo]) -> ContractInfo | None:
     """Futures asked without expiry resolve to the nearest expiry that has not passed."""
     if not infos or any(i.sec_type != "FUT" for i in infos) or len({i.symbol for i in infos}) != 1:
         return None
@@ -141,13 +141,23 @@ def _front_month(infos: list[ContractInfo]) -> ContractInfo | None:
     return min(live, key=lambda i: i.expiry) if live else None
 
 
+def contract_search(*, spec: ContractSpec) -> list[ContractInfo]:
+    """What `contracts/` answers: every match, except that futures asked without expiry give the front month."""
+    infos = contract_resolve(spec=spec)
+    if not spec.expiry:
+        front = front_month(infos)
+        if front is not None:
+            return [front]
+    return infos
+
+
 def contract_resolve_one(*, spec: ContractSpec) -> ContractInfo:
     """Exactly one contract, or 404 contract_not_found / 409 contract_ambiguous with candidates."""
     infos = contract_resolve(spec=spec)
     if len(infos) == 1:
         return infos[0]
     if not spec.expiry:
-        front = _front_month(infos)
+        front = front_month(infos)
         if front is not None:
             return front
     raise GatewayError(

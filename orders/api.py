@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -17,6 +18,25 @@ from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
+
+
+class NormalizedDecimalField(serializers.DecimalField):
+    """Decimals as plain strings without padding: "10", "419.56", "0" (never "10.00000000" or "0E-8")."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("normalize_output", True)
+        super().__init__(*args, **kwargs)
+
+
+def decimal_str(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+class LedgerSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DecimalField: NormalizedDecimalField,
+    }
 
 
 def _decimal(**kwargs):
@@ -85,7 +105,7 @@ class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
         return attrs
 
 
-class OrderEventOutput(serializers.ModelSerializer):
+class OrderEventOutput(LedgerSerializer):
     class Meta:
         model = OrderEvent
         fields = [
@@ -104,7 +124,7 @@ class OrderEventOutput(serializers.ModelSerializer):
         ]
 
 
-class FillOutput(serializers.ModelSerializer):
+class FillOutput(LedgerSerializer):
     order_id = serializers.UUIDField(allow_null=True)
     commission = serializers.SerializerMethodField()
     commission_currency = serializers.SerializerMethodField()
@@ -138,7 +158,7 @@ class FillOutput(serializers.ModelSerializer):
 
     def get_commission(self, fill) -> str | None:
         c = _commission_of(fill)
-        return None if c is None else str(c.commission)
+        return None if c is None else decimal_str(c.commission)
 
     def get_commission_currency(self, fill) -> str | None:
         c = _commission_of(fill)
@@ -146,7 +166,7 @@ class FillOutput(serializers.ModelSerializer):
 
     def get_realized_pnl(self, fill) -> str | None:
         c = _commission_of(fill)
-        return None if c is None or c.realized_pnl is None else str(c.realized_pnl)
+        return None if c is None else decimal_str(c.realized_pnl)
 
 
 def _commission_of(fill):
@@ -156,7 +176,7 @@ def _commission_of(fill):
         return None
 
 
-class OrderOutput(serializers.ModelSerializer):
+class OrderOutput(LedgerSerializer):
     status = serializers.SerializerMethodField()
     broker_order_id = serializers.SerializerMethodField()
     filled_quantity = serializers.SerializerMethodField()
@@ -228,15 +248,15 @@ class OrderOutput(serializers.ModelSerializer):
 
     def get_filled_quantity(self, order) -> str:
         latest = self._latest(order)
-        return str(latest.filled_quantity if latest else 0)
+        return decimal_str(latest.filled_quantity if latest else Decimal(0))
 
     def get_remaining_quantity(self, order) -> str | None:
         latest = self._latest(order)
-        return None if latest is None or latest.remaining_quantity is None else str(latest.remaining_quantity)
+        return None if latest is None else decimal_str(latest.remaining_quantity)
 
     def get_average_fill_price(self, order) -> str | None:
         latest = self._latest(order)
-        return None if latest is None or latest.average_fill_price is None else str(latest.average_fill_price)
+        return None if latest is None else decimal_str(latest.average_fill_price)
 
     def get_events(self, order) -> list[dict]:
         return OrderEventOutput(self._events(order), many=True).data
@@ -330,6 +350,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+    def get_object(self):
+        return selectors.order_get_or_error(order_id=self.kwargs["pk"])
 
     @extend_schema(responses={200: OrderOutput, 404: ERROR})
     def retrieve(self, request, *args, **kwargs):

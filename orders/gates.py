@@ -102,6 +102,50 @@ def gate_account_managed(account: str, managed: tuple[str, ...]) -> None:
         )
 
 
+def gate_trading_hours(request: OrderRequest, contract: ContractInfo, now: datetime) -> None:
+    """Refuse orders that cannot execute at this moment of the exchange's day.
+
+    Market orders for the day outside regular hours (without outside_rth), opening orders once the
+    market has opened, and market/limit-on-close orders after the exchange's cut-off.
+    """
+    if settings.TRADING_HOURS != "exchange":
+        return
+    from orders.hours import MOC_CUTOFF, market_state
+
+    state = market_state(contract, now)
+    if state is None:
+        return
+    details = {
+        "calendar": state.calendar,
+        "session_open": state.session_open.isoformat(),
+        "session_close": state.session_close.isoformat(),
+    }
+    in_session = state.open_now and state.session_open <= now < state.session_close
+    if request.order_type == "MKT" and request.tif == "DAY" and not request.outside_rth and not in_session:
+        raise GateBlocked(
+            "validation",
+            ErrorCode.MARKET_CLOSED,
+            "The market is closed: a MKT DAY order would not execute now. Set outside_rth, use a "
+            "limit order, or wait for the open.",
+            details=details,
+        )
+    if request.tif == "OPG" and in_session:
+        raise GateBlocked(
+            "validation",
+            ErrorCode.MARKET_CLOSED,
+            "Opening orders (tif OPG) are accepted only before the open.",
+            details=details,
+        )
+    if request.order_type in ("MOC", "LOC") and (not in_session or now >= state.session_close - MOC_CUTOFF):
+        raise GateBlocked(
+            "validation",
+            ErrorCode.MARKET_CLOSED,
+            f"{request.order_type} orders must reach the exchange at least "
+            f"{int(MOC_CUTOFF.total_seconds() // 60)} minutes before today's close.",
+            details=details,
+        )
+
+
 # -- 3. account mode -------------------------------------------------------------------------
 def gate_account_mode(account: str) -> None:
     paper_account = account.upper().startswith(PAPER_ACCOUNT_PREFIXES)

@@ -10,7 +10,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import Http404
 from rest_framework import serializers
 
 from ibkrgw.actors import Actor
@@ -80,10 +79,7 @@ def cancel_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
 @mcp_tool(title="Get an order", input=OrderIdInput)
 def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     """One order with its status, events (every state change) and fills. Mirrors GET /api/v1/orders/{id}/."""
-    order = selectors.order_get(order_id=data.validated_data["order_id"])
-    if order is None:
-        raise Http404("No such order.")  # rendered as REST renders it: 404 not_found
-    return OrderOutput(order).data
+    return OrderOutput(selectors.order_get_or_error(order_id=data.validated_data["order_id"])).data
 
 
 @mcp_tool(title="List orders", input=OrderListQuery)

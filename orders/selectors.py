@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from orders.models import Fill, Order, OrderEvent, TradingSwitchEvent
@@ -22,6 +23,19 @@ def order_queryset() -> QuerySet[Order]:
 
 def order_get(*, order_id) -> Order | None:
     return order_queryset().filter(pk=order_id).first()
+
+
+def order_get_or_error(*, order_id) -> Order:
+    """The order, or 404 order_not_found (also for ids that are not UUIDs)."""
+    from ibkrgw.errors import ErrorCode, GatewayError
+
+    try:
+        order = order_get(order_id=order_id)
+    except (ValueError, ValidationError):
+        order = None
+    if order is None:
+        raise GatewayError(ErrorCode.ORDER_NOT_FOUND, "No such order.", http_status=404)
+    return order
 
 
 def order_by_client_id(*, account: str, client_order_id: str) -> Order | None:

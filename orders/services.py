@@ -32,8 +32,8 @@ from brokers.adapter import (
     OrderPreview,
 )
 from brokers.selectors import account_default
-from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw import metrics
+from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from marketdata.services import contract_resolve_one
 from orders import gates, publish
@@ -275,8 +275,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     try:
         contract, preview = _run_gates(request, account, digest, supplied_key)
     except GatewayError as exc:
-        if exc.details.get("gate") or isinstance(exc, BrokerUnavailable):
-            _record_block(exc, request=request, actor=actor, account=account)
+        _record_block(exc, request=request, actor=actor, account=account)
         raise
 
     armed = gates.orders_armed()
@@ -324,6 +323,7 @@ def _run_gates(
     gates.gate_order_shape(request)
     contract = contract_resolve_one(spec=_spec(request))
     gates.gate_tick_size(request, contract)
+    gates.gate_trading_hours(request, contract, timezone.now())
     gates.gate_account_managed(account, adapter.managed_accounts())
     # 3. account mode
     gates.gate_account_mode(account)
@@ -456,7 +456,13 @@ def _send(order: Order, contract: ContractInfo, actor: Actor) -> None:
                 strict=False,
             )
         return
-    sent = OrderSent(order_id=order.pk, broker_order_id=ack.broker_order_id, perm_id=ack.perm_id, actor=actor)
+    sent = OrderSent(
+        order_id=order.pk,
+        broker_order_id=ack.broker_order_id,
+        perm_id=ack.perm_id,
+        client_id=ack.client_id,
+        actor=actor,
+    )
     rt = runtime.current()
     if rt is None:
         order_sent_record(sent=sent)
@@ -481,6 +487,7 @@ def order_sent_record(*, sent: OrderSent) -> None:
                 source=sent.actor.source,
                 broker_order_id=sent.broker_order_id,
                 perm_id=sent.perm_id,
+                data={"client_id": sent.client_id},
                 audit_event=events.ORDER_SENT,
                 strict=False,
             )
@@ -490,7 +497,7 @@ def order_sent_record(*, sent: OrderSent) -> None:
                 actor=sent.actor,
                 target_type="order",
                 target_id=str(order.pk),
-                data={"broker_order_id": sent.broker_order_id},
+                data={"broker_order_id": sent.broker_order_id, "client_id": sent.client_id},
             )
         transaction.on_commit(sent.written.set)
 
@@ -510,6 +517,7 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
                 http_status=409,
                 details={"status": latest.status},
             )
+        _require_own_connection(order, runtime.adapter())
         broker_id = order_broker_id(order)
         if broker_id is None:
             raise GatewayError(
@@ -566,6 +574,7 @@ def order_modify(
     )
     contract = _contract_of(order)
     adapter = runtime.adapter()
+    _require_own_connection(order, adapter)
     try:
         gates.gate_order_shape(request)
         if new_terms["quantity"] < latest.filled_quantity:
@@ -602,6 +611,27 @@ def order_modify(
     return order
 
 
+def order_client_id(order: Order) -> int | None:
+    """The IB client id the order was placed through, as recorded on its events."""
+    for data in OrderEvent.objects.filter(order=order).order_by("-id").values_list("data", flat=True):
+        if data and data.get("client_id") is not None:
+            return int(data["client_id"])
+    return None
+
+
+def _require_own_connection(order: Order, adapter) -> None:
+    """IB lets only the client that placed an order change it: its order ids are per client id."""
+    placed_by = order_client_id(order)
+    if placed_by is not None and placed_by != adapter.client_id:
+        raise GatewayError(
+            ErrorCode.ORDER_STATE_CONFLICT,
+            f"This order was placed through IB client id {placed_by}; this process is client id "
+            f"{adapter.client_id}. Change it from that process, or halt trading to cancel everything.",
+            http_status=409,
+            details={"client_id": placed_by},
+        )
+
+
 def order_terms(order: Order) -> dict[str, Decimal | None]:
     """Quantity and prices in force: the intent, overridden by the latest modification."""
     terms = {"quantity": order.quantity, "limit_price": order.limit_price, "stop_price": order.stop_price}
@@ -613,14 +643,9 @@ def order_terms(order: Order) -> dict[str, Decimal | None]:
 
 
 def _order_or_404(order_id) -> Order:
-    try:
-        return Order.objects.get(pk=order_id)
-    except (Order.DoesNotExist, ValueError, TypeError):
-        raise GatewayError(ErrorCode.ORDER_NOT_FOUND, "No such order.", http_status=404) from None
-    except Exception as exc:  # a malformed UUID raises ValidationError
-        if exc.__class__.__name__ == "ValidationError":
-            raise GatewayError(ErrorCode.ORDER_NOT_FOUND, "No such order.", http_status=404) from None
-        raise
+    from orders.selectors import order_get_or_error
+
+    return order_get_or_error(order_id=order_id)
 
 
 # -- broker events (called by the recorder thread) ---------------------------------------------
@@ -669,6 +694,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             filled=report.filled,
             remaining=report.remaining,
             average_fill_price=report.average_fill_price,
+            data={"client_id": report.client_id} if report.client_id is not None else None,
             strict=False,
         )
 

@@ -57,5 +57,6 @@ class OrderSent:
     order_id: uuid.UUID
     broker_order_id: int
     perm_id: int | None
+    client_id: int
     actor: Actor
     written: threading.Event = field(default_factory=threading.Event, compare=False)

@@ -112,8 +112,13 @@ def audit_entry(
 ) -> AuditEntry:
     """Write one audit entry the only allowed way, in its own transaction."""
     with transaction.atomic():
-        return audit_record(event=event, actor=actor or make_actor(), target_type=target_type, target_id=target_id,
-                            data=data if data is not None else {"n": 1})
+        return audit_record(
+            event=event,
+            actor=actor or make_actor(),
+            target_type=target_type,
+            target_id=target_id,
+            data=data if data is not None else {"n": 1},
+        )
 
 
 def api_key(*, name: str = "tests", scope: str = Scope.READ, **fields: Any) -> tuple[ScopedAPIKey, str]:

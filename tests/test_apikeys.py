@@ -30,7 +30,12 @@ def test_create_prints_a_working_key_once_and_audits_it():
     assert secret not in _run("list")  # only the prefix is ever shown again
     entry = AuditEntry.objects.get(event=events.APIKEY_CREATED)
     assert (entry.target_type, entry.target_id, entry.actor_kind, entry.actor_label, entry.source) == (
-        "apikey", key.prefix, "system", "cli", "cli")
+        "apikey",
+        key.prefix,
+        "system",
+        "cli",
+        "cli",
+    )
     assert entry.data["scope"] == "trade"
     assert secret not in str(entry.data)
 
@@ -62,9 +67,14 @@ def test_revoking_an_unknown_prefix_fails():
         _run("revoke", "nope1234")
 
 
-@pytest.mark.parametrize("args", [["create", "--name", "x", "--scope", "admin"],
-                                  ["create", "--name", "", "--scope", "read"],
-                                  ["create", "--name", "x", "--scope", "read", "--expires-days", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "--name", "x", "--scope", "admin"],
+        ["create", "--name", "", "--scope", "read"],
+        ["create", "--name", "x", "--scope", "read", "--expires-days", "0"],
+    ],
+)
 def test_create_rejects_bad_arguments(args):
     with pytest.raises(CommandError):
         _run(*args)
@@ -73,17 +83,21 @@ def test_create_rejects_bad_arguments(args):
 
 def test_creating_and_revoking_in_the_admin_is_audited(client, django_user_model):
     client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "pw-for-tests-only"))
-    response = client.post("/admin/ibkrgw/scopedapikey/add/", {"name": "from-admin", "scope": "read",
-                                                                "expiry_date_0": "", "expiry_date_1": ""},
-                           follow=True)
+    response = client.post(
+        "/admin/ibkrgw/scopedapikey/add/",
+        {"name": "from-admin", "scope": "read", "expiry_date_0": "", "expiry_date_1": ""},
+        follow=True,
+    )
     assert response.status_code == 200
     key = ScopedAPIKey.objects.get(name="from-admin")
     assert "you will not be able to see it again" in response.content.decode()
     created = AuditEntry.objects.get(event=events.APIKEY_CREATED)
     assert (created.target_id, created.actor_label, created.source) == (key.prefix, "op", "admin")
 
-    response = client.post(f"/admin/ibkrgw/scopedapikey/{key.pk}/change/",
-                           {"name": "from-admin", "revoked": "on", "expiry_date_0": "", "expiry_date_1": ""})
+    response = client.post(
+        f"/admin/ibkrgw/scopedapikey/{key.pk}/change/",
+        {"name": "from-admin", "revoked": "on", "expiry_date_0": "", "expiry_date_1": ""},
+    )
     assert response.status_code == 302
     assert ScopedAPIKey.objects.get(pk=key.pk).revoked
     assert AuditEntry.objects.filter(event=events.APIKEY_REVOKED, target_id=key.prefix).count() == 1

@@ -210,18 +210,27 @@ class IbAdapter:
         async def run(ib: IB) -> OrderAck:
             trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
             return OrderAck(
-                broker_order_id=trade.order.orderId, perm_id=trade.order.permId or None, status=trade.orderStatus.status
+                broker_order_id=trade.order.orderId,
+                perm_id=trade.order.permId or None,
+                status=trade.orderStatus.status,
+                client_id=self.worker.client_id,
             )
 
         return self.worker.call(run)
 
+    @property
+    def client_id(self) -> int:
+        return self.worker.client_id
+
     def order_cancel(self, *, broker_order_id: int) -> None:
+        """Cancel an order this IB client placed (order ids are only unique per client id)."""
+
         async def run(ib: IB) -> None:
             for trade in ib.openTrades():
-                if trade.order.orderId == broker_order_id:
+                if trade.order.orderId == broker_order_id and trade.order.clientId == self.worker.client_id:
                     ib.cancelOrder(trade.order)
                     return
-            # Not ours in this session (e.g. placed before a restart): cancel by id anyway.
+            # Our own client id, not in this session's trades (e.g. placed before a restart).
             ib.client.cancelOrder(broker_order_id, "")
 
         self.worker.call(run)

@@ -81,8 +81,7 @@ class Account:
         return self.market_value(p) - cost
 
     # -- fills
-    def apply_fill(self, inst: Instrument, side: str, qty: Decimal, price: Decimal,
-                   commission: Decimal) -> Decimal:
+    def apply_fill(self, inst: Instrument, side: str, qty: Decimal, price: Decimal, commission: Decimal) -> Decimal:
         """Book a fill; returns the realized P&L (after commission) of the closing part."""
         signed = qty if side == "BUY" else -qty
         fx = self.fx(inst.currency)
@@ -118,8 +117,7 @@ class Account:
         return sum((abs(self.market_value(p)) for p in self.positions.values()), D0)
 
     def stock_market_value(self) -> Decimal:
-        return sum((self.market_value(p) for p in self.positions.values()
-                    if p.inst.sec_type != "FUT"), D0)
+        return sum((self.market_value(p) for p in self.positions.values() if p.inst.sec_type != "FUT"), D0)
 
     def unrealized_total(self) -> Decimal:
         return sum((self.unrealized(p) for p in self.positions.values()), D0)

@@ -110,8 +110,9 @@ def stamp(now: datetime) -> str:
 
 
 class OrderEngine:
-    def __init__(self, market: Market, account: Account, sink: OrderSink,
-                 partial_fill_threshold: Decimal | None, seed: int) -> None:
+    def __init__(
+        self, market: Market, account: Account, sink: OrderSink, partial_fill_threshold: Decimal | None, seed: int
+    ) -> None:
         self.market = market
         self.account = account
         self.sink = sink
@@ -164,12 +165,24 @@ class OrderEngine:
     def place(self, client_id: int, req: OrderRequest, inst: Instrument) -> SimOrder:
         """New order (already validated and id-checked); reports PreSubmitted, Submitted, fills."""
         o = SimOrder(
-            order_id=req.order_id, client_id=client_id, perm_id=self.new_perm_id(), inst=inst,
-            exchange=req.contract.exchange or inst.exchange, action=req.action,
-            total_qty=req.total_quantity or D0, order_type=req.order_type, lmt_price=req.lmt_price,
-            aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, outside_rth=req.outside_rth,
-            account=self.account.code, oca_group=req.oca_group, parent_id=req.parent_id,
-            trailing_percent=req.trailing_percent, trail_stop=req.trail_stop_price,
+            order_id=req.order_id,
+            client_id=client_id,
+            perm_id=self.new_perm_id(),
+            inst=inst,
+            exchange=req.contract.exchange or inst.exchange,
+            action=req.action,
+            total_qty=req.total_quantity or D0,
+            order_type=req.order_type,
+            lmt_price=req.lmt_price,
+            aux_price=req.aux_price,
+            tif=req.tif,
+            order_ref=req.order_ref,
+            outside_rth=req.outside_rth,
+            account=self.account.code,
+            oca_group=req.oca_group,
+            parent_id=req.parent_id,
+            trailing_percent=req.trailing_percent,
+            trail_stop=req.trail_stop_price,
         )
         self.orders[(client_id, o.order_id)] = o
         self.note_order_id(client_id, o.order_id)
@@ -209,8 +222,9 @@ class OrderEngine:
         if o is None:
             raise Reject(10147, f"OrderId {order_id} that needs to be cancelled is not found.")
         if not o.working:
-            raise Reject(10148, f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
-                                f"state: {o.status}.")
+            raise Reject(
+                10148, f"OrderId {order_id} that needs to be cancelled cannot be cancelled, state: {o.status}."
+            )
         self._cancel(o, 202, "Order Canceled - reason:")
 
     def cancel_all(self) -> None:
@@ -229,11 +243,21 @@ class OrderEngine:
         if inst is None or (client_id, req.order_id) in self.orders:
             return None
         o = SimOrder(
-            order_id=req.order_id, client_id=client_id, perm_id=self.new_perm_id(), inst=inst,
-            exchange=req.contract.exchange or inst.exchange, action=req.action,
-            total_qty=req.total_quantity or D0, order_type=req.order_type, lmt_price=req.lmt_price,
-            aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, outside_rth=req.outside_rth,
-            account=self.account.code, status="Inactive",
+            order_id=req.order_id,
+            client_id=client_id,
+            perm_id=self.new_perm_id(),
+            inst=inst,
+            exchange=req.contract.exchange or inst.exchange,
+            action=req.action,
+            total_qty=req.total_quantity or D0,
+            order_type=req.order_type,
+            lmt_price=req.lmt_price,
+            aux_price=req.aux_price,
+            tif=req.tif,
+            order_ref=req.order_ref,
+            outside_rth=req.outside_rth,
+            account=self.account.code,
+            status="Inactive",
         )
         o.completed_time, o.completed_status = stamp(datetime.now(UTC)), "Rejected"
         self.orders[(client_id, req.order_id)] = o
@@ -323,8 +347,14 @@ class OrderEngine:
             o.completed_time, o.completed_status = stamp(now), f"Filled Size: {o.filled}"
         self._exec_seq += 1
         ex = SimExecution(
-            exec_id=f"{self._exec_prefix}.{o.perm_id:08x}.{self._exec_seq:02d}.01", order=o, shares=qty,
-            price=price, time=now, commission=commission, realized=realized, cum_qty=o.filled,
+            exec_id=f"{self._exec_prefix}.{o.perm_id:08x}.{self._exec_seq:02d}.01",
+            order=o,
+            shares=qty,
+            price=price,
+            time=now,
+            commission=commission,
+            realized=realized,
+            cum_qty=o.filled,
             avg_price=o.avg_fill_price,
         )
         self.executions.append(ex)

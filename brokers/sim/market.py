@@ -93,12 +93,24 @@ class Quote:
     def as_dict(self) -> dict[str, Decimal]:
         return {
             k: getattr(self, k)
-            for k in ("bid", "ask", "last", "bid_size", "ask_size", "last_size",
-                      "volume", "open", "high", "low", "close")
+            for k in (
+                "bid",
+                "ask",
+                "last",
+                "bid_size",
+                "ask_size",
+                "last_size",
+                "volume",
+                "open",
+                "high",
+                "low",
+                "close",
+            )
         }
 
 
 # ---------------------------------------------------------------- universe
+
 
 def _third_friday(year: int, month: int) -> date:
     first = date(year, month, 1)
@@ -115,16 +127,38 @@ def _prev_weekday(d: date) -> date:
 MONTH_CODES = "FGHJKMNQUVXZ"
 
 
-def _stock(con_id: int, symbol: str, primary: str, price: str, name: str, *,
-           currency: str = "USD", stock_type: str = "COMMON", industry: str = "Technology",
-           isin: str = "", tz: str = "US/Eastern") -> Instrument:
+def _stock(
+    con_id: int,
+    symbol: str,
+    primary: str,
+    price: str,
+    name: str,
+    *,
+    currency: str = "USD",
+    stock_type: str = "COMMON",
+    industry: str = "Technology",
+    isin: str = "",
+    tz: str = "US/Eastern",
+) -> Instrument:
     return Instrument(
-        con_id=con_id, symbol=symbol, sec_type="STK", exchange="SMART", primary_exchange=primary,
-        currency=currency, local_symbol=symbol, trading_class=symbol if primary != "TSE" else symbol,
-        min_tick=Decimal("0.01"), base_price=Decimal(price), long_name=name,
+        con_id=con_id,
+        symbol=symbol,
+        sec_type="STK",
+        exchange="SMART",
+        primary_exchange=primary,
+        currency=currency,
+        local_symbol=symbol,
+        trading_class=symbol if primary != "TSE" else symbol,
+        min_tick=Decimal("0.01"),
+        base_price=Decimal(price),
+        long_name=name,
         valid_exchanges=("SMART", primary, "ARCA", "BATS", "IEX") if currency == "USD" else ("SMART", primary),
-        stock_type=stock_type, industry=industry, category=industry, subcategory=industry,
-        sec_ids=(("ISIN", isin),) if isin else (), time_zone=tz,
+        stock_type=stock_type,
+        industry=industry,
+        category=industry,
+        subcategory=industry,
+        sec_ids=(("ISIN", isin),) if isin else (),
+        time_zone=tz,
     )
 
 
@@ -132,41 +166,129 @@ def build_universe(today: date) -> list[Instrument]:
     u: list[Instrument] = [
         _stock(265598, "AAPL", "NASDAQ", "190.00", "APPLE INC", isin="US0378331005"),
         _stock(272093, "MSFT", "NASDAQ", "420.00", "MICROSOFT CORP", isin="US5949181045"),
-        _stock(76792991, "TSLA", "NASDAQ", "250.00", "TESLA INC", industry="Consumer, Cyclical",
-               isin="US88160R1014"),
+        _stock(76792991, "TSLA", "NASDAQ", "250.00", "TESLA INC", industry="Consumer, Cyclical", isin="US88160R1014"),
         _stock(4815747, "NVDA", "NASDAQ", "120.00", "NVIDIA CORP", isin="US67066G1040"),
-        _stock(756733, "SPY", "ARCA", "520.00", "SPDR S&P 500 ETF TRUST", stock_type="ETF",
-               industry="Funds", isin="US78462F1030"),
-        _stock(320227571, "QQQ", "NASDAQ", "440.00", "INVESCO QQQ TRUST SERIES 1", stock_type="ETF",
-               industry="Funds", isin="US46090E1038"),
+        _stock(
+            756733,
+            "SPY",
+            "ARCA",
+            "520.00",
+            "SPDR S&P 500 ETF TRUST",
+            stock_type="ETF",
+            industry="Funds",
+            isin="US78462F1030",
+        ),
+        _stock(
+            320227571,
+            "QQQ",
+            "NASDAQ",
+            "440.00",
+            "INVESCO QQQ TRUST SERIES 1",
+            stock_type="ETF",
+            industry="Funds",
+            isin="US46090E1038",
+        ),
         # Ambiguous on purpose: listed in New York (USD) and Toronto (CAD).
         _stock(195014116, "SHOP", "NYSE", "75.00", "SHOPIFY INC - CLASS A", isin="CA82509L1076"),
-        _stock(195014132, "SHOP", "TSE", "102.00", "SHOPIFY INC - CLASS A", currency="CAD",
-               isin="CA82509L1076", tz="America/Toronto"),
-        Instrument(con_id=416904, symbol="SPX", sec_type="IND", exchange="CBOE", primary_exchange="",
-                   currency="USD", local_symbol="SPX", trading_class="SPX", min_tick=Decimal("0.01"),
-                   base_price=Decimal("5200.00"), long_name="S&P 500 Stock Index",
-                   valid_exchanges=("CBOE",), industry="Indices", category="Broad Range Equity Index"),
-        Instrument(con_id=416843, symbol="NDX", sec_type="IND", exchange="NASDAQ", primary_exchange="",
-                   currency="USD", local_symbol="NDX", trading_class="NDX", min_tick=Decimal("0.01"),
-                   base_price=Decimal("18200.00"), long_name="NASDAQ 100 Stock Index",
-                   valid_exchanges=("NASDAQ",), industry="Indices", category="Broad Range Equity Index"),
-        Instrument(con_id=479624278, symbol="BTC", sec_type="CRYPTO", exchange="PAXOS", primary_exchange="",
-                   currency="USD", local_symbol="BTC.USD", trading_class="BTC", min_tick=Decimal("0.25"),
-                   base_price=Decimal("65000.00"), long_name="Bitcoin", valid_exchanges=("PAXOS",),
-                   hours="crypto", time_zone="UTC", spread_ticks=20, lot=1),
-        Instrument(con_id=stable_con_id("BOND:91282CLW9"), symbol="US-T", sec_type="BOND", exchange="SMART",
-                   primary_exchange="", currency="USD", local_symbol="91282CLW9", trading_class="GOVT",
-                   min_tick=Decimal("0.001"), base_price=Decimal("98.500"),
-                   long_name="United States Treasury Note/Bond", valid_exchanges=("SMART", "BONDDESK"),
-                   value_multiplier=Decimal(10), spread_ticks=30, lot=10, cusip="91282CLW9",
-                   coupon=Decimal("4.25"), maturity="20341115", issue_date="20241115",
-                   sec_ids=(("CUSIP", "91282CLW9"),)),
-        Instrument(con_id=stable_con_id("FUND:VFIAX"), symbol="VFIAX", sec_type="FUND", exchange="FUNDSERV",
-                   primary_exchange="FUNDSERV", currency="USD", local_symbol="VFIAX", trading_class="VFIAX",
-                   min_tick=Decimal("0.01"), base_price=Decimal("480.00"),
-                   long_name="VANGUARD 500 INDEX FUND ADMIRAL", valid_exchanges=("FUNDSERV",), hours="fund",
-                   lot=1, sec_ids=(("ISIN", "US9229087104"),)),
+        _stock(
+            195014132,
+            "SHOP",
+            "TSE",
+            "102.00",
+            "SHOPIFY INC - CLASS A",
+            currency="CAD",
+            isin="CA82509L1076",
+            tz="America/Toronto",
+        ),
+        Instrument(
+            con_id=416904,
+            symbol="SPX",
+            sec_type="IND",
+            exchange="CBOE",
+            primary_exchange="",
+            currency="USD",
+            local_symbol="SPX",
+            trading_class="SPX",
+            min_tick=Decimal("0.01"),
+            base_price=Decimal("5200.00"),
+            long_name="S&P 500 Stock Index",
+            valid_exchanges=("CBOE",),
+            industry="Indices",
+            category="Broad Range Equity Index",
+        ),
+        Instrument(
+            con_id=416843,
+            symbol="NDX",
+            sec_type="IND",
+            exchange="NASDAQ",
+            primary_exchange="",
+            currency="USD",
+            local_symbol="NDX",
+            trading_class="NDX",
+            min_tick=Decimal("0.01"),
+            base_price=Decimal("18200.00"),
+            long_name="NASDAQ 100 Stock Index",
+            valid_exchanges=("NASDAQ",),
+            industry="Indices",
+            category="Broad Range Equity Index",
+        ),
+        Instrument(
+            con_id=479624278,
+            symbol="BTC",
+            sec_type="CRYPTO",
+            exchange="PAXOS",
+            primary_exchange="",
+            currency="USD",
+            local_symbol="BTC.USD",
+            trading_class="BTC",
+            min_tick=Decimal("0.25"),
+            base_price=Decimal("65000.00"),
+            long_name="Bitcoin",
+            valid_exchanges=("PAXOS",),
+            hours="crypto",
+            time_zone="UTC",
+            spread_ticks=20,
+            lot=1,
+        ),
+        Instrument(
+            con_id=stable_con_id("BOND:91282CLW9"),
+            symbol="US-T",
+            sec_type="BOND",
+            exchange="SMART",
+            primary_exchange="",
+            currency="USD",
+            local_symbol="91282CLW9",
+            trading_class="GOVT",
+            min_tick=Decimal("0.001"),
+            base_price=Decimal("98.500"),
+            long_name="United States Treasury Note/Bond",
+            valid_exchanges=("SMART", "BONDDESK"),
+            value_multiplier=Decimal(10),
+            spread_ticks=30,
+            lot=10,
+            cusip="91282CLW9",
+            coupon=Decimal("4.25"),
+            maturity="20341115",
+            issue_date="20241115",
+            sec_ids=(("CUSIP", "91282CLW9"),),
+        ),
+        Instrument(
+            con_id=stable_con_id("FUND:VFIAX"),
+            symbol="VFIAX",
+            sec_type="FUND",
+            exchange="FUNDSERV",
+            primary_exchange="FUNDSERV",
+            currency="USD",
+            local_symbol="VFIAX",
+            trading_class="VFIAX",
+            min_tick=Decimal("0.01"),
+            base_price=Decimal("480.00"),
+            long_name="VANGUARD 500 INDEX FUND ADMIRAL",
+            valid_exchanges=("FUNDSERV",),
+            hours="fund",
+            lot=1,
+            sec_ids=(("ISIN", "US9229087104"),),
+        ),
     ]
     for con_id, base, quote, price, tick in (
         (12087792, "EUR", "USD", "1.08500", "0.00005"),
@@ -174,13 +296,26 @@ def build_universe(today: date) -> list[Instrument]:
         (15016059, "USD", "JPY", "150.000", "0.005"),
     ):
         pair = f"{base}.{quote}"
-        u.append(Instrument(
-            con_id=con_id, symbol=base, sec_type="CASH", exchange="IDEALPRO", primary_exchange="",
-            currency=quote, local_symbol=pair, trading_class=pair, min_tick=Decimal(tick),
-            base_price=Decimal(price), long_name="European Monetary Union Euro" if base == "EUR" else pair,
-            valid_exchanges=("IDEALPRO",), hours="fx", time_zone="US/Eastern", spread_ticks=2,
-            lot=1_000_000,
-        ))
+        u.append(
+            Instrument(
+                con_id=con_id,
+                symbol=base,
+                sec_type="CASH",
+                exchange="IDEALPRO",
+                primary_exchange="",
+                currency=quote,
+                local_symbol=pair,
+                trading_class=pair,
+                min_tick=Decimal(tick),
+                base_price=Decimal(price),
+                long_name="European Monetary Union Euro" if base == "EUR" else pair,
+                valid_exchanges=("IDEALPRO",),
+                hours="fx",
+                time_zone="US/Eastern",
+                spread_ticks=2,
+                lot=1_000_000,
+            )
+        )
     u += _futures(today)
     for sym in ("AAPL", "SPY"):
         under = next(i for i in u if i.symbol == sym)
@@ -213,16 +348,32 @@ def _futures(today: date) -> list[Instrument]:
                 expiries.append(ltd)
                 month_code = MONTH_CODES[month[1] - 1]
                 cm = f"{month[0]}{month[1]:02d}"
-                out.append(Instrument(
-                    con_id=stable_con_id(f"FUT:{symbol}:{cm}"), symbol=symbol, sec_type="FUT",
-                    exchange=exch, primary_exchange="", currency="USD",
-                    local_symbol=f"{symbol}{month_code}{month[0] % 10}", trading_class=symbol,
-                    min_tick=Decimal(tick), base_price=Decimal(price) + Decimal(len(expiries) - 1) * Decimal(tick) * 8,
-                    long_name=name, valid_exchanges=(exch, "QBALGO"), multiplier=mult,
-                    value_multiplier=Decimal(mult), last_trade_date=ltd.strftime("%Y%m%d"),
-                    hours="future", under_con_id=0, under_symbol=symbol, under_sec_type="IND",
-                    lot=1, industry="", category="",
-                ))
+                out.append(
+                    Instrument(
+                        con_id=stable_con_id(f"FUT:{symbol}:{cm}"),
+                        symbol=symbol,
+                        sec_type="FUT",
+                        exchange=exch,
+                        primary_exchange="",
+                        currency="USD",
+                        local_symbol=f"{symbol}{month_code}{month[0] % 10}",
+                        trading_class=symbol,
+                        min_tick=Decimal(tick),
+                        base_price=Decimal(price) + Decimal(len(expiries) - 1) * Decimal(tick) * 8,
+                        long_name=name,
+                        valid_exchanges=(exch, "QBALGO"),
+                        multiplier=mult,
+                        value_multiplier=Decimal(mult),
+                        last_trade_date=ltd.strftime("%Y%m%d"),
+                        hours="future",
+                        under_con_id=0,
+                        under_symbol=symbol,
+                        under_sec_type="IND",
+                        lot=1,
+                        industry="",
+                        category="",
+                    )
+                )
             m += 1
             if m > 12:
                 y, m = y + 1, 1
@@ -242,15 +393,32 @@ def _options(under: Instrument, today: date) -> list[Instrument]:
             for right in ("C", "P"):
                 ymd = exp.strftime("%Y%m%d")
                 occ = f"{under.symbol:<6}{exp.strftime('%y%m%d')}{right}{int(strike * 1000):08d}"
-                out.append(Instrument(
-                    con_id=stable_con_id(f"OPT:{under.symbol}:{ymd}:{strike}:{right}"), symbol=under.symbol,
-                    sec_type="OPT", exchange="SMART", primary_exchange="", currency="USD", local_symbol=occ,
-                    trading_class=under.symbol, min_tick=Decimal("0.01"), base_price=D0,
-                    long_name=under.long_name, valid_exchanges=("SMART", "CBOE", "AMEX", "ISE", "PHLX"),
-                    multiplier="100", value_multiplier=Decimal(100), last_trade_date=ymd, strike=strike,
-                    right=right, under_con_id=under.con_id, under_symbol=under.symbol, under_sec_type="STK",
-                    spread_ticks=4, lot=10,
-                ))
+                out.append(
+                    Instrument(
+                        con_id=stable_con_id(f"OPT:{under.symbol}:{ymd}:{strike}:{right}"),
+                        symbol=under.symbol,
+                        sec_type="OPT",
+                        exchange="SMART",
+                        primary_exchange="",
+                        currency="USD",
+                        local_symbol=occ,
+                        trading_class=under.symbol,
+                        min_tick=Decimal("0.01"),
+                        base_price=D0,
+                        long_name=under.long_name,
+                        valid_exchanges=("SMART", "CBOE", "AMEX", "ISE", "PHLX"),
+                        multiplier="100",
+                        value_multiplier=Decimal(100),
+                        last_trade_date=ymd,
+                        strike=strike,
+                        right=right,
+                        under_con_id=under.con_id,
+                        under_symbol=under.symbol,
+                        under_sec_type="STK",
+                        spread_ticks=4,
+                        lot=10,
+                    )
+                )
     return out
 
 
@@ -297,6 +465,7 @@ def matches(inst: Instrument, spec: ContractSpec) -> bool:
 
 # ---------------------------------------------------------------- market
 
+
 class Market:
     """Quotes for every instrument; options are priced off their underlying on demand."""
 
@@ -320,13 +489,21 @@ class Market:
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             inst = self.instruments.get(int(key))
         else:
-            inst = next((i for i in self.instruments.values()
-                         if key.upper() in (i.symbol, i.local_symbol) and i.sec_type not in ("OPT", "FUT")
-                         and i.currency in ("USD", "JPY")), None)
+            inst = next(
+                (
+                    i
+                    for i in self.instruments.values()
+                    if key.upper() in (i.symbol, i.local_symbol)
+                    and i.sec_type not in ("OPT", "FUT")
+                    and i.currency in ("USD", "JPY")
+                ),
+                None,
+            )
             if inst is None:  # futures: front month
-                futs = sorted((i for i in self.instruments.values()
-                               if i.symbol == key.upper() and i.sec_type == "FUT"),
-                              key=lambda i: i.last_trade_date)
+                futs = sorted(
+                    (i for i in self.instruments.values() if i.symbol == key.upper() and i.sec_type == "FUT"),
+                    key=lambda i: i.last_trade_date,
+                )
                 inst = futs[0] if futs else None
         if inst is None:
             raise KeyError(key)
@@ -353,10 +530,19 @@ class Market:
         last = round_to_tick(inst.base_price, inst.min_tick)
         bid, ask = self._bid_ask(inst, last)
         close = round_to_tick(last * Decimal(1 + rng.uniform(-0.01, 0.01)), inst.min_tick)
-        return Quote(bid=bid, ask=ask, last=last, bid_size=self._size(inst, rng),
-                     ask_size=self._size(inst, rng), last_size=self._size(inst, rng),
-                     volume=Decimal(rng.randint(1000, 5000) * inst.lot), open=close, high=max(last, close),
-                     low=min(last, close), close=close)
+        return Quote(
+            bid=bid,
+            ask=ask,
+            last=last,
+            bid_size=self._size(inst, rng),
+            ask_size=self._size(inst, rng),
+            last_size=self._size(inst, rng),
+            volume=Decimal(rng.randint(1000, 5000) * inst.lot),
+            open=close,
+            high=max(last, close),
+            low=min(last, close),
+            close=close,
+        )
 
     @staticmethod
     def _bid_ask(inst: Instrument, last: Decimal) -> tuple[Decimal, Decimal]:
@@ -382,11 +568,23 @@ class Market:
         sigma_move = float(spot) * 0.25 * math.sqrt(t)
         moneyness = float(spot - inst.strike) if inst.right == "C" else float(inst.strike - spot)
         intrinsic = max(moneyness, 0.0)
-        time_value = 0.4 * sigma_move * math.exp(-(moneyness / sigma_move) ** 2 / 2)
+        time_value = 0.4 * sigma_move * math.exp(-((moneyness / sigma_move) ** 2) / 2)
         mid = max(Decimal("0.05"), round_to_tick(Decimal(intrinsic + time_value), inst.min_tick))
         bid, ask = mid - Decimal("0.02"), mid + Decimal("0.02")
-        return Quote(bid=bid, ask=ask, last=mid, bid_size=Decimal(10), ask_size=Decimal(12), last_size=Decimal(1),
-                     volume=Decimal(250), open=mid, high=mid, low=mid, close=mid, updated=under.updated)
+        return Quote(
+            bid=bid,
+            ask=ask,
+            last=mid,
+            bid_size=Decimal(10),
+            ask_size=Decimal(12),
+            last_size=Decimal(1),
+            volume=Decimal(250),
+            open=mid,
+            high=mid,
+            low=mid,
+            close=mid,
+            updated=under.updated,
+        )
 
     def step(self) -> set[int]:
         """One random-walk step for every (non-derived) instrument; returns the conIds that moved."""
@@ -429,10 +627,27 @@ class Market:
 # ---------------------------------------------------------------- historical bars
 
 BAR_SIZES: dict[str, int] = {
-    "1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30,
-    "1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600, "15 mins": 900,
-    "20 mins": 1200, "30 mins": 1800, "1 hour": 3600, "2 hours": 7200, "3 hours": 10800,
-    "4 hours": 14400, "8 hours": 28800, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
+    "1 secs": 1,
+    "5 secs": 5,
+    "10 secs": 10,
+    "15 secs": 15,
+    "30 secs": 30,
+    "1 min": 60,
+    "2 mins": 120,
+    "3 mins": 180,
+    "5 mins": 300,
+    "10 mins": 600,
+    "15 mins": 900,
+    "20 mins": 1200,
+    "30 mins": 1800,
+    "1 hour": 3600,
+    "2 hours": 7200,
+    "3 hours": 10800,
+    "4 hours": 14400,
+    "8 hours": 28800,
+    "1 day": 86400,
+    "1 week": 7 * 86400,
+    "1 month": 30 * 86400,
 }
 DURATION_UNITS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 31 * 86400, "Y": 366 * 86400}
 MAX_BARS = 20_000
@@ -479,8 +694,9 @@ def in_session(inst: Instrument, local: datetime, rth: bool) -> bool:
     if inst.hours == "future":
         if rth:
             return wd < 5 and 9 * 60 + 30 <= minutes < 16 * 60
-        return (wd < 4 or (wd == 4 and minutes < 17 * 60) or (wd == 6 and minutes >= 18 * 60)) and \
-            not (17 * 60 <= minutes < 18 * 60)
+        return (wd < 4 or (wd == 4 and minutes < 17 * 60) or (wd == 6 and minutes >= 18 * 60)) and not (
+            17 * 60 <= minutes < 18 * 60
+        )
     if wd >= 5:
         return False
     if rth or inst.hours == "fund":
@@ -488,8 +704,9 @@ def in_session(inst: Instrument, local: datetime, rth: bool) -> bool:
     return 4 * 60 <= minutes < 20 * 60
 
 
-def make_bars(market: Market, inst: Instrument, end: datetime, duration_s: int, bar_s: int,
-              rth: bool, what: str) -> list[Bar]:
+def make_bars(
+    market: Market, inst: Instrument, end: datetime, duration_s: int, bar_s: int, rth: bool, what: str
+) -> list[Bar]:
     """Bars ending at ``end``; the newest bar closes at the current last price.
 
     Prices are walked backwards from the current quote with per-bar seeded noise, so
@@ -549,8 +766,7 @@ def make_bars(market: Market, inst: Instrument, end: datetime, duration_s: int, 
         wap = round_to_tick((high + low + close) / 3, tick)
         count = rng.randint(10, 500)
         volume = Decimal(count * max(1, inst.lot // 10)) if what in ("TRADES", "ADJUSTED_LAST") else Decimal(-1)
-        bars.append(Bar(start, daily, open_, high, low, close, volume, wap,
-                        count if volume >= 0 else -1))
+        bars.append(Bar(start, daily, open_, high, low, close, volume, wap, count if volume >= 0 else -1))
         close = open_
     bars.reverse()
     return bars

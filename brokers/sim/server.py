@@ -89,10 +89,18 @@ from .protocol import (
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
 
-LIVE_TICKS = {"bid": 1, "ask": 2, "last": 4, "high": 6, "low": 7, "close": 9, "open": 14,
-              "volume": 8, "time": 45}
-DELAYED_TICKS = {"bid": 66, "ask": 67, "last": 68, "high": 72, "low": 73, "close": 75, "open": 76,
-                 "volume": 74, "time": 88}
+LIVE_TICKS = {"bid": 1, "ask": 2, "last": 4, "high": 6, "low": 7, "close": 9, "open": 14, "volume": 8, "time": 45}
+DELAYED_TICKS = {
+    "bid": 66,
+    "ask": 67,
+    "last": 68,
+    "high": 72,
+    "low": 73,
+    "close": 75,
+    "open": 76,
+    "volume": 74,
+    "time": 88,
+}
 CONNECTIVITY = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
@@ -102,6 +110,7 @@ NO_SECDEF = "No security definition has been found for the request"
 
 
 # ---------------------------------------------------------------- public records
+
 
 @dataclass(frozen=True)
 class SimOrderRecord:
@@ -164,6 +173,7 @@ class ExecutionRecord:
 
 # ---------------------------------------------------------------- per connection
 
+
 @dataclass
 class BarSub:
     inst: Instrument
@@ -208,11 +218,20 @@ class Session:
 
 # ---------------------------------------------------------------- gateway
 
+
 class SimGateway:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 7, server_version: int = 178,
-                 account: str = "DU1234567", master_client_id: int | None = None,
-                 tick_interval: float = 0.25, partial_fill_threshold: Decimal | None = Decimal("500"),
-                 starting_cash: Decimal = Decimal("1000000")) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 7,
+        server_version: int = 178,
+        account: str = "DU1234567",
+        master_client_id: int | None = None,
+        tick_interval: float = 0.25,
+        partial_fill_threshold: Decimal | None = Decimal("500"),
+        starting_cash: Decimal = Decimal("1000000"),
+    ) -> None:
         if not MIN_SERVER_VERSION <= server_version <= MAX_SERVER_VERSION:
             raise ValueError(f"server_version must be within {MIN_SERVER_VERSION}..{MAX_SERVER_VERSION}")
         self.host = host
@@ -236,17 +255,38 @@ class SimGateway:
         self._tasks: set[asyncio.Task] = set()
         self._cycle_no = 0
         self._handlers: dict[int, Callable[[Session, Cursor], None]] = {
-            1: self._req_mkt_data, 2: self._cancel_mkt_data, 3: self._place_order, 4: self._cancel_order,
-            5: self._req_open_orders, 6: self._req_account_updates, 7: self._req_executions,
-            8: self._req_ids, 9: self._req_contract_details, 15: self._req_auto_open_orders,
-            16: self._req_all_open_orders, 17: self._req_managed_accounts, 20: self._req_historical,
-            25: self._cancel_historical, 49: self._req_current_time, 58: self._req_global_cancel,
-            59: self._req_market_data_type, 61: self._req_positions, 62: self._req_account_summary,
-            63: self._cancel_account_summary, 64: self._cancel_positions, 74: self._req_positions_multi,
-            75: self._cancel_positions_multi, 76: self._req_account_updates_multi,
-            77: self._cancel_account_updates_multi, 78: self._req_sec_def_opt_params,
-            81: self._req_matching_symbols, 87: self._req_head_timestamp, 92: self._req_pnl,
-            93: self._cancel_pnl, 94: self._req_pnl_single, 95: self._cancel_pnl_single,
+            1: self._req_mkt_data,
+            2: self._cancel_mkt_data,
+            3: self._place_order,
+            4: self._cancel_order,
+            5: self._req_open_orders,
+            6: self._req_account_updates,
+            7: self._req_executions,
+            8: self._req_ids,
+            9: self._req_contract_details,
+            15: self._req_auto_open_orders,
+            16: self._req_all_open_orders,
+            17: self._req_managed_accounts,
+            20: self._req_historical,
+            25: self._cancel_historical,
+            49: self._req_current_time,
+            58: self._req_global_cancel,
+            59: self._req_market_data_type,
+            61: self._req_positions,
+            62: self._req_account_summary,
+            63: self._cancel_account_summary,
+            64: self._cancel_positions,
+            74: self._req_positions_multi,
+            75: self._cancel_positions_multi,
+            76: self._req_account_updates_multi,
+            77: self._cancel_account_updates_multi,
+            78: self._req_sec_def_opt_params,
+            81: self._req_matching_symbols,
+            87: self._req_head_timestamp,
+            92: self._req_pnl,
+            93: self._cancel_pnl,
+            94: self._req_pnl_single,
+            95: self._cancel_pnl_single,
             99: self._req_completed_orders,
         }
 
@@ -346,18 +386,46 @@ class SimGateway:
 
     def orders(self) -> list[OrderStateRecord]:
         def snap() -> list[OrderStateRecord]:
-            return [OrderStateRecord(o.order_id, o.client_id, o.perm_id, o.order_ref, o.status, o.filled,
-                                     o.remaining, o.avg_fill_price, o.inst.con_id, o.action, o.order_type,
-                                     o.total_qty)
-                    for o in self.engine.orders.values()]
+            return [
+                OrderStateRecord(
+                    o.order_id,
+                    o.client_id,
+                    o.perm_id,
+                    o.order_ref,
+                    o.status,
+                    o.filled,
+                    o.remaining,
+                    o.avg_fill_price,
+                    o.inst.con_id,
+                    o.action,
+                    o.order_type,
+                    o.total_qty,
+                )
+                for o in self.engine.orders.values()
+            ]
+
         return self._call(snap)
 
     def executions(self) -> list[ExecutionRecord]:
         def snap() -> list[ExecutionRecord]:
-            return [ExecutionRecord(e.exec_id, e.order.order_id, e.order.client_id, e.order.perm_id,
-                                    e.order.order_ref, e.order.inst.con_id, e.side, e.shares, e.price, e.time,
-                                    e.commission, e.realized)
-                    for e in self.engine.executions]
+            return [
+                ExecutionRecord(
+                    e.exec_id,
+                    e.order.order_id,
+                    e.order.client_id,
+                    e.order.perm_id,
+                    e.order.order_ref,
+                    e.order.inst.con_id,
+                    e.side,
+                    e.shares,
+                    e.price,
+                    e.time,
+                    e.commission,
+                    e.realized,
+                )
+                for e in self.engine.executions
+            ]
+
         return self._call(snap)
 
     def positions(self) -> dict[int, Decimal]:
@@ -378,12 +446,14 @@ class SimGateway:
             self.market.set_price(inst.con_id, Decimal(str(price)))
             self.engine.evaluate_all()
             self._push_ticks({inst.con_id})
+
         self._call(run)
 
     def market_close(self) -> None:
         def run() -> None:
             self.engine.market_close()
             self._push_ticks(set(self.market._quotes))
+
         self._call(run)
 
     def market_open(self) -> None:
@@ -400,6 +470,7 @@ class SimGateway:
             for s in list(self.sessions):
                 if s.client_id is not None and (client_id is None or s.client_id == client_id):
                     s.send(M.error(s.version, req_id, code, message))
+
         self._call(run)
 
     def send_connectivity(self, code: int) -> None:
@@ -426,6 +497,7 @@ class SimGateway:
                 except OSError:
                     await asyncio.sleep(0.05)
             log.error("ibsim could not listen again on port %s", self.port)
+
         self._spawn(reopen())
 
     # ------------------------------------------------------------ connection handling
@@ -491,17 +563,25 @@ class SimGateway:
                 break
             await asyncio.sleep(0.01)
         else:
-            s.send(M.error(s.version, -1, 326, "Unable to connect as the client id is already in use. "
-                                               "Retry with a unique client id."))
+            s.send(
+                M.error(
+                    s.version,
+                    -1,
+                    326,
+                    "Unable to connect as the client id is already in use. Retry with a unique client id.",
+                )
+            )
             await asyncio.sleep(0.05)  # let the error reach the client before closing
             s.close()
             return
         s.client_id = client_id
         s.send([15, 1, self.account_code])
         s.send([9, 1, self.engine.next_valid_id(client_id)])
-        for code, text in ((2104, "Market data farm connection is OK:usfarm"),
-                           (2106, "HMDS data farm connection is OK:ushmds"),
-                           (2158, "Sec-def data farm connection is OK:secdefnj")):
+        for code, text in (
+            (2104, "Market data farm connection is OK:usfarm"),
+            (2106, "HMDS data farm connection is OK:ushmds"),
+            (2158, "Sec-def data farm connection is OK:secdefnj"),
+        ):
             s.send(M.error(s.version, -1, code, text))
         log.info("%s: client %s connected (v%s)", s.peer, client_id, s.version)
 
@@ -540,9 +620,12 @@ class SimGateway:
         return [s for s in self.sessions if s.client_id is not None and not s.closed]
 
     def _order_targets(self, o: SimOrder) -> list[Session]:
-        return [s for s in self._live()
-                if s.client_id == o.client_id or (self.master_client_id is not None
-                                                  and s.client_id == self.master_client_id)]
+        return [
+            s
+            for s in self._live()
+            if s.client_id == o.client_id
+            or (self.master_client_id is not None and s.client_id == self.master_client_id)
+        ]
 
     def _owner(self, client_id: int) -> Session | None:
         return next((s for s in self._live() if s.client_id == client_id), None)
@@ -714,8 +797,7 @@ class SimGateway:
             for exchange, tclass, mult, exps, strikes in self.market.option_chains(under.con_id):
                 if fut_fop_exchange and fut_fop_exchange.upper() != exchange:
                     continue
-                s.send([75, req_id, exchange, under.con_id, tclass, mult, len(exps), *exps,
-                        len(strikes), *strikes])
+                s.send([75, req_id, exchange, under.con_id, tclass, mult, len(exps), *exps, len(strikes), *strikes])
         s.send([76, req_id])
 
     def _req_matching_symbols(self, s: Session, c: Cursor) -> None:
@@ -729,10 +811,22 @@ class SimGateway:
         seen.sort(key=lambda i: (i.symbol != pattern, i.symbol, i.con_id))
         fields: list[Any] = [79, req_id, len(seen[:16])]
         for inst in seen[:16]:
-            derivs = sorted({d.sec_type for d in self.market.instruments.values()
-                             if d.under_con_id == inst.con_id or (d.sec_type == "FUT" and d.symbol == inst.symbol)})
-            fields += [inst.con_id, inst.symbol, inst.sec_type, inst.primary_exchange or inst.exchange,
-                       inst.currency, len(derivs), *derivs]
+            derivs = sorted(
+                {
+                    d.sec_type
+                    for d in self.market.instruments.values()
+                    if d.under_con_id == inst.con_id or (d.sec_type == "FUT" and d.symbol == inst.symbol)
+                }
+            )
+            fields += [
+                inst.con_id,
+                inst.symbol,
+                inst.sec_type,
+                inst.primary_exchange or inst.exchange,
+                inst.currency,
+                len(derivs),
+                *derivs,
+            ]
             if s.version >= 176:
                 fields += [M.ascii_escape(inst.long_name), ""]
         s.send(fields)
@@ -763,8 +857,14 @@ class SimGateway:
         if s.md_type != 1:
             s.send([58, 1, req_id, s.md_type])
             if s.md_type in (3, 4):
-                s.send(M.error(s.version, req_id, 10167, "Requested market data is not subscribed. "
-                                                         "Displaying delayed market data."))
+                s.send(
+                    M.error(
+                        s.version,
+                        req_id,
+                        10167,
+                        "Requested market data is not subscribed. Displaying delayed market data.",
+                    )
+                )
         self._send_ticks(s, req_id, inst, full=True)
         if snapshot or regulatory:
             s.send([57, 1, req_id])
@@ -809,13 +909,30 @@ class SimGateway:
         start_str = bars[0].start.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
         fields: list[Any] = [17, req_id, start_str, end.strftime("%Y%m%d %H:%M:%S") + " UTC", len(bars)]
         for b in bars:
-            fields += [format_bar_time(b.start, b.daily, format_date, inst.time_zone), b.open, b.high, b.low,
-                       b.close, b.volume, b.wap, b.count]
+            fields += [
+                format_bar_time(b.start, b.daily, format_date, inst.time_zone),
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                b.wap,
+                b.count,
+            ]
         s.send(fields)
         if keep_up:
             last = bars[-1]
-            s.bars[req_id] = BarSub(inst, bar_s, format_date, last.start.astimezone(UTC), last.open, last.high,
-                                    last.low, last.close, max(last.volume, D0))
+            s.bars[req_id] = BarSub(
+                inst,
+                bar_s,
+                format_date,
+                last.start.astimezone(UTC),
+                last.open,
+                last.high,
+                last.low,
+                last.close,
+                max(last.volume, D0),
+            )
 
     def _cancel_historical(self, s: Session, c: Cursor) -> None:
         c.skip(1)
@@ -941,14 +1058,26 @@ class SimGateway:
                     s.send(M.order_status(rec))
             s.send(M.error(s.version, req.order_id, rej.code, rej.message))
         finally:
-            self._received.append(SimOrderRecord(
-                client_id=cid, order_id=req.order_id, perm_id=None if req.what_if else perm_id,
-                con_id=inst.con_id if inst else req.contract.con_id,
-                symbol=inst.symbol if inst else req.contract.symbol,
-                sec_type=inst.sec_type if inst else req.contract.sec_type, action=req.action,
-                total_quantity=req.total_quantity, order_type=req.order_type, lmt_price=req.lmt_price,
-                aux_price=req.aux_price, tif=req.tif, order_ref=req.order_ref, what_if=req.what_if,
-                outside_rth=req.outside_rth, received_at=datetime.now(UTC)))
+            self._received.append(
+                SimOrderRecord(
+                    client_id=cid,
+                    order_id=req.order_id,
+                    perm_id=None if req.what_if else perm_id,
+                    con_id=inst.con_id if inst else req.contract.con_id,
+                    symbol=inst.symbol if inst else req.contract.symbol,
+                    sec_type=inst.sec_type if inst else req.contract.sec_type,
+                    action=req.action,
+                    total_quantity=req.total_quantity,
+                    order_type=req.order_type,
+                    lmt_price=req.lmt_price,
+                    aux_price=req.aux_price,
+                    tif=req.tif,
+                    order_ref=req.order_ref,
+                    what_if=req.what_if,
+                    outside_rth=req.outside_rth,
+                    received_at=datetime.now(UTC),
+                )
+            )
 
     def _what_if(self, s: Session, req, inst: Instrument) -> list[Any]:
         """A single openOrder carrying margin and commission estimates; nothing is stored."""
@@ -962,21 +1091,37 @@ class SimGateway:
         commission = commission_for(inst, qty, price, fx)
         cents = Decimal("0.01")
         figures = {
-            "init_before": gross * INIT_MARGIN, "maint_before": gross * MAINT_MARGIN, "ewl_before": nlv,
-            "init_change": notional * INIT_MARGIN, "maint_change": notional * MAINT_MARGIN,
+            "init_before": gross * INIT_MARGIN,
+            "maint_before": gross * MAINT_MARGIN,
+            "ewl_before": nlv,
+            "init_change": notional * INIT_MARGIN,
+            "maint_change": notional * MAINT_MARGIN,
             "ewl_change": -commission,
         }
         figures["init_after"] = figures["init_before"] + figures["init_change"]
         figures["maint_after"] = figures["maint_before"] + figures["maint_change"]
         figures["ewl_after"] = nlv - commission
         state: dict[str, Any] = {k: str(v.quantize(cents)) for k, v in figures.items()}
-        state.update(commission=commission, min_commission=commission, max_commission=commission,
-                     commission_currency="USD")
-        order = SimOrder(order_id=req.order_id, client_id=s.client_id or 0, perm_id=0, inst=inst,
-                         exchange=req.contract.exchange or inst.exchange, action=req.action, total_qty=qty,
-                         order_type=req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
-                         tif=req.tif, order_ref=req.order_ref, outside_rth=req.outside_rth,
-                         account=self.account_code, status="PreSubmitted")
+        state.update(
+            commission=commission, min_commission=commission, max_commission=commission, commission_currency="USD"
+        )
+        order = SimOrder(
+            order_id=req.order_id,
+            client_id=s.client_id or 0,
+            perm_id=0,
+            inst=inst,
+            exchange=req.contract.exchange or inst.exchange,
+            action=req.action,
+            total_qty=qty,
+            order_type=req.order_type,
+            lmt_price=req.lmt_price,
+            aux_price=req.aux_price,
+            tif=req.tif,
+            order_ref=req.order_ref,
+            outside_rth=req.outside_rth,
+            account=self.account_code,
+            status="PreSubmitted",
+        )
         return M.open_order(s.version, order, what_if=state)
 
     def _cancel_order(self, s: Session, c: Cursor) -> None:
@@ -1002,8 +1147,9 @@ class SimGateway:
 
     def _req_open_orders(self, s: Session, c: Cursor) -> None:
         sees_all = self.master_client_id is not None and s.client_id == self.master_client_id
-        self._send_open_orders(s, [o for o in self.engine.orders.values()
-                                   if o.working and (sees_all or o.client_id == s.client_id)])
+        self._send_open_orders(
+            s, [o for o in self.engine.orders.values() if o.working and (sees_all or o.client_id == s.client_id)]
+        )
 
     def _req_all_open_orders(self, s: Session, c: Cursor) -> None:
         self._send_open_orders(s, [o for o in self.engine.orders.values() if o.working])
@@ -1012,8 +1158,14 @@ class SimGateway:
         c.skip(1)
         s.auto_bind = c.bool()
         if s.client_id != 0 and s.auto_bind:
-            s.send(M.error(s.version, -1, 321, "Error validating request.-'bX' : cause - "
-                                               "reqAutoOpenOrders is only valid for client id 0"))
+            s.send(
+                M.error(
+                    s.version,
+                    -1,
+                    321,
+                    "Error validating request.-'bX' : cause - reqAutoOpenOrders is only valid for client id 0",
+                )
+            )
 
     def _req_completed_orders(self, s: Session, c: Cursor) -> None:
         for o in self.engine.orders.values():
@@ -1033,10 +1185,15 @@ class SimGateway:
                 since_dt = None
         for ex in self.engine.executions:
             o = ex.order
-            if (client_id and o.client_id != client_id) or (acct and acct != self.account_code) \
-                    or (symbol and o.inst.symbol != symbol) or (sec_type and o.inst.sec_type != sec_type) \
-                    or (exchange and exchange not in (o.exchange, o.inst.primary_exchange)) \
-                    or (side and side not in (o.action, ex.side)) or (since_dt and ex.time < since_dt):
+            if (
+                (client_id and o.client_id != client_id)
+                or (acct and acct != self.account_code)
+                or (symbol and o.inst.symbol != symbol)
+                or (sec_type and o.inst.sec_type != sec_type)
+                or (exchange and exchange not in (o.exchange, o.inst.primary_exchange))
+                or (side and side not in (o.action, ex.side))
+                or (since_dt and ex.time < since_dt)
+            ):
                 continue
             s.send(M.exec_details(s.version, req_id, ex, self.account_code))
             s.send(M.commission_report(ex))

@@ -106,8 +106,9 @@ def test_raw_sql_delete_is_refused_by_the_database(model):
 
 def test_new_rows_can_still_be_created_and_bulk_created():
     order = OrderFactory()
-    OrderEvent.objects.bulk_create([OrderEvent(order=order, status="submitted"),
-                                    OrderEvent(order=order, status="filled")])
+    OrderEvent.objects.bulk_create(
+        [OrderEvent(order=order, status="submitted"), OrderEvent(order=order, status="filled")]
+    )
     assert list(order.events.values_list("status", flat=True)) == ["submitted", "filled"]
     assert OrderEvent.objects.filter(order=order).count() == 2
     assert Order.objects.get(pk=order.pk).quantity == Decimal("10")
@@ -116,8 +117,9 @@ def test_new_rows_can_still_be_created_and_bulk_created():
 def test_an_audit_entry_cannot_be_written_around_audit_record():
     # Without seq and hashes it would break the chain for every later entry.
     with pytest.raises(ValueError, match="audit_record"):
-        AuditEntry.objects.create(event="order.submitted", actor_kind="system", actor_label="x", source="cli",
-                                  correlation_id="c")
+        AuditEntry.objects.create(
+            event="order.submitted", actor_kind="system", actor_label="x", source="cli", correlation_id="c"
+        )
 
 
 @ledger

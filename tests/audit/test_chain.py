@@ -18,8 +18,10 @@ from tests.factories import audit_entry
 
 
 def _write_entries(n: int) -> list[AuditEntry]:
-    return [audit_entry(event=events.ORDER_STATUS_CHANGED, target_id=str(i), data={"i": i, "price": Decimal("1.10")})
-            for i in range(n)]
+    return [
+        audit_entry(event=events.ORDER_STATUS_CHANGED, target_id=str(i), data={"i": i, "price": Decimal("1.10")})
+        for i in range(n)
+    ]
 
 
 def _verify() -> str:
@@ -83,8 +85,10 @@ def test_rehashing_an_altered_entry_breaks_the_next_link(ledger_triggers_dropped
     forged = AuditEntry.objects.get(pk=entries[1].seq)
     forged.data = {"i": 999}
     forged.entry_hash = compute_hash(forged)
-    _raw("UPDATE audit_auditentry SET data = %s, entry_hash = %s WHERE seq = %s",
-         ['{"i": 999}', forged.entry_hash, forged.seq])
+    _raw(
+        "UPDATE audit_auditentry SET data = %s, entry_hash = %s WHERE seq = %s",
+        ['{"i": 999}', forged.entry_hash, forged.seq],
+    )
     broken = verify_chain(AuditEntry.objects.order_by("seq"))
     assert broken is not None
     assert (broken.seq, broken.reason.split(":")[0]) == (entries[2].seq, "prev_hash mismatch")

@@ -7,10 +7,27 @@ import pytest
 from audit import events
 
 REQUIRED = [
-    "order.submitted", "order.simulated", "order.sent", "order.status_changed", "order.rejected",
-    "order.cancel_requested", "order.modified", "order.unknown", "order.approved", "order.approval_rejected",
-    "order.expired", "fill.recorded", "commission.recorded", "gate.blocked", "trading.halted", "trading.resumed",
-    "broker.connected", "broker.disconnected", "broker.reconciled", "apikey.created", "apikey.revoked",
+    "order.submitted",
+    "order.simulated",
+    "order.sent",
+    "order.status_changed",
+    "order.rejected",
+    "order.cancel_requested",
+    "order.modified",
+    "order.unknown",
+    "order.approved",
+    "order.approval_rejected",
+    "order.expired",
+    "fill.recorded",
+    "commission.recorded",
+    "gate.blocked",
+    "trading.halted",
+    "trading.resumed",
+    "broker.connected",
+    "broker.disconnected",
+    "broker.reconciled",
+    "apikey.created",
+    "apikey.revoked",
     "settings.loaded",
 ]
 

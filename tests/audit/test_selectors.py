@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db
 def test_audit_list_filters_by_correlation_event_target_and_time():
     a = audit_entry(event=events.ORDER_SUBMITTED, actor=make_actor(correlation_id="cid-a"), target_id="o1")
     time.sleep(0.002)  # distinct created_at values, for the time filters
-    b = audit_entry(event=events.FILL_RECORDED, actor=make_actor(correlation_id="cid-a"), target_type="fill",
-                    target_id="e1")
+    b = audit_entry(
+        event=events.FILL_RECORDED, actor=make_actor(correlation_id="cid-a"), target_type="fill", target_id="e1"
+    )
     time.sleep(0.002)
     c = audit_entry(event=events.ORDER_SUBMITTED, actor=make_actor(correlation_id="cid-b"), target_id="o2")
 

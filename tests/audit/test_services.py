@@ -39,7 +39,11 @@ def test_the_actors_correlation_id_and_identity_land_on_the_entry():
     entry = audit_entry(event=events.ORDER_SENT, actor=actor, target_type="order", target_id="o-1")
     stored = AuditEntry.objects.get(pk=entry.seq)
     assert (stored.correlation_id, stored.actor_kind, stored.actor_label, stored.source) == (
-        "req-42", "api_key", "bot (abcd1234)", "rest")
+        "req-42",
+        "api_key",
+        "bot (abcd1234)",
+        "rest",
+    )
     assert (stored.event, stored.target_type, stored.target_id) == ("order.sent", "order", "o-1")
 
 
@@ -100,7 +104,8 @@ def test_concurrent_writers_keep_the_chain_linear():
         thread.join(timeout=60)
     assert errors == []
     assert list(AuditEntry.objects.order_by("seq").values_list("seq", flat=True)) == list(
-        range(1, WRITERS * PER_WRITER + 1))
+        range(1, WRITERS * PER_WRITER + 1)
+    )
     assert verify_chain(AuditEntry.objects.order_by("seq")) is None
 
 

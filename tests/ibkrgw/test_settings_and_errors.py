@@ -13,8 +13,9 @@ from audit.models import AuditEntry
 
 def _start_with(**env) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "ibkrgw.settings"}
-    return subprocess.run([sys.executable, "manage.py", "check"], capture_output=True, text=True, env=full_env,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], capture_output=True, text=True, env=full_env, timeout=60
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ def test_unknown_order_id_is_404(api_client):
     assert api_client.get("/api/v1/orders/not-a-uuid/").status_code == 404
     response = api_client.get("/api/v1/orders/00000000-0000-0000-0000-000000000000/")
     assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    assert response.json()["error"]["code"] == "order_not_found"
 
 
 @pytest.mark.django_db(transaction=True)

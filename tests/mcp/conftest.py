@@ -73,6 +73,7 @@ def mcp_env(sim: SimGateway, client_id: int, **extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
         "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
         "IB_GATEWAY": f"127.0.0.1:{sim.port}",
+        "TRADING_HOURS": "always",  # the simulated market never closes
         "IB_MCP_CLIENT_ID": str(client_id),  # the in-process runtime of other tests uses 1
         **extra,
     }

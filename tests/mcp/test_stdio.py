@@ -125,7 +125,7 @@ def test_invalid_value_gives_the_same_error_as_rest(mcp, api_client):
 def test_unknown_order_is_not_found_as_in_rest(mcp, api_client):
     order_id = str(uuid.uuid4())
     error = payload(mcp.call("get_order", {"order_id": order_id}))["error"]
-    assert error["code"] == api_client.get(f"/api/v1/orders/{order_id}/").json()["error"]["code"] == "not_found"
+    assert error["code"] == api_client.get(f"/api/v1/orders/{order_id}/").json()["error"]["code"] == "order_not_found"
     assert payload(mcp.call("cancel_order", {"order_id": order_id}))["error"]["code"] == "order_not_found"
 
 

@@ -22,6 +22,7 @@ def _crash(port: int, client_order_id: str, when: str) -> int:
         "DATABASE_URL": subprocess_database_url(),
         "ORDERS_ENABLED": "true",
         "IB_GATEWAY": f"127.0.0.1:{port}",
+        "TRADING_HOURS": "always",  # the simulated market never closes
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
     }
     result = subprocess.run(

@@ -77,8 +77,11 @@ def test_the_kill_switch_state_is_the_latest_row():
     assert TradingSwitchEvent.objects.order_by("-id").first().halted is False
 
 
-@pytest.mark.parametrize("factory", [OrderFactory, OrderEventFactory, FillFactory, CommissionFactory,
-                                     TradingSwitchEventFactory], ids=lambda f: f._meta.model.__name__)
+@pytest.mark.parametrize(
+    "factory",
+    [OrderFactory, OrderEventFactory, FillFactory, CommissionFactory, TradingSwitchEventFactory],
+    ids=lambda f: f._meta.model.__name__,
+)
 def test_every_orders_ledger_model_refuses_updates_and_deletes_at_every_layer(factory):
     row = factory()
     model = type(row)
@@ -93,20 +96,25 @@ def test_every_orders_ledger_model_refuses_updates_and_deletes_at_every_layer(fa
         model.objects.filter(pk=row.pk).delete()
     table = model._meta.db_table
     for sql in (f"UPDATE {table} SET id = id", f"DELETE FROM {table}"):
-        with pytest.raises(DatabaseError, match=f"append-only: {table}"), transaction.atomic(), \
-                connection.cursor() as cursor:
+        with (
+            pytest.raises(DatabaseError, match=f"append-only: {table}"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(sql)
     assert model.objects.filter(pk=row.pk).exists()
 
 
-@pytest.mark.parametrize("model", [Order, OrderEvent, Fill, Commission, TradingSwitchEvent],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", [Order, OrderEvent, Fill, Commission, TradingSwitchEvent], ids=lambda m: m.__name__)
 def test_orders_admin_is_read_only(model, rf, django_user_model):
     request = rf.get("/admin/")
     request.user = django_user_model.objects.create_superuser("op", "op@example.com", "pw-for-tests-only")
     model_admin = admin.site._registry[model]
-    assert not (model_admin.has_add_permission(request) or model_admin.has_change_permission(request)
-                or model_admin.has_delete_permission(request))
+    assert not (
+        model_admin.has_add_permission(request)
+        or model_admin.has_change_permission(request)
+        or model_admin.has_delete_permission(request)
+    )
 
 
 def test_order_admin_page_shows_the_order_with_its_events(client, django_user_model):

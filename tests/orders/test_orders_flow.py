@@ -326,3 +326,24 @@ def test_orders_are_refused_until_reconciliation_has_run(ib_runtime, api_client,
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "broker_unavailable"
     assert Order.objects.count() == 0
+
+
+def test_an_order_placed_through_another_ib_connection_is_not_cancelled_by_id(
+    ib_runtime, api_client, sim_gateway, orders_enabled
+):
+    # Order ids are per IB client id: cancelling "order 5" from another connection would hit the wrong order.
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    order_id = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="other-1", order_type="LMT", limit_price="182.00"), format="json"
+    ).json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    ib_runtime.worker.client_id = 99  # this process now speaks as another IB client
+    try:
+        response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    finally:
+        ib_runtime.worker.client_id = 1
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["client_id"] == 1
+    assert sim_gateway.received_cancels() == []
+    assert _status(api_client, order_id) == "submitted"

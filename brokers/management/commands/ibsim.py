@@ -31,22 +31,44 @@ class Command(BaseCommand):
         parser.add_argument("--account", default="DU1234567")
         parser.add_argument("--master-client-id", type=int, default=None)
         parser.add_argument("--tick-interval", type=float, default=0.25)
-        parser.add_argument("--partial-fill-threshold", type=Decimal, default=Decimal("500"),
-                            help="max quantity per execution; 0 disables partial fills")
-        parser.add_argument("--refuse-for", type=float, default=0.0, metavar="S",
-                            help="refuse connections for the first S seconds")
-        parser.add_argument("--delay", action="append", default=[], metavar="MSGID:SECONDS",
-                            help="answer requests with this msgId late (repeatable)")
-        parser.add_argument("--never-answer", action="append", type=int, default=[], metavar="MSGID",
-                            help="swallow requests with this msgId (repeatable)")
+        parser.add_argument(
+            "--partial-fill-threshold",
+            type=Decimal,
+            default=Decimal("500"),
+            help="max quantity per execution; 0 disables partial fills",
+        )
+        parser.add_argument(
+            "--refuse-for", type=float, default=0.0, metavar="S", help="refuse connections for the first S seconds"
+        )
+        parser.add_argument(
+            "--delay",
+            action="append",
+            default=[],
+            metavar="MSGID:SECONDS",
+            help="answer requests with this msgId late (repeatable)",
+        )
+        parser.add_argument(
+            "--never-answer",
+            action="append",
+            type=int,
+            default=[],
+            metavar="MSGID",
+            help="swallow requests with this msgId (repeatable)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         threshold = opts["partial_fill_threshold"]
         try:
-            gw = SimGateway(host=opts["host"], port=opts["port"], seed=opts["seed"],
-                            server_version=opts["server_version"], account=opts["account"],
-                            master_client_id=opts["master_client_id"], tick_interval=opts["tick_interval"],
-                            partial_fill_threshold=threshold if threshold > 0 else None)
+            gw = SimGateway(
+                host=opts["host"],
+                port=opts["port"],
+                seed=opts["seed"],
+                server_version=opts["server_version"],
+                account=opts["account"],
+                master_client_id=opts["master_client_id"],
+                tick_interval=opts["tick_interval"],
+                partial_fill_threshold=threshold if threshold > 0 else None,
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         for spec in opts["delay"]:
@@ -61,8 +83,10 @@ class Command(BaseCommand):
         gw.start()
         if opts["refuse_for"] > 0:
             gw.faults.refuse_connections(opts["refuse_for"])
-        self.stdout.write(f"ibsim listening on {gw.host}:{gw.port} (server version {gw.server_version}, "
-                          f"account {gw.account_code}, seed {gw.seed})")
+        self.stdout.write(
+            f"ibsim listening on {gw.host}:{gw.port} (server version {gw.server_version}, "
+            f"account {gw.account_code}, seed {gw.seed})"
+        )
         self.stdout.flush()
         while not stop.wait(0.5):
             pass

@@ -56,8 +56,7 @@ def version(request: pytest.FixtureRequest) -> int:
 @pytest.fixture
 def gw(sim_gateway_factory: Callable[..., SimGateway], version: int) -> SimGateway:
     """A gateway with a frozen market (tests move prices explicitly) and fast evaluation."""
-    g = sim_gateway_factory(server_version=version, tick_interval=0.05,
-                            partial_fill_threshold=Decimal("500"))
+    g = sim_gateway_factory(server_version=version, tick_interval=0.05, partial_fill_threshold=Decimal("500"))
     g.pause_market()
     return g
 

@@ -29,8 +29,11 @@ def test_account_follows_fills_long_and_short(gw, connect):
     assert gw.cash() == Decimal(str(round(expected_cash, 2)))
     assert _values(ib, "GrossPositionValue") == pytest.approx(100 * 190.0 + 50 * 420.0)
 
-    summary = {(v.tag, v.currency): float(v.value) for v in ib.accountSummary() if v.tag in
-               ("NetLiquidation", "TotalCashValue", "BuyingPower")}
+    summary = {
+        (v.tag, v.currency): float(v.value)
+        for v in ib.accountSummary()
+        if v.tag in ("NetLiquidation", "TotalCashValue", "BuyingPower")
+    }
     assert summary[("TotalCashValue", "USD")] == pytest.approx(expected_cash)
     assert summary[("NetLiquidation", "USD")] == pytest.approx(expected_cash + 19000 - 21000)
 

@@ -49,13 +49,14 @@ def _handshake(port: int, versions: bytes) -> tuple[socket.socket, bytes]:
     return s, s.recv(4096)
 
 
-@pytest.mark.parametrize("offer,expected", [(b"v157..178", b"178"), (b"v100..160", b"160"),
-                                            (b"v157..200 +PACEAPI", b"178")])
+@pytest.mark.parametrize(
+    "offer,expected", [(b"v157..178", b"178"), (b"v100..160", b"160"), (b"v157..200 +PACEAPI", b"178")]
+)
 def test_version_negotiation(sim_gateway, offer, expected):
     s, reply = _handshake(sim_gateway.port, offer)
     s.close()
     (n,) = struct.unpack(">I", reply[:4])
-    fields = reply[4:4 + n].split(b"\0")
+    fields = reply[4 : 4 + n].split(b"\0")
     assert fields[0] == expected and len(fields) == 3 and fields[2] == b""
 
 
@@ -68,9 +69,9 @@ def test_too_old_client_is_closed(sim_gateway):
 def test_unknown_and_malformed_messages_do_not_hurt(gw, connect):
     s, _ = _handshake(gw.port, b"v157..178")
     s.sendall(_frame("71", "2", "42", ""))
-    s.sendall(_frame("999", "1", "junk"))        # unknown msg id: logged and ignored
-    s.sendall(_frame("9", "8"))                 # too short: logged and ignored
-    s.sendall(_frame("49", "1"))                # still answered afterwards
+    s.sendall(_frame("999", "1", "junk"))  # unknown msg id: logged and ignored
+    s.sendall(_frame("9", "8"))  # too short: logged and ignored
+    s.sendall(_frame("49", "1"))  # still answered afterwards
     data = b""
     while b"49\x001\x00" not in data:
         chunk = s.recv(65536)

@@ -63,8 +63,10 @@ def test_futures_expiries_are_in_the_future_front_month_first(gw, connect):
 def test_ambiguous_symbol_returns_several_matches(gw, connect):
     ib = connect(gw)
     details = ib.reqContractDetails(Stock("SHOP"))
-    assert sorted((d.contract.primaryExchange, d.contract.currency) for d in details) == \
-        [("NYSE", "USD"), ("TSE", "CAD")]
+    assert sorted((d.contract.primaryExchange, d.contract.currency) for d in details) == [
+        ("NYSE", "USD"),
+        ("TSE", "CAD"),
+    ]
     assert ib.qualifyContracts(Stock("SHOP")) == [None]
     [usd] = ib.qualifyContracts(Stock("SHOP", "SMART", "USD"))
     assert usd.primaryExchange == "NYSE"

@@ -109,8 +109,7 @@ def test_historical_errors_are_reported(gw, connect):
 def test_historical_keep_up_to_date(gw, connect):
     ib = connect(gw)
     [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-    bars = ib.reqHistoricalData(aapl, "", "3600 S", "1 min", "TRADES", useRTH=False, formatDate=1,
-                                keepUpToDate=True)
+    bars = ib.reqHistoricalData(aapl, "", "3600 S", "1 min", "TRADES", useRTH=False, formatDate=1, keepUpToDate=True)
     n = len(bars)
     gw.set_price("AAPL", "199.99")
     wait_until(ib, lambda: bars[-1].close == 199.99, what="bar update")

@@ -63,7 +63,7 @@ def test_trailing_stop(gw, ib, aapl):
     o = Order(action="SELL", totalQuantity=3, orderType="TRAIL", auxPrice=2.0)
     trade = ib.placeOrder(aapl, o)
     wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
-    gw.set_price("AAPL", "195.00")   # stop trails up to 193
+    gw.set_price("AAPL", "195.00")  # stop trails up to 193
     gw.set_price("AAPL", "193.50")
     assert trade.orderStatus.status == "Submitted"
     gw.set_price("AAPL", "192.90")
@@ -175,10 +175,20 @@ def test_received_orders_record_everything(gw, ib, aapl):
     t = ib.placeOrder(aapl, LimitOrder("SELL", 7, 250.00, orderRef="abc", outsideRth=True, tif="GTC"))
     wait_until(ib, lambda: t.orderStatus.status == "Submitted")
     [rec] = gw.received_orders()
-    assert (rec.client_id, rec.order_id, rec.con_id, rec.symbol, rec.sec_type) == \
-        (1, t.order.orderId, 265598, "AAPL", "STK")
-    assert (rec.action, rec.total_quantity, rec.order_type, rec.lmt_price, rec.aux_price) == \
-        ("SELL", Decimal(7), "LMT", Decimal("250.0"), None)
+    assert (rec.client_id, rec.order_id, rec.con_id, rec.symbol, rec.sec_type) == (
+        1,
+        t.order.orderId,
+        265598,
+        "AAPL",
+        "STK",
+    )
+    assert (rec.action, rec.total_quantity, rec.order_type, rec.lmt_price, rec.aux_price) == (
+        "SELL",
+        Decimal(7),
+        "LMT",
+        Decimal("250.0"),
+        None,
+    )
     assert (rec.tif, rec.order_ref, rec.outside_rth, rec.what_if) == ("GTC", "abc", True, False)
     assert rec.perm_id == t.orderStatus.permId and rec.received_at.tzinfo is not None
     assert t.order.orderRef == "abc"

@@ -10,16 +10,24 @@ def test_reconnect_sees_orders_executions_and_ids_continue(gw, connect):
     [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
     resting = ib.placeOrder(aapl, LimitOrder("BUY", 5, 150.00, orderRef="rest"))
     filled = ib.placeOrder(aapl, MarketOrder("BUY", 5, orderRef="done"))
-    wait_until(ib, lambda: resting.orderStatus.status == "Submitted" and filled.isDone()
-               and filled.fills and filled.fills[0].commissionReport.execId)
+    wait_until(
+        ib,
+        lambda: (
+            resting.orderStatus.status == "Submitted"
+            and filled.isDone()
+            and filled.fills
+            and filled.fills[0].commissionReport.execId
+        ),
+    )
     last_id = max(resting.order.orderId, filled.order.orderId)
     ib.disconnect()
 
     ib2 = connect(gw, client_id=9)
     assert ib2.client.getReqId() > last_id  # nextValidId continues across reconnects
     open_trades = ib2.openTrades()
-    assert [(t.order.orderId, t.order.orderRef, t.orderStatus.status) for t in open_trades] == \
-        [(resting.order.orderId, "rest", "Submitted")]
+    assert [(t.order.orderId, t.order.orderRef, t.orderStatus.status) for t in open_trades] == [
+        (resting.order.orderId, "rest", "Submitted")
+    ]
     assert [f.execution.orderRef for f in ib2.fills()] == ["done"]
     assert ib2.fills()[0].commissionReport.commission == 1.0
     completed = ib2.reqCompletedOrders(apiOnly=True)
@@ -39,8 +47,12 @@ def test_master_client_receives_other_clients_orders(sim_gateway_factory, connec
     [aapl] = trader.qualifyContracts(Stock("AAPL", "SMART", "USD"))
     trade = trader.placeOrder(aapl, MarketOrder("BUY", 10))
     wait_until(trader, lambda: trade.isDone())
-    wait_until(master, lambda: any(t.order.orderId == trade.order.orderId and t.orderStatus.status == "Filled"
-                                   for t in master.trades()))
+    wait_until(
+        master,
+        lambda: any(
+            t.order.orderId == trade.order.orderId and t.orderStatus.status == "Filled" for t in master.trades()
+        ),
+    )
     [seen] = [t for t in master.trades() if t.order.orderId == trade.order.orderId]
     assert seen.order.clientId == 3
     wait_until(master, lambda: len(master.fills()) == 1)

@@ -1,0 +1,232 @@
+"""The operator console: Django's admin site plus a dashboard and the kill switch.
+
+A thin door like the others: the views read through selectors, act through services with an
+`Actor` built from the signed-in person (source `admin`), and turn a `GatewayError` into a message
+for the operator. Every page here is staff-only (`admin_view`); releasing the kill switch is for
+superusers only, and `trading_resume` refuses anybody else as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from audit import events
+from audit.selectors import audit_list
+from brokers.selectors import health_get, pnl_get, position_list
+from ibkrgw.actors import Actor, Source
+from ibkrgw.auth import actor_for
+from ibkrgw.errors import GatewayError
+from orders import gates
+from orders.models import Order, OrderStatus
+from orders.selectors import fill_list, order_list, trading_halted, trading_switch_latest
+from orders.services import order_approve, order_reject_approval, trading_halt, trading_resume
+
+LATEST_ORDERS = 20
+LATEST_FILLS = 10
+REFRESH_SECONDS = 5
+
+
+# -- reads for the dashboard ---------------------------------------------------------------------
+def _start_of_today() -> datetime:
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _risk_limits() -> list[tuple[str, Any]]:
+    return [
+        ("Max order quantity", settings.RISK_MAX_ORDER_QUANTITY),
+        ("Max order notional", settings.RISK_MAX_ORDER_NOTIONAL),
+        ("Price collar (%)", settings.RISK_PRICE_COLLAR_PCT),
+        ("Max orders per minute", settings.RISK_MAX_ORDERS_PER_MINUTE),
+        ("Duplicate window (s)", settings.RISK_DUPLICATE_WINDOW_S),
+        ("Approval required for", ", ".join(sorted(settings.APPROVAL_REQUIRED_FOR)) or "nobody"),
+        ("Approval window (s)", settings.APPROVAL_TTL_S),
+    ]
+
+
+def _live_override() -> dict[str, Any] | None:
+    """Whether live orders would pass the arming gate now (None in paper mode)."""
+    if settings.TRADING_MODE != "live":
+        return None
+    try:
+        gates.gate_live_override()
+    except GatewayError as exc:
+        return {"ok": False, "message": exc.message}
+    return {"ok": True, "message": f"{settings.LIVE_TRADING_OVERRIDE_FILE} exists"}
+
+
+def _account_state(health: dict[str, Any]) -> dict[str, Any]:
+    """Positions and P&L, or why they cannot be shown: the dashboard must render with the broker down."""
+    if not health["gateway"]["connected"]:
+        return {"available": False, "message": f"Broker unavailable (gateway {health['gateway']['state']})."}
+    try:
+        return {"available": True, "positions": position_list(), "pnl": pnl_get()}
+    except GatewayError as exc:
+        return {"available": False, "message": f"Broker unavailable: {exc.message}"}
+
+
+def _approval_queue() -> list[dict[str, Any]]:
+    queue = []
+    for order in order_list(status=OrderStatus.PENDING_APPROVAL).order_by("created_at"):
+        held = list(order.events.all())[-1]  # prefetched; the hold is the latest event
+        queue.append({"order": order, "expires_at": held.at + timedelta(seconds=settings.APPROVAL_TTL_S)})
+    return queue
+
+
+def dashboard_data() -> dict[str, Any]:
+    """Everything the dashboard shows, read through the selectors."""
+    today = _start_of_today()
+    health = health_get()
+    todays_orders = order_list(since=today)
+    by_status = todays_orders.prefetch_related(None).order_by().values("current_status").annotate(n=Count("id"))
+    fills = fill_list(since=today)
+    blocks = audit_list(event=events.GATE_BLOCKED, since=today).order_by().values("data__code").annotate(n=Count("seq"))
+    return {
+        "health": health,
+        "live_override": _live_override(),
+        "switch": trading_switch_latest(),
+        "risk_limits": _risk_limits(),
+        "today": today,
+        "order_counts": sorted((row["current_status"] or "unknown", row["n"]) for row in by_status),
+        "orders_today": todays_orders.count(),
+        "latest_orders": list(todays_orders[:LATEST_ORDERS]),
+        "fills_today": fills.count(),
+        "latest_fills": list(fills[:LATEST_FILLS]),
+        "gate_blocks": sorted(((row["data__code"] or "?", row["n"]) for row in blocks), key=lambda r: (-r[1], r[0])),
+        "approval_queue": _approval_queue(),
+        "account": _account_state(health),
+    }
+
+
+# -- forms -----------------------------------------------------------------------------------------
+class TradingSwitchForm(forms.Form):
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+    confirm = forms.BooleanField(required=True)
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(max_length=2000, required=False)
+
+
+# -- the site --------------------------------------------------------------------------------------
+class OperatorAdminSite(admin.AdminSite):
+    site_header = "ibkr-gateway operator console"
+    site_title = "ibkr-gateway"
+    index_title = "Operator console"
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        context = super().each_context(request)
+        context["trading_mode"] = settings.TRADING_MODE
+        try:
+            context["trading_halted"] = trading_halted()
+        except DatabaseError:
+            # The header must not take the admin down with the database; the dashboard reports it.
+            context["trading_halted"] = None
+        return context
+
+    def get_urls(self):
+        mine = [
+            path("dashboard/", self.admin_view(self.dashboard_view), name="ibkrgw_dashboard"),
+            path("dashboard/live/", self.admin_view(self.dashboard_live_view), name="ibkrgw_dashboard_live"),
+            path("dashboard/halt/", self.admin_view(self.trading_halt_view), name="ibkrgw_trading_halt"),
+            path("dashboard/resume/", self.admin_view(self.trading_resume_view), name="ibkrgw_trading_resume"),
+            path(
+                "dashboard/orders/<uuid:order_id>/approve/",
+                self.admin_view(require_POST(self.order_approve_view)),
+                name="ibkrgw_order_approve",
+            ),
+            path(
+                "dashboard/orders/<uuid:order_id>/reject/",
+                self.admin_view(require_POST(self.order_reject_view)),
+                name="ibkrgw_order_reject",
+            ),
+        ]
+        return mine + super().get_urls()
+
+    # -- pages
+    def _dashboard_context(self, request: HttpRequest) -> dict[str, Any]:
+        return {
+            **self.each_context(request),
+            **dashboard_data(),
+            "title": "Dashboard",
+            "refresh_seconds": REFRESH_SECONDS,
+            "can_resume": request.user.is_superuser,
+        }
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        return TemplateResponse(request, "admin/ibkrgw/dashboard.html", self._dashboard_context(request))
+
+    def dashboard_live_view(self, request: HttpRequest) -> HttpResponse:
+        # The live part alone, fetched by the page every few seconds.
+        return TemplateResponse(request, "admin/ibkrgw/dashboard_live.html", self._dashboard_context(request))
+
+    def _switch_page(self, request: HttpRequest, form: TradingSwitchForm, *, halt: bool) -> HttpResponse:
+        context = {
+            **self.each_context(request),
+            "title": "Halt trading" if halt else "Resume trading",
+            "form": form,
+            "halt": halt,
+            "switch": trading_switch_latest(),
+        }
+        return TemplateResponse(request, "admin/ibkrgw/trading_switch_confirm.html", context)
+
+    def trading_halt_view(self, request: HttpRequest) -> HttpResponse:
+        form = TradingSwitchForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            return self._act(
+                request,
+                lambda actor: trading_halt(actor=actor, reason=reason),
+                "Trading halted: new orders are blocked and open orders were sent a cancel.",
+            )
+        return self._switch_page(request, form, halt=True)
+
+    def trading_resume_view(self, request: HttpRequest) -> HttpResponse:
+        # The service refuses non-admins too; this keeps them from even seeing the form.
+        if not request.user.is_superuser:
+            raise PermissionDenied("Only an admin user can resume trading.")
+        form = TradingSwitchForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            return self._act(request, lambda actor: trading_resume(actor=actor, reason=reason), "Trading resumed.")
+        return self._switch_page(request, form, halt=False)
+
+    def order_approve_view(self, request: HttpRequest, order_id) -> HttpResponse:
+        return self._act(
+            request, lambda actor: order_approve(order_id=order_id, actor=actor), "Order {} approved and sent."
+        )
+
+    def order_reject_view(self, request: HttpRequest, order_id) -> HttpResponse:
+        form = RejectForm(request.POST)
+        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        return self._act(
+            request,
+            lambda actor: order_reject_approval(order_id=order_id, actor=actor, reason=reason),
+            "Order {} rejected; it will not be sent.",
+        )
+
+    def _act(self, request: HttpRequest, call: Callable[[Actor], Any], success: str) -> HttpResponseRedirect:
+        """Run one service as the signed-in person; report its outcome as a message, then back to the dashboard."""
+        try:
+            result = call(actor_for(request.user, None, Source.ADMIN))
+        except GatewayError as exc:
+            messages.error(request, exc.message)
+        else:
+            # Messages are escaped when rendered, so the client order id can be shown as it is.
+            label = result.client_order_id if isinstance(result, Order) else ""
+            messages.success(request, success.format(label))
+        return redirect(reverse("admin:ibkrgw_dashboard", current_app=self.name))

@@ -1,0 +1,91 @@
+"""Every ledger page of the admin renders for staff and is refused to everybody else; data stays read-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from orders.models import OrderStatus
+from tests.factories import (
+    CommissionFactory,
+    FillFactory,
+    OrderEventFactory,
+    TradingSwitchEventFactory,
+    audit_entry,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ledger():
+    event = OrderEventFactory(status=OrderStatus.SUBMITTED)
+    fill = FillFactory(order=event.order)
+    commission = CommissionFactory(fill=fill)
+    switch = TradingSwitchEventFactory()
+    entry = audit_entry()
+    return {
+        "orders_order": event.order.pk,
+        "orders_orderevent": event.pk,
+        "orders_fill": fill.pk,
+        "orders_commission": commission.pk,
+        "orders_tradingswitchevent": switch.pk,
+        "audit_auditentry": entry.pk,
+    }
+
+
+def _pages(ledger):
+    for name, pk in ledger.items():
+        yield reverse(f"admin:{name}_changelist")
+        yield reverse(f"admin:{name}_change", args=[pk])
+
+
+@pytest.mark.parametrize("who", ["staff_client", "superuser_client"])
+def test_ledger_pages_render_for_staff(request, who, ledger):
+    client = request.getfixturevalue(who)
+    for url in _pages(ledger):
+        assert client.get(url).status_code == 200, url
+
+
+def test_ledger_pages_are_refused_to_non_staff_and_anonymous(client, user_client, ledger):
+    for who in (client, user_client):
+        for url in _pages(ledger):
+            response = who.get(url)
+            assert response.status_code == 302, url
+            assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_ledger_rows_cannot_be_added_changed_or_deleted(superuser_client, ledger):
+    order_id = ledger["orders_order"]
+    assert superuser_client.get(reverse("admin:orders_order_add")).status_code == 403
+    assert superuser_client.get(reverse("admin:orders_order_delete", args=[order_id])).status_code == 403
+    change = superuser_client.get(reverse("admin:orders_order_change", args=[order_id]))
+    assert 'name="_save"' not in change.content.decode()
+
+
+def test_order_list_shows_and_filters_by_current_status(staff_client):
+    filled = OrderEventFactory(status=OrderStatus.FILLED).order
+    simulated = OrderEventFactory(status=OrderStatus.SIMULATED).order
+    url = reverse("admin:orders_order_changelist")
+    body = staff_client.get(url).content.decode()
+    assert "ibkrgw-status-filled" in body and "ibkrgw-status-simulated" in body
+
+    body = staff_client.get(url, {"status": "filled"}).content.decode()
+    assert filled.client_order_id in body
+    assert simulated.client_order_id not in body
+
+
+def test_order_page_shows_the_timeline_and_the_fills(staff_client):
+    event = OrderEventFactory(status=OrderStatus.FILLED)
+    FillFactory(order=event.order, exec_id="exec-inline-1")
+    body = staff_client.get(reverse("admin:orders_order_change", args=[event.order.pk])).content.decode()
+    assert "exec-inline-1" in body
+    assert "filled" in body
+
+
+def test_order_actions_are_offered_but_not_delete(staff_client):
+    OrderEventFactory(status=OrderStatus.SIMULATED)
+    body = staff_client.get(reverse("admin:orders_order_changelist")).content.decode()
+    for action in ("cancel_selected", "approve_selected", "reject_selected"):
+        assert f'value="{action}"' in body
+    assert 'value="delete_selected"' not in body
