@@ -232,6 +232,7 @@ class BrokerHealth:
     last_error: str
     reconnects: int
     reconciled: bool
+    down_reason: str = ""  # refused, login_pending, client_id_in_use, connection_lost, gateway_lost_ib_servers
     stale_subscriptions: tuple[str, ...] = field(default_factory=tuple)
 
 

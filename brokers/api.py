@@ -26,6 +26,11 @@ class GatewayStateOutput(serializers.Serializer):
     down_since = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_blank=True)
     reconnects = serializers.IntegerField()
+    down_reason = serializers.CharField(
+        allow_blank=True,
+        help_text="Why the gateway is down: refused (not running/restarting), login_pending (waiting for login or "
+        "two-factor), client_id_in_use, connection_lost, gateway_lost_ib_servers; empty when connected.",
+    )
     reconciled = serializers.BooleanField()
     stale_subscriptions = serializers.ListField(child=serializers.CharField())
 

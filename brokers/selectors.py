@@ -41,6 +41,7 @@ def health_get() -> dict[str, Any]:
             "down_since": None,
             "last_error": "",
             "reconnects": 0,
+            "down_reason": "not_started",
             "stale_subscriptions": [],
             "reconciled": False,
         }
@@ -57,6 +58,7 @@ def health_get() -> dict[str, Any]:
             "down_since": h.down_since,
             "last_error": h.last_error,
             "reconnects": h.reconnects,
+            "down_reason": h.down_reason,
             "stale_subscriptions": list(h.stale_subscriptions),
             "reconciled": h.reconciled,
         }

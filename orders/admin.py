@@ -101,7 +101,7 @@ def _each_order(
         messages.success(request, f"{ok} order(s) {done}.")
     for order, message in failed:
         # Messages are escaped when rendered, so the client order id is shown as stored.
-        messages.error(request, f"{order.client_order_id}: {message}")
+        messages.error(request, f"Order {order.client_order_id}: {message}")
 
 
 @admin.register(Order)

@@ -48,6 +48,22 @@ class _Subscription:
     stale: bool = False
 
 
+def classify_connect_failure(exc: BaseException, ib: IB) -> str:
+    """Why a gateway could not be reached, in words an operator can act on.
+
+    refused: nothing listens (gateway not running, restarting, wrong port); login_pending: the socket
+    opens but the API never answers (IB Gateway waiting for its login or two-factor confirmation);
+    client_id_in_use: another connection uses our client id (error 326).
+    """
+    if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return "refused"
+    if "326" in str(exc) or "client id is already in use" in str(exc).lower():
+        return "client_id_in_use"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "login_pending"
+    return "error"
+
+
 class IbWorker:
     def __init__(
         self,
@@ -78,6 +94,7 @@ class IbWorker:
         self.connected_since: datetime | None = None
         self.down_since: datetime | None = datetime.now(UTC)
         self.last_error = ""
+        self.down_reason = "not_connected_yet"
         self.reconnects = 0
         self.accounts: tuple[str, ...] = ()
         self.server_version: int | None = None
@@ -150,6 +167,7 @@ class IbWorker:
                         account=self.account or "",
                     )
                 except Exception as exc:  # refused, timed out, client id in use...
+                    self.down_reason = classify_connect_failure(exc, self.ib)
                     self._mark_down(f"connect failed: {exc or type(exc).__name__}")
                     if self.ib.isConnected():
                         self.ib.disconnect()
@@ -160,6 +178,7 @@ class IbWorker:
                 await self._on_connected()
                 await self._disconnected.wait()
                 if not self._stopping:
+                    self.down_reason = "connection_lost"
                     self._mark_down(self.last_error or "connection lost")
                     self.reconnects += 1
         finally:
@@ -177,6 +196,7 @@ class IbWorker:
         self.connected_since = datetime.now(UTC)
         self.down_since = None
         self.last_error = ""
+        self.down_reason = ""
         logger.info(
             "connected to IB at %s:%s as client %s (server v%s)",
             self.host,
@@ -243,10 +263,12 @@ class IbWorker:
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
         if code == CONNECTIVITY_LOST:
             self.last_error = f"{code}: {message}"
+            self.down_reason = "gateway_lost_ib_servers"
             self.state = "degraded"
         elif code in (CONNECTIVITY_RESTORED, CONNECTIVITY_RESTORED_DATA_LOST):
             self.state = "connected"
             self.last_error = ""
+            self.down_reason = ""
             if code == CONNECTIVITY_RESTORED_DATA_LOST:
                 # IB dropped our market data: subscribe again.
                 for sub in self._subscriptions.values():
@@ -397,6 +419,7 @@ class IbWorker:
             connected_since=self.connected_since,
             down_since=self.down_since,
             last_error=self.last_error,
+            down_reason=self.down_reason,
             reconnects=self.reconnects,
             reconciled=self.reconciled.is_set(),
             stale_subscriptions=tuple(s.contract.symbol for s in list(self._subscriptions.values()) if s.stale),

@@ -114,6 +114,7 @@ def test_dropped_gateway_is_reconnected_and_quote_subscription_resumes(ib_runtim
     assert down.json()["error"]["code"] == "broker_unavailable"
     health = read_client.get("/api/v1/health/").json()
     assert health["gateway"]["down_since"] is not None
+    assert health["gateway"]["down_reason"] in ("connection_lost", "refused")
     # Back: reconnected, reconciled, and the subscription ticks again.
     wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=20, message="reconnect")
     assert ib_runtime.worker.reconnects >= 1
@@ -162,3 +163,37 @@ def test_runtime_refuses_calls_when_not_started(read_client):
     response = read_client.get("/api/v1/account/summary/")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "broker_unavailable"
+
+
+def test_a_gateway_that_accepts_but_never_logs_in_is_reported_as_login_pending(transactional_db, client, settings):
+    import socket
+
+    # Like IB Gateway waiting at its login screen: the port is open, the API never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings.IB_CONNECT_TIMEOUT = 1
+    try:
+        runtime.start(host="127.0.0.1", port=silent.getsockname()[1], client_id=1)
+        wait_for(lambda: runtime.current().worker.down_reason == "login_pending", message="login_pending")
+        body = client.get("/api/v1/health/").json()
+        assert body["gateway"]["connected"] is False
+        assert body["gateway"]["down_reason"] == "login_pending"
+    finally:
+        runtime.stop()
+        silent.close()
+
+
+def test_nothing_listening_is_reported_as_refused(transactional_db, client):
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    try:
+        runtime.start(host="127.0.0.1", port=port, client_id=1)
+        wait_for(lambda: runtime.current().worker.down_reason == "refused", message="refused")
+        assert client.get("/api/v1/health/").json()["gateway"]["down_reason"] == "refused"
+    finally:
+        runtime.stop()

@@ -8,7 +8,7 @@ from django.urls import reverse
 from audit import events
 from orders.models import OrderStatus
 from tests.console.conftest import XSS
-from tests.factories import OrderEventFactory, TradingSwitchEventFactory, audit_entry
+from tests.factories import OrderEventFactory, TradingSwitchEventFactory, audit_entry, make_actor
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +27,9 @@ def hostile():
     held = OrderEventFactory(status=OrderStatus.PENDING_APPROVAL, order__client_order_id=XSS, reason=XSS, data={"x": XSS})
     rejected = OrderEventFactory(status=OrderStatus.REJECTED, reason=XSS, code=XSS)
     TradingSwitchEventFactory(reason=XSS, actor_label=XSS)
-    entry = audit_entry(event=events.GATE_BLOCKED, data={"code": XSS, "message": XSS})
+    entry = audit_entry(
+        event=events.GATE_BLOCKED, actor=make_actor(label=XSS), target_id=XSS, data={"code": XSS, "message": XSS}
+    )
     return {"held": held, "rejected": rejected, "entry": entry}
 
 
@@ -76,4 +78,4 @@ def test_messages_about_an_order_escape_its_client_order_id(superuser_client, ho
         follow=True,
     )
     _assert_escaped(response)
-    assert f"{ESCAPED}: The order is rejected, not waiting for approval." in response.content.decode()
+    assert f"Order {ESCAPED}: The order is rejected, not waiting for approval." in response.content.decode()

@@ -1,0 +1,119 @@
+"""Held orders are decided in the admin: approve sends to the broker and fills, reject never sends."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from audit.models import AuditEntry
+from ibkrgw.actors import Actor
+from orders import services
+from orders.models import OrderEvent
+from orders.types import OrderRequest
+from tests.console.conftest import AGENT
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = reverse("admin:orders_order_changelist")
+
+
+def _agent_order(cid: str):
+    request = OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(3), order_type="MKT", client_order_id=cid)
+    return services.order_submit(request=request, actor=AGENT).order
+
+
+def _statuses(order):
+    return list(OrderEvent.objects.filter(order=order).order_by("id").values_list("status", flat=True))
+
+
+def _sent(sim_gateway):
+    return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
+
+
+def test_dashboard_lists_held_orders_with_approve_and_reject(ib_runtime, approval_for_agents, staff_client):
+    order = _agent_order("held-list")
+    body = staff_client.get(reverse("admin:ibkrgw_dashboard")).content.decode()
+    assert "held-list" in body
+    assert reverse("admin:ibkrgw_order_approve", args=[order.pk]) in body
+    assert reverse("admin:ibkrgw_order_reject", args=[order.pk]) in body
+    assert 'name="csrfmiddlewaretoken"' in body
+
+
+def test_approve_from_the_dashboard_sends_and_fills(ib_runtime, sim_gateway, approval_for_agents, staff_client):
+    sim_gateway.pause_market()
+    order = _agent_order("held-approve")
+    assert _sent(sim_gateway) == []
+    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
+    assert "Order held-approve approved and sent." in response.content.decode()
+    assert _sent(sim_gateway) == ["held-approve"]
+    wait_for(lambda: _statuses(order)[-1] == "filled", message="approved order filled")
+    entry = AuditEntry.objects.get(event="order.approved")
+    assert (entry.actor_kind, entry.actor_label, entry.source) == ("user", "staff", "admin")
+
+
+def test_reject_from_the_dashboard_never_sends(ib_runtime, sim_gateway, approval_for_agents, staff_client):
+    order = _agent_order("held-reject")
+    staff_client.post(reverse("admin:ibkrgw_order_reject", args=[order.pk]), {"reason": "not today"})
+    assert _statuses(order) == ["pending_approval", "rejected"]
+    assert OrderEvent.objects.filter(order=order).last().reason == "not today"
+    assert _sent(sim_gateway) == []
+
+
+def test_approve_is_post_only(ib_runtime, approval_for_agents, staff_client):
+    order = _agent_order("held-get")
+    assert staff_client.get(reverse("admin:ibkrgw_order_approve", args=[order.pk])).status_code == 405
+    assert _statuses(order) == ["pending_approval"]
+
+
+def test_service_refusal_becomes_a_message(ib_runtime, sim_gateway, approval_for_agents, staff_client):
+    order = _agent_order("held-halted")
+    services.trading_halt(actor=Actor.system(), reason="incident")
+    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
+    assert response.status_code == 200
+    assert "halted" in response.content.decode().lower()
+    assert _statuses(order) == ["pending_approval"]
+    assert _sent(sim_gateway) == []
+
+
+def test_admin_actions_approve_and_reject(ib_runtime, sim_gateway, approval_for_agents, superuser_client):
+    sim_gateway.pause_market()
+    yes, no = _agent_order("act-approve"), _agent_order("act-reject")
+    superuser_client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)]})
+    superuser_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": [str(no.pk)]})
+    assert _sent(sim_gateway) == ["act-approve"]
+    wait_for(lambda: _statuses(yes)[-1] == "filled", message="approved order filled")
+    assert _statuses(no) == ["pending_approval", "rejected"]
+
+
+def test_cancel_action_cancels_working_orders_and_reports_the_others(
+    ib_runtime, sim_gateway, orders_enabled, superuser_client
+):
+    sim_gateway.pause_market()
+    last = sim_gateway.quote("AAPL")["last"]
+    # A buy limit 2% under a still market rests at the broker (inside the 5% price collar).
+    resting = services.order_submit(
+        request=OrderRequest(
+            symbol="AAPL",
+            action="BUY",
+            quantity=Decimal(1),
+            order_type="LMT",
+            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
+            client_order_id="rest-1",
+        ),
+        actor=AGENT,
+    ).order
+    wait_for(lambda: _statuses(resting)[-1] == "submitted", message="limit order working")
+    orders_enabled.ORDERS_ENABLED = False
+    simulated = _agent_order("sim-1")
+
+    response = superuser_client.post(
+        CHANGELIST, {"action": "cancel_selected", "_selected_action": [str(resting.pk), str(simulated.pk)]}, follow=True
+    )
+    body = response.content.decode()
+    assert "1 order(s) asked to cancel." in body
+    assert "Order sim-1: An order in state simulated cannot be cancelled." in body
+    wait_for(lambda: _statuses(resting)[-1] == "cancelled", message="order cancelled at the broker")
+    assert _statuses(simulated) == ["simulated"]
