@@ -37,14 +37,35 @@ class AppendOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(AppendOnlyAdmin):
-    list_display = ("seq", "created_at", "event", "actor_kind", "actor_label", "source", "target_type", "target_id",
-                    "correlation_id")
+    list_display = (
+        "seq",
+        "created_at",
+        "event",
+        "actor_kind",
+        "actor_label",
+        "source",
+        "target_type",
+        "target_id",
+        "correlation_id",
+    )
     list_filter = ("event", "actor_kind", "source", "target_type", "created_at")
     search_fields = ("=correlation_id", "=target_id", "actor_label", "event")
     date_hierarchy = "created_at"
     ordering = ("-seq",)
-    fields = ("seq", "created_at", "event", "actor_kind", "actor_label", "source", "correlation_id", "target_type",
-              "target_id", "data_pretty", "prev_hash", "entry_hash")
+    fields = (
+        "seq",
+        "created_at",
+        "event",
+        "actor_kind",
+        "actor_label",
+        "source",
+        "correlation_id",
+        "target_type",
+        "target_id",
+        "data_pretty",
+        "prev_hash",
+        "entry_hash",
+    )
     readonly_fields = fields
 
     @admin.display(description="data")

@@ -14,8 +14,20 @@ from marketdata.api import StrictQueryMixin
 class AuditEntryOutput(serializers.ModelSerializer):
     class Meta:
         model = AuditEntry
-        fields = ["seq", "created_at", "event", "actor_kind", "actor_label", "source", "correlation_id",
-                  "target_type", "target_id", "data", "prev_hash", "entry_hash"]
+        fields = [
+            "seq",
+            "created_at",
+            "event",
+            "actor_kind",
+            "actor_label",
+            "source",
+            "correlation_id",
+            "target_type",
+            "target_id",
+            "data",
+            "prev_hash",
+            "entry_hash",
+        ]
 
 
 class AuditListQuery(StrictQueryMixin, serializers.Serializer):
@@ -38,9 +50,12 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
         return audit_list(**params).order_by("-seq")
 
-    @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("correlation_id", "event", "target_type",
-                                                                  "target_id", "since", "until")]
-                   + [OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
-                   responses={200: AuditEntryOutput(many=True), 400: ERROR})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(n, str) for n in ("correlation_id", "event", "target_type", "target_id", "since", "until")
+        ]
+        + [OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses={200: AuditEntryOutput(many=True), 400: ERROR},
+    )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

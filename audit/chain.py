@@ -63,8 +63,14 @@ def _integral_floats_as_ints(value: Any) -> Any:
 
 def canonical_json(value: Any) -> str:
     """The one byte-stable JSON form of `value` (see the module docstring). NaN and infinity raise ValueError."""
-    return json.dumps(_integral_floats_as_ints(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False, default=_default)
+    return json.dumps(
+        _integral_floats_as_ints(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+        default=_default,
+    )
 
 
 def entry_payload(entry: Any) -> dict[str, Any]:

@@ -31,8 +31,9 @@ def _migrations_pending(connection: BaseDatabaseWrapper) -> bool:
 
 
 @register(Tags.database, deploy=False)
-def check_ledger_triggers(app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
-                          ) -> list[CheckMessage]:
+def check_ledger_triggers(
+    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for alias in databases or []:
         if _migrations_pending(connections[alias]):

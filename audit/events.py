@@ -66,4 +66,3 @@ BROKER_RECONCILED = register("broker.reconciled", "Orders, fills and commissions
 APIKEY_CREATED = register("apikey.created", "An API key was created.")
 APIKEY_REVOKED = register("apikey.revoked", "An API key was revoked.")
 SETTINGS_LOADED = register("settings.loaded", "The gateway started with these safety settings.")
-

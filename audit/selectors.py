@@ -33,3 +33,13 @@ def audit_list(
     if until is not None:
         qs = qs.filter(created_at__lt=until)
     return qs.order_by("seq")
+
+
+def gate_block_counts(*, since: datetime | None = None) -> list[tuple[str, int]]:
+    """(code, count) of orders blocked by a gate since `since`, most frequent first."""
+    from django.db.models import Count
+
+    from audit import events
+
+    rows = audit_list(event=events.GATE_BLOCKED, since=since).order_by().values("data__code").annotate(n=Count("seq"))
+    return sorted(((row["data__code"] or "?", row["n"]) for row in rows), key=lambda r: (-r[1], r[0]))

@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from audit import events
 from audit.services import audit_record
@@ -54,3 +55,8 @@ class ScopedAPIKeyAdmin(APIKeyModelAdmin):
                 target_id=obj.prefix,
                 data={"name": obj.name, "scope": obj.scope},
             )
+
+
+# The library registers its own plain APIKey model; this project uses ScopedAPIKey only.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)

@@ -17,7 +17,6 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -25,15 +24,20 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from audit import events
-from audit.selectors import audit_list
+from audit.selectors import gate_block_counts
 from brokers.selectors import health_get, pnl_get, position_list
 from ibkrgw.actors import Actor, Source
 from ibkrgw.auth import actor_for
 from ibkrgw.errors import GatewayError
 from orders import gates
 from orders.models import Order, OrderStatus
-from orders.selectors import fill_list, order_list, trading_halted, trading_switch_latest
+from orders.selectors import (
+    fill_list,
+    order_counts_by_status,
+    order_list,
+    trading_halted,
+    trading_switch_latest,
+)
 from orders.services import order_approve, order_reject_approval, trading_halt, trading_resume
 
 LATEST_ORDERS = 20
@@ -92,21 +96,19 @@ def dashboard_data() -> dict[str, Any]:
     today = _start_of_today()
     health = health_get()
     todays_orders = order_list(since=today)
-    by_status = todays_orders.prefetch_related(None).order_by().values("current_status").annotate(n=Count("id"))
     fills = fill_list(since=today)
-    blocks = audit_list(event=events.GATE_BLOCKED, since=today).order_by().values("data__code").annotate(n=Count("seq"))
     return {
         "health": health,
         "live_override": _live_override(),
         "switch": trading_switch_latest(),
         "risk_limits": _risk_limits(),
         "today": today,
-        "order_counts": sorted((row["current_status"] or "unknown", row["n"]) for row in by_status),
+        "order_counts": order_counts_by_status(since=today),
         "orders_today": todays_orders.count(),
         "latest_orders": list(todays_orders[:LATEST_ORDERS]),
         "fills_today": fills.count(),
         "latest_fills": list(fills[:LATEST_FILLS]),
-        "gate_blocks": sorted(((row["data__code"] or "?", row["n"]) for row in blocks), key=lambda r: (-r[1], r[0])),
+        "gate_blocks": gate_block_counts(since=today),
         "approval_queue": _approval_queue(),
         "account": _account_state(health),
     }

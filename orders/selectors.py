@@ -105,6 +105,14 @@ def fill_list(
     return qs
 
 
+def order_counts_by_status(*, since: datetime | None = None) -> list[tuple[str, int]]:
+    """(status, count) of orders by their current status, created since `since`."""
+    from django.db.models import Count
+
+    qs = order_list(since=since).prefetch_related(None).order_by().values("current_status").annotate(n=Count("id"))
+    return sorted((row["current_status"] or "unknown", row["n"]) for row in qs)
+
+
 def trading_halted() -> bool:
     latest = TradingSwitchEvent.objects.order_by("-id").first()
     return bool(latest and latest.halted)

@@ -6,34 +6,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('seq', models.BigAutoField(primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('event', models.CharField(max_length=64)),
-                ('actor_kind', models.CharField(max_length=16)),
-                ('actor_label', models.CharField(max_length=150)),
-                ('source', models.CharField(max_length=16)),
-                ('correlation_id', models.CharField(db_index=True, max_length=64)),
-                ('target_type', models.CharField(blank=True, max_length=32)),
-                ('target_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('data', models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('entry_hash', models.CharField(max_length=64, unique=True)),
+                ("seq", models.BigAutoField(primary_key=True, serialize=False)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("event", models.CharField(max_length=64)),
+                ("actor_kind", models.CharField(max_length=16)),
+                ("actor_label", models.CharField(max_length=150)),
+                ("source", models.CharField(max_length=16)),
+                ("correlation_id", models.CharField(db_index=True, max_length=64)),
+                ("target_type", models.CharField(blank=True, max_length=32)),
+                ("target_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "data",
+                    models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder),
+                ),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("entry_hash", models.CharField(max_length=64, unique=True)),
             ],
             options={
-                'verbose_name': 'audit entry',
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['seq'],
-                'indexes': [models.Index(fields=['event'], name='audit_entry_event_idx'), models.Index(fields=['created_at'], name='audit_entry_created_at_idx')],
+                "verbose_name": "audit entry",
+                "verbose_name_plural": "audit entries",
+                "ordering": ["seq"],
+                "indexes": [
+                    models.Index(fields=["event"], name="audit_entry_event_idx"),
+                    models.Index(fields=["created_at"], name="audit_entry_created_at_idx"),
+                ],
             },
         ),
     ]

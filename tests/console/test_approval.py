@@ -12,8 +12,8 @@ from ibkrgw.actors import Actor
 from orders import services
 from orders.models import OrderEvent
 from orders.types import OrderRequest
-from tests.console.conftest import AGENT
 from tests.conftest import wait_for
+from tests.console.conftest import AGENT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -41,9 +41,21 @@ def test_demo_command_runs_the_tour_and_exits_0(tmp_path: Path):
 
 
 def test_demo_refuses_live_mode(tmp_path: Path):
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", "TRADING_MODE": "live"}
+    # A live configuration that passes the system checks: the demo still refuses to run.
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "TRADING_MODE": "live",
+        "IB_GATEWAY": "127.0.0.1:4002",
+        "SECRET_KEY": "a-live-looking-secret-key-only-for-this-test-0123456789",
+    }
     result = subprocess.run(
-        [sys.executable, "manage.py", "demo"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "demo"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
-    assert "paper mode only" in result.stderr or "live" in result.stderr.lower()
+    assert "The demo runs in paper mode only" in result.stderr

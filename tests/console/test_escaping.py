@@ -24,7 +24,9 @@ def _assert_escaped(response):
 
 @pytest.fixture
 def hostile():
-    held = OrderEventFactory(status=OrderStatus.PENDING_APPROVAL, order__client_order_id=XSS, reason=XSS, data={"x": XSS})
+    held = OrderEventFactory(
+        status=OrderStatus.PENDING_APPROVAL, order__client_order_id=XSS, reason=XSS, data={"x": XSS}
+    )
     rejected = OrderEventFactory(status=OrderStatus.REJECTED, reason=XSS, code=XSS)
     TradingSwitchEventFactory(reason=XSS, actor_label=XSS)
     entry = audit_entry(

@@ -29,6 +29,9 @@ class Command(BaseCommand):
 
         broken = verify_chain(counted())
         if broken is not None:
-            raise CommandError(f"audit chain BROKEN at seq {broken.seq} (event {broken.event}): {broken.reason}. "
-                               f"{checked - 1} entries before it verified.", returncode=1)
+            raise CommandError(
+                f"audit chain BROKEN at seq {broken.seq} (event {broken.event}): {broken.reason}. "
+                f"{checked - 1} entries before it verified.",
+                returncode=1,
+            )
         self.stdout.write(self.style.SUCCESS(f"OK: audit chain intact, {checked} entries verified."))

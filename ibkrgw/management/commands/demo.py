@@ -57,7 +57,10 @@ class Command(BaseCommand):
         if trading_halted():
             raise CommandError("Trading is halted (kill switch). Resume it in the admin first, then run the demo.")
 
-        orders_enabled = settings.ORDERS_ENABLED
+        orders_enabled, ib_account, hours = settings.ORDERS_ENABLED, settings.IB_ACCOUNT, settings.TRADING_HOURS
+        # The private simulator manages its own paper account; a configured IB_ACCOUNT belongs to another gateway.
+        settings.IB_ACCOUNT = None
+        settings.TRADING_HOURS = "always"  # the simulated market never closes
         sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED).start()
         try:
             client_id = settings.IB_CLIENT_ID if options["client_id"] is None else options["client_id"]
@@ -70,7 +73,7 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.code}: {exc.message}") from exc
         finally:
             # Whatever happened, leave the process as it was: orders switch, worker, simulator.
-            settings.ORDERS_ENABLED = orders_enabled
+            settings.ORDERS_ENABLED, settings.IB_ACCOUNT, settings.TRADING_HOURS = orders_enabled, ib_account, hours
             runtime.stop()
             sim.stop()
         self.stdout.write(self.style.SUCCESS("\nDemo finished: every step worked."))

@@ -1,0 +1,370 @@
+"""Shared pieces of the websocket door: close codes, frames, auth re-checks, per-client outboxes.
+
+Close codes (the websocket close frame; an `{"type": "error", ...}` frame explains each first):
+
+- 4401 not authenticated: no valid API key or session at connect, or the key was revoked since;
+- 4403 authenticated, but the key or user lacks the scope the stream needs;
+- 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
+  ordered backlog (orders stream) overflowed.
+
+Threads: everything here runs on the ASGI event loop. Producers on other threads (the IB worker,
+the recorder, request threads) reach it through `LoopHubs` and `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
+
+from ibkrgw import metrics
+from ibkrgw.auth import principal_allows
+from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.models import Scope, ScopedAPIKey
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_PERMISSION_DENIED = 4403
+CLOSE_TOO_SLOW = 4008
+# Not in ErrorCode yet (a websocket-only condition); the close code 4008 says the same.
+CLIENT_TOO_SLOW = "client_too_slow"
+
+MAX_MESSAGE_BYTES = 64 * 1024
+KEY_RECHECK_S = 30.0  # how stale our view of an API key's revocation may get
+
+
+class ErrorFrame(TypedDict):
+    type: str  # "error"
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class PongFrame(TypedDict):
+    type: str  # "pong"
+    id: NotRequired[Any]
+
+
+def error_frame(code: str, message: str, details: dict[str, Any] | None = None) -> ErrorFrame:
+    return {"type": "error", "code": str(code), "message": message, "details": details or {}}
+
+
+def invalid(message: str, **details: Any) -> GatewayError:
+    return GatewayError(ErrorCode.INVALID_REQUEST, message, details=details)
+
+
+def dumps(frame: Any) -> str:
+    return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def dec_str(value: Decimal | None) -> str | None:
+    """Decimals as REST renders them: plain, unpadded strings ("189.5", "1000", "0")."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with a Z, as DRF renders datetimes."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def shared_channel_layer() -> bool:
+    """True when groups reach other processes (CHANNEL_LAYER_URL=redis://...), not the in-memory layer."""
+    layer = get_channel_layer()
+    return layer is not None and not isinstance(layer, InMemoryChannelLayer)
+
+
+# -- one hub per ASGI event loop -------------------------------------------------------------
+H = TypeVar("H")
+
+
+class LoopHubs(Generic[H]):
+    """One hub per running event loop: a daphne process has one loop; each async test has its own.
+
+    `get()` runs on the loop; `all()` may be called from any thread (producers) and skips hubs
+    whose loop has closed.
+    """
+
+    def __init__(self, factory: Callable[[asyncio.AbstractEventLoop], H]) -> None:
+        self._factory = factory
+        self._hubs: dict[asyncio.AbstractEventLoop, H] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> H:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            hub = self._hubs.get(loop)
+            if hub is None:
+                for old in [old for old in self._hubs if old.is_closed()]:
+                    del self._hubs[old]
+                hub = self._hubs[loop] = self._factory(loop)
+            return hub
+
+    def all(self) -> list[H]:
+        with self._lock:
+            return [hub for loop, hub in self._hubs.items() if not loop.is_closed()]
+
+
+# -- per-client outboxes ------------------------------------------------------------------------
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LatestOutbox(Generic[K, V]):
+    """Latest value per key, sent by one task: a slow reader gets fewer, fresher frames.
+
+    `offer()` never blocks and replaces an unsent value for the same key, so the backlog is at most
+    one value per key. When one `send` does not finish within `max_send_s`, `on_stalled` is
+    awaited and the outbox stops (without `on_stalled` it just keeps waiting).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[K, V], Awaitable[None]],
+        *,
+        max_send_s: float | None = None,
+        on_stalled: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._send, self._max_send_s, self._on_stalled = send, max_send_s, on_stalled
+        self._latest: dict[K, V] = {}
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def offer(self, key: K, value: V) -> None:
+        self._latest.pop(key, None)  # re-insert: keys are sent in the order their latest value came
+        self._latest[key] = value
+        self._wake.set()
+
+    def discard(self, key: K) -> None:
+        self._latest.pop(key, None)
+
+    def close(self) -> None:
+        _cancel_unless_current(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._latest:
+                key = next(iter(self._latest))
+                value = self._latest.pop(key)
+                if not await _bounded_send(self._send(key, value), self._max_send_s):
+                    if self._on_stalled is not None:
+                        await self._on_stalled()
+                        return
+
+
+class OrderedOutbox(Generic[V]):
+    """Every value, in order, sent by one task; the backlog is bounded by `max_backlog`.
+
+    `offer()` never blocks: it returns False when the backlog is full (the caller disconnects the
+    client, which would otherwise miss events). `put()` waits for room (replays use it).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[V], Awaitable[None]],
+        *,
+        max_backlog: int,
+        max_send_s: float | None,
+        on_stalled: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._send, self._max_send_s, self._on_stalled = send, max_send_s, on_stalled
+        self._queue: asyncio.Queue[V] = asyncio.Queue(max_backlog)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def offer(self, value: V) -> bool:
+        try:
+            self._queue.put_nowait(value)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def put(self, value: V) -> None:
+        await self._queue.put(value)
+
+    def close(self) -> None:
+        _cancel_unless_current(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            value = await self._queue.get()
+            if not await _bounded_send(self._send(value), self._max_send_s):
+                await self._on_stalled()
+                return
+
+
+def _cancel_unless_current(task: asyncio.Task) -> None:
+    # The sender task itself closes the outbox when it gives up on a slow client: let it finish.
+    if task is not asyncio.current_task():
+        task.cancel()
+
+
+async def _bounded_send(send: Awaitable[None], limit: float | None) -> bool:
+    """Await `send`; False when it did not finish within `limit` seconds (it is then cancelled)."""
+    if limit is None:
+        await send
+        return True
+    try:
+        await asyncio.wait_for(send, limit)
+    except TimeoutError:
+        return False
+    return True
+
+
+# -- the base consumer ------------------------------------------------------------------------
+class StreamConsumer(AsyncWebsocketConsumer):
+    """A JSON stream that authenticates on connect, re-checks on every message and routes actions.
+
+    Subclasses set `stream` (metrics label), `actions` and implement `action_<name>(message)`,
+    `opened()` and `closed()`. Handlers raise GatewayError; it becomes an error frame and the
+    socket stays open.
+    """
+
+    stream = ""
+    required_scope = Scope.READ
+    actions: tuple[str, ...] = ("ping",)
+    max_send_s = 10.0  # a client whose socket takes longer than this to accept one frame is dropped
+
+    async def connect(self) -> None:
+        self._open = False
+        self._key_checked_at = time.monotonic()
+        await self.accept()
+        denial = self._denial()
+        if denial is not None:
+            await self._refuse(*denial)
+            return
+        self._open = True
+        self._main_task = asyncio.current_task()
+        metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).inc()
+        await self.opened()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch closes stale database connections (a thread hop) before every message;
+        # our handlers reach the database only through database_sync_to_async, which does that itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def disconnect(self, code: int) -> None:
+        await self._teardown()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self._open:
+            return
+        if not await self._still_allowed():
+            await self._refuse(CLOSE_NOT_AUTHENTICATED, ErrorCode.NOT_AUTHENTICATED, "The API key was revoked.")
+            return
+        try:
+            message = self._parse(text_data, bytes_data)
+            await getattr(self, f"action_{message['action']}")(message)
+        except GatewayError as exc:
+            await self.send_frame(error_frame(exc.code, exc.message, exc.details))
+
+    async def action_ping(self, message: dict[str, Any]) -> None:
+        pong: PongFrame = {"type": "pong"}
+        if "id" in message:
+            pong["id"] = message["id"]
+        await self.send_frame(pong)
+
+    async def send_frame(self, frame: Any) -> None:
+        await self.send(text_data=dumps(frame))
+
+    # -- hooks --------------------------------------------------------------------------------
+    async def opened(self) -> None:
+        """Set up after a successful, authenticated accept."""
+
+    async def closed(self) -> None:
+        """Release everything `opened()` and the actions took; called once."""
+
+    # -- internals ----------------------------------------------------------------------------
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", errors="replace")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise invalid(f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.")
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise invalid("The message is not JSON.") from None
+        if not isinstance(message, dict) or not isinstance(message.get("action"), str):
+            raise invalid('Send a JSON object with an "action".', actions=list(self.actions))
+        if message["action"] not in self.actions:
+            raise invalid(f"Unknown action {message['action'][:40]!r}.", actions=list(self.actions))
+        return message
+
+    def _denial(self) -> tuple[int, ErrorCode, str] | None:
+        user, key = self.scope.get("user"), self.scope.get("api_key")
+        if principal_allows(user, key, self.required_scope):
+            return None
+        if key is not None or (user is not None and user.is_authenticated):
+            return CLOSE_PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED, f"Needs scope {self.required_scope}."
+        return (
+            CLOSE_NOT_AUTHENTICATED,
+            ErrorCode.NOT_AUTHENTICATED,
+            "Send 'Authorization: Api-Key <key>' (or ?api_key=) or sign in.",
+        )
+
+    async def _still_allowed(self) -> bool:
+        """Cheap re-check on every message (as Paperless' StatusConsumer does); the key's revocation
+        is read from the database at most every KEY_RECHECK_S."""
+        if self._denial() is not None:
+            return False
+        key = self.scope.get("api_key")
+        if key is None or time.monotonic() - self._key_checked_at < KEY_RECHECK_S:
+            return not (key is not None and key.has_expired)
+        self._key_checked_at = time.monotonic()
+        return await database_sync_to_async(_key_usable)(key.pk)
+
+    async def _refuse(self, close_code: int, code: ErrorCode, message: str) -> None:
+        await self.send_frame(error_frame(code, message))
+        await self.close(code=close_code)
+        await self._teardown()
+
+    async def drop_slow_client(self) -> None:
+        """Disconnect a client that stays behind: a reason frame (best effort), close 4008, end the consumer."""
+        if not self._open:
+            return
+        await self._teardown()
+        try:
+            await asyncio.wait_for(self._send_close_reason(), 1.0)
+        except TimeoutError:
+            pass
+        # Our own sends are stuck: end the application so the server drops the connection.
+        task = getattr(self, "_main_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _send_close_reason(self) -> None:
+        await self.send_frame(
+            error_frame(
+                CLIENT_TOO_SLOW,
+                "The client did not read its frames fast enough and is disconnected.",
+                {"max_send_s": self.max_send_s},
+            )
+        )
+        await self.close(code=CLOSE_TOO_SLOW)
+
+    async def _teardown(self) -> None:
+        if not getattr(self, "_open", False):
+            return
+        self._open = False
+        metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).dec()
+        await self.closed()
+
+
+def _key_usable(pk: Any) -> bool:
+    key = ScopedAPIKey.objects.filter(pk=pk).first()
+    return key is not None and not key.revoked and not key.has_expired
