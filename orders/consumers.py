@@ -2,7 +2,7 @@
 
 Server -> client, from the moment the socket opens, in seq order:
     {"type": "order", "seq", "event": <audit event>, "order": <OrderOutput, as GET orders/{id}/>}
-    {"type": "fill", "seq", "fill": <FillOutput, as GET fills/>}
+    {"type": "fill", "seq", "event": <fill.recorded | commission.recorded>, "fill": <FillOutput, as GET fills/>}
 Client -> server:
     {"action": "resume", "after_seq": N}  first every event after N from the ledger, then
         {"type": "resumed", "after_seq": N, "replayed": <count>, "last_seq": <seq>}, then live events;
@@ -58,7 +58,7 @@ class OrderStreamConsumer(StreamConsumer):
 
     async def closed(self) -> None:
         self.hub.detach(self)
-        self.outbox.close()
+        await self.outbox.aclose()
 
     async def action_resume(self, message: dict[str, Any]) -> None:
         after = _after_seq(message)

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 ORDERS_GROUP = "orders.all"
 LEDGER_PAGE = 200
+# Safety net: also read the ledger this often, for entries nobody announced (another process
+# without Redis, e.g. `manage.py mcp`; a service that writes an order/fill entry without publishing).
+LEDGER_POLL_S = 1.0
 GROUP_REFRESH_S = 3600.0  # channels-redis forgets group members after a day; re-join well before
 LEDGER_TARGETS = ("order", "fill")
 
@@ -75,6 +78,7 @@ class OrderFrame(TypedDict):
 class FillFrame(TypedDict):
     type: str  # "fill"
     seq: int
+    event: str  # fill.recorded, commission.recorded (the fill then carries its commission)
     fill: dict[str, Any]  # orders.api.FillOutput
 
 
@@ -111,7 +115,7 @@ def ledger_frames_after(*, after_seq: int, until_seq: int | None = None, limit: 
         if kind == "order" and (order := orders.get(str(_uuid(target_id)))) is not None:
             frames.append({"type": "order", "seq": seq, "event": event, "order": OrderOutput(order).data})
         elif kind == "fill" and (row := fills.get(target_id)) is not None:
-            frames.append({"type": "fill", "seq": seq, "fill": FillOutput(row).data})
+            frames.append({"type": "fill", "seq": seq, "event": event, "fill": FillOutput(row).data})
     return frames
 
 
@@ -135,27 +139,33 @@ class OrderHub:
         self.loop = loop
         self.cursor: int | None = None  # last seq handed to listeners
         self._listeners: set[LedgerListener] = set()
+        self._attaching = 0
         self._dirty = False
         self._started: asyncio.Task | None = None
         self._catch_up_task: asyncio.Task | None = None
         self._layer_task: asyncio.Task | None = None
+        self._poll_task: asyncio.Task | None = None
 
     async def attach(self, listener: LedgerListener) -> int:
         """Register `listener`; it gets every frame with seq greater than the returned cursor."""
         if self._started is None:
             self._started = self.loop.create_task(self._start())
-        await asyncio.shield(self._started)
+        self._attaching += 1
+        try:
+            await asyncio.shield(self._started)
+        finally:
+            self._attaching -= 1
         self._listeners.add(listener)
         return self.cursor
 
     def detach(self, listener: LedgerListener) -> None:
         self._listeners.discard(listener)
-        if not self._listeners:
+        if not self._listeners and not self._attaching:
             # Idle: stop reading and listening; the next listener starts from the ledger's end.
-            for task in (self._started, self._catch_up_task, self._layer_task):
+            for task in (self._started, self._catch_up_task, self._layer_task, self._poll_task):
                 if task is not None:
                     task.cancel()
-            self._started = self._catch_up_task = self._layer_task = None
+            self._started = self._catch_up_task = self._layer_task = self._poll_task = None
             self.cursor, self._dirty = None, False
 
     def notify(self, seq: int) -> None:
@@ -173,7 +183,14 @@ class OrderHub:
         self.cursor = await database_sync_to_async(ledger_last_seq, thread_sensitive=False)()
         if shared_channel_layer():
             self._layer_task = self.loop.create_task(self._listen_to_other_processes())
+        self._poll_task = self.loop.create_task(self._poll())
         if self._dirty:
+            self._kick()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_POLL_S)
+            self._dirty = True
             self._kick()
 
     async def _catch_up(self) -> None:

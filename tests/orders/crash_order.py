@@ -18,13 +18,14 @@ def main() -> None:
     from brokers import runtime
     from ibkrgw.actors import Actor, ActorKind, Source
     from orders import services
+    from orders.services import trading
     from orders.types import OrderRequest
 
     runtime.start(host="127.0.0.1", port=int(port), client_id=int(os.environ.get("CRASH_CLIENT_ID", "9")), wait=10)
     rt = runtime.current()
     rt.worker.reconciled.wait(10)
     if when == "after_intent":
-        services._send = lambda *a, **k: os._exit(17)
+        trading._send = lambda *a, **k: os._exit(17)
     else:
         place = rt.adapter.order_place
 

@@ -77,7 +77,7 @@ def test_unapproved_order_expires(ib_runtime, sim_gateway, approval_for_agents):
     later = timezone.now() + timedelta(seconds=10)
     from unittest import mock
 
-    with mock.patch("orders.services.timezone.now", return_value=later):
+    with mock.patch("django.utils.timezone.now", return_value=later):
         assert services.orders_expire_pending() == 1
         with pytest.raises(GatewayError):
             services.order_approve(order_id=order.pk, actor=OPERATOR)

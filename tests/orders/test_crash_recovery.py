@@ -11,6 +11,7 @@ from django.utils import timezone
 from brokers import runtime
 from orders import services
 from orders.models import Fill, Order, OrderEvent
+from orders.services import recording
 from tests.conftest import subprocess_database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +41,7 @@ def _statuses(order):
 
 
 def _restart(port: int):
-    services.PROCESS_STARTED_AT = timezone.now()  # this process plays the restarted one
+    recording.PROCESS_STARTED_AT = timezone.now()  # this process plays the restarted one
     runtime.start(host="127.0.0.1", port=port, client_id=1)
     wait_for(lambda: runtime.current().worker.reconciled.is_set(), message="reconciled after restart")
     runtime.current().recorder.wait_idle()

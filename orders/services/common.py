@@ -1,0 +1,213 @@
+"""Helpers shared by the order services: the one way to append an order event, block records, and
+the translation between our order rows and broker requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+from django.db import transaction
+
+from audit import events
+from audit.services import audit_record
+from brokers.adapter import (
+    BrokerOrderRequest,
+    ContractInfo,
+    ContractSpec,
+    OrderPreview,
+)
+from ibkrgw import metrics
+from ibkrgw.actors import Actor
+from ibkrgw.errors import ErrorCode, GatewayError
+from orders import publish
+from orders.models import Order, OrderEvent
+from orders.selectors import order_latest_event
+from orders.state import can_transition
+from orders.types import IB_ACTION, IB_ORDER_TYPE, OrderRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    order: Order
+    replayed: bool
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def request_hash(request: OrderRequest) -> str:
+    return hashlib.sha256(json.dumps(request.canonical(), sort_keys=True).encode()).hexdigest()
+
+
+def decimal_json(value):
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def preview_json(preview: OrderPreview | None) -> dict | None:
+    return None if preview is None else {k: decimal_json(v) for k, v in asdict(preview).items()}
+
+
+def contract_spec_for(request: OrderRequest) -> ContractSpec:
+    return ContractSpec(
+        symbol=request.symbol,
+        sec_type=request.sec_type,
+        exchange=request.exchange,
+        currency=request.currency,
+        primary_exchange=request.primary_exchange,
+        expiry=request.expiry,
+        strike=request.strike,
+        right=request.right,
+        multiplier=request.multiplier,
+        con_id=request.con_id,
+    )
+
+
+def broker_request_for_order(
+    order: Order,
+    contract: ContractInfo,
+    *,
+    broker_order_id: int | None = None,
+    quantity: Decimal | None = None,
+    limit_price=None,
+    stop_price=None,
+) -> BrokerOrderRequest:
+    return BrokerOrderRequest(
+        contract=contract,
+        account=order.account,
+        action=IB_ACTION[order.action],
+        quantity=quantity if quantity is not None else order.quantity,
+        order_type=IB_ORDER_TYPE.get(order.order_type, order.order_type),
+        tif=order.tif,
+        order_ref=order.client_order_id,
+        limit_price=limit_price if limit_price is not None else order.limit_price,
+        stop_price=stop_price if stop_price is not None else order.stop_price,
+        trail_amount=order.trail_amount,
+        trail_percent=order.trail_percent,
+        outside_rth=order.outside_rth,
+        oca_group=order.oca_group,
+        broker_order_id=broker_order_id,
+    )
+
+
+def broker_request_for(request: OrderRequest, contract: ContractInfo, account: str) -> BrokerOrderRequest:
+    return BrokerOrderRequest(
+        contract=contract,
+        account=account,
+        action=IB_ACTION[request.action],
+        quantity=request.quantity,
+        order_type=IB_ORDER_TYPE.get(request.order_type, request.order_type),
+        tif=request.tif,
+        order_ref=request.client_order_id or "preview",
+        limit_price=request.limit_price,
+        stop_price=request.stop_price,
+        trail_amount=request.trail_amount,
+        trail_percent=request.trail_percent,
+        outside_rth=request.outside_rth,
+    )
+
+
+def order_contract(order: Order) -> ContractInfo:
+    return ContractInfo(
+        con_id=order.con_id,
+        symbol=order.symbol,
+        sec_type=order.sec_type,
+        exchange=order.exchange,
+        currency=order.currency,
+        primary_exchange=order.primary_exchange,
+        expiry=order.expiry,
+        strike=order.strike,
+        right=order.right,
+        multiplier=order.multiplier,
+        local_symbol=order.local_symbol,
+    )
+
+
+def gate_block_record(exc: GatewayError, *, request: OrderRequest, actor: Actor, account: str) -> None:
+    """A blocked order leaves one audit entry (with the full request) and nothing else."""
+    metrics.GATE_BLOCKS.labels(code=str(exc.code)).inc()
+    with transaction.atomic(durable=True):
+        audit_record(
+            event=events.GATE_BLOCKED,
+            actor=actor,
+            target_type="order_request",
+            target_id=request.client_order_id or "",
+            data={
+                "code": str(exc.code),
+                "gate": exc.details.get("gate", ""),
+                "message": exc.message,
+                "account": account,
+                "request": request.canonical(),
+                "details": exc.details,
+            },
+        )
+
+
+def order_event_append(
+    order: Order,
+    *,
+    status: str,
+    actor: Actor | None = None,
+    source: str = "",
+    reason: str = "",
+    code: str = "",
+    data: dict | None = None,
+    broker_order_id: int | None = None,
+    perm_id: int | None = None,
+    filled: Decimal | None = None,
+    remaining: Decimal | None = None,
+    average_fill_price: Decimal | None = None,
+    audit_event: str = events.ORDER_STATUS_CHANGED,
+    strict: bool = True,
+) -> OrderEvent | None:
+    """Append a state transition checked against the state machine. Call inside a transaction.
+
+    Returns None (and appends nothing) when the transition is not allowed and `strict` is False.
+    """
+    latest = order_latest_event(order)
+    current = latest.status if latest else None
+    if current is not None and not can_transition(current, status):
+        if strict:
+            raise GatewayError(
+                ErrorCode.ORDER_STATE_CONFLICT,
+                f"An order in state {current} cannot become {status}.",
+                http_status=409,
+                details={"status": current, "requested": status},
+            )
+        return None
+    event = OrderEvent.objects.create(
+        order=order,
+        status=status,
+        reason=reason[:2000],
+        code=code,
+        data=data or {},
+        source=source,
+        broker_order_id=broker_order_id
+        if broker_order_id is not None
+        else (latest.broker_order_id if latest else None),
+        perm_id=perm_id if perm_id is not None else (latest.perm_id if latest else None),
+        filled_quantity=filled if filled is not None else (latest.filled_quantity if latest else Decimal(0)),
+        remaining_quantity=remaining if remaining is not None else (latest.remaining_quantity if latest else None),
+        average_fill_price=(
+            average_fill_price if average_fill_price is not None else (latest.average_fill_price if latest else None)
+        ),
+    )
+    entry = audit_record(
+        event=audit_event,
+        actor=actor or Actor.system(),
+        target_type="order",
+        target_id=str(order.pk),
+        data={
+            "status": status,
+            "previous": current,
+            "reason": reason,
+            "code": code,
+            "broker_order_id": event.broker_order_id,
+            "filled": str(event.filled_quantity),
+        },
+    )
+    transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
+    transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
+    return event

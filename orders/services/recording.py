@@ -1,0 +1,185 @@
+"""Broker events into the ledger (called by the recorder thread) and reconciliation after each connect."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit import events
+from audit.services import audit_record
+from brokers.adapter import (
+    BrokerCommission,
+    BrokerExecution,
+    BrokerOrderStatus,
+    BrokerSnapshot,
+)
+from ibkrgw import metrics
+from ibkrgw.actors import Actor, Source
+from orders import publish
+from orders.models import Commission, Fill, Order, OrderEvent
+from orders.models import OrderStatus as S
+from orders.selectors import order_latest_event
+from orders.services.common import order_event_append
+from orders.state import from_ib
+
+logger = logging.getLogger(__name__)
+PROCESS_STARTED_AT = timezone.now()
+
+
+# -- broker events (called by the recorder thread) ---------------------------------------------
+def _order_for_ref(order_ref: str) -> Order | None:
+    if not order_ref:
+        return None
+    return Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+
+
+def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
+    return latest is None or not (
+        latest.status == status
+        and latest.filled_quantity == report.filled
+        and latest.broker_order_id == report.broker_order_id
+    )
+
+
+def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
+    """Append the broker's status if it changes anything. Safe to call twice with one report.
+
+    Runs in a plain transaction so the recorder can group a burst of events into one commit.
+    """
+    status = from_ib(report.status, filled=report.filled, remaining=report.remaining)
+    if status is None:
+        return None
+    order = _order_for_ref(report.order_ref)
+    # Most reports repeat what we know: answer those without taking the write lock.
+    if order is None or not _status_is_news(order_latest_event(order), status, report):
+        return None
+    with transaction.atomic():
+        latest = order_latest_event(order)
+        if latest is not None and latest.status == S.SIMULATED:
+            logger.error("broker reports order %s that was recorded as simulated", order.pk)
+            return None
+        if not _status_is_news(latest, status, report):
+            return None
+        reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
+        return order_event_append(
+            order,
+            status=status,
+            source=Source.WORKER,
+            reason=reason,
+            code=str(report.error_code or ""),
+            broker_order_id=report.broker_order_id,
+            perm_id=report.perm_id,
+            filled=report.filled,
+            remaining=report.remaining,
+            average_fill_price=report.average_fill_price,
+            data={"client_id": report.client_id} if report.client_id is not None else None,
+            strict=False,
+        )
+
+
+def fill_record(*, execution: BrokerExecution) -> Fill | None:
+    """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
+    if Fill.objects.filter(exec_id=execution.exec_id).exists():
+        return None
+    with transaction.atomic():
+        if Fill.objects.filter(exec_id=execution.exec_id).exists():
+            return None
+        order = _order_for_ref(execution.order_ref)
+        fill = Fill.objects.create(
+            exec_id=execution.exec_id,
+            order=order,
+            account=execution.account,
+            con_id=execution.con_id,
+            symbol=execution.symbol,
+            side=execution.side,
+            quantity=execution.quantity,
+            price=execution.price,
+            executed_at=execution.executed_at,
+            exchange=execution.exchange,
+            broker_order_id=execution.broker_order_id,
+            perm_id=execution.perm_id,
+            order_ref=execution.order_ref,
+        )
+        entry = audit_record(
+            event=events.FILL_RECORDED,
+            actor=Actor.system(),
+            target_type="fill",
+            target_id=fill.exec_id,
+            data={
+                "order_id": str(order.pk) if order else None,
+                "side": fill.side,
+                "quantity": str(fill.quantity),
+                "price": str(fill.price),
+                "symbol": fill.symbol,
+            },
+        )
+        transaction.on_commit(lambda: publish.fill(fill_id=fill.pk, seq=entry.seq))
+        transaction.on_commit(metrics.FILLS.inc)
+    return fill
+
+
+def commission_record(*, commission: BrokerCommission) -> Commission | None:
+    with transaction.atomic():
+        fill = Fill.objects.filter(exec_id=commission.exec_id).first()
+        if fill is None or Commission.objects.filter(exec_id=commission.exec_id).exists():
+            return None
+        row = Commission.objects.create(
+            fill=fill,
+            exec_id=commission.exec_id,
+            commission=commission.commission,
+            currency=commission.currency,
+            realized_pnl=commission.realized_pnl,
+        )
+        audit_record(
+            event=events.COMMISSION_RECORDED,
+            actor=Actor.system(),
+            target_type="fill",
+            target_id=fill.exec_id,
+            data={"commission": str(row.commission), "currency": row.currency},
+        )
+    return row
+
+
+def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
+    """Bring the ledger up to date with the broker after a (re)connect.
+
+    Appends missing status events, fills and commissions (deduplicated), and marks intents the
+    broker never saw as `unknown` (never re-sent). Safe to run any number of times.
+    """
+    counts = {"status_events": 0, "fills": 0, "commissions": 0, "unknown": 0}
+    seen_refs = {o.order_ref for o in snapshot.orders} | {e.order_ref for e in snapshot.executions}
+    for report in snapshot.orders:
+        if order_status_apply(report=report):
+            counts["status_events"] += 1
+    for execution in snapshot.executions:
+        if fill_record(execution=execution):
+            counts["fills"] += 1
+    for commission in snapshot.commissions:
+        if commission_record(commission=commission):
+            counts["commissions"] += 1
+    # Intents this process can't still be sending: made before it started, or long ago.
+    grace = timezone.now() - timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
+    from orders.selectors import order_queryset
+
+    stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
+    for order in stuck:
+        if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:
+            continue
+        with transaction.atomic(durable=True):
+            if order_event_append(
+                order,
+                status=S.UNKNOWN,
+                source=Source.WORKER,
+                audit_event=events.ORDER_UNKNOWN,
+                reason="Recorded but not seen at the broker: it may never have been sent. "
+                "Not re-sent automatically; check and place again if needed.",
+                strict=False,
+            ):
+                counts["unknown"] += 1
+    with transaction.atomic(durable=True):
+        audit_record(event=events.BROKER_RECONCILED, actor=Actor.system(), target_type="gateway", data=counts)
+    return counts
