@@ -99,6 +99,9 @@ IB_CONNECT_TIMEOUT = env_int("IB_CONNECT_TIMEOUT", 10, minimum=1, maximum=600)
 IB_REQUEST_TIMEOUT = env_int("IB_REQUEST_TIMEOUT", 10, minimum=1, maximum=600)
 MARKET_DATA_TYPE = env_int("MARKET_DATA_TYPE", 1, minimum=1, maximum=4)
 IB_THROTTLE = env_bool("IB_THROTTLE", True)
+# Without a live market-data subscription for a contract, answer with IB's delayed data (marked as
+# such in market_data_type/delayed) instead of failing with no_market_data.
+DELAYED_DATA_FALLBACK = env_bool("DELAYED_DATA_FALLBACK", True)
 QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
 # "exchange": orders are checked against exchange calendars (closed markets, OPG after the open, MOC
 # after the cut-off). The built-in simulated market never closes, so "always" is its default.

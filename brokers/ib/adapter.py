@@ -8,6 +8,7 @@ import time
 from collections import deque
 from decimal import Decimal
 
+from django.conf import settings
 from ib_async import IB, Order
 from ib_async.wrapper import RequestError
 
@@ -97,7 +98,8 @@ class IbAdapter:
             try:
                 (ticker,) = await ib.reqTickersAsync(ib_contract)
             except RequestError as exc:
-                if not is_no_market_data_permission(exc) or self.worker.market_data_type >= DELAYED:
+                fallback = settings.DELAYED_DATA_FALLBACK and self.worker.market_data_type < DELAYED
+                if not is_no_market_data_permission(exc) or not fallback:
                     raise
                 # No live permission: fall back to delayed data; the quote says so in market_data_type.
                 ib.reqMarketDataType(DELAYED)

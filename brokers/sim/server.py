@@ -245,6 +245,9 @@ class SimGateway:
         self.account = Account(account, self.market, Decimal(starting_cash))
         self.engine = OrderEngine(self.market, self.account, self, partial_fill_threshold, seed)
         self.faults = Faults(self)
+        # Symbols this paper account has no live market-data subscription for: live/frozen requests get
+        # error 354 as from IB; delayed data (types 3 and 4) still works.
+        self.no_live_permission: set[str] = set()
         self.sessions: set[Session] = set()
         self._received: list[SimOrderRecord] = []
         self._cancels: list[SimCancelRecord] = []
@@ -852,6 +855,9 @@ class SimGateway:
             return
         if req_id in s.mkt:
             s.send(M.error(s.version, req_id, 322, "Error processing request.-'bW' : cause - Duplicate ticker id"))
+            return
+        if s.md_type in (1, 2) and inst.symbol in self.no_live_permission:
+            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
             return
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
         if s.md_type != 1:

@@ -166,3 +166,22 @@ def test_unknown_query_parameter_is_rejected(ib_runtime, read_client):
     response = read_client.get("/api/v1/quotes/AAPL/", {"sectype": "STK"})
     assert response.status_code == 400
     assert "sectype" in response.json()["error"]["details"]["fields"]
+
+
+def test_without_live_permission_the_quote_falls_back_to_delayed_data(ib_runtime, read_client, sim_gateway):
+    sim_gateway.no_live_permission.add("TSLA")
+    quote = read_client.get("/api/v1/quotes/TSLA/")
+    assert quote.status_code == 200, quote.content
+    assert quote.json()["market_data_type"] == 3
+    assert quote.json()["delayed"] is True
+    assert quote.json()["last"] is not None
+    # Other symbols stay live.
+    assert read_client.get("/api/v1/quotes/AAPL/").json()["market_data_type"] == 1
+
+
+def test_without_live_permission_and_no_fallback_the_error_says_so(ib_runtime, read_client, sim_gateway, settings):
+    settings.DELAYED_DATA_FALLBACK = False
+    sim_gateway.no_live_permission.add("TSLA")
+    response = read_client.get("/api/v1/quotes/TSLA/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "no_market_data"
