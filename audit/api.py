@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 
 from audit.models import AuditEntry
@@ -51,10 +51,7 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return audit_list(**params).order_by("-seq")
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(n, str) for n in ("correlation_id", "event", "target_type", "target_id", "since", "until")
-        ]
-        + [OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        parameters=[AuditListQuery],
         responses={200: AuditEntryOutput(many=True), 400: ERROR},
     )
     def list(self, request, *args, **kwargs):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -53,7 +53,9 @@ class HealthOutput(serializers.Serializer):
 
 
 class AccountQueryInput(StrictQueryMixin, serializers.Serializer):
-    account = serializers.CharField(max_length=32, required=False, default="")
+    account = serializers.CharField(
+        max_length=32, required=False, default="", help_text="Defaults to IB_ACCOUNT or the first managed account."
+    )
 
 
 class AccountValueOutput(serializers.Serializer):
@@ -89,7 +91,7 @@ class PnLOutput(serializers.Serializer):
     realized_pnl = _money()
 
 
-_ACCOUNT = [OpenApiParameter("account", str, description="Defaults to IB_ACCOUNT or the first managed account.")]
+_ACCOUNT = [AccountQueryInput]
 
 
 class HealthView(APIView):

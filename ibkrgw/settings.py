@@ -106,6 +106,18 @@ QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
 # "exchange": orders are checked against exchange calendars (closed markets, OPG after the open, MOC
 # after the cut-off). The built-in simulated market never closes, so "always" is its default.
 TRADING_HOURS = env_choice("TRADING_HOURS", "always" if IB_GATEWAY == "sim" else "exchange", ("exchange", "always"))
+# Which web process owns the IB connection when several run (DESIGN.md §2, scale-out). "auto": with a
+# Redis CHANNEL_LAYER_URL the processes elect one owner through a database lease (renewed every
+# IB_LEASE_RENEW_S, taken over IB_LEASE_TTL_S after the owner stops renewing) and the others reach it
+# through the channel layer; without Redis every process owns its own connection. "always" / "never":
+# fixed roles (one "always" process, the others "never"; do not mix them with "auto").
+IB_CONNECTION_OWNER = env_choice("IB_CONNECTION_OWNER", "auto", ("auto", "always", "never"))
+IB_LEASE_TTL_S = env_int("IB_LEASE_TTL_S", 10, minimum=2, maximum=300)
+IB_LEASE_RENEW_S = env_int("IB_LEASE_RENEW_S", 2, minimum=1, maximum=150)
+if IB_LEASE_RENEW_S * 2 > IB_LEASE_TTL_S:
+    raise ImproperlyConfigured(
+        f"IB_LEASE_RENEW_S={IB_LEASE_RENEW_S} must be at most half of IB_LEASE_TTL_S={IB_LEASE_TTL_S}"
+    )
 
 # ---------------------------------------------------------------------------
 # Pre-trade risk limits (conservative by default)
@@ -254,6 +266,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ibkrgw.openapi.postprocess_schema",
+    ],
 }
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -97,6 +97,18 @@ class BarsQueryInput(ContractQueryInput):
     )
     what_to_show = serializers.ChoiceField(choices=WHAT_TO_SHOW, required=False, default="TRADES")
     use_rth = serializers.BooleanField(required=False, default=True)
+
+
+class QuotePathQuery(QuoteQueryInput):
+    """Query parameters of quotes/{symbol}/: the symbol comes from the path."""
+
+    symbol = None
+
+
+class BarsPathQuery(BarsQueryInput):
+    """Query parameters of bars/{symbol}/: the symbol comes from the path."""
+
+    symbol = None
 
 
 class ContractOutput(serializers.Serializer):
@@ -197,23 +209,11 @@ QUOTE_FIELDS = (
     "market_data_type",
 )
 
-_CONTRACT_PARAMS = [
-    OpenApiParameter("sec_type", str, enum=SEC_TYPES),
-    OpenApiParameter("exchange", str),
-    OpenApiParameter("currency", str),
-    OpenApiParameter("primary_exchange", str),
-    OpenApiParameter("expiry", str, description="YYYYMM or YYYYMMDD"),
-    OpenApiParameter("strike", str),
-    OpenApiParameter("right", str, enum=["C", "P", "CALL", "PUT"]),
-    OpenApiParameter("multiplier", str),
-    OpenApiParameter("con_id", int),
-]
-
 
 class ContractListView(APIView):
     @extend_schema(
         operation_id="contracts_resolve",
-        parameters=[OpenApiParameter("symbol", str), *_CONTRACT_PARAMS],
+        parameters=[ContractQueryInput],
         responses={200: ContractOutput(many=True), 400: ERROR, 404: ERROR, 503: ERROR, 504: ERROR},
         description="Resolve a contract specification to every matching contract (with conId). Cached.",
     )
@@ -227,12 +227,12 @@ class ContractListView(APIView):
 class QuoteView(APIView):
     @extend_schema(
         operation_id="quotes_retrieve",
-        parameters=[*_CONTRACT_PARAMS, OpenApiParameter("stream", bool)],
+        parameters=[QuotePathQuery],
         responses={200: QuoteOutput, 400: ERROR, 404: ERROR, 409: ERROR, 503: ERROR, 504: ERROR},
         description="Snapshot quote for one contract (served from the streaming cache when subscribed).",
     )
     def get(self, request: Request, symbol: str) -> Response:
-        query = QuoteQueryInput(data=request.query_params.dict())
+        query = QuotePathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         stream = query.validated_data.pop("stream")
         contract, quote = services.quote_get(spec=query.to_spec(symbol), stream=stream)
@@ -242,18 +242,12 @@ class QuoteView(APIView):
 class BarsView(APIView):
     @extend_schema(
         operation_id="bars_retrieve",
-        parameters=[
-            *_CONTRACT_PARAMS,
-            OpenApiParameter("bar_size", str, enum=BAR_SIZES),
-            OpenApiParameter("duration", str),
-            OpenApiParameter("what_to_show", str, enum=WHAT_TO_SHOW),
-            OpenApiParameter("use_rth", bool),
-        ],
+        parameters=[BarsPathQuery],
         responses={200: BarsOutput, 400: ERROR, 404: ERROR, 409: ERROR, 429: ERROR, 503: ERROR, 504: ERROR},
         description="Historical bars. Requests are paced to IB's limits; over the limit answers 429 with a retry time.",
     )
     def get(self, request: Request, symbol: str) -> Response:
-        query = BarsQueryInput(data=request.query_params.dict())
+        query = BarsPathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
         contract, bars = services.bars_get(spec=query.to_spec(symbol), **params)

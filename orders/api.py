@@ -317,9 +317,6 @@ def order_output(order: Order) -> dict:
     return OrderOutput(selectors.order_get(order_id=order.pk)).data
 
 
-_PAGING = [OpenApiParameter("limit", int), OpenApiParameter("offset", int)]
-
-
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderOutput
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
@@ -338,14 +335,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return selectors.order_list(**params)
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=OrderStatus.values),
-            OpenApiParameter("symbol", str),
-            OpenApiParameter("account", str),
-            OpenApiParameter("since", str),
-            OpenApiParameter("until", str),
-            *_PAGING,
-        ],
+        parameters=[OrderListQuery],
         responses={200: OrderOutput(many=True), 400: ERROR},
     )
     def list(self, request, *args, **kwargs):
@@ -430,14 +420,7 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return selectors.fill_list(**{k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")})
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("order_id", str),
-            OpenApiParameter("symbol", str),
-            OpenApiParameter("account", str),
-            OpenApiParameter("since", str),
-            OpenApiParameter("until", str),
-            *_PAGING,
-        ],
+        parameters=[FillListQuery],
         responses={200: FillOutput(many=True), 400: ERROR},
     )
     def list(self, request, *args, **kwargs):
