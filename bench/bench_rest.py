@@ -49,6 +49,35 @@ def rest_quotes(api: Api, n: int, stream: bool) -> list[float]:
     return times
 
 
+def service_quotes(port: int, n: int) -> tuple[list[float], list[float]]:
+    """The same quote through the service layer in this process (no HTTP): what the gateway itself adds."""
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
+    django.setup()
+    from brokers import runtime
+    from brokers.adapter import ContractSpec
+    from marketdata.services import quote_get
+
+    runtime.start(host="127.0.0.1", port=port, client_id=52, wait=10)
+    spec = ContractSpec(symbol="AAPL")
+    quote_get(spec=spec)
+    snapshot, cached = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        quote_get(spec=spec)
+        snapshot.append(time.perf_counter() - t)
+    quote_get(spec=spec, stream=True)
+    for _ in range(n):
+        t = time.perf_counter()
+        quote_get(spec=spec, stream=True)
+        cached.append(time.perf_counter() - t)
+    runtime.stop()
+    return snapshot, cached
+
+
 def bare_orders(port: int, n: int) -> float:
     from ib_async import IB, MarketOrder, Stock
 
@@ -116,6 +145,13 @@ def main() -> None:
         print(
             f"  ratio cached/bare   p50 = {cached['p50_ms'] / bare['p50_ms']:.2f}x "
             f"(p99 {cached['p99_ms'] / bare['p99_ms']:.2f}x)   goal <= 0.5x"
+        )
+        svc_snap, svc_cached = service_quotes(sim_port, args.quotes)
+        svc = summary("service layer quote_get (snapshot, no HTTP)", svc_snap)
+        svc_c = summary("service layer quote_get (cached, no HTTP)", svc_cached)
+        print(
+            f"  ratio service snapshot/bare p50 = {svc['p50_ms'] / bare['p50_ms']:.2f}x, "
+            f"cached/bare = {svc_c['p50_ms'] / bare['p50_ms']:.2f}x  (what the gateway adds before HTTP)"
         )
         print("order throughput:")
         bare_rate = bare_orders(sim_port, args.orders)

@@ -107,6 +107,9 @@ def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_in
             if time.monotonic() > deadline:
                 raise RuntimeError("gateway never became ready")
             time.sleep(0.1)
+        # The benchmark process itself may use Django (service-layer measurements): same database.
+        for name in ("DATABASE_URL", "IB_THROTTLE", "TRADING_HOURS", "LOG_LEVEL"):
+            os.environ[name] = env[name]
         yield sim_port, http_port, key
     finally:
         for p in reversed(procs):
