@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     THROTTLED = "throttled"
     INTERNAL_ERROR = "internal_error"
+    CLIENT_TOO_SLOW = "client_too_slow"
     # broker
     BROKER_UNAVAILABLE = "broker_unavailable"
     BROKER_TIMEOUT = "broker_timeout"

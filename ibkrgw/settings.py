@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from ibkrgw.layers import redis_channel_layer
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -240,9 +242,7 @@ CHANNEL_LAYER_URL = env.str("CHANNEL_LAYER_URL", default="").strip() or None
 if CHANNEL_LAYER_URL:
     if not CHANNEL_LAYER_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"CHANNEL_LAYER_URL={CHANNEL_LAYER_URL!r} is not allowed; use redis://HOST:PORT/DB")
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [CHANNEL_LAYER_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(CHANNEL_LAYER_URL)}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

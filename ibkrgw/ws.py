@@ -14,6 +14,7 @@ the recorder, request threads) reach it through `LoopHubs` and `loop.call_soon_t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -39,8 +40,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_PERMISSION_DENIED = 4403
 CLOSE_TOO_SLOW = 4008
-# Not in ErrorCode yet (a websocket-only condition); the close code 4008 says the same.
-CLIENT_TOO_SLOW = "client_too_slow"
+CLIENT_TOO_SLOW = ErrorCode.CLIENT_TOO_SLOW
 
 MAX_MESSAGE_BYTES = 64 * 1024
 KEY_RECHECK_S = 30.0  # how stale our view of an API key's revocation may get
@@ -150,8 +150,8 @@ class LatestOutbox(Generic[K, V]):
     def discard(self, key: K) -> None:
         self._latest.pop(key, None)
 
-    def close(self) -> None:
-        _cancel_unless_current(self._task)
+    async def aclose(self) -> None:
+        await _stop(self._task)
 
     async def _run(self) -> None:
         while True:
@@ -195,8 +195,8 @@ class OrderedOutbox(Generic[V]):
     async def put(self, value: V) -> None:
         await self._queue.put(value)
 
-    def close(self) -> None:
-        _cancel_unless_current(self._task)
+    async def aclose(self) -> None:
+        await _stop(self._task)
 
     async def _run(self) -> None:
         while True:
@@ -206,10 +206,20 @@ class OrderedOutbox(Generic[V]):
                 return
 
 
-def _cancel_unless_current(task: asyncio.Task) -> None:
+def cancelling() -> bool:
+    """True while the current task is being cancelled. Check it in `except Exception` around Redis calls:
+    redis-py can turn a cancellation into its own TimeoutError, and swallowing that would hang shutdown."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _stop(task: asyncio.Task) -> None:
     # The sender task itself closes the outbox when it gives up on a slow client: let it finish.
-    if task is not asyncio.current_task():
-        task.cancel()
+    if task is asyncio.current_task():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _bounded_send(send: Awaitable[None], limit: float | None) -> bool:
@@ -218,7 +228,8 @@ async def _bounded_send(send: Awaitable[None], limit: float | None) -> bool:
         await send
         return True
     try:
-        await asyncio.wait_for(send, limit)
+        async with asyncio.timeout(limit):  # not wait_for: on 3.11 it can swallow a cancellation
+            await send
     except TimeoutError:
         return False
     return True
@@ -266,7 +277,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if not self._open:
             return
         if not await self._still_allowed():
-            await self._refuse(CLOSE_NOT_AUTHENTICATED, ErrorCode.NOT_AUTHENTICATED, "The API key was revoked.")
+            await self._refuse(
+                CLOSE_NOT_AUTHENTICATED, ErrorCode.NOT_AUTHENTICATED, "The API key was revoked or has expired."
+            )
             return
         try:
             message = self._parse(text_data, bytes_data)
@@ -338,10 +351,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if not self._open:
             return
         await self._teardown()
-        try:
-            await asyncio.wait_for(self._send_close_reason(), 1.0)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._send_close_reason()
         # Our own sends are stuck: end the application so the server drops the connection.
         task = getattr(self, "_main_task", None)
         if task is not None and task is not asyncio.current_task():

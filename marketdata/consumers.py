@@ -103,7 +103,7 @@ class QuoteStreamConsumer(StreamConsumer):
         )
 
     async def closed(self) -> None:
-        self.outbox.close()
+        await self.outbox.aclose()
         for con_id in list(self.watching):
             await self._unwatch(con_id)
 
@@ -112,12 +112,14 @@ class QuoteStreamConsumer(StreamConsumer):
         new = {c.con_id: c for c in resolved if c.con_id not in self.watching}
         if len(self.watching) + len(new) > MAX_CONTRACTS_PER_CLIENT:
             raise invalid(f"At most {MAX_CONTRACTS_PER_CLIENT} contracts per connection.", watching=len(self.watching))
-        ack: ContractsFrame = {"type": "subscribed", "contracts": _contracts_json(resolved)}
-        await self.send_frame(ack)
         for contract in new.values():
             self.watching[contract.con_id] = contract
             if shared_channel_layer():
                 await self.channel_layer.group_add(quote_group_name(contract.con_id), self.channel_name)
+        # Acknowledge before the first quote (watch() may offer the current one at once).
+        ack: ContractsFrame = {"type": "subscribed", "contracts": _contracts_json(resolved)}
+        await self.send_frame(ack)
+        for contract in new.values():
             self.hub.watch(self, contract)
 
     async def action_unsubscribe(self, message: dict[str, Any]) -> None:

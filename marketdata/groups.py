@@ -26,7 +26,7 @@ from channels.layers import get_channel_layer
 from brokers import runtime
 from brokers.adapter import ContractInfo, ContractSpec, Quote
 from ibkrgw.errors import GatewayError
-from ibkrgw.ws import LatestOutbox, LoopHubs, dec_str, dumps, iso_utc, shared_channel_layer
+from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dec_str, dumps, iso_utc, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +235,8 @@ async def _group_send(con_id: int, message: QuoteMessage) -> None:
     try:
         await get_channel_layer().group_send(quote_group_name(con_id), dict(message))
     except Exception:  # Redis away: drop this tick, the next one retries
+        if cancelling():
+            raise
         logger.warning("could not publish a quote to the channel layer", exc_info=True)
 
 

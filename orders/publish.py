@@ -31,7 +31,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from ibkrgw.ws import LoopHubs, dumps, shared_channel_layer
+from ibkrgw.ws import LoopHubs, cancelling, dumps, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -216,23 +216,29 @@ class OrderHub:
     async def _listen_to_other_processes(self) -> None:
         layer = get_channel_layer()
         channel = await layer.new_channel()
-        joined_at = 0.0
+        joined_at: float | None = None
+        failing = False
         try:
             while True:
                 try:
-                    if time.monotonic() - joined_at > GROUP_REFRESH_S:
+                    if joined_at is None or time.monotonic() - joined_at > GROUP_REFRESH_S:
                         await layer.group_add(ORDERS_GROUP, channel)
                         joined_at = time.monotonic()
                         self._dirty = True  # read anything announced while we were not in the group
                         self._kick()
-                    message = await asyncio.wait_for(layer.receive(channel), GROUP_REFRESH_S)
+                    async with asyncio.timeout(GROUP_REFRESH_S):
+                        message = await layer.receive(channel)
                 except TimeoutError:
                     continue
                 except Exception:  # Redis away: join again when it is back
-                    logger.warning("lost the channel layer; retrying", exc_info=True)
-                    joined_at = 0.0
+                    if cancelling():
+                        raise
+                    if not failing:
+                        logger.warning("lost the channel layer; retrying", exc_info=True)
+                    failing, joined_at = True, None
                     await asyncio.sleep(1.0)
                     continue
+                failing = False
                 if message.get("type") == "orders.changed":
                     self.notify(int(message["seq"]))
         finally:

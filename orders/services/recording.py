@@ -134,13 +134,14 @@ def commission_record(*, commission: BrokerCommission) -> Commission | None:
             currency=commission.currency,
             realized_pnl=commission.realized_pnl,
         )
-        audit_record(
+        entry = audit_record(
             event=events.COMMISSION_RECORDED,
             actor=Actor.system(),
             target_type="fill",
             target_id=fill.exec_id,
             data={"commission": str(row.commission), "currency": row.currency},
         )
+        transaction.on_commit(lambda: publish.fill(fill_id=fill.pk, seq=entry.seq))
     return row
 
 

@@ -1,0 +1,120 @@
+"""Who may open a stream: API keys (header or `api_key` query) for programs, sessions for browsers."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from ibkrgw import ws as ws_module
+from ibkrgw.models import ScopedAPIKey
+from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATHS = ["/ws/quotes/", "/ws/orders/"]
+
+
+async def _refused(ws) -> dict:
+    """An unauthenticated socket is accepted, told why in an error frame, and closed with 4401."""
+    ok, _ = await ws.connect(timeout=TIMEOUT)
+    assert ok
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["type"] == "websocket.close" and closing["code"] == 4401
+    return error
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_unauthenticated_socket_is_refused_with_4401(path, transactional_db):
+    error = await _refused(communicator(path))
+    assert error == {
+        "type": "error",
+        "code": "not_authenticated",
+        "message": error["message"],
+        "details": {},
+    }
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_unknown_api_key_is_refused_with_4401(path, transactional_db):
+    error = await _refused(communicator(path, key="nope.not-a-key"))
+    assert error["code"] == "not_authenticated"
+
+
+async def test_the_api_key_may_come_in_the_query_string(ws_key):
+    ws = communicator(f"/ws/quotes/?api_key={ws_key}")
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_a_foreign_origin_is_refused_before_the_handshake(ws_key):
+    from channels.testing import WebsocketCommunicator
+
+    from ibkrgw.asgi import application
+
+    ws = WebsocketCommunicator(
+        application,
+        "/ws/quotes/",
+        headers=[(b"origin", b"https://evil.example"), (b"authorization", f"Api-Key {ws_key}".encode())],
+    )
+    connected_, _ = await ws.connect(timeout=TIMEOUT)
+    assert not connected_  # closed before accept: a real server answers the handshake with 403
+
+
+async def test_a_browser_session_is_accepted(transactional_db):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    def login_cookie() -> str:
+        user = get_user_model().objects.create_user("viewer", password="pw-only-for-this-test")
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    session = await sync_to_async(login_cookie)()
+    ws = communicator("/ws/orders/", headers=[(b"cookie", f"sessionid={session}".encode())])
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_key, monkeypatch):
+    # Auth is re-checked on each message; revocation is read from the database (here: every time).
+    monkeypatch.setattr(ws_module, "KEY_RECHECK_S", 0.0)
+    ws = await connected("/ws/quotes/", ws_key)
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+
+    await sync_to_async(lambda: ScopedAPIKey.objects.filter(name="ws-read").update(revoked=True))()
+    await ws.send_json_to({"action": "ping"})
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "not_authenticated"
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["code"] == 4401
+
+
+def test_origin_header_constant_matches_allowed_hosts(settings):
+    assert ORIGIN[1].decode().split("//")[1] in settings.ALLOWED_HOSTS
+
+
+async def test_a_program_without_an_origin_header_authenticates_with_its_key(ws_key):
+    from ibkrgw.asgi import application
+
+    # Non-browser clients usually send no Origin; the API key is what admits them.
+    ws = WebsocketCommunicator(application, "/ws/quotes/", headers=[(b"authorization", f"Api-Key {ws_key}".encode())])
+    ok, _ = await ws.connect(timeout=TIMEOUT)
+    assert ok
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_without_origin_or_key_the_socket_is_still_refused(transactional_db):
+    from ibkrgw.asgi import application
+
+    error = await _refused(WebsocketCommunicator(application, "/ws/quotes/"))
+    assert error["code"] == "not_authenticated"
