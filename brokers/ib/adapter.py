@@ -46,7 +46,8 @@ def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
         totalQuantity=float(request.quantity),
         orderType=request.order_type,
         tif=request.tif,
-        orderRef=request.order_ref,
+        # A preview carries no orderRef, so nothing at the broker can be mistaken for the real order later.
+        orderRef="" if what_if else request.order_ref,
         account=request.account,
         outsideRth=request.outside_rth,
         transmit=request.transmit,
@@ -244,4 +245,4 @@ class IbAdapter:
         self.worker.call(run)
 
     def snapshot(self) -> BrokerSnapshot:
-        return self.worker.call(lambda ib: self.worker._snapshot())
+        return self.worker.call(lambda ib: self.worker.broker_snapshot())

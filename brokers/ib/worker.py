@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from ib_async import IB, Contract, Ticker
 from ib_async.wrapper import RequestError
 
-from brokers.adapter import BrokerConnectionChanged, BrokerHealth, ContractInfo, Quote
+from brokers.adapter import BrokerConnectionChanged, BrokerHealth, BrokerSnapshot, ContractInfo, Quote
 from brokers.ib import translate
 from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
@@ -210,7 +210,7 @@ class IbWorker:
     async def _request_reconciliation(self) -> None:
         self.reconciled.clear()
         try:
-            snapshot = await asyncio.wait_for(self._snapshot(), self.request_timeout)
+            snapshot = await asyncio.wait_for(self.broker_snapshot(), self.request_timeout)
         except Exception as exc:
             logger.warning("could not fetch the broker's orders for reconciliation: %s", exc)
             self.last_error = f"reconciliation fetch failed: {exc}"
@@ -219,9 +219,8 @@ class IbWorker:
             return
         self._sink(snapshot)
 
-    async def _snapshot(self):
-        from brokers.adapter import BrokerSnapshot
-
+    async def broker_snapshot(self) -> BrokerSnapshot:
+        """The broker's view of every order and execution of the account (on the worker loop)."""
         ib = self.ib
         open_trades = await ib.reqAllOpenOrdersAsync()
         completed = await ib.reqCompletedOrdersAsync(False)
@@ -230,7 +229,8 @@ class IbWorker:
         for trade in [*completed, *open_trades, *ib.trades()]:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
             seen[key] = trade
-        orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef)
+        # What-if previews are not orders: they must never be matched to an intent.
+        orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef and not t.order.whatIf)
         executions = tuple(translate.execution(f) for f in fills)
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
         return BrokerSnapshot(orders=orders, executions=executions, commissions=commissions, taken_at=datetime.now(UTC))

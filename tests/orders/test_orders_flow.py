@@ -318,6 +318,8 @@ def test_preview_returns_commission_and_margin_without_recording(ib_runtime, api
     assert Decimal(body["init_margin_change"]) > 0
     assert Order.objects.count() == 0
     assert all(o.what_if for o in sim_gateway.received_orders())
+    # Previews carry no orderRef: reconciliation can never take one for a real order.
+    assert {o.order_ref for o in sim_gateway.received_orders()} == {""}
 
 
 def test_orders_are_refused_until_reconciliation_has_run(ib_runtime, api_client, orders_enabled):
