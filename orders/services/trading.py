@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -44,6 +46,7 @@ from orders.types import OrderRequest, OrderSent
 
 logger = logging.getLogger(__name__)
 GENERATED_ID_PREFIX = "gw-"
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SENT_RECORD_WAIT_S = 2.0
 INTENT_REASONS = {
     S.SIMULATED: "ORDERS_ENABLED=false: recorded, not sent",
@@ -78,9 +81,17 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
             "client_order_id and Idempotency-Key differ.",
             details={"fields": ["client_order_id"]},
         )
+    if key and not CLIENT_ORDER_ID.fullmatch(key):
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST,
+            "client_order_id / Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            details={"fields": ["client_order_id"]},
+        )
     supplied_key = bool(key)
-    request = _with_client_order_id(request, key or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:24]}")
+    request = replace(request, client_order_id=key or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:24]}")
     account = request.account or account_default()
+    # The account is part of what is compared: naming the default account or leaving it out is one order.
+    request = replace(request, account=account)
     digest = request_hash(request)
 
     # 6. idempotency first: a replay never runs the gates again.
@@ -109,12 +120,6 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     if first_status == S.PENDING_SUBMIT:
         _send(order, contract, actor)
     return SubmitResult(order=order, replayed=False)
-
-
-def _with_client_order_id(request: OrderRequest, client_order_id: str) -> OrderRequest:
-    from dataclasses import replace
-
-    return replace(request, client_order_id=client_order_id)
 
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:

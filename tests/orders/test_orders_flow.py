@@ -349,3 +349,17 @@ def test_an_order_placed_through_another_ib_connection_is_not_cancelled_by_id(
     assert response.json()["error"]["details"]["client_id"] == 1
     assert sim_gateway.received_cancels() == []
     assert _status(api_client, order_id) == "submitted"
+
+
+def test_a_malformed_idempotency_key_header_is_400(ib_runtime, api_client):
+    response = api_client.post("/api/v1/orders/", _order(), format="json", HTTP_IDEMPOTENCY_KEY="x" * 200)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert Order.objects.count() == 0
+
+
+def test_naming_the_default_account_or_leaving_it_out_is_the_same_order(ib_runtime, api_client):
+    first = api_client.post("/api/v1/orders/", _order(client_order_id="acct-1"), format="json")
+    again = api_client.post("/api/v1/orders/", _order(client_order_id="acct-1", account="DU1234567"), format="json")
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
