@@ -50,7 +50,7 @@ from django.core.management import call_command  # noqa: E402
 from brokers import runtime  # noqa: E402
 from brokers.sim import SimGateway  # noqa: E402
 from ibkrgw.models import ScopedAPIKey  # noqa: E402
-from ibkrgw.ws import dec_str  # noqa: E402
+from ibkrgw.render import decimal_str  # noqa: E402
 
 FIELDS = ("bid", "ask", "last", "bid_size", "ask_size", "volume")
 
@@ -69,7 +69,7 @@ class TickClock:
         self._lock = threading.Lock()
 
     def __call__(self, quote) -> None:
-        key = (quote.con_id, *(dec_str(getattr(quote, f)) for f in FIELDS))
+        key = (quote.con_id, *(decimal_str(getattr(quote, f)) for f in FIELDS))
         with self._lock:
             self.received.setdefault(key, quote.received_at.timestamp())
             self.ticks[quote.con_id] = self.ticks.get(quote.con_id, 0) + 1

@@ -20,8 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar
 
 from channels.consumer import get_handler_name
@@ -68,16 +66,6 @@ def invalid(message: str, **details: Any) -> GatewayError:
 
 def dumps(frame: Any) -> str:
     return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-
-def dec_str(value: Decimal | None) -> str | None:
-    """Decimals as REST renders them: plain, unpadded strings ("189.5", "1000", "0")."""
-    return None if value is None else format(value.normalize(), "f")
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z, as DRF renders datetimes."""
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def shared_channel_layer() -> bool:

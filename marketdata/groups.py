@@ -26,7 +26,8 @@ from channels.layers import get_channel_layer
 from brokers import runtime
 from brokers.adapter import ContractInfo, ContractSpec, Quote
 from ibkrgw.errors import GatewayError
-from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dec_str, dumps, iso_utc, shared_channel_layer
+from ibkrgw.render import decimal_str, iso_utc
+from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dumps, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,12 @@ def quote_frame(quote: Quote, *, stale: bool) -> QuoteFrame:
         "type": "quote",
         "symbol": quote.symbol,
         "con_id": quote.con_id,
-        "bid": dec_str(quote.bid),
-        "ask": dec_str(quote.ask),
-        "last": dec_str(quote.last),
-        "bid_size": dec_str(quote.bid_size),
-        "ask_size": dec_str(quote.ask_size),
-        "volume": dec_str(quote.volume),
+        "bid": decimal_str(quote.bid),
+        "ask": decimal_str(quote.ask),
+        "last": decimal_str(quote.last),
+        "bid_size": decimal_str(quote.bid_size),
+        "ask_size": decimal_str(quote.ask_size),
+        "volume": decimal_str(quote.volume),
         "time": iso_utc(stamp),
         "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
         "market_data_type": quote.market_data_type,

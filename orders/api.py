@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
+from ibkrgw.render import decimal_str
 from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
@@ -26,10 +27,6 @@ class NormalizedDecimalField(serializers.DecimalField):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("normalize_output", True)
         super().__init__(*args, **kwargs)
-
-
-def decimal_str(value: Decimal | None) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
 
 
 class LedgerSerializer(serializers.ModelSerializer):
