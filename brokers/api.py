@@ -32,6 +32,13 @@ class GatewayStateOutput(serializers.Serializer):
         "two-factor), client_id_in_use, connection_lost, gateway_lost_ib_servers; empty when connected.",
     )
     reconciled = serializers.BooleanField()
+    owner = serializers.ChoiceField(
+        choices=["this_process", "another_process"],
+        help_text="With several web processes, whether this one holds the IB connection.",
+    )
+    lease_holder = serializers.CharField(
+        required=False, allow_null=True, help_text="host:pid:id of the process holding the IB connection lease."
+    )
     stale_subscriptions = serializers.ListField(child=serializers.CharField())
 
 

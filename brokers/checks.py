@@ -54,6 +54,14 @@ def trading_settings_check(app_configs=None, **kwargs):
                 id="brokers.W001",
             )
         )
+    if settings.IB_CONNECTION_OWNER == "never" and not settings.CHANNEL_LAYER_URL:
+        problems.append(
+            Error(
+                "IB_CONNECTION_OWNER=never without a Redis channel layer: this process could never reach the broker.",
+                hint="Set CHANNEL_LAYER_URL=redis://HOST:PORT/DB (shared with the owning process), or use auto.",
+                id="brokers.E007",
+            )
+        )
     if settings.SECRET_KEY.startswith("dev-only") and not settings.DEBUG and settings.TRADING_MODE == "live":
         problems.append(Error("Set SECRET_KEY before trading live.", id="brokers.E006"))
     return problems

@@ -4,6 +4,14 @@
 `healthcheck`, `demo`); never from `AppConfig.ready()`, which also runs for `migrate` and tests.
 With `IB_GATEWAY=sim` it connects to the simulated gateway on `IB_SIM_PORT`, starting one
 in-process when nothing listens there yet, so every process on the machine sees one market.
+
+Several web processes (scale-out, DESIGN.md §2): with a Redis channel layer exactly one process owns
+the IB connection (`IB_CONNECTION_OWNER`: elected by a database lease, or fixed). The owner runs the
+worker, the recorder and housekeeping as a single process does, and serves broker calls on the
+channel layer (`brokers.remote.BrokerServer`). The others are followers: their `adapter()` is a
+`RemoteAdapter`, their `current().worker` shows the owner's state, and they keep trying to take the
+lease, so when the owner dies one of them starts its own worker, which connects and reconciles
+before orders are allowed again.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from brokers.adapter import BrokerAdapter
+from brokers.adapter import BrokerAdapter, Quote
 from ibkrgw.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -31,6 +40,7 @@ class Runtime:
     recorder: Any
     sim: Any | None
     housekeeping: Any = None
+    owner: bool = True  # False: a follower reaching the owner of the IB connection through the channel layer
 
 
 MAINTENANCE_INTERVAL_S = 5.0
@@ -98,64 +108,213 @@ def _ensure_sim(port: int):
     return sim
 
 
-def start(
-    *, client_id: int | None = None, host: str | None = None, port: int | None = None, wait: float | None = None
-) -> BrokerAdapter:
-    """Start the worker and recorder (idempotent). `wait` seconds: block until connected."""
-    global _runtime
+def ownership() -> str:
+    """How this process reaches IB: "own" (its own connection: one process, or no Redis channel layer),
+    "lease" (elected owner or follower), "always" (fixed owner) or "never" (fixed follower)."""
+    mode = settings.IB_CONNECTION_OWNER
+    if not settings.CHANNEL_LAYER_URL:
+        if mode == "never":
+            raise ImproperlyConfigured("IB_CONNECTION_OWNER=never needs a Redis CHANNEL_LAYER_URL to reach the owner")
+        return "own"
+    return "lease" if mode == "auto" else mode
+
+
+def _owner_runtime(*, client_id: int | None = None, host: str | None = None, port: int | None = None) -> Runtime:
     from brokers.handlers import BATCHABLE, recorder_handlers
     from brokers.ib.adapter import IbAdapter
     from brokers.ib.worker import IbWorker
     from brokers.recorder import Recorder
 
-    with _lock:
-        if _runtime is None:
-            sim = None
-            if host is None:
-                host, port = gateway_address()
-                if settings.IB_GATEWAY == "sim":
-                    sim = _ensure_sim(port)
-            recorder = Recorder({}, batchable=BATCHABLE)
-            worker = IbWorker(
-                host=host,
-                port=port,
-                client_id=settings.IB_CLIENT_ID if client_id is None else client_id,
-                account=settings.IB_ACCOUNT,
-                connect_timeout=settings.IB_CONNECT_TIMEOUT,
-                request_timeout=settings.IB_REQUEST_TIMEOUT,
-                market_data_type=settings.MARKET_DATA_TYPE,
-                throttle=settings.IB_THROTTLE,
-                stale_after_s=settings.QUOTE_STALE_AFTER_S,
-                sink=recorder.put,
-            )
-            recorder.handlers.update(recorder_handlers(worker))
-            recorder.start()
-            worker.start()
-            housekeeping = Housekeeping()
-            housekeeping.start()
-            _runtime = Runtime(
-                worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim, housekeeping=housekeeping
-            )
-            atexit.register(stop)
-        runtime = _runtime
-    if wait:
-        runtime.worker.wait_connected(wait)
-    return runtime.adapter
+    sim = None
+    if host is None:
+        host, port = gateway_address()
+        if settings.IB_GATEWAY == "sim":
+            sim = _ensure_sim(port)
+    recorder = Recorder({}, batchable=BATCHABLE)
+    worker = IbWorker(
+        host=host,
+        port=port,
+        client_id=settings.IB_CLIENT_ID if client_id is None else client_id,
+        account=settings.IB_ACCOUNT,
+        connect_timeout=settings.IB_CONNECT_TIMEOUT,
+        request_timeout=settings.IB_REQUEST_TIMEOUT,
+        market_data_type=settings.MARKET_DATA_TYPE,
+        throttle=settings.IB_THROTTLE,
+        stale_after_s=settings.QUOTE_STALE_AFTER_S,
+        sink=recorder.put,
+    )
+    recorder.handlers.update(recorder_handlers(worker))
+    recorder.start()
+    worker.start()
+    housekeeping = Housekeeping()
+    housekeeping.start()
+    return Runtime(worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim, housekeeping=housekeeping)
 
 
-def stop() -> None:
-    """Disconnect, drain the recorder and stop the in-process simulator (bounded)."""
-    global _runtime
-    with _lock:
-        runtime, _runtime = _runtime, None
-    if runtime is None:
-        return
+def _stop_owner(runtime: Runtime) -> None:
     runtime.housekeeping.stop()
     runtime.worker.stop()
     runtime.recorder.wait_idle(5)
     runtime.recorder.stop()
     if runtime.sim is not None:
         runtime.sim.stop()
+
+
+def _connected_and_reconciled(runtime: Runtime) -> bool:
+    return runtime.worker.state == "connected" and runtime.worker.reconciled.is_set()
+
+
+def _quote_publication(quote: Quote) -> tuple[str, dict[str, Any]]:
+    """The websocket group and message of a tick, as the quote hub publishes them."""
+    from marketdata.groups import quote_group_name, quote_message
+
+    return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))
+
+
+class _Cluster:
+    """This process's part in a deployment of several processes sharing one IB connection."""
+
+    def __init__(self, role: str) -> None:
+        from brokers.lease import IB_CONNECTION, LeaseKeeper, holder_id
+        from brokers.remote import AckRecorder, RemoteAdapter, RemoteWorker, RpcLoop
+
+        self.role = role
+        self.id = holder_id()
+        self.rpc = RpcLoop()
+        host, port = gateway_address()
+        self.remote = RemoteAdapter(
+            self.rpc, timeout=settings.IB_REQUEST_TIMEOUT, follower_id=self.id, gateway=f"{host}:{port}"
+        )
+        self.follower = Runtime(
+            worker=RemoteWorker(self.remote), adapter=self.remote, recorder=AckRecorder(), sim=None, owner=False
+        )
+        self.server: Any = None
+        self.keeper = None
+        if role == "lease":
+            self.keeper = LeaseKeeper(
+                name=IB_CONNECTION,
+                holder=self.id,
+                ttl_s=settings.IB_LEASE_TTL_S,
+                renew_s=settings.IB_LEASE_RENEW_S,
+                on_change=self.on_lease_change,
+            )
+
+    def on_lease_change(self, held: bool) -> None:
+        if held:
+            self.promote()
+        else:
+            self.demote()
+
+    def promote(self) -> None:
+        """Become the owner: start the worker (it connects and reconciles), then serve the others."""
+        global _runtime
+        from brokers.remote import BrokerServer
+
+        owner = _owner_runtime()
+        server = BrokerServer(
+            self.rpc,
+            adapter=owner.adapter,
+            orders_allowed=lambda: _connected_and_reconciled(owner),
+            server_id=self.id,
+            worker=owner.worker,
+            publication=_quote_publication,
+        )
+        # This process's own quote watchers now need the local worker.
+        for contract, watchers in self.remote.take_subscriptions():
+            for _ in range(watchers):
+                owner.adapter.quote_subscribe(contract=contract)
+        with _lock:
+            current = _cluster is self
+            if current:
+                self.server, _runtime = server, owner
+        if not current:  # stopped while starting
+            server.stop()
+            _stop_owner(owner)
+            return
+        logger.warning("this process (%s) now owns the IB connection", self.id)
+
+    def demote(self) -> None:
+        """Stop owning (the lease was lost): stop serving, disconnect, and call the new owner instead.
+
+        The quote subscriptions of this process's own websocket clients are not handed to the new owner:
+        those clients must subscribe again."""
+        global _runtime
+        with _lock:
+            owner, server = _runtime, self.server
+            if _cluster is not self or owner is None or not owner.owner:
+                return
+            self.server, _runtime = None, self.follower
+        server.stop()
+        _stop_owner(owner)
+        logger.warning("this process (%s) no longer owns the IB connection", self.id)
+
+    def release(self) -> None:
+        """After disconnecting from IB: let another process take over at once."""
+        from brokers.lease import IB_CONNECTION, lease_release
+
+        if self.keeper is not None and self.keeper.held:
+            try:
+                lease_release(name=IB_CONNECTION, holder=self.id)
+            except Exception:
+                logger.warning("could not release the IB connection lease", exc_info=True)
+        self.remote.close()
+        self.rpc.stop()
+
+
+_cluster: _Cluster | None = None
+
+
+def start(
+    *, client_id: int | None = None, host: str | None = None, port: int | None = None, wait: float | None = None
+) -> BrokerAdapter:
+    """Start the broker runtime of this process (idempotent). `wait` seconds: block until connected.
+
+    With explicit `client_id`/`host`/`port` (commands, tests) the process owns its own connection;
+    otherwise `ownership()` decides whether it owns it, follows an owner, or takes part in the lease.
+    """
+    global _runtime, _cluster
+    cluster = None
+    with _lock:
+        if _runtime is None:
+            role = "own" if client_id is not None or host is not None else ownership()
+            if role == "own":
+                _runtime = _owner_runtime(client_id=client_id, host=host, port=port)
+            else:
+                cluster = _cluster = _Cluster(role)
+                _runtime = cluster.follower
+            atexit.register(stop)
+    if cluster is not None:
+        if cluster.role == "always":
+            cluster.promote()
+        elif cluster.keeper is not None:
+            cluster.keeper.start()
+            # The first process to start owns the connection from the start.
+            cluster.keeper.first_attempt.wait(settings.IB_LEASE_TTL_S)
+    runtime = _runtime
+    if runtime is None:
+        raise BrokerUnavailable("The broker runtime was stopped while starting.")
+    if wait:
+        runtime.worker.wait_connected(wait)
+    return runtime.adapter
+
+
+def stop() -> None:
+    """Disconnect, drain the recorder and stop the in-process simulator (bounded).
+
+    In a scale-out deployment: also stop serving and following, and release the lease at once."""
+    global _runtime, _cluster
+    with _lock:
+        runtime, _runtime = _runtime, None
+        cluster, _cluster = _cluster, None
+    if cluster is not None:
+        if cluster.keeper is not None:
+            cluster.keeper.stop()
+        if cluster.server is not None:
+            cluster.server.stop()
+    if runtime is not None and runtime.owner:
+        _stop_owner(runtime)
+    if cluster is not None:
+        cluster.release()
 
 
 def current() -> Runtime | None:
@@ -172,5 +331,10 @@ def adapter() -> BrokerAdapter:
 
 
 def orders_allowed() -> bool:
-    """Connected and reconciled: the only state in which new orders may be sent."""
-    return _runtime is not None and _runtime.worker.state == "connected" and _runtime.worker.reconciled.is_set()
+    """Connected and reconciled: the only state in which new orders may be sent (a follower asks the owner)."""
+    runtime = _runtime
+    if runtime is None:
+        return False
+    if not runtime.owner:
+        return runtime.adapter.orders_allowed()
+    return _connected_and_reconciled(runtime)

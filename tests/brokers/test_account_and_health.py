@@ -42,6 +42,7 @@ def test_health_reports_connected_gateway(ib_runtime, client):
     assert body["orders_enabled"] is False
     assert body["reconciliation"] == "done"
     assert body["database"]["ok"] is True
+    assert body["gateway"]["owner"] == "this_process"
 
 
 def test_health_without_a_broker_says_not_started(client):

@@ -204,20 +204,18 @@ async def test_a_client_that_stays_behind_gets_a_reason_frame_and_close_4008(
 
 
 async def test_stale_flag_is_sent_when_the_worker_flags_the_subscription(ib_runtime, sim_gateway, ws_key):
-    from marketdata.groups import hubs
-
     sim_gateway.pause_market()
     ws = await connected("/ws/quotes/", ws_key)
     await _subscribe(ws, "AAPL")
     await _set_price(sim_gateway, "AAPL", "190.01")
     await receive_until(ws, _is_quote("190.01"))
-    # The worker marks a subscription stale after QUOTE_STALE_AFTER_S without ticks (then resubscribes);
-    # the hub turns the worker's flag into a frame. Flag it the way the worker's watchdog does.
-    for sub in list(ib_runtime.worker._subscriptions.values()):
-        sub.stale = True
+    # The market goes quiet and the worker's automatic resubscription gets no answer either,
+    # so after QUOTE_STALE_AFTER_S the subscription is flagged and stays flagged.
+    sim_gateway.faults.never_answer(1)
+    ib_runtime.worker.stale_after_s = 1
     stale, _ = await receive_until(ws, lambda f: f["type"] == "quote" and f["stale"])
     assert stale["last"] == "190.01"
-    assert hubs.get() is not None
+    assert ib_runtime.worker.health().stale_subscriptions == ("AAPL",)
     await ws.disconnect()
 
 

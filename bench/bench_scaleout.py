@@ -1,0 +1,164 @@
+"""REST order throughput: two web processes on PostgreSQL + Redis against one process on SQLite.
+
+    .venv/bin/python bench/bench_scaleout.py [--orders 400] [--threads 8]
+
+Both set-ups trade against one simulated gateway (`manage.py ibsim`, its own process). In the
+scale-out set-up the processes elect one owner of the IB connection; clients are spread evenly over
+both processes (as a load balancer would), so half the orders travel follower -> Redis -> owner.
+Needs redis-server and PostgreSQL 15 binaries (run as root, PostgreSQL runs as `ibkrgwci`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.scaleout.cluster import (  # noqa: E402
+    ROOT,
+    Api,
+    base_env,
+    free_port,
+    postgres_available,
+    postgres_database,
+    prepare_database,
+    redis_server,
+    sqlite_database,
+    start_web,
+    wait_port,
+)
+
+RISK_OFF = {
+    "RISK_MAX_ORDERS_PER_MINUTE": "1000000",
+    "RISK_MAX_ORDER_QUANTITY": "1000000",
+    "RISK_MAX_ORDER_NOTIONAL": "1000000000",
+    "RISK_DUPLICATE_WINDOW_S": "0",
+}
+
+
+@contextmanager
+def ibsim():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "ibsim", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc=proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def web_processes(*, database_url: str, sim_port: int, redis_url: str | None, count: int):
+    """Start `count` daphne processes on one database; yield (ports, api key) once all serve."""
+    env = base_env(database_url=database_url, gateway_port=sim_port, channel_layer_url=redis_url)
+    env.update(RISK_OFF)
+    key = prepare_database(env)
+    with tempfile.TemporaryDirectory(prefix="ibkrgw-bench-") as logdir:
+        web = [start_web(env, Path(logdir), f"web{i}") for i in range(count)]
+        try:
+            for process in web:
+                wait_port(process.port, proc=process.proc)
+                api, deadline = Api(process.port, key), time.monotonic() + 60
+                while api.get("/api/v1/health/")[1].get("reconciliation") != "done":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"web process never became ready:\n{process.log_tail()}")
+                    time.sleep(0.1)
+            yield [p.port for p in web], key
+        finally:
+            for process in web:
+                process.stop()
+
+
+def order_rate(ports: list[int], key: str, n: int, threads: int, tag: str) -> float:
+    """Orders per second with `threads` clients, client i talking to ports[i % len(ports)]."""
+    per_thread = n // threads
+    errors: list = []
+
+    def client(idx: int) -> None:
+        api = Api(ports[idx % len(ports)], key)
+        for i in range(per_thread):
+            status, body = api.post(
+                "/api/v1/orders/",
+                {
+                    "client_order_id": f"bench-{tag}-{idx}-{i}",
+                    "symbol": "MSFT",
+                    "action": "BUY",
+                    "quantity": "1",
+                    "order_type": "MKT",
+                },
+            )
+            if status != 201:
+                errors.append(body)
+
+    # Warm up every process (contract cache, connections) outside the measurement.
+    for port in ports:
+        Api(port, key).post(
+            "/api/v1/orders/",
+            {"client_order_id": f"warm-{tag}-{port}", "symbol": "MSFT", "action": "BUY", "quantity": "1"}
+            | {"order_type": "MKT"},
+        )
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
+    return per_thread * threads / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    results: dict[str, float] = {}
+    with ibsim() as sim_port:
+        with (
+            sqlite_database() as url,
+            web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1) as (
+                ports,
+                key,
+            ),
+        ):
+            results["1 process, SQLite"] = order_rate(ports, key, args.orders, args.threads, "sqlite")
+        if not postgres_available():
+            print("PostgreSQL is not available here: skipped the two-process run")
+        else:
+            with postgres_database(durable=True) as url:
+                # The same single process on PostgreSQL separates the database's share from the Redis hop's.
+                with web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1) as (ports, key):
+                    results["1 process, PostgreSQL"] = order_rate(ports, key, args.orders, args.threads, "pg1")
+                with ExitStack() as stack:
+                    redis_url = stack.enter_context(redis_server())
+                    ports, key = stack.enter_context(
+                        web_processes(database_url=url, sim_port=sim_port, redis_url=redis_url, count=2)
+                    )
+                    results["2 processes, PostgreSQL + Redis"] = order_rate(
+                        ports, key, args.orders, args.threads, "pg2"
+                    )
+    print(f"REST POST orders/ throughput ({args.orders} orders, {args.threads} clients, loopback, simulated gateway):")
+    for name, rate in results.items():
+        print(f"  {name:<34} {rate:8.1f} orders/s")
+    if len(results) == 3:
+        single, _, scaled = results.values()
+        print(f"  ratio two processes (PostgreSQL) / one process (SQLite) = {scaled / single:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
