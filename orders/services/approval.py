@@ -17,9 +17,8 @@ from orders import gates
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import order_get_or_error, order_latest_event, trading_halted
-from orders.services.common import gate_block_record, order_contract, order_event_append
+from orders.services.common import gate_block_record, order_contract, order_event_append, order_request_of
 from orders.services.trading import _send
-from orders.types import OrderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +62,7 @@ def order_approve(*, order_id, actor: Actor) -> Order:
             details={"status": S.EXPIRED},
         )
     contract = order_contract(order)
-    request = OrderRequest(
-        symbol=order.symbol,
-        action=order.action,
-        quantity=order.quantity,
-        order_type=order.order_type,
-        sec_type=order.sec_type,
-        con_id=order.con_id,
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-        trail_amount=order.trail_amount,
-        trail_percent=order.trail_percent,
-        tif=order.tif,
-        outside_rth=order.outside_rth,
-        account=order.account,
-        client_order_id=order.client_order_id,
-    )
+    request = order_request_of(order)
     adapter = runtime.adapter()
     try:
         gates.gate_account_mode(order.account)

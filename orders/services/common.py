@@ -211,3 +211,24 @@ def order_event_append(
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return event
+
+
+def order_request_of(order: Order, **overrides) -> OrderRequest:
+    """The request an order row was made from (intent fields), with `overrides` (e.g. modified terms)."""
+    fields = {
+        "symbol": order.symbol,
+        "action": order.action,
+        "quantity": order.quantity,
+        "order_type": order.order_type,
+        "sec_type": order.sec_type,
+        "con_id": order.con_id,
+        "limit_price": order.limit_price,
+        "stop_price": order.stop_price,
+        "trail_amount": order.trail_amount,
+        "trail_percent": order.trail_percent,
+        "tif": order.tif,
+        "outside_rth": order.outside_rth,
+        "account": order.account,
+        "client_order_id": order.client_order_id,
+    }
+    return OrderRequest(**{**fields, **overrides})

@@ -38,6 +38,7 @@ from orders.services.common import (
     gate_block_record,
     order_contract,
     order_event_append,
+    order_request_of,
     preview_json,
     request_hash,
 )
@@ -380,19 +381,7 @@ def order_modify(
     }
     if new_terms == current:
         return order
-    request = OrderRequest(
-        symbol=order.symbol,
-        action=order.action,
-        order_type=order.order_type,
-        sec_type=order.sec_type,
-        con_id=order.con_id,
-        tif=order.tif,
-        trail_amount=order.trail_amount,
-        trail_percent=order.trail_percent,
-        account=order.account,
-        client_order_id=order.client_order_id,
-        **new_terms,
-    )
+    request = order_request_of(order, **new_terms)
     contract = order_contract(order)
     adapter = runtime.adapter()
     _require_own_connection(order, adapter)
