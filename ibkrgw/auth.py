@@ -7,7 +7,7 @@ People use Django sessions; programs send `Authorization: Api-Key <key>`. A key 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions, permissions, throttling
 
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
 from ibkrgw.models import Scope, ScopedAPIKey
@@ -89,3 +89,26 @@ class IsAdminUser(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return request.auth is None and bool(request.user and request.user.is_superuser)
+
+
+class ReadRateThrottle(throttling.SimpleRateThrottle):
+    """Caps reads per API key (or user, or address) at API_READ_RATE. Orders have their own limit
+    (RISK_MAX_ORDERS_PER_MINUTE, counted in the database), so only safe methods are throttled here."""
+
+    scope = "read"
+
+    def get_rate(self) -> str:
+        from django.conf import settings
+
+        return settings.API_READ_RATE
+
+    def get_cache_key(self, request, view):
+        if request.method not in permissions.SAFE_METHODS:
+            return None
+        if isinstance(request.auth, ScopedAPIKey):
+            ident = f"key:{request.auth.prefix}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}

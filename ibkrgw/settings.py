@@ -6,6 +6,7 @@ that names the variable and what it accepts.
 """
 
 import os
+import re
 import sys
 import tempfile
 from decimal import Decimal, InvalidOperation
@@ -260,7 +261,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["ibkrgw.auth.ReadRateThrottle"],
 }
+# Reads per API key (or user) per period; orders are limited by RISK_MAX_ORDERS_PER_MINUTE instead.
+API_READ_RATE = env.str("API_READ_RATE", default="1200/min")
+if not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_READ_RATE):
+    raise ImproperlyConfigured(f"API_READ_RATE={API_READ_RATE!r} is not allowed; use N/sec, N/min, N/hour or N/day")
 SPECTACULAR_SETTINGS = {
     "TITLE": "ibkr-gateway API",
     "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",

@@ -36,6 +36,15 @@ def subprocess_database_url() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _no_read_throttling_unless_asked(settings):
+    # Tests poll the API in tight loops; the throttle has its own test.
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_READ_RATE = "1000000/min"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_contract_memory():
     # Each test has a fresh database; the process-local contract cache must not outlive it.
     from marketdata.services import contract_cache_clear

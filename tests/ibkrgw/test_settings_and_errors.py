@@ -137,3 +137,13 @@ def test_openapi_schema_is_served(client):
     assert response.status_code == 200
     assert b"/api/v1/orders/" in response.content
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_reads_are_throttled_per_key_with_retry_after(read_client, settings):
+    settings.API_READ_RATE = "3/min"
+    statuses = [read_client.get("/api/v1/orders/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = read_client.get("/api/v1/orders/")
+    assert response.json()["error"]["code"] == "throttled"
+    assert int(response["Retry-After"]) > 0
