@@ -162,9 +162,8 @@ class OrderEngine:
             raise Reject(201, f"Order rejected - reason:Account {req.account} is not a managed account.")
 
     # -- lifecycle
-    def place(self, client_id: int, req: OrderRequest, inst: Instrument) -> SimOrder:
-        """New order (already validated and id-checked); reports PreSubmitted, Submitted, fills."""
-        o = SimOrder(
+    def _new_order(self, client_id: int, req: OrderRequest, inst: Instrument, **extra) -> SimOrder:
+        return SimOrder(
             order_id=req.order_id,
             client_id=client_id,
             perm_id=self.new_perm_id(),
@@ -179,6 +178,15 @@ class OrderEngine:
             order_ref=req.order_ref,
             outside_rth=req.outside_rth,
             account=self.account.code,
+            **extra,
+        )
+
+    def place(self, client_id: int, req: OrderRequest, inst: Instrument) -> SimOrder:
+        """New order (already validated and id-checked); reports PreSubmitted, Submitted, fills."""
+        o = self._new_order(
+            client_id,
+            req,
+            inst,
             oca_group=req.oca_group,
             parent_id=req.parent_id,
             trailing_percent=req.trailing_percent,
@@ -242,23 +250,7 @@ class OrderEngine:
         self.note_order_id(client_id, req.order_id)
         if inst is None or (client_id, req.order_id) in self.orders:
             return None
-        o = SimOrder(
-            order_id=req.order_id,
-            client_id=client_id,
-            perm_id=self.new_perm_id(),
-            inst=inst,
-            exchange=req.contract.exchange or inst.exchange,
-            action=req.action,
-            total_qty=req.total_quantity or D0,
-            order_type=req.order_type,
-            lmt_price=req.lmt_price,
-            aux_price=req.aux_price,
-            tif=req.tif,
-            order_ref=req.order_ref,
-            outside_rth=req.outside_rth,
-            account=self.account.code,
-            status="Inactive",
-        )
+        o = self._new_order(client_id, req, inst, status="Inactive")
         o.completed_time, o.completed_status = stamp(datetime.now(UTC)), "Rejected"
         self.orders[(client_id, req.order_id)] = o
         return o
