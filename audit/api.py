@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 
+from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
 from audit.selectors import audit_list
 from ibkrgw.openapi import ERROR
@@ -14,20 +15,8 @@ from marketdata.api import StrictQueryMixin
 class AuditEntryOutput(serializers.ModelSerializer):
     class Meta:
         model = AuditEntry
-        fields = [
-            "seq",
-            "created_at",
-            "event",
-            "actor_kind",
-            "actor_label",
-            "source",
-            "correlation_id",
-            "target_type",
-            "target_id",
-            "data",
-            "prev_hash",
-            "entry_hash",
-        ]
+        # Everything the hash covers, and the hash: a client can verify the chain from this alone.
+        fields = [*HASHED_FIELDS, "entry_hash"]
 
 
 class AuditListQuery(StrictQueryMixin, serializers.Serializer):
