@@ -110,7 +110,7 @@ def gate_trading_hours(request: OrderRequest, contract: ContractInfo, now: datet
     """
     if settings.TRADING_HOURS != "exchange":
         return
-    from orders.hours import MOC_CUTOFF, market_state
+    from brokers.hours import MOC_CUTOFF, market_state
 
     state = market_state(contract, now)
     if state is None:

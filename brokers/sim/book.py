@@ -20,6 +20,7 @@ Fill model
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -111,9 +112,18 @@ def stamp(now: datetime) -> str:
 
 class OrderEngine:
     def __init__(
-        self, market: Market, account: Account, sink: OrderSink, partial_fill_threshold: Decimal | None, seed: int
+        self,
+        market: Market,
+        account: Account,
+        sink: OrderSink,
+        partial_fill_threshold: Decimal | None,
+        seed: int,
+        session_open: Callable[[Instrument, datetime], bool] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.market = market
+        self.session_open = session_open  # None: the market never closes
+        self.clock = clock
         self.account = account
         self.sink = sink
         self.threshold = partial_fill_threshold
@@ -320,6 +330,8 @@ class OrderEngine:
         return price
 
     def _evaluate(self, o: SimOrder) -> None:
+        if self.session_open is not None and not o.outside_rth and not self.session_open(o.inst, self.clock()):
+            return  # rests until the exchange opens
         price = self._fill_price(o, self.market.quote(o.inst.con_id))
         if price is None:
             return

@@ -219,6 +219,21 @@ class Session:
 # ---------------------------------------------------------------- gateway
 
 
+def _exchange_session_open(inst: Instrument, now: datetime) -> bool:
+    from brokers.adapter import ContractInfo
+    from brokers.hours import is_open
+
+    contract = ContractInfo(
+        con_id=inst.con_id,
+        symbol=inst.symbol,
+        sec_type=inst.sec_type,
+        exchange=inst.exchange,
+        currency=inst.currency,
+        primary_exchange=inst.primary_exchange,
+    )
+    return is_open(contract, now)
+
+
 class SimGateway:
     def __init__(
         self,
@@ -231,6 +246,8 @@ class SimGateway:
         tick_interval: float = 0.25,
         partial_fill_threshold: Decimal | None = Decimal("500"),
         starting_cash: Decimal = Decimal("1000000"),
+        trading_hours: str = "always",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if not MIN_SERVER_VERSION <= server_version <= MAX_SERVER_VERSION:
             raise ValueError(f"server_version must be within {MIN_SERVER_VERSION}..{MAX_SERVER_VERSION}")
@@ -243,7 +260,19 @@ class SimGateway:
         self.tick_interval = tick_interval
         self.market = Market(seed)
         self.account = Account(account, self.market, Decimal(starting_cash))
-        self.engine = OrderEngine(self.market, self.account, self, partial_fill_threshold, seed)
+        if trading_hours not in ("always", "exchange"):
+            raise ValueError(f"trading_hours must be 'always' or 'exchange', not {trading_hours!r}")
+        # "exchange": orders only fill while the instrument's exchange calendar says the market is open
+        # (the same calendars the order gates use); outside_rth orders fill at any time.
+        self.engine = OrderEngine(
+            self.market,
+            self.account,
+            self,
+            partial_fill_threshold,
+            seed,
+            session_open=_exchange_session_open if trading_hours == "exchange" else None,
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
         self.faults = Faults(self)
         # Symbols this paper account has no live market-data subscription for: live/frozen requests get
         # error 354 as from IB; delayed data (types 3 and 4) still works.

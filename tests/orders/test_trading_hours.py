@@ -8,7 +8,7 @@ import pytest
 from brokers.adapter import ContractInfo
 from ibkrgw.errors import GatewayError
 from orders.gates import gate_trading_hours
-from orders.hours import calendar_name
+from brokers.hours import calendar_name
 from orders.types import OrderRequest
 
 AAPL = ContractInfo(

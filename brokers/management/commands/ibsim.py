@@ -32,6 +32,13 @@ class Command(BaseCommand):
         parser.add_argument("--master-client-id", type=int, default=None)
         parser.add_argument("--tick-interval", type=float, default=0.25)
         parser.add_argument(
+            "--trading-hours",
+            choices=("always", "exchange"),
+            default="always",
+            help="exchange: orders fill only while the exchange calendar says the market is open "
+            "(as the gateway's TRADING_HOURS=exchange expects); always: the market never closes",
+        )
+        parser.add_argument(
             "--partial-fill-threshold",
             type=Decimal,
             default=Decimal("500"),
@@ -68,6 +75,7 @@ class Command(BaseCommand):
                 master_client_id=opts["master_client_id"],
                 tick_interval=opts["tick_interval"],
                 partial_fill_threshold=threshold if threshold > 0 else None,
+                trading_hours=opts["trading_hours"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -1,8 +1,9 @@
 """Exchange trading hours, from the `exchange_calendars` library.
 
-Which calendar a contract follows is decided here; whether an order can execute at a given
-moment is decided by `gates.gate_trading_hours`. The built-in simulated market is open around the
-clock (TRADING_HOURS=always), so the gateway can be demonstrated at any hour.
+Which calendar a contract follows is decided here, for both sides: the order gates
+(`orders.gates.gate_trading_hours`) and the simulated gateway (`SimGateway(trading_hours="exchange")`),
+so a simulated market can open and close exactly as the gate expects. By default the simulated market
+is open around the clock (TRADING_HOURS=always), so the gateway can be demonstrated at any hour.
 """
 
 from __future__ import annotations
@@ -68,3 +69,9 @@ def market_state(contract: ContractInfo, now: datetime) -> MarketState | None:
         session_open=cal.session_open(session).to_pydatetime(),
         session_close=cal.session_close(session).to_pydatetime(),
     )
+
+
+def is_open(contract: ContractInfo, now: datetime) -> bool:
+    """Is the contract's regular session open at `now`? Unknown calendars count as open."""
+    state = market_state(contract, now)
+    return True if state is None else state.open_now
