@@ -6,9 +6,9 @@ from decimal import Decimal
 import pytest
 
 from brokers.adapter import ContractInfo
+from brokers.hours import calendar_name
 from ibkrgw.errors import GatewayError
 from orders.gates import gate_trading_hours
-from brokers.hours import calendar_name
 from orders.types import OrderRequest
 
 AAPL = ContractInfo(
