@@ -147,3 +147,12 @@ def test_reads_are_throttled_per_key_with_retry_after(read_client, settings):
     response = read_client.get("/api/v1/orders/")
     assert response.json()["error"]["code"] == "throttled"
     assert int(response["Retry-After"]) > 0
+
+
+@pytest.mark.django_db
+def test_the_api_root_lists_the_endpoints(client):
+    response = client.get("/api/v1/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    links = response.json()
+    assert links["orders"].endswith("/api/v1/orders/")
+    assert client.get(links["health"].replace("http://testserver", "")).status_code == 200
