@@ -23,14 +23,13 @@ from typing import Any
 import httpx2
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from django.conf import settings
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, Tool
 
 from brokers.sim.server import SimGateway
-from tests.conftest import wait_for
+from tests.conftest import subprocess_database_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +70,7 @@ def mcp_env(sim: SimGateway, client_id: int, **extra: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": subprocess_database_url(),
         "IB_GATEWAY": f"127.0.0.1:{sim.port}",
         "TRADING_HOURS": "always",  # the simulated market never closes
         "IB_MCP_CLIENT_ID": str(client_id),  # the in-process runtime of other tests uses 1
