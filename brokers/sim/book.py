@@ -65,6 +65,7 @@ class SimOrder:
     completed_time: str = ""
     completed_status: str = ""
     warning: str = ""
+    held: bool = False  # placed with transmit=False: waits for the rest of its bracket
 
     @property
     def remaining(self) -> Decimal:
@@ -205,10 +206,33 @@ class OrderEngine:
         self.orders[(client_id, o.order_id)] = o
         self.note_order_id(client_id, o.order_id)
         self.sink.order_changed(o)  # PreSubmitted
+        if not req.transmit:
+            o.held = True  # like TWS: kept until an order of its bracket arrives with transmit=True
+            return o
+        for member in self._bracket_to_release(o):
+            member.held = False
+            self._activate(member)
+        return o
+
+    def _bracket_to_release(self, o: SimOrder) -> list[SimOrder]:
+        """The order plus the held parent and held siblings it transmits (parent first)."""
+        if not o.parent_id:
+            return [o]
+        parent = self.orders.get((o.client_id, o.parent_id))
+        siblings = [x for x in self.orders.values() if x.client_id == o.client_id and x.parent_id == o.parent_id]
+        return [x for x in [parent, *siblings] if x is not None and (x.held or x is o)]
+
+    def _waits_for_parent(self, o: SimOrder) -> bool:
+        parent = self.orders.get((o.client_id, o.parent_id)) if o.parent_id else None
+        return parent is not None and parent.status != "Filled"
+
+    def _activate(self, o: SimOrder) -> None:
+        """Submitted and evaluated, unless it is a child whose parent has not filled yet."""
+        if o.held or not o.working or self._waits_for_parent(o):
+            return
         o.status = "Submitted"
         self.sink.order_changed(o)
         self._after_submit(o)
-        return o
 
     def modify(self, o: SimOrder, req: OrderRequest) -> None:
         if req.total_quantity is not None and req.total_quantity < o.filled:
@@ -254,6 +278,12 @@ class OrderEngine:
         o.status = "Cancelled"
         o.completed_time, o.completed_status = stamp(datetime.now(UTC)), "Cancelled by Trader"
         self.sink.cancelled(o, code, message)
+        for child in self._children(o):  # a cancelled parent takes its bracket with it
+            if child.working:
+                self._cancel(child, 202, "Order Canceled - reason:Parent order cancelled")
+
+    def _children(self, o: SimOrder) -> list[SimOrder]:
+        return [x for x in self.orders.values() if x.client_id == o.client_id and x.parent_id == o.order_id]
 
     def reject_record(self, client_id: int, req: OrderRequest, inst: Instrument | None) -> SimOrder | None:
         """Keep rejected orders visible as Inactive (they still consume the order id)."""
@@ -330,6 +360,8 @@ class OrderEngine:
         return price
 
     def _evaluate(self, o: SimOrder) -> None:
+        if o.held or self._waits_for_parent(o):
+            return
         if self.session_open is not None and not o.outside_rth and not self.session_open(o.inst, self.clock()):
             return  # rests until the exchange opens
         price = self._fill_price(o, self.market.quote(o.inst.con_id))
@@ -363,3 +395,13 @@ class OrderEngine:
         )
         self.executions.append(ex)
         self.sink.filled(o, ex)
+        # One-cancels-all: the first fill cancels the rest of its OCA group, and (as at IB) the exits of
+        # one bracket, the children of one parent, are one such group even without an ocaGroup.
+        for other in list(self.orders.values()):
+            same_group = bool(o.oca_group) and other.oca_group == o.oca_group
+            siblings = bool(o.parent_id) and other.parent_id == o.parent_id
+            if other is not o and other.working and other.client_id == o.client_id and (same_group or siblings):
+                self._cancel(other, 202, "Order Canceled - reason:OCA group member filled")
+        if o.status == "Filled":
+            for child in self._children(o):
+                self._activate(child)
