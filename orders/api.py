@@ -79,6 +79,12 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
     trail_percent = _decimal(required=False, allow_null=True, default=None)
     tif = serializers.ChoiceField(choices=TIFS, default="DAY")
     outside_rth = serializers.BooleanField(default=False)
+    take_profit = _decimal(
+        required=False, allow_null=True, default=None, help_text="Bracket: a limit exit at this price (GTC)."
+    )
+    stop_loss = _decimal(
+        required=False, allow_null=True, default=None, help_text="Bracket: a stop exit at this price (GTC)."
+    )
 
     def validate(self, attrs):
         if not attrs["symbol"] and not attrs["con_id"]:
@@ -181,6 +187,7 @@ class OrderOutput(LedgerSerializer):
     average_fill_price = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
     fills = serializers.SerializerMethodField()
+    children = serializers.SerializerMethodField()
 
     class Meta:
         model = Order
@@ -220,6 +227,10 @@ class OrderOutput(LedgerSerializer):
             "source",
             "correlation_id",
             "created_at",
+            "parent",
+            "role",
+            "oca_group",
+            "children",
             "events",
             "fills",
         ]
@@ -257,6 +268,18 @@ class OrderOutput(LedgerSerializer):
 
     def get_events(self, order) -> list[dict]:
         return OrderEventOutput(self._events(order), many=True).data
+
+    def get_children(self, order) -> list[dict]:
+        """A bracket entry's exits: id, client_order_id, role and current status."""
+        return [
+            {
+                "id": str(child.pk),
+                "client_order_id": child.client_order_id,
+                "role": child.role,
+                "status": (child.events.order_by("-id").values_list("status", flat=True).first() or ""),
+            }
+            for child in order.children.order_by("role")
+        ]
 
     def get_fills(self, order) -> list[dict]:
         return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data

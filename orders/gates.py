@@ -77,11 +77,42 @@ def gate_order_shape(request: OrderRequest) -> None:
         raise _invalid("Options need expiry, strike and right (or con_id).", field="expiry")
 
 
+BRACKET_ENTRY_TYPES = ("MKT", "LMT")
+BRACKET_SUFFIX_LEN = 3  # children are "<client_order_id>.tp" and "<client_order_id>.sl"
+
+
+def gate_bracket_shape(request: OrderRequest, reference: Decimal | None) -> None:
+    """A bracket's exits must sit on the right side of the entry: a buy takes profit above and stops
+    out below it (a sell the other way round)."""
+    if not request.is_bracket:
+        return
+    if request.order_type not in BRACKET_ENTRY_TYPES or request.tif not in ("DAY", "GTC"):
+        raise _invalid("A bracket's entry must be a MKT or LMT order with tif DAY or GTC.", field="order_type")
+    if len(request.client_order_id) > 64 - BRACKET_SUFFIX_LEN:
+        raise _invalid("A bracket's client_order_id may have at most 61 characters.", field="client_order_id")
+    for name in ("take_profit", "stop_loss"):
+        value = getattr(request, name)
+        if value is not None and value <= 0:
+            raise _invalid(f"{name} must be positive.", field=name)
+    entry = request.limit_price or reference
+    if entry is None:
+        return
+    buying = request.action in ("BUY", "BUY_TO_COVER")
+    if request.take_profit is not None and (request.take_profit <= entry if buying else request.take_profit >= entry):
+        raise _invalid(
+            f"take_profit must be {'above' if buying else 'below'} the entry price {entry}.", field="take_profit"
+        )
+    if request.stop_loss is not None and (request.stop_loss >= entry if buying else request.stop_loss <= entry):
+        raise _invalid(
+            f"stop_loss must be {'below' if buying else 'above'} the entry price {entry}.", field="stop_loss"
+        )
+
+
 def gate_tick_size(request: OrderRequest, contract: ContractInfo) -> None:
     tick = contract.min_tick
     if not tick or tick <= 0:
         return
-    for name in ("limit_price", "stop_price", "trail_amount"):
+    for name in ("limit_price", "stop_price", "trail_amount", "take_profit", "stop_loss"):
         value = getattr(request, name)
         if value is not None and value % tick != 0:
             raise GateBlocked(

@@ -41,6 +41,12 @@ class OrderRequest:
     outside_rth: bool = False
     account: str = ""
     client_order_id: str = ""
+    take_profit: Decimal | None = None  # bracket: a limit exit at this price
+    stop_loss: Decimal | None = None  # bracket: a stop exit at this price
+
+    @property
+    def is_bracket(self) -> bool:
+        return self.take_profit is not None or self.stop_loss is not None
 
     def canonical(self) -> dict[str, Any]:
         """The request as compared for idempotency: normalised, without the key itself."""

@@ -73,6 +73,8 @@ def broker_request_for_order(
     quantity: Decimal | None = None,
     limit_price=None,
     stop_price=None,
+    parent_broker_order_id: int | None = None,
+    transmit: bool = True,
 ) -> BrokerOrderRequest:
     return BrokerOrderRequest(
         contract=contract,
@@ -89,6 +91,8 @@ def broker_request_for_order(
         outside_rth=order.outside_rth,
         oca_group=order.oca_group,
         broker_order_id=broker_order_id,
+        parent_broker_order_id=parent_broker_order_id,
+        transmit=transmit,
     )
 
 

@@ -26,6 +26,7 @@ from ibkrgw.actors import Actor
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from marketdata.services import contract_resolve_one
 from orders import gates, publish
+from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import order_broker_id, order_get_or_error, order_latest_event, trading_halted
@@ -101,6 +102,13 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         return replay
 
     try:
+        if request.is_bracket and gates.orders_armed() and actor.kind in settings.APPROVAL_REQUIRED_FOR:
+            raise GateBlocked(
+                "validation",
+                ErrorCode.INVALID_ORDER,
+                "Brackets cannot wait for approval yet: place the entry alone, or ask an operator.",
+                details={"field": "take_profit"},
+            )
         contract, preview = _run_gates(request, account, digest, supplied_key)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=account)
@@ -119,8 +127,26 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
             raise
         return replay
     if first_status == S.PENDING_SUBMIT:
-        _send(order, contract, actor)
+        _send_with_children(order, contract, actor)
     return SubmitResult(order=order, replayed=False)
+
+
+def _send_with_children(order: Order, contract: ContractInfo, actor: Actor) -> None:
+    """Send an order; for a bracket, the entry and its exits as IB expects: only the last one transmits."""
+    children = list(order.children.order_by("role"))
+    if not children:
+        _send(order, contract, actor)
+        return
+    try:
+        parent_id = _send(order, contract, actor, transmit=False)
+    except BrokerUnavailable:
+        _exits_not_sent(children, actor)
+        raise
+    if parent_id is None:
+        _exits_not_sent(children, actor)
+        return
+    for i, child in enumerate(children):
+        _send(child, contract, actor, parent_broker_order_id=parent_id, transmit=i == len(children) - 1)
 
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:
@@ -168,6 +194,7 @@ def _run_gates(
         halted=False,
     )
     gates.gate_risk(request, contract, ctx)
+    gates.gate_bracket_shape(request, gates.reference_price(request, quote))
     preview = adapter.order_preview(request=broker_request_for(request, contract, account))
     gates.gate_buying_power(preview)
     # 5. arming
@@ -189,67 +216,161 @@ def _record_intent(
     actor: Actor,
     status: str,
 ) -> Order:
-    """Intent first: the order row, its first event and the audit entry commit before any send."""
+    """Intent first: the order rows, their first events and audit entries commit before any send.
+
+    A bracket is one request and one transaction: the entry plus its take-profit and stop-loss
+    children, linked by `parent` and one OCA group.
+    """
     with transaction.atomic(durable=True):
-        order = Order.objects.create(
-            account=account,
-            client_order_id=request.client_order_id,
-            request_hash=digest,
-            symbol=contract.symbol,
-            sec_type=contract.sec_type,
-            exchange=contract.exchange,
-            primary_exchange=contract.primary_exchange,
-            currency=contract.currency,
-            con_id=contract.con_id,
-            expiry=contract.expiry,
-            strike=contract.strike,
-            right=contract.right,
-            multiplier=contract.multiplier,
-            local_symbol=contract.local_symbol,
-            action=request.action,
-            quantity=request.quantity,
-            order_type=request.order_type,
-            limit_price=request.limit_price,
-            stop_price=request.stop_price,
-            trail_amount=request.trail_amount,
-            trail_percent=request.trail_percent,
-            tif=request.tif,
-            outside_rth=request.outside_rth,
-            trading_mode=settings.TRADING_MODE,
-            preview=preview_json(preview),
-            actor_kind=actor.kind,
-            actor_label=actor.label[:150],
-            source=actor.source,
-            correlation_id=actor.correlation_id,
+        children = bracket_children(request)
+        # The exits cancel each other (one OCA group); the entry is linked to them as their parent.
+        oca_group = f"{request.client_order_id}.oca" if children else ""
+        order = _intent_row(
+            request, contract, account, digest, preview, actor, status, role="entry" if children else ""
         )
-        event = OrderEvent.objects.create(
-            order=order,
-            status=status,
-            source=actor.source,
-            remaining_quantity=request.quantity,
-            reason=INTENT_REASONS.get(status, ""),
-        )
-        entry = audit_record(
-            event=events.ORDER_SIMULATED if status == S.SIMULATED else events.ORDER_SUBMITTED,
-            actor=actor,
-            target_type="order",
-            target_id=str(order.pk),
-            data={
-                "client_order_id": order.client_order_id,
-                "account": account,
-                "status": status,
-                "request": request.canonical(),
-                "con_id": contract.con_id,
-            },
-        )
-        transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
-        transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
+        for role, child in children:
+            _intent_row(
+                child,
+                contract,
+                account,
+                request_hash(child),
+                None,
+                actor,
+                status,
+                parent=order,
+                role=role,
+                oca_group=oca_group,
+            )
     return order
 
 
-def _send(order: Order, contract: ContractInfo, actor: Actor) -> None:
+def bracket_children(request: OrderRequest) -> list[tuple[str, OrderRequest]]:
+    """The exits of a bracket entry: opposite side, same quantity, good till cancelled."""
+    if not request.is_bracket:
+        return []
+    exit_side = {
+        "action": "SELL" if request.action in ("BUY", "BUY_TO_COVER") else "BUY",
+        "tif": "GTC",
+        "take_profit": None,
+        "stop_loss": None,
+        "limit_price": None,
+        "stop_price": None,
+    }
+    children = []
+    if request.take_profit is not None:
+        take_profit = {**exit_side, "order_type": "LMT", "limit_price": request.take_profit}
+        children.append(
+            ("take_profit", replace(request, **take_profit, client_order_id=f"{request.client_order_id}.tp"))
+        )
+    if request.stop_loss is not None:
+        stop_loss = {**exit_side, "order_type": "STP", "stop_price": request.stop_loss}
+        children.append(("stop_loss", replace(request, **stop_loss, client_order_id=f"{request.client_order_id}.sl")))
+    return children
+
+
+def _intent_row(
+    request: OrderRequest,
+    contract: ContractInfo,
+    account: str,
+    digest: str,
+    preview: OrderPreview | None,
+    actor: Actor,
+    status: str,
+    *,
+    parent: Order | None = None,
+    role: str = "",
+    oca_group: str = "",
+) -> Order:
+    """One intent row with its first event and audit entry (inside the caller's transaction)."""
+    order = Order.objects.create(
+        account=account,
+        client_order_id=request.client_order_id,
+        request_hash=digest,
+        symbol=contract.symbol,
+        sec_type=contract.sec_type,
+        exchange=contract.exchange,
+        primary_exchange=contract.primary_exchange,
+        currency=contract.currency,
+        con_id=contract.con_id,
+        expiry=contract.expiry,
+        strike=contract.strike,
+        right=contract.right,
+        multiplier=contract.multiplier,
+        local_symbol=contract.local_symbol,
+        action=request.action,
+        quantity=request.quantity,
+        order_type=request.order_type,
+        limit_price=request.limit_price,
+        stop_price=request.stop_price,
+        trail_amount=request.trail_amount,
+        trail_percent=request.trail_percent,
+        tif=request.tif,
+        outside_rth=request.outside_rth,
+        trading_mode=settings.TRADING_MODE,
+        preview=preview_json(preview),
+        actor_kind=actor.kind,
+        actor_label=actor.label[:150],
+        source=actor.source,
+        correlation_id=actor.correlation_id,
+        parent=parent,
+        role=role,
+        oca_group=oca_group,
+    )
+    event = OrderEvent.objects.create(
+        order=order,
+        status=status,
+        source=actor.source,
+        remaining_quantity=request.quantity,
+        reason=INTENT_REASONS.get(status, ""),
+    )
+    entry = audit_record(
+        event=events.ORDER_SIMULATED if status == S.SIMULATED else events.ORDER_SUBMITTED,
+        actor=actor,
+        target_type="order",
+        target_id=str(order.pk),
+        data={
+            "client_order_id": order.client_order_id,
+            "account": account,
+            "status": status,
+            "request": request.canonical(),
+            "con_id": contract.con_id,
+        },
+    )
+    transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
+    transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
+    return order
+
+
+def _exits_not_sent(children: list[Order], actor: Actor) -> None:
+    """The entry never reached the broker for sure, so its exits are not sent at all."""
+    with transaction.atomic(durable=True):
+        for child in children:
+            order_event_append(
+                child,
+                status=S.REJECTED,
+                actor=actor,
+                source=actor.source,
+                reason="The bracket's entry was not placed, so this exit was not sent.",
+                audit_event=events.ORDER_REJECTED,
+                strict=False,
+            )
+
+
+def _send(
+    order: Order,
+    contract: ContractInfo,
+    actor: Actor,
+    *,
+    parent_broker_order_id: int | None = None,
+    transmit: bool = True,
+) -> int | None:
+    """Place one recorded intent at the broker; the broker's order id, or None when it was not placed."""
     try:
-        ack = runtime.adapter().order_place(request=broker_request_for_order(order, contract))
+        ack = runtime.adapter().order_place(
+            request=broker_request_for_order(
+                order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
+            )
+        )
     except BrokerUnavailable as exc:
         # Not connected: placeOrder never ran, so the broker cannot have it.
         with transaction.atomic(durable=True):
@@ -277,7 +398,7 @@ def _send(order: Order, contract: ContractInfo, actor: Actor) -> None:
                 audit_event=events.ORDER_UNKNOWN,
                 strict=False,
             )
-        return
+        return None
     sent = OrderSent(
         order_id=order.pk,
         broker_order_id=ack.broker_order_id,
@@ -288,12 +409,13 @@ def _send(order: Order, contract: ContractInfo, actor: Actor) -> None:
     rt = runtime.current()
     if rt is None:
         order_sent_record(sent=sent)
-        return
+        return ack.broker_order_id
     # Hand the acknowledgement to the recorder, which writes it together with the statuses and fills
     # arriving at the same moment; wait (bounded) so the response shows the broker's order id.
     rt.recorder.put(sent)
     if not sent.written.wait(SENT_RECORD_WAIT_S):
         logger.warning("order %s: acknowledgement not recorded within %ss", order.pk, SENT_RECORD_WAIT_S)
+    return ack.broker_order_id
 
 
 def order_sent_record(*, sent: OrderSent) -> None:

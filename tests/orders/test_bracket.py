@@ -1,0 +1,86 @@
+"""A bracket: one request makes the entry and its take-profit and stop-loss exits, linked and one-cancels-other."""
+
+from decimal import Decimal
+
+import pytest
+
+from orders.models import Order
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _bracket(**overrides):
+    body = {
+        "client_order_id": "br-1",
+        "symbol": "AAPL",
+        "action": "BUY",
+        "quantity": "10",
+        "order_type": "LMT",
+        "limit_price": "185.00",
+        "take_profit": "195.00",
+        "stop_loss": "180.00",
+    }
+    return {**body, **overrides}
+
+
+def _status(api_client, order_id):
+    return api_client.get(f"/api/v1/orders/{order_id}/").json()["status"]
+
+
+def _children(api_client, order_id):
+    return {c["role"]: c for c in api_client.get(f"/api/v1/orders/{order_id}/").json()["children"]}
+
+
+def test_simulated_bracket_records_three_linked_orders(ib_runtime, api_client, sim_gateway):
+    response = api_client.post("/api/v1/orders/", _bracket(), format="json")
+    assert response.status_code == 201, response.content
+    entry = response.json()
+    assert entry["status"] == "simulated"
+    assert entry["role"] == "entry"
+    children = {c["role"]: c for c in entry["children"]}
+    assert set(children) == {"take_profit", "stop_loss"}
+    assert children["take_profit"]["client_order_id"] == "br-1.tp"
+    assert {c["status"] for c in children.values()} == {"simulated"}
+    rows = {o.role: o for o in Order.objects.all()}
+    assert rows["take_profit"].action == rows["stop_loss"].action == "SELL"
+    assert rows["take_profit"].limit_price == Decimal("195.00")
+    assert rows["stop_loss"].stop_price == Decimal("180.00")
+    assert rows["take_profit"].oca_group == rows["stop_loss"].oca_group == "br-1.oca"
+    assert rows["take_profit"].parent_id == rows["stop_loss"].parent_id == rows["entry"].pk
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+
+
+def test_bracket_fills_the_entry_then_one_exit_cancels_the_other(ib_runtime, api_client, sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    response = api_client.post("/api/v1/orders/", _bracket(), format="json")
+    assert response.status_code == 201, response.content
+    entry_id = response.json()["id"]
+    sent = [o for o in sim_gateway.received_orders() if not o.what_if]
+    assert [o.order_ref for o in sent] == ["br-1", "br-1.sl", "br-1.tp"]
+    sim_gateway.set_price("AAPL", Decimal("184.50"))
+    wait_for(lambda: _status(api_client, entry_id) == "filled", message="entry filled")
+    sim_gateway.set_price("AAPL", Decimal("195.50"))
+    wait_for(lambda: _children(api_client, entry_id)["take_profit"]["status"] == "filled", message="take profit")
+    wait_for(lambda: _children(api_client, entry_id)["stop_loss"]["status"] == "cancelled", message="stop cancelled")
+    assert sim_gateway.positions().get(265598, Decimal(0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"take_profit": "183.00"}, "take_profit"),  # a buy takes profit above the entry
+        ({"stop_loss": "186.00"}, "stop_loss"),  # and stops out below it
+        ({"order_type": "STP", "limit_price": None, "stop_price": "185.00"}, "order_type"),
+        ({"client_order_id": "x" * 62}, "client_order_id"),
+    ],
+)
+def test_a_bracket_with_exits_on_the_wrong_side_is_refused(ib_runtime, api_client, sim_gateway, overrides, field):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    response = api_client.post("/api/v1/orders/", _bracket(**overrides), format="json")
+    assert response.status_code in (400, 422), response.content
+    error = response.json()["error"]
+    assert error["code"] in ("invalid_order", "invalid_request")
+    assert Order.objects.count() == 0
