@@ -10,14 +10,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import events
-from brokers import runtime
 from ibkrgw.actors import Actor, ActorKind, Source
-from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
-from orders import gates
+from ibkrgw.errors import ErrorCode, GatewayError
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
-from orders.selectors import order_get_or_error, order_latest_event, trading_halted
-from orders.services.common import gate_block_record, order_contract, order_event_append, order_request_of
+from orders.selectors import order_get_or_error, order_latest_event
+from orders.services.common import (
+    gate_block_record,
+    gates_for_existing_order,
+    order_contract,
+    order_event_append,
+    order_request_of,
+)
 from orders.services.trading import _send
 
 logger = logging.getLogger(__name__)
@@ -63,28 +67,8 @@ def order_approve(*, order_id, actor: Actor) -> Order:
         )
     contract = order_contract(order)
     request = order_request_of(order)
-    adapter = runtime.adapter()
     try:
-        gates.gate_account_mode(order.account)
-        gates.gate_kill_switch(trading_halted())
-        quote = adapter.quote_cached(con_id=contract.con_id)
-        if not gates.quote_is_fresh(quote):
-            quote = adapter.quote_snapshot(contract=contract)
-        gates.gate_risk(
-            request,
-            contract,
-            gates.RiskContext(quote=quote, orders_last_minute=0, duplicate_recent=False, halted=False),
-        )
-        if not gates.orders_armed():
-            raise GatewayError(
-                ErrorCode.INVALID_ORDER,
-                "Orders are disabled (ORDERS_ENABLED=false).",
-                http_status=409,
-                details={"gate": "arming"},
-            )
-        gates.gate_live_override()
-        if not runtime.orders_allowed():
-            raise BrokerUnavailable("The broker is not connected and reconciled yet.", details={"gate": "arming"})
+        gates_for_existing_order(request, contract, order.account)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=order.account)
         raise

@@ -37,6 +37,7 @@ from orders.services.common import (
     contract_spec_for,
     decimal_json,
     gate_block_record,
+    gates_for_existing_order,
     order_contract,
     order_event_append,
     order_request_of,
@@ -512,17 +513,7 @@ def order_modify(
         if new_terms["quantity"] < latest.filled_quantity:
             raise gates._invalid("quantity cannot go below the filled quantity.", field="quantity")
         gates.gate_tick_size(request, contract)
-        gates.gate_account_mode(order.account)
-        gates.gate_kill_switch(trading_halted())
-        quote = adapter.quote_cached(con_id=contract.con_id) or adapter.quote_snapshot(contract=contract)
-        gates.gate_risk(
-            request,
-            contract,
-            gates.RiskContext(quote=quote, orders_last_minute=0, duplicate_recent=False, halted=False),
-        )
-        gates.gate_live_override()
-        if not runtime.orders_allowed():
-            raise BrokerUnavailable("The broker is not connected and reconciled yet.", details={"gate": "arming"})
+        gates_for_existing_order(request, contract, order.account)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=order.account)
         raise

@@ -363,3 +363,22 @@ def test_naming_the_default_account_or_leaving_it_out_is_the_same_order(ib_runti
     again = api_client.post("/api/v1/orders/", _order(client_order_id="acct-1", account="DU1234567"), format="json")
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
+
+
+def test_with_orders_disabled_a_working_order_cannot_be_modified_but_can_be_cancelled(
+    ib_runtime, api_client, sim_gateway, settings
+):
+    settings.ORDERS_ENABLED = True
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    order_id = api_client.post(
+        "/api/v1/orders/", _order(client_order_id="dis-1", order_type="LMT", limit_price="182.00"), format="json"
+    ).json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    settings.ORDERS_ENABLED = False  # disarmed: nothing new may reach the gateway
+    modify = api_client.patch(f"/api/v1/orders/{order_id}/", {"limit_price": "183.00"}, format="json")
+    assert modify.status_code == 409
+    assert not any(o.lmt_price == Decimal("183.00") for o in sim_gateway.received_orders())
+    # Taking risk off is always allowed.
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled while disarmed")
