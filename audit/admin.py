@@ -11,6 +11,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
 
 
@@ -52,20 +53,8 @@ class AuditEntryAdmin(AppendOnlyAdmin):
     search_fields = ("=correlation_id", "=target_id", "actor_label", "event")
     date_hierarchy = "created_at"
     ordering = ("-seq",)
-    fields = (
-        "seq",
-        "created_at",
-        "event",
-        "actor_kind",
-        "actor_label",
-        "source",
-        "correlation_id",
-        "target_type",
-        "target_id",
-        "data_pretty",
-        "prev_hash",
-        "entry_hash",
-    )
+    # Every hashed field (data shown escaped) and the hash itself, in the chain's order.
+    fields = (*("data_pretty" if name == "data" else name for name in HASHED_FIELDS), "entry_hash")
     readonly_fields = fields
 
     @admin.display(description="data")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Api, stack, summary  # noqa: E402
+from bench.harness import Api, order_rate, stack, summary  # noqa: E402
 
 
 def bare_quotes(port: int, n: int) -> list[float]:
@@ -94,38 +93,6 @@ def bare_orders(port: int, n: int) -> float:
     return n / elapsed
 
 
-def rest_orders(http_port: int, key: str, n: int, threads: int) -> float:
-    per_thread = n // threads
-    errors: list = []
-
-    def worker(idx: int) -> None:
-        api = Api(http_port, key)
-        for i in range(per_thread):
-            status, body = api.post(
-                "/api/v1/orders/",
-                {
-                    "client_order_id": f"bench-{threads}-{idx}-{i}",
-                    "symbol": "MSFT",
-                    "action": "BUY",
-                    "quantity": "1",
-                    "order_type": "MKT",
-                },
-            )
-            if status != 201:
-                errors.append(body)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    t = time.perf_counter()
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    elapsed = time.perf_counter() - t
-    if errors:
-        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
-    return per_thread * threads / elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quotes", type=int, default=300)
@@ -156,9 +123,9 @@ def main() -> None:
         print("order throughput:")
         bare_rate = bare_orders(sim_port, args.orders)
         print(f"  bare ib_async placeOrder acks          {bare_rate:8.1f} orders/s")
-        rest_seq = rest_orders(http_port, key, args.orders, 1)
+        rest_seq = order_rate([http_port], key, args.orders, 1, tag="seq")
         print(f"  REST POST orders/ (1 client)           {rest_seq:8.1f} orders/s")
-        rest_par = rest_orders(http_port, key, args.orders, args.threads)
+        rest_par = order_rate([http_port], key, args.orders, args.threads, tag="par")
         print(f"  REST POST orders/ ({args.threads} clients)          {rest_par:8.1f} orders/s")
         best = max(rest_seq, rest_par)
         print(f"  ratio REST/bare = {best / bare_rate:.2f}   goals: >= 200 orders/s, ratio >= 0.5")

@@ -14,13 +14,13 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import order_rate  # noqa: E402
 from tests.scaleout.cluster import (  # noqa: E402
     ROOT,
     Api,
@@ -82,44 +82,19 @@ def web_processes(*, database_url: str, sim_port: int, redis_url: str | None, co
                 process.stop()
 
 
-def order_rate(ports: list[int], key: str, n: int, threads: int, tag: str) -> float:
-    """Orders per second with `threads` clients, client i talking to ports[i % len(ports)]."""
-    per_thread = n // threads
-    errors: list = []
-
-    def client(idx: int) -> None:
-        api = Api(ports[idx % len(ports)], key)
-        for i in range(per_thread):
-            status, body = api.post(
-                "/api/v1/orders/",
-                {
-                    "client_order_id": f"bench-{tag}-{idx}-{i}",
-                    "symbol": "MSFT",
-                    "action": "BUY",
-                    "quantity": "1",
-                    "order_type": "MKT",
-                },
-            )
-            if status != 201:
-                errors.append(body)
-
-    # Warm up every process (contract cache, connections) outside the measurement.
+def warm_up(ports: list[int], key: str, tag: str) -> None:
+    """Warm every process (contract cache, connections) outside the measurement."""
     for port in ports:
         Api(port, key).post(
             "/api/v1/orders/",
             {"client_order_id": f"warm-{tag}-{port}", "symbol": "MSFT", "action": "BUY", "quantity": "1"}
             | {"order_type": "MKT"},
         )
-    pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    started = time.perf_counter()
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
-    return per_thread * threads / elapsed
+
+
+def measure(ports: list[int], key: str, n: int, threads: int, tag: str) -> float:
+    warm_up(ports, key, tag)
+    return order_rate(ports, key, n, threads, tag)
 
 
 def main() -> None:
@@ -136,22 +111,20 @@ def main() -> None:
                 key,
             ),
         ):
-            results["1 process, SQLite"] = order_rate(ports, key, args.orders, args.threads, "sqlite")
+            results["1 process, SQLite"] = measure(ports, key, args.orders, args.threads, "sqlite")
         if not postgres_available():
             print("PostgreSQL is not available here: skipped the two-process run")
         else:
             with postgres_database(durable=True) as url:
                 # The same single process on PostgreSQL separates the database's share from the Redis hop's.
                 with web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1) as (ports, key):
-                    results["1 process, PostgreSQL"] = order_rate(ports, key, args.orders, args.threads, "pg1")
+                    results["1 process, PostgreSQL"] = measure(ports, key, args.orders, args.threads, "pg1")
                 with ExitStack() as stack:
                     redis_url = stack.enter_context(redis_server())
                     ports, key = stack.enter_context(
                         web_processes(database_url=url, sim_port=sim_port, redis_url=redis_url, count=2)
                     )
-                    results["2 processes, PostgreSQL + Redis"] = order_rate(
-                        ports, key, args.orders, args.threads, "pg2"
-                    )
+                    results["2 processes, PostgreSQL + Redis"] = measure(ports, key, args.orders, args.threads, "pg2")
     print(f"REST POST orders/ throughput ({args.orders} orders, {args.threads} clients, loopback, simulated gateway):")
     for name, rate in results.items():
         print(f"  {name:<34} {rate:8.1f} orders/s")

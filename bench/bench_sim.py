@@ -85,11 +85,15 @@ def main() -> None:
         assert gw.positions().get(aapl.conId, Decimal(0)) == 0
 
         print(f"connect (IB.connect incl. startup sync): {connect_ms:8.1f} ms")
-        print(f"streaming ticks delivered:  {ticks_per_s:10.0f} ticks/s "
-              f"({len(contracts)} subscriptions, tick_interval={args.tick_interval}s, {args.seconds:.0f}s)")
+        print(
+            f"streaming ticks delivered:  {ticks_per_s:10.0f} ticks/s "
+            f"({len(contracts)} subscriptions, tick_interval={args.tick_interval}s, {args.seconds:.0f}s)"
+        )
         print(f"snapshot round trips:       {snaps_per_s:10.0f} reqTickers/s")
-        print(f"order round trips:          {orders_per_s:10.0f} orders/s (MKT placeOrder -> Filled, "
-              f"{args.orders} orders, throttling disabled)")
+        print(
+            f"order round trips:          {orders_per_s:10.0f} orders/s (MKT placeOrder -> Filled, "
+            f"{args.orders} orders, throttling disabled)"
+        )
     finally:
         ib.disconnect()
         gw.stop()

@@ -137,3 +137,30 @@ class Api:
         self.conn.request("POST", path, body=json.dumps(body), headers=self.headers)
         r = self.conn.getresponse()
         return r.status, json.loads(r.read())
+
+
+def order_rate(ports: list[int], key: str, n: int, threads: int, tag: str) -> float:
+    """REST orders per second: `threads` clients, client i posting MKT orders to ports[i % len(ports)]."""
+    import threading
+
+    per_thread = n // threads
+    errors: list = []
+
+    def client(idx: int) -> None:
+        api = Api(ports[idx % len(ports)], key)
+        for i in range(per_thread):
+            body = {"client_order_id": f"bench-{tag}-{idx}-{i}", "symbol": "MSFT", "action": "BUY", "quantity": "1"}
+            status, answer = api.post("/api/v1/orders/", {**body, "order_type": "MKT"})
+            if status != 201:
+                errors.append(answer)
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
+    return per_thread * threads / elapsed
