@@ -57,10 +57,9 @@ def test_release_hands_over_at_once_and_only_by_the_holder():
     assert lease_acquire(name=NAME, holder="b", ttl_s=10)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_takers_of_an_expired_lease_elect_exactly_one():
-    lease_acquire(name=NAME, holder="dead", ttl_s=1, now=timezone.now() - timedelta(seconds=5))
-    barrier = threading.Barrier(8)
+def _race_for_the_lease(processes: int) -> list[str]:
+    """`processes` threads try to take the lease at the same moment; the holders that won."""
+    barrier = threading.Barrier(processes)
     won: list[str] = []
 
     def take(holder: str) -> None:
@@ -71,11 +70,18 @@ def test_concurrent_takers_of_an_expired_lease_elect_exactly_one():
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=take, args=(f"p{i}",)) for i in range(8)]
+    threads = [threading.Thread(target=take, args=(f"p{i}",)) for i in range(processes)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+    return won
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_takers_of_an_expired_lease_elect_exactly_one():
+    lease_acquire(name=NAME, holder="dead", ttl_s=1, now=timezone.now() - timedelta(seconds=5))
+    won = _race_for_the_lease(8)
     assert len(won) == 1
     assert lease_holder(name=NAME) == won[0]
 
@@ -83,23 +89,7 @@ def test_concurrent_takers_of_an_expired_lease_elect_exactly_one():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_first_takers_elect_exactly_one():
     # No row yet: the insert race is decided by the primary key.
-    barrier = threading.Barrier(6)
-    won: list[str] = []
-
-    def take(holder: str) -> None:
-        barrier.wait()
-        try:
-            if lease_acquire(name=NAME, holder=holder, ttl_s=10):
-                won.append(holder)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=take, args=(f"p{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(won) == 1
+    assert len(_race_for_the_lease(6)) == 1
 
 
 @pytest.mark.django_db(transaction=True)  # the keeper manages its own connection, as in its thread
