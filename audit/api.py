@@ -9,7 +9,7 @@ from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
 from audit.selectors import audit_list
 from ibkrgw.openapi import ERROR
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin
 
 
 class AuditEntryOutput(serializers.ModelSerializer):

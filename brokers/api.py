@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 from brokers import selectors
 from brokers.adapter import as_dict
 from ibkrgw.openapi import ERROR
-from marketdata.api import ContractOutput, StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin
+from marketdata.api import ContractOutput
 
 
 class GatewayStateOutput(serializers.Serializer):

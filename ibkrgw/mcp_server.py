@@ -57,7 +57,7 @@ from ibkrgw.auth import KEYWORD, api_key_from_string
 from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin
 
 logger = logging.getLogger(__name__)
 

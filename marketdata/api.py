@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from brokers.adapter import ContractInfo, ContractSpec, Quote, as_dict
 from ibkrgw.openapi import ERROR
+from ibkrgw.web.serializers import StrictQueryMixin
 from marketdata import services
 
 SEC_TYPES = ["STK", "ETF", "OPT", "FUT", "FOP", "CASH", "IND", "CRYPTO", "BOND", "FUND", "CFD", "WAR"]
@@ -48,16 +49,6 @@ WHAT_TO_SHOW = [
     "HISTORICAL_VOLATILITY",
     "OPTION_IMPLIED_VOLATILITY",
 ]
-
-
-class StrictQueryMixin:
-    """Unknown query parameters are an error, not silently ignored."""
-
-    def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown parameter."] for name in sorted(unknown)})
-        return attrs
 
 
 class ContractQueryInput(StrictQueryMixin, serializers.Serializer):

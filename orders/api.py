@@ -15,7 +15,8 @@ from rest_framework.views import APIView
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.render import decimal_str
-from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
+from ibkrgw.web.serializers import StrictBodyMixin, StrictQueryMixin
+from marketdata.api import SEC_TYPES, ContractOutput
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
@@ -38,18 +39,6 @@ class LedgerSerializer(serializers.ModelSerializer):
 
 def _decimal(**kwargs):
     return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
-
-
-class StrictBodyMixin:
-    """Unknown fields are an error (a typo must never silently change an order)."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        unknown = set(data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return super().to_internal_value(data)
 
 
 class OrderCreateInput(StrictBodyMixin, serializers.Serializer):

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from ibkrgw.actors import Actor
 from ibkrgw.mcp_server import McpResource, mcp_tool
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin
 from orders import selectors, services
 from orders.api import (
     FillListQuery,
