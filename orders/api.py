@@ -15,7 +15,8 @@ from rest_framework.views import APIView
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.render import decimal_str
-from ibkrgw.web.serializers import StrictBodyMixin, StrictQueryMixin
+from ibkrgw.web.listing import ListQuery
+from ibkrgw.web.serializers import StrictBodyMixin
 from marketdata.api import SEC_TYPES, ContractOutput
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
@@ -290,24 +291,16 @@ class PreviewOutput(serializers.Serializer):
     warning = serializers.CharField(allow_blank=True)
 
 
-class OrderListQuery(StrictQueryMixin, serializers.Serializer):
+class OrderListQuery(ListQuery):
     status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
     symbol = serializers.CharField(max_length=32, required=False)
     account = serializers.CharField(max_length=32, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
-class FillListQuery(StrictQueryMixin, serializers.Serializer):
+class FillListQuery(ListQuery):
     order_id = serializers.UUIDField(required=False)
     symbol = serializers.CharField(max_length=32, required=False)
     account = serializers.CharField(max_length=32, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
 class TradingSwitchInput(StrictBodyMixin, serializers.Serializer):
@@ -340,8 +333,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             return selectors.order_queryset()
         query = OrderListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
-        return selectors.order_list(**params)
+        return selectors.order_list(**query.filters())
 
     @extend_schema(
         parameters=[OrderListQuery],
@@ -426,7 +418,7 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         query = FillListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        return selectors.fill_list(**{k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")})
+        return selectors.fill_list(**query.filters())
 
     @extend_schema(
         parameters=[FillListQuery],

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
 from rest_framework import serializers
 
 from ibkrgw.actors import Actor
 from ibkrgw.mcp_server import McpResource, mcp_tool
+from ibkrgw.web.listing import page
 from ibkrgw.web.serializers import StrictQueryMixin
 from orders import selectors, services
 from orders.api import (
@@ -32,22 +32,6 @@ class OrderIdInput(StrictQueryMixin, serializers.Serializer):
     """The `{id}` of `/api/v1/orders/{id}/`, as an argument."""
 
     order_id = serializers.UUIDField(help_text="The order's id (a UUID), as returned by place_order or list_orders.")
-
-
-def _page(queryset: QuerySet, query: serializers.Serializer, output: type[serializers.Serializer]) -> dict[str, Any]:
-    # REST's LimitOffsetPagination shape; `next`/`previous` are REST URLs there, null here: page with limit/offset.
-    limit = query.validated_data.get("limit") or settings.REST_FRAMEWORK["PAGE_SIZE"]
-    offset = query.validated_data.get("offset") or 0
-    return {
-        "count": queryset.count(),
-        "next": None,
-        "previous": None,
-        "results": output(queryset[offset : offset + limit], many=True).data,
-    }
-
-
-def _filters(query: serializers.Serializer) -> dict[str, Any]:
-    return {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
 
 
 @mcp_tool(title="Preview an order", input=OrderCreateInput)
@@ -86,14 +70,14 @@ def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
 def list_orders(query: OrderListQuery, actor: Actor) -> dict[str, Any]:
     """Orders, newest first, filtered by status, symbol, account and created time (since/until); paged with
     limit/offset. Mirrors GET /api/v1/orders/."""
-    return _page(selectors.order_list(**_filters(query)), query, OrderOutput)
+    return page(selectors.order_list(**query.filters()), query, OrderOutput)
 
 
 @mcp_tool(title="List fills", input=FillListQuery)
 def list_fills(query: FillListQuery, actor: Actor) -> dict[str, Any]:
     """Executions, newest first, filtered by order_id, symbol, account and time; paged with limit/offset. Mirrors
     GET /api/v1/fills/."""
-    return _page(selectors.fill_list(**_filters(query)), query, FillOutput)
+    return page(selectors.fill_list(**query.filters()), query, FillOutput)
 
 
 def trading_status() -> dict[str, Any]:
