@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from brokers import selectors
 from brokers.adapter import as_dict
 from ibkrgw.openapi import ERROR
-from ibkrgw.web.serializers import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin, money_field
 from marketdata.api import ContractOutput
 
 
@@ -77,26 +77,22 @@ class AccountSummaryOutput(serializers.Serializer):
     values = AccountValueOutput(many=True)
 
 
-def _money():
-    return serializers.DecimalField(max_digits=28, decimal_places=10, allow_null=True, normalize_output=True)
-
-
 class PositionOutput(serializers.Serializer):
     account = serializers.CharField()
     contract = ContractOutput()
-    quantity = _money()
-    average_cost = _money()
-    market_price = _money()
-    market_value = _money()
-    unrealized_pnl = _money()
-    realized_pnl = _money()
+    quantity = money_field()
+    average_cost = money_field()
+    market_price = money_field()
+    market_value = money_field()
+    unrealized_pnl = money_field()
+    realized_pnl = money_field()
 
 
 class PnLOutput(serializers.Serializer):
     account = serializers.CharField()
-    daily_pnl = _money()
-    unrealized_pnl = _money()
-    realized_pnl = _money()
+    daily_pnl = money_field()
+    unrealized_pnl = money_field()
+    realized_pnl = money_field()
 
 
 _ACCOUNT = [AccountQueryInput]

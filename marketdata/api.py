@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from brokers.adapter import ContractInfo, ContractSpec, Quote, as_dict
 from ibkrgw.openapi import ERROR
-from ibkrgw.web.serializers import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin, price_field
 from marketdata import services
 
 SEC_TYPES = ["STK", "ETF", "OPT", "FUT", "FOP", "CASH", "IND", "CRYPTO", "BOND", "FUND", "CFD", "WAR"]
@@ -122,23 +122,19 @@ class ContractOutput(serializers.Serializer):
     time_zone = serializers.CharField()
 
 
-def _price_field():
-    return serializers.DecimalField(max_digits=24, decimal_places=10, allow_null=True, normalize_output=True)
-
-
 class QuoteOutput(serializers.Serializer):
     symbol = serializers.CharField()
     con_id = serializers.IntegerField()
-    bid = _price_field()
-    ask = _price_field()
-    last = _price_field()
-    bid_size = _price_field()
-    ask_size = _price_field()
-    last_size = _price_field()
-    volume = _price_field()
-    close = _price_field()
-    high = _price_field()
-    low = _price_field()
+    bid = price_field()
+    ask = price_field()
+    last = price_field()
+    bid_size = price_field()
+    ask_size = price_field()
+    last_size = price_field()
+    volume = price_field()
+    close = price_field()
+    high = price_field()
+    low = price_field()
     time = serializers.DateTimeField(allow_null=True)
     age_ms = serializers.IntegerField(allow_null=True, help_text="Milliseconds since the quote's time.")
     market_data_type = serializers.IntegerField(help_text="1 live, 2 frozen, 3 delayed, 4 delayed-frozen.")
@@ -149,12 +145,12 @@ class QuoteOutput(serializers.Serializer):
 
 class BarOutput(serializers.Serializer):
     time = serializers.DateTimeField()
-    open = _price_field()
-    high = _price_field()
-    low = _price_field()
-    close = _price_field()
-    volume = _price_field()
-    wap = _price_field()
+    open = price_field()
+    high = price_field()
+    low = price_field()
+    close = price_field()
+    volume = price_field()
+    wap = price_field()
     count = serializers.IntegerField(allow_null=True)
 
 

@@ -16,19 +16,11 @@ from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.render import decimal_str
 from ibkrgw.web.listing import ListQuery
-from ibkrgw.web.serializers import StrictBodyMixin
+from ibkrgw.web.serializers import NormalizedDecimalField, StrictBodyMixin, ledger_decimal
 from marketdata.api import SEC_TYPES, ContractOutput
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
-
-
-class NormalizedDecimalField(serializers.DecimalField):
-    """Decimals as plain strings without padding: "10", "419.56", "0" (never "10.00000000" or "0E-8")."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("normalize_output", True)
-        super().__init__(*args, **kwargs)
 
 
 class LedgerSerializer(serializers.ModelSerializer):
@@ -36,10 +28,6 @@ class LedgerSerializer(serializers.ModelSerializer):
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DecimalField: NormalizedDecimalField,
     }
-
-
-def _decimal(**kwargs):
-    return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
 
 
 class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
@@ -56,23 +44,23 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
     primary_exchange = serializers.CharField(max_length=16, required=False, default="")
     currency = serializers.CharField(max_length=8, required=False, default="")
     expiry = serializers.RegexField(r"^\d{6}(\d{2})?$", required=False, default="")
-    strike = _decimal(required=False, allow_null=True, default=None, min_value=Decimal(0))
+    strike = ledger_decimal(required=False, allow_null=True, default=None, min_value=Decimal(0))
     right = serializers.ChoiceField(choices=["C", "P"], required=False, default="")
     multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
     con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
     action = serializers.ChoiceField(choices=ACTIONS)
-    quantity = _decimal(min_value=Decimal("0.00000001"))
+    quantity = ledger_decimal(min_value=Decimal("0.00000001"))
     order_type = serializers.ChoiceField(choices=ORDER_TYPES)
-    limit_price = _decimal(required=False, allow_null=True, default=None)
-    stop_price = _decimal(required=False, allow_null=True, default=None)
-    trail_amount = _decimal(required=False, allow_null=True, default=None)
-    trail_percent = _decimal(required=False, allow_null=True, default=None)
+    limit_price = ledger_decimal(required=False, allow_null=True, default=None)
+    stop_price = ledger_decimal(required=False, allow_null=True, default=None)
+    trail_amount = ledger_decimal(required=False, allow_null=True, default=None)
+    trail_percent = ledger_decimal(required=False, allow_null=True, default=None)
     tif = serializers.ChoiceField(choices=TIFS, default="DAY")
     outside_rth = serializers.BooleanField(default=False)
-    take_profit = _decimal(
+    take_profit = ledger_decimal(
         required=False, allow_null=True, default=None, help_text="Bracket: a limit exit at this price (GTC)."
     )
-    stop_loss = _decimal(
+    stop_loss = ledger_decimal(
         required=False, allow_null=True, default=None, help_text="Bracket: a stop exit at this price (GTC)."
     )
 
@@ -88,9 +76,9 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
 
 
 class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
-    quantity = _decimal(required=False, min_value=Decimal("0.00000001"))
-    limit_price = _decimal(required=False, min_value=Decimal("0.00000001"))
-    stop_price = _decimal(required=False, min_value=Decimal("0.00000001"))
+    quantity = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
+    limit_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
+    stop_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
 
     def validate(self, attrs):
         if not attrs:
@@ -278,16 +266,16 @@ class OrderOutput(LedgerSerializer):
 class PreviewOutput(serializers.Serializer):
     account = serializers.CharField()
     contract = ContractOutput()
-    commission = _decimal(allow_null=True)
-    min_commission = _decimal(allow_null=True)
-    max_commission = _decimal(allow_null=True)
+    commission = ledger_decimal(allow_null=True)
+    min_commission = ledger_decimal(allow_null=True)
+    max_commission = ledger_decimal(allow_null=True)
     commission_currency = serializers.CharField()
-    init_margin_change = _decimal(allow_null=True)
-    maint_margin_change = _decimal(allow_null=True)
-    equity_with_loan_change = _decimal(allow_null=True)
-    init_margin_after = _decimal(allow_null=True)
-    maint_margin_after = _decimal(allow_null=True)
-    equity_with_loan_after = _decimal(allow_null=True)
+    init_margin_change = ledger_decimal(allow_null=True)
+    maint_margin_change = ledger_decimal(allow_null=True)
+    equity_with_loan_change = ledger_decimal(allow_null=True)
+    init_margin_after = ledger_decimal(allow_null=True)
+    maint_margin_after = ledger_decimal(allow_null=True)
+    equity_with_loan_after = ledger_decimal(allow_null=True)
     warning = serializers.CharField(allow_blank=True)
 
 

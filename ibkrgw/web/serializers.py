@@ -25,3 +25,27 @@ class StrictBodyMixin:
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
         return super().to_internal_value(data)
+
+
+# -- decimals: money, prices and quantities are Decimal, rendered as JSON strings ------------------
+class NormalizedDecimalField(serializers.DecimalField):
+    """Decimals as plain strings without padding: "10", "419.56", "0" (never "10.00000000" or "0E-8")."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("normalize_output", True)
+        super().__init__(*args, **kwargs)
+
+
+def ledger_decimal(**kwargs) -> serializers.DecimalField:
+    """The ledger's precision (20 digits, 8 places): order quantities and prices in, previews out."""
+    return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
+
+
+def price_field() -> serializers.DecimalField:
+    """A market price or size from the broker; null when the broker has none."""
+    return NormalizedDecimalField(max_digits=24, decimal_places=10, allow_null=True)
+
+
+def money_field() -> serializers.DecimalField:
+    """An account amount (position, cost, value, P&L); null when the broker has none."""
+    return NormalizedDecimalField(max_digits=28, decimal_places=10, allow_null=True)
