@@ -21,10 +21,11 @@ from typing import Any, TypedDict
 from channels.db import database_sync_to_async
 from rest_framework import serializers
 
-from brokers.adapter import ContractInfo, ContractSpec, as_dict
+from brokers.adapter import ContractInfo, ContractSpec
+from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
 from ibkrgw.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
-from marketdata.api import ContractOutput, ContractQueryInput
+from marketdata.api import ContractQueryInput
 from marketdata.groups import QuoteMessage, contracts_resolve_each, hubs, quote_group_name
 
 MAX_CONTRACTS_PER_MESSAGE = 100
@@ -167,4 +168,4 @@ class QuoteStreamConsumer(StreamConsumer):
 
 
 def _contracts_json(contracts: list[ContractInfo]) -> list[dict[str, Any]]:
-    return ContractOutput([as_dict(c) for c in contracts], many=True).data
+    return contracts_payload(contracts)

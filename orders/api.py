@@ -12,12 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from brokers.payloads import ContractOutput
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.render import decimal_str
 from ibkrgw.web.listing import ListQuery
 from ibkrgw.web.serializers import NormalizedDecimalField, StrictBodyMixin, ledger_decimal
-from marketdata.api import SEC_TYPES, ContractOutput
+from marketdata.api import SEC_TYPES
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
