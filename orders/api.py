@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -12,23 +11,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brokers.payloads import ContractOutput
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
-from ibkrgw.render import decimal_str
 from ibkrgw.web.listing import ListQuery
-from ibkrgw.web.serializers import NormalizedDecimalField, StrictBodyMixin, ledger_decimal
+from ibkrgw.web.serializers import StrictBodyMixin, ledger_decimal
 from marketdata.api import SEC_TYPES
 from orders import selectors, services
-from orders.models import Fill, Order, OrderEvent, OrderStatus
+from orders.models import OrderStatus
+from orders.payloads import (
+    FillOutput,
+    OrderOutput,
+    PreviewOutput,
+    TradingSwitchOutput,
+    order_output,
+    preview_payload,
+    trading_switch_payload,
+)
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
-
-
-class LedgerSerializer(serializers.ModelSerializer):
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.DecimalField: NormalizedDecimalField,
-    }
 
 
 class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
@@ -87,199 +86,6 @@ class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
         return attrs
 
 
-class OrderEventOutput(LedgerSerializer):
-    class Meta:
-        model = OrderEvent
-        fields = [
-            "id",
-            "status",
-            "broker_order_id",
-            "perm_id",
-            "filled_quantity",
-            "remaining_quantity",
-            "average_fill_price",
-            "reason",
-            "code",
-            "data",
-            "source",
-            "at",
-        ]
-
-
-class FillOutput(LedgerSerializer):
-    order_id = serializers.UUIDField(allow_null=True)
-    commission = serializers.SerializerMethodField()
-    commission_currency = serializers.SerializerMethodField()
-    realized_pnl = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Fill
-        fields = [
-            "id",
-            "exec_id",
-            "order_id",
-            "account",
-            "con_id",
-            "symbol",
-            "side",
-            "quantity",
-            "price",
-            "executed_at",
-            "exchange",
-            "broker_order_id",
-            "perm_id",
-            "order_ref",
-            "commission",
-            "commission_currency",
-            "realized_pnl",
-            "created_at",
-        ]
-
-    def _commission(self, fill):
-        return getattr(fill, "commission", None) if hasattr(fill, "commission") else None
-
-    def get_commission(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else decimal_str(c.commission)
-
-    def get_commission_currency(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else c.currency
-
-    def get_realized_pnl(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else decimal_str(c.realized_pnl)
-
-
-def _commission_of(fill):
-    try:
-        return fill.commission
-    except Fill.commission.RelatedObjectDoesNotExist:
-        return None
-
-
-class OrderOutput(LedgerSerializer):
-    status = serializers.SerializerMethodField()
-    broker_order_id = serializers.SerializerMethodField()
-    filled_quantity = serializers.SerializerMethodField()
-    remaining_quantity = serializers.SerializerMethodField()
-    average_fill_price = serializers.SerializerMethodField()
-    events = serializers.SerializerMethodField()
-    fills = serializers.SerializerMethodField()
-    children = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Order
-        fields = [
-            "id",
-            "client_order_id",
-            "status",
-            "account",
-            "symbol",
-            "sec_type",
-            "exchange",
-            "primary_exchange",
-            "currency",
-            "con_id",
-            "expiry",
-            "strike",
-            "right",
-            "multiplier",
-            "local_symbol",
-            "action",
-            "quantity",
-            "order_type",
-            "limit_price",
-            "stop_price",
-            "trail_amount",
-            "trail_percent",
-            "tif",
-            "outside_rth",
-            "trading_mode",
-            "broker_order_id",
-            "filled_quantity",
-            "remaining_quantity",
-            "average_fill_price",
-            "preview",
-            "actor_kind",
-            "actor_label",
-            "source",
-            "correlation_id",
-            "created_at",
-            "parent",
-            "role",
-            "oca_group",
-            "children",
-            "events",
-            "fills",
-        ]
-
-    def _events(self, order) -> list[OrderEvent]:
-        cache = getattr(order, "_events_cache", None)
-        if cache is None:
-            cache = sorted(order.events.all(), key=lambda e: e.id)
-            order._events_cache = cache
-        return cache
-
-    def _latest(self, order) -> OrderEvent | None:
-        events = self._events(order)
-        return events[-1] if events else None
-
-    def get_status(self, order) -> str:
-        latest = self._latest(order)
-        return latest.status if latest else OrderStatus.PENDING_SUBMIT
-
-    def get_broker_order_id(self, order) -> int | None:
-        ids = [e.broker_order_id for e in self._events(order) if e.broker_order_id is not None]
-        return ids[-1] if ids else None
-
-    def get_filled_quantity(self, order) -> str:
-        latest = self._latest(order)
-        return decimal_str(latest.filled_quantity if latest else Decimal(0))
-
-    def get_remaining_quantity(self, order) -> str | None:
-        latest = self._latest(order)
-        return None if latest is None else decimal_str(latest.remaining_quantity)
-
-    def get_average_fill_price(self, order) -> str | None:
-        latest = self._latest(order)
-        return None if latest is None else decimal_str(latest.average_fill_price)
-
-    def get_events(self, order) -> list[dict]:
-        return OrderEventOutput(self._events(order), many=True).data
-
-    def get_children(self, order) -> list[dict]:
-        """A bracket entry's exits: id, client_order_id, role and current status."""
-        return [
-            {
-                "id": str(child.pk),
-                "client_order_id": child.client_order_id,
-                "role": child.role,
-                "status": (child.events.order_by("-id").values_list("status", flat=True).first() or ""),
-            }
-            for child in order.children.order_by("role")
-        ]
-
-    def get_fills(self, order) -> list[dict]:
-        return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data
-
-
-class PreviewOutput(serializers.Serializer):
-    account = serializers.CharField()
-    contract = ContractOutput()
-    commission = ledger_decimal(allow_null=True)
-    min_commission = ledger_decimal(allow_null=True)
-    max_commission = ledger_decimal(allow_null=True)
-    commission_currency = serializers.CharField()
-    init_margin_change = ledger_decimal(allow_null=True)
-    maint_margin_change = ledger_decimal(allow_null=True)
-    equity_with_loan_change = ledger_decimal(allow_null=True)
-    init_margin_after = ledger_decimal(allow_null=True)
-    maint_margin_after = ledger_decimal(allow_null=True)
-    equity_with_loan_after = ledger_decimal(allow_null=True)
-    warning = serializers.CharField(allow_blank=True)
-
-
 class OrderListQuery(ListQuery):
     status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
     symbol = serializers.CharField(max_length=32, required=False)
@@ -294,18 +100,6 @@ class FillListQuery(ListQuery):
 
 class TradingSwitchInput(StrictBodyMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
-
-
-class TradingSwitchOutput(serializers.Serializer):
-    halted = serializers.BooleanField()
-    reason = serializers.CharField()
-    actor_label = serializers.CharField()
-    at = serializers.DateTimeField()
-
-
-def order_output(order: Order) -> dict:
-    """The one JSON shape of an order, shared by every door."""
-    return OrderOutput(selectors.order_get(order_id=order.pk)).data
 
 
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -396,9 +190,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         contract, account, preview = services.order_preview(request=data.to_request(), actor=request_actor(request))
-        payload = {name: getattr(preview, name) for name in preview.__slots__}
-        payload.update(account=account, contract={n: getattr(contract, n) for n in contract.__slots__})
-        return Response(PreviewOutput(payload).data)
+        return Response(preview_payload(contract=contract, account=account, preview=preview))
 
 
 class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -430,7 +222,7 @@ class TradingHaltView(APIView):
         data = TradingSwitchInput(data=request.data)
         data.is_valid(raise_exception=True)
         row = services.trading_halt(actor=request_actor(request), reason=data.validated_data["reason"])
-        return Response(TradingSwitchOutput(row).data)
+        return Response(trading_switch_payload(row))
 
 
 class TradingResumeView(APIView):
@@ -446,4 +238,4 @@ class TradingResumeView(APIView):
         data = TradingSwitchInput(data=request.data)
         data.is_valid(raise_exception=True)
         row = services.trading_resume(actor=request_actor(request), reason=data.validated_data["reason"])
-        return Response(TradingSwitchOutput(row).data)
+        return Response(trading_switch_payload(row))

@@ -16,15 +16,14 @@ from ibkrgw.mcp_server import McpResource, mcp_tool
 from ibkrgw.web.listing import page
 from ibkrgw.web.serializers import StrictQueryMixin
 from orders import selectors, services
-from orders.api import (
-    FillListQuery,
+from orders.api import FillListQuery, OrderCreateInput, OrderListQuery
+from orders.payloads import (
     FillOutput,
-    OrderCreateInput,
-    OrderListQuery,
     OrderOutput,
-    PreviewOutput,
-    TradingSwitchOutput,
     order_output,
+    order_payload,
+    preview_payload,
+    trading_switch_payload,
 )
 
 
@@ -39,9 +38,7 @@ def preview_order(data: OrderCreateInput, actor: Actor) -> dict[str, Any]:
     """What-if for an order request: commission, margin and equity impact. Nothing is recorded or sent. Same
     arguments as place_order. Mirrors POST /api/v1/orders/preview/."""
     contract, account, preview = services.order_preview(request=data.to_request(), actor=actor)
-    payload = {name: getattr(preview, name) for name in preview.__slots__}
-    payload.update(account=account, contract={n: getattr(contract, n) for n in contract.__slots__})
-    return PreviewOutput(payload).data
+    return preview_payload(contract=contract, account=account, preview=preview)
 
 
 @mcp_tool(title="Place an order", input=OrderCreateInput, trade=True)
@@ -63,7 +60,7 @@ def cancel_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
 @mcp_tool(title="Get an order", input=OrderIdInput)
 def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     """One order with its status, events (every state change) and fills. Mirrors GET /api/v1/orders/{id}/."""
-    return OrderOutput(selectors.order_get_or_error(order_id=data.validated_data["order_id"])).data
+    return order_payload(selectors.order_get_or_error(order_id=data.validated_data["order_id"]))
 
 
 @mcp_tool(title="List orders", input=OrderListQuery)
@@ -87,7 +84,7 @@ def trading_status() -> dict[str, Any]:
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
         "trading_halted": selectors.trading_halted(),
-        "kill_switch": TradingSwitchOutput(switch).data if switch is not None else None,
+        "kill_switch": trading_switch_payload(switch) if switch is not None else None,
         "risk_limits": {
             "max_order_quantity": settings.RISK_MAX_ORDER_QUANTITY,
             "max_order_notional": settings.RISK_MAX_ORDER_NOTIONAL,

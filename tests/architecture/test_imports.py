@@ -65,7 +65,6 @@ def test_simulator_imports_nothing_of_the_gateway():
     assert bad == [], _listing(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="orders.publish renders websocket messages through orders.api serializers")
 def test_only_doors_import_doors():
     """Services, selectors and the websocket publisher render through payload modules, never a REST view."""
     bad = import_graph.violations(import_graph.DOORS, FOUND)

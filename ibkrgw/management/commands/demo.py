@@ -23,14 +23,14 @@ from django.db.migrations.executor import MigrationExecutor
 
 from audit.selectors import audit_list
 from brokers import runtime
-from brokers.adapter import ContractSpec, as_dict
+from brokers.adapter import ContractSpec
 from brokers.payloads import contracts_payload, health_payload
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import GatewayError
 from marketdata.payloads import bars_payload, quote_payload
 from marketdata.services import bars_get, contract_resolve, quote_get
-from orders.api import PreviewOutput, order_output
+from orders.payloads import order_output, preview_payload
 from orders.selectors import fill_list, order_get, trading_halted
 from orders.services import order_preview, order_submit
 from orders.types import OrderRequest
@@ -100,7 +100,7 @@ class Command(BaseCommand):
         self._step(f"5. Preview: BUY 10 {SYMBOL} MKT (what-if; nothing is recorded or sent)")
         actor = self._actor()
         contract, account, preview = order_preview(request=self._request("preview"), actor=actor)
-        self._show(PreviewOutput({**as_dict(preview), "account": account, "contract": as_dict(contract)}).data)
+        self._show(preview_payload(contract=contract, account=account, preview=preview))
 
         self._step("6. An order with ORDERS_ENABLED=false: recorded as simulated, nothing reaches the gateway")
         settings.ORDERS_ENABLED = False
