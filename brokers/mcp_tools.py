@@ -8,7 +8,7 @@ from brokers import selectors
 from brokers.api import AccountQueryInput
 from brokers.payloads import account_summary_payload, health_payload, pnl_payload, positions_payload
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import NoInput, mcp_tool
+from ibkrgw.web.mcp import NoInput, mcp_tool
 
 
 @mcp_tool(title="Gateway health", input=NoInput)

@@ -6,7 +6,7 @@ from typing import Any
 
 from brokers.payloads import contracts_payload
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import mcp_tool
+from ibkrgw.web.mcp import mcp_tool
 from marketdata import services
 from marketdata.api import BarsQueryInput, ContractQueryInput, QuoteQueryInput
 from marketdata.payloads import bars_payload, quote_payload

@@ -12,8 +12,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import McpResource, mcp_tool
 from ibkrgw.web.listing import page
+from ibkrgw.web.mcp import McpResource, mcp_tool
 from ibkrgw.web.serializers import StrictQueryMixin
 from orders import selectors, services
 from orders.api import FillListQuery, OrderCreateInput, OrderListQuery

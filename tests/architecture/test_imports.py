@@ -26,7 +26,6 @@ BROKER_MODULES_REACHING_UP = {
     "brokers.remote": "imports orders.services and orders.types (order recording on the lease holder)",
     "brokers.runtime": "imports orders.services (pending-order expiry) and marketdata.groups (quote groups)",
     "brokers.selectors": "imports orders.selectors (trading_halted)",
-    "brokers.mcp_tools": "imports ibkrgw.mcp_server (the tool registry)",
 }
 
 
