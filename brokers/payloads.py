@@ -5,7 +5,7 @@ REST, MCP and websockets render through these functions, so every door answers a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rest_framework import serializers
 
@@ -107,7 +107,7 @@ class PnLOutput(serializers.Serializer):
 
 
 def contracts_payload(contracts: list[ContractInfo]) -> list[dict[str, Any]]:
-    return ContractOutput([as_dict(c) for c in contracts], many=True).data
+    return cast(list[dict[str, Any]], ContractOutput([as_dict(c) for c in contracts], many=True).data)
 
 
 def health_payload(health: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +119,8 @@ def account_summary_payload(summary: AccountSummary) -> dict[str, Any]:
 
 
 def positions_payload(positions: list[PositionInfo]) -> list[dict[str, Any]]:
-    return PositionOutput([{**as_dict(p), "contract": as_dict(p.contract)} for p in positions], many=True).data
+    rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in positions]
+    return cast(list[dict[str, Any]], PositionOutput(rows, many=True).data)
 
 
 def pnl_payload(pnl: PnLInfo) -> dict[str, Any]:

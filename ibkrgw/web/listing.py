@@ -7,7 +7,7 @@ Selectors apply the window with `within()`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -49,8 +49,8 @@ def within(queryset: QuerySet, field: str, *, since: datetime | None, until: dat
 
 def page(queryset: QuerySet, query: ListQuery, output: type[serializers.Serializer]) -> dict[str, Any]:
     """REST's LimitOffsetPagination shape; `next`/`previous` are REST URLs there, null here: page with limit/offset."""
-    limit = query.validated_data.get("limit") or settings.REST_FRAMEWORK["PAGE_SIZE"]
-    offset = query.validated_data.get("offset") or 0
+    limit: int = query.validated_data.get("limit") or cast(int, settings.REST_FRAMEWORK["PAGE_SIZE"])
+    offset: int = query.validated_data.get("offset") or 0
     return {
         "count": queryset.count(),
         "next": None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 
-class StrictQueryMixin:
+class StrictQueryMixin(serializers.Serializer):
     """Unknown query parameters are an error, not silently ignored."""
 
     def validate(self, attrs):
@@ -15,7 +15,7 @@ class StrictQueryMixin:
         return attrs
 
 
-class StrictBodyMixin:
+class StrictBodyMixin(serializers.Serializer):
     """Unknown fields are an error (a typo must never silently change an order)."""
 
     def to_internal_value(self, data):
