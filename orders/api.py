@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -24,10 +25,12 @@ from orders.payloads import (
     PreviewOutput,
     TradingSwitchOutput,
     order_output,
-    preview_payload,
+    preview_output,
     trading_switch_payload,
 )
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
+
+logger = logging.getLogger(__name__)
 
 
 class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
@@ -102,9 +105,44 @@ class TradingSwitchInput(StrictBodyMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
 
 
-class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RefusalsAudited:
+    """Order-changing requests refused before any gate (malformed body, wrong state, no such order)
+    leave a bounded audit entry; gate blocks already left theirs."""
+
+    audited_actions: tuple[str, ...] = ()
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)  # type: ignore[misc]
+        action = getattr(self, "action", None) or self.request.method.lower()
+        if (
+            400 <= response.status_code < 500
+            and response.status_code != 401
+            and action in self.audited_actions
+            and not getattr(exc, "audited", False)
+        ):
+            error = (response.data or {}).get("error", {}) if isinstance(response.data, dict) else {}
+            try:
+                body = self.request.data
+            except Exception:  # the body itself was the problem
+                body = None
+            try:
+                services.refusal_record(
+                    code=str(error.get("code", "invalid_request")),
+                    message=str(error.get("message", "")),
+                    details=error.get("details"),
+                    actor=request_actor(self.request),
+                    action=action,
+                    body=body,
+                )
+            except Exception:  # auditing a refusal must never turn it into a 500
+                logger.exception("could not audit a refused order request")
+        return response
+
+
+class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderOutput
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+    audited_actions = ("create", "partial_update", "cancel")
 
     def get_permissions(self):
         if self.action in ("create", "cancel", "partial_update"):
@@ -183,14 +221,19 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=OrderCreateInput,
         responses={200: PreviewOutput, 400: ERROR, 404: ERROR, 409: ERROR, 422: ERROR, 503: ERROR, 504: ERROR},
-        description="What-if: commission, margin and equity impact. Nothing is recorded or sent.",
+        description="A dry run of placing this order: every gate that would block it (with the code placing it "
+        "would answer), and the broker's what-if (commission, margin and equity impact). Nothing is recorded or sent.",
     )
     @action(detail=False, methods=["post"], permission_classes=[HasReadScope])
     def preview(self, request: Request) -> Response:
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        contract, account, preview = services.order_preview(request=data.to_request(), actor=request_actor(request))
-        return Response(preview_payload(contract=contract, account=account, preview=preview))
+        result = services.order_preview(
+            request=data.to_request(),
+            actor=request_actor(request),
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+        )
+        return Response(preview_output(result))
 
 
 class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -209,8 +252,9 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
 
-class TradingHaltView(APIView):
+class TradingHaltView(RefusalsAudited, APIView):
     permission_classes = [HasTradeScope]
+    audited_actions = ("post",)
 
     @extend_schema(
         operation_id="trading_halt",

@@ -22,7 +22,7 @@ from orders.payloads import (
     OrderOutput,
     order_output,
     order_payload,
-    preview_payload,
+    preview_output,
     trading_switch_payload,
 )
 
@@ -35,10 +35,11 @@ class OrderIdInput(StrictQueryMixin, serializers.Serializer):
 
 @mcp_tool(title="Preview an order", input=OrderCreateInput)
 def preview_order(data: OrderCreateInput, actor: Actor) -> dict[str, Any]:
-    """What-if for an order request: commission, margin and equity impact. Nothing is recorded or sent. Same
-    arguments as place_order. Mirrors POST /api/v1/orders/preview/."""
-    contract, account, preview = services.order_preview(request=data.to_request(), actor=actor)
-    return preview_payload(contract=contract, account=account, preview=preview)
+    """A dry run of place_order with the same arguments: `ok` is true only when no gate would block it now;
+    `blocks` lists every gate that would (kill switch, risk limits, price collar, idempotency...) with the error
+    code place_order would return; plus the broker's what-if (commission, margin and equity impact). Nothing is
+    recorded or sent."""
+    return preview_output(services.order_preview(request=data.to_request(), actor=actor))
 
 
 @mcp_tool(title="Place an order", input=OrderCreateInput, trade=True)

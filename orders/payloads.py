@@ -7,17 +7,20 @@ through every door and the services never reach into a door to render one.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from rest_framework import serializers
 
-from brokers.adapter import ContractInfo, OrderPreview, as_dict
+from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
 from ibkrgw.render import decimal_str
 from ibkrgw.web.serializers import NormalizedDecimalField, ledger_decimal
 from orders import selectors
 from orders.models import Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
+
+if TYPE_CHECKING:  # the services import this module (through publishing); only the type is needed here
+    from orders.services import PreviewResult
 
 
 class LedgerSerializer(serializers.ModelSerializer):
@@ -204,9 +207,24 @@ class OrderOutput(LedgerSerializer):
         return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data
 
 
+class GateBlockOutput(serializers.Serializer):
+    gate = serializers.CharField(help_text="validation, account_mode, risk, idempotency or arming")
+    code = serializers.CharField(help_text="the error code placing this order would answer")
+    http_status = serializers.IntegerField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
 class PreviewOutput(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="true when no gate would block this order now")
+    would_be = serializers.ChoiceField(
+        choices=["simulated", "pending_approval", "submitted", "refused"],
+        help_text="what placing it now would do",
+    )
+    blocks = GateBlockOutput(many=True, help_text="every gate that would block, in gate order")
     account = serializers.CharField()
-    contract = ContractOutput()
+    contract = ContractOutput(allow_null=True)
+    what_if_error = serializers.CharField(allow_blank=True, help_text="why the broker's what-if is missing, if it is")
     commission = ledger_decimal(allow_null=True)
     min_commission = ledger_decimal(allow_null=True)
     max_commission = ledger_decimal(allow_null=True)
@@ -218,6 +236,21 @@ class PreviewOutput(serializers.Serializer):
     maint_margin_after = ledger_decimal(allow_null=True)
     equity_with_loan_after = ledger_decimal(allow_null=True)
     warning = serializers.CharField(allow_blank=True)
+
+
+PREVIEW_FIELDS = (
+    "commission",
+    "min_commission",
+    "max_commission",
+    "commission_currency",
+    "init_margin_change",
+    "maint_margin_change",
+    "equity_with_loan_change",
+    "init_margin_after",
+    "maint_margin_after",
+    "equity_with_loan_after",
+    "warning",
+)
 
 
 class TradingSwitchOutput(serializers.Serializer):
@@ -241,9 +274,22 @@ def fill_payload(fill: Fill) -> dict[str, Any]:
     return FillOutput(fill).data
 
 
-def preview_payload(*, contract: ContractInfo, account: str, preview: OrderPreview) -> dict[str, Any]:
-    """A what-if preview with the account and the resolved contract."""
-    return PreviewOutput({**as_dict(preview), "account": account, "contract": as_dict(contract)}).data
+def preview_output(result: PreviewResult) -> dict[str, Any]:
+    """The one JSON shape of a preview (REST and MCP): the gates' verdict and the broker's what-if."""
+    what_if = result.preview
+    payload = {name: getattr(what_if, name) if what_if else None for name in PREVIEW_FIELDS}
+    payload["commission_currency"] = payload["commission_currency"] or ""
+    payload["warning"] = payload["warning"] or ""
+    contract = result.contract
+    payload.update(
+        ok=not result.blocks,
+        would_be=result.would_be,
+        blocks=result.blocks,
+        account=result.account,
+        contract=as_dict(contract) if contract else None,
+        what_if_error=result.what_if_error,
+    )
+    return PreviewOutput(payload).data
 
 
 def trading_switch_payload(row: TradingSwitchEvent) -> dict[str, Any]:
