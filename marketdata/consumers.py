@@ -26,7 +26,8 @@ from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
 from ibkrgw.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
 from marketdata.api import ContractQueryInput
-from marketdata.groups import QuoteMessage, contracts_resolve_each, hubs, quote_group_name
+from marketdata.groups import QuoteMessage, hubs, quote_group_name
+from marketdata.services import contracts_resolve_each
 
 MAX_CONTRACTS_PER_MESSAGE = 100
 MAX_CONTRACTS_PER_CLIENT = 500

@@ -17,58 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 from channels.layers import get_channel_layer
 
 from brokers import runtime
-from brokers.adapter import ContractInfo, ContractSpec, Quote
-from ibkrgw.errors import GatewayError
+from brokers.adapter import ContractInfo, Quote
 from ibkrgw.render import decimal_str, iso_utc
 from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dumps, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 
-REST_HOLD_S = 300.0  # a REST `stream=true` subscription lives this long after its last use
 STALE_POLL_S = 1.0  # how often the hub asks the worker which subscriptions went stale
-_rest_holds: dict[int, float] = {}
-_rest_lock = threading.Lock()
 
 
 def quote_group_name(con_id: int) -> str:
     return f"quotes.{con_id}"
-
-
-def rest_stream_hold(contract: ContractInfo) -> None:
-    """Keep a streaming subscription for REST callers; expire holds idle for REST_HOLD_S."""
-    adapter = runtime.adapter()
-    now = time.monotonic()
-    with _rest_lock:
-        for con_id, last_used in list(_rest_holds.items()):
-            if now - last_used > REST_HOLD_S:
-                del _rest_holds[con_id]
-                adapter.quote_unsubscribe(con_id=con_id)
-        if contract.con_id not in _rest_holds:
-            adapter.quote_subscribe(contract=contract)
-        _rest_holds[contract.con_id] = now
-
-
-def contracts_resolve_each(*, specs: list[ContractSpec]) -> list[ContractInfo | GatewayError]:
-    """Resolve each spec to exactly one contract; a failure is returned in its place, not raised.
-
-    Does database and broker I/O: call it from a thread (never on an event loop).
-    """
-    from marketdata.services import contract_resolve_one
-
-    results: list[ContractInfo | GatewayError] = []
-    for spec in specs:
-        try:
-            results.append(contract_resolve_one(spec=spec))
-        except GatewayError as exc:
-            results.append(exc)
-    return results
 
 
 # -- frames -----------------------------------------------------------------------------------
