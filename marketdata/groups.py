@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 from channels.layers import get_channel_layer
 
 from brokers import runtime
 from brokers.adapter import ContractInfo, Quote
-from ibkrgw.render import decimal_str, iso_utc
 from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dumps, shared_channel_layer
+from marketdata.payloads import QuoteFrame, quote_frame
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +36,6 @@ def quote_group_name(con_id: int) -> str:
 
 
 # -- frames -----------------------------------------------------------------------------------
-class QuoteFrame(TypedDict):
-    type: str  # "quote"
-    symbol: str
-    con_id: int
-    bid: str | None
-    ask: str | None
-    last: str | None
-    bid_size: str | None
-    ask_size: str | None
-    volume: str | None
-    time: str | None
-    age_ms: int | None
-    market_data_type: int
-    stale: bool
-
-
 class QuoteMessage(TypedDict):
     """What travels through the channel layer to consumers (group `quotes.<conId>`)."""
 
@@ -60,25 +43,6 @@ class QuoteMessage(TypedDict):
     con_id: int
     fingerprint: str
     text: str
-
-
-def quote_frame(quote: Quote, *, stale: bool) -> QuoteFrame:
-    stamp = quote.time or quote.received_at
-    return {
-        "type": "quote",
-        "symbol": quote.symbol,
-        "con_id": quote.con_id,
-        "bid": decimal_str(quote.bid),
-        "ask": decimal_str(quote.ask),
-        "last": decimal_str(quote.last),
-        "bid_size": decimal_str(quote.bid_size),
-        "ask_size": decimal_str(quote.ask_size),
-        "volume": decimal_str(quote.volume),
-        "time": iso_utc(stamp),
-        "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
-        "market_data_type": quote.market_data_type,
-        "stale": stale,
-    }
 
 
 def _fingerprint(frame: QuoteFrame) -> str:

@@ -1,18 +1,18 @@
-"""The JSON shapes of market data (quotes, bars), shared by REST and MCP.
+"""The JSON shapes of market data: quotes and bars for REST and MCP, the quote frame of `/ws/quotes/`.
 
-Contracts render through `brokers.payloads`; the websocket quote stream sends its own lighter
-frame (`marketdata.groups.quote_frame`).
+Contracts render through `brokers.payloads`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from rest_framework import serializers
 
 from brokers.adapter import Bar, ContractInfo, Quote, as_dict
 from brokers.payloads import ContractOutput
+from ibkrgw.render import decimal_str, iso_utc
 from ibkrgw.web.serializers import price_field
 
 
@@ -63,7 +63,7 @@ def quote_payload(contract: ContractInfo, quote: Quote) -> dict[str, Any]:
     return QuoteOutput({
         **{name: getattr(quote, name) for name in QUOTE_FIELDS},
         "time": stamp,
-        "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
+        "age_ms": _age_ms(stamp),
         "delayed": quote.market_data_type in (3, 4),
         "source": "stream" if quote.received_at else "snapshot",
         "contract": as_dict(contract),
@@ -90,3 +90,44 @@ QUOTE_FIELDS = (
     "low",
     "market_data_type",
 )
+
+
+def _age_ms(stamp: datetime | None) -> int | None:
+    """Milliseconds since the quote's time."""
+    return int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None
+
+
+class QuoteFrame(TypedDict):
+    type: str  # "quote"
+    symbol: str
+    con_id: int
+    bid: str | None
+    ask: str | None
+    last: str | None
+    bid_size: str | None
+    ask_size: str | None
+    volume: str | None
+    time: str | None
+    age_ms: int | None
+    market_data_type: int
+    stale: bool
+
+
+def quote_frame(quote: Quote, *, stale: bool) -> QuoteFrame:
+    """A quote as the `/ws/quotes/` stream sends it: lighter than REST: no contract, only what a ticker shows."""
+    stamp = quote.time or quote.received_at
+    return {
+        "type": "quote",
+        "symbol": quote.symbol,
+        "con_id": quote.con_id,
+        "bid": decimal_str(quote.bid),
+        "ask": decimal_str(quote.ask),
+        "last": decimal_str(quote.last),
+        "bid_size": decimal_str(quote.bid_size),
+        "ask_size": decimal_str(quote.ask_size),
+        "volume": decimal_str(quote.volume),
+        "time": iso_utc(stamp),
+        "age_ms": _age_ms(stamp),
+        "market_data_type": quote.market_data_type,
+        "stale": stale,
+    }
