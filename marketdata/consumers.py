@@ -24,7 +24,7 @@ from rest_framework import serializers
 from brokers.adapter import ContractInfo, ContractSpec
 from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
-from ibkrgw.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
+from ibkrgw.web.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
 from marketdata.api import ContractQueryInput
 from marketdata.groups import QuoteMessage, hubs, quote_group_name
 from marketdata.services import contracts_resolve_each

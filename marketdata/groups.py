@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 
 from brokers import runtime
 from brokers.adapter import ContractInfo, Quote
-from ibkrgw.ws import LatestOutbox, LoopHubs, cancelling, dumps, shared_channel_layer
+from ibkrgw.web.ws import LatestOutbox, LoopHubs, cancelling, dumps, shared_channel_layer
 from marketdata.payloads import QuoteFrame, quote_frame
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from brokers.adapter import Bar, ContractInfo, Quote, as_dict
 from brokers.payloads import ContractOutput
-from ibkrgw.render import decimal_str, iso_utc
+from ibkrgw.web.render import decimal_str, iso_utc
 from ibkrgw.web.serializers import price_field
 
 

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
-from ibkrgw.render import decimal_str
+from ibkrgw.web.render import decimal_str
 from ibkrgw.web.serializers import NormalizedDecimalField, ledger_decimal
 from orders import selectors
 from orders.models import Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent

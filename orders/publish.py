@@ -31,7 +31,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from ibkrgw.ws import LoopHubs, cancelling, dumps, shared_channel_layer
+from ibkrgw.web.ws import LoopHubs, cancelling, dumps, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def is_door(module: str) -> bool:
 
 
 # The websocket and MCP code the broker layer must not reach.
-WEBSOCKET_AND_MCP = ("ibkrgw.ws", "ibkrgw.ws_auth", "ibkrgw.routing", "ibkrgw.mcp_server")
+WEBSOCKET_AND_MCP = ("ibkrgw.web.ws", "ibkrgw.ws_auth", "ibkrgw.routing", "ibkrgw.mcp_server")
 
 # The broker layer (connection, port, adapter) sits under the apps: it publishes events and offers
 # the port; the apps subscribe. It knows nothing of them.
