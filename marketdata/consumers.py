@@ -24,6 +24,7 @@ from rest_framework import serializers
 from brokers.adapter import ContractInfo, ContractSpec
 from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
+from ibkrgw.web.serializers import StrictBodyMixin
 from ibkrgw.web.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
 from marketdata.api import ContractQueryInput
 from marketdata.groups import QuoteMessage, hubs, quote_group_name
@@ -38,7 +39,7 @@ class ContractsFrame(TypedDict):
     contracts: list[dict[str, Any]]
 
 
-class QuoteSubscriptionInput(serializers.Serializer):
+class QuoteSubscriptionInput(StrictBodyMixin, serializers.Serializer):
     action = serializers.ChoiceField(choices=["subscribe", "unsubscribe"])
     symbols = serializers.ListField(
         child=serializers.CharField(max_length=32), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
@@ -46,12 +47,6 @@ class QuoteSubscriptionInput(serializers.Serializer):
     contracts = serializers.ListField(
         child=serializers.DictField(), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
     )
-
-    def to_internal_value(self, data):
-        unknown = set(data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return super().to_internal_value(data)
 
     def validate(self, attrs):
         symbols, contracts = attrs.get("symbols", []), attrs.get("contracts", [])
