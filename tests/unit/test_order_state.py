@@ -79,6 +79,8 @@ Z = Decimal(0)
         ("Submitted", Z, Z, S.SUBMITTED),  # remaining 0 without a fill is not a fill
         ("Submitted", Decimal(4), Decimal(6), S.PARTIALLY_FILLED),
         ("Submitted", Decimal(4), None, S.PARTIALLY_FILLED),
+        ("Submitted", Decimal(1), Decimal(9), S.PARTIALLY_FILLED),  # the first share counts
+        ("Submitted", Decimal("0.5"), Decimal("9.5"), S.PARTIALLY_FILLED),
         ("Submitted", Z, Decimal(10), S.SUBMITTED),
         ("PreSubmitted", Z, Decimal(10), S.SUBMITTED),
         ("PendingSubmit", Z, Decimal(10), S.SUBMITTED),
