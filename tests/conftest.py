@@ -120,7 +120,25 @@ def _flush_with_ledger_guards_lifted(original):
     return teardown
 
 
+def _own_test_database_per_mutant():
+    """Mutation testing forks one process per mutant from a parent that already named the test database
+    after its own pid: give each child its own file so parallel children never share one."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from django.db import connections
+
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
+    connections.close_all()
+    for conn in connections.all(initialized_only=False):
+        if conn.vendor == "sqlite" and conn.settings_dict.get("TEST", {}).get("NAME"):
+            conn.settings_dict["TEST"]["NAME"] = str(Path(tempfile.gettempdir()) / f"ibkrgw-test-{os.getpid()}.sqlite3")
+
+
 def pytest_configure(config):
     from django.test import TransactionTestCase
 
     TransactionTestCase._fixture_teardown = _flush_with_ledger_guards_lifted(TransactionTestCase._fixture_teardown)
+    _own_test_database_per_mutant()

@@ -15,7 +15,7 @@ from orders import services
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.types import OrderRequest
-from tests.factories import OrderEventFactory, OrderFactory
+from tests.factories import OrderEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
