@@ -251,3 +251,63 @@ def test_admin_only_endpoints_take_a_superuser_session_and_never_a_key():
     assert permission.has_permission(Request(root, key), None) is False
     assert permission.has_permission(Request(_user(is_staff=True)), None) is False
     assert permission.has_permission(Request(AnonymousUser()), None) is False
+
+
+# -- exact records and refusals -------------------------------------------------------------------
+def test_a_refused_resume_says_who_may_resume():
+    with pytest.raises(GatewayError) as excinfo:
+        services.trading_resume(actor=REFUSED_RESUMERS["api key"])
+    assert excinfo.value.message == "Only an admin user can resume trading."
+
+
+def test_the_kill_switch_row_and_its_audit_entry_record_who_when_and_why():
+    actor = Actor(kind=ActorKind.USER, label="r" * 151, source=Source.ADMIN, correlation_id="cid-9", is_admin=True)
+    halted = services.trading_halt(actor=actor, reason="x" * 2001)
+    assert (len(halted.reason), halted.actor_label, halted.correlation_id) == (2000, "r" * 150, "cid-9")
+    resumed = services.trading_resume(actor=actor)
+    assert resumed.reason == ""
+    entries = list(AuditEntry.objects.filter(target_type="trading").order_by("seq"))
+    assert [e.event for e in entries] == ["trading.halted", "trading.resumed"]
+    assert entries[1].data == {"reason": ""}
+    assert {e.correlation_id for e in entries} == {"cid-9"}
+    assert services.trading_halt(actor=actor).reason == ""
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda row: type(row).objects.get(pk=row.pk).save(), "updating a saved row"),
+        (lambda row: row.delete(), "delete()"),
+        (lambda row: type(row).objects.filter(pk=row.pk).update(reason="x"), "update()"),
+        (lambda row: type(row).objects.filter(pk=row.pk).delete(), "delete()"),
+        (lambda row: type(row).objects.bulk_update([row], ["reason"]), "bulk_update()"),
+        (lambda row: type(row).objects.update_or_create(pk=row.pk, defaults={"reason": "x"}), "update_or_create()"),
+    ],
+    ids=["save", "delete", "queryset update", "queryset delete", "bulk_update", "update_or_create"],
+)
+def test_each_append_only_refusal_names_the_table_and_the_operation(make, what):
+    from ibkrgw.errors import AppendOnlyViolation
+
+    row = OrderEventFactory()
+    with pytest.raises(AppendOnlyViolation) as excinfo:
+        make(row)
+    assert excinfo.value.message == f"orders.OrderEvent is append-only: {what} is not allowed."
+    assert excinfo.value.code == ErrorCode.LEDGER_APPEND_ONLY
+
+
+def test_the_api_key_header_is_read_only_when_it_names_an_api_key():
+    from rest_framework import exceptions
+
+    class Request:
+        def __init__(self, **meta):
+            self.META = meta
+
+    authentication = auth.ApiKeyAuthentication()
+    key, secret = api_key(scope=Scope.TRADE)
+    assert authentication.authenticate(Request()) is None
+    assert authentication.authenticate(Request(HTTP_AUTHORIZATION=f"Bearer {secret}")) is None
+    user, found = authentication.authenticate(Request(HTTP_AUTHORIZATION=f"Api-Key {secret} "))
+    assert (user.is_authenticated, found) == (False, key)
+    with pytest.raises(exceptions.AuthenticationFailed):
+        authentication.authenticate(Request(HTTP_AUTHORIZATION="Api-Key nope.nope"))
+    assert authentication.authenticate_header(Request()) == "Api-Key"
