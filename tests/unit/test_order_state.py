@@ -14,7 +14,7 @@ BROKER = {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELL
 
 # The specification, written out state by state (not derived from the code under test).
 ALLOWED = {
-    S.PENDING_APPROVAL: {S.PENDING_SUBMIT, S.SIMULATED, S.REJECTED, S.EXPIRED},
+    S.PENDING_APPROVAL: {S.PENDING_SUBMIT, S.SIMULATED, S.REJECTED, S.EXPIRED, S.CANCELLED},
     S.PENDING_SUBMIT: BROKER | {S.UNKNOWN},
     S.UNKNOWN: BROKER,
     S.SUBMITTED: BROKER,
@@ -61,7 +61,7 @@ def test_a_filled_order_never_goes_back_to_working():
 
 
 def test_a_held_order_cannot_skip_approval_to_the_broker():
-    for reported in BROKER - {S.REJECTED}:
+    for reported in BROKER - {S.REJECTED, S.CANCELLED}:
         assert not can_transition(S.PENDING_APPROVAL, reported)
 
 
