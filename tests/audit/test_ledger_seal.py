@@ -108,6 +108,88 @@ def test_every_ledger_table_is_sealed():
     assert {m._meta.db_table for m in sealed_models()} == set(APPEND_ONLY_TABLES) - {"audit_ledgerseal"}
 
 
+# The NOT NULL columns of each ledger table when its rows are sealed. Existing seals cover exactly these
+# (NULL columns are left out of a row's content), so a new NOT NULL column, or one removed, would make
+# every row already in a production ledger fail `audit_verify`. Add new ledger columns as nullable.
+SEALED_NOT_NULL_COLUMNS = {
+    "audit_auditentry": {
+        "actor_kind",
+        "actor_label",
+        "correlation_id",
+        "created_at",
+        "data",
+        "entry_hash",
+        "event",
+        "prev_hash",
+        "seq",
+        "source",
+        "target_id",
+        "target_type",
+    },
+    "orders_commission": {"commission", "created_at", "currency", "exec_id", "fill_id", "id"},
+    "orders_fill": {
+        "account",
+        "created_at",
+        "exchange",
+        "exec_id",
+        "executed_at",
+        "id",
+        "order_ref",
+        "price",
+        "quantity",
+        "side",
+        "symbol",
+    },
+    "orders_order": {
+        "account",
+        "action",
+        "actor_kind",
+        "actor_label",
+        "client_order_id",
+        "correlation_id",
+        "created_at",
+        "currency",
+        "exchange",
+        "expiry",
+        "id",
+        "local_symbol",
+        "multiplier",
+        "oca_group",
+        "order_type",
+        "outside_rth",
+        "primary_exchange",
+        "quantity",
+        "request_hash",
+        "right",
+        "role",
+        "sec_type",
+        "source",
+        "symbol",
+        "tif",
+        "trading_mode",
+    },
+    "orders_orderevent": {"at", "code", "data", "filled_quantity", "id", "order_id", "reason", "source", "status"},
+    "orders_tradingswitchevent": {
+        "actor_kind",
+        "actor_label",
+        "at",
+        "correlation_id",
+        "halted",
+        "id",
+        "reason",
+        "source",
+    },
+}
+
+
+def test_ledger_columns_that_existing_seals_cover_are_unchanged():
+    current = {m._meta.db_table: {f.column for f in m._meta.concrete_fields if not f.null} for m in sealed_models()}
+    assert current == SEALED_NOT_NULL_COLUMNS, (
+        "A NOT NULL ledger column was added or removed: every row sealed before would then fail audit_verify. "
+        "Make a new column nullable (see docs/audit.md, 'Upgrading and changing the ledger')."
+    )
+
+
 @pytest.mark.django_db
 def test_every_insert_appends_one_chained_seal_of_the_row_as_stored():
     rows = small_ledger()
