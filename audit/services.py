@@ -22,7 +22,7 @@ def ledger_write_lock() -> None:
     by another process's writes (order admission: counts, duplicates, the kill switch)."""
     if not transaction.get_connection().in_atomic_block:
         raise TransactionManagementError("ledger_write_lock must run inside a transaction")
-    _serialize_writers()
+    lock_ledger(transaction.get_connection().alias)
 
 
 def audit_record(
