@@ -403,6 +403,16 @@ def test_an_anchored_head_catches_a_rewrite_of_the_whole_chain_and_a_truncation(
     assert f"the chain has no seal {head['seq']}: it was truncated" in out
 
 
+@pytest.mark.django_db
+def test_the_head_can_be_read_over_the_api_by_a_read_key_only(client, read_client):
+    assert read_client.get("/api/v1/audit/head/").json() == {"seq": 0, "sha256": None}
+    small_ledger()
+    last = LedgerSeal.objects.order_by("-seq").first()
+    assert read_client.get("/api/v1/audit/head/").json() == {"seq": last.seq, "sha256": last.seal_hash}
+    assert verify("--anchor", f"{last.seq}:{last.seal_hash}")[0] == 0
+    assert client.get("/api/v1/audit/head/").status_code in (401, 403)
+
+
 def test_a_malformed_anchor_is_refused():
     with pytest.raises(CommandError, match="SEQ:SHA256") as excinfo:
         call_command("audit_verify", "--anchor", "12:not-a-hash")
