@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from brokers import selectors
 from brokers.adapter import as_dict
+from ibkrgw.fields import account_field
 from ibkrgw.openapi import ERROR
 from marketdata.api import ContractOutput, StrictQueryMixin
 
@@ -60,8 +61,8 @@ class HealthOutput(serializers.Serializer):
 
 
 class AccountQueryInput(StrictQueryMixin, serializers.Serializer):
-    account = serializers.CharField(
-        max_length=32, required=False, default="", help_text="Defaults to IB_ACCOUNT or the first managed account."
+    account = account_field(
+        required=False, default="", help_text="Defaults to IB_ACCOUNT or the first managed account."
     )
 
 

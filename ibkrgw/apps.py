@@ -7,9 +7,11 @@ class IbkrgwConfig(AppConfig):
     verbose_name = "ibkr-gateway"
 
     def ready(self) -> None:
+        from ibkrgw.logging import redact_daphne_access_log
         from ibkrgw.metrics import register_collectors
 
         register_collectors()
+        redact_daphne_access_log()
 
 
 class OperatorAdminConfig(admin_apps.AdminConfig):
