@@ -59,10 +59,9 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 def _pattern_field(pattern: str, message: str, **kwargs) -> serializers.CharField:
+    # Validators go in through kwargs: DRF rebuilds declared fields from their kwargs on every use.
     # `$` is safe here: CharField strips surrounding whitespace (a trailing newline) before validating.
-    field = serializers.CharField(**kwargs)
-    field.validators.append(RegexValidator(pattern, message))
-    return field
+    return serializers.CharField(validators=[RegexValidator(pattern, message)], **kwargs)
 
 
 def symbol_field(**kwargs) -> serializers.CharField:

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.ws.conftest import ws_key  # noqa: F401 - a read-scope key for websocket tests
+
 # TWS message ids that ask the broker for something on a client's behalf.
 BROKER_REQUESTS = {
     1: "reqMktData",

@@ -49,6 +49,44 @@ def test_control_characters_in_query_parameters_are_400(broker_tap, read_client,
     broker_tap.assert_untouched()
 
 
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("symbol", "ＡＡＰＬ"),
+        ("symbol", "A;B"),
+        ("exchange", "SMART ISLAND"),
+        ("currency", "US"),
+        ("currency", "ＵＳＤ"),
+        ("expiry", "٢٠٢٥٠١"),
+        ("multiplier", "１00"),
+        ("primary_exchange", "NASDAQ/X"),
+    ],
+)
+def test_query_parameters_that_reach_the_broker_follow_their_alphabet(broker_tap, read_client, field, bad):
+    query = {"symbol": "AAPL", field: bad}
+    for path in ("/api/v1/contracts/", "/api/v1/quotes/AAPL/", "/api/v1/bars/AAPL/"):
+        params = query if path == "/api/v1/contracts/" or field != "symbol" else {}
+        if not params:
+            continue
+        if path != "/api/v1/contracts/":
+            params = {k: v for k, v in params.items() if k != "symbol"}
+        error = assert_shaped(read_client.get(path, params), 400, "invalid_request")
+        assert field in error["details"]["fields"]
+    response = read_client.get("/api/v1/account/summary/", {"account": "DU1;X"})
+    assert_shaped(response, 400, "invalid_request")
+    broker_tap.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"), [("symbol", "ＡＡＰＬ"), ("account", "DU 1"), ("exchange", "SM\tART"), ("currency", "usd1")]
+)
+def test_order_fields_that_reach_the_broker_follow_their_alphabet(broker_tap, api_client, orders_enabled, field, bad):
+    response = api_client.post("/api/v1/orders/", {**ORDER, field: bad}, format="json")
+    assert field in assert_shaped(response, 400, "invalid_request")["details"]["fields"]
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()
+
+
 def test_the_broker_adapter_refuses_control_characters_itself(broker_tap, ib_runtime):
     """A door that forgot to validate still cannot corrupt the TWS stream."""
     adapter = ib_runtime.adapter
