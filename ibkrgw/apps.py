@@ -7,10 +7,12 @@ class IbkrgwConfig(AppConfig):
     verbose_name = "ibkr-gateway"
 
     def ready(self) -> None:
+        from ibkrgw import wiring
         from ibkrgw.logging import redact_daphne_access_log
         from ibkrgw.metrics import register_collectors
 
         register_collectors()
+        wiring.connect()
         redact_daphne_access_log()
 
 
