@@ -5,6 +5,7 @@ import re
 import uuid
 
 from django.http import JsonResponse
+from rest_framework.response import Response
 
 from ibkrgw import limits
 from ibkrgw.actors import correlation_id_var
@@ -90,6 +91,8 @@ class ApiErrorShapeMiddleware:
             or not request.path.startswith(API_PREFIX)
             or getattr(response, "streaming", False)
             or response.get("Content-Type", "").startswith("application/json")
+            # DRF rendered it from the error shape already (as HTML in the browsable API): keep its details.
+            or isinstance(response, Response)
         ):
             return response
         shaped = JsonResponse(status_error_body(response.status_code), status=response.status_code)

@@ -228,3 +228,12 @@ def test_unknown_paths_and_wrong_methods_have_the_error_shape(read_client, api_c
 def test_a_bad_content_length_is_400(api_client):
     response = api_client.generic("POST", "/api/v1/orders/", b"{}", content_type="application/json", CONTENT_LENGTH="x")
     assert_shaped(response, 400, "invalid_request")
+
+
+def test_the_browsable_api_keeps_its_own_error_pages(read_client):
+    """A person browsing the API sees DRF's page with the full error (the shape is only enforced on
+    errors DRF did not render)."""
+    response = read_client.get("/api/v1/contracts/", {"con_id": "٣"}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert b"con_id" in response.content
