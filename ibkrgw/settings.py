@@ -267,6 +267,9 @@ REST_FRAMEWORK = {
 API_READ_RATE = env.str("API_READ_RATE", default="1200/min")
 if not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_READ_RATE):
     raise ImproperlyConfigured(f"API_READ_RATE={API_READ_RATE!r} is not allowed; use N/sec, N/min, N/hour or N/day")
+# Seconds a verified API key is trusted without checking the database again: a revocation made in
+# another process (`manage.py apikey revoke`, another web process) takes effect within this time.
+API_KEY_CACHE_S = env_int("API_KEY_CACHE_S", 5, minimum=0, maximum=300)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ibkr-gateway API",
     "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",

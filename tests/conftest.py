@@ -40,7 +40,11 @@ def _no_read_throttling_unless_asked(settings):
     # Tests poll the API in tight loops; the throttle has its own test.
     from django.core.cache import cache
 
+    from ibkrgw.auth import api_key_cache_clear, read_throttle_reset
+
     cache.clear()
+    read_throttle_reset()
+    api_key_cache_clear()
     settings.API_READ_RATE = "1000000/min"
 
 
