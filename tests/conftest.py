@@ -40,8 +40,10 @@ def _no_read_throttling_unless_asked(settings):
     # Tests poll the API in tight loops; the throttle has its own test.
     from django.core.cache import cache
 
+    from brokers.selectors import health_probe_forget
     from ibkrgw.auth import api_key_cache_clear, read_throttle_reset
 
+    health_probe_forget()  # each test has a fresh database
     cache.clear()
     read_throttle_reset()
     api_key_cache_clear()
