@@ -68,9 +68,19 @@ class FastLane:
         path: str = scope["path"]
         if not path.startswith(PREFIX):
             return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            answered = await self._serve(scope, send, path[len(PREFIX) :])
-        except Exception:  # a bug here must not cost the caller an answer
+            answered = await self._serve(scope, sending, path[len(PREFIX) :])
+        except Exception:
+            if started:  # the answer is half sent: nothing else can be said on this request
+                raise
+            # A bug here must not cost the caller an answer (reads are safe to ask again).
             logger.exception("fast read lane failed; answering through the full stack")
             answered = False
         if not answered:

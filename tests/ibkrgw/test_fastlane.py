@@ -15,6 +15,7 @@ from django.core.asgi import get_asgi_application
 
 from ibkrgw.fastlane import FastLane
 from ibkrgw.models import ScopedAPIKey
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,10 +102,12 @@ def _same_shape(a, b) -> bool:
         ("/api/v1/health/", b"", ("status", "trading_mode", "orders_enabled", "trading_halted", "database")),
     ],
 )
-async def test_the_lane_answers_as_the_full_stack_does(lane, secret, path, query, stable):
+async def test_the_lane_answers_as_the_full_stack_does(lane, secret, ib_runtime, path, query, stable):
     fast, django_app = lane
     warm = await get(fast, path, query=query, headers=_auth(secret))  # resolves, subscribes, verifies the key
     assert warm[0] == 200, warm
+    if query == b"stream=true":  # the held stream serves from memory once its first tick has arrived
+        await asyncio.to_thread(wait_for, lambda: ib_runtime.adapter.quote_cached(con_id=265598), message="a tick")
     before = django_app.calls
     status, headers, body = await get(fast, path, query=query, headers=_auth(secret))
     assert django_app.calls == before, "the full stack answered a request the lane should have"
