@@ -262,6 +262,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_THROTTLE_CLASSES": ["ibkrgw.auth.ReadRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["ibkrgw.render.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
 }
 # Reads per API key (or user) per period; orders are limited by RISK_MAX_ORDERS_PER_MINUTE instead.
 API_READ_RATE = env.str("API_READ_RATE", default="1200/min")

@@ -226,7 +226,7 @@ class IbAdapter:
         memo = self._memo(("positions", account))
         return list(memo if memo is not None else await self.worker.acall(self._positions_fn(account)))
 
-    def pnl(self, *, account: str) -> PnLInfo:
+    def _pnl_fn(self, account: str):
         async def run(ib: IB) -> PnLInfo:
             existing = [p for p in ib.pnl(account) if p.account == account]
             if existing:
@@ -238,7 +238,15 @@ class IbAdapter:
                 await asyncio.sleep(0.01)
             return translate.pnl(account, p)
 
-        return self.worker.call(run)
+        return self._remember(("pnl", account), run)
+
+    def pnl(self, *, account: str) -> PnLInfo:
+        memo = self._memo(("pnl", account))
+        return memo if memo is not None else self.worker.call(self._pnl_fn(account))
+
+    async def pnl_async(self, *, account: str) -> PnLInfo:
+        memo = self._memo(("pnl", account))
+        return memo if memo is not None else await self.worker.acall(self._pnl_fn(account))
 
     # -- orders --------------------------------------------------------------------------------
     def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview:

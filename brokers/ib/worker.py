@@ -102,7 +102,7 @@ class IbWorker:
         self._subscriptions: dict[int, _Subscription] = {}
         self._quotes: dict[int, Quote] = {}
         self._quote_listeners: list[Callable[[Quote], None]] = []
-        # Bumped (on the loop) whenever IB reports positions, portfolio or account values, or the
+        # Bumped (on the loop) whenever IB reports positions, portfolio, account values or P&L, or the
         # connection changes: an account read computed at version v is current while it stays v.
         self.account_version = 0
 
@@ -258,7 +258,8 @@ class IbWorker:
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.pendingTickersEvent += self._on_tickers
-        for event in (ib.positionEvent, ib.updatePortfolioEvent, ib.accountSummaryEvent, ib.accountValueEvent):
+        account_events = (ib.positionEvent, ib.updatePortfolioEvent, ib.accountSummaryEvent, ib.accountValueEvent)
+        for event in (*account_events, ib.pnlEvent):
             event += self._on_account_change
         ib.connectedEvent += self._on_account_change
 

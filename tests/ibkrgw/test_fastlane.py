@@ -99,6 +99,7 @@ def _same_shape(a, b) -> bool:
         ("/api/v1/quotes/AAPL/", b"stream=true", ("symbol", "con_id", "contract", "source", "market_data_type")),
         ("/api/v1/account/summary/", b"", ("account",)),
         ("/api/v1/account/positions/", b"", ()),
+        ("/api/v1/account/pnl/", b"", ("account",)),
         ("/api/v1/health/", b"", ("status", "trading_mode", "orders_enabled", "trading_halted", "database")),
     ],
 )
