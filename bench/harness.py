@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: a simulated gateway and a real daphne server, each in its own process.
+"""Shared set-up for the benchmarks: a simulated gateway and a real web server, each in its own process.
 
 Everything runs on loopback with a throwaway SQLite database; nothing here is used by the product.
 """
@@ -49,7 +49,7 @@ def summary(name: str, seconds: list[float]) -> dict:
     return row
 
 
-def server_command(port: int, server: str = "daphne") -> list[str]:
+def server_command(port: int, server: str = "production") -> list[str]:
     """The command line of one web process on `port`: the production server (scripts/serve.sh) or daphne."""
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ibkrgw.asgi:application"]
@@ -62,7 +62,7 @@ def stack(
     orders_enabled: bool = True,
     extra_env: dict | None = None,
     tick_interval: float = 0.25,
-    server: str = "daphne",
+    server: str = "production",
 ):
     """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key)."""
     workdir = Path(tempfile.mkdtemp(prefix="ibkrgw-bench-"))

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
+    os.environ["IBKRGW_SERVER"] = "uvicorn"  # settings: no daphne app (Twisted) in this process
     uvicorn.run(
         "ibkrgw.asgi:application",
         host=args.host,
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # one line per request would cost more than a quote; errors are still logged
         proxy_headers=False,  # as before: the client address is the peer's unless a proxy is configured
         server_header=False,
+        timeout_keep_alive=75,  # polling clients keep their connection between polls (uvicorn's default: 5 s)
         timeout_graceful_shutdown=10,
     )
 
