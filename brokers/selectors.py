@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -9,9 +10,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from brokers import runtime
+from brokers import events, runtime
 from brokers.adapter import AccountSummary, PnLInfo, PositionInfo
 from ibkrgw.errors import ErrorCode, GatewayError
+
+logger = logging.getLogger(__name__)
 
 
 def database_ok() -> tuple[bool, str]:
@@ -24,7 +27,7 @@ def database_ok() -> tuple[bool, str]:
         return False, str(exc)
 
 
-# Health's database probes (connection, kill switch, lease holder) run at most once per
+# Health's probes (database, lease holder, the apps' health sections) run at most once per
 # HEALTH_PROBE_S and are shared by every caller; the web server refreshes them in the background
 # while they are in use, so a health request itself does no database work.
 HEALTH_PROBE_S = 1.0
@@ -33,20 +36,18 @@ _probe_lock = threading.Lock()
 
 
 def _probe_run() -> dict[str, Any]:
-    from orders.selectors import trading_halted
-
     started = time.monotonic()
     db_ok, db_detail = database_ok()
-    probe: dict[str, Any] = {
-        "db_ok": db_ok,
-        "db_detail": db_detail,
-        "vendor": connection.vendor,
-        "halted": trading_halted() if db_ok else None,
-    }
+    probe: dict[str, Any] = {"db_ok": db_ok, "db_detail": db_detail, "vendor": connection.vendor, "sections": {}}
     if db_ok and settings.CHANNEL_LAYER_URL:
         from brokers.lease import IB_CONNECTION, lease_holder
 
         probe["lease_holder"] = lease_holder(name=IB_CONNECTION)
+    for section in events.health_sections():
+        try:
+            probe["sections"].update(section())
+        except Exception:  # a failing section is reported as unknown, never breaks health
+            logger.warning("health section %s failed", getattr(section, "__name__", section), exc_info=True)
     global _probe
     with _probe_lock:
         if _probe is None or _probe[0] <= started:
@@ -141,9 +142,9 @@ def health_get(probe: dict[str, Any] | None = None) -> dict[str, Any]:
         "simulated_gateway": settings.IB_GATEWAY == "sim",
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
-        "trading_halted": probe["halted"],
         "reconciliation": "done" if gateway["reconciled"] else "pending",
         "database": {"ok": probe["db_ok"], "detail": probe["db_detail"], "vendor": probe["vendor"]},
+        **probe["sections"],
     }
 
 
