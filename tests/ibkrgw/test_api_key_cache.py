@@ -35,9 +35,9 @@ def test_revoking_in_this_process_takes_effect_at_once(settings):
     settings.API_KEY_CACHE_S = 300  # only the revocation itself can explain the 401 below
     key, secret = api_key(scope="trade")
     client = _client(secret)
-    assert client.get("/api/v1/orders/").status_code == 200
+    assert client.get("/api/v1/audit/").status_code == 200
     call_command("apikey", "revoke", key.prefix, stdout=StringIO())
-    response = client.get("/api/v1/orders/")
+    response = client.get("/api/v1/audit/")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
 
@@ -46,10 +46,10 @@ def test_revoking_elsewhere_takes_effect_within_the_cache_time(settings):
     settings.API_KEY_CACHE_S = 1
     key, secret = api_key()
     client = _client(secret)
-    assert client.get("/api/v1/orders/").status_code == 200
+    assert client.get("/api/v1/audit/").status_code == 200
     # Another process (`manage.py apikey revoke`, another web process) changes the row: no signal here.
     ScopedAPIKey.objects.filter(pk=key.pk).update(revoked=True)
-    wait_for(lambda: client.get("/api/v1/orders/").status_code == 401, timeout=10, message="revocation seen")
+    wait_for(lambda: client.get("/api/v1/audit/").status_code == 401, timeout=10, message="revocation seen")
 
 
 def test_a_cached_key_that_expires_stops_working(settings):
@@ -60,8 +60,8 @@ def test_a_cached_key_that_expires_stops_working(settings):
     settings.API_KEY_CACHE_S = 300
     _, secret = api_key(expiry_date=timezone.now() + timedelta(seconds=1))
     client = _client(secret)
-    assert client.get("/api/v1/orders/").status_code == 200
-    wait_for(lambda: client.get("/api/v1/orders/").status_code == 401, timeout=10, message="expiry seen")
+    assert client.get("/api/v1/audit/").status_code == 200
+    wait_for(lambda: client.get("/api/v1/audit/").status_code == 401, timeout=10, message="expiry seen")
 
 
 def test_the_cache_can_be_turned_off(settings, django_assert_num_queries):
