@@ -55,6 +55,12 @@ def rest_stream_hold(contract: ContractInfo) -> None:
         _rest_holds[contract.con_id] = now
 
 
+def rest_stream_holds_forget() -> None:
+    """Forget the REST holds (their subscriptions went with the broker runtime that held them)."""
+    with _rest_lock:
+        _rest_holds.clear()
+
+
 def contracts_resolve_each(*, specs: list[ContractSpec]) -> list[ContractInfo | GatewayError]:
     """Resolve each spec to exactly one contract; a failure is returned in its place, not raised.
 

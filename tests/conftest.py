@@ -66,6 +66,9 @@ def ib_runtime(sim_gateway, transactional_db):
     wait_for(lambda: rt.worker.reconciled.is_set(), message="connect and reconcile")
     yield rt
     runtime.stop()
+    from marketdata.groups import rest_stream_holds_forget
+
+    rest_stream_holds_forget()  # they were subscriptions of the runtime just stopped
 
 
 def _client_with_key(scope: str) -> APIClient:
