@@ -60,6 +60,7 @@ class FastLane:
         self._hosts: dict[bytes, bool] = {}
         self._metrics: dict[tuple[str, int], tuple] = {}
         self._serializers: dict[str, Any] = {}
+        self._rendered: dict[tuple[str, str], tuple[tuple, bytes]] = {}
         self._probe_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-probe")
         self._probe_refreshing = False
 
@@ -142,13 +143,28 @@ class FastLane:
         account = account_resolve(None)
         if read == "summary":
             result = await adapter.account_summary_async(account=account)
+            source: tuple = (result,)
+        elif read == "pnl":
+            result = await adapter.pnl_async(account=account)
+            source = (result,)
+        else:
+            result = await adapter.positions_async(account=account)
+            source = tuple(result)
+        # While IB reports no change the adapter hands back the very same (frozen) objects: same bytes.
+        hit = self._rendered.get((read, account))
+        if hit is not None and len(hit[0]) == len(source) and all(a is b for a, b in zip(hit[0], source, strict=True)):
+            return hit[1]
+        if read == "summary":
             payload = {"account": result.account, "values": [as_dict(v) for v in result.values]}
-            return self._serializer("account-summary").to_representation(payload)
-        if read == "pnl":
-            return self._serializer("account-pnl").to_representation(as_dict(await adapter.pnl_async(account=account)))
-        positions = await adapter.positions_async(account=account)
-        rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in positions]
-        return self._serializer("account-positions").to_representation(rows)
+            data = self._serializer("account-summary").to_representation(payload)
+        elif read == "pnl":
+            data = self._serializer("account-pnl").to_representation(as_dict(result))
+        else:
+            rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in result]
+            data = self._serializer("account-positions").to_representation(rows)
+        body = json_script_safe(orjson.dumps(data))
+        self._rendered[(read, account)] = (source, body)
+        return body
 
     async def _health(self):
         from brokers.selectors import health_get
@@ -240,7 +256,7 @@ class FastLane:
                 log("%s: %s", HTTPStatus(status).phrase, scope["path"], extra={"status_code": status})
         finally:
             correlation_id_var.reset(token)
-        body = json_script_safe(orjson.dumps(data))
+        body = data if isinstance(data, bytes) else json_script_safe(orjson.dumps(data))
         await send(
             {
                 "type": "http.response.start",

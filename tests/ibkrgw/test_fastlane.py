@@ -110,7 +110,8 @@ async def test_the_lane_answers_as_the_full_stack_does(lane, secret, ib_runtime,
     if query == b"stream=true":  # the held stream serves from memory once its first tick has arrived
         await asyncio.to_thread(wait_for, lambda: ib_runtime.adapter.quote_cached(con_id=265598), message="a tick")
     before = django_app.calls
-    status, headers, body = await get(fast, path, query=query, headers=_auth(secret))
+    for _ in range(2):  # the second may reuse what the first rendered
+        status, headers, body = await get(fast, path, query=query, headers=_auth(secret))
     assert django_app.calls == before, "the full stack answered a request the lane should have"
     full_status, full_headers, full_body = await get(django_app.app, path, query=query, headers=_auth(secret))
     assert status == full_status == 200
