@@ -40,7 +40,7 @@ def _probe_run() -> dict[str, Any]:
     db_ok, db_detail = database_ok()
     probe: dict[str, Any] = {"db_ok": db_ok, "db_detail": db_detail, "vendor": connection.vendor, "sections": {}}
     if db_ok and settings.CHANNEL_LAYER_URL:
-        from brokers.lease import IB_CONNECTION, lease_holder
+        from brokers.scaleout.lease import IB_CONNECTION, lease_holder
 
         probe["lease_holder"] = lease_holder(name=IB_CONNECTION)
     for section in events.health_sections():
