@@ -49,6 +49,7 @@ ORDER_UNKNOWN = register("order.unknown", "An order's outcome is not known; it n
 ORDER_APPROVED = register("order.approved", "An operator approved an order waiting for approval.")
 ORDER_APPROVAL_REJECTED = register("order.approval_rejected", "An operator rejected an order waiting for approval.")
 ORDER_EXPIRED = register("order.expired", "An order waiting for approval expired.")
+ORDER_WITHDRAWN = register("order.withdrawn", "An order waiting for approval was withdrawn; it was never sent.")
 FILL_RECORDED = register("fill.recorded", "An execution was recorded.")
 COMMISSION_RECORDED = register("commission.recorded", "The commission and realised P&L of an execution were recorded.")
 GATE_BLOCKED = register("gate.blocked", "A pre-trade gate blocked an order request; nothing was sent.")

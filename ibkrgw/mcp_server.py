@@ -1,17 +1,23 @@
 """The MCP door: one `MCPServer` built from each app's `mcp_tools` module.
 
-An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`.
-A tool body is three lines, as in a REST view: validated input serializer -> service or
-selector -> output serializer `.data`. Everything around the body lives here, once:
+An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`,
+`RESOURCE_TEMPLATES` and `PROMPTS`. A tool body is three lines, as in a REST view: validated
+input serializer -> service or selector -> output serializer `.data`. Everything around the
+body lives here, once:
 
 * arguments go, untouched, to the tool's DRF input serializer: the same validator as REST, so
   unknown arguments and bad values fail with the same `invalid_request` details;
+* every tool publishes an `outputSchema` derived from its DRF output serializer, and answers
+  with `structuredContent` (and the same JSON as text, for clients that read only text);
 * each call gets a fresh correlation id (`correlation_id_var`) and an `Actor(kind=mcp)`;
 * over HTTP the `Authorization: Api-Key <key>` header is looked up again on every call and
-  must allow the tool's scope (`read`, or `trade` for place/cancel);
+  must allow the tool's scope (`read`, or `trade` for tools that change orders); `tools/list`
+  shows only the tools the key may call. In read-only mode trade tools are not registered;
 * the body runs in a worker thread (the ORM is sync), between `close_old_connections()` calls;
 * any error becomes an MCP tool error (`isError`) carrying the REST error body
-  `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself.
+  `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself;
+* resources can be subscribed to (`resources/subscribe`): `ResourceWatch` polls the ledger and
+  sends `notifications/resources/updated` when an order changes or the trading status does.
 
 No tool can release the kill switch or change trading settings: there is no such tool, and
 `TOOLS` is the only way to add one.
@@ -19,6 +25,7 @@ No tool can release the kill switch or change trading settings: there is no such
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import signal
@@ -27,7 +34,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import import_module
 from typing import Any, Literal
@@ -37,6 +44,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import close_old_connections
@@ -44,10 +52,22 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import ResourceUpdated
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    ListToolsResult,
+    SubscribeRequestParams,
+    TextContent,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 from pydantic import ConfigDict
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -62,55 +82,75 @@ from marketdata.api import StrictQueryMixin
 logger = logging.getLogger(__name__)
 
 Transport = Literal["stdio", "http"]
-APP_MODULES = ("brokers.mcp_tools", "marketdata.mcp_tools", "orders.mcp_tools")
+APP_MODULES = ("brokers.mcp_tools", "marketdata.mcp_tools", "orders.mcp_tools", "audit.mcp_tools")
 LOCAL_HOSTNAMES = ("127.0.0.1", "localhost", "::1")
 SHUTDOWN_GRACE_S = 5
+# Error details may list candidate contracts; an agent needs a few to choose from, not hundreds.
+MAX_ERROR_CANDIDATES = 10
+CANDIDATE_KEYS = ("con_id", "symbol", "sec_type", "exchange", "currency", "expiry", "strike", "right", "local_symbol")
+WATCH_INTERVAL_S = 0.5
 
 INSTRUCTIONS = """\
-Interactive Brokers through ibkr-gateway. Tools mirror the REST API (/api/v1/) by name, arguments
-and JSON shape. Orders pass the same gates as every other door: with the default settings
-(paper mode, ORDERS_ENABLED=false) place_order records the order as `simulated` and nothing is
-sent to the broker. Call preview_order before place_order, and give every order a
-client_order_id so a retry replays the original result instead of placing a second order. Read
-the resource ibkr://trading-status for the trading mode, the kill switch and the risk limits.
-This server cannot release the kill switch or change any trading setting; only the operator can.
-Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
+Interactive Brokers through ibkr-gateway. Orders pass the same gates as every other door: with the
+default settings (paper mode, ORDERS_ENABLED=false) place_order records the order as `simulated` and
+nothing is sent to the broker. Before place_order, call preview_order: it runs the same checks and
+lists every reason the order would be refused. Give every order a client_order_id so a retry
+replays the original result instead of placing a second order. Prices and quantities are decimal
+strings ("189.50"); times are UTC. Lists are bounded: use `limit`/`offset` (see `next_offset`) to
+see more. Read ibkr://trading-status for the trading mode, the kill switch and the risk limits,
+and subscribe to ibkr://orders/{order_id} to be told when an order changes or fills instead of
+polling get_order. This server cannot release the kill switch or change any trading setting; only
+the operator can. Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
 
 
-# -- declaring tools and resources (used by each app's mcp_tools) ------------------------------
+def project_version() -> str:
+    """The version the project publishes (OpenAPI `info.version`), also shown as MCP serverInfo.version."""
+    return str(settings.SPECTACULAR_SETTINGS["VERSION"])
+
+
+# -- declaring tools, resources and prompts (used by each app's mcp_tools) --------------------------
 @dataclass(frozen=True)
 class McpTool:
     name: str
     title: str
     description: str
     input: type[serializers.Serializer]
+    output_schema: dict[str, Any]
     body: Callable[[Any, Actor], Any]
     scope: KeyScope
     annotations: ToolAnnotations
 
 
 def mcp_tool(
-    *, title: str, input: type[serializers.Serializer], trade: bool = False, idempotent: bool = False
+    *,
+    title: str,
+    input: type[serializers.Serializer],
+    output: type[serializers.Serializer] | serializers.Serializer | dict[str, Any],
+    trade: bool = False,
+    idempotent: bool = False,
+    destructive: bool = True,
 ) -> Callable[[Callable[[Any, Actor], Any]], McpTool]:
     """Declare a tool; its name is the function's, its description the docstring.
 
-    `body(validated_input_serializer, actor)` returns JSON-able data (an output serializer's
-    `.data`). `trade=True` tools need scope trade and are marked destructive; the others need
+    `body(validated_input_serializer, actor)` returns a JSON object (an output serializer's
+    `.data`), described by `output`: a serializer (its schema is derived) or a JSON schema.
+    `trade=True` tools need scope trade and are left out in read-only mode; the others need
     scope read and are marked read-only.
     """
 
     def declare(body: Callable[[Any, Actor], Any]) -> McpTool:
         if trade:
             annotations = ToolAnnotations(
-                title=title, read_only_hint=False, destructive_hint=True, idempotent_hint=idempotent
+                title=title, read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent
             )
         else:
             annotations = ToolAnnotations(title=title, read_only_hint=True)
         return McpTool(
             name=body.__name__,
             title=title,
-            description=" ".join((body.__doc__ or "").split()),
+            description=inspect.cleandoc(body.__doc__ or ""),
             input=input,
+            output_schema=output if isinstance(output, dict) else output_schema(output),
             body=body,
             scope=KeyScope.TRADE if trade else KeyScope.READ,
             annotations=annotations,
@@ -121,17 +161,30 @@ def mcp_tool(
 
 @dataclass(frozen=True)
 class McpResource:
+    """A resource; `uri` may be a template (`ibkr://orders/{order_id}`), then `read` takes its parameters.
+
+    `changed(watch_state)` says which URIs changed since the last poll (see `ResourceWatch`)."""
+
     uri: str
     name: str
     description: str
-    read: Callable[[], Any]
+    read: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class McpPrompt:
+    name: str
+    title: str
+    description: str
+    render: Callable[..., str]
+    trade: bool = False
 
 
 class NoInput(StrictQueryMixin, serializers.Serializer):
     """The input of a tool without arguments: any argument is unknown."""
 
 
-# -- the JSON schema an agent sees, derived from the DRF input serializer ------------------------
+# -- the JSON schema an agent sees for arguments, derived from the DRF input serializer -----------
 def _field_schema(field: serializers.Field) -> dict[str, Any]:
     schema: dict[str, Any]
     if isinstance(field, serializers.BooleanField):
@@ -141,7 +194,7 @@ def _field_schema(field: serializers.Field) -> dict[str, Any]:
         schema.update({k: v for k, v in (("minimum", field.min_value), ("maximum", field.max_value)) if v is not None})
     elif isinstance(field, serializers.DecimalField):
         # A string keeps the exact decimal; a JSON number is accepted as REST accepts it.
-        schema = {"type": ["string", "number"], "description": 'Decimal, preferably as a string, e.g. "189.50".'}
+        schema = {"type": ["string", "number"]}
     elif isinstance(field, serializers.ChoiceField):
         schema = {"type": "string", "enum": [str(choice) for choice in field.choices]}
     elif isinstance(field, serializers.DateTimeField):
@@ -157,8 +210,11 @@ def _field_schema(field: serializers.Field) -> dict[str, Any]:
             schema["pattern"] = pattern
     if getattr(field, "allow_null", False):
         schema["type"] = [*([schema["type"]] if isinstance(schema["type"], str) else schema["type"]), "null"]
-    if field.help_text:
-        schema["description"] = str(field.help_text)
+    description = str(field.help_text or "")
+    if isinstance(field, serializers.DecimalField):
+        description = f"{description} A decimal, as a string.".strip()
+    if description:
+        schema["description"] = description
     if field.default not in (serializers.empty, None, "") and not callable(field.default):
         schema["default"] = field.default
     return schema
@@ -172,6 +228,95 @@ def input_schema(serializer_class: type[serializers.Serializer]) -> dict[str, An
         "required": [name for name, field in fields.items() if field.required],
         "additionalProperties": False,
     }
+
+
+# -- the JSON schema of an answer, derived from the DRF output serializer --------------------------
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if kind is None or kind == "null":
+        return schema
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    return {**schema, "type": [*kinds, "null"] if "null" not in kinds else kinds}
+
+
+def _method_schema(field: serializers.SerializerMethodField) -> dict[str, Any]:
+    """A SerializerMethodField's type, read from its method's return annotation."""
+    method = getattr(field.parent, field.method_name, None)
+    returns = str(inspect.signature(method).return_annotation) if method else ""
+    if returns.startswith("list"):
+        return {"type": "array"}
+    for prefix, kind in (("str", "string"), ("int", "integer"), ("bool", "boolean"), ("dict", "object")):
+        if returns.startswith(prefix):
+            return {"type": kind}
+    return {}
+
+
+def _output_field_schema(field: serializers.Field) -> dict[str, Any]:
+    if isinstance(field, serializers.ListSerializer):
+        return _nullable({"type": "array", "items": _output_field_schema(field.child)})
+    if isinstance(field, serializers.Serializer):
+        return _nullable(_object_schema(field))
+    if isinstance(field, serializers.SerializerMethodField):
+        schema = _method_schema(field)
+    elif isinstance(field, serializers.ListField):
+        schema = {"type": "array", "items": _output_field_schema(field.child)}
+    elif isinstance(field, serializers.JSONField | serializers.DictField | serializers.RelatedField):
+        schema = {}
+    elif isinstance(field, serializers.BooleanField):
+        schema = {"type": "boolean"}
+    elif isinstance(field, serializers.IntegerField):
+        schema = {"type": "integer"}
+    elif isinstance(field, serializers.FloatField):
+        schema = {"type": "number"}
+    elif isinstance(field, serializers.DecimalField):
+        as_string = getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+        schema = {"type": "string"} if as_string else {"type": "number"}
+        schema["description"] = "A decimal, as a string."
+    elif isinstance(field, serializers.DateTimeField):
+        schema = {"type": "string", "format": "date-time"}
+    elif isinstance(field, serializers.CharField | serializers.UUIDField | serializers.ChoiceField):
+        schema = {"type": "string"}
+    else:
+        schema = {}
+    if field.help_text:
+        schema["description"] = str(field.help_text)
+    # Any DRF field renders None as null, declared or not: promise the type, allow null.
+    return _nullable(schema)
+
+
+def _object_schema(serializer: serializers.Serializer) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: _output_field_schema(f) for name, f in serializer.fields.items()},
+    }
+
+
+def output_schema(output: type[serializers.Serializer] | serializers.Serializer) -> dict[str, Any]:
+    serializer = output() if isinstance(output, type) else output
+    if isinstance(serializer, serializers.ListSerializer):
+        raise TypeError("An MCP answer is a JSON object: wrap lists (see list_schema).")
+    return _object_schema(serializer)
+
+
+def list_schema(
+    item: type[serializers.Serializer], *, key: str = "results", description: str = "", paged: bool = True
+) -> dict[str, Any]:
+    """A bounded list: `count` (all matches), `key` (this page) and, when paged, `next_offset`."""
+    properties: dict[str, Any] = {
+        "count": {"type": "integer", "description": "How many items match, in all pages."},
+        key: {"type": "array", "items": _object_schema(item()), "description": description or "This page."},
+    }
+    if paged:
+        properties["next_offset"] = {
+            "type": ["integer", "null"],
+            "description": "Pass as `offset` to get the next page; null on the last page.",
+        }
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def bounded_list(items: Any, *, total: int, offset: int, limit: int, key: str = "results") -> dict[str, Any]:
+    """The answer of a bounded list tool: `items` already sliced to [offset, offset + limit)."""
+    return {"count": total, key: items, "next_offset": offset + limit if offset + limit < total else None}
 
 
 # -- running one call: the one wrapper for actor, correlation id, threads and errors ---------------
@@ -202,11 +347,46 @@ def _jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
+def _bounded_error(payload: dict[str, Any]) -> dict[str, Any]:
+    """Error details an agent can read: a few compact candidate contracts, not every match in full."""
+    details = payload["error"].get("details")
+    if isinstance(details, dict) and isinstance(details.get("candidates"), list):
+        candidates = details["candidates"]
+        details["candidates"] = [
+            {k: c.get(k) for k in CANDIDATE_KEYS if c.get(k) not in (None, "")}
+            for c in candidates[:MAX_ERROR_CANDIDATES]
+        ]
+        details.setdefault("count", len(candidates))
+        details["candidates_shown"] = len(details["candidates"])
+    return payload
+
+
+def _broker_cause(payload: dict[str, Any]) -> dict[str, Any]:
+    """When the broker is unreachable because IB refused our client id, say so with IB's own words."""
+    from brokers import runtime
+
+    current = runtime.current()
+    worker = getattr(current, "worker", None)
+    if worker is None or getattr(worker, "down_reason", "") != "client_id_in_use":
+        return payload
+    error = payload["error"]
+    error["message"] = (
+        f"IB refused this server's client id {worker.client_id}: another connection uses it "
+        f"(IB error 326). Stop the other client or give this one another IB_MCP_CLIENT_ID."
+    )
+    error["details"] = {
+        **(error.get("details") or {}),
+        "down_reason": "client_id_in_use",
+        "client_id": worker.client_id,
+    }
+    return payload
+
+
 def _result(payload: Any, correlation_id: str, *, error: bool = False) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=json.dumps(payload))],
-        # structuredContent must be an object: list-shaped REST answers travel as text only.
-        structured_content=payload if isinstance(payload, dict) else None,
+        # Clients that read only text get the same JSON (the protocol recommends both).
+        content=[TextContent(type="text", text=json.dumps(payload, separators=(",", ":")))],
+        structured_content=payload,
         is_error=error,
         _meta={"correlation_id": correlation_id},
     )
@@ -228,7 +408,9 @@ def run_tool(
         return _result(payload, correlation_id)
     except Exception as exc:
         # The REST handler renders (and logs, when unexpected) every error with the same codes.
-        payload = _jsonable(exception_handler(exc, {"view": f"mcp:{tool.name}"}).data)
+        payload = _bounded_error(_jsonable(exception_handler(exc, {"view": f"mcp:{tool.name}"}).data))
+        if payload["error"]["code"] in (ErrorCode.BROKER_UNAVAILABLE, ErrorCode.BROKER_TIMEOUT):
+            payload = _broker_cause(payload)
         logger.info("mcp %s: %s", tool.name, payload["error"]["code"])
         return _result(payload, correlation_id, error=True)
     finally:
@@ -262,52 +444,176 @@ def _sdk_tool(tool: McpTool, transport: Transport) -> Tool:
         annotations=tool.annotations,
         structured_output=False,
     )
-    return sdk_tool.model_copy(
-        update={"parameters": input_schema(tool.input), "fn_metadata": FuncMetadata(arg_model=_RawArguments)}
-    )
+    # A schema without a model: advertised to clients (which validate answers against it).
+    metadata = FuncMetadata(arg_model=_RawArguments, output_schema=tool.output_schema)
+    return sdk_tool.model_copy(update={"parameters": input_schema(tool.input), "fn_metadata": metadata})
 
 
-def _read_resource(resource: McpResource) -> str:
+# -- resources: read, and told when they change ------------------------------------------------------
+def _read_resource(resource: McpResource, params: dict[str, str]) -> str:
     close_old_connections()
     try:
-        return json.dumps(resource.read(), cls=DjangoJSONEncoder)
+        return json.dumps(resource.read(**params), cls=DjangoJSONEncoder)
+    except GatewayError as exc:
+        raise MCPError(code=INVALID_PARAMS, message=exc.message, data=exc.as_dict()) from None
     finally:
         close_old_connections()
 
 
 def _add_resource(server: MCPServer, resource: McpResource) -> None:
-    async def read() -> str:
-        return await anyio.to_thread.run_sync(partial(_read_resource, resource))
+    params = [p for p in inspect.signature(resource.read).parameters]
 
+    async def read(**kwargs: str) -> str:
+        return await anyio.to_thread.run_sync(partial(_read_resource, resource, kwargs))
+
+    # The SDK matches template variables against the function's parameters.
+    read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in params]
+    )
+    read.__annotations__ = {**dict.fromkeys(params, str), "return": str}
     server.resource(resource.uri, name=resource.name, description=resource.description, mime_type="application/json")(
         read
     )
 
 
-def collect() -> tuple[list[McpTool], list[McpResource]]:
-    """Every app's tools and resources; a name used twice fails loudly."""
-    tools: list[McpTool] = []
-    resources: list[McpResource] = []
+@dataclass
+class ResourceWatch:
+    """Who subscribed to which resource URI, and a poll of the ledger that tells them of changes.
+
+    Polling the database (not in-process events) also sees orders changed by other processes: the
+    web server's recorder, the admin, another MCP server. One cheap query per interval, and none
+    while nobody is subscribed.
+    """
+
+    changed: Callable[[dict[str, Any], set[str]], set[str]]
+    subscribers: dict[str, set[Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    server: MCPServer | None = None
+
+    def subscribe(self, uri: str, session: Any) -> None:
+        self.subscribers.setdefault(uri, set()).add(session)
+
+    def unsubscribe(self, uri: str, session: Any) -> None:
+        self.subscribers.get(uri, set()).discard(session)
+        if not self.subscribers.get(uri):
+            self.subscribers.pop(uri, None)
+
+    def _poll(self, uris: set[str]) -> set[str]:
+        close_old_connections()
+        try:
+            return self.changed(self.state, uris)
+        finally:
+            close_old_connections()
+
+    async def notify(self, uri: str) -> None:
+        for session in list(self.subscribers.get(uri, ())):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # the client went away: forget it
+                self.unsubscribe(uri, session)
+        if self.server is not None:
+            # Clients on the newest protocol listen with subscriptions/listen instead.
+            await self.server._subscriptions.publish(ResourceUpdated(uri=uri))
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_S)
+            uris = set(self.subscribers)
+            if not uris:
+                self.state.clear()  # start afresh on the next subscription
+                continue
+            try:
+                changed = await anyio.to_thread.run_sync(self._poll, uris)
+            except Exception:
+                logger.exception("mcp: resource watch failed")
+                continue
+            for uri in sorted(changed):
+                await self.notify(uri)
+
+
+def _install_subscriptions(server: MCPServer, watch: ResourceWatch, known: Callable[[str], bool]) -> None:
+    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not known(uri):
+            raise MCPError(code=INVALID_PARAMS, message=f"No resource {uri} to subscribe to.", data={"uri": uri})
+        watch.subscribe(uri, ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        watch.unsubscribe(str(params.uri), ctx.session)
+        return EmptyResult()
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _add_prompt(server: MCPServer, prompt: McpPrompt) -> None:
+    server.prompt(name=prompt.name, title=prompt.title, description=prompt.description)(prompt.render)
+
+
+@dataclass
+class Registry:
+    tools: list[McpTool] = field(default_factory=list)
+    resources: list[McpResource] = field(default_factory=list)
+    prompts: list[McpPrompt] = field(default_factory=list)
+    watchers: list[Callable[[dict[str, Any], set[str]], set[str]]] = field(default_factory=list)
+    known_uris: list[Callable[[str], bool]] = field(default_factory=list)
+
+
+def collect(*, read_only: bool = False) -> Registry:
+    """Every app's tools, resources and prompts; a tool name used twice fails loudly.
+
+    In read-only mode the tools (and prompts) that place, change or cancel orders are left out.
+    """
+    registry = Registry()
     for path in APP_MODULES:
         module = import_module(path)
-        tools.extend(module.TOOLS)
-        resources.extend(getattr(module, "RESOURCES", []))
-    names = [tool.name for tool in tools]
+        registry.tools.extend(module.TOOLS)
+        registry.resources.extend(getattr(module, "RESOURCES", []))
+        registry.prompts.extend(getattr(module, "PROMPTS", []))
+        if hasattr(module, "resources_changed"):
+            registry.watchers.append(module.resources_changed)
+            registry.known_uris.append(module.resource_known)
+    names = [tool.name for tool in registry.tools]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise RuntimeError(f"MCP tools registered twice: {duplicates}")
-    return tools, resources
+    if read_only:
+        registry.tools = [t for t in registry.tools if t.scope == KeyScope.READ]
+        registry.prompts = [p for p in registry.prompts if not p.trade]
+    return registry
 
 
-def build_server(*, transport: Transport = "stdio") -> MCPServer:
-    tools, resources = collect()
+def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]]):
+    def changed(state: dict[str, Any], uris: set[str]) -> set[str]:
+        found: set[str] = set()
+        for index, watcher in enumerate(watchers):
+            found |= watcher(state.setdefault(str(index), {}), uris)
+        return found
+
+    return changed
+
+
+def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> GatewayMCPServer:
+    registry = collect(read_only=read_only)
     server = GatewayMCPServer(
         name="ibkr-gateway",
-        instructions=INSTRUCTIONS,
-        tools=[_sdk_tool(tool, transport) for tool in tools],
+        version=project_version(),
+        instructions=INSTRUCTIONS
+        + (
+            "\nThis server is read-only: it offers no tool that places, changes or cancels orders." if read_only else ""
+        ),
+        tools=[_sdk_tool(tool, transport) for tool in registry.tools],
     )
-    for resource in resources:
+    server.gateway_tools = {tool.name: tool for tool in registry.tools}
+    server.transport = transport
+    for resource in registry.resources:
         _add_resource(server, resource)
+    for prompt in registry.prompts:
+        _add_prompt(server, prompt)
+    server.watch = ResourceWatch(changed=_changed_any(registry.watchers), server=server)
+    _install_subscriptions(server, server.watch, lambda uri: any(known(uri) for known in registry.known_uris))
     return server
 
 
@@ -417,6 +723,20 @@ class _DaemonStdin:
 
 
 class GatewayMCPServer(MCPServer):
+    gateway_tools: dict[str, McpTool]
+    transport: Transport
+    watch: ResourceWatch
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
+        result = await super()._handle_list_tools(ctx, params)
+        if self.transport != "http":
+            return result
+        headers = getattr(ctx.request, "headers", None) or {}
+        key = await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization"))
+        allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
+        return ListToolsResult(tools=allowed)
+
     async def run_stdio_async(self) -> None:
         """As the SDK's, with a stdin that cannot block shutdown; stdout stays the SDK's (fd 1 -> stderr)."""
         async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
@@ -433,15 +753,16 @@ async def _stop_on_signal(stop: Callable[[], None]) -> None:
             return
 
 
-async def serve_stdio(server: MCPServer) -> None:
+async def serve_stdio(server: GatewayMCPServer) -> None:
     """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts)."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
+        tg.start_soon(server.watch.run)
         await server.run_stdio_async()
         tg.cancel_scope.cancel()  # the client closed stdin
 
 
-async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
+async def serve_http(server: GatewayMCPServer, *, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; open requests get SHUTDOWN_GRACE_S seconds to finish."""
     import uvicorn
 
@@ -465,5 +786,6 @@ async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, stop)
+        tg.start_soon(server.watch.run)
         await uv.serve()
         tg.cancel_scope.cancel()

@@ -4,7 +4,7 @@ Every write runs in one durable transaction that appends ledger rows, writes its
 publishes on commit. Rows are only ever appended: an order's state is its latest `OrderEvent`.
 """
 
-from orders.services.approval import order_approve, order_reject_approval, orders_expire_pending
+from orders.services.approval import order_approve, order_reject_approval, order_withdraw, orders_expire_pending
 from orders.services.common import SubmitResult, request_hash
 from orders.services.kill_switch import trading_halt, trading_resume
 from orders.services.recording import (
@@ -37,6 +37,7 @@ __all__ = [
     "order_status_apply",
     "order_submit",
     "order_terms",
+    "order_withdraw",
     "orders_expire_pending",
     "orders_reconcile",
     "request_hash",

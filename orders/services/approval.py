@@ -102,6 +102,24 @@ def order_reject_approval(*, order_id, actor: Actor, reason: str = "") -> Order:
     return order
 
 
+def order_withdraw(*, order_id, actor: Actor, reason: str = "") -> Order:
+    """Whoever placed a held order takes it back before an operator decides; it is never sent.
+
+    Unlike approving or rejecting, this needs no operator: it only takes risk off."""
+    with transaction.atomic(durable=True):
+        order, _ = _pending_approval(order_id)
+        order_event_append(
+            order,
+            status=S.CANCELLED,
+            actor=actor,
+            source=actor.source,
+            code="withdrawn",
+            reason=reason or f"withdrawn by {actor.label} before approval",
+            audit_event=events.ORDER_WITHDRAWN,
+        )
+    return order
+
+
 def orders_expire_pending() -> int:
     """Expire held orders nobody approved within APPROVAL_TTL_S. Safe to call any time, from any process."""
     from orders.selectors import order_queryset
