@@ -481,8 +481,8 @@ class ResourceWatch:
     """Who subscribed to which resource URI, and a poll of the ledger that tells them of changes.
 
     Polling the database (not in-process events) also sees orders changed by other processes: the
-    web server's recorder, the admin, another MCP server. One cheap query per interval, and none
-    while nobody is subscribed.
+    web server's recorder, the admin, another MCP server. Each interval costs two indexed queries
+    (ledger rows after the last seen id), plus the trading status while someone subscribes to it.
     """
 
     changed: Callable[[dict[str, Any], set[str]], set[str]]
@@ -518,10 +518,8 @@ class ResourceWatch:
     async def run(self) -> None:
         while True:
             await anyio.sleep(WATCH_INTERVAL_S)
+            # Polled with no subscriber too: a change right after a subscription must not be taken as the baseline.
             uris = set(self.subscribers)
-            if not uris:
-                self.state.clear()  # start afresh on the next subscription
-                continue
             try:
                 changed = await anyio.to_thread.run_sync(self._poll, uris)
             except Exception:
@@ -531,10 +529,18 @@ class ResourceWatch:
                 await self.notify(uri)
 
 
+def _with_fresh_connection(fn: Callable[..., Any], *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return fn(*args)
+    finally:
+        close_old_connections()
+
+
 def _install_subscriptions(server: MCPServer, watch: ResourceWatch, known: Callable[[str], bool]) -> None:
     async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        if not known(uri):
+        if not await anyio.to_thread.run_sync(_with_fresh_connection, known, uri):
             raise MCPError(code=INVALID_PARAMS, message=f"No resource {uri} to subscribe to.", data={"uri": uri})
         watch.subscribe(uri, ctx.session)
         return EmptyResult()

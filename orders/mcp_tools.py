@@ -6,13 +6,11 @@ switch is for an admin user only, and settings come from the environment of the 
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Max, QuerySet
 from rest_framework import serializers
 
@@ -32,7 +30,7 @@ from orders.api import (
     TradingSwitchOutput,
     order_output,
 )
-from orders.models import Fill, OrderEvent
+from orders.models import Fill, OrderEvent, TradingSwitchEvent
 from orders.models import OrderStatus as S
 from orders.types import ACTIONS, ORDER_TYPES
 
@@ -256,22 +254,25 @@ def list_fills(query: FillListInput, actor: Actor) -> dict[str, Any]:
 
 
 # -- resources -----------------------------------------------------------------------------------
+def trading_status_broker() -> dict[str, bool]:
+    """This process's broker connection, from memory (no query)."""
+    worker = getattr(runtime.current(), "worker", None)
+    connected = worker is not None and worker.state == "connected"
+    return {"broker_connected": connected, "broker_ready": connected and worker.reconciled.is_set()}
+
+
 def trading_status() -> dict[str, Any]:
     """What decides whether an order can be sent now; read-only (settings come from the operator)."""
     switch = selectors.trading_switch_latest()
-    current = runtime.current()
-    worker = getattr(current, "worker", None)
-    connected = worker is not None and worker.state == "connected"
-    reconciled = connected and worker.reconciled.is_set()
+    broker = trading_status_broker()
     halted = selectors.trading_halted()
     return {
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
         "trading_halted": halted,
         "kill_switch": TradingSwitchOutput(switch).data if switch is not None else None,
-        "broker_connected": connected,
-        "broker_ready": reconciled,
-        "orders_reach_broker": bool(settings.ORDERS_ENABLED and not halted and reconciled),
+        **broker,
+        "orders_reach_broker": bool(settings.ORDERS_ENABLED and not halted and broker["broker_ready"]),
         "approval_required_for_mcp": "mcp" in settings.APPROVAL_REQUIRED_FOR,
         "risk_limits": {
             "max_order_quantity": settings.RISK_MAX_ORDER_QUANTITY,
@@ -302,29 +303,32 @@ def resource_known(uri: str) -> bool:
     return True
 
 
-def _new_rows(state: dict[str, Any], name: str, queryset: QuerySet) -> list[tuple[int, Any]]:
-    """Rows (id, order_id) added since the last poll; the first poll only notes where the ledger is."""
+def _new_rows(state: dict[str, Any], name: str, queryset: QuerySet, *fields: str) -> list[tuple[Any, ...]]:
+    """Rows (id, *fields) added since the last poll; the first poll only notes where the ledger is."""
     last = state.get(name)
     if last is None:
         state[name] = queryset.aggregate(m=Max("id"))["m"] or 0
         return []
-    rows = list(queryset.filter(id__gt=last).order_by("id").values_list("id", "order_id"))
+    rows = list(queryset.filter(id__gt=last).order_by("id").values_list("id", *fields))
     if rows:
         state[name] = rows[-1][0]
     return rows
 
 
+def _broker_state() -> tuple[bool, bool]:
+    status = trading_status_broker()
+    return status["broker_connected"], status["broker_ready"]
+
+
 def resources_changed(state: dict[str, Any], uris: set[str]) -> set[str]:
-    """Which of `uris` changed since the last call: an order with a new event or fill, or the trading status."""
-    changed = {ORDER_URI.format(order_id=order_id) for _, order_id in _new_rows(state, "event", OrderEvent.objects)}
-    changed |= {ORDER_URI.format(order_id=order_id) for _, order_id in _new_rows(state, "fill", Fill.objects)}
-    if TRADING_STATUS_URI in uris:
-        status = json.dumps(trading_status(), cls=DjangoJSONEncoder, sort_keys=True)
-        if state.get("status", status) != status:
-            changed.add(TRADING_STATUS_URI)
-        state["status"] = status
-    else:
-        state.pop("status", None)
+    """Which of `uris` changed since the last call: an order with a new event or fill, or the trading
+    status (a kill-switch row, or the broker connecting, disconnecting or becoming ready)."""
+    changed = {ORDER_URI.format(order_id=row[1]) for row in _new_rows(state, "event", OrderEvent.objects, "order_id")}
+    changed |= {ORDER_URI.format(order_id=row[1]) for row in _new_rows(state, "fill", Fill.objects, "order_id")}
+    broker = _broker_state()
+    if _new_rows(state, "switch", TradingSwitchEvent.objects) or state.get("broker", broker) != broker:
+        changed.add(TRADING_STATUS_URI)
+    state["broker"] = broker
     return changed & uris
 
 

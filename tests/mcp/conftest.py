@@ -104,8 +104,8 @@ def mcp_session(transport: AbstractAsyncContextManager[Any]) -> Iterator[McpClie
 
 
 @contextmanager
-def stdio_mcp(env: dict[str, str]) -> Iterator[McpClient]:
-    params = StdioServerParameters(command=sys.executable, args=["manage.py", "mcp"], cwd=ROOT, env=env)
+def stdio_mcp(env: dict[str, str], *args: str) -> Iterator[McpClient]:
+    params = StdioServerParameters(command=sys.executable, args=["manage.py", "mcp", *args], cwd=ROOT, env=env)
     with mcp_session(stdio_client(params)) as client:
         yield client
 

@@ -31,7 +31,7 @@ CLASH = "client_id_in_use"
 
 
 def _wait_connected(worker: Any, timeout: float) -> str:
-    """"connected", "clash" (IB error 326) or "timeout" (the worker keeps trying in the background)."""
+    """ "connected", "clash" (IB error 326) or "timeout" (the worker keeps trying in the background)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.state == "connected":
