@@ -177,8 +177,10 @@ PREVIEW_SCHEMA = PreviewOutput
 def preview_order(data: OrderInput, actor: Actor) -> dict[str, Any]:
     """Check an order without placing it: commission, margin and equity impact from the broker's what-if.
 
-    Use it before place_order, with the same arguments. Nothing is recorded or sent. An order the
-    checks refuse answers the same error place_order would (code and details)."""
+    Use it before place_order, with the same arguments. Nothing is recorded or sent. It checks the
+    order's shape and prices, the contract, the tick size and the account, and answers the error
+    place_order would give for those. It does not check the risk limits, the kill switch or a
+    reused client_order_id: read ibkr://trading-status for those limits."""
     return preview_payload(services.order_preview(request=data.to_request(), actor=actor))
 
 
