@@ -164,7 +164,8 @@ def mcp_tool(
 class McpResource:
     """A resource; `uri` may be a template (`ibkr://orders/{order_id}`), then `read` takes its parameters.
 
-    `changed(watch_state)` says which URIs changed since the last poll (see `ResourceWatch`)."""
+    Who may subscribe and when subscribers are told is up to the app module's `resource_known(uri)`
+    and `resources_changed(state, uris)` (see `ResourceWatch`)."""
 
     uri: str
     name: str
