@@ -19,6 +19,9 @@ body lives here, once:
 * resources can be subscribed to (`resources/subscribe`): `ResourceWatch` polls the ledger and
   sends `notifications/resources/updated` when an order changes or the trading status does.
 
+How the server is reached (stdio, HTTP with its Origin and key checks, shutdown on signals) is in
+`ibkrgw.mcp_transport`.
+
 No tool can release the kill switch or change trading settings: there is no such tool, and
 `TOOLS` is the only way to add one.
 """
@@ -28,17 +31,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import signal
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import import_module
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
@@ -51,9 +49,7 @@ from django.db import close_old_connections
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import ResourceUpdated
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -68,9 +64,6 @@ from mcp_types import (
 from pydantic import ConfigDict
 from rest_framework import serializers
 from rest_framework.settings import api_settings
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
 from ibkrgw.auth import KEYWORD, api_key_from_string
@@ -84,7 +77,6 @@ logger = logging.getLogger(__name__)
 Transport = Literal["stdio", "http"]
 APP_MODULES = ("brokers.mcp_tools", "marketdata.mcp_tools", "orders.mcp_tools", "audit.mcp_tools")
 LOCAL_HOSTNAMES = ("127.0.0.1", "localhost", "::1")
-SHUTDOWN_GRACE_S = 5
 # Error details may list candidate contracts; an agent needs a few to choose from, not hundreds.
 MAX_ERROR_CANDIDATES = 10
 CANDIDATE_KEYS = ("con_id", "symbol", "sec_type", "exchange", "currency", "expiry", "strike", "right", "local_symbol")
@@ -451,6 +443,14 @@ def _sdk_tool(tool: McpTool, transport: Transport) -> Tool:
     return sdk_tool.model_copy(update={"parameters": input_schema(tool.input), "fn_metadata": metadata})
 
 
+def key_lookup(header: str | None) -> ScopedAPIKey | None:
+    close_old_connections()
+    try:
+        return api_key_from_header(header)
+    finally:
+        close_old_connections()
+
+
 # -- resources: read, and told when they change ------------------------------------------------------
 def _read_resource(resource: McpResource, params: dict[str, str]) -> str:
     close_old_connections()
@@ -603,6 +603,22 @@ def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]])
     return changed
 
 
+class GatewayMCPServer(MCPServer):
+    gateway_tools: dict[str, McpTool]
+    transport: Transport
+    watch: ResourceWatch
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
+        result = await super()._handle_list_tools(ctx, params)
+        if self.transport != "http":
+            return result
+        headers = getattr(ctx.request, "headers", None) or {}
+        key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
+        allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
+        return ListToolsResult(tools=allowed)
+
+
 def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> GatewayMCPServer:
     registry = collect(read_only=read_only)
     server = GatewayMCPServer(
@@ -623,177 +639,3 @@ def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> 
     server.watch = ResourceWatch(changed=_changed_any(registry.watchers), server=server)
     _install_subscriptions(server, server.watch, lambda uri: any(known(uri) for known in registry.known_uris))
     return server
-
-
-# -- HTTP: Origin and API key checked before any MCP message is read --------------------------------
-def origin_allowed(origin: str) -> bool:
-    """Only pages served from this machine; a browser tab on any other site is refused (DNS rebinding)."""
-    try:
-        parts = urlsplit(origin)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTNAMES
-
-
-def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(GatewayError(code, message).as_dict(), status, headers=headers)
-
-
-def _key_lookup(header: str | None) -> ScopedAPIKey | None:
-    close_old_connections()
-    try:
-        return api_key_from_header(header)
-    finally:
-        close_old_connections()
-
-
-class HttpGuard:
-    """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
-
-    The scope of the key is checked per tool call (read for reads, trade for place/cancel).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin):
-            logger.warning("mcp http: refused Origin %r", origin)
-            response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
-        elif await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization")) is None:
-            response = _refuse(
-                ErrorCode.NOT_AUTHENTICATED,
-                "An API key is required: Authorization: Api-Key <key>.",
-                401,
-                headers={"WWW-Authenticate": KEYWORD},
-            )
-        else:
-            await self.app(scope, receive, send)
-            return
-        await response(scope, receive, send)
-
-
-def http_app(server: MCPServer, *, host: str) -> ASGIApp:
-    # The SDK's own Host/Origin checks stay on too (defence in depth against DNS rebinding).
-    def bracket(name: str) -> str:
-        return f"[{name}]" if ":" in name else name
-
-    local = [bracket(name) for name in LOCAL_HOSTNAMES]
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in {bracket(host), *local}],
-        allowed_origins=[
-            f"{scheme}://{name}{port}" for scheme in ("http", "https") for name in local for port in ("", ":*")
-        ],
-    )
-    return HttpGuard(server.streamable_http_app(host=host, transport_security=security))
-
-
-# -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------
-class _DaemonStdin:
-    """stdin lines for the stdio transport, read by a daemon thread.
-
-    The SDK reads stdin in an anyio worker thread that cancellation cannot interrupt, so SIGTERM
-    would wait for the client's next message. A daemon reader never holds up shutdown.
-    """
-
-    def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](16)
-        self._reader: threading.Thread | None = None
-
-    def __aiter__(self) -> _DaemonStdin:
-        return self
-
-    async def __anext__(self) -> str:
-        if self._reader is None:
-            token = anyio.lowlevel.current_token()
-            self._reader = threading.Thread(target=self._pump, args=(token,), name="mcp-stdin", daemon=True)
-            self._reader.start()
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
-        try:
-            with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as wire:
-                while line := wire.readline():
-                    anyio.from_thread.run(self._send.send, line, token=token)
-            anyio.from_thread.run(self._send.aclose, token=token)
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the event loop is gone or stopped listening: we are shutting down
-
-
-class GatewayMCPServer(MCPServer):
-    gateway_tools: dict[str, McpTool]
-    transport: Transport
-    watch: ResourceWatch
-
-    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
-        """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
-        result = await super()._handle_list_tools(ctx, params)
-        if self.transport != "http":
-            return result
-        headers = getattr(ctx.request, "headers", None) or {}
-        key = await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization"))
-        allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
-        return ListToolsResult(tools=allowed)
-
-    async def run_stdio_async(self) -> None:
-        """As the SDK's, with a stdin that cannot block shutdown; stdout stays the SDK's (fd 1 -> stderr)."""
-        async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
-            await self._lowlevel_server.run(
-                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
-            )
-
-
-async def _stop_on_signal(stop: Callable[[], None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.info("mcp: %s received, shutting down", signal.Signals(signum).name)
-            stop()
-            return
-
-
-async def serve_stdio(server: GatewayMCPServer) -> None:
-    """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
-        tg.start_soon(server.watch.run)
-        await server.run_stdio_async()
-        tg.cancel_scope.cancel()  # the client closed stdin
-
-
-async def serve_http(server: GatewayMCPServer, *, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT; open requests get SHUTDOWN_GRACE_S seconds to finish."""
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        def capture_signals(self) -> AbstractContextManager[None]:  # type: ignore[override]
-            # Our handler stops it; uvicorn's would re-raise the signal after shutdown and kill
-            # the process before the broker connection is closed.
-            return nullcontext()
-
-    config = uvicorn.Config(
-        http_app(server, host=host),
-        host=host,
-        port=port,
-        log_config=None,  # keep Django's logging (stderr)
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-    )
-    uv = _Server(config)
-
-    def stop() -> None:
-        uv.should_exit = True
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, stop)
-        tg.start_soon(server.watch.run)
-        await uv.serve()
-        tg.cancel_scope.cancel()

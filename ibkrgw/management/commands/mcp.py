@@ -24,7 +24,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from brokers import runtime
 from brokers.client_ids import ClientIdClaim, NoFreeClientId, client_id_claim
-from ibkrgw.mcp_server import LOCAL_HOSTNAMES, build_server, serve_http, serve_stdio
+from ibkrgw.mcp_server import LOCAL_HOSTNAMES, build_server
+from ibkrgw.mcp_transport import serve_http, serve_stdio
 
 logger = logging.getLogger(__name__)
 CLASH = "client_id_in_use"
