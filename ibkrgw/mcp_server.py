@@ -85,9 +85,9 @@ WATCH_INTERVAL_S = 0.5
 INSTRUCTIONS = """\
 Interactive Brokers through ibkr-gateway. Orders pass the same gates as every other door: with the
 default settings (paper mode, ORDERS_ENABLED=false) place_order records the order as `simulated` and
-nothing is sent to the broker. Before place_order, call preview_order with the same arguments: it
-checks the order and shows commission and margin; the risk limits and the kill switch are in
-ibkr://trading-status. Give every order a client_order_id so a retry
+nothing is sent to the broker. Before place_order, call preview_order with the same arguments: a dry
+run that lists every gate that would refuse the order (with the code place_order would return) and
+the commission and margin. Give every order a client_order_id so a retry
 replays the original result instead of placing a second order. Prices and quantities are decimal
 strings ("189.50"); times are UTC. Lists are bounded: use `limit`/`offset` (see `next_offset`) to
 see more. Read ibkr://trading-status for the trading mode, the kill switch and the risk limits,

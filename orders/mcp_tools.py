@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from brokers import runtime
 from ibkrgw.actors import Actor
-from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.errors import GatewayError
 from ibkrgw.mcp_server import McpPrompt, McpResource, bounded_list, list_schema, mcp_tool
 from marketdata.api import StrictQueryMixin
 from orders import selectors, services
@@ -29,9 +29,9 @@ from orders.api import (
     PreviewOutput,
     TradingSwitchOutput,
     order_output,
+    preview_output,
 )
 from orders.models import Fill, OrderEvent, TradingSwitchEvent
-from orders.models import OrderStatus as S
 from orders.types import ACTIONS, ORDER_TYPES
 
 TRADING_STATUS_URI = "ibkr://trading-status"
@@ -161,27 +161,20 @@ def _filters(query: serializers.Serializer) -> dict[str, Any]:
     return {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
 
 
-def preview_payload(result: Any) -> dict[str, Any]:
-    """PreviewOutput of what `order_preview` returns: (contract, account, what-if)."""
-    contract, account, preview = result
-    payload = {name: getattr(preview, name) for name in preview.__slots__}
-    payload.update(account=account, contract={n: getattr(contract, n) for n in contract.__slots__})
-    return PreviewOutput(payload).data
-
-
 ORDER_SCHEMA = OrderOutput
 PREVIEW_SCHEMA = PreviewOutput
 
 
 @mcp_tool(title="Preview an order", input=OrderInput, output=PREVIEW_SCHEMA)
 def preview_order(data: OrderInput, actor: Actor) -> dict[str, Any]:
-    """Check an order without placing it: commission, margin and equity impact from the broker's what-if.
+    """A dry run of place_order with the same arguments; nothing is recorded or sent. Call it before place_order.
 
-    Use it before place_order, with the same arguments. Nothing is recorded or sent. It checks the
-    order's shape and prices, the contract, the tick size and the account, and answers the error
-    place_order would give for those. It does not check the risk limits, the kill switch or a
-    reused client_order_id: read ibkr://trading-status for those limits."""
-    return preview_payload(services.order_preview(request=data.to_request(), actor=actor))
+    `ok` is true only when no gate would block the order now; `blocks` lists every gate that would
+    (kill switch, risk limits, price collar, tick size, a reused client_order_id...), each with the
+    error code place_order would return; `would_be` is what placing it would do (simulated,
+    pending_approval, submitted or refused). Also the broker's what-if: commission, margin and
+    equity impact, in the account's currency."""
+    return preview_output(services.order_preview(request=data.to_request(), actor=actor))
 
 
 @mcp_tool(title="Place an order", input=OrderInput, output=ORDER_SCHEMA, trade=True)
@@ -215,17 +208,7 @@ def cancel_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     Idempotent: an order already cancelled or being cancelled is returned unchanged, not an error.
     A filled, rejected, expired or simulated order cannot be cancelled (order_state_conflict).
     Returns the order; its status becomes `cancelled` once the broker confirms."""
-    order_id = data.validated_data["order_id"]
-    status = selectors.order_get_or_error(order_id=order_id).current_status
-    if status == S.CANCELLED:
-        return order_output(selectors.order_get_or_error(order_id=order_id))
-    if status == S.PENDING_APPROVAL:
-        try:
-            return order_output(services.order_withdraw(order_id=order_id, actor=actor))
-        except GatewayError as exc:  # an operator decided meanwhile: cancel what it became
-            if exc.code != ErrorCode.ORDER_STATE_CONFLICT:
-                raise
-    return order_output(services.order_cancel(order_id=order_id, actor=actor))
+    return order_output(services.order_cancel(order_id=data.validated_data["order_id"], actor=actor))
 
 
 @mcp_tool(title="Get an order", input=OrderIdInput, output=ORDER_SCHEMA)

@@ -11,7 +11,6 @@ WORKING = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTI
 _BROKER_REPORTS = {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.INACTIVE, S.REJECTED}
 
 ALLOWED: dict[str, frozenset[str]] = {
-    # cancelled: withdrawn by whoever placed it before anyone approved it (never sent).
     S.PENDING_APPROVAL: frozenset({S.PENDING_SUBMIT, S.SIMULATED, S.REJECTED, S.EXPIRED, S.CANCELLED}),
     S.PENDING_SUBMIT: frozenset(_BROKER_REPORTS | {S.UNKNOWN}),
     S.UNKNOWN: frozenset(_BROKER_REPORTS),

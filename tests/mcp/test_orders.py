@@ -145,23 +145,26 @@ def test_subscribing_to_an_unknown_resource_is_refused(armed):
 
 
 def _blocking_codes(result: Any) -> set[str]:
-    """The codes a preview says would block the order: an error's code, or each reported block's."""
-    body = payload(result)
-    if result.is_error:
-        return {body["error"]["code"]}
-    blocks = body.get("blocks") or []
-    return {block["code"] for block in blocks}
+    """The codes a preview says would block the order (each with the code place_order would return)."""
+    assert not result.is_error, result.content[0].text
+    preview = payload(result)
+    assert preview["ok"] is not bool(preview["blocks"])
+    assert (preview["would_be"] == "refused") is bool(preview["blocks"])
+    return {block["code"] for block in preview["blocks"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="order_preview does not yet dry-run the risk limits and the kill switch: it answers what-if only",
-)
 def test_preview_reports_what_place_would_refuse(armed, quiet_market):
+    assert _blocking_codes(armed.call("preview_order", _resting("preview-ok"))) == set()
     assert "risk_max_quantity" in _blocking_codes(armed.call("preview_order", _order(quantity="5000")))
     assert "risk_price_collar" in _blocking_codes(
         armed.call("preview_order", _order(order_type="LMT", limit_price="95.00"))
     )
     assert "risk_max_notional" in _blocking_codes(armed.call("preview_order", _order(quantity="900")))
+    # Place refuses each of these with the same code.
+    refused = armed.call("place_order", _order(quantity="5000", client_order_id="preview-5000"))
+    assert payload(refused)["error"]["code"] == "risk_max_quantity"
+
     trading_halt(actor=Actor.system(label="operator"), reason="test")
     assert "trading_halted" in _blocking_codes(armed.call("preview_order", _order()))
+    assert _sent(quiet_market, "preview-ok") == []
+    assert armed.json("list_orders")["count"] == 0
