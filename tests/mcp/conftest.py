@@ -71,12 +71,13 @@ def payload(result: CallToolResult) -> Any:
     return json.loads(result.content[0].text)
 
 
-def mcp_env(sim: SimGateway, client_id: int, **extra: str) -> dict[str, str]:
+def mcp_env(sim: SimGateway | None, client_id: int, **extra: str) -> dict[str, str]:
+    """The environment of a `manage.py mcp` on `sim` (None: IB_GATEWAY=sim, the server's own simulated gateway)."""
     return {
         "PATH": os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
         "DATABASE_URL": subprocess_database_url(),
-        "IB_GATEWAY": f"127.0.0.1:{sim.port}",
+        "IB_GATEWAY": f"127.0.0.1:{sim.port}" if sim is not None else "sim",
         "TRADING_HOURS": "always",  # the simulated market never closes
         # The first id tried; the in-process runtime of other tests uses 1.
         "IB_MCP_CLIENT_ID": str(client_id),

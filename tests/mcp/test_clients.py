@@ -9,7 +9,8 @@ import pytest
 
 from brokers.sim.server import SimGateway
 from ibkrgw.mcp_server import project_version
-from tests.mcp.conftest import mcp_env, payload, stdio_mcp
+from tests.conftest import wait_for
+from tests.mcp.conftest import free_port, mcp_env, payload, stdio_mcp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,3 +64,16 @@ def test_server_info_carries_the_project_version(django_db_setup, mcp_sim):
     with stdio_mcp(mcp_env(mcp_sim, client_id=47)) as client:
         assert client.server_info.name == "ibkr-gateway"
         assert client.server_info.version == project_version() != ""
+
+
+def test_the_second_session_outlives_the_first_that_started_the_simulated_gateway(django_db_setup, transactional_db):
+    # The default configuration: IB_GATEWAY=sim, and the first server starts the simulated gateway.
+    env = mcp_env(None, client_id=35, IB_SIM_PORT=str(free_port()))
+    with ExitStack() as first_stack, ExitStack() as second_stack:
+        first = first_stack.enter_context(stdio_mcp(env))
+        first.json("get_quote", {"symbol": "AAPL"})
+        second = second_stack.enter_context(stdio_mcp(env))
+        second.json("get_quote", {"symbol": "AAPL"})
+        first_stack.close()  # Claude Desktop quits; its server and the simulated gateway it started end
+        wait_for(lambda: not second.call("get_quote", {"symbol": "AAPL"}).is_error, timeout=30, message="quotes again")
+        assert second.json("get_health")["gateway"]["connected"] is True

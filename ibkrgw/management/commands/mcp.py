@@ -15,6 +15,7 @@ on this machine holds (`brokers.client_ids`), and moves on to the next when IB i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -73,6 +74,38 @@ def connect() -> ClientIdClaim:
         claim = following
 
 
+class SimulatedGatewayKeeper:
+    """With IB_GATEWAY=sim the simulated gateway lives in the first process that needed it. When that
+    process ends (Claude Desktop closed while an editor's server runs on), start one here instead of
+    answering broker_unavailable for ever: the broker runtime restarts, which starts the gateway."""
+
+    CHECK_INTERVAL_S = 1.0
+
+    def __init__(self, client_id: int) -> None:
+        self.client_id = client_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mcp-sim-keeper", daemon=True)
+
+    def start(self) -> None:
+        if settings.IB_GATEWAY == "sim":
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.CHECK_INTERVAL_S):
+            current = runtime.current()
+            if current is None or getattr(current.worker, "down_reason", "") != "refused":
+                continue
+            logger.warning("mcp: the simulated IB Gateway went away; starting one in this process")
+            runtime.stop()
+            if not self._stop.is_set():
+                runtime.start(client_id=self.client_id)
+
+
 class Command(BaseCommand):
     help = "Run the MCP server (stdio for Claude Desktop and IDE agents, or streamable HTTP on 127.0.0.1)."
 
@@ -94,6 +127,8 @@ class Command(BaseCommand):
         if read_only:
             logger.info("mcp: read-only, no order tools")
         claim = connect()
+        keeper = SimulatedGatewayKeeper(claim.client_id)
+        keeper.start()
         try:
             if transport == "http":
                 logger.info("mcp: streamable HTTP on http://%s:%s/mcp", host, port)
@@ -101,6 +136,7 @@ class Command(BaseCommand):
             else:
                 anyio.run(serve_stdio, server)
         finally:
+            keeper.stop()
             runtime.stop()
             claim.release()
             logger.info("mcp: stopped")
