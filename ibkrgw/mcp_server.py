@@ -483,8 +483,8 @@ class ResourceWatch:
     """Who subscribed to which resource URI, and a poll of the ledger that tells them of changes.
 
     Polling the database (not in-process events) also sees orders changed by other processes: the
-    web server's recorder, the admin, another MCP server. Each interval costs two indexed queries
-    (ledger rows after the last seen id), plus the trading status while someone subscribes to it.
+    web server's recorder, the admin, another MCP server. Each interval costs a few indexed queries
+    (order events, fills and kill-switch rows after the last seen id).
     """
 
     changed: Callable[[dict[str, Any], set[str]], set[str]]
@@ -514,7 +514,8 @@ class ResourceWatch:
             except Exception:  # the client went away: forget it
                 self.unsubscribe(uri, session)
         if self.server is not None:
-            # Clients on the newest protocol listen with subscriptions/listen instead.
+            # Clients on the newest protocol listen with subscriptions/listen; the SDK offers its bus
+            # to tool handlers only (ctx.notify_resource_updated), so publish on it directly.
             await self.server._subscriptions.publish(ResourceUpdated(uri=uri))
 
     async def run(self) -> None:
