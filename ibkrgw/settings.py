@@ -97,6 +97,10 @@ IB_SIM_PORT = env_int("IB_SIM_PORT", 4010, minimum=0, maximum=65535)
 IB_SIM_SEED = env_int("IB_SIM_SEED", 7, minimum=0)
 IB_CLIENT_ID = env_int("IB_CLIENT_ID", 1, minimum=0, maximum=2**31 - 1)
 IB_MCP_CLIENT_ID = env_int("IB_MCP_CLIENT_ID", IB_CLIENT_ID + 1, minimum=0, maximum=2**31 - 1)
+# Each `manage.py mcp` process claims the first free id from IB_MCP_CLIENT_ID on, among this many.
+IB_MCP_CLIENT_ID_COUNT = env_int("IB_MCP_CLIENT_ID_COUNT", 32, minimum=1, maximum=1000)
+# MCP read-only mode: tools that place, change or cancel orders are not offered at all.
+MCP_READ_ONLY = env_bool("MCP_READ_ONLY", False)
 IB_ACCOUNT = env.str("IB_ACCOUNT", default="").strip() or None
 IB_CONNECT_TIMEOUT = env_int("IB_CONNECT_TIMEOUT", 10, minimum=1, maximum=600)
 IB_REQUEST_TIMEOUT = env_int("IB_REQUEST_TIMEOUT", 10, minimum=1, maximum=600)
