@@ -63,6 +63,7 @@ class Housekeeping:
     def _run(self) -> None:
         from django.db import close_old_connections, connection
 
+        from ibkrgw.console.snapshots import account_snapshot_record
         from orders.services import orders_expire_pending
 
         while not self._stop.wait(MAINTENANCE_INTERVAL_S):
@@ -71,6 +72,7 @@ class Housekeeping:
                 orders_expire_pending()
             except Exception:
                 logger.exception("housekeeping failed")
+            account_snapshot_record()  # logs its own failures
         connection.close()
 
 
