@@ -99,7 +99,7 @@ def dashboard_data() -> dict[str, Any]:
         "today": today,
         "order_counts": order_counts_by_status(since=today),
         "orders_today": todays_orders.count(),
-        "latest_orders": list(todays_orders[:LATEST_ORDERS]),
+        "latest_orders": list(reads.with_fill_progress(todays_orders)[:LATEST_ORDERS]),
         "fills_today": fills.count(),
         "latest_fills": list(fills[:LATEST_FILLS]),
         "gate_blocks": gate_block_counts(since=today),

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.chain import verify_chain
@@ -26,7 +27,7 @@ from brokers.selectors import account_summary_get, health_get, pnl_get, position
 from ibkrgw.errors import GatewayError
 from marketdata.services import quote_get
 from orders import gates
-from orders.models import Order
+from orders.models import Order, OrderEvent
 
 ACCOUNT_TAGS = {
     "NetLiquidation": "net_liquidation",
@@ -73,6 +74,15 @@ def header_status() -> dict[str, Any]:
         "connected": health["gateway"]["connected"],
         "reconciliation": health["reconciliation"],
     }
+
+
+def with_fill_progress(orders: QuerySet[Order]) -> QuerySet[Order]:
+    """Orders annotated with `filled_qty` and `avg_px` from their latest event (the lists' columns)."""
+
+    def latest(field: str) -> Subquery:
+        return Subquery(OrderEvent.objects.filter(order=OuterRef("pk")).order_by("-id").values(field)[:1])
+
+    return orders.annotate(filled_qty=latest("filled_quantity"), avg_px=latest("average_fill_price"))
 
 
 # -- marks and quotes ------------------------------------------------------------------------------
