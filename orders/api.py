@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models
+from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -332,6 +333,14 @@ class TradingSwitchOutput(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
+def _without_csrf_token(data):
+    """A form post (the browsable API) carries Django's CSRF token; it is not an order field."""
+    if isinstance(data, QueryDict) and "csrfmiddlewaretoken" in data:
+        data = data.copy()
+        del data["csrfmiddlewaretoken"]
+    return data
+
+
 def order_output(order: Order) -> dict:
     """The one JSON shape of an order, shared by every door."""
     return OrderOutput(selectors.order_get(order_id=order.pk)).data
@@ -345,6 +354,15 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if self.action in ("create", "cancel", "partial_update"):
             return [HasTradeScope()]
         return [HasReadScope()]
+
+    def get_serializer_class(self):
+        # The browsable API's HTML forms: what each write accepts, not the order it answers with.
+        method = getattr(self.request, "method", "GET")
+        if method == "POST" and self.action in ("list", "create"):
+            return OrderCreateInput
+        if method in ("PATCH", "PUT") and self.action in ("retrieve", "partial_update"):
+            return OrderModifyInput
+        return super().get_serializer_class()
 
     def get_queryset(self):
         if self.action != "list":
@@ -389,7 +407,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         "200 with the original order.",
     )
     def create(self, request: Request) -> Response:
-        data = OrderCreateInput(data=request.data)
+        data = OrderCreateInput(data=_without_csrf_token(request.data))
         data.is_valid(raise_exception=True)
         result = services.order_submit(
             request=data.to_request(),
