@@ -113,7 +113,8 @@
   };
   const body = document.body.classList;
   if (body.contains("change-list") && ["model-order", "model-fill", "model-orderevent"].some((c) => body.contains(c))) {
-    const refresh = window.ibkrgwRefresh(() => window.location.href, ["#result_list", "p.paginator"]);
+    // The whole list form: an empty list has no table yet, and the counts and pages change too.
+    const refresh = window.ibkrgwRefresh(() => window.location.href, ["#changelist-form"]);
     document.addEventListener("ibkrgw:ledger", refresh);
     document.addEventListener("ibkrgw:status", refresh);
   }
