@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from brokers import runtime
+from brokers.selectors import account_default
 from marketdata.models import AccountSnapshot
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def account_snapshot_record() -> AccountSnapshot | None:
 def _record() -> AccountSnapshot | None:
     """Record the account's value when the last snapshot is older than the interval; prune old rows.
 
-    Runs from the broker runtime's housekeeping thread every few seconds; does nothing while the
+    Runs as a chore of the process that owns the IB connection (registered in ibkrgw.wiring); does nothing while the
     broker is not connected and reconciled (a snapshot of a half-known account would mislead).
     """
     if not runtime.orders_allowed():
@@ -34,13 +35,14 @@ def _record() -> AccountSnapshot | None:
     from ibkrgw.console.reads import account_state
 
     now = timezone.now()
+    # Cheap first: nothing is asked of the broker until a snapshot is due.
+    latest = AccountSnapshot.objects.filter(account=account_default()).order_by("-taken_at").first()
+    if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
+        return None
     state = account_state()
     if not state["available"]:
         return None
     account = state["account"]
-    latest = AccountSnapshot.objects.filter(account=account).order_by("-taken_at").first()
-    if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
-        return None
     snapshot = AccountSnapshot.objects.create(
         account=account,
         taken_at=now,

@@ -52,17 +52,21 @@ def _order_url(site, order) -> str:
     return reverse("admin:orders_order_change", args=[order.pk], current_app=site.name)
 
 
-def _preview(order_request: OrderRequest, actor: Actor) -> tuple[Any, str, dict[str, Any]]:
-    contract, account, preview = services.order_preview(request=order_request, actor=actor)
-    return contract, account, asdict(preview)
-
-
 def _context_for(order_request: OrderRequest, actor: Actor) -> dict[str, Any]:
-    contract, account, preview = _preview(order_request, actor)
+    """The service's dry run (every gate, the broker's what-if) plus the quote and the notional."""
+    result = services.order_preview(request=order_request, actor=actor)
+    if result.contract is None:
+        first = result.blocks[0] if result.blocks else {"message": "The contract could not be resolved."}
+        raise GatewayError(ErrorCode.INVALID_ORDER, first["message"], http_status=422)
+    contract = result.contract
     quote = reads.quote_for_contract(contract)
+    preview = asdict(result.preview) if result.preview is not None else {}
     return {
         "contract": contract,
-        "account": account,
+        "account": result.account,
+        "blocks": result.blocks,
+        "would_be": result.would_be,
+        "what_if_error": result.what_if_error,
         **reads.order_context(
             action=order_request.action,
             quantity=order_request.quantity,

@@ -25,6 +25,7 @@ from orders.models import OrderStatus as S
 from orders.selectors import order_latest_event
 from orders.services.common import order_event_append
 from orders.state import from_ib
+from orders.types import OrderSent
 
 logger = logging.getLogger(__name__)
 PROCESS_STARTED_AT = timezone.now()
@@ -145,6 +146,66 @@ def commission_record(*, commission: BrokerCommission) -> Commission | None:
     return row
 
 
+def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> int:
+    """Orders the broker acknowledged on an earlier connection and now reports neither working nor
+    completed (a restarted gateway, a day order gone overnight) are no longer working anywhere."""
+    if snapshot.session_started is None:
+        return 0
+    from orders.selectors import order_queryset
+
+    resolved = 0
+    gone = (
+        order_queryset()
+        .filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
+        .exclude(client_order_id__in=seen_refs)
+    )
+    for order in gone:
+        with transaction.atomic(durable=True):
+            latest = order_latest_event(order)
+            if latest is None or latest.at >= snapshot.session_started:
+                continue  # acknowledged on this connection: the broker's own reports will follow
+            if order_event_append(
+                order,
+                status=S.CANCELLED,
+                source=Source.WORKER,
+                code="not_at_broker",
+                reason="After reconnecting, the broker reports this order neither working nor completed: "
+                "it no longer holds it.",
+                audit_event=events.ORDER_STATUS_CHANGED,
+                strict=False,
+            ):
+                resolved += 1
+    return resolved
+
+
+def order_sent_record(*, sent: OrderSent) -> None:
+    """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
+    with transaction.atomic():
+        order = Order.objects.get(pk=sent.order_id)
+        latest = order_latest_event(order)
+        if latest is not None and latest.status == S.PENDING_SUBMIT:
+            order_event_append(
+                order,
+                status=S.SUBMITTED,
+                actor=sent.actor,
+                source=sent.actor.source,
+                broker_order_id=sent.broker_order_id,
+                perm_id=sent.perm_id,
+                data={"client_id": sent.client_id},
+                audit_event=events.ORDER_SENT,
+                strict=False,
+            )
+        else:
+            audit_record(
+                event=events.ORDER_SENT,
+                actor=sent.actor,
+                target_type="order",
+                target_id=str(order.pk),
+                data={"broker_order_id": sent.broker_order_id, "client_id": sent.client_id},
+            )
+        transaction.on_commit(sent.written.set)
+
+
 def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     """Bring the ledger up to date with the broker after a (re)connect.
 
@@ -166,6 +227,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     grace = timezone.now() - timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
     from orders.selectors import order_queryset
 
+    counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:
