@@ -69,7 +69,7 @@ def header_status() -> dict[str, Any]:
         "mode": settings.TRADING_MODE,
         "armed": armed,
         "armed_note": armed_note,
-        "halted": health["trading_halted"],
+        "halted": health.get("trading_halted"),
         "gateway": health["gateway"]["state"],
         "connected": health["gateway"]["connected"],
         "reconciliation": health["reconciliation"],
