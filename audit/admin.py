@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
 from django.db.models import Model
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import path, reverse
@@ -36,6 +37,24 @@ def local_time(value: datetime | None) -> str:
 def plain(value: Decimal | None) -> str:
     """A decimal without padding: 10, 190.5 (never 10.00000000)."""
     return "—" if value is None else f"{value.normalize():f}"
+
+
+def shown(name: str, description: str | None = None, *, ordering: bool = True):
+    """A read-only admin column for a model field as the console shows values: decimals without
+    padding, times with seconds and zone. Assign it as a class attribute and list that attribute."""
+
+    def show(self, obj: Model) -> Any:
+        value = getattr(obj, name)
+        if isinstance(value, Decimal):
+            return plain(value)
+        if isinstance(value, datetime):
+            return local_time(value)
+        return "—" if value is None or value == "" else value
+
+    show.short_description = description or name.replace("_", " ")  # type: ignore[attr-defined]
+    if ordering:
+        show.admin_order_field = name  # type: ignore[attr-defined]
+    return show
 
 
 class _Echo:
@@ -98,6 +117,22 @@ class AppendOnlyAdmin(admin.ModelAdmin):
     """Base for the admin of every append-only model: it can list and show rows, nothing more."""
 
     actions = None
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None):
+        # Every page is read-only: decimals and times are shown as the lists show them.
+        return [self._shown_name(name) for name in super().get_fields(request, obj)]
+
+    def _shown_name(self, name: str) -> str:
+        try:
+            field = self.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return name
+        if not isinstance(field, models.DecimalField | models.DateTimeField):
+            return name
+        attr = f"{name}_shown"
+        if not hasattr(type(self), attr):
+            setattr(type(self), attr, shown(name, str(field.verbose_name), ordering=False))
+        return attr
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

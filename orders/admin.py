@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from audit.admin import AppendOnlyAdmin, CsvExportMixin, json_block, local_time, plain
+from audit.admin import AppendOnlyAdmin, CsvExportMixin, json_block, local_time, plain, shown
 from ibkrgw.actors import Actor, Source
 from ibkrgw.auth import actor_for
 from ibkrgw.errors import GatewayError
@@ -48,18 +48,22 @@ class OrderEventInline(admin.TabularInline):
     can_delete = False
     fields = (
         "id",
-        "at",
+        "at_",
         "status",
         "broker_order_id",
-        "filled_quantity",
-        "remaining_quantity",
-        "average_fill_price",
+        "filled_",
+        "remaining_",
+        "average_price_",
         "code",
         "reason",
         "source",
     )
     readonly_fields = fields
     ordering = ("id",)
+    at_ = shown("at")
+    filled_ = shown("filled_quantity", "filled")
+    remaining_ = shown("remaining_quantity", "remaining")
+    average_price_ = shown("average_fill_price", "average price")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -75,15 +79,18 @@ class FillInline(admin.TabularInline):
     model = Fill
     extra = 0
     can_delete = False
-    fields = ("exec_id", "executed_at", "side", "quantity", "price", "exchange", "broker_order_id", "commission_paid")
+    fields = ("exec_id", "executed_", "side", "quantity_", "price_", "exchange", "broker_order_id", "commission_paid")
     readonly_fields = fields
     ordering = ("executed_at", "id")
+    executed_ = shown("executed_at", "executed")
+    quantity_ = shown("quantity")
+    price_ = shown("price")
 
     @admin.display(description="commission")
     def commission_paid(self, obj: Fill) -> str:
         # A fill without its commission yet raises RelatedObjectDoesNotExist, an AttributeError.
         commission = getattr(obj, "commission", None)
-        return "—" if commission is None else str(commission)
+        return "—" if commission is None else f"{plain(commission.commission)} {commission.currency}"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -278,16 +285,20 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
 class OrderEventAdmin(AppendOnlyAdmin):
     list_display = (
         "id",
-        "at",
+        "at_",
         "order",
         "status",
         "broker_order_id",
-        "filled_quantity",
-        "remaining_quantity",
-        "average_fill_price",
+        "filled_",
+        "remaining_",
+        "average_price_",
         "code",
         "source",
     )
+    at_ = shown("at")
+    filled_ = shown("filled_quantity", "filled")
+    remaining_ = shown("remaining_quantity", "remaining")
+    average_price_ = shown("average_fill_price", "average price")
     list_filter = ("status", "source", "at")
     search_fields = ("=order__id", "order__client_order_id", "code")
     list_select_related = ("order",)
@@ -357,7 +368,10 @@ class FillAdmin(CsvExportMixin, AppendOnlyAdmin):
 
 @admin.register(Commission)
 class CommissionAdmin(AppendOnlyAdmin):
-    list_display = ("created_at", "exec_id", "commission", "currency", "realized_pnl")
+    list_display = ("created_", "exec_id", "commission_", "currency", "realized_pnl_")
+    created_ = shown("created_at", "created")
+    commission_ = shown("commission")
+    realized_pnl_ = shown("realized_pnl", "realized P&L")
     list_filter = ("currency",)
     search_fields = ("=exec_id",)
     ordering = ("-id",)
@@ -365,7 +379,8 @@ class CommissionAdmin(AppendOnlyAdmin):
 
 @admin.register(TradingSwitchEvent)
 class TradingSwitchEventAdmin(AppendOnlyAdmin):
-    list_display = ("at", "halted", "actor_label", "source", "reason")
+    list_display = ("at_", "halted", "actor_label", "source", "reason")
+    at_ = shown("at")
     list_filter = ("halted", "source")
     search_fields = ("reason", "actor_label", "=correlation_id")
     ordering = ("-id",)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
@@ -89,3 +92,20 @@ def test_order_actions_are_offered_but_not_delete(staff_client):
     for action in ("cancel_selected", "approve_selected", "reject_selected"):
         assert f'value="{action}"' in body
     assert 'value="delete_selected"' not in body
+
+
+def test_lists_and_pages_show_plain_decimals_and_times_with_seconds_and_zone(staff_client):
+    event = OrderEventFactory(status=OrderStatus.FILLED)
+    order = event.order
+    FillFactory(order=order, exec_id="exec-readable", quantity=Decimal("10"), price=Decimal("190.5"))
+    for url in (
+        reverse("admin:orders_order_changelist"),
+        reverse("admin:orders_order_change", args=[order.pk]),
+        reverse("admin:orders_fill_changelist"),
+        reverse("admin:orders_orderevent_changelist"),
+    ):
+        body = staff_client.get(url).content.decode()
+        assert not re.search(r"\d\.\d*0000\b", body), url  # no padded decimals like 10.00000000
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body), url
+    listing = staff_client.get(reverse("admin:orders_order_changelist")).content.decode()
+    assert "field-filled" in listing and "field-avg_price" in listing
