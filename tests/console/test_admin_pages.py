@@ -109,3 +109,18 @@ def test_lists_and_pages_show_plain_decimals_and_times_with_seconds_and_zone(sta
         assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body), url
     listing = staff_client.get(reverse("admin:orders_order_changelist")).content.decode()
     assert "field-filled" in listing and "field-avg_price" in listing
+
+
+def test_revoking_api_keys_in_bulk_asks_first_and_is_audited(superuser_client):
+    from ibkrgw.models import ScopedAPIKey
+
+    key, _ = ScopedAPIKey.objects.create_key(name="bulk-revoke", scope="read")
+    changelist = reverse("admin:ibkrgw_scopedapikey_changelist")
+    page = superuser_client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk]})
+    assert "Programs using these keys stop working at once" in page.content.decode()
+    assert not ScopedAPIKey.objects.get(pk=key.pk).revoked
+    superuser_client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk], "confirmed": "yes"})
+    assert ScopedAPIKey.objects.get(pk=key.pk).revoked
+    from audit.models import AuditEntry
+
+    assert AuditEntry.objects.filter(event="apikey.revoked", target_id=key.prefix, source="admin").count() == 1
