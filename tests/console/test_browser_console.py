@@ -201,6 +201,11 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
             expect(operator.locator("#ibkrgw-header-switch")).to_have_text("HALTED")
             expect(watcher.locator("#ibkrgw-header-switch")).to_have_text("HALTED", timeout=WAIT_MS)
 
+            # -- the other lists fit a 1400 px window too
+            for path in ("/admin/orders/fill/", "/admin/audit/auditentry/", "/admin/orders/orderevent/"):
+                watcher.goto(f"{url}{path}")
+                assert watcher.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path
+
             # -- the API docs render from local files only
             outside.clear()
             docs = context.new_page()
