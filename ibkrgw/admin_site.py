@@ -140,6 +140,8 @@ class OperatorAdminSite(admin.AdminSite):
     index_title = "Operator console"
     # "View site" opens the API's own documentation: this server has no other public site.
     site_url = "/api/docs/"
+    # The lists need the width; the menu in the header and the index page lead everywhere.
+    enable_nav_sidebar = False
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)

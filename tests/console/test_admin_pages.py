@@ -124,3 +124,16 @@ def test_revoking_api_keys_in_bulk_asks_first_and_is_audited(superuser_client):
     from audit.models import AuditEntry
 
     assert AuditEntry.objects.filter(event="apikey.revoked", target_id=key.prefix, source="admin").count() == 1
+
+
+def test_decimals_render_without_exponent_or_padding():
+    from ibkrgw.templatetags.console import plain
+
+    assert [plain(Decimal(v)) for v in ("100", "100.00000000", "190.50", "0E-8", "0.25")] == [
+        "100",
+        "100",
+        "190.5",
+        "0",
+        "0.25",
+    ]
+    assert plain(None) is None
