@@ -83,8 +83,8 @@ def main() -> None:
             for i in range(args.orders):
                 trade = ib.placeOrder(aapl, MarketOrder("BUY" if i % 2 == 0 else "SELL", 10))
                 done = asyncio.Event()
-                trade.filledEvent += lambda _t: done.set()
-                trade.cancelledEvent += lambda _t: done.set()
+                trade.filledEvent += lambda _t, done=done: done.set()
+                trade.cancelledEvent += lambda _t, done=done: done.set()
                 if not trade.isDone():
                     await asyncio.wait_for(done.wait(), 5)
 

@@ -1,7 +1,7 @@
 """Encoders for server -> client messages, with the server-version branches ib_async decodes.
 
 Each function returns the field list (msgId first); protocol.encode() frames it.
-Field layouts: /work/shared/tws_protocol.md §6.
+Field layouts: docs/tws-protocol.md.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .protocol import UNSET_DOUBLE, UNSET_INT
 
 Fields = list[Any]
 Q8 = Decimal("0.00000001")
+NO_SECDEF = "No security definition has been found for the request"
 
 
 def _px(d: Decimal | None) -> Any:

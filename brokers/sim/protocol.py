@@ -2,7 +2,7 @@
 
 Wire format: every message is a 4-byte big-endian length followed by a UTF-8 body
 of fields, each *terminated* by NUL.  The only unframed bytes are the client's
-``API\\0`` prefix.  See /work/shared/tws_protocol.md §3.
+``API\\0`` prefix.  See docs/tws-protocol.md.
 """
 
 from __future__ import annotations
