@@ -11,8 +11,9 @@ from typing import Any
 
 from .account import Account, Position
 from .book import SimExecution, SimOrder, stamp
-from .market import Instrument, trading_hours
+from .calendar import trading_hours
 from .protocol import UNSET_DOUBLE, UNSET_INT
+from .universe import Instrument
 
 Fields = list[Any]
 Q8 = Decimal("0.00000001")

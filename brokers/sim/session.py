@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .market import Instrument
 from .protocol import encode
+from .universe import Instrument
 
 
 @dataclass

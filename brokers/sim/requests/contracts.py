@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as M
-from ..market import Instrument
 from ..protocol import ContractSpec, Cursor
 from ..session import Session
+from ..universe import Instrument
 
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)

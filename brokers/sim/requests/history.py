@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as M
-from ..market import BAR_SIZES, format_bar_time, make_bars, parse_duration, parse_end
+from ..history import BAR_SIZES, format_bar_time, make_bars, parse_duration, parse_end
 from ..protocol import ContractSpec, Cursor
 from ..session import BarSub, Session
 

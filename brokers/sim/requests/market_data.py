@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from .. import messages as M
-from ..market import Instrument, format_bar_time, round_to_tick
+from ..history import format_bar_time
 from ..protocol import ContractSpec, Cursor
 from ..session import BarSub, Session
+from ..universe import Instrument, round_to_tick
 
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)

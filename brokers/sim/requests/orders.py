@@ -10,10 +10,11 @@ from typing import Any
 from .. import messages as M
 from ..account import INIT_MARGIN, MAINT_MARGIN, commission_for
 from ..book import Reject, SimExecution, SimOrder
-from ..market import Instrument, parse_end
+from ..history import parse_end
 from ..protocol import Cursor, parse_place_order
 from ..records import SimCancelRecord, SimOrderRecord
 from ..session import Session
+from ..universe import Instrument
 
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
