@@ -38,7 +38,15 @@ def main() -> None:
     args = ap.parse_args()
 
     Client.MaxRequests = 0  # disable ib_async's client-side request throttling
-    gw = SimGateway(port=0, seed=7, tick_interval=args.tick_interval, partial_fill_threshold=None).start()
+    # A load test: the market never closes and IB's pacing limits are off (they would stop the run).
+    gw = SimGateway(
+        port=0,
+        seed=7,
+        tick_interval=args.tick_interval,
+        partial_fill_threshold=None,
+        trading_hours="always",
+        ib_limits=False,
+    ).start()
     ib = IB()
     try:
         t0 = time.perf_counter()

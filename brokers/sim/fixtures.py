@@ -4,6 +4,9 @@ Fixtures
 * ``sim_gateway`` - a started SimGateway on 127.0.0.1:<free port>, stopped at teardown.
 * ``sim_gateway_factory`` - ``make(**kwargs)`` starts gateways with custom arguments
   (e.g. ``server_version=157``); all of them are stopped at teardown.
+
+Unlike ``SimGateway()``, whose defaults behave like IB (exchange hours), these default to
+``trading_hours="always"`` so tests pass at any hour; IB's limits and the margin check stay on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ def sim_gateway_factory() -> Iterator[Callable[..., SimGateway]]:
     def make(**kwargs: Any) -> SimGateway:
         kwargs.setdefault("host", "127.0.0.1")
         kwargs.setdefault("port", 0)
+        # Tests run at any hour: the market never closes unless a test asks for exchange hours.
+        kwargs.setdefault("trading_hours", "always")
         gw = SimGateway(**kwargs)
         gw.start()
         made.append(gw)

@@ -1,17 +1,19 @@
-"""Live quotes: a deterministic random walk per instrument, seeded by (seed, conId).
+"""Live quotes, read off each instrument's price path (path.py) at the current time.
 
-Two gateways with the same seed walk the same price paths regardless of who subscribes to what.
-Options are priced off their underlying on demand.
+Two gateways with the same seed show the same prices at the same moment, whoever subscribes to what.
+``set_price`` moves a live price; the quote then follows the path's moves from that level. Options
+are priced off their underlying on demand (Black-Scholes at the underlying's volatility).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from .options import Greeks, black_scholes
+from .path import PricePath, session_minutes
 from .protocol import ContractSpec
 from .universe import Instrument, build_universe, matches, round_to_tick, stable_con_id
 
@@ -66,6 +68,8 @@ class Market:
         self.instruments: dict[int, Instrument] = {i.con_id: i for i in build_universe(self.today)}
         self._rng: dict[int, random.Random] = {}
         self._quotes: dict[int, Quote] = {}
+        self._paths: dict[int, PricePath] = {}
+        self._adjust: dict[int, float] = {}  # set_price() moves the live price off the path by a factor
         for inst in self.instruments.values():
             if inst.sec_type != "OPT":
                 self._rng[inst.con_id] = random.Random(f"{seed}:{inst.con_id}")  # noqa: S311 - seeded simulation, not crypto
@@ -116,11 +120,35 @@ class Market:
         return [(ex, opts[0].trading_class, "100", exps, strikes) for ex in opts[0].valid_exchanges]
 
     # -- quotes
+    def path(self, inst: Instrument) -> PricePath:
+        path = self._paths.get(inst.con_id)
+        if path is None:
+            path = self._paths[inst.con_id] = PricePath(self.seed, inst)
+        return path
+
     def _initial_quote(self, inst: Instrument) -> Quote:
+        """Today's figures read off the path: last now, previous session close, session so far."""
         rng = self._rng[inst.con_id]
-        last = round_to_tick(inst.base_price, inst.min_tick)
+        now = datetime.now(UTC)
+        path = self.path(inst)
+        last = self._path_price(inst, now)
+        day, minute, _ = path.local_day_minute(now)
+        close = last
+        for back in range(1, 10):
+            prev = day - timedelta(days=back)
+            regular = session_minutes(inst, prev)[0]
+            if regular is not None:
+                close = self._tick(inst, path.aggregate(prev, regular[0], regular[1]).close)
+                break
+        regular = session_minutes(inst, day)[0]
+        opened = regular is not None and minute > regular[0]
+        if opened:
+            today = path.aggregate(day, regular[0], min(minute, regular[1]))
+            open_, high, low = self._tick(inst, today.open), self._tick(inst, today.high), self._tick(inst, today.low)
+            volume = Decimal(int(path.volume_until(now, regular[0])))
+        else:
+            open_, high, low, volume = close, max(close, last), min(close, last), D0
         bid, ask = self._bid_ask(inst, last)
-        close = round_to_tick(last * Decimal(1 + rng.uniform(-0.01, 0.01)), inst.min_tick)
         return Quote(
             bid=bid,
             ask=ask,
@@ -128,12 +156,19 @@ class Market:
             bid_size=self._size(inst, rng),
             ask_size=self._size(inst, rng),
             last_size=self._size(inst, rng),
-            volume=Decimal(rng.randint(1000, 5000) * inst.lot),
-            open=close,
-            high=max(last, close),
-            low=min(last, close),
+            volume=volume,
+            open=open_,
+            high=max(high, last),
+            low=min(low, last),
             close=close,
         )
+
+    @staticmethod
+    def _tick(inst: Instrument, price: float) -> Decimal:
+        return max(inst.min_tick, round_to_tick(Decimal(str(round(price, 8))), inst.min_tick))
+
+    def _path_price(self, inst: Instrument, now: datetime) -> Decimal:
+        return self._tick(inst, self.path(inst).price(now) * self._adjust.get(inst.con_id, 1.0))
 
     @staticmethod
     def _bid_ask(inst: Instrument, last: Decimal) -> tuple[Decimal, Decimal]:
@@ -151,17 +186,22 @@ class Market:
             return self._option_quote(inst)
         return self._quotes[con_id]
 
+    def option_greeks(self, inst: Instrument, spot: Decimal | None = None, vol: float | None = None) -> Greeks:
+        """Black-Scholes figures at the underlying's last price and volatility (or the ones given)."""
+        under = self.instruments[inst.under_con_id]
+        spot = self.quote(under.con_id).last if spot is None else spot
+        vol = under.annual_vol if vol is None else vol
+        return black_scholes(float(spot), float(inst.strike), self.option_years(inst), vol, inst.right)
+
+    def option_years(self, inst: Instrument) -> float:
+        ltd = inst.last_trade_date
+        return max((date(int(ltd[:4]), int(ltd[4:6]), int(ltd[6:8])) - self.today).days, 1) / 365
+
     def _option_quote(self, inst: Instrument) -> Quote:
         under = self.quote(inst.under_con_id)
-        spot = under.last
-        exp = datetime.strptime(inst.last_trade_date, "%Y%m%d").replace(tzinfo=UTC).date()
-        t = max((exp - self.today).days, 1) / 365
-        sigma_move = float(spot) * 0.25 * math.sqrt(t)
-        moneyness = float(spot - inst.strike) if inst.right == "C" else float(inst.strike - spot)
-        intrinsic = max(moneyness, 0.0)
-        time_value = 0.4 * sigma_move * math.exp(-((moneyness / sigma_move) ** 2) / 2)
-        mid = max(Decimal("0.05"), round_to_tick(Decimal(intrinsic + time_value), inst.min_tick))
-        bid, ask = mid - Decimal("0.02"), mid + Decimal("0.02")
+        g = self.option_greeks(inst, under.last)
+        mid = max(Decimal("0.05"), round_to_tick(Decimal(str(round(g.price, 4))), inst.min_tick))
+        bid, ask = max(Decimal("0.01"), mid - Decimal("0.02")), mid + Decimal("0.02")
         return Quote(
             bid=bid,
             ask=ask,
@@ -178,7 +218,7 @@ class Market:
         )
 
     def step(self) -> set[int]:
-        """One random-walk step for every (non-derived) instrument; returns the conIds that moved."""
+        """Move every (non-derived) instrument to its path price now; returns the conIds that traded."""
         moved: set[int] = set()
         now = datetime.now(UTC)
         for con_id, q in self._quotes.items():
@@ -186,10 +226,7 @@ class Market:
             rng = self._rng[con_id]
             if rng.random() < 0.3:  # not every instrument trades every tick
                 continue
-            sigma_ticks = max(1.0, float(q.last) * 0.0002 / float(inst.min_tick))
-            delta = round(rng.gauss(0, sigma_ticks))
-            last = max(inst.min_tick, q.last + inst.min_tick * delta)
-            self._apply(inst, q, last, self._size(inst, rng), now)
+            self._apply(inst, q, self._path_price(inst, now), self._size(inst, rng), now)
             q.bid_size, q.ask_size = self._size(inst, rng), self._size(inst, rng)
             moved.add(con_id)
         return moved
@@ -199,7 +236,11 @@ class Market:
         if inst.sec_type == "OPT":
             raise ValueError("option prices follow their underlying; set the underlying instead")
         q = self._quotes[con_id]
-        self._apply(inst, q, round_to_tick(Decimal(price), inst.min_tick), Decimal(inst.lot), datetime.now(UTC))
+        now = datetime.now(UTC)
+        price = round_to_tick(Decimal(price), inst.min_tick)
+        # From here on the live price follows the path's moves from the level set.
+        self._adjust[con_id] = float(price) / self.path(inst).price(now)
+        self._apply(inst, q, price, Decimal(inst.lot), now)
 
     def _apply(self, inst: Instrument, q: Quote, last: Decimal, size: Decimal, now: datetime) -> None:
         q.last = last

@@ -1,51 +1,14 @@
-"""Simulated IB Gateway: a TCP server speaking the TWS API socket protocol (v157–178).
+"""Simulated IB Gateway: a TCP server speaking the TWS API socket protocol (v157-178).
 
-Unmodified TWS API clients (ib_async, ib_insync) connect to it as to a real gateway.
+Unmodified TWS API clients (ib_async, ib_insync, IB's own ibapi) connect to it as to a real gateway.
 It runs its own asyncio loop in a daemon thread; the public methods are thread-safe.
 
-Universe (conIds are fixed; derived ones come from a hash of a stable key, so they
-are identical across runs):
+This module holds the gateway object (construction, lifecycle, the Python API tests drive it
+with); connection handling is in connection.py and each request family in requests/*.py. What is
+modelled and how (universe, prices, orders, margin, limits, hours) is described in docs/simulator.md.
 
-=========  =======================================  =========  ==============  =========
-symbol     conId                                    secType    exchange        currency
-=========  =======================================  =========  ==============  =========
-AAPL       265598                                   STK        SMART/NASDAQ    USD
-MSFT       272093                                   STK        SMART/NASDAQ    USD
-TSLA       76792991                                 STK        SMART/NASDAQ    USD
-NVDA       4815747                                  STK        SMART/NASDAQ    USD
-SPY        756733                                   STK (ETF)  SMART/ARCA      USD
-QQQ        320227571                                STK (ETF)  SMART/NASDAQ    USD
-SHOP       195014116 / 195014132 (ambiguous)        STK        SMART/NYSE|TSE  USD / CAD
-EUR.USD    12087792                                 CASH       IDEALPRO        USD
-GBP.USD    12087797                                 CASH       IDEALPRO        USD
-USD.JPY    15016059                                 CASH       IDEALPRO        JPY
-SPX        416904                                   IND        CBOE            USD
-NDX        416843                                   IND        NASDAQ          USD
-BTC        479624278                                CRYPTO     PAXOS           USD
-US-T       derived ("BOND:91282CLW9"), CUSIP 91282CLW9  BOND   SMART           USD
-VFIAX      derived ("FUND:VFIAX")                   FUND       FUNDSERV        USD
-ES, NQ     derived ("FUT:ES:YYYYMM"), next 4 quarterly expiries (3rd Friday)   CME
-CL         derived ("FUT:CL:YYYYMM"), next 6 monthly expiries                  NYMEX
-AAPL, SPY  options: derived ("OPT:SYM:YYYYMMDD:STRIKE:RIGHT"); next 4 Friday expiries,
-           11 strikes (step 5) around the starting price, calls and puts, SMART, x100
-=========  =======================================  =========  ==============  =========
-
-Expiries are computed relative to today so they never expire; lists are sorted front
-month first.  A ContFuture (secType CONTFUT) resolves to the front month.
-
-Prices are a seeded random walk (``seed``): every ``tick_interval`` each instrument
-moves by a few minimum ticks with probability 0.7; bid/ask straddle the last price
-with a fixed spread in ticks.  Options are priced off their underlying.
-``pause_market()`` freezes the walk (orders are still evaluated every interval, so
-partial fills keep progressing); ``set_price()`` moves a price explicitly.
-
-Orders (see book.py for details): MKT, LMT, STP, STP LMT, TRAIL, MOC, LOC; TIF DAY, GTC,
-GTD, IOC, FOK, OPG.  **MOC/LOC rest until** ``market_close()`` is called, which makes the
-current last price the close and fills them there (LOC only if the limit allows,
-otherwise it is cancelled).  OPG orders rest until ``market_open()``.
-**Partial fills**: a working order fills at most ``partial_fill_threshold`` per
-evaluation (immediately on placement, then once per tick_interval and on each
-``set_price``), so a large order completes in several executions.
+Defaults behave like IB: exchange trading hours, IB's pacing limits and a margin check. Embedders
+that must work at any hour or under load pass ``trading_hours="always"`` and ``ib_limits=False``.
 """
 
 from __future__ import annotations
@@ -62,6 +25,7 @@ from typing import Any
 from . import messages as M
 from .account import Account
 from .book import OrderEngine
+from .calendar import session_state
 from .connection import Connections
 from .faults import Faults
 from .market import Instrument, Market
@@ -72,6 +36,8 @@ from .requests.contracts import ContractRequests
 from .requests.history import HistoryRequests
 from .requests.market_data import MarketDataRequests
 from .requests.orders import OrderRequests
+from .requests.reference import ReferenceRequests
+from .requests.streams import StreamRequests
 from .session import Session
 
 __all__ = ["ExecutionRecord", "OrderStateRecord", "SimCancelRecord", "SimGateway", "SimOrderRecord"]
@@ -86,22 +52,16 @@ CONNECTIVITY = {
 }
 
 
-def _exchange_session_open(inst: Instrument, now: datetime) -> bool:
-    from brokers.adapter import ContractInfo
-    from brokers.hours import is_open
-
-    contract = ContractInfo(
-        con_id=inst.con_id,
-        symbol=inst.symbol,
-        sec_type=inst.sec_type,
-        exchange=inst.exchange,
-        currency=inst.currency,
-        primary_exchange=inst.primary_exchange,
-    )
-    return is_open(contract, now)
-
-
-class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountRequests, OrderRequests, ContractRequests):
+class SimGateway(
+    Connections,
+    MarketDataRequests,
+    StreamRequests,
+    HistoryRequests,
+    AccountRequests,
+    OrderRequests,
+    ContractRequests,
+    ReferenceRequests,
+):
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -113,8 +73,13 @@ class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountReques
         tick_interval: float = 0.25,
         partial_fill_threshold: Decimal | None = Decimal("500"),
         starting_cash: Decimal = Decimal("1000000"),
-        trading_hours: str = "always",
+        trading_hours: str = "exchange",
         clock: Callable[[], datetime] | None = None,
+        *,
+        ib_limits: bool = True,
+        max_market_data_lines: int = 100,
+        max_messages_per_second: int = 50,
+        margin_checks: bool = True,
     ) -> None:
         if not MIN_SERVER_VERSION <= server_version <= MAX_SERVER_VERSION:
             raise ValueError(f"server_version must be within {MIN_SERVER_VERSION}..{MAX_SERVER_VERSION}")
@@ -129,17 +94,26 @@ class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountReques
         self.account = Account(account, self.market, Decimal(starting_cash))
         if trading_hours not in ("always", "exchange"):
             raise ValueError(f"trading_hours must be 'always' or 'exchange', not {trading_hours!r}")
-        # "exchange": orders only fill while the instrument's exchange calendar says the market is open
-        # (the same calendars the order gates use); outside_rth orders fill at any time.
+        # "exchange": orders trade only while the instrument's exchange calendar says the market is open
+        # (outsideRth limit orders also in US stocks' extended hours); "always": the market never closes.
+        self.trading_hours = trading_hours
         self.engine = OrderEngine(
             self.market,
             self.account,
             self,
             partial_fill_threshold,
             seed,
-            session_open=_exchange_session_open if trading_hours == "exchange" else None,
+            sessions=session_state if trading_hours == "exchange" else None,
             clock=clock or (lambda: datetime.now(UTC)),
         )
+        # IB's limits (docs/simulator.md): message rate (error 100, then disconnect), historical-data pacing
+        # (162) and market-data lines (101). Off for load tests.
+        self.ib_limits = ib_limits
+        self.max_market_data_lines = max_market_data_lines
+        self.max_messages_per_second = max_messages_per_second
+        self.margin_checks = margin_checks
+        self.hmds_log: list[tuple[float, tuple]] = []  # (monotonic time, request key) of historical requests
+        self.ib_connected = True  # False between send_connectivity(1100) and 1101/1102: no data flows
         self.faults = Faults(self)
         # Symbols this paper account has no live market-data subscription for: live/frozen requests get
         # error 354 as from IB; delayed data (types 3 and 4) still works.
@@ -187,6 +161,55 @@ class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountReques
             94: self._req_pnl_single,
             95: self._cancel_pnl_single,
             99: self._req_completed_orders,
+            # streams beside reqMktData
+            10: self._req_mkt_depth,
+            11: self._cancel_mkt_depth,
+            50: self._req_real_time_bars,
+            51: self._cancel_real_time_bars,
+            54: self._calc_implied_vol,
+            55: self._calc_option_price,
+            56: self._cancel_calc,
+            57: self._cancel_calc,
+            82: self._req_mkt_depth_exchanges,
+            97: self._req_tick_by_tick,
+            98: self._cancel_tick_by_tick,
+            # history beside bars
+            88: self._req_histogram,
+            89: self._ignore,
+            90: self._ignore,
+            96: self._req_historical_ticks,
+            # reference data and services
+            12: self._ignore,
+            13: self._ignore,
+            14: self._ignore,
+            18: self._request_fa,
+            19: self._request_fa,
+            21: self._exercise_options,
+            22: self._req_scanner_subscription,
+            23: self._cancel_scanner_subscription,
+            24: self._req_scanner_parameters,
+            52: self._req_fundamental_data,
+            53: self._ignore,
+            65: self._verify,
+            66: self._verify,
+            67: self._query_display_groups,
+            68: self._subscribe_group_events,
+            69: self._update_display_group,
+            70: self._ignore,
+            72: self._verify,
+            73: self._verify,
+            79: self._req_soft_dollar_tiers,
+            80: self._req_family_codes,
+            83: self._req_smart_components,
+            84: self._req_news_article,
+            85: self._req_news_providers,
+            86: self._req_historical_news,
+            91: self._req_market_rule,
+            100: self._req_wsh_meta_data,
+            101: self._ignore,
+            102: self._req_wsh_event_data,
+            103: self._ignore,
+            104: self._req_user_info,
         }
 
     # ------------------------------------------------------------ lifecycle
@@ -373,9 +396,40 @@ class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountReques
         self._call(run)
 
     def send_connectivity(self, code: int) -> None:
+        """IB's connectivity messages with their effect: 1100 stops all market data; 1101 restores the
+        connection with every market-data subscription gone (clients must subscribe again); 1102 restores
+        it with subscriptions kept."""
         if code not in CONNECTIVITY:
             raise ValueError(f"connectivity code must be one of {sorted(CONNECTIVITY)}")
+
+        def run() -> None:
+            self.ib_connected = code != 1100
+            if code == 1101:
+                for s in self._live():
+                    s.drop_market_data()
+
+        self._call(run)
         self.send_error(code, CONNECTIVITY[code])
+
+    def halt(self, symbol_or_con_id: int | str) -> None:
+        """Halt trading in one instrument (and its options): tick 49 (halted) = 1, no fills until resume()."""
+        self._set_halt(symbol_or_con_id, True)
+
+    def resume(self, symbol_or_con_id: int | str) -> None:
+        self._set_halt(symbol_or_con_id, False)
+
+    def _set_halt(self, key: int | str, halted: bool) -> None:
+        def run() -> None:
+            inst = self.market.lookup(key)
+            (self.engine.halted.add if halted else self.engine.halted.discard)(inst.con_id)
+            for s in self._live():
+                for req_id, sub in s.mkt.items():
+                    if inst.con_id in (sub.con_id, sub.under_con_id):
+                        s.send([45, 6, req_id, 49, 1 if halted else 0])
+            if not halted:
+                self.engine.evaluate_all()
+
+        self._call(run)
 
     # ------------------------------------------------------------ helpers
     def _resolve(self, spec: ContractSpec) -> Instrument | None:
@@ -398,6 +452,7 @@ class SimGateway(Connections, MarketDataRequests, HistoryRequests, AccountReques
                 moved = set() if self._paused else self.market.step()
                 self.engine.evaluate_all()
                 self._push_ticks(moved)
+                self._push_rt_bars()
                 self._cycle_no += 1
                 # P&L streams roughly once a second, like TWS.
                 if self._cycle_no % max(1, round(1 / self.tick_interval)) == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,19 @@ class BarSub:
     volume: Decimal
 
 
+@dataclass
+class RtBarSub:
+    inst: Instrument
+    what: str
+    start: int  # epoch seconds of the bar being built (5 s bars)
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal = Decimal(0)
+    count: int = 0
+
+
 @dataclass(eq=False)  # identity hash: sessions live in a set
 class Session:
     writer: asyncio.StreamWriter
@@ -43,6 +57,20 @@ class Session:
     pnl_single: dict[int, int] = field(default_factory=dict)
     auto_bind: bool = False
     closed: bool = False
+    pace_api: bool = False  # the client asked TWS to pace its requests (+PACEAPI) instead of disconnecting
+    msg_times: deque = field(default_factory=deque)  # arrival times of the last second's messages
+    generic: dict[int, set[str]] = field(default_factory=dict)  # reqMktData generic tick lists
+    rt_bars: dict[int, RtBarSub] = field(default_factory=dict)
+    tbt: dict[int, tuple[Instrument, str]] = field(default_factory=dict)  # tick-by-tick: (instrument, type)
+    depth: dict[int, tuple[Instrument, int, bool]] = field(default_factory=dict)  # (instrument, rows, smart)
+
+    def market_data_lines(self) -> int:
+        return len(self.mkt) + len(self.tbt) + len(self.depth)
+
+    def drop_market_data(self) -> None:
+        """What IB does on 1101 (connectivity restored, data lost): every subscription is gone."""
+        for subs in (self.mkt, self.bars, self.generic, self.rt_bars, self.tbt, self.depth):
+            subs.clear()
 
     def send(self, fields: list[Any]) -> None:
         if not self.closed:

@@ -6,7 +6,7 @@ Derived conIds come from a hash of a stable key, so they are identical across ru
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -55,6 +55,7 @@ class Instrument:
     under_sec_type: str = ""
     sec_ids: tuple[tuple[str, str], ...] = ()
     spread_ticks: int = 1
+    annual_vol: float = 0.25  # annualised volatility of the simulated price path
     lot: int = 100  # typical quote size unit
     # bond-only
     cusip: str = ""
@@ -124,7 +125,35 @@ def _stock(
     )
 
 
+# Annualised volatility by symbol (typical realised figures; docs/simulator.md): calm FX and bonds,
+# index-like ETFs and futures in the teens, single stocks in the 20s-50s, crypto above.
+ANNUAL_VOL = {
+    "AAPL": 0.25,
+    "MSFT": 0.22,
+    "TSLA": 0.55,
+    "NVDA": 0.45,
+    "SPY": 0.15,
+    "QQQ": 0.20,
+    "SHOP": 0.50,
+    "SPX": 0.15,
+    "NDX": 0.20,
+    "BTC": 0.60,
+    "ES": 0.15,
+    "NQ": 0.20,
+    "CL": 0.35,
+    "EUR": 0.07,
+    "GBP": 0.08,
+    "USD": 0.09,
+    "US-T": 0.06,
+    "VFIAX": 0.15,
+}
+
+
 def build_universe(today: date) -> list[Instrument]:
+    return [replace(i, annual_vol=ANNUAL_VOL.get(i.symbol, i.annual_vol)) for i in _universe(today)]
+
+
+def _universe(today: date) -> list[Instrument]:
     u: list[Instrument] = [
         _stock(265598, "AAPL", "NASDAQ", "190.00", "APPLE INC", isin="US0378331005"),
         _stock(272093, "MSFT", "NASDAQ", "420.00", "MICROSOFT CORP", isin="US5949181045"),

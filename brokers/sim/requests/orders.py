@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as M
-from ..account import INIT_MARGIN, MAINT_MARGIN, commission_for
+from ..account import commission_for
 from ..book import Reject, SimExecution, SimOrder
 from ..history import parse_end
 from ..protocol import Cursor, parse_place_order
@@ -46,6 +46,11 @@ class OrderRequests:
             s.send(M.commission_report(ex))
         self._push_account(order.inst.con_id)
 
+    def warn(self, order: SimOrder, code: int, message: str) -> None:
+        owner = self._owner(order.client_id)
+        if owner is not None:
+            owner.send(M.error(owner.version, order.order_id, code, message))
+
     def cancelled(self, order: SimOrder, code: int, message: str) -> None:
         for s in self._order_targets(order):
             s.send(M.open_order(s.version, order))
@@ -62,6 +67,9 @@ class OrderRequests:
         inst = self._resolve(req.contract)
         perm_id: int | None = None
         try:
+            if inst is None and req.what_if:
+                # IB answers a what-if for a contract it cannot resolve as a validation error, not 200.
+                raise Reject(321, "Error validating request.-'bN' : cause - Invalid contract id or contract")
             if inst is None:
                 raise Reject(200, M.NO_SECDEF)
             self.engine.validate(req, inst)
@@ -72,10 +80,12 @@ class OrderRequests:
             existing = self.engine.orders.get((cid, req.order_id))
             if existing is not None and existing.working:
                 perm_id = existing.perm_id
+                self._check_margin(req, inst, existing)
                 self.engine.modify(existing, req)
             elif existing is not None or req.order_id <= self.engine.max_order_id.get(cid, 0):
                 raise Reject(103, f"Duplicate order id {req.order_id}")
             else:
+                self._check_margin(req, inst, None)
                 perm_id = self.engine.place(cid, req, inst).perm_id
         except Reject as rej:
             if not req.what_if and rej.code != 103:
@@ -106,28 +116,35 @@ class OrderRequests:
                 )
             )
 
+    def _order_price(self, req, inst: Instrument) -> Decimal:
+        """The price a margin check assumes: the limit, else the stop/trigger, else the touch."""
+        q = self.market.quote(inst.con_id)
+        touch = q.ask if req.action == "BUY" else q.bid
+        if req.order_type in ("MKT", "MOC", "MIDPRICE", "REL", "TRAIL"):
+            return touch
+        return req.lmt_price or req.aux_price or touch
+
+    def _check_margin(self, req, inst: Instrument, existing: SimOrder | None) -> None:
+        """IB's pre-trade margin check: the position after the order must be covered by equity with loan."""
+        if not self.margin_checks or req.total_quantity is None or req.total_quantity <= 0 or req.parent_id:
+            return  # a bracket's exits are covered by its parent's check
+        qty = req.total_quantity - (existing.filled if existing is not None and existing.working else D0)
+        price = self._order_price(req, inst)
+        commission = commission_for(inst, qty, price, self.account.fx(inst.currency))
+        text = self.account.check_margin(inst, qty if req.action == "BUY" else -qty, price, commission)
+        if text:
+            raise Reject(201, text)
+
     def _what_if(self, s: Session, req, inst: Instrument) -> list[Any]:
         """A single openOrder carrying margin and commission estimates; nothing is stored."""
-        q = self.market.quote(inst.con_id)
         qty = req.total_quantity
-        price = req.lmt_price or (q.ask if req.action == "BUY" else q.bid)
+        price = self._order_price(req, inst)
         fx = self.account.fx(inst.currency)
-        notional = qty * price * inst.value_multiplier * fx
-        gross = self.account.gross_position_value()
-        nlv = self.account.net_liquidation()
         commission = commission_for(inst, qty, price, fx)
         cents = Decimal("0.01")
-        figures = {
-            "init_before": gross * INIT_MARGIN,
-            "maint_before": gross * MAINT_MARGIN,
-            "ewl_before": nlv,
-            "init_change": notional * INIT_MARGIN,
-            "maint_change": notional * MAINT_MARGIN,
-            "ewl_change": -commission,
-        }
-        figures["init_after"] = figures["init_before"] + figures["init_change"]
-        figures["maint_after"] = figures["maint_before"] + figures["maint_change"]
-        figures["ewl_after"] = nlv - commission
+        figures = self.account.margin_after(inst, qty if req.action == "BUY" else -qty, price, commission)
+        for k in ("init", "maint", "ewl"):
+            figures[f"{k}_change"] = figures[f"{k}_after"] - figures[f"{k}_before"]
         state: dict[str, Any] = {k: str(v.quantize(cents)) for k, v in figures.items()}
         state.update(
             commission=commission, min_commission=commission, max_commission=commission, commission_currency="USD"
@@ -185,12 +202,14 @@ class OrderRequests:
         c.skip(1)
         s.auto_bind = c.bool()
         if s.client_id != 0 and s.auto_bind:
+            s.auto_bind = False
+            # IB error list, 327: only the client with id 0 may bind TWS orders.
             s.send(
                 M.error(
                     s.version,
                     -1,
-                    321,
-                    "Error validating request.-'bX' : cause - reqAutoOpenOrders is only valid for client id 0",
+                    327,
+                    "Only API connections with clientId set to 0 can set the auto bind TWS orders property.",
                 )
             )
 
@@ -207,7 +226,7 @@ class OrderRequests:
         since_dt = None
         if since:
             try:
-                since_dt = parse_end(since.replace("  ", " "))
+                since_dt = parse_end(since.replace("  ", " "))[0]
             except ValueError:
                 since_dt = None
         for ex in self.engine.executions:
