@@ -104,6 +104,7 @@ def _ensure_sim(port: int):
         seed=settings.IB_SIM_SEED,
         master_client_id=None,
         trading_hours=settings.TRADING_HOURS,  # "always" unless the deployment follows exchange hours
+        ib_limits=False,  # the gateway paces itself; the limits are for testing clients against IB's rules
     )
     try:
         sim.start()

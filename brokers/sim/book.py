@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -438,8 +438,10 @@ class OrderEngine:
             return None
         buy = o.action == "BUY"
         price = q.ask if buy else q.bid
-        if o.order_type == "MIDPRICE":  # the midpoint, capped by the optional limit
-            price = round_to_tick((q.bid + q.ask) / 2, o.inst.min_tick)
+        if o.order_type == "MIDPRICE":  # the midpoint or better (rounded in the trader's favour), capped
+            tick = o.inst.min_tick
+            mid = (q.bid + q.ask) / 2 / tick
+            price = (mid.to_integral_value(ROUND_FLOOR if buy else ROUND_CEILING) * tick).quantize(tick)
             if o.lmt_price is not None:
                 price = min(price, o.lmt_price) if buy else max(price, o.lmt_price)
             return price

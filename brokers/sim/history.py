@@ -164,6 +164,7 @@ def make_bars(
     if estimate > MAX_BARS * (3 if daily else 1.5):
         raise OverflowError("too many bars")
     bars: list[Bar] = []
+    partial = False  # the newest bar ends inside a minute of a session still running at ``end``
     day = start.astimezone(tz).date()
     while day <= end_local.date():
         session = _session(inst, day, rth)
@@ -172,6 +173,7 @@ def make_bars(
             last = min(session[1], _minute_index(end, day, tz))
             first = max(session[0], _minute_index(start, day, tz) if start > utc_of(day, 0, tz) else 0)
             if last > first and first_utc < end:
+                partial = last < session[1] and last == _minute_index(end, day, tz)
                 if daily:
                     if not (unit == "S" and first_utc < start):
                         midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
@@ -181,7 +183,7 @@ def make_bars(
         if len(bars) > MAX_BARS:
             raise OverflowError("too many bars")
         day += timedelta(days=1)
-    if bars and (end.second or end.microsecond) and what in ("TRADES", "ADJUSTED_LAST", "MIDPOINT"):
+    if bars and partial and (end.second or end.microsecond) and what in ("TRADES", "ADJUSTED_LAST", "MIDPOINT"):
         # The newest bar ends inside a minute: it closes at the path's price at ``end``, not the minute's end.
         b = bars[-1]
         price = max(inst.min_tick, round_to_tick(Decimal(str(round(path.price(end), 8))), inst.min_tick))

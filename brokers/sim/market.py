@@ -140,14 +140,16 @@ class Market:
             if regular is not None:
                 close = self._tick(inst, path.aggregate(prev, regular[0], regular[1]).close)
                 break
-        regular = session_minutes(inst, day)[0]
+        regular, extended = session_minutes(inst, day)
         opened = regular is not None and minute > regular[0]
         if opened:
             today = path.aggregate(day, regular[0], min(minute, regular[1]))
             open_, high, low = self._tick(inst, today.open), self._tick(inst, today.high), self._tick(inst, today.low)
-            volume = Decimal(int(path.volume_until(now, regular[0])))
         else:
-            open_, high, low, volume = close, max(close, last), min(close, last), D0
+            open_, high, low = close, max(close, last), min(close, last)
+        # The day's volume so far, pre-market included.
+        since = (extended or regular or (0, 0))[0]
+        volume = Decimal(int(path.volume_until(now, since))) if minute > since else D0
         bid, ask = self._bid_ask(inst, last)
         return Quote(
             bid=bid,

@@ -25,7 +25,7 @@ from typing import Any
 from . import messages as M
 from .account import Account
 from .book import OrderEngine
-from .calendar import session_state
+from .calendar import calendar_name, session_state
 from .connection import Connections
 from .faults import Faults
 from .market import Instrument, Market
@@ -214,6 +214,11 @@ class SimGateway(
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> SimGateway:
+        if self.engine.sessions is not None:
+            # Load the exchange calendars now: the first load takes seconds and would stall the first order.
+            now = datetime.now(UTC)
+            for inst in {calendar_name(i): i for i in self.market.instruments.values()}.values():
+                self.engine.sessions(inst, now)
         started = threading.Event()
         errors: list[BaseException] = []
 
