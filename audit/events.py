@@ -49,13 +49,23 @@ ORDER_UNKNOWN = register("order.unknown", "An order's outcome is not known; it n
 ORDER_APPROVED = register("order.approved", "An operator approved an order waiting for approval.")
 ORDER_APPROVAL_REJECTED = register("order.approval_rejected", "An operator rejected an order waiting for approval.")
 ORDER_EXPIRED = register("order.expired", "An order waiting for approval expired.")
+ORDER_WITHDRAWN = register("order.withdrawn", "An order waiting for approval was withdrawn; it was never sent.")
 FILL_RECORDED = register("fill.recorded", "An execution was recorded.")
 COMMISSION_RECORDED = register("commission.recorded", "The commission and realised P&L of an execution were recorded.")
 GATE_BLOCKED = register("gate.blocked", "A pre-trade gate blocked an order request; nothing was sent.")
+REQUEST_REFUSED = register(
+    "request.refused", "A malformed order request was refused before the gates; nothing was sent."
+)
+REFUSALS_SUPPRESSED = register(
+    "request.refusals_suppressed", "Refusals over the audit bound were counted here instead of recorded one by one."
+)
 
 # -- kill switch -------------------------------------------------------------------------------
 TRADING_HALTED = register("trading.halted", "Trading was halted (kill switch on).")
 TRADING_RESUMED = register("trading.resumed", "Trading was resumed (kill switch off).")
+TRADING_HALT_SWEEP = register(
+    "trading.halt_sweep", "While halted, orders still working at the broker were found and cancelled."
+)
 
 # -- broker ------------------------------------------------------------------------------------
 BROKER_CONNECTED = register("broker.connected", "The gateway connected to IB.")

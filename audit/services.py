@@ -33,6 +33,14 @@ def _serialize_writers() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_ADVISORY_LOCK_KEY])
 
 
+def ledger_write_lock() -> None:
+    """Take the ledger's write lock now, at the start of a transaction whose reads must not be raced
+    by another process's writes (order admission: counts, duplicates, the kill switch)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionManagementError("ledger_write_lock must run inside a transaction")
+    _serialize_writers()
+
+
 def audit_record(
     *,
     event: str,

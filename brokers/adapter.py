@@ -205,6 +205,23 @@ class BrokerCommission:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRisk:
+    """What the buying-power check needs, served from what the connection already streams
+    (account values and positions): no request to the broker per order."""
+
+    account: str
+    available_funds: Decimal | None
+    currency: str
+    positions: tuple[tuple[int, Decimal], ...] = ()  # (con_id, signed quantity)
+
+    def position(self, con_id: int) -> Decimal:
+        for held_con_id, quantity in self.positions:
+            if held_con_id == con_id:
+                return quantity
+        return Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSnapshot:
     """Everything reconciliation needs: the broker's view of orders and executions."""
 
@@ -212,6 +229,9 @@ class BrokerSnapshot:
     executions: tuple[BrokerExecution, ...]
     commissions: tuple[BrokerCommission, ...]
     taken_at: datetime
+    # When the connection the snapshot came through was made: orders acknowledged before it that the
+    # broker reports neither working nor completed are no longer held by the broker.
+    session_started: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,5 +299,17 @@ class BrokerAdapter(Protocol):
     def order_cancel(self, *, broker_order_id: int) -> None: ...
 
     def orders_cancel_all(self) -> None: ...
+
+    def order_sends_blocked(self, *, blocked: bool) -> None:
+        """Close (or open) the connection to new orders and modifications; cancels still pass.
+        The kill switch closes it on the IB thread before its global cancel, so no order can
+        reach the broker after the cancel that should have caught it."""
+        ...
+
+    def open_orders(self) -> tuple[BrokerOrderStatus, ...]:
+        """Every order working at the broker, of every client id the connection can see."""
+        ...
+
+    def account_risk(self, *, account: str) -> AccountRisk: ...
 
     def snapshot(self) -> BrokerSnapshot: ...

@@ -48,6 +48,17 @@ class DatabaseStateOutput(serializers.Serializer):
     vendor = serializers.CharField()
 
 
+class HaltStateOutput(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["cancelling", "done"], help_text="done once the broker reports no working order"
+    )
+    working_orders = serializers.IntegerField(
+        allow_null=True, help_text="orders the broker still reports as working (null: not checked yet)"
+    )
+    checked_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+
+
 class HealthOutput(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     gateway = GatewayStateOutput()
@@ -55,6 +66,7 @@ class HealthOutput(serializers.Serializer):
     trading_mode = serializers.ChoiceField(choices=["paper", "live"])
     orders_enabled = serializers.BooleanField()
     trading_halted = serializers.BooleanField(allow_null=True)
+    halt = HaltStateOutput(allow_null=True, required=False, help_text="while halted: the global cancel's progress")
     reconciliation = serializers.ChoiceField(choices=["pending", "done"])
     database = DatabaseStateOutput()
 

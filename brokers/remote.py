@@ -36,12 +36,15 @@ from typing import Any
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
 from brokers import adapter as adapter_types
+from brokers import events
 from brokers.adapter import (
+    AccountRisk,
     AccountSummary,
     Bar,
     BrokerAdapter,
     BrokerHealth,
     BrokerOrderRequest,
+    BrokerOrderStatus,
     BrokerSnapshot,
     ContractInfo,
     ContractSpec,
@@ -80,13 +83,16 @@ CALLS = frozenset(
         "order_place",
         "order_cancel",
         "orders_cancel_all",
+        "order_sends_blocked",
+        "open_orders",
+        "account_risk",
         "snapshot",
         "orders_allowed",
         "quote_sync",
     }
 )
 # Calls whose effect at the broker is unknown when the owner accepted them and then went silent.
-MUTATING = frozenset({"order_place", "order_cancel", "orders_cancel_all"})
+MUTATING = frozenset({"order_place", "order_cancel", "orders_cancel_all", "order_sends_blocked"})
 
 
 # -- codec --------------------------------------------------------------------------------------
@@ -592,6 +598,15 @@ class RemoteAdapter:
     def orders_cancel_all(self) -> None:
         self.call("orders_cancel_all")
 
+    def order_sends_blocked(self, *, blocked: bool) -> None:
+        self.call("order_sends_blocked", blocked=blocked)
+
+    def open_orders(self) -> tuple[BrokerOrderStatus, ...]:
+        return self.call("open_orders")
+
+    def account_risk(self, *, account: str) -> AccountRisk:
+        return self.call("account_risk", account=account)
+
     def snapshot(self) -> BrokerSnapshot:
         return self.call("snapshot")
 
@@ -719,16 +734,14 @@ class AckRecorder:
     without a broker runtime does (`order_sent_record` tolerates the owner's statuses arriving first)."""
 
     def put(self, item: Any) -> None:
-        from orders.services import order_sent_record
-        from orders.types import OrderSent
-
-        if not isinstance(item, OrderSent):
+        handler = events.handler_for(type(item))
+        if handler is None or type(item).__module__.startswith("brokers."):
             logger.debug("a follower does not record %s", type(item).__name__)
             return
         try:
-            order_sent_record(sent=item)
+            handler(item)
         except Exception:  # the owner's status events still move the order on
-            logger.exception("could not record the acknowledgement of order %s", item.order_id)
+            logger.exception("could not record %s", type(item).__name__)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         return True

@@ -20,13 +20,15 @@ import atexit
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from brokers.adapter import BrokerAdapter, Quote
+from brokers import events
+from brokers.adapter import BrokerAdapter, BrokerConnectionChanged, BrokerSnapshot, Quote
 from ibkrgw.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -43,11 +45,12 @@ class Runtime:
     owner: bool = True  # False: a follower reaching the owner of the IB connection through the channel layer
 
 
-MAINTENANCE_INTERVAL_S = 5.0
+CHORE_TICK_S = 0.5
 
 
 class Housekeeping:
-    """Periodic chores that must happen even when nobody calls: expiring unapproved orders."""
+    """Runs the chores the apps handed to the broker layer (`brokers.events.add_chore`), each at its
+    own interval, in the process that owns the IB connection."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -58,19 +61,23 @@ class Housekeeping:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(MAINTENANCE_INTERVAL_S)
+        self._thread.join(5)
 
     def _run(self) -> None:
         from django.db import close_old_connections, connection
 
-        from orders.services import orders_expire_pending
-
-        while not self._stop.wait(MAINTENANCE_INTERVAL_S):
-            close_old_connections()
-            try:
-                orders_expire_pending()
-            except Exception:
-                logger.exception("housekeeping failed")
+        due: dict[str, float] = {}
+        while not self._stop.wait(CHORE_TICK_S):
+            now = time.monotonic()
+            for chore in events.chores():
+                if now < due.get(chore.name, 0.0):
+                    continue
+                due[chore.name] = now + chore.every_s
+                close_old_connections()
+                try:
+                    chore.run()
+                except Exception:
+                    logger.exception("chore %s failed", chore.name)
         connection.close()
 
 
@@ -127,7 +134,6 @@ def ownership() -> str:
 
 
 def _owner_runtime(*, client_id: int | None = None, host: str | None = None, port: int | None = None) -> Runtime:
-    from brokers.handlers import BATCHABLE, recorder_handlers
     from brokers.ib.adapter import IbAdapter
     from brokers.ib.worker import IbWorker
     from brokers.recorder import Recorder
@@ -137,7 +143,7 @@ def _owner_runtime(*, client_id: int | None = None, host: str | None = None, por
         host, port = gateway_address()
         if settings.IB_GATEWAY == "sim":
             sim = _ensure_sim(port)
-    recorder = Recorder({}, batchable=BATCHABLE)
+    recorder = Recorder({}, batchable=events.batchable())
     worker = IbWorker(
         host=host,
         port=port,
@@ -150,12 +156,32 @@ def _owner_runtime(*, client_id: int | None = None, host: str | None = None, por
         stale_after_s=settings.QUOTE_STALE_AFTER_S,
         sink=recorder.put,
     )
-    recorder.handlers.update(recorder_handlers(worker))
+    recorder.handlers.update(_recorder_handlers(worker))
     recorder.start()
     worker.start()
     housekeeping = Housekeeping()
     housekeeping.start()
     return Runtime(worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim, housekeeping=housekeeping)
+
+
+def _recorder_handlers(worker) -> dict[type, Any]:
+    """The apps' subscribed handlers, plus what the broker layer itself records: its connection's
+    ups and downs, and, once reconciliation has been written, that new orders may be sent."""
+    from brokers.services import broker_connection_record
+
+    handlers = events.handlers()
+    reconcile = handlers.get(BrokerSnapshot)
+
+    def reconciled(snapshot: BrokerSnapshot) -> None:
+        if reconcile is not None:
+            reconcile(snapshot)
+        worker.reconciled.set()  # only now may new orders be sent
+
+    handlers[BrokerSnapshot] = reconciled
+    handlers[BrokerConnectionChanged] = lambda change: broker_connection_record(
+        change=change, address=f"{worker.host}:{worker.port}", client_id=worker.client_id
+    )
+    return handlers
 
 
 def _stop_owner(runtime: Runtime) -> None:
@@ -172,10 +198,11 @@ def _connected_and_reconciled(runtime: Runtime) -> bool:
 
 
 def _quote_publication(quote: Quote) -> tuple[str, dict[str, Any]]:
-    """The websocket group and message of a tick, as the quote hub publishes them."""
-    from marketdata.groups import quote_group_name, quote_message
-
-    return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))
+    """The websocket group and message of a tick, as the app that owns quote groups publishes them."""
+    publication = events.quote_publication()
+    if publication is None:
+        raise RuntimeError("no quote publication is wired (ibkrgw.wiring)")
+    return publication(quote)
 
 
 class _Cluster:

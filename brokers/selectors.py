@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
-from brokers import runtime
+from brokers import events, runtime
 from brokers.adapter import AccountSummary, PnLInfo, PositionInfo
 from ibkrgw.errors import ErrorCode, GatewayError
+
+logger = logging.getLogger(__name__)
 
 
 def database_ok() -> tuple[bool, str]:
@@ -24,8 +27,6 @@ def database_ok() -> tuple[bool, str]:
 
 def health_get() -> dict[str, Any]:
     """Everything an operator or a load balancer needs to know, without calling IB."""
-    from orders.selectors import trading_halted
-
     db_ok, db_detail = database_ok()
     rt = runtime.current()
     if rt is None:
@@ -62,7 +63,6 @@ def health_get() -> dict[str, Any]:
             "stale_subscriptions": list(h.stale_subscriptions),
             "reconciled": h.reconciled,
         }
-    halted = trading_halted() if db_ok else None
     # Which process holds the IB connection when several web processes share it (scale-out).
     gateway["owner"] = "this_process" if rt is None or rt.owner else "another_process"
     if db_ok and settings.CHANNEL_LAYER_URL:
@@ -70,16 +70,21 @@ def health_get() -> dict[str, Any]:
 
         gateway["lease_holder"] = lease_holder(name=IB_CONNECTION)
     healthy = db_ok and gateway["connected"]
-    return {
+    report = {
         "status": "ok" if healthy else "degraded",
         "gateway": gateway,
         "simulated_gateway": settings.IB_GATEWAY == "sim",
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
-        "trading_halted": halted,
         "reconciliation": "done" if gateway["reconciled"] else "pending",
         "database": {"ok": db_ok, "detail": db_detail, "vendor": connection.vendor},
     }
+    for section in events.health_sections():
+        try:
+            report.update(section())
+        except Exception:  # a failing section is reported as unknown, never breaks health
+            logger.warning("health section %s failed", getattr(section, "__name__", section), exc_info=True)
+    return report
 
 
 def account_default() -> str:

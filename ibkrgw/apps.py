@@ -7,9 +7,11 @@ class IbkrgwConfig(AppConfig):
     verbose_name = "ibkr-gateway"
 
     def ready(self) -> None:
+        from ibkrgw import wiring
         from ibkrgw.metrics import register_collectors
 
         register_collectors()
+        wiring.connect()
 
 
 class OperatorAdminConfig(admin_apps.AdminConfig):

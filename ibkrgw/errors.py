@@ -68,6 +68,7 @@ class GatewayError(Exception):
     """The one error every layer raises for a failure a user can hit."""
 
     default_status = status.HTTP_400_BAD_REQUEST
+    audited = False  # set once an audit entry records this refusal
 
     def __init__(
         self,

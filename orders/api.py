@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.db import models
@@ -19,6 +20,8 @@ from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
 from orders import selectors, services
 from orders.models import Fill, Order, OrderEvent, OrderStatus
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
+
+logger = logging.getLogger(__name__)
 
 
 class NormalizedDecimalField(serializers.DecimalField):
@@ -285,9 +288,24 @@ class OrderOutput(LedgerSerializer):
         return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data
 
 
+class GateBlockOutput(serializers.Serializer):
+    gate = serializers.CharField(help_text="validation, account_mode, risk, idempotency or arming")
+    code = serializers.CharField(help_text="the error code placing this order would answer")
+    http_status = serializers.IntegerField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
 class PreviewOutput(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="true when no gate would block this order now")
+    would_be = serializers.ChoiceField(
+        choices=["simulated", "pending_approval", "submitted", "refused"],
+        help_text="what placing it now would do",
+    )
+    blocks = GateBlockOutput(many=True, help_text="every gate that would block, in gate order")
     account = serializers.CharField()
-    contract = ContractOutput()
+    contract = ContractOutput(allow_null=True)
+    what_if_error = serializers.CharField(allow_blank=True, help_text="why the broker's what-if is missing, if it is")
     commission = _decimal(allow_null=True)
     min_commission = _decimal(allow_null=True)
     max_commission = _decimal(allow_null=True)
@@ -299,6 +317,39 @@ class PreviewOutput(serializers.Serializer):
     maint_margin_after = _decimal(allow_null=True)
     equity_with_loan_after = _decimal(allow_null=True)
     warning = serializers.CharField(allow_blank=True)
+
+
+PREVIEW_FIELDS = (
+    "commission",
+    "min_commission",
+    "max_commission",
+    "commission_currency",
+    "init_margin_change",
+    "maint_margin_change",
+    "equity_with_loan_change",
+    "init_margin_after",
+    "maint_margin_after",
+    "equity_with_loan_after",
+    "warning",
+)
+
+
+def preview_output(result: services.PreviewResult) -> dict:
+    """The one JSON shape of a preview (REST and MCP): the gates' verdict and the broker's what-if."""
+    what_if = result.preview
+    payload = {name: getattr(what_if, name) if what_if else None for name in PREVIEW_FIELDS}
+    payload["commission_currency"] = payload["commission_currency"] or ""
+    payload["warning"] = payload["warning"] or ""
+    contract = result.contract
+    payload.update(
+        ok=not result.blocks,
+        would_be=result.would_be,
+        blocks=result.blocks,
+        account=result.account,
+        contract={n: getattr(contract, n) for n in contract.__slots__} if contract else None,
+        what_if_error=result.what_if_error,
+    )
+    return PreviewOutput(payload).data
 
 
 class OrderListQuery(StrictQueryMixin, serializers.Serializer):
@@ -337,9 +388,44 @@ def order_output(order: Order) -> dict:
     return OrderOutput(selectors.order_get(order_id=order.pk)).data
 
 
-class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RefusalsAudited:
+    """Order-changing requests refused before any gate (malformed body, wrong state, no such order)
+    leave a bounded audit entry; gate blocks already left theirs."""
+
+    audited_actions: tuple[str, ...] = ()
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)  # type: ignore[misc]
+        action = getattr(self, "action", None) or self.request.method.lower()
+        if (
+            400 <= response.status_code < 500
+            and response.status_code != 401
+            and action in self.audited_actions
+            and not getattr(exc, "audited", False)
+        ):
+            error = (response.data or {}).get("error", {}) if isinstance(response.data, dict) else {}
+            try:
+                body = self.request.data
+            except Exception:  # the body itself was the problem
+                body = None
+            try:
+                services.refusal_record(
+                    code=str(error.get("code", "invalid_request")),
+                    message=str(error.get("message", "")),
+                    details=error.get("details"),
+                    actor=request_actor(self.request),
+                    action=action,
+                    body=body,
+                )
+            except Exception:  # auditing a refusal must never turn it into a 500
+                logger.exception("could not audit a refused order request")
+        return response
+
+
+class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderOutput
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+    audited_actions = ("create", "partial_update", "cancel")
 
     def get_permissions(self):
         if self.action in ("create", "cancel", "partial_update"):
@@ -419,16 +505,19 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=OrderCreateInput,
         responses={200: PreviewOutput, 400: ERROR, 404: ERROR, 409: ERROR, 422: ERROR, 503: ERROR, 504: ERROR},
-        description="What-if: commission, margin and equity impact. Nothing is recorded or sent.",
+        description="A dry run of placing this order: every gate that would block it (with the code placing it "
+        "would answer), and the broker's what-if (commission, margin and equity impact). Nothing is recorded or sent.",
     )
     @action(detail=False, methods=["post"], permission_classes=[HasReadScope])
     def preview(self, request: Request) -> Response:
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        contract, account, preview = services.order_preview(request=data.to_request(), actor=request_actor(request))
-        payload = {name: getattr(preview, name) for name in preview.__slots__}
-        payload.update(account=account, contract={n: getattr(contract, n) for n in contract.__slots__})
-        return Response(PreviewOutput(payload).data)
+        result = services.order_preview(
+            request=data.to_request(),
+            actor=request_actor(request),
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+        )
+        return Response(preview_output(result))
 
 
 class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -447,8 +536,9 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
 
-class TradingHaltView(APIView):
+class TradingHaltView(RefusalsAudited, APIView):
     permission_classes = [HasTradeScope]
+    audited_actions = ("post",)
 
     @extend_schema(
         operation_id="trading_halt",

@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from brokers.adapter import ContractInfo, OrderPreview, Quote
+from brokers.adapter import AccountRisk, ContractInfo, OrderPreview, Quote
 from ibkrgw.errors import ErrorCode, GatewayError
 from orders.types import OrderRequest
 
@@ -31,8 +31,11 @@ class GateBlocked(GatewayError):
         self.gate = gate
 
 
-def _invalid(message: str, **details) -> GateBlocked:
+def invalid(message: str, **details) -> GateBlocked:
     return GateBlocked("validation", ErrorCode.INVALID_ORDER, message, details=details)
+
+
+_invalid = invalid
 
 
 # -- 2. validation ---------------------------------------------------------------------------
@@ -231,7 +234,17 @@ def gate_kill_switch(halted: bool) -> None:
 
 
 def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -> None:
+    """Every risk rule of one order, in order; the first that fails raises."""
     gate_kill_switch(ctx.halted)
+    gate_max_quantity(request)
+    gate_orders_per_minute(ctx.orders_last_minute)
+    gate_duplicate(ctx.duplicate_recent)
+    ref = gate_fresh_quote(request, ctx.quote)
+    gate_notional(request, contract, ref)
+    gate_collar(request, ref)
+
+
+def gate_max_quantity(request: OrderRequest) -> None:
     if request.quantity > settings.RISK_MAX_ORDER_QUANTITY:
         raise GateBlocked(
             "risk",
@@ -239,15 +252,22 @@ def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -
             f"quantity {request.quantity} exceeds RISK_MAX_ORDER_QUANTITY {settings.RISK_MAX_ORDER_QUANTITY}.",
             details={"limit": str(settings.RISK_MAX_ORDER_QUANTITY)},
         )
-    if ctx.orders_last_minute >= settings.RISK_MAX_ORDERS_PER_MINUTE:
+
+
+def gate_orders_per_minute(orders_last_minute: int, adding: int = 1) -> None:
+    """`adding` orders (a bracket adds its legs) must fit under the limit with the last minute's."""
+    if orders_last_minute + adding > settings.RISK_MAX_ORDERS_PER_MINUTE:
         raise GateBlocked(
             "risk",
             ErrorCode.RISK_RATE_LIMIT,
-            f"{ctx.orders_last_minute} orders in the last minute; the limit is {settings.RISK_MAX_ORDERS_PER_MINUTE}.",
+            f"{orders_last_minute} orders in the last minute; the limit is {settings.RISK_MAX_ORDERS_PER_MINUTE}.",
             http_status=429,
             details={"limit": settings.RISK_MAX_ORDERS_PER_MINUTE, "retry_after_s": 60},
         )
-    if ctx.duplicate_recent:
+
+
+def gate_duplicate(duplicate_recent: bool) -> None:
+    if duplicate_recent:
         raise GateBlocked(
             "risk",
             ErrorCode.POSSIBLE_DUPLICATE,
@@ -255,17 +275,37 @@ def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -
             "send a client_order_id to place it on purpose.",
             http_status=409,
         )
-    if not quote_is_fresh(ctx.quote) or reference_price(request, ctx.quote) is None:
+
+
+def gate_fresh_quote(request: OrderRequest, quote: Quote | None) -> Decimal:
+    """The reference price, or a block when there is no recent quote to check prices against."""
+    ref = reference_price(request, quote)
+    if not quote_is_fresh(quote) or ref is None:
         raise GateBlocked(
             "risk",
             ErrorCode.RISK_STALE_MARKET_DATA,
             "No recent quote for this contract, so the price checks cannot run.",
             details={"stale_after_s": settings.QUOTE_STALE_AFTER_S},
         )
-    ref = reference_price(request, ctx.quote)
-    multiplier = Decimal(contract.multiplier) if contract.multiplier else Decimal(1)
-    order_price = request.limit_price or request.stop_price or ref
-    notional = request.quantity * order_price * multiplier
+    return ref
+
+
+def contract_multiplier(contract: ContractInfo) -> Decimal:
+    try:
+        return Decimal(contract.multiplier) if contract.multiplier else Decimal(1)
+    except ArithmeticError:
+        return Decimal(1)
+
+
+def order_notional(request: OrderRequest, contract: ContractInfo, ref: Decimal) -> Decimal:
+    """quantity x price x multiplier; a bracket counts at its worst leg (the highest price it names)."""
+    prices = [request.limit_price or request.stop_price or ref]
+    prices += [p for p in (request.take_profit, request.stop_loss) if p is not None]
+    return request.quantity * max(prices) * contract_multiplier(contract)
+
+
+def gate_notional(request: OrderRequest, contract: ContractInfo, ref: Decimal) -> None:
+    notional = order_notional(request, contract, ref)
     if notional > settings.RISK_MAX_ORDER_NOTIONAL:
         raise GateBlocked(
             "risk",
@@ -276,7 +316,14 @@ def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -
                 "limit": str(settings.RISK_MAX_ORDER_NOTIONAL),
             },
         )
-    for name in ("limit_price", "stop_price"):
+
+
+COLLARED_PRICES = ("limit_price", "stop_price", "take_profit", "stop_loss")
+
+
+def gate_collar(request: OrderRequest, ref: Decimal) -> None:
+    """Every price the order (and each leg of a bracket) names stays within the collar around the market."""
+    for name in COLLARED_PRICES:
         price = getattr(request, name)
         if price is None:
             continue
@@ -293,6 +340,50 @@ def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -
                     "deviation_pct": str(deviation.quantize(Decimal("0.01"))),
                 },
             )
+
+
+# Initial margin as a share of notional, per security type: Reg-T style estimates used to check an
+# order against the funds the account reports as available, without a what-if round trip per order.
+INITIAL_MARGIN_RATE = {
+    "STK": Decimal("0.5"),
+    "FUT": Decimal("0.1"),
+    "FOP": Decimal("1"),
+    "OPT": Decimal("1"),
+    "CASH": Decimal("0.05"),
+    "BOND": Decimal("0.1"),
+    "CFD": Decimal("0.2"),
+}
+
+
+def margin_estimate(request: OrderRequest, contract: ContractInfo, ref: Decimal, position: Decimal) -> Decimal:
+    """Initial margin the order adds: only the part that grows the position (closing costs nothing)."""
+    signed = request.quantity if request.action in ("BUY", "BUY_TO_COVER") else -request.quantity
+    growth = max(Decimal(0), abs(position + signed) - abs(position))
+    price = request.limit_price or request.stop_price or ref
+    rate = INITIAL_MARGIN_RATE.get(contract.sec_type, Decimal(1))
+    return growth * price * contract_multiplier(contract) * rate
+
+
+def gate_buying_power_estimate(
+    request: OrderRequest, contract: ContractInfo, ref: Decimal, risk: AccountRisk | None
+) -> None:
+    """Block an order whose estimated initial margin exceeds the account's available funds."""
+    if risk is None or risk.available_funds is None:
+        return
+    if risk.currency and contract.currency and risk.currency != contract.currency:
+        return  # no FX conversion here; the broker's own margin check still applies
+    needed = margin_estimate(request, contract, ref, risk.position(contract.con_id))
+    if needed > risk.available_funds:
+        raise GateBlocked(
+            "risk",
+            ErrorCode.RISK_BUYING_POWER,
+            f"The order needs about {needed:.2f} {risk.currency} of initial margin; the account has "
+            f"{risk.available_funds:.2f} available.",
+            details={
+                "margin_estimate": str(needed.quantize(Decimal("0.01"))),
+                "available_funds": str(risk.available_funds),
+            },
+        )
 
 
 def gate_buying_power(preview: OrderPreview | None) -> None:

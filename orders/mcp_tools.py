@@ -22,9 +22,9 @@ from orders.api import (
     OrderCreateInput,
     OrderListQuery,
     OrderOutput,
-    PreviewOutput,
     TradingSwitchOutput,
     order_output,
+    preview_output,
 )
 
 
@@ -52,12 +52,11 @@ def _filters(query: serializers.Serializer) -> dict[str, Any]:
 
 @mcp_tool(title="Preview an order", input=OrderCreateInput)
 def preview_order(data: OrderCreateInput, actor: Actor) -> dict[str, Any]:
-    """What-if for an order request: commission, margin and equity impact. Nothing is recorded or sent. Same
-    arguments as place_order. Mirrors POST /api/v1/orders/preview/."""
-    contract, account, preview = services.order_preview(request=data.to_request(), actor=actor)
-    payload = {name: getattr(preview, name) for name in preview.__slots__}
-    payload.update(account=account, contract={n: getattr(contract, n) for n in contract.__slots__})
-    return PreviewOutput(payload).data
+    """A dry run of place_order with the same arguments: `ok` is true only when no gate would block it now;
+    `blocks` lists every gate that would (kill switch, risk limits, price collar, idempotency...) with the error
+    code place_order would return; plus the broker's what-if (commission, margin and equity impact). Nothing is
+    recorded or sent."""
+    return preview_output(services.order_preview(request=data.to_request(), actor=actor))
 
 
 @mcp_tool(title="Place an order", input=OrderCreateInput, trade=True)

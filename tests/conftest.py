@@ -48,8 +48,10 @@ def _no_read_throttling_unless_asked(settings):
 def _fresh_contract_memory():
     # Each test has a fresh database; the process-local contract cache must not outlive it.
     from marketdata.services import contract_cache_clear
+    from orders.services.recording import order_refs_forget
 
     contract_cache_clear()
+    order_refs_forget()
 
 
 @pytest.fixture

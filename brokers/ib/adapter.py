@@ -9,14 +9,16 @@ from collections import deque
 from decimal import Decimal
 
 from django.conf import settings
-from ib_async import IB, Order
+from ib_async import IB, Order, OrderStatus
 from ib_async.wrapper import RequestError
 
 from brokers.adapter import (
+    AccountRisk,
     AccountSummary,
     Bar,
     BrokerHealth,
     BrokerOrderRequest,
+    BrokerOrderStatus,
     BrokerSnapshot,
     ContractInfo,
     ContractSpec,
@@ -71,6 +73,20 @@ def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
     if request.broker_order_id:
         order.orderId = request.broker_order_id
     return order
+
+
+def _require_modifiable(ib: IB, broker_order_id: int, client_id: int) -> None:
+    """IB can only change a working order; ib_async asserts on a finished one, so say it plainly."""
+    for trade in ib.trades():
+        if trade.order.orderId == broker_order_id and trade.order.clientId == client_id:
+            if trade.orderStatus.status in OrderStatus.DoneStates:
+                raise GatewayError(
+                    ErrorCode.ORDER_NOT_MODIFIABLE,
+                    f"The broker reports this order as {trade.orderStatus.status}; it can no longer be modified.",
+                    http_status=409,
+                    details={"broker_status": trade.orderStatus.status},
+                )
+            return
 
 
 class IbAdapter:
@@ -211,6 +227,16 @@ class IbAdapter:
 
     def order_place(self, *, request: BrokerOrderRequest) -> OrderAck:
         async def run(ib: IB) -> OrderAck:
+            # Checked on the IB thread, where the kill switch closes the latch before its global cancel.
+            if self.worker.sends_blocked:
+                raise GatewayError(
+                    ErrorCode.TRADING_HALTED,
+                    "Trading is halted: the broker connection accepts no new order or modification.",
+                    http_status=423,
+                    details={"gate": "kill_switch"},
+                )
+            if request.broker_order_id:
+                _require_modifiable(ib, request.broker_order_id, self.worker.client_id)
             trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
             return OrderAck(
                 broker_order_id=trade.order.orderId,
@@ -243,6 +269,38 @@ class IbAdapter:
             ib.reqGlobalCancel()
 
         self.worker.call(run)
+
+    def order_sends_blocked(self, *, blocked: bool) -> None:
+        async def run(ib: IB) -> None:
+            self.worker.sends_blocked = blocked
+
+        # Also while disconnected: the latch must hold when the connection comes back.
+        self.worker.call(run, require_connected=False)
+
+    def open_orders(self) -> tuple[BrokerOrderStatus, ...]:
+        async def run(ib: IB) -> tuple[BrokerOrderStatus, ...]:
+            trades = await ib.reqAllOpenOrdersAsync()
+            seen = {}
+            for trade in [*trades, *ib.openTrades()]:
+                if trade.orderStatus.status in OrderStatus.DoneStates or trade.order.whatIf:
+                    continue
+                seen[(trade.order.permId or None, trade.order.clientId, trade.order.orderId)] = trade
+            return tuple(translate.order_status(t) for t in seen.values())
+
+        return self.worker.call(run)
+
+    def account_risk(self, *, account: str) -> AccountRisk:
+        async def run(ib: IB) -> AccountRisk:
+            funds, currency = None, ""
+            for value in ib.accountValues(account):
+                if value.tag == "AvailableFunds" and value.currency not in ("", "BASE"):
+                    funds, currency = translate.dec(value.value), value.currency
+            positions = tuple(
+                (p.contract.conId, translate.dec(p.position) or Decimal(0)) for p in ib.positions(account)
+            )
+            return AccountRisk(account=account, available_funds=funds, currency=currency, positions=positions)
+
+        return self.worker.call(run)
 
     def snapshot(self) -> BrokerSnapshot:
         return self.worker.call(lambda ib: self.worker.broker_snapshot())

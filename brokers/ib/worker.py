@@ -99,6 +99,8 @@ class IbWorker:
         self.accounts: tuple[str, ...] = ()
         self.server_version: int | None = None
         self.reconciled = threading.Event()
+        # The kill switch's latch: while set, placeOrder is refused on this thread (cancels still pass).
+        self.sends_blocked = False
         self._subscriptions: dict[int, _Subscription] = {}
         self._quotes: dict[int, Quote] = {}
         self._quote_listeners: list[Callable[[Quote], None]] = []
@@ -233,7 +235,13 @@ class IbWorker:
         orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef and not t.order.whatIf)
         executions = tuple(translate.execution(f) for f in fills)
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
-        return BrokerSnapshot(orders=orders, executions=executions, commissions=commissions, taken_at=datetime.now(UTC))
+        return BrokerSnapshot(
+            orders=orders,
+            executions=executions,
+            commissions=commissions,
+            taken_at=datetime.now(UTC),
+            session_started=self.connected_since,
+        )
 
     def _mark_down(self, reason: str) -> None:
         was_connected = self.state == "connected"

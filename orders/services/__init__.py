@@ -6,25 +6,30 @@ publishes on commit. Rows are only ever appended: an order's state is its latest
 
 from orders.services.approval import order_approve, order_reject_approval, orders_expire_pending
 from orders.services.common import SubmitResult, request_hash
-from orders.services.kill_switch import trading_halt, trading_resume
+from orders.services.kill_switch import halt_progress, trading_halt, trading_halt_sweep, trading_resume
 from orders.services.recording import (
     commission_record,
     fill_record,
+    order_sent_record,
     order_status_apply,
     orders_reconcile,
 )
+from orders.services.refusals import refusal_record
 from orders.services.trading import (
+    PreviewResult,
     order_cancel,
     order_client_id,
     order_modify,
     order_preview,
-    order_sent_record,
     order_submit,
     order_terms,
 )
 
 __all__ = [
+    "PreviewResult",
     "SubmitResult",
+    "halt_progress",
+    "trading_halt_sweep",
     "commission_record",
     "fill_record",
     "order_approve",
@@ -37,6 +42,7 @@ __all__ = [
     "order_status_apply",
     "order_submit",
     "order_terms",
+    "refusal_record",
     "orders_expire_pending",
     "orders_reconcile",
     "request_hash",

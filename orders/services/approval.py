@@ -14,15 +14,16 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import ErrorCode, GatewayError
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
-from orders.selectors import order_get_or_error, order_latest_event
+from orders.pipeline import pipeline
+from orders.selectors import order_get_or_error, order_latest_event, order_queryset, trading_halted
+from orders.services import checks
 from orders.services.common import (
     gate_block_record,
-    gates_for_existing_order,
     order_contract,
     order_event_append,
     order_request_of,
 )
-from orders.services.trading import _send
+from orders.services.sending import order_send_with_exits
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,45 @@ def _operator_only(actor: Actor) -> None:
 
 def order_approve(*, order_id, actor: Actor) -> Order:
     """An operator lets a held order go: the pre-trade checks run again (prices and switches may have
-    changed since it was held), then it is sent like any other order."""
+    changed since it was held), then it is sent like any other order, through the pipeline."""
     _operator_only(actor)
     order, latest = _pending_approval(order_id)
+    _refuse_expired(latest)
+    contract = order_contract(order)
+    request = order_request_of(order)
+    trip = checks.Checks(request=request, account=order.account, contract=contract)
+    try:
+        trip.run(checks.EXISTING_ORDER_STEPS)
+    except GatewayError as exc:
+        gate_block_record(exc, request=request, actor=actor, account=order.account)
+        raise
+
+    def approve() -> list:
+        _, fresh = _pending_approval(order_id)
+        _refuse_expired(fresh)
+        try:
+            checks.existing_order_gates(halted=trading_halted())
+        except GatewayError as exc:
+            gate_block_record(exc, request=request, actor=actor, account=order.account)
+            raise
+        with transaction.atomic(durable=True):
+            order_event_append(
+                order,
+                status=S.PENDING_SUBMIT,
+                actor=actor,
+                source=actor.source,
+                reason=f"approved by {actor.label}",
+                audit_event=events.ORDER_APPROVED,
+            )
+        return order_send_with_exits(order, contract, actor)
+
+    for sent in pipeline().run(approve):
+        sent.written.wait(2.0)
+    return order
+
+
+def _refuse_expired(latest: OrderEvent) -> None:
+    """Approval must happen within APPROVAL_TTL_S of the hold, checked at approve time."""
     if _approval_expired(latest):
         orders_expire_pending()
         raise GatewayError(
@@ -65,24 +102,6 @@ def order_approve(*, order_id, actor: Actor) -> Order:
             http_status=409,
             details={"status": S.EXPIRED},
         )
-    contract = order_contract(order)
-    request = order_request_of(order)
-    try:
-        gates_for_existing_order(request, contract, order.account)
-    except GatewayError as exc:
-        gate_block_record(exc, request=request, actor=actor, account=order.account)
-        raise
-    with transaction.atomic(durable=True):
-        order_event_append(
-            order,
-            status=S.PENDING_SUBMIT,
-            actor=actor,
-            source=actor.source,
-            reason=f"approved by {actor.label}",
-            audit_event=events.ORDER_APPROVED,
-        )
-    _send(order, contract, actor)
-    return order
 
 
 def order_reject_approval(*, order_id, actor: Actor, reason: str = "") -> Order:
@@ -104,8 +123,6 @@ def order_reject_approval(*, order_id, actor: Actor, reason: str = "") -> Order:
 
 def orders_expire_pending() -> int:
     """Expire held orders nobody approved within APPROVAL_TTL_S. Safe to call any time, from any process."""
-    from orders.selectors import order_queryset
-
     expired = 0
     for order in order_queryset().filter(current_status=S.PENDING_APPROVAL):
         with transaction.atomic(durable=True):

@@ -13,7 +13,6 @@ from django.db import transaction
 
 from audit import events
 from audit.services import audit_record
-from brokers import runtime
 from brokers.adapter import (
     BrokerOrderRequest,
     ContractInfo,
@@ -22,10 +21,10 @@ from brokers.adapter import (
 )
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
-from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
-from orders import gates, publish
+from ibkrgw.errors import ErrorCode, GatewayError
+from orders import publish
 from orders.models import Order, OrderEvent
-from orders.selectors import order_latest_event, trading_halted
+from orders.selectors import order_latest_event
 from orders.state import can_transition
 from orders.types import IB_ACTION, IB_ORDER_TYPE, OrderRequest
 
@@ -132,8 +131,9 @@ def order_contract(order: Order) -> ContractInfo:
 
 def gate_block_record(exc: GatewayError, *, request: OrderRequest, actor: Actor, account: str) -> None:
     """A blocked order leaves one audit entry (with the full request) and nothing else."""
+    exc.audited = True  # the door does not record it a second time
     metrics.GATE_BLOCKS.labels(code=str(exc.code)).inc()
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         audit_record(
             event=events.GATE_BLOCKED,
             actor=actor,
@@ -166,12 +166,14 @@ def order_event_append(
     average_fill_price: Decimal | None = None,
     audit_event: str = events.ORDER_STATUS_CHANGED,
     strict: bool = True,
+    latest: OrderEvent | None = None,
 ) -> OrderEvent | None:
     """Append a state transition checked against the state machine. Call inside a transaction.
 
     Returns None (and appends nothing) when the transition is not allowed and `strict` is False.
+    `latest`: the order's latest event, when the caller has just read it in this transaction.
     """
-    latest = order_latest_event(order)
+    latest = latest or order_latest_event(order)
     current = latest.status if latest else None
     if current is not None and not can_transition(current, status):
         if strict:
@@ -237,25 +239,3 @@ def order_request_of(order: Order, **overrides) -> OrderRequest:
         "client_order_id": order.client_order_id,
     }
     return OrderRequest(**{**fields, **overrides})
-
-
-def gates_for_existing_order(request: OrderRequest, contract: ContractInfo, account: str) -> None:
-    """The gates that must hold again whenever an already recorded order is sent or changed (approval,
-    modify): account mode, kill switch, risk against a fresh quote, arming, and a ready broker.
-    Cancels do not pass here: taking risk off is always allowed."""
-    adapter = runtime.adapter()
-    gates.gate_account_mode(account)
-    gates.gate_kill_switch(trading_halted())
-    quote = adapter.quote_cached(con_id=contract.con_id)
-    if not gates.quote_is_fresh(quote):
-        quote = adapter.quote_snapshot(contract=contract)
-    gates.gate_risk(
-        request, contract, gates.RiskContext(quote=quote, orders_last_minute=0, duplicate_recent=False, halted=False)
-    )
-    if not gates.orders_armed():
-        raise gates.GateBlocked(
-            "arming", ErrorCode.INVALID_ORDER, "Orders are disabled (ORDERS_ENABLED=false).", http_status=409
-        )
-    gates.gate_live_override()
-    if not runtime.orders_allowed():
-        raise BrokerUnavailable("The broker is not connected and reconciled yet.", details={"gate": "arming"})

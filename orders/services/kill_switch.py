@@ -1,10 +1,21 @@
-"""The kill switch: halt cancels everything and blocks new orders; only an admin user releases it."""
+"""The kill switch: halt cancels everything and blocks new orders; only an admin user releases it.
+
+A halt is durable. It runs in the order pipeline behind every order already admitted, closes the
+broker connection's latch (no order or modification passes it) and sends IB's global cancel. While
+halted, `trading_halt_sweep` (run by the process that owns the IB connection every few seconds
+and after each reconnect) cancels anything the broker still reports as working, of any client id,
+until the broker confirms that none is.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
+from django.utils import timezone
 
 from audit import events
 from audit.services import audit_record
@@ -12,26 +23,104 @@ from brokers import runtime
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import TradingSwitchEvent
+from orders.pipeline import pipeline
+from orders.selectors import trading_halted
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HaltProgress:
+    """What the last sweep saw: orders still working at the broker while halted (None: not checked)."""
+
+    working_orders: int | None
+    checked_at: datetime | None
+    error: str = ""
+
+
+_progress = HaltProgress(working_orders=None, checked_at=None)
+_progress_lock = threading.Lock()
+
+
+def halt_progress() -> HaltProgress:
+    return _progress
+
+
+def _set_progress(progress: HaltProgress) -> None:
+    global _progress
+    with _progress_lock:
+        _progress = progress
 
 
 # -- kill switch -------------------------------------------------------------------------------
 def trading_halt(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:
     """Block new orders and cancel every open order at the broker (global cancel)."""
-    row = _trading_switch_record(halted=True, actor=actor, reason=reason)
-    try:
-        runtime.adapter().orders_cancel_all()
-    except BrokerUnavailable:
-        logger.warning("trading halted while the broker is unreachable: open orders could not be cancelled now")
-    return row
+
+    def halt() -> TradingSwitchEvent:
+        row = _trading_switch_record(halted=True, actor=actor, reason=reason)
+        _set_progress(HaltProgress(working_orders=None, checked_at=None))
+        try:
+            adapter = runtime.adapter()
+            adapter.order_sends_blocked(blocked=True)
+            adapter.orders_cancel_all()
+        except GatewayError as exc:
+            logger.warning("trading halted while the broker is unreachable (%s): the sweep cancels on reconnect", exc)
+        return row
+
+    return pipeline().run(halt)
 
 
 def trading_resume(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:
     """Release the kill switch: only a person signed in as an admin user, never a key or an agent."""
     if actor.kind != ActorKind.USER or not actor.is_admin or actor.source == Source.MCP:
         raise GatewayError(ErrorCode.PERMISSION_DENIED, "Only an admin user can resume trading.", http_status=403)
-    return _trading_switch_record(halted=False, actor=actor, reason=reason)
+
+    def resume() -> TradingSwitchEvent:
+        row = _trading_switch_record(halted=False, actor=actor, reason=reason)
+        _set_progress(HaltProgress(working_orders=None, checked_at=None))
+        try:
+            runtime.adapter().order_sends_blocked(blocked=False)
+        except GatewayError:
+            logger.warning("resumed while the broker is unreachable: the sweep opens the latch on reconnect")
+        return row
+
+    return pipeline().run(resume)
+
+
+def trading_halt_sweep() -> HaltProgress | None:
+    """Keep the broker connection in step with the kill switch; while halted, cancel what still works.
+
+    Runs in the pipeline, so it is ordered with every send. Returns None when not halted."""
+
+    def sweep() -> HaltProgress | None:
+        halted = trading_halted()
+        try:
+            adapter = runtime.adapter()
+            adapter.order_sends_blocked(blocked=halted)
+            if not halted:
+                return None
+            working = adapter.open_orders()
+        except GatewayError as exc:
+            progress = HaltProgress(working_orders=_progress.working_orders, checked_at=None, error=exc.message)
+            _set_progress(progress)
+            return progress if halted else None
+        if working:
+            try:
+                adapter.orders_cancel_all()
+            except BrokerUnavailable as exc:
+                logger.warning("halt sweep could not send the global cancel: %s", exc)
+            with transaction.atomic(durable=True):
+                audit_record(
+                    event=events.TRADING_HALT_SWEEP,
+                    actor=Actor.system(),
+                    target_type="trading",
+                    data={"working_orders": len(working), "refs": [o.order_ref for o in working][:50]},
+                )
+        progress = HaltProgress(working_orders=len(working), checked_at=timezone.now())
+        _set_progress(progress)
+        return progress
+
+    return pipeline().run(sweep)
 
 
 def _trading_switch_record(*, halted: bool, actor: Actor, reason: str) -> TradingSwitchEvent:

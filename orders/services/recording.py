@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,16 +26,38 @@ from orders.models import OrderStatus as S
 from orders.selectors import order_latest_event
 from orders.services.common import order_event_append
 from orders.state import from_ib
+from orders.types import OrderSent
 
 logger = logging.getLogger(__name__)
 PROCESS_STARTED_AT = timezone.now()
 
 
 # -- broker events (called by the recorder thread) ---------------------------------------------
+_orders_by_ref: OrderedDict[str, Order] = OrderedDict()
+_ORDERS_BY_REF_MAX = 10_000
+
+
 def _order_for_ref(order_ref: str) -> Order | None:
+    """The order a broker report names by orderRef. Order rows never change, so they are remembered."""
     if not order_ref:
         return None
-    return Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+    order = _orders_by_ref.get(order_ref)
+    if order is not None:
+        return order
+    order = Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+    if order is not None:
+        _orders_by_ref[order_ref] = order
+        if len(_orders_by_ref) > _ORDERS_BY_REF_MAX:
+            _orders_by_ref.popitem(last=False)
+    return order
+
+
+def order_refs_forget(order_ref: str | None = None) -> None:
+    """Forget a remembered orderRef (a new order now carries it), or all of them."""
+    if order_ref is None:
+        _orders_by_ref.clear()
+    else:
+        _orders_by_ref.pop(order_ref, None)
 
 
 def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
@@ -54,8 +77,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
     if status is None:
         return None
     order = _order_for_ref(report.order_ref)
-    # Most reports repeat what we know: answer those without taking the write lock.
-    if order is None or not _status_is_news(order_latest_event(order), status, report):
+    if order is None:
         return None
     with transaction.atomic():
         latest = order_latest_event(order)
@@ -78,13 +100,12 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             average_fill_price=report.average_fill_price,
             data={"client_id": report.client_id} if report.client_id is not None else None,
             strict=False,
+            latest=latest,
         )
 
 
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
-    if Fill.objects.filter(exec_id=execution.exec_id).exists():
-        return None
     with transaction.atomic():
         if Fill.objects.filter(exec_id=execution.exec_id).exists():
             return None
@@ -145,6 +166,67 @@ def commission_record(*, commission: BrokerCommission) -> Commission | None:
     return row
 
 
+def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> int:
+    """Orders the broker acknowledged on an earlier connection and now reports neither working nor
+    completed (a restarted gateway, a day order gone overnight) are no longer working anywhere."""
+    if snapshot.session_started is None:
+        return 0
+    from orders.selectors import order_queryset
+
+    resolved = 0
+    gone = (
+        order_queryset()
+        .filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
+        .exclude(client_order_id__in=seen_refs)
+    )
+    for order in gone:
+        with transaction.atomic(durable=True):
+            latest = order_latest_event(order)
+            if latest is None or latest.at >= snapshot.session_started:
+                continue  # acknowledged on this connection: the broker's own reports will follow
+            if order_event_append(
+                order,
+                status=S.CANCELLED,
+                source=Source.WORKER,
+                code="not_at_broker",
+                reason="After reconnecting, the broker reports this order neither working nor completed: "
+                "it no longer holds it.",
+                audit_event=events.ORDER_STATUS_CHANGED,
+                strict=False,
+            ):
+                resolved += 1
+    return resolved
+
+
+def order_sent_record(*, sent: OrderSent) -> None:
+    """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
+    with transaction.atomic():
+        order = Order.objects.get(pk=sent.order_id)
+        latest = order_latest_event(order)
+        if latest is not None and latest.status == S.PENDING_SUBMIT:
+            order_event_append(
+                order,
+                status=S.SUBMITTED,
+                actor=sent.actor,
+                source=sent.actor.source,
+                broker_order_id=sent.broker_order_id,
+                perm_id=sent.perm_id,
+                data={"client_id": sent.client_id},
+                audit_event=events.ORDER_SENT,
+                strict=False,
+                latest=latest,
+            )
+        else:
+            audit_record(
+                event=events.ORDER_SENT,
+                actor=sent.actor,
+                target_type="order",
+                target_id=str(order.pk),
+                data={"broker_order_id": sent.broker_order_id, "client_id": sent.client_id},
+            )
+        transaction.on_commit(sent.written.set)
+
+
 def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     """Bring the ledger up to date with the broker after a (re)connect.
 
@@ -166,6 +248,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     grace = timezone.now() - timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
     from orders.selectors import order_queryset
 
+    counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:

@@ -1,26 +1,25 @@
-"""Placing, previewing, cancelling and modifying orders: the gates, intent first, then the send."""
+"""Placing, previewing, cancelling and modifying orders.
+
+Every call runs the stateless gates in the caller's thread (`checks`), then hands one command to
+the order pipeline, which runs the shared-state gates, records the intent and sends it, in arrival
+order. A preview runs the same chain as a dry run and reports every gate that would block.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import uuid
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from audit import events
-from audit.services import audit_record
+from audit.services import audit_record, ledger_write_lock
 from brokers import runtime
-from brokers.adapter import (
-    ContractInfo,
-    OrderPreview,
-)
-from brokers.selectors import account_default
+from brokers.adapter import ContractInfo, OrderPreview
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
@@ -29,7 +28,9 @@ from orders import gates, publish
 from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
+from orders.pipeline import AdmissionGroup, Command, pipeline
 from orders.selectors import order_broker_id, order_get_or_error, order_latest_event, trading_halted
+from orders.services import checks
 from orders.services.common import (
     SubmitResult,
     broker_request_for,
@@ -37,13 +38,13 @@ from orders.services.common import (
     contract_spec_for,
     decimal_json,
     gate_block_record,
-    gates_for_existing_order,
     order_contract,
     order_event_append,
     order_request_of,
-    preview_json,
     request_hash,
 )
+from orders.services.recording import order_refs_forget
+from orders.services.sending import order_send_with_exits
 from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
 
@@ -55,28 +56,12 @@ INTENT_REASONS = {
     S.SIMULATED: "ORDERS_ENABLED=false: recorded, not sent",
     S.PENDING_APPROVAL: "Waiting for an operator to approve it in the admin.",
 }
+MODIFIABLE = (S.SUBMITTED, S.PARTIALLY_FILLED, S.INACTIVE)
 
 
-# -- preview ---------------------------------------------------------------------------------
-def order_preview(*, request: OrderRequest, actor: Actor) -> tuple[ContractInfo, str, OrderPreview]:
-    """What-if: commission, margin and equity impact. Nothing is recorded or sent."""
-    gates.gate_order_shape(request)
-    contract = contract_resolve_one(spec=contract_spec_for(request))
-    gates.gate_tick_size(request, contract)
-    account = request.account or account_default()
-    gates.gate_account_managed(account, runtime.adapter().managed_accounts())
-    preview = runtime.adapter().order_preview(request=broker_request_for(request, contract, account))
-    return contract, account, preview
-
-
-# -- submit ----------------------------------------------------------------------------------
-def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | None = None) -> SubmitResult:
-    """Run the gates, record the intent, then (if armed) send it. Safe to call twice with one key.
-
-    Returns the order (`replayed=True` when the key was seen before with the same body).
-    Raises GateBlocked (4xx, audited) when a gate blocks, 422 idempotency_key_reused when the key
-    was used for a different order, 503 broker_unavailable when the broker is not ready.
-    """
+# -- request normalisation ---------------------------------------------------------------------
+def _keyed_request(request: OrderRequest, idempotency_key: str | None) -> tuple[OrderRequest, bool]:
+    """The request with its idempotency key and account filled in, and whether the caller chose the key."""
     key = request.client_order_id or idempotency_key or ""
     if request.client_order_id and idempotency_key and request.client_order_id != idempotency_key:
         raise GatewayError(
@@ -90,18 +75,109 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
             "client_order_id / Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
             details={"fields": ["client_order_id"]},
         )
-    supplied_key = bool(key)
     request = replace(request, client_order_id=key or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:24]}")
-    account = request.account or account_default()
     # The account is part of what is compared: naming the default account or leaving it out is one order.
-    request = replace(request, account=account)
-    digest = request_hash(request)
+    return replace(request, account=request.account or _account_default()), bool(key)
 
+
+def _account_default() -> str:
+    from brokers.selectors import account_default
+
+    return account_default()
+
+
+def _first_status(actor: Actor) -> str:
+    if not gates.orders_armed():
+        return S.SIMULATED
+    return S.PENDING_APPROVAL if actor.kind in settings.APPROVAL_REQUIRED_FOR else S.PENDING_SUBMIT
+
+
+# -- preview: a dry run of the whole chain -----------------------------------------------------------
+@dataclass(frozen=True)
+class PreviewResult:
+    contract: ContractInfo | None
+    account: str
+    preview: OrderPreview | None  # the broker's what-if (commission, margin), when it could be had
+    blocks: list[dict]  # every gate that would block, with the code place would return
+    would_be: str  # the status place would record: simulated, pending_approval, submitted or refused
+    what_if_error: str = ""
+
+
+def order_preview(
+    *, request: OrderRequest, actor: Actor, idempotency_key: str | None = None
+) -> PreviewResult:
+    """Run every gate without recording or sending anything; ask the broker for a what-if."""
+    request, supplied_key = _keyed_request(request, idempotency_key)
+    account = request.account
+    trip = checks.Checks(request=request, account=account, legs=bracket_children(request))
+    blocks = trip.collect(checks.PLACE_STEPS)
+    digest = request_hash(request)
+    try:
+        _replay(account, request.client_order_id, digest)
+    except GatewayError as exc:
+        blocks.append(exc)
+    state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key)
+    for gate in checks.shared_state_gates(state, legs=1 + len(trip.legs)):
+        try:
+            gate()
+        except GatewayError as exc:
+            blocks.append(exc)
+    what_if, what_if_error = None, ""
+    if trip.contract is not None:
+        try:
+            what_if = runtime.adapter().order_preview(request=broker_request_for(request, trip.contract, account))
+            gates.gate_buying_power(what_if)
+        except GateBlocked as exc:
+            blocks.append(exc)
+        except GatewayError as exc:
+            what_if_error = exc.message
+    blocks_out = checks.blocks_payload(_unique(blocks))
+    status = "refused" if blocks_out else _first_status(actor)
+    if status == S.PENDING_SUBMIT:
+        status = S.SUBMITTED
+    return PreviewResult(
+        contract=trip.contract,
+        account=account,
+        preview=what_if,
+        blocks=blocks_out,
+        would_be=status,
+        what_if_error=what_if_error,
+    )
+
+
+def _unique(blocks: list[GatewayError]) -> list[GatewayError]:
+    seen, out = set(), []
+    for exc in blocks:
+        if str(exc.code) not in seen:
+            seen.add(str(exc.code))
+            out.append(exc)
+    return out
+
+
+# -- submit ----------------------------------------------------------------------------------
+def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | None = None) -> SubmitResult:
+    """Run the gates, record the intent, then (if armed) send it. Safe to call twice with one key.
+
+    Returns the order (`replayed=True` when the key was seen before with the same body).
+    Raises GateBlocked (4xx, audited) when a gate blocks, 422 idempotency_key_reused when the key
+    was used for a different order, 503 broker_unavailable when the broker is not ready.
+    """
+    try:
+        request, supplied_key = _keyed_request(request, idempotency_key)
+    except GatewayError as exc:
+        gate_block_record(exc, request=request, actor=actor, account=request.account)
+        raise
+    account = request.account
+    digest = request_hash(request)
     # 6. idempotency first: a replay never runs the gates again.
-    replay = _replay(account, request.client_order_id, digest)
+    try:
+        replay = _replay(account, request.client_order_id, digest)
+    except GatewayError as exc:
+        gate_block_record(exc, request=request, actor=actor, account=account)
+        raise
     if replay is not None:
         return replay
-
+    trip = checks.Checks(request=request, account=account, legs=bracket_children(request))
     try:
         if request.is_bracket and gates.orders_armed() and actor.kind in settings.APPROVAL_REQUIRED_FOR:
             raise GateBlocked(
@@ -110,44 +186,59 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
                 "Brackets cannot wait for approval yet: place the entry alone, or ask an operator.",
                 details={"field": "take_profit"},
             )
-        contract, preview = _run_gates(request, account, digest, supplied_key)
+        trip.run(checks.PLACE_STEPS)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=account)
         raise
+    assert trip.contract is not None  # noqa: S101 - the contract step ran
+    contract = trip.contract
+    status = _first_status(actor)
 
-    armed = gates.orders_armed()
-    first_status = S.SIMULATED
-    if armed:
-        first_status = S.PENDING_APPROVAL if actor.kind in settings.APPROVAL_REQUIRED_FOR else S.PENDING_SUBMIT
-    try:
-        order = _record_intent(request, contract, account, digest, preview, actor, first_status)
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its order.
-        replay = _replay(account, request.client_order_id, digest)
-        if replay is None:
-            raise
-        return replay
-    if first_status == S.PENDING_SUBMIT:
-        _send_with_children(order, contract, actor)
-    return SubmitResult(order=order, replayed=False)
+    def admit(group: AdmissionGroup) -> tuple[Order, bool]:
+        group.once("lock", ledger_write_lock)
+        key = ("key", account, request.client_order_id)
+        if group.added.get(key):  # the same key earlier in this group: a replay (or a reuse)
+            replay = _replay(account, request.client_order_id, digest)
+            assert replay is not None  # noqa: S101 - it was recorded in this transaction
+            return replay.order, True
+        state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key, group=group)
+        legs = 1 + len(trip.legs)
+        for gate in checks.shared_state_gates(state, legs=legs):
+            gate()
+        try:
+            with transaction.atomic():
+                order = _record_intent(request, contract, account, digest, trip, actor, status)
+        except IntegrityError:
+            # The key was committed since this request looked (another thread or process): replay it.
+            replay = _replay(account, request.client_order_id, digest)
+            if replay is None:
+                raise
+            return replay.order, True
+        group.add(key, 1)
+        group.add(("orders", account), legs)
+        group.add(("digest", account, digest), 1)
+        return order, False
+
+    def send(admitted: tuple[Order, bool]) -> tuple[Order, bool, list[OrderSent]]:
+        order, replayed = admitted
+        if replayed or status != S.PENDING_SUBMIT:
+            return order, replayed, []
+        return order, False, order_send_with_exits(order, contract, actor)
+
+    def refused(exc: Exception) -> None:
+        if isinstance(exc, GatewayError):
+            gate_block_record(exc, request=request, actor=actor, account=account)
+
+    order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
+    _wait_recorded(acks)
+    return SubmitResult(order=order, replayed=replayed)
 
 
-def _send_with_children(order: Order, contract: ContractInfo, actor: Actor) -> None:
-    """Send an order; for a bracket, the entry and its exits as IB expects: only the last one transmits."""
-    children = list(order.children.order_by("role"))
-    if not children:
-        _send(order, contract, actor)
-        return
-    try:
-        parent_id = _send(order, contract, actor, transmit=False)
-    except BrokerUnavailable:
-        _exits_not_sent(children, actor)
-        raise
-    if parent_id is None:
-        _exits_not_sent(children, actor)
-        return
-    for i, child in enumerate(children):
-        _send(child, contract, actor, parent_broker_order_id=parent_id, transmit=i == len(children) - 1)
+def _wait_recorded(acks: list[OrderSent]) -> None:
+    """Wait (bounded) until the recorder has written the acknowledgements, so the response shows them."""
+    for sent in acks:
+        if not sent.written.wait(SENT_RECORD_WAIT_S):
+            logger.warning("order %s: acknowledgement not recorded within %ss", sent.order_id, SENT_RECORD_WAIT_S)
 
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:
@@ -159,53 +250,9 @@ def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | N
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             f"client_order_id {client_order_id!r} was already used for a different order.",
             http_status=422,
-            details={"order_id": str(existing.pk)},
+            details={"order_id": str(existing.pk), "gate": "idempotency"},
         )
     return SubmitResult(order=existing, replayed=True)
-
-
-def _run_gates(
-    request: OrderRequest, account: str, digest: str, supplied_key: bool
-) -> tuple[ContractInfo, OrderPreview | None]:
-    adapter = runtime.adapter()
-    # 2. validation
-    gates.gate_order_shape(request)
-    contract = contract_resolve_one(spec=contract_spec_for(request))
-    gates.gate_tick_size(request, contract)
-    gates.gate_trading_hours(request, contract, timezone.now())
-    gates.gate_account_managed(account, adapter.managed_accounts())
-    # 3. account mode
-    gates.gate_account_mode(account)
-    # 4. risk
-    gates.gate_kill_switch(trading_halted())
-    quote = adapter.quote_cached(con_id=contract.con_id)
-    if not gates.quote_is_fresh(quote):
-        quote = adapter.quote_snapshot(contract=contract)
-    since = timezone.now() - timedelta(seconds=60)
-    ctx = gates.RiskContext(
-        quote=quote,
-        orders_last_minute=Order.objects.filter(account=account, created_at__gte=since).count(),
-        duplicate_recent=not supplied_key
-        and settings.RISK_DUPLICATE_WINDOW_S > 0
-        and Order.objects.filter(
-            account=account,
-            request_hash=digest,
-            created_at__gte=timezone.now() - timedelta(seconds=settings.RISK_DUPLICATE_WINDOW_S),
-        ).exists(),
-        halted=False,
-    )
-    gates.gate_risk(request, contract, ctx)
-    gates.gate_bracket_shape(request, gates.reference_price(request, quote))
-    preview = adapter.order_preview(request=broker_request_for(request, contract, account))
-    gates.gate_buying_power(preview)
-    # 5. arming
-    if gates.orders_armed():
-        gates.gate_live_override()
-        if not runtime.orders_allowed():
-            raise BrokerUnavailable(
-                "The broker is not connected and reconciled yet; no order was sent.", details={"gate": "arming"}
-            )
-    return contract, preview
 
 
 def _record_intent(
@@ -213,36 +260,48 @@ def _record_intent(
     contract: ContractInfo,
     account: str,
     digest: str,
-    preview: OrderPreview | None,
+    trip: checks.Checks,
     actor: Actor,
     status: str,
 ) -> Order:
     """Intent first: the order rows, their first events and audit entries commit before any send.
 
-    A bracket is one request and one transaction: the entry plus its take-profit and stop-loss
-    children, linked by `parent` and one OCA group.
+    A bracket is one request: the entry plus its take-profit and stop-loss children, linked by
+    `parent` and one OCA group. Runs inside the pipeline's admission transaction.
     """
-    with transaction.atomic(durable=True):
-        children = bracket_children(request)
-        # The exits cancel each other (one OCA group); the entry is linked to them as their parent.
-        oca_group = f"{request.client_order_id}.oca" if children else ""
-        order = _intent_row(
-            request, contract, account, digest, preview, actor, status, role="entry" if children else ""
+    # The exits cancel each other (one OCA group); the entry is linked to them as their parent.
+    oca_group = f"{request.client_order_id}.oca" if trip.legs else ""
+    checked = _checked_terms(trip)
+    order = _intent_row(
+        request, contract, account, digest, checked, actor, status, role="entry" if trip.legs else ""
+    )
+    for role, child in trip.legs:
+        _intent_row(
+            child,
+            contract,
+            account,
+            request_hash(child),
+            None,
+            actor,
+            status,
+            parent=order,
+            role=role,
+            oca_group=oca_group,
         )
-        for role, child in children:
-            _intent_row(
-                child,
-                contract,
-                account,
-                request_hash(child),
-                None,
-                actor,
-                status,
-                parent=order,
-                role=role,
-                oca_group=oca_group,
-            )
     return order
+
+
+def _checked_terms(trip: checks.Checks) -> dict | None:
+    """What the gates saw, kept on the order (the broker's what-if is `POST orders/preview/`)."""
+    if trip.reference is None or trip.contract is None:
+        return None
+    return {
+        "reference_price": decimal_json(trip.reference),
+        "notional": decimal_json(
+            gates.order_notional(trip.request, trip.contract, trip.reference).quantize(Decimal("0.01"))
+        ),
+        "quote_time": trip.quote.time.isoformat() if trip.quote and trip.quote.time else None,
+    }
 
 
 def bracket_children(request: OrderRequest) -> list[tuple[str, OrderRequest]]:
@@ -274,7 +333,7 @@ def _intent_row(
     contract: ContractInfo,
     account: str,
     digest: str,
-    preview: OrderPreview | None,
+    checked: dict | None,
     actor: Actor,
     status: str,
     *,
@@ -308,7 +367,7 @@ def _intent_row(
         tif=request.tif,
         outside_rth=request.outside_rth,
         trading_mode=settings.TRADING_MODE,
-        preview=preview_json(preview),
+        preview=checked,
         actor_kind=actor.kind,
         actor_label=actor.label[:150],
         source=actor.source,
@@ -337,145 +396,77 @@ def _intent_row(
             "con_id": contract.con_id,
         },
     )
+    order_refs_forget(order.client_order_id)
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return order
 
 
-def _exits_not_sent(children: list[Order], actor: Actor) -> None:
-    """The entry never reached the broker for sure, so its exits are not sent at all."""
-    with transaction.atomic(durable=True):
-        for child in children:
-            order_event_append(
-                child,
-                status=S.REJECTED,
-                actor=actor,
-                source=actor.source,
-                reason="The bracket's entry was not placed, so this exit was not sent.",
-                audit_event=events.ORDER_REJECTED,
-                strict=False,
-            )
-
-
-def _send(
-    order: Order,
-    contract: ContractInfo,
-    actor: Actor,
-    *,
-    parent_broker_order_id: int | None = None,
-    transmit: bool = True,
-) -> int | None:
-    """Place one recorded intent at the broker; the broker's order id, or None when it was not placed."""
-    try:
-        ack = runtime.adapter().order_place(
-            request=broker_request_for_order(
-                order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
-            )
-        )
-    except BrokerUnavailable as exc:
-        # Not connected: placeOrder never ran, so the broker cannot have it.
-        with transaction.atomic(durable=True):
-            order_event_append(
-                order,
-                status=S.REJECTED,
-                actor=actor,
-                source=actor.source,
-                reason=exc.message,
-                code=str(exc.code),
-                audit_event=events.ORDER_REJECTED,
-                strict=False,
-            )
-        raise
-    except Exception as exc:
-        # Outcome unknown: reconciliation will find out; never re-sent automatically.
-        logger.exception("sending order %s failed", order.pk)
-        with transaction.atomic(durable=True):
-            order_event_append(
-                order,
-                status=S.UNKNOWN,
-                actor=actor,
-                source=actor.source,
-                reason=str(exc),
-                audit_event=events.ORDER_UNKNOWN,
-                strict=False,
-            )
-        return None
-    sent = OrderSent(
-        order_id=order.pk,
-        broker_order_id=ack.broker_order_id,
-        perm_id=ack.perm_id,
-        client_id=ack.client_id,
-        actor=actor,
-    )
-    rt = runtime.current()
-    if rt is None:
-        order_sent_record(sent=sent)
-        return ack.broker_order_id
-    # Hand the acknowledgement to the recorder, which writes it together with the statuses and fills
-    # arriving at the same moment; wait (bounded) so the response shows the broker's order id.
-    rt.recorder.put(sent)
-    if not sent.written.wait(SENT_RECORD_WAIT_S):
-        logger.warning("order %s: acknowledgement not recorded within %ss", order.pk, SENT_RECORD_WAIT_S)
-    return ack.broker_order_id
-
-
-def order_sent_record(*, sent: OrderSent) -> None:
-    """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
-    with transaction.atomic():
-        order = Order.objects.get(pk=sent.order_id)
-        latest = order_latest_event(order)
-        if latest is not None and latest.status == S.PENDING_SUBMIT:
-            order_event_append(
-                order,
-                status=S.SUBMITTED,
-                actor=sent.actor,
-                source=sent.actor.source,
-                broker_order_id=sent.broker_order_id,
-                perm_id=sent.perm_id,
-                data={"client_id": sent.client_id},
-                audit_event=events.ORDER_SENT,
-                strict=False,
-            )
-        else:
-            audit_record(
-                event=events.ORDER_SENT,
-                actor=sent.actor,
-                target_type="order",
-                target_id=str(order.pk),
-                data={"broker_order_id": sent.broker_order_id, "client_id": sent.client_id},
-            )
-        transaction.on_commit(sent.written.set)
-
-
 # -- cancel and modify -------------------------------------------------------------------------
 def order_cancel(*, order_id, actor: Actor) -> Order:
-    """Ask the broker to cancel a working order. Cancelling an order already cancelling is a no-op."""
-    with transaction.atomic(durable=True):
+    """Cancel an order: withdraw it while it waits for approval, else ask the broker to cancel it.
+
+    Idempotent: cancelling a cancelled order (or one already cancelling) answers the order. Nothing is
+    recorded as `cancel_pending` unless the cancel reached the broker connection.
+    """
+    order_get_or_error(order_id=order_id)  # 404 before queueing
+
+    def cancel() -> Order:
         order = order_get_or_error(order_id=order_id)
         latest = order_latest_event(order)
-        if latest.status == S.CANCEL_PENDING:
+        if latest.status == S.PENDING_APPROVAL:
+            with transaction.atomic(durable=True):
+                order_event_append(
+                    order,
+                    status=S.CANCELLED,
+                    actor=actor,
+                    source=actor.source,
+                    code="withdrawn",
+                    reason=f"withdrawn before approval by {actor.label}",
+                    audit_event=events.ORDER_WITHDRAWN,
+                )
             return order
-        if latest.status in TERMINAL or latest.status in (S.PENDING_APPROVAL,):
+        if latest.status == S.CANCELLED:
+            return order
+        if latest.status in TERMINAL:
             raise GatewayError(
                 ErrorCode.ORDER_STATE_CONFLICT,
                 f"An order in state {latest.status} cannot be cancelled.",
                 http_status=409,
                 details={"status": latest.status},
             )
-        _require_own_connection(order, runtime.adapter())
-        broker_id = order_broker_id(order)
+        adapter = runtime.adapter()
+        broker_id = _broker_id(order)
+        _require_own_connection(order, adapter)
         if broker_id is None:
             raise GatewayError(
                 ErrorCode.ORDER_STATE_CONFLICT,
-                "The broker has not acknowledged this order yet.",
+                "The broker has not acknowledged this order; reconciliation will settle it.",
                 http_status=409,
                 details={"status": latest.status},
             )
-        order_event_append(
-            order, status=S.CANCEL_PENDING, actor=actor, source=actor.source, audit_event=events.ORDER_CANCEL_REQUESTED
-        )
-    runtime.adapter().order_cancel(broker_order_id=broker_id)
-    return order
+        adapter.order_cancel(broker_order_id=broker_id)  # raises (nothing recorded) when it cannot be sent
+        if latest.status != S.CANCEL_PENDING:
+            with transaction.atomic(durable=True):
+                order_event_append(
+                    order,
+                    status=S.CANCEL_PENDING,
+                    actor=actor,
+                    source=actor.source,
+                    audit_event=events.ORDER_CANCEL_REQUESTED,
+                    strict=False,
+                )
+        return order
+
+    return pipeline().run(cancel)
+
+
+def _broker_id(order: Order) -> int | None:
+    recorded = order_broker_id(order)
+    if recorded is not None:
+        return recorded
+    sent = pipeline().sent_ids.get(order.pk)
+    return sent[0] if sent else None
 
 
 def order_modify(
@@ -486,16 +477,11 @@ def order_modify(
     limit_price: Decimal | None = None,
     stop_price: Decimal | None = None,
 ) -> Order:
-    """Change quantity or prices of a working order; the same gates apply to the new values."""
+    """Change quantity or prices of a working order: the same gates as a new order, then the send;
+    the change is recorded only once it reached the broker connection."""
     order = order_get_or_error(order_id=order_id)
     latest = order_latest_event(order)
-    if latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED, S.INACTIVE):
-        raise GatewayError(
-            ErrorCode.ORDER_NOT_MODIFIABLE,
-            f"An order in state {latest.status} cannot be modified.",
-            http_status=409,
-            details={"status": latest.status},
-        )
+    _require_modifiable(latest)
     current = order_terms(order)
     new_terms = {
         "quantity": quantity if quantity is not None else current["quantity"],
@@ -505,33 +491,68 @@ def order_modify(
     if new_terms == current:
         return order
     request = order_request_of(order, **new_terms)
-    contract = order_contract(order)
-    adapter = runtime.adapter()
-    _require_own_connection(order, adapter)
+    contract = _contract_with_rules(order)
+    trip = checks.Checks(request=request, account=order.account, contract=contract)
     try:
-        gates.gate_order_shape(request)
         if new_terms["quantity"] < latest.filled_quantity:
-            raise gates._invalid("quantity cannot go below the filled quantity.", field="quantity")
-        gates.gate_tick_size(request, contract)
-        gates_for_existing_order(request, contract, order.account)
+            raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
+        trip.run(checks.EXISTING_ORDER_STEPS)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=order.account)
         raise
-    broker_id = order_broker_id(order)
-    with transaction.atomic(durable=True):
-        order_event_append(
-            order,
-            status=latest.status,
-            actor=actor,
-            source=actor.source,
-            data={"modified": {k: decimal_json(v) for k, v in new_terms.items()}},
-            remaining=new_terms["quantity"] - latest.filled_quantity,
-            audit_event=events.ORDER_MODIFIED,
+
+    def modify() -> Order:
+        fresh = order_latest_event(order)
+        try:
+            _require_modifiable(fresh)
+            if new_terms["quantity"] < fresh.filled_quantity:
+                raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
+            checks.existing_order_gates(halted=trading_halted())
+        except GatewayError as exc:
+            gate_block_record(exc, request=request, actor=actor, account=order.account)
+            raise
+        adapter = runtime.adapter()
+        _require_own_connection(order, adapter)
+        broker_id = _broker_id(order)
+        ack = adapter.order_place(
+            request=broker_request_for_order(order, contract, broker_order_id=broker_id, **new_terms)
         )
-    ack = adapter.order_place(request=broker_request_for_order(order, contract, broker_order_id=broker_id, **new_terms))
-    if ack.broker_order_id != broker_id:
-        logger.warning("modify of %s got a new broker id %s", order.pk, ack.broker_order_id)
-    return order
+        if ack.broker_order_id != broker_id:
+            logger.warning("modify of %s got a new broker id %s", order.pk, ack.broker_order_id)
+        with transaction.atomic(durable=True):
+            order_event_append(
+                order,
+                status=fresh.status,
+                actor=actor,
+                source=actor.source,
+                data={"modified": {k: decimal_json(v) for k, v in new_terms.items()}},
+                remaining=new_terms["quantity"] - fresh.filled_quantity,
+                audit_event=events.ORDER_MODIFIED,
+                strict=False,
+            )
+        return order
+
+    return pipeline().run(modify)
+
+
+def _require_modifiable(latest: OrderEvent) -> None:
+    if latest.status not in MODIFIABLE:
+        raise GatewayError(
+            ErrorCode.ORDER_NOT_MODIFIABLE,
+            f"An order in state {latest.status} cannot be modified.",
+            http_status=409,
+            details={"status": latest.status},
+        )
+
+
+def _contract_with_rules(order: Order) -> ContractInfo:
+    """The order's contract with its trading rules (minimum tick), from the contract cache."""
+    recorded = order_contract(order)
+    try:
+        cached = contract_resolve_one(spec=contract_spec_for(order_request_of(order)))
+    except (GatewayError, BrokerUnavailable):
+        cached = None
+    return cached or recorded
 
 
 def order_client_id(order: Order) -> int | None:
@@ -539,7 +560,8 @@ def order_client_id(order: Order) -> int | None:
     for data in OrderEvent.objects.filter(order=order).order_by("-id").values_list("data", flat=True):
         if data and data.get("client_id") is not None:
             return int(data["client_id"])
-    return None
+    sent = pipeline().sent_ids.get(order.pk)
+    return sent[1] if sent else None
 
 
 def _require_own_connection(order: Order, adapter) -> None:
@@ -563,3 +585,4 @@ def order_terms(order: Order) -> dict[str, Decimal | None]:
         if modified:
             return {k: (Decimal(v) if v is not None else None) for k, v in modified.items()}
     return terms
+

@@ -19,7 +19,7 @@ def _bracket(**overrides):
         "order_type": "LMT",
         "limit_price": "185.00",
         "take_profit": "195.00",
-        "stop_loss": "180.00",
+        "stop_loss": "181.00",
     }
     return {**body, **overrides}
 
@@ -45,7 +45,7 @@ def test_simulated_bracket_records_three_linked_orders(ib_runtime, api_client, s
     rows = {o.role: o for o in Order.objects.all()}
     assert rows["take_profit"].action == rows["stop_loss"].action == "SELL"
     assert rows["take_profit"].limit_price == Decimal("195.00")
-    assert rows["stop_loss"].stop_price == Decimal("180.00")
+    assert rows["stop_loss"].stop_price == Decimal("181.00")
     assert rows["take_profit"].oca_group == rows["stop_loss"].oca_group == "br-1.oca"
     assert rows["take_profit"].parent_id == rows["stop_loss"].parent_id == rows["entry"].pk
     assert [o for o in sim_gateway.received_orders() if not o.what_if] == []

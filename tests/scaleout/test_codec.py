@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from brokers.adapter import (
+    AccountRisk,
     AccountSummary,
     AccountValue,
     Bar,
@@ -149,7 +150,12 @@ SAMPLES = [
     STATUS,
     EXECUTION,
     COMMISSION,
-    BrokerSnapshot(orders=(STATUS, STATUS), executions=(EXECUTION,), commissions=(COMMISSION,), taken_at=AT),
+    BrokerSnapshot(
+        orders=(STATUS, STATUS), executions=(EXECUTION,), commissions=(COMMISSION,), taken_at=AT, session_started=AT
+    ),
+    AccountRisk(
+        account="DU1234567", available_funds=Decimal("250000.55"), currency="USD", positions=((265598, Decimal("-3")),)
+    ),
     BrokerConnectionChanged(connected=False, reason="connection lost"),
     BrokerHealth(
         state="connected",

@@ -30,7 +30,7 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import GatewayError
 from marketdata.api import BarsOutput, ContractOutput, QuoteOutput, bars_payload, quote_payload
 from marketdata.services import bars_get, contract_resolve, quote_get
-from orders.api import PreviewOutput, order_output
+from orders.api import order_output, preview_output
 from orders.selectors import fill_list, order_get, trading_halted
 from orders.services import order_preview, order_submit
 from orders.types import OrderRequest
@@ -98,10 +98,9 @@ class Command(BaseCommand):
         contract, bars = bars_get(spec=spec, **params)
         self._show(BarsOutput(bars_payload(contract, bars, params)).data)
 
-        self._step(f"5. Preview: BUY 10 {SYMBOL} MKT (what-if; nothing is recorded or sent)")
+        self._step(f"5. Preview: BUY 10 {SYMBOL} MKT (every gate as a dry run, and the what-if; nothing is sent)")
         actor = self._actor()
-        contract, account, preview = order_preview(request=self._request("preview"), actor=actor)
-        self._show(PreviewOutput({**as_dict(preview), "account": account, "contract": as_dict(contract)}).data)
+        self._show(preview_output(order_preview(request=self._request("preview"), actor=actor)))
 
         self._step("6. An order with ORDERS_ENABLED=false: recorded as simulated, nothing reaches the gateway")
         settings.ORDERS_ENABLED = False

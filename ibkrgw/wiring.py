@@ -1,0 +1,62 @@
+"""The composition root: the one place where the apps are plugged into the broker layer.
+
+`brokers/` publishes typed broker events and offers the broker port; it imports nothing of the
+apps above it. Here, once per process at start-up (`IbkrgwConfig.ready`), each app subscribes the
+handlers that write those events into its ledger, and hands the broker layer its periodic chores,
+its health sections and the way ticks are published to other processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brokers import events
+from brokers.adapter import BrokerCommission, BrokerExecution, BrokerOrderStatus, BrokerSnapshot, Quote
+
+HALT_SWEEP_EVERY_S = 1.0
+APPROVAL_EXPIRY_EVERY_S = 5.0
+
+
+def connect() -> None:
+    from marketdata.groups import quote_group_name, quote_message
+    from orders import services as orders
+    from orders.types import OrderSent
+
+    # Broker events -> the order ledger (plain transactions: the recorder may batch a burst).
+    events.subscribe(BrokerOrderStatus, lambda report: orders.order_status_apply(report=report), batchable=True)
+    events.subscribe(BrokerExecution, lambda execution: orders.fill_record(execution=execution), batchable=True)
+    events.subscribe(BrokerCommission, lambda c: orders.commission_record(commission=c), batchable=True)
+    events.subscribe(OrderSent, lambda sent: orders.order_sent_record(sent=sent), batchable=True)
+    events.subscribe(BrokerSnapshot, lambda snapshot: orders.orders_reconcile(snapshot=snapshot))
+
+    # Chores of the process that owns the IB connection.
+    events.add_chore("orders.expire_pending", orders.orders_expire_pending, every_s=APPROVAL_EXPIRY_EVERY_S)
+    events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
+
+    events.add_health_section(_trading_health)
+
+    def publication(quote: Quote) -> tuple[str, dict[str, Any]]:
+        return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))
+
+    events.set_quote_publication(publication)
+
+
+def _trading_health() -> dict[str, Any]:
+    from orders.selectors import trading_halted
+    from orders.services import halt_progress
+
+    try:
+        halted = trading_halted()
+    except Exception:  # database down: health says so in its own section
+        return {"trading_halted": None, "halt": None}
+    progress = halt_progress()
+    halt: dict[str, Any] | None = None
+    if halted:
+        working = progress.working_orders
+        halt = {
+            "state": "done" if working == 0 else "cancelling",
+            "working_orders": working,
+            "checked_at": progress.checked_at,
+            "error": progress.error,
+        }
+    return {"trading_halted": halted, "halt": halt}

@@ -1,0 +1,96 @@
+"""Refused order requests that never reached a gate (malformed input) still leave an audit entry.
+
+Bounded, so a flood of bad requests cannot fill the disk: at most REFUSALS_PER_ACTOR_PER_MINUTE
+entries per actor and REFUSALS_PER_MINUTE in all, per process, each at most a few KB (the request is
+cut to MAX_EXCERPT characters). Refusals over the bound are counted and written as one
+`request.refusals_suppressed` entry when the minute is over.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from django.db import transaction
+
+from audit import events
+from audit.services import audit_record
+from ibkrgw import metrics
+from ibkrgw.actors import Actor
+
+REFUSALS_PER_ACTOR_PER_MINUTE = 30
+REFUSALS_PER_MINUTE = 300
+MAX_EXCERPT = 1000
+
+_lock = threading.Lock()
+_window_started = time.monotonic()
+_per_actor: dict[str, int] = {}
+_suppressed: dict[str, int] = {}
+
+
+def _admit(actor_key: str) -> tuple[bool, dict[str, int]]:
+    """Whether this refusal may be recorded, and the last window's suppressed counts to write now."""
+    global _window_started
+    flush: dict[str, int] = {}
+    with _lock:
+        now = time.monotonic()
+        if now - _window_started >= 60:
+            flush = dict(_suppressed)
+            _window_started = now
+            _per_actor.clear()
+            _suppressed.clear()
+        over_actor = _per_actor.get(actor_key, 0) >= REFUSALS_PER_ACTOR_PER_MINUTE
+        if over_actor or sum(_per_actor.values()) >= REFUSALS_PER_MINUTE:
+            _suppressed[actor_key] = _suppressed.get(actor_key, 0) + 1
+            return False, flush
+        _per_actor[actor_key] = _per_actor.get(actor_key, 0) + 1
+    return True, flush
+
+
+def _excerpt(body: Any) -> str:
+    try:
+        text = json.dumps(body, default=str, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        text = "<unprintable>"
+    return text[:MAX_EXCERPT]
+
+
+def refusal_record(*, code: str, message: str, details: Any, actor: Actor, action: str, body: Any) -> None:
+    """Audit one refused order request (place, modify, cancel, preview of a place, halt)."""
+    metrics.GATE_BLOCKS.labels(code=code).inc()
+    allowed, flush = _admit(f"{actor.kind}:{actor.label}")
+    if not allowed and not flush:
+        return
+    with transaction.atomic():
+        if flush:
+            audit_record(
+                event=events.REFUSALS_SUPPRESSED,
+                actor=Actor.system(),
+                target_type="order_request",
+                data={"suppressed_by_actor": flush, "window_s": 60},
+            )
+        if not allowed:
+            return
+        audit_record(
+            event=events.REQUEST_REFUSED,
+            actor=actor,
+            target_type="order_request",
+            data={
+                "action": action,
+                "code": code,
+                "message": message[:500],
+                "details": _excerpt(details),
+                "request": _excerpt(body),
+            },
+        )
+
+
+def bound_reset() -> None:
+    """Start a new bound window now (tests, and an operator after an incident)."""
+    global _window_started
+    with _lock:
+        _window_started = time.monotonic()
+        _per_actor.clear()
+        _suppressed.clear()

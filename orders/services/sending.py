@@ -1,0 +1,142 @@
+"""Sending recorded intents to the broker. Runs only on the order pipeline's thread.
+
+An intent is committed before its send. What happens after the send is recorded as it happened:
+not connected (the broker cannot have it) -> `rejected`; refused by the kill switch's latch ->
+`rejected` with `trading_halted`; any other failure -> `unknown` for reconciliation, never re-sent.
+The acknowledgement (`submitted` with the broker's order id) is written by the recorder, together
+with the statuses arriving at the same moment; the caller waits for it outside the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from audit import events
+from brokers import runtime
+from brokers.adapter import ContractInfo
+from ibkrgw.actors import Actor
+from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
+from orders.models import Order
+from orders.models import OrderStatus as S
+from orders.pipeline import pipeline
+from orders.services.common import broker_request_for_order, order_event_append
+from orders.types import OrderSent
+
+logger = logging.getLogger(__name__)
+
+
+def order_send(
+    order: Order,
+    contract: ContractInfo,
+    actor: Actor,
+    *,
+    parent_broker_order_id: int | None = None,
+    transmit: bool = True,
+) -> OrderSent | None:
+    """Place one recorded intent at the broker. The acknowledgement, or None when the outcome is unknown.
+
+    Raises BrokerUnavailable (not connected) and the kill switch's 423 after recording `rejected`."""
+    adapter = runtime.adapter()
+    try:
+        ack = adapter.order_place(
+            request=broker_request_for_order(
+                order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
+            )
+        )
+    except (BrokerUnavailable, GatewayError) as exc:
+        never_sent = isinstance(exc, BrokerUnavailable) and exc.code == ErrorCode.BROKER_UNAVAILABLE
+        halted = exc.code == ErrorCode.TRADING_HALTED
+        if not (never_sent or halted):
+            _record_unknown(order, actor, exc)
+            return None
+        with transaction.atomic(durable=True):
+            order_event_append(
+                order,
+                status=S.REJECTED,
+                actor=actor,
+                source=actor.source,
+                reason=exc.message,
+                code=str(exc.code),
+                audit_event=events.ORDER_REJECTED,
+                strict=False,
+            )
+        raise
+    except Exception as exc:
+        _record_unknown(order, actor, exc)
+        return None
+    pipeline().sent_ids[order.pk] = (ack.broker_order_id, ack.client_id)
+    sent = OrderSent(
+        order_id=order.pk,
+        broker_order_id=ack.broker_order_id,
+        perm_id=ack.perm_id,
+        client_id=ack.client_id,
+        actor=actor,
+    )
+    rt = runtime.current()
+    if rt is None:
+        from orders.services.trading import order_sent_record
+
+        order_sent_record(sent=sent)
+    else:
+        rt.recorder.put(sent)
+    return sent
+
+
+def _record_unknown(order: Order, actor: Actor, exc: Exception) -> None:
+    # Outcome unknown (timeout, owner died mid-call): reconciliation will find out; never re-sent.
+    logger.warning("sending order %s: outcome unknown (%s)", order.pk, exc)
+    with transaction.atomic(durable=True):
+        order_event_append(
+            order,
+            status=S.UNKNOWN,
+            actor=actor,
+            source=actor.source,
+            reason=str(exc),
+            audit_event=events.ORDER_UNKNOWN,
+            strict=False,
+        )
+
+
+def order_send_with_exits(order: Order, contract: ContractInfo, actor: Actor) -> list[OrderSent]:
+    """Send an order; a bracket as IB expects: the entry and its exits, only the last one transmitting."""
+    children = list(order.children.order_by("role"))
+    if not children:
+        sent = order_send(order, contract, actor)
+        return [sent] if sent else []
+    try:
+        entry = order_send(order, contract, actor, transmit=False)
+    except GatewayError:
+        _exits_not_sent(children, actor)
+        raise
+    if entry is None:
+        _exits_not_sent(children, actor)
+        return []
+    acks = [entry]
+    for i, child in enumerate(children):
+        sent = order_send(
+            child,
+            contract,
+            actor,
+            parent_broker_order_id=entry.broker_order_id,
+            transmit=i == len(children) - 1,
+        )
+        if sent:
+            acks.append(sent)
+    return acks
+
+
+def _exits_not_sent(children: list[Order], actor: Actor) -> None:
+    """The entry never reached the broker for sure, so its exits are not sent at all."""
+    with transaction.atomic(durable=True):
+        for child in children:
+            order_event_append(
+                child,
+                status=S.REJECTED,
+                actor=actor,
+                source=actor.source,
+                reason="The bracket's entry was not placed, so this exit was not sent.",
+                audit_event=events.ORDER_REJECTED,
+                strict=False,
+            )

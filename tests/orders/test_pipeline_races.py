@@ -1,0 +1,330 @@
+"""The order pipeline under concurrency and faults, checked against what the broker really holds.
+
+Each test drives the REST API from many threads at once (real HTTP handling, real SQLite, the real
+ib_async worker over TCP to the simulated gateway) and then asks the broker itself, through an
+independent ib_async connection, which orders are working.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from ib_async import IB, OrderStatus
+from rest_framework.test import APIClient
+
+from audit.models import AuditEntry
+from brokers import events, runtime
+from brokers.sim.server import SimGateway
+from ibkrgw.models import ScopedAPIKey
+from orders.models import Order, OrderEvent
+from orders.pipeline import pipeline
+from orders.services import order_terms, refusals
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRICE = Decimal("190.00")
+
+
+def _order(**overrides) -> dict:
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "LMT", "limit_price": "181.00"}
+    return {**body, **overrides}
+
+
+def broker_working(port: int) -> list:
+    """Orders the broker reports as working, seen by a client of its own (client id 0 sees every client's)."""
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=0, timeout=10)
+    try:
+        trades = ib.reqAllOpenOrders()
+        return [t for t in trades if t.orderStatus.status not in OrderStatus.DoneStates]
+    finally:
+        ib.disconnect()
+
+
+def _key() -> str:
+    return ScopedAPIKey.objects.create_key(name="race", scope="trade")[1]
+
+
+def concurrently(n: int, call, *, key: str) -> list:
+    """Run `call(client, i)` from n threads released together; the responses in thread order."""
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        barrier.wait()
+        try:
+            results[i] = call(client, i)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(r is not None for r in results)
+    return results
+
+
+def _no_server_errors(responses) -> None:
+    assert [r.content for r in responses if r.status_code >= 500] == []
+
+
+@pytest.fixture
+def resting(ib_runtime, sim_gateway, orders_enabled, settings):
+    """Limit orders rest (no market moves); the limits allow many of them."""
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 1000
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", PRICE)
+    return sim_gateway
+
+
+@pytest.fixture
+def no_halt_sweep(monkeypatch):
+    """Only the pipeline's ordering may stop a late order here: the periodic sweep is off."""
+    monkeypatch.delitem(events._chores, "trading.halt_sweep")
+
+
+def _halt(key: str, reason: str = "race"):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client.post("/api/v1/trading/halt/", {"reason": reason}, format="json")
+
+
+@pytest.mark.parametrize("halt_after_s", [0.03, 0.1])
+def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_sweep, halt_after_s):
+    key = _key()
+    halt_response: list = []
+
+    def place(client, i):
+        if i == 0:
+            threading.Timer(halt_after_s, lambda: halt_response.append(_halt(key))).start()
+        return client.post("/api/v1/orders/", _order(client_order_id=f"race-{i}"), format="json")
+
+    responses = concurrently(20, place, key=key)
+    wait_for(lambda: halt_response, message="halt answered")
+    assert halt_response[0].status_code == 200, halt_response[0].content
+    pipeline().drain()
+    _no_server_errors(responses)
+    # Every order was either refused by the kill switch (423) or reached the broker before its global cancel.
+    assert {r.status_code for r in responses} <= {201, 423}, [r.content for r in responses]
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
+    refused = {f"race-{i}" for i, r in enumerate(responses) if r.status_code == 423}
+    assert refused.isdisjoint(o.order_ref for o in resting.received_orders())
+
+
+def test_a_halt_while_disconnected_cancels_after_the_reconnect(resting, api_client, ib_runtime):
+    for i in range(3):
+        response = api_client.post("/api/v1/orders/", _order(client_order_id=f"rest-{i}"), format="json")
+        assert response.status_code == 201, response.content
+    wait_for(lambda: len(broker_working(resting.port)) == 3, message="three resting orders")
+    resting.faults.refuse_connections(2)
+    resting.faults.drop_all_connections()
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    halted = api_client.post("/api/v1/trading/halt/", {"reason": "outage"}, format="json")
+    assert halted.status_code == 200, halted.content
+    # The global cancel could not be sent (the gateway refuses connections, so ask its book directly).
+    assert len([o for o in resting.orders() if o.status not in OrderStatus.DoneStates]) == 3
+    health = api_client.get("/api/v1/health/").json()
+    assert health["trading_halted"] is True and health["halt"]["state"] == "cancelling"
+    wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=30, message="reconnected")
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="cancelled after the reconnect")
+    wait_for(
+        lambda: api_client.get("/api/v1/health/").json()["halt"]["state"] == "done",
+        message="health says the halt has finished cancelling",
+    )
+    wait_for(
+        lambda: set(Order.objects.values_list("events__status", flat=True)) >= {"cancelled"},
+        message="ledger follows",
+    )
+
+
+def test_the_rate_limit_is_exact_under_fifty_concurrent_orders(ib_runtime, sim_gateway, orders_enabled, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 30
+    sim_gateway.pause_market()
+    key = _key()
+    responses = concurrently(
+        50, lambda c, i: c.post("/api/v1/orders/", _order(client_order_id=f"rate-{i}"), format="json"), key=key
+    )
+    _no_server_errors(responses)
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(201) == 30, codes
+    assert codes.count(429) == 20, codes
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"risk_rate_limit"}
+    pipeline().drain()
+    assert Order.objects.count() == 30
+    assert len([o for o in sim_gateway.received_orders() if not o.what_if]) == 30
+
+
+def test_the_duplicate_window_lets_one_of_ten_identical_orders_through(resting):
+    key = _key()
+    responses = concurrently(10, lambda c, i: c.post("/api/v1/orders/", _order(), format="json"), key=key)
+    _no_server_errors(responses)
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * 9, [r.content for r in responses]
+    pipeline().drain()
+    assert len([o for o in resting.received_orders() if not o.what_if]) == 1
+
+
+def test_a_cancel_during_an_outage_records_nothing_and_works_after(resting, api_client, ib_runtime):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="out-1"), format="json").json()["id"]
+    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rest")
+    resting.faults.refuse_connections(2)
+    resting.faults.drop_all_connections()
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    for _ in range(2):  # a retry during the outage is refused the same way
+        response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+        assert response.status_code == 503, response.content
+    assert not OrderEvent.objects.filter(order_id=order_id, status="cancel_pending").exists()
+    assert resting.received_cancels() == []
+    wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=30, message="reconnected")
+    response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert response.status_code == 200, response.content
+    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "cancelled", message="done")
+    assert broker_working(resting.port) == []
+
+
+def test_orders_a_restarted_gateway_no_longer_holds_are_resolved(resting, api_client, ib_runtime, monkeypatch):
+    first = api_client.post("/api/v1/orders/", _order(client_order_id="gone-1"), format="json").json()["id"]
+    second = api_client.post("/api/v1/orders/", _order(client_order_id="gone-2"), format="json").json()["id"]
+    wait_for(lambda: len(broker_working(resting.port)) == 2, message="both resting")
+    # A cancel the old gateway is still working on (cancelOrder, message 4, answered late) when it
+    # restarts with an empty book.
+    resting.faults.delay(4, 60)
+    assert api_client.post(f"/api/v1/orders/{second}/cancel/").status_code == 200
+    assert api_client.get(f"/api/v1/orders/{second}/").json()["status"] == "cancel_pending"
+    port = resting.port
+    resting.stop()
+    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), message="disconnected")
+    fresh = SimGateway(host="127.0.0.1", port=port)
+    fresh.start()
+    try:
+        wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=40, message="reconnected to the new gateway")
+        runtime.current().recorder.wait_idle()
+        for order_id in (first, second):
+            body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+            assert body["status"] == "cancelled", body
+            assert body["events"][-1]["code"] == "not_at_broker"
+    finally:
+        fresh.stop()
+
+
+def test_cancel_and_modify_racing_leave_the_ledger_equal_to_the_broker(resting):
+    key = _key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    ids = [
+        client.post("/api/v1/orders/", _order(client_order_id=f"cm-{i}", quantity="2"), format="json").json()["id"]
+        for i in range(10)
+    ]
+    for order_id in ids:
+        wait_for(lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "submitted", message="rest")
+
+    def race(c, i):
+        order_id = ids[i // 2]
+        if i % 2:
+            return c.post(f"/api/v1/orders/{order_id}/cancel/")
+        return c.patch(f"/api/v1/orders/{order_id}/", {"quantity": "3"}, format="json")
+
+    responses = concurrently(20, race, key=key)
+    _no_server_errors(responses)
+    assert {r.status_code for r in responses} <= {200, 409}, [r.content for r in responses]
+    pipeline().drain()
+    wait_for(lambda: broker_working(resting.port) == [], message="all cancelled at the broker")
+    broker = {o.order_ref: o for o in resting.orders()}
+    for order_id in ids:
+        wait_for(lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "cancelled", message="db")
+        order = Order.objects.get(pk=order_id)
+        assert order_terms(order)["quantity"] == broker[order.client_order_id].total_quantity
+
+
+def test_modify_runs_the_tick_size_gate(resting, api_client):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="tick-1"), format="json").json()["id"]
+    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rest")
+    response = api_client.patch(f"/api/v1/orders/{order_id}/", {"limit_price": "184.733"}, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["code"] == "invalid_tick_size"
+    assert [r for r in resting.received_orders() if r.order_ref == "tick-1" and r.lmt_price != Decimal("181")] == []
+
+
+@pytest.mark.parametrize(
+    ("exits", "code", "field"),
+    [
+        ({"take_profit": "999999.99"}, "risk_max_notional", None),
+        ({"take_profit": "200.00"}, "risk_price_collar", "take_profit"),
+        ({"stop_loss": "0.01"}, "risk_price_collar", "stop_loss"),
+    ],
+)
+def test_every_bracket_leg_passes_the_risk_gates(resting, api_client, exits, code, field):
+    body = _order(client_order_id="br-x", order_type="LMT", limit_price="189.00", **exits)
+    response = api_client.post("/api/v1/orders/", body, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["details"].get("field") == field
+    assert resting.received_orders() == []
+
+
+def test_a_bracket_counts_at_its_worst_leg_against_the_notional_limit(resting, api_client, settings):
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal("1940")  # 10 x 189 entry fits, 10 x 195 take-profit does not
+    body = _order(client_order_id="br-n", quantity="10", limit_price="189.00", take_profit="195.00")
+    response = api_client.post("/api/v1/orders/", body, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["code"] == "risk_max_notional"
+
+
+def _preview_codes(api_client, **body) -> set[str]:
+    response = api_client.post("/api/v1/orders/preview/", _order(**body), format="json")
+    assert response.status_code == 200, response.content
+    return {b["code"] for b in response.json()["blocks"]}
+
+
+def test_preview_reports_what_place_would_refuse(resting, api_client, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = 10000
+    assert _preview_codes(api_client, quantity="5000") >= {"risk_max_notional"}
+    settings.RISK_MAX_ORDER_QUANTITY = 1000
+    assert "risk_max_quantity" in _preview_codes(api_client, quantity="5000")
+    assert "risk_price_collar" in _preview_codes(api_client, limit_price="95.00")
+    ok = api_client.post("/api/v1/orders/preview/", _order(), format="json").json()
+    assert ok["ok"] is True and ok["blocks"] == [] and ok["would_be"] == "submitted"
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="pv-1"), format="json")
+    assert placed.status_code == 201
+    assert "idempotency_key_reused" in _preview_codes(api_client, client_order_id="pv-1", quantity="2")
+    api_client.post("/api/v1/trading/halt/", {"reason": "preview"}, format="json")
+    halted = api_client.post("/api/v1/orders/preview/", _order(), format="json").json()
+    assert halted["ok"] is False and halted["would_be"] == "refused"
+    assert "trading_halted" in {b["code"] for b in halted["blocks"]}
+    # Each block carries the status place would answer.
+    real = api_client.post("/api/v1/orders/", _order(client_order_id="pv-2"), format="json")
+    assert real.status_code == next(b["http_status"] for b in halted["blocks"] if b["code"] == "trading_halted")
+    assert Order.objects.count() == 1
+
+
+def test_buying_power_comes_from_the_streamed_account_values(resting, api_client, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = 10**9
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**12)
+    response = api_client.post("/api/v1/orders/", _order(client_order_id="bp-1", quantity="50000"), format="json")
+    assert response.status_code == 422, response.content
+    error = response.json()["error"]
+    assert error["code"] == "risk_buying_power"
+    assert Decimal(error["details"]["margin_estimate"]) > Decimal(error["details"]["available_funds"])
+    assert resting.received_orders() == []  # no what-if round trip either
+
+
+def test_refusals_are_audited_within_a_bound(resting, api_client):
+    refusals.bound_reset()
+    bad = api_client.post("/api/v1/orders/", {"symbol": "AAPL", "action": "HOLD"}, format="json")
+    assert bad.status_code == 400
+    entry = AuditEntry.objects.filter(event="request.refused").latest("seq")
+    assert entry.data["code"] == "invalid_request" and entry.data["action"] == "create"
+    api_client.post("/api/v1/orders/", _order(client_order_id="re-1"), format="json")
+    reused = api_client.post("/api/v1/orders/", _order(client_order_id="re-1", quantity="2"), format="json")
+    assert reused.status_code == 422
+    assert AuditEntry.objects.filter(event="gate.blocked", data__code="idempotency_key_reused").count() == 1
+    for _ in range(40):
+        api_client.post("/api/v1/orders/", {"symbol": "AAPL", "action": "HOLD"}, format="json")
+    assert AuditEntry.objects.filter(event="request.refused").count() == 30
