@@ -6,7 +6,7 @@ Derived conIds come from a hash of a stable key, so they are identical across ru
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -90,19 +90,36 @@ def _prev_weekday(d: date) -> date:
 MONTH_CODES = "FGHJKMNQUVXZ"
 
 
-def _stock(
-    con_id: int,
-    symbol: str,
-    primary: str,
-    price: str,
-    name: str,
-    *,
-    currency: str = "USD",
-    stock_type: str = "COMMON",
-    industry: str = "Technology",
-    isin: str = "",
-    tz: str = "US/Eastern",
-) -> Instrument:
+# The listings, one row each. Annual volatility: typical realised figures (docs/simulator.md).
+# (conId, symbol, primary exchange, currency, base price, name, stock type, industry, ISIN, volatility)
+STOCKS = (
+    (265598, "AAPL", "NASDAQ", "USD", "190.00", "APPLE INC", "COMMON", "Technology", "US0378331005", 0.25),
+    (272093, "MSFT", "NASDAQ", "USD", "420.00", "MICROSOFT CORP", "COMMON", "Technology", "US5949181045", 0.22),
+    (76792991, "TSLA", "NASDAQ", "USD", "250.00", "TESLA INC", "COMMON", "Consumer, Cyclical", "US88160R1014", 0.55),
+    (4815747, "NVDA", "NASDAQ", "USD", "120.00", "NVIDIA CORP", "COMMON", "Technology", "US67066G1040", 0.45),
+    (756733, "SPY", "ARCA", "USD", "520.00", "SPDR S&P 500 ETF TRUST", "ETF", "Funds", "US78462F1030", 0.15),
+    (320227571, "QQQ", "NASDAQ", "USD", "440.00", "INVESCO QQQ TRUST SERIES 1", "ETF", "Funds", "US46090E1038", 0.20),
+    # Ambiguous on purpose: listed in New York (USD) and Toronto (CAD).
+    (195014116, "SHOP", "NYSE", "USD", "75.00", "SHOPIFY INC - CLASS A", "COMMON", "Technology", "CA82509L1076", 0.50),
+    (195014132, "SHOP", "TSE", "CAD", "102.00", "SHOPIFY INC - CLASS A", "COMMON", "Technology", "CA82509L1076", 0.50),
+)
+# (conId, base currency, quote currency, price, tick, volatility)
+FX_PAIRS = (
+    (12087792, "EUR", "USD", "1.08500", "0.00005", 0.07),
+    (12087797, "GBP", "USD", "1.27000", "0.00005", 0.08),
+    (15016059, "USD", "JPY", "150.000", "0.005", 0.09),
+)
+# (symbol, exchange, name, price of the front month, tick, multiplier, expiries listed, cycle, volatility)
+FUTURES = (
+    ("ES", "CME", "E-mini S&P 500", "5210.00", "0.25", "50", 4, "quarterly", 0.15),
+    ("NQ", "CME", "E-mini NASDAQ 100", "18250.00", "0.25", "20", 4, "quarterly", 0.20),
+    ("CL", "NYMEX", "Light Sweet Crude Oil", "78.00", "0.01", "1000", 6, "monthly", 0.35),
+)
+OPTION_UNDERLYINGS = ("AAPL", "SPY")
+
+
+def _stock(row: tuple) -> Instrument:
+    con_id, symbol, primary, currency, price, name, stock_type, industry, isin, vol = row
     return Instrument(
         con_id=con_id,
         symbol=symbol,
@@ -111,7 +128,7 @@ def _stock(
         primary_exchange=primary,
         currency=currency,
         local_symbol=symbol,
-        trading_class=symbol if primary != "TSE" else symbol,
+        trading_class=symbol,
         min_tick=Decimal("0.01"),
         base_price=Decimal(price),
         long_name=name,
@@ -120,77 +137,14 @@ def _stock(
         industry=industry,
         category=industry,
         subcategory=industry,
-        sec_ids=(("ISIN", isin),) if isin else (),
-        time_zone=tz,
+        sec_ids=(("ISIN", isin),),
+        time_zone="America/Toronto" if currency == "CAD" else "US/Eastern",
+        annual_vol=vol,
     )
 
 
-# Annualised volatility by symbol (typical realised figures; docs/simulator.md): calm FX and bonds,
-# index-like ETFs and futures in the teens, single stocks in the 20s-50s, crypto above.
-ANNUAL_VOL = {
-    "AAPL": 0.25,
-    "MSFT": 0.22,
-    "TSLA": 0.55,
-    "NVDA": 0.45,
-    "SPY": 0.15,
-    "QQQ": 0.20,
-    "SHOP": 0.50,
-    "SPX": 0.15,
-    "NDX": 0.20,
-    "BTC": 0.60,
-    "ES": 0.15,
-    "NQ": 0.20,
-    "CL": 0.35,
-    "EUR": 0.07,
-    "GBP": 0.08,
-    "USD": 0.09,
-    "US-T": 0.06,
-    "VFIAX": 0.15,
-}
-
-
 def build_universe(today: date) -> list[Instrument]:
-    return [replace(i, annual_vol=ANNUAL_VOL.get(i.symbol, i.annual_vol)) for i in _universe(today)]
-
-
-def _universe(today: date) -> list[Instrument]:
-    u: list[Instrument] = [
-        _stock(265598, "AAPL", "NASDAQ", "190.00", "APPLE INC", isin="US0378331005"),
-        _stock(272093, "MSFT", "NASDAQ", "420.00", "MICROSOFT CORP", isin="US5949181045"),
-        _stock(76792991, "TSLA", "NASDAQ", "250.00", "TESLA INC", industry="Consumer, Cyclical", isin="US88160R1014"),
-        _stock(4815747, "NVDA", "NASDAQ", "120.00", "NVIDIA CORP", isin="US67066G1040"),
-        _stock(
-            756733,
-            "SPY",
-            "ARCA",
-            "520.00",
-            "SPDR S&P 500 ETF TRUST",
-            stock_type="ETF",
-            industry="Funds",
-            isin="US78462F1030",
-        ),
-        _stock(
-            320227571,
-            "QQQ",
-            "NASDAQ",
-            "440.00",
-            "INVESCO QQQ TRUST SERIES 1",
-            stock_type="ETF",
-            industry="Funds",
-            isin="US46090E1038",
-        ),
-        # Ambiguous on purpose: listed in New York (USD) and Toronto (CAD).
-        _stock(195014116, "SHOP", "NYSE", "75.00", "SHOPIFY INC - CLASS A", isin="CA82509L1076"),
-        _stock(
-            195014132,
-            "SHOP",
-            "TSE",
-            "102.00",
-            "SHOPIFY INC - CLASS A",
-            currency="CAD",
-            isin="CA82509L1076",
-            tz="America/Toronto",
-        ),
+    u = [_stock(row) for row in STOCKS] + [
         Instrument(
             con_id=416904,
             symbol="SPX",
@@ -204,6 +158,7 @@ def _universe(today: date) -> list[Instrument]:
             base_price=Decimal("5200.00"),
             long_name="S&P 500 Stock Index",
             valid_exchanges=("CBOE",),
+            annual_vol=0.15,
             industry="Indices",
             category="Broad Range Equity Index",
         ),
@@ -220,6 +175,7 @@ def _universe(today: date) -> list[Instrument]:
             base_price=Decimal("18200.00"),
             long_name="NASDAQ 100 Stock Index",
             valid_exchanges=("NASDAQ",),
+            annual_vol=0.20,
             industry="Indices",
             category="Broad Range Equity Index",
         ),
@@ -236,6 +192,7 @@ def _universe(today: date) -> list[Instrument]:
             base_price=Decimal("65000.00"),
             long_name="Bitcoin",
             valid_exchanges=("PAXOS",),
+            annual_vol=0.60,
             hours="crypto",
             time_zone="UTC",
             spread_ticks=20,
@@ -254,6 +211,7 @@ def _universe(today: date) -> list[Instrument]:
             base_price=Decimal("98.500"),
             long_name="United States Treasury Note/Bond",
             valid_exchanges=("SMART", "BONDDESK"),
+            annual_vol=0.06,
             value_multiplier=Decimal(10),
             spread_ticks=30,
             lot=10,
@@ -276,16 +234,13 @@ def _universe(today: date) -> list[Instrument]:
             base_price=Decimal("480.00"),
             long_name="VANGUARD 500 INDEX FUND ADMIRAL",
             valid_exchanges=("FUNDSERV",),
+            annual_vol=0.15,
             hours="fund",
             lot=1,
             sec_ids=(("ISIN", "US9229087104"),),
         ),
     ]
-    for con_id, base, quote, price, tick in (
-        (12087792, "EUR", "USD", "1.08500", "0.00005"),
-        (12087797, "GBP", "USD", "1.27000", "0.00005"),
-        (15016059, "USD", "JPY", "150.000", "0.005"),
-    ):
+    for con_id, base, quote, price, tick, vol in FX_PAIRS:
         pair = f"{base}.{quote}"
         u.append(
             Instrument(
@@ -305,10 +260,11 @@ def _universe(today: date) -> list[Instrument]:
                 time_zone="US/Eastern",
                 spread_ticks=2,
                 lot=1_000_000,
+                annual_vol=vol,
             )
         )
     u += _futures(today)
-    for sym in ("AAPL", "SPY"):
+    for sym in OPTION_UNDERLYINGS:
         under = next(i for i in u if i.symbol == sym)
         u += _options(under, today)
     return u
@@ -316,12 +272,7 @@ def _universe(today: date) -> list[Instrument]:
 
 def _futures(today: date) -> list[Instrument]:
     out: list[Instrument] = []
-    specs = (
-        ("ES", "CME", "E-mini S&P 500", "5210.00", "0.25", "50", 4, "quarterly"),
-        ("NQ", "CME", "E-mini NASDAQ 100", "18250.00", "0.25", "20", 4, "quarterly"),
-        ("CL", "NYMEX", "Light Sweet Crude Oil", "78.00", "0.01", "1000", 6, "monthly"),
-    )
-    for symbol, exch, name, price, tick, mult, count, cycle in specs:
+    for symbol, exch, name, price, tick, mult, count, cycle, vol in FUTURES:
         expiries: list[date] = []
         y, m = today.year, today.month
         while len(expiries) < count:
@@ -361,6 +312,7 @@ def _futures(today: date) -> list[Instrument]:
                         under_symbol=symbol,
                         under_sec_type="IND",
                         lot=1,
+                        annual_vol=vol,
                         industry="",
                         category="",
                     )
