@@ -7,6 +7,7 @@ are priced off their underlying on demand (Black-Scholes at the underlying's vol
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -57,6 +58,12 @@ class Quote:
 
 
 # ---------------------------------------------------------------- market
+
+
+@functools.lru_cache(maxsize=512)
+def shared_path(seed: int, inst: Instrument) -> PricePath:
+    """Paths are pure, so gateways in one process (tests start many) share them and their caches."""
+    return PricePath(seed, inst)
 
 
 class Market:
@@ -123,7 +130,7 @@ class Market:
     def path(self, inst: Instrument) -> PricePath:
         path = self._paths.get(inst.con_id)
         if path is None:
-            path = self._paths[inst.con_id] = PricePath(self.seed, inst)
+            path = self._paths[inst.con_id] = shared_path(self.seed, inst)
         return path
 
     def _initial_quote(self, inst: Instrument) -> Quote:
