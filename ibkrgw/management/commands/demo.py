@@ -103,7 +103,8 @@ class Command(BaseCommand):
         # The private simulator manages its own paper account; a configured IB_ACCOUNT belongs to another gateway.
         settings.IB_ACCOUNT = None
         settings.TRADING_HOURS = "always"  # the simulated market never closes
-        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED).start()
+        # A demo runs at any hour: the simulated market never closes.
+        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED, trading_hours="always").start()
         try:
             client_id = settings.IB_CLIENT_ID if options["client_id"] is None else options["client_id"]
             self._step(f"Starting a private simulated IB Gateway on 127.0.0.1:{sim.port} (client id {client_id})")
