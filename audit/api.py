@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
 from audit.selectors import audit_list
+from audit.verify import ledger_head
 from ibkrgw.openapi import ERROR
 from ibkrgw.web.listing import ListQuery
 
@@ -40,3 +44,20 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+
+class LedgerHeadOutput(serializers.Serializer):
+    seq = serializers.IntegerField(help_text="The newest seal's seq (0 for an empty ledger).")
+    sha256 = serializers.CharField(allow_null=True, help_text="Its hash; null for an empty ledger.")
+
+
+class LedgerHeadView(APIView):
+    @extend_schema(
+        responses={200: LedgerHeadOutput},
+        description="The head of the ledger's seal chain. Keep copies of it outside this machine (a monitor "
+        "polling this endpoint will do): `manage.py audit_verify --anchor SEQ:SHA256` then proves that "
+        "nothing up to it was rewritten or removed since.",
+    )
+    def get(self, request: Request) -> Response:
+        head = ledger_head()
+        return Response({"seq": head.seq if head else 0, "sha256": head.hash if head else None})

@@ -21,12 +21,13 @@ from brokers.payloads import (
     positions_payload,
 )
 from ibkrgw.openapi import ERROR
+from ibkrgw.web.fields import account_field
 from ibkrgw.web.serializers import StrictQueryMixin
 
 
 class AccountQueryInput(StrictQueryMixin, serializers.Serializer):
-    account = serializers.CharField(
-        max_length=32, required=False, default="", help_text="Defaults to IB_ACCOUNT or the first managed account."
+    account = account_field(
+        required=False, default="", help_text="Defaults to IB_ACCOUNT or the first managed account."
     )
 
 

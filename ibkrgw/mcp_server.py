@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
 from ibkrgw.auth import KEYWORD, api_key_from_string
 from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
+from ibkrgw.limits import check_json, max_body_bytes, too_large
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web.mcp import McpResource, McpTool
@@ -166,6 +167,7 @@ def run_tool(
     close_old_connections()
     try:
         actor = _actor(transport, headers, tool.scope, correlation_id)
+        check_json(arguments)  # depth, surrogates and control characters: the same limits as REST
         data = tool.input(data=arguments)
         data.is_valid(raise_exception=True)
         payload = _jsonable(tool.body(data, actor))
@@ -294,7 +296,10 @@ class HttpGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin):
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_body_bytes():
+            response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
+        elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
             response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
         elif await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization")) is None:

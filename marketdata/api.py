@@ -11,8 +11,10 @@ from rest_framework.views import APIView
 from brokers.adapter import ContractSpec
 from brokers.payloads import ContractOutput, contracts_payload
 from ibkrgw.openapi import ERROR
+from ibkrgw.web import fields
 from ibkrgw.web.serializers import StrictQueryMixin
 from marketdata import services
+from marketdata.limits import check_historical_request
 from marketdata.payloads import BarsOutput, QuoteOutput, bars_payload, quote_payload
 
 SEC_TYPES = ["STK", "ETF", "OPT", "FUT", "FOP", "CASH", "IND", "CRYPTO", "BOND", "FUND", "CFD", "WAR"]
@@ -52,20 +54,18 @@ WHAT_TO_SHOW = [
 
 
 class ContractQueryInput(StrictQueryMixin, serializers.Serializer):
-    symbol = serializers.CharField(max_length=32, required=False, default="")
+    symbol = fields.symbol_field(required=False, default="")
     sec_type = serializers.ChoiceField(choices=SEC_TYPES, required=False, default="STK")
-    exchange = serializers.CharField(max_length=16, required=False, default="")
-    currency = serializers.CharField(max_length=8, required=False, default="")
-    primary_exchange = serializers.CharField(max_length=16, required=False, default="")
-    expiry = serializers.RegexField(
-        r"^\d{6}(\d{2})?$", required=False, default="", help_text="YYYYMM or YYYYMMDD (options, futures)."
-    )
-    strike = serializers.DecimalField(
+    exchange = fields.exchange_field(required=False, default="")
+    currency = fields.currency_field(required=False, default="")
+    primary_exchange = fields.exchange_field(required=False, default="")
+    expiry = fields.expiry_field(required=False, default="", help_text="YYYYMM or YYYYMMDD (options, futures).")
+    strike = fields.StrictDecimalField(
         max_digits=20, decimal_places=8, required=False, allow_null=True, default=None, min_value=0
     )
     right = serializers.ChoiceField(choices=["C", "P", "CALL", "PUT"], required=False, default="")
-    multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
-    con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    multiplier = fields.multiplier_field(required=False, default="")
+    con_id = fields.StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1)
 
     def to_spec(self, symbol: str | None = None) -> ContractSpec:
         data = dict(self.validated_data)
@@ -84,10 +84,16 @@ class QuoteQueryInput(ContractQueryInput):
 class BarsQueryInput(ContractQueryInput):
     bar_size = serializers.ChoiceField(choices=BAR_SIZES, required=False, default="1 day")
     duration = serializers.RegexField(
-        r"^\d{1,4} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
+        r"^[0-9]{1,5} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
     )
     what_to_show = serializers.ChoiceField(choices=WHAT_TO_SHOW, required=False, default="TRADES")
     use_rth = serializers.BooleanField(required=False, default=True)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        # IB's limits, answered here (historical_limit) instead of by the broker after a round trip.
+        check_historical_request(bar_size=attrs["bar_size"], duration=attrs["duration"])
+        return attrs
 
 
 class QuotePathQuery(QuoteQueryInput):
@@ -124,6 +130,7 @@ class QuoteView(APIView):
         description="Snapshot quote for one contract (served from the streaming cache when subscribed).",
     )
     def get(self, request: Request, symbol: str) -> Response:
+        symbol = fields.validate_symbol(symbol)
         query = QuotePathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         stream = query.validated_data.pop("stream")
@@ -139,6 +146,7 @@ class BarsView(APIView):
         description="Historical bars. Requests are paced to IB's limits; over the limit answers 429 with a retry time.",
     )
     def get(self, request: Request, symbol: str) -> Response:
+        symbol = fields.validate_symbol(symbol)
         query = BarsPathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}

@@ -14,6 +14,15 @@ from rest_framework.views import APIView
 
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
+from ibkrgw.web.fields import (
+    StrictIntegerField,
+    account_field,
+    currency_field,
+    exchange_field,
+    expiry_field,
+    multiplier_field,
+    symbol_field,
+)
 from ibkrgw.web.listing import ListQuery
 from ibkrgw.web.serializers import StrictBodyMixin, ledger_decimal
 from marketdata.api import SEC_TYPES
@@ -40,17 +49,17 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
         default="",
         help_text="Your idempotency key, unique per account (same as the Idempotency-Key header).",
     )
-    account = serializers.CharField(max_length=32, required=False, default="")
-    symbol = serializers.CharField(max_length=32, required=False, default="")
+    account = account_field(required=False, default="")
+    symbol = symbol_field(required=False, default="")
     sec_type = serializers.ChoiceField(choices=SEC_TYPES, default="STK")
-    exchange = serializers.CharField(max_length=16, required=False, default="")
-    primary_exchange = serializers.CharField(max_length=16, required=False, default="")
-    currency = serializers.CharField(max_length=8, required=False, default="")
-    expiry = serializers.RegexField(r"^\d{6}(\d{2})?$", required=False, default="")
+    exchange = exchange_field(required=False, default="")
+    primary_exchange = exchange_field(required=False, default="")
+    currency = currency_field(required=False, default="")
+    expiry = expiry_field(required=False, default="")
     strike = ledger_decimal(required=False, allow_null=True, default=None, min_value=Decimal(0))
     right = serializers.ChoiceField(choices=["C", "P"], required=False, default="")
-    multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
-    con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    multiplier = multiplier_field(required=False, default="")
+    con_id = StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1)
     action = serializers.ChoiceField(choices=ACTIONS)
     quantity = ledger_decimal(min_value=Decimal("0.00000001"))
     order_type = serializers.ChoiceField(choices=ORDER_TYPES)

@@ -84,7 +84,11 @@ class Order(AppendOnlyModel):
                 fields=["account", "client_order_id"], name="order_unique_client_order_id_per_account"
             ),
         ]
-        indexes = [models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx")]
+        indexes = [
+            models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx"),
+            # Broker reports name an order by its orderRef (our client_order_id), without the account.
+            models.Index(fields=["client_order_id"], name="order_client_order_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.quantity.normalize():f} {self.symbol} {self.order_type} ({self.client_order_id})"

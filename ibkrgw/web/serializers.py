@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from ibkrgw.web.fields import StrictDecimalField
+
 
 class StrictQueryMixin(serializers.Serializer):
     """Unknown query parameters are an error, not silently ignored."""
@@ -37,8 +39,9 @@ class NormalizedDecimalField(serializers.DecimalField):
 
 
 def ledger_decimal(**kwargs) -> serializers.DecimalField:
-    """The ledger's precision (20 digits, 8 places): order quantities and prices in, previews out."""
-    return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
+    """The ledger's precision (20 digits, 8 places): order quantities and prices in, previews out.
+    Plain ASCII decimals only: "٣", "４" or "1_0" must never become a quantity."""
+    return StrictDecimalField(max_digits=20, decimal_places=8, **kwargs)
 
 
 def price_field() -> serializers.DecimalField:
