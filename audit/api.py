@@ -13,7 +13,7 @@ from audit.models import AuditEntry
 from audit.selectors import audit_list
 from audit.verify import ledger_head
 from ibkrgw.openapi import ERROR
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.listing import ListQuery
 
 
 class AuditEntryOutput(serializers.ModelSerializer):
@@ -23,15 +23,11 @@ class AuditEntryOutput(serializers.ModelSerializer):
         fields = [*HASHED_FIELDS, "entry_hash"]
 
 
-class AuditListQuery(StrictQueryMixin, serializers.Serializer):
+class AuditListQuery(ListQuery):
     correlation_id = serializers.CharField(max_length=64, required=False)
     event = serializers.CharField(max_length=64, required=False)
     target_type = serializers.CharField(max_length=32, required=False)
     target_id = serializers.CharField(max_length=64, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
 class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -40,8 +36,7 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         query = AuditListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
-        return audit_list(**params).order_by("-seq")
+        return audit_list(**query.filters()).order_by("-seq")
 
     @extend_schema(
         parameters=[AuditListQuery],

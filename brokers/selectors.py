@@ -66,7 +66,7 @@ def health_get() -> dict[str, Any]:
     # Which process holds the IB connection when several web processes share it (scale-out).
     gateway["owner"] = "this_process" if rt is None or rt.owner else "another_process"
     if db_ok and settings.CHANNEL_LAYER_URL:
-        from brokers.lease import IB_CONNECTION, lease_holder
+        from brokers.scaleout.lease import IB_CONNECTION, lease_holder
 
         gateway["lease_holder"] = lease_holder(name=IB_CONNECTION)
     healthy = db_ok and gateway["connected"]

@@ -1,6 +1,6 @@
 """The MCP door: one `MCPServer` built from each app's `mcp_tools` module.
 
-An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`.
+An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool` of `ibkrgw.web.mcp`) and optionally `RESOURCES`.
 A tool body is three lines, as in a REST view: validated input serializer -> service or
 selector -> output serializer `.data`. Everything around the body lives here, once:
 
@@ -27,7 +27,6 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
 from typing import Any, Literal
@@ -45,7 +44,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, TextContent
 from pydantic import ConfigDict
 from rest_framework import serializers
 from starlette.datastructures import Headers
@@ -55,9 +54,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
 from ibkrgw.auth import KEYWORD, api_key_from_string
 from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
+from ibkrgw.limits import check_json, max_body_bytes, too_large
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.mcp import McpResource, McpTool
 
 logger = logging.getLogger(__name__)
 
@@ -75,60 +75,6 @@ client_order_id so a retry replays the original result instead of placing a seco
 the resource ibkr://trading-status for the trading mode, the kill switch and the risk limits.
 This server cannot release the kill switch or change any trading setting; only the operator can.
 Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
-
-
-# -- declaring tools and resources (used by each app's mcp_tools) ------------------------------
-@dataclass(frozen=True)
-class McpTool:
-    name: str
-    title: str
-    description: str
-    input: type[serializers.Serializer]
-    body: Callable[[Any, Actor], Any]
-    scope: KeyScope
-    annotations: ToolAnnotations
-
-
-def mcp_tool(
-    *, title: str, input: type[serializers.Serializer], trade: bool = False, idempotent: bool = False
-) -> Callable[[Callable[[Any, Actor], Any]], McpTool]:
-    """Declare a tool; its name is the function's, its description the docstring.
-
-    `body(validated_input_serializer, actor)` returns JSON-able data (an output serializer's
-    `.data`). `trade=True` tools need scope trade and are marked destructive; the others need
-    scope read and are marked read-only.
-    """
-
-    def declare(body: Callable[[Any, Actor], Any]) -> McpTool:
-        if trade:
-            annotations = ToolAnnotations(
-                title=title, read_only_hint=False, destructive_hint=True, idempotent_hint=idempotent
-            )
-        else:
-            annotations = ToolAnnotations(title=title, read_only_hint=True)
-        return McpTool(
-            name=body.__name__,
-            title=title,
-            description=" ".join((body.__doc__ or "").split()),
-            input=input,
-            body=body,
-            scope=KeyScope.TRADE if trade else KeyScope.READ,
-            annotations=annotations,
-        )
-
-    return declare
-
-
-@dataclass(frozen=True)
-class McpResource:
-    uri: str
-    name: str
-    description: str
-    read: Callable[[], Any]
-
-
-class NoInput(StrictQueryMixin, serializers.Serializer):
-    """The input of a tool without arguments: any argument is unknown."""
 
 
 # -- the JSON schema an agent sees, derived from the DRF input serializer ------------------------
@@ -221,6 +167,7 @@ def run_tool(
     close_old_connections()
     try:
         actor = _actor(transport, headers, tool.scope, correlation_id)
+        check_json(arguments)  # depth, surrogates and control characters: the same limits as REST
         data = tool.input(data=arguments)
         data.is_valid(raise_exception=True)
         payload = _jsonable(tool.body(data, actor))
@@ -349,7 +296,10 @@ class HttpGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin):
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_body_bytes():
+            response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
+        elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
             response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
         elif await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization")) is None:

@@ -164,6 +164,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "ibkrgw.middleware.CorrelationIdMiddleware",
+    "ibkrgw.middleware.ApiErrorShapeMiddleware",
+    "ibkrgw.middleware.RequestLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -262,7 +264,30 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_THROTTLE_CLASSES": ["ibkrgw.auth.ReadRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "ibkrgw.parsers.JSONParser",
+        "ibkrgw.parsers.FormParser",
+        "ibkrgw.parsers.MultiPartParser",
+    ],
+    # Escape non-ASCII in JSON output: a response can never fail to encode, whatever a client sent.
+    "UNICODE_JSON": False,
 }
+
+# ---------------------------------------------------------------------------
+# Request limits (every door: REST, websockets, MCP)
+# ---------------------------------------------------------------------------
+# Bodies over this many bytes answer 413 request_too_large before anything reads them.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=100 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
+# JSON (bodies, websocket frames, MCP arguments) nested deeper than this answers 400 invalid_request.
+REQUEST_MAX_JSON_DEPTH = env_int("REQUEST_MAX_JSON_DEPTH", 20, minimum=2, maximum=200)
+
+# ---------------------------------------------------------------------------
+# /metrics: loopback clients only, unless a token is set (then `Authorization: Bearer <token>` from anywhere)
+# ---------------------------------------------------------------------------
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip() or None
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short; use at least 16 characters (e.g. openssl rand -hex 24)")
 # Reads per API key (or user) per period; orders are limited by RISK_MAX_ORDERS_PER_MINUTE instead.
 API_READ_RATE = env.str("API_READ_RATE", default="1200/min")
 if not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_READ_RATE):
@@ -291,10 +316,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"}},
+    # Both formatters redact secrets (API keys in URLs or headers, tokens, passwords) from every line.
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "text": {
+            "()": "ibkrgw.logging.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
+        },
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "ibkrgw.logging.RedactingJsonFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },

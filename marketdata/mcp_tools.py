@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from brokers.adapter import as_dict
+from brokers.payloads import contracts_payload
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import mcp_tool
+from ibkrgw.web.mcp import mcp_tool
 from marketdata import services
-from marketdata.api import (
-    BarsOutput,
-    BarsQueryInput,
-    ContractOutput,
-    ContractQueryInput,
-    QuoteOutput,
-    QuoteQueryInput,
-    bars_payload,
-    quote_payload,
-)
+from marketdata.api import BarsQueryInput, ContractQueryInput, QuoteQueryInput
+from marketdata.payloads import bars_payload, quote_payload
 
 
 @mcp_tool(title="Resolve a contract", input=ContractQueryInput)
@@ -25,7 +17,7 @@ def resolve_contract(query: ContractQueryInput, actor: Actor) -> list[dict[str, 
     """Every contract (with conId) matching a symbol and optional sec_type, exchange, currency, expiry, strike,
     right, multiplier; futures without expiry resolve to the front month. Mirrors GET /api/v1/contracts/."""
     infos = services.contract_search(spec=query.to_spec())
-    return ContractOutput([as_dict(i) for i in infos], many=True).data
+    return contracts_payload(infos)
 
 
 @mcp_tool(title="Get a quote", input=QuoteQueryInput)
@@ -34,7 +26,7 @@ def get_quote(query: QuoteQueryInput, actor: Actor) -> dict[str, Any]:
     Mirrors GET /api/v1/quotes/{symbol}/ (`symbol` is an argument here)."""
     stream = query.validated_data.pop("stream")
     contract, quote = services.quote_get(spec=query.to_spec(), stream=stream)
-    return QuoteOutput(quote_payload(contract, quote)).data
+    return quote_payload(contract, quote)
 
 
 @mcp_tool(title="Historical bars", input=BarsQueryInput)
@@ -43,7 +35,7 @@ def get_bars(query: BarsQueryInput, actor: Actor) -> dict[str, Any]:
     answers pacing_violation with a retry time. Mirrors GET /api/v1/bars/{symbol}/ (`symbol` is an argument)."""
     params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
     contract, bars = services.bars_get(spec=query.to_spec(), **params)
-    return BarsOutput(bars_payload(contract, bars, params)).data
+    return bars_payload(contract, bars, params)
 
 
 TOOLS = [resolve_contract, get_quote, get_bars]

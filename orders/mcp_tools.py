@@ -9,22 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
 from rest_framework import serializers
 
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import McpResource, mcp_tool
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.listing import page
+from ibkrgw.web.mcp import McpResource, mcp_tool
+from ibkrgw.web.serializers import StrictQueryMixin
 from orders import selectors, services
-from orders.api import (
-    FillListQuery,
+from orders.api import FillListQuery, OrderCreateInput, OrderListQuery
+from orders.payloads import (
     FillOutput,
-    OrderCreateInput,
-    OrderListQuery,
     OrderOutput,
-    TradingSwitchOutput,
     order_output,
+    order_payload,
     preview_output,
+    trading_switch_payload,
 )
 
 
@@ -32,22 +31,6 @@ class OrderIdInput(StrictQueryMixin, serializers.Serializer):
     """The `{id}` of `/api/v1/orders/{id}/`, as an argument."""
 
     order_id = serializers.UUIDField(help_text="The order's id (a UUID), as returned by place_order or list_orders.")
-
-
-def _page(queryset: QuerySet, query: serializers.Serializer, output: type[serializers.Serializer]) -> dict[str, Any]:
-    # REST's LimitOffsetPagination shape; `next`/`previous` are REST URLs there, null here: page with limit/offset.
-    limit = query.validated_data.get("limit") or settings.REST_FRAMEWORK["PAGE_SIZE"]
-    offset = query.validated_data.get("offset") or 0
-    return {
-        "count": queryset.count(),
-        "next": None,
-        "previous": None,
-        "results": output(queryset[offset : offset + limit], many=True).data,
-    }
-
-
-def _filters(query: serializers.Serializer) -> dict[str, Any]:
-    return {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
 
 
 @mcp_tool(title="Preview an order", input=OrderCreateInput)
@@ -78,21 +61,21 @@ def cancel_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
 @mcp_tool(title="Get an order", input=OrderIdInput)
 def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     """One order with its status, events (every state change) and fills. Mirrors GET /api/v1/orders/{id}/."""
-    return OrderOutput(selectors.order_get_or_error(order_id=data.validated_data["order_id"])).data
+    return order_payload(selectors.order_get_or_error(order_id=data.validated_data["order_id"]))
 
 
 @mcp_tool(title="List orders", input=OrderListQuery)
 def list_orders(query: OrderListQuery, actor: Actor) -> dict[str, Any]:
     """Orders, newest first, filtered by status, symbol, account and created time (since/until); paged with
     limit/offset. Mirrors GET /api/v1/orders/."""
-    return _page(selectors.order_list(**_filters(query)), query, OrderOutput)
+    return page(selectors.order_list(**query.filters()), query, OrderOutput)
 
 
 @mcp_tool(title="List fills", input=FillListQuery)
 def list_fills(query: FillListQuery, actor: Actor) -> dict[str, Any]:
     """Executions, newest first, filtered by order_id, symbol, account and time; paged with limit/offset. Mirrors
     GET /api/v1/fills/."""
-    return _page(selectors.fill_list(**_filters(query)), query, FillOutput)
+    return page(selectors.fill_list(**query.filters()), query, FillOutput)
 
 
 def trading_status() -> dict[str, Any]:
@@ -102,7 +85,7 @@ def trading_status() -> dict[str, Any]:
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
         "trading_halted": selectors.trading_halted(),
-        "kill_switch": TradingSwitchOutput(switch).data if switch is not None else None,
+        "kill_switch": trading_switch_payload(switch) if switch is not None else None,
         "risk_limits": {
             "max_order_quantity": settings.RISK_MAX_ORDER_QUANTITY,
             "max_order_notional": settings.RISK_MAX_ORDER_NOTIONAL,

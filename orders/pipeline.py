@@ -31,13 +31,30 @@ MAX_GROUP = 64  # placements admitted in one commit
 RESULT_TIMEOUT_S = 30.0
 
 
+class AdmissionGroup:
+    """What the placements of one group share: facts read once per commit, and what earlier
+    placements of the group already added to them (so the counts stay exact without re-reading)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[Any, Any] = {}
+        self.added: dict[Any, int] = {}
+
+    def once(self, key: Any, read: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
+
+    def add(self, key: Any, n: int) -> None:
+        self.added[key] = self.added.get(key, 0) + n
+
+
 @dataclass
 class Command:
     """`admit` runs inside the group's transaction (a savepoint of its own); `after_commit` runs once
     the group has committed (the sends). A command without `admit` runs alone (`run`)."""
 
     run: Callable[[], Any] | None = None
-    admit: Callable[[], Any] | None = None
+    admit: Callable[[AdmissionGroup], Any] | None = None
     after_commit: Callable[[Any], Any] | None = None
     on_refused: Callable[[Exception], None] | None = None
     future: Future = field(default_factory=Future)
@@ -123,13 +140,14 @@ class OrderPipeline:
         if not group:
             return
         admitted: list[tuple[Command, Any]] = []
+        shared = AdmissionGroup()
         try:
             # Durable in the pipeline's thread: the intents are on disk before any send.
             with transaction.atomic(durable=not connection.in_atomic_block):
                 for command in group:
                     try:
                         with transaction.atomic():
-                            admitted.append((command, command.admit()))
+                            admitted.append((command, command.admit(shared)))
                     except Exception as exc:
                         # The savepoint is gone; the refusal's own record joins the group's commit.
                         if command.on_refused is not None:

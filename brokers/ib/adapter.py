@@ -43,6 +43,15 @@ def _float(d: Decimal | None) -> float | None:
 
 
 def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
+    translate.refuse_unsafe_fields(
+        "order",
+        action=request.action,
+        order_type=request.order_type,
+        tif=request.tif,
+        order_ref=request.order_ref,
+        account=request.account,
+        oca_group=request.oca_group,
+    )
     order = Order(
         action=request.action,
         totalQuantity=float(request.quantity),
@@ -155,6 +164,7 @@ class IbAdapter:
     def bars(
         self, *, contract: ContractInfo, bar_size: str, duration: str, what_to_show: str, use_rth: bool
     ) -> list[Bar]:
+        translate.refuse_unsafe_fields("historical", bar_size=bar_size, duration=duration, what_to_show=what_to_show)
         self._historical_slot()
 
         async def run(ib: IB) -> list[Bar]:
@@ -179,6 +189,8 @@ class IbAdapter:
 
     # -- account -------------------------------------------------------------------------------
     def account_summary(self, *, account: str) -> AccountSummary:
+        translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> AccountSummary:
             values = await ib.accountSummaryAsync(account)
             return AccountSummary(
@@ -188,6 +200,8 @@ class IbAdapter:
         return self.worker.call(run)
 
     def positions(self, *, account: str) -> list[PositionInfo]:
+        translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> list[PositionInfo]:
             portfolio = {p.contract.conId: p for p in ib.portfolio(account)}
             result = []
@@ -200,6 +214,8 @@ class IbAdapter:
         return self.worker.call(run)
 
     def pnl(self, *, account: str) -> PnLInfo:
+        translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> PnLInfo:
             existing = [p for p in ib.pnl(account) if p.account == account]
             if existing:
