@@ -66,7 +66,8 @@ def sealed_models() -> list[type[models.Model]]:
 
 
 def _columns(model: type[models.Model]) -> list[tuple[str, str]]:
-    return [(field.attname, field.column) for field in model._meta.concrete_fields]
+    # Concrete fields always have a column (only non-concrete ones have None).
+    return [(field.attname, str(field.column)) for field in model._meta.concrete_fields]
 
 
 def canonical_value(value: Any) -> Any:
@@ -181,7 +182,7 @@ def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> l
     """
     if not pks:
         return []
-    model = model._meta.concrete_model  # a proxy's rows are its concrete model's rows
+    model = model._meta.concrete_model or model  # a proxy's rows are its concrete model's rows
     contents = read_contents(model, pks, using)
     table = model._meta.db_table
     with connections[using].cursor() as cursor:
