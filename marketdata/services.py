@@ -155,6 +155,21 @@ def contract_search(*, spec: ContractSpec) -> list[ContractInfo]:
     return infos
 
 
+def contract_resolve_one_memory(*, spec: ContractSpec) -> ContractInfo | None:
+    """What `contract_resolve_one` answers, from this process's memory only (no database, no broker):
+    None when that would need either, or when it would fail."""
+    normalized = spec_normalize(spec)
+    if not normalized.symbol and not normalized.con_id:
+        return None
+    hit = _memory.get(_lookup_key(normalized))
+    if hit is None or time.monotonic() - hit[0] >= LOOKUP_TTL.total_seconds() or not hit[1]:
+        return None
+    infos = hit[1]
+    if len(infos) == 1:
+        return infos[0]
+    return front_month(infos) if not spec.expiry else None
+
+
 def contract_resolve_one(*, spec: ContractSpec) -> ContractInfo:
     """Exactly one contract, or 404 contract_not_found / 409 contract_ambiguous with candidates."""
     infos = contract_resolve(spec=spec)
@@ -217,6 +232,12 @@ def rest_stream_hold(contract: ContractInfo) -> None:
         if contract.con_id not in _rest_holds:
             adapter.quote_subscribe(contract=contract)
         _rest_holds[contract.con_id] = now
+
+
+def rest_stream_holds_forget() -> None:
+    """Forget the REST holds (their subscriptions went with the broker runtime that held them)."""
+    with _rest_lock:
+        _rest_holds.clear()
 
 
 def contracts_resolve_each(*, specs: list[ContractSpec]) -> list[ContractInfo | GatewayError]:

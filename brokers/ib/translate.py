@@ -165,7 +165,22 @@ def quote(ticker: Ticker, *, received_at: datetime | None = None) -> Quote:
         time=utc(ticker.time),
         market_data_type=int(ticker.marketDataType or 1),
         received_at=received_at,
+        **_greeks(ticker.modelGreeks),
     )
+
+
+def _greeks(greeks: Any) -> dict[str, Decimal | None]:
+    """IB's option model computation (tick 13), when it sent one."""
+    if greeks is None:
+        return {}
+    return {
+        "implied_vol": dec(greeks.impliedVol),
+        "delta": dec(greeks.delta),
+        "gamma": dec(greeks.gamma),
+        "vega": dec(greeks.vega),
+        "theta": dec(greeks.theta),
+        "underlying_price": price(greeks.undPrice),
+    }
 
 
 def bar(b: Any) -> Bar:

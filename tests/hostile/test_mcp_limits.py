@@ -10,7 +10,8 @@ import pytest
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 
-from ibkrgw.mcp_server import build_server, http_app
+from ibkrgw.mcp_server import build_server
+from ibkrgw.mcp_transport import http_app
 from tests.hostile.conftest import assert_error_shape
 
 pytestmark = pytest.mark.django_db(transaction=True)
