@@ -181,3 +181,17 @@ async def test_broker_errors_have_the_rest_shape(lane, secret, ib_runtime):
         ib_runtime.worker.state = "connected"
     assert status == full[0] == 503
     assert body == full[2] and body["error"]["code"] == "broker_unavailable"
+
+
+async def test_lane_answers_are_counted_in_the_request_metrics(lane, secret):
+    from prometheus_client import REGISTRY
+
+    fast, django_app = lane
+    name = "django_http_responses_total_by_status_view_method_total"
+    labels = {"status": "200", "view": "account-summary", "method": "GET"}
+    await get(fast, "/api/v1/account/summary/", headers=_auth(secret))
+    before = REGISTRY.get_sample_value(name, labels) or 0
+    calls = django_app.calls
+    await get(fast, "/api/v1/account/summary/", headers=_auth(secret))
+    assert django_app.calls == calls
+    assert REGISTRY.get_sample_value(name, labels) == before + 1
