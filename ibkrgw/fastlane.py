@@ -234,10 +234,7 @@ class FastLane:
         throttle = ReadRateThrottle()
         client = scope.get("client") or ("", 0)
         caller = SimpleNamespace(
-            method="GET",
-            auth=key,
-            user=None,
-            META={"REMOTE_ADDR": client[0], **_forwarded_for(headers)},
+            method="GET", auth=key, user=None, META={"REMOTE_ADDR": client[0]}, headers=_forwarded_for(scope, headers)
         )
         if not throttle.allow_request(caller, None):
             return False  # the full stack answers 429 with Retry-After from the same window
@@ -321,6 +318,9 @@ class FastLane:
         latency.observe(seconds)
 
 
-def _forwarded_for(headers: dict[bytes, bytes]) -> dict[str, str]:
-    value = headers.get(b"x-forwarded-for")
-    return {} if value is None else {"HTTP_X_FORWARDED_FOR": value.decode("latin-1")}
+def _forwarded_for(scope, headers: dict[bytes, bytes]) -> dict[str, str]:
+    """The X-Forwarded-For header as Django reads it (repeated headers joined), for the throttle's ident."""
+    if b"x-forwarded-for" not in headers:
+        return {}
+    values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    return {"x-forwarded-for": ",".join(values)}
