@@ -37,7 +37,7 @@ from django.http.request import split_domain_port, validate_host
 from ibkrgw.actors import correlation_id_var
 from ibkrgw.errors import GatewayError
 from ibkrgw.middleware import _SAFE_ID
-from ibkrgw.render import json_script_safe
+from ibkrgw.web.render import json_script_safe
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
@@ -128,7 +128,7 @@ class FastLane:
             return None  # the first stream=true sets up the hold through the full stack
 
         async def quote():
-            from marketdata.api import quote_payload
+            from marketdata.payloads import quote_payload
 
             quote = cached if cached is not None else await adapter.quote_snapshot_async(contract=contract)
             return self._serializer("quote").to_representation(quote_payload(contract, quote))
@@ -191,8 +191,8 @@ class FastLane:
         # One bound instance per output: building DRF fields per request costs more than the read.
         serializer = self._serializers.get(view)
         if serializer is None:
-            from brokers.api import AccountSummaryOutput, HealthOutput, PnLOutput, PositionOutput
-            from marketdata.api import QuoteOutput
+            from brokers.payloads import AccountSummaryOutput, HealthOutput, PnLOutput, PositionOutput
+            from marketdata.payloads import QuoteOutput
 
             serializer = {
                 "quote": lambda: QuoteOutput(),

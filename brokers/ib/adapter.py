@@ -43,6 +43,15 @@ def _float(d: Decimal | None) -> float | None:
 
 
 def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
+    translate.refuse_unsafe_fields(
+        "order",
+        action=request.action,
+        order_type=request.order_type,
+        tif=request.tif,
+        order_ref=request.order_ref,
+        account=request.account,
+        oca_group=request.oca_group,
+    )
     order = Order(
         action=request.action,
         totalQuantity=float(request.quantity),
@@ -163,6 +172,7 @@ class IbAdapter:
     def bars(
         self, *, contract: ContractInfo, bar_size: str, duration: str, what_to_show: str, use_rth: bool
     ) -> list[Bar]:
+        translate.refuse_unsafe_fields("historical", bar_size=bar_size, duration=duration, what_to_show=what_to_show)
         self._historical_slot()
 
         async def run(ib: IB) -> list[Bar]:
@@ -206,6 +216,7 @@ class IbAdapter:
         return run
 
     def _summary_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
         async def run(ib: IB) -> AccountSummary:
             values = await ib.accountSummaryAsync(account)
             return AccountSummary(
@@ -215,6 +226,7 @@ class IbAdapter:
         return self._remember(("summary", account), run)
 
     def _positions_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
         async def run(ib: IB) -> tuple[PositionInfo, ...]:
             portfolio = {p.contract.conId: p for p in ib.portfolio(account)}
             result = []
@@ -243,6 +255,7 @@ class IbAdapter:
         return list(memo if memo is not None else await self.worker.acall(self._positions_fn(account)))
 
     def _pnl_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
         async def run(ib: IB) -> PnLInfo:
             existing = [p for p in ib.pnl(account) if p.account == account]
             if existing:

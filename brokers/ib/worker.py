@@ -37,6 +37,7 @@ BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
+CLIENT_ID_IN_USE = 326
 
 
 @dataclass
@@ -94,6 +95,7 @@ class IbWorker:
         self.connected_since: datetime | None = None
         self.down_since: datetime | None = datetime.now(UTC)
         self.last_error = ""
+        self._clash = ""
         self.down_reason = "not_connected_yet"
         self.reconnects = 0
         self.accounts: tuple[str, ...] = ()
@@ -163,6 +165,7 @@ class IbWorker:
         try:
             while not self._stopping:
                 self._disconnected.clear()
+                self._clash = ""
                 try:
                     await self.ib.connectAsync(
                         self.host,
@@ -172,8 +175,8 @@ class IbWorker:
                         account=self.account or "",
                     )
                 except Exception as exc:  # refused, timed out, client id in use...
-                    self.down_reason = classify_connect_failure(exc, self.ib)
-                    self._mark_down(f"connect failed: {exc or type(exc).__name__}")
+                    self.down_reason = "client_id_in_use" if self._clash else classify_connect_failure(exc, self.ib)
+                    self._mark_down(self._clash or f"connect failed: {exc or type(exc).__name__}")
                     if self.ib.isConnected():
                         self.ib.disconnect()
                     await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
@@ -280,7 +283,11 @@ class IbWorker:
             self._disconnected.set()
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
-        if code == CONNECTIVITY_LOST:
+        if code == CLIENT_ID_IN_USE:
+            # IB says why before the connect attempt times out: show the real cause at once.
+            self._clash = self.last_error = f"{code}: {message}"
+            self.down_reason = "client_id_in_use"
+        elif code == CONNECTIVITY_LOST:
             self.last_error = f"{code}: {message}"
             self.down_reason = "gateway_lost_ib_servers"
             self.state = "degraded"

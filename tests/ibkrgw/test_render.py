@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.utils.translation import gettext_lazy
 from rest_framework.renderers import JSONRenderer as DRFJSONRenderer
 
-from ibkrgw.render import JSONRenderer
+from ibkrgw.web.render import JSONRenderer
 
 PAYLOAD = {
     "price": "189.5",
