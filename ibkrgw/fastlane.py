@@ -30,14 +30,13 @@ from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from ibkrgw.actors import correlation_id_var
 from ibkrgw.errors import GatewayError
 from ibkrgw.middleware import _SAFE_ID
-from ibkrgw.web.render import json_script_safe
+from ibkrgw.web.render import render_json
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
@@ -128,10 +127,10 @@ class FastLane:
             return None  # the first stream=true sets up the hold through the full stack
 
         async def quote():
-            from marketdata.payloads import quote_payload
+            from marketdata.payloads import quote_record
 
             quote = cached if cached is not None else await adapter.quote_snapshot_async(contract=contract)
-            return self._serializer("quote").to_representation(quote_payload(contract, quote))
+            return self._serializer("quote").to_representation(quote_record(contract, quote))
 
         return "quote", quote
 
@@ -161,7 +160,7 @@ class FastLane:
         else:
             rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in result]
             data = self._serializer("account-positions").to_representation(rows)
-        body = json_script_safe(orjson.dumps(data))
+        body = render_json(data)
         self._rendered[(read, account)] = (source, body)
         return body
 
@@ -250,7 +249,7 @@ class FastLane:
                 log("%s: %s", HTTPStatus(status).phrase, scope["path"], extra={"status_code": status})
         finally:
             correlation_id_var.reset(token)
-        body = data if isinstance(data, bytes) else json_script_safe(orjson.dumps(data))
+        body = data if isinstance(data, bytes) else render_json(data)
         await send(
             {
                 "type": "http.response.start",
