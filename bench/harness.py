@@ -63,8 +63,11 @@ def stack(
     extra_env: dict | None = None,
     tick_interval: float = 0.25,
     server: str = "production",
+    sim_args: tuple[str, ...] = (),
 ):
-    """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key)."""
+    """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key).
+
+    `sim_args`: extra `manage.py ibsim` options (e.g. `--no-ib-limits` for latency loops faster than IB allows)."""
     workdir = Path(tempfile.mkdtemp(prefix="ibkrgw-bench-"))
     sim_port, http_port = free_port(), free_port()
     env = {
@@ -97,7 +100,7 @@ def stack(
         key = out.strip().splitlines()[-1].strip()
         procs.append(
             subprocess.Popen(
-                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)],
+                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval), *sim_args],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
