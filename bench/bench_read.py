@@ -132,13 +132,9 @@ def main() -> None:
     parser.add_argument("--server", choices=["production", "daphne"], default="production")
     args = parser.parse_args()
     n = args.calls
-    # Back-to-back calls (bare and REST alike) go far over IB's 50 messages/s: the simulator's limits are off.
-    limits_off = ("--no-ib-limits",)
-    with stack(orders_enabled=False, extra_env=UNTHROTTLED, server=args.server, sim_args=limits_off) as (
-        sim_port,
-        http_port,
-        key,
-    ):
+    # Back-to-back calls (bare and REST alike) go far over IB's 50 messages/s: the harness turns the
+    # simulator's limits off.
+    with stack(orders_enabled=False, extra_env=UNTHROTTLED, server=args.server) as (sim_port, http_port, key):
         api = Api(http_port, key)
         print(f"read latency, {args.server} server (same simulated gateway, loopback, keep-alive client):")
         tickers, positions = bare(sim_port, n)

@@ -67,7 +67,7 @@ def stack(
 ):
     """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key).
 
-    `sim_args`: extra `manage.py ibsim` options (e.g. `--no-ib-limits` for latency loops faster than IB allows)."""
+    `sim_args`: extra `manage.py ibsim` options."""
     workdir = Path(tempfile.mkdtemp(prefix="ibkrgw-bench-"))
     sim_port, http_port = free_port(), free_port()
     env = {
@@ -100,7 +100,8 @@ def stack(
         key = out.strip().splitlines()[-1].strip()
         procs.append(
             subprocess.Popen(
-                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval), *sim_args],
+                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)]
+                + ["--trading-hours", "always", "--no-ib-limits", *sim_args],  # load tests at any hour
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
