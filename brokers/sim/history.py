@@ -164,13 +164,12 @@ def make_bars(
     path = market.path(inst)
     tz = ZoneInfo(inst.time_zone)
     n, unit = duration
-    if unit != "S":
-        # Outside trading hours the window ends with the last session, as IB returns the latest data
-        # available rather than nothing (a "1 D" request on a Sunday gives Friday).
-        last = _last_session_end(inst, end, rth, tz)
-        span = timedelta(seconds=n * DURATION_UNITS[unit])
-        if last is not None and last < end and not _has_session(inst, end - span, end, rth, tz):
-            end = last
+    # Outside trading hours the window ends with the last session, as IB returns the latest data
+    # available rather than nothing (a "1 D" request on a Sunday gives Friday).
+    last = _last_session_end(inst, end, rth, tz)
+    span = timedelta(seconds=n * DURATION_UNITS[unit])
+    if last is not None and last < end and not _has_session(inst, end - span, end, rth, tz):
+        end = last
     end_local = end.astimezone(tz)
     start = end - timedelta(seconds=n * DURATION_UNITS[unit])
     start = max(start, HEAD_TIMESTAMP)
