@@ -12,7 +12,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from audit.chain import HASHED_FIELDS
-from audit.models import AuditEntry
+from audit.models import AuditEntry, LedgerSeal
+from audit.seal import SEAL_HASHED_FIELDS
 
 
 def json_block(value: Any) -> str:
@@ -60,3 +61,13 @@ class AuditEntryAdmin(AppendOnlyAdmin):
     @admin.display(description="data")
     def data_pretty(self, obj: AuditEntry) -> str:
         return json_block(obj.data)
+
+
+@admin.register(LedgerSeal)
+class LedgerSealAdmin(AppendOnlyAdmin):
+    list_display = ("seq", "table", "row_pk", "seal_hash")
+    list_filter = ("table",)
+    search_fields = ("=row_pk", "=seal_hash")
+    ordering = ("-seq",)
+    fields = (*SEAL_HASHED_FIELDS, "seal_hash")
+    readonly_fields = fields

@@ -9,8 +9,8 @@ from rest_framework import serializers
 from audit.api import AuditEntryOutput
 from audit.selectors import audit_list
 from ibkrgw.actors import Actor
-from ibkrgw.mcp_server import bounded_list, list_schema, mcp_tool
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.mcp import bounded_list, list_schema, mcp_tool
+from ibkrgw.web.serializers import StrictQueryMixin
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200

@@ -50,7 +50,7 @@ from django.core.management import call_command  # noqa: E402
 from brokers import runtime  # noqa: E402
 from brokers.sim import SimGateway  # noqa: E402
 from ibkrgw.models import ScopedAPIKey  # noqa: E402
-from ibkrgw.render import decimal_str  # noqa: E402
+from ibkrgw.web.render import decimal_str  # noqa: E402
 
 FIELDS = ("bid", "ask", "last", "bid_size", "ask_size", "volume")
 

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.limits import max_body_bytes, too_large
 from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] 
 class HttpGuard:
     """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
 
-    The scope of the key is checked per tool call (read for reads, trade for place/cancel).
+    413 for a body over REQUEST_MAX_BODY_BYTES. The scope of the key is checked per tool call (read
+    for reads, trade for tools that change orders), and `tools/list` follows it.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -63,7 +65,10 @@ class HttpGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin):
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_body_bytes():
+            response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
+        elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
             response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
         elif await anyio.to_thread.run_sync(key_lookup, headers.get("authorization")) is None:

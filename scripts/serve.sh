@@ -12,4 +12,4 @@ fi
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py bootstrap
 echo "ibkr-gateway: http://127.0.0.1:8000/api/v1/  docs: http://127.0.0.1:8000/api/docs/  admin: http://127.0.0.1:8000/admin/"
-exec .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" ibkrgw.asgi:application
+exec .venv/bin/python -m ibkrgw.serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

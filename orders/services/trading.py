@@ -43,6 +43,7 @@ from orders.services.common import (
     order_request_of,
     request_hash,
 )
+from orders.services.recording import order_refs_forget
 from orders.services.sending import order_send_with_exits
 from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
@@ -395,6 +396,7 @@ def _intent_row(
             "con_id": contract.con_id,
         },
     )
+    order_refs_forget(order.client_order_id)
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return order
