@@ -53,7 +53,7 @@ def _under(module: str, prefix: str) -> bool:
 # The doors: how requests come in (REST views, websocket consumers, MCP tools, the admin, URL
 # routing, management commands). Nothing below them imports them.
 DOOR_NAMES = ("api", "mcp_tools", "consumers", "admin", "urls", "routing")
-DOOR_MODULES = ("ibkrgw.mcp_server", "ibkrgw.admin_site", "ibkrgw.asgi", "ibkrgw.ws_auth")
+DOOR_MODULES = ("ibkrgw.mcp_server", "ibkrgw.mcp_transport", "ibkrgw.admin_site", "ibkrgw.asgi", "ibkrgw.ws_auth")
 
 
 def is_door(module: str) -> bool:
@@ -65,7 +65,7 @@ def is_door(module: str) -> bool:
 
 
 # The websocket and MCP code the broker layer must not reach.
-WEBSOCKET_AND_MCP = ("ibkrgw.web.ws", "ibkrgw.ws_auth", "ibkrgw.routing", "ibkrgw.mcp_server")
+WEBSOCKET_AND_MCP = ("ibkrgw.web.ws", "ibkrgw.ws_auth", "ibkrgw.routing", "ibkrgw.mcp_server", "ibkrgw.mcp_transport")
 
 # The broker layer (connection, port, adapter) sits under the apps: it publishes events and offers
 # the port; the apps subscribe. It knows nothing of them.
