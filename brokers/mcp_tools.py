@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
-
 from brokers import selectors
 from brokers.api import AccountQueryInput
 from brokers.payloads import (
@@ -28,7 +26,7 @@ POSITIONS_MAX_LIMIT = 500
 
 class PositionsInput(AccountQueryInput):
     symbol = fields.symbol_field(required=False, default="", help_text="Only positions in this symbol (e.g. AAPL).")
-    limit = serializers.IntegerField(
+    limit = fields.StrictIntegerField(
         required=False,
         default=POSITIONS_DEFAULT_LIMIT,
         min_value=1,

@@ -42,7 +42,7 @@ C_OR_P = {"right": ["C", "P"]}  # REST's order spelling, in every tool
 class ContractInput(
     for_agents(ContractQueryInput, help_texts={"symbol": SYMBOL_OR_CON_ID, "right": RIGHT}, choices=C_OR_P)
 ):
-    limit = serializers.IntegerField(
+    limit = fields.StrictIntegerField(
         required=False,
         default=CONTRACTS_DEFAULT_LIMIT,
         min_value=1,
@@ -77,7 +77,7 @@ class BarsInput(
         choices=C_OR_P,
     )
 ):
-    limit = serializers.IntegerField(
+    limit = fields.StrictIntegerField(
         required=False,
         default=BARS_DEFAULT_LIMIT,
         min_value=1,
@@ -102,14 +102,14 @@ class OptionChainInput(StrictQueryMixin, serializers.Serializer):
         default="",
         help_text="YYYYMMDD, one of the expiries listed without it. Given: quotes for the strikes near the money.",
     )
-    strikes = serializers.IntegerField(
+    strikes = fields.StrictIntegerField(
         required=False,
         default=CHAIN_DEFAULT_STRIKES,
         min_value=1,
         max_value=CHAIN_MAX_STRIKES,
         help_text=f"With expiry: how many strikes nearest the underlying to quote (default {CHAIN_DEFAULT_STRIKES}).",
     )
-    expiries = serializers.IntegerField(
+    expiries = fields.StrictIntegerField(
         required=False,
         default=CHAIN_DEFAULT_EXPIRIES,
         min_value=1,
