@@ -166,7 +166,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     _, key = ScopedAPIKey.objects.create_key(name="bench-ws", scope="read")
-    sim = SimGateway(port=0, seed=7, tick_interval=args.tick_interval).start()
+    sim = SimGateway(port=0, seed=7, tick_interval=args.tick_interval, trading_hours="always", ib_limits=False).start()
     runtime.start(host="127.0.0.1", port=sim.port, client_id=1, wait=15)
     rt = runtime.current()
     clock = TickClock()

@@ -97,7 +97,8 @@ def stack(
         key = out.strip().splitlines()[-1].strip()
         procs.append(
             subprocess.Popen(
-                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)],
+                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)]
+                + ["--trading-hours", "always", "--no-ib-limits"],  # load tests at any hour
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -82,6 +82,9 @@ if APPROVAL_REQUIRED_FOR - {"mcp", "api_key", "user"}:
         "use a comma-separated list of: mcp, api_key, user"
     )
 APPROVAL_TTL_S = env_int("APPROVAL_TTL_S", 300, minimum=5)
+# The console's equity chart: one account snapshot per interval while connected, kept this many days.
+ACCOUNT_SNAPSHOT_INTERVAL_S = env_int("ACCOUNT_SNAPSHOT_INTERVAL_S", 60, minimum=1)
+ACCOUNT_SNAPSHOT_KEEP_DAYS = env_int("ACCOUNT_SNAPSHOT_KEEP_DAYS", 30, minimum=1)
 
 # ---------------------------------------------------------------------------
 # IB connection
@@ -156,6 +159,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_prometheus",
     "ibkrgw",
@@ -306,6 +310,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "ibkr-gateway API",
     "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",
     "VERSION": "1.0.0",
+    # Swagger UI and ReDoc from this server's static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SERVE_INCLUDE_SCHEMA": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
+from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -114,6 +115,14 @@ class TradingSwitchInput(StrictBodyMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
 
 
+def _without_csrf_token(data):
+    """A form post (the browsable API) carries Django's CSRF token; it is not an order field."""
+    if isinstance(data, QueryDict) and "csrfmiddlewaretoken" in data:
+        data = data.copy()
+        del data["csrfmiddlewaretoken"]
+    return data
+
+
 class RefusalsAudited:
     """Order-changing requests refused before any gate (malformed body, wrong state, no such order)
     leave a bounded audit entry; gate blocks already left theirs."""
@@ -158,6 +167,15 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
             return [HasTradeScope()]
         return [HasReadScope()]
 
+    def get_serializer_class(self):
+        # The browsable API's HTML forms: what each write accepts, not the order it answers with.
+        method = getattr(self.request, "method", "GET")
+        if method == "POST" and self.action in ("list", "create"):
+            return OrderCreateInput
+        if method in ("PATCH", "PUT") and self.action in ("retrieve", "partial_update"):
+            return OrderModifyInput
+        return super().get_serializer_class()
+
     def get_queryset(self):
         if self.action != "list":
             return selectors.order_queryset()
@@ -200,7 +218,7 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
         "200 with the original order.",
     )
     def create(self, request: Request) -> Response:
-        data = OrderCreateInput(data=request.data)
+        data = OrderCreateInput(data=_without_csrf_token(request.data))
         data.is_valid(raise_exception=True)
         result = services.order_submit(
             request=data.to_request(),

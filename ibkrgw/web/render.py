@@ -40,7 +40,10 @@ class JSONRenderer(renderers.JSONRenderer):
             body = orjson.dumps(data, default=_drf_default, option=_ORJSON_OPTIONS)
         except (orjson.JSONEncodeError, TypeError):
             return super().render(data, accepted_media_type, renderer_context)
-        return json_script_safe(body)
+        if not self.ensure_ascii or body.isascii():
+            return json_script_safe(body)
+        # UNICODE_JSON=False: non-ASCII is escaped, as DRF does (rare: most answers are ASCII).
+        return super().render(data, accepted_media_type, renderer_context)
 
 
 def json_script_safe(body: bytes) -> bytes:

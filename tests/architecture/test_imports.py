@@ -37,23 +37,8 @@ def _listing(bad) -> str:
     return "\n".join(f"{imp.source}:{imp.line} imports {imp.target}" for imp in bad)
 
 
-# Cycles still to break, as sets of modules. While one remains, `test_no_import_cycle` is an expected
-# failure, and `test_no_new_import_cycle` keeps any other cycle from creeping in meanwhile.
-KNOWN_CYCLES = [{"orders.services.sending", "orders.services.trading"}]
-
-
-def test_no_new_import_cycle():
-    report = import_graph.describe_cycles(FOUND)
-    print(report)
-    new = [group for group in import_graph.cycles(FOUND) if not any(set(group) <= known for known in KNOWN_CYCLES)]
-    assert new == [], report
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="orders.services.sending imports orders.services.trading in a function, which imports it back",
-)
 def test_no_import_cycle():
+    """No cycle between modules, function-local imports included."""
     report = import_graph.describe_cycles(FOUND)
     print(report)
     assert import_graph.cycles(FOUND) == [], report

@@ -237,3 +237,12 @@ def test_the_browsable_api_keeps_its_own_error_pages(read_client):
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
     assert b"con_id" in response.content
+
+
+@pytest.mark.parametrize("key", ["a\x01b", "٣٣٣", "k" * 65, "a b"])
+def test_a_hostile_idempotency_key_header_is_400(broker_tap, api_client, orders_enabled, key):
+    body = {k: v for k, v in ORDER.items() if k != "client_order_id"}
+    response = api_client.post("/api/v1/orders/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert_shaped(response, 400, "invalid_request")
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()

@@ -162,6 +162,6 @@ def http_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[by
 @pytest.fixture(scope="module")
 def mcp_sim() -> Iterator[SimGateway]:
     """One simulated gateway per module, shared by its MCP subprocess (started once per module)."""
-    gateway = SimGateway(host="127.0.0.1", port=0).start()
+    gateway = SimGateway(host="127.0.0.1", port=0, trading_hours="always", ib_limits=False).start()
     yield gateway
     gateway.stop()

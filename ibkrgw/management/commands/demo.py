@@ -3,13 +3,20 @@ preview, a simulated order, then (orders enabled for this process only) an order
 its audit trail.
 
 It always starts its own simulated IB Gateway on a free loopback port, whatever IB_GATEWAY says,
-so it never touches a real account. It goes through the same services as every door and prints
-their REST output shapes. Exit 0 when every step worked, non-zero with a message otherwise.
+so it never touches a real account, and it runs on its own throwaway SQLite database (a child
+process with DATABASE_URL pointing at a temporary file, deleted afterwards), so the configured
+database, whose ledger can never be cleaned, receives nothing. It goes through the same services
+as every door and prints their REST output shapes. Exit 0 when every step worked, non-zero with a message otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -38,6 +45,8 @@ from orders.types import OrderRequest
 CONNECT_TIMEOUT_S = 20.0
 FILL_TIMEOUT_S = 20.0
 SYMBOL = "AAPL"
+# Set in the child process that runs the tour on the throwaway database.
+THROWAWAY_ENV = "IBKRGW_DEMO_THROWAWAY_DB"
 
 
 class Command(BaseCommand):
@@ -47,12 +56,45 @@ class Command(BaseCommand):
         parser.add_argument("--client-id", type=int, default=None, help="IB client id (default: IB_CLIENT_ID).")
 
     def handle(self, *args, **options):
+        if settings.TRADING_MODE != "paper":
+            raise CommandError("The demo runs in paper mode only (TRADING_MODE=paper): its market is simulated.")
+        if os.environ.get(THROWAWAY_ENV) != "1":
+            self._in_throwaway_database(options)
+            return
+        self._run(options)
+
+    def _in_throwaway_database(self, options) -> None:
+        folder = tempfile.mkdtemp(prefix="ibkrgw-demo-")
+        try:
+            path = os.path.join(folder, "demo.sqlite3")
+            self._step(f"Using a throwaway database ({path}); the configured database is not touched")
+            env = {
+                **os.environ,
+                THROWAWAY_ENV: "1",
+                "DATABASE_URL": f"sqlite:///{path}",
+                "CHANNEL_LAYER_URL": "",  # no announcements to the deployment's other processes
+            }
+            command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "demo"]
+            if options["client_id"] is not None:
+                command += ["--client-id", str(options["client_id"])]
+            errors = tempfile.TemporaryFile(mode="w+", dir=folder)
+            # Our own interpreter and manage.py, arguments from this command's parser only.
+            with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True) as child:  # noqa: S603
+                for line in child.stdout:
+                    self.stdout.write(line, ending="")
+            errors.seek(0)
+            self.stderr.write(errors.read(), ending="")
+            errors.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if child.returncode != 0:
+            raise CommandError("The demo failed (see above).", returncode=child.returncode)
+
+    def _run(self, options) -> None:
         from brokers.sim.server import SimGateway
 
         if runtime.current() is not None:
             raise CommandError("A broker connection is already running in this process; the demo needs its own.")
-        if settings.TRADING_MODE != "paper":
-            raise CommandError("The demo runs in paper mode only (TRADING_MODE=paper): its market is simulated.")
         self._migrate()
         if trading_halted():
             raise CommandError("Trading is halted (kill switch). Resume it in the admin first, then run the demo.")
@@ -61,7 +103,8 @@ class Command(BaseCommand):
         # The private simulator manages its own paper account; a configured IB_ACCOUNT belongs to another gateway.
         settings.IB_ACCOUNT = None
         settings.TRADING_HOURS = "always"  # the simulated market never closes
-        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED).start()
+        # A demo runs at any hour: the simulated market never closes.
+        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED, trading_hours="always").start()
         try:
             client_id = settings.IB_CLIENT_ID if options["client_id"] is None else options["client_id"]
             self._step(f"Starting a private simulated IB Gateway on 127.0.0.1:{sim.port} (client id {client_id})")
