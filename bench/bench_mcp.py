@@ -68,11 +68,11 @@ def main() -> None:
 
             client = clients[0]
             sizes = [
-                ("get_bars 1 min x 5 D (default limit 100)", "get_bars", {"duration": "5 D", "bar_size": "1 min"}),
+                ("get_bars 1 min x 1 D (default limit 100)", "get_bars", {"duration": "1 D", "bar_size": "1 min"}),
                 (
-                    "get_bars 1 min x 5 D (limit 5000)",
+                    "get_bars 1 min x 1 D (limit 5000)",
                     "get_bars",
-                    {"duration": "5 D", "bar_size": "1 min", "limit": 5000},
+                    {"duration": "1 D", "bar_size": "1 min", "limit": 5000},
                 ),
                 ("get_quote AAPL OPT (ambiguous error)", "get_quote", {"sec_type": "OPT"}),
                 ("get_option_chain AAPL", "get_option_chain", {}),
