@@ -208,3 +208,103 @@ def test_the_same_key_and_body_replays_the_order_however_numbers_and_the_account
     assert (again.replayed, again.order.pk) == (True, first.order.pk)
     assert (by_header.replayed, by_header.order.pk) == (True, first.order.pk)
     assert Order.objects.count() == 1
+
+
+# -- preview: the whole chain, dry --------------------------------------------------------------------
+BOT = Actor(kind=ActorKind.API_KEY, label="bot", source=Source.REST)
+
+
+def _codes(result) -> list[str]:
+    return [b["code"] for b in result.blocks]
+
+
+@pytest.mark.parametrize(
+    ("enabled", "required", "would_be"),
+    [(False, set(), "simulated"), (True, set(), "submitted"), (True, {"api_key"}, "pending_approval")],
+)
+def test_a_clean_preview_says_what_placing_would_record(
+    ib_runtime, quiet_market, settings, enabled, required, would_be
+):
+    settings.ORDERS_ENABLED = enabled
+    settings.APPROVAL_REQUIRED_FOR = frozenset(required)
+    result = services.order_preview(request=_request("pv-1"), actor=BOT)
+    assert (result.blocks, result.would_be, result.what_if_error) == ([], would_be, "")
+    assert result.contract.symbol == "AAPL"
+    assert result.account.startswith("DU")
+    assert result.preview.commission > 0
+    assert Order.objects.count() == 0
+    assert _sent(quiet_market) == []
+
+
+def test_a_preview_reports_every_gate_that_would_block(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = Decimal(5)
+    request = _request("pv-2", quantity=Decimal(10), order_type="LMT", limit_price=Decimal("150.00"))
+    result = services.order_preview(request=request, actor=BOT)
+    assert result.would_be == "refused"
+    assert _codes(result) == ["risk_max_quantity", "risk_price_collar"]
+    assert result.blocks[0] == {
+        "gate": "risk",
+        "code": "risk_max_quantity",
+        "http_status": 422,
+        "message": "quantity 10 exceeds RISK_MAX_ORDER_QUANTITY 5.",
+        "details": {"limit": "5"},
+    }
+    assert result.blocks[1]["details"]["field"] == "limit_price"
+    assert Order.objects.count() == 0
+
+
+def test_a_preview_names_each_refusal_once(ib_runtime, quiet_market):
+    # The exit on the wrong side fails both the shape check and the check against the entry.
+    request = _request("pv-3", order_type="LMT", limit_price=Decimal("190.00"), take_profit=Decimal("189.00"))
+    result = services.order_preview(request=request, actor=BOT)
+    assert _codes(result) == ["invalid_order"]
+    assert result.blocks[0]["details"] == {"field": "take_profit"}
+
+
+def test_a_preview_sees_the_shared_state_gates(ib_runtime, quiet_market, settings):
+    first = services.order_submit(request=_request("pv-4"), actor=BOT).order
+    reused = services.order_preview(request=_request("pv-4", quantity=Decimal(4)), actor=BOT)
+    assert _codes(reused) == ["idempotency_key_reused"]
+    assert reused.blocks[0]["details"]["order_id"] == str(first.pk)
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    halted = services.order_preview(request=_request("pv-5"), actor=BOT)
+    assert _codes(halted) == ["trading_halted"]
+    assert halted.blocks[0]["http_status"] == 423
+    assert Order.objects.count() == 1
+
+
+def test_a_preview_of_an_unknown_contract_stops_there(ib_runtime, quiet_market):
+    result = services.order_preview(request=_request("pv-6", symbol="NOSUCHTHING"), actor=BOT)
+    assert _codes(result) == ["contract_not_found"]
+    assert (result.contract, result.preview, result.would_be) == (None, None, "refused")
+
+
+def test_a_bracket_refused_by_the_halt_latch_sends_none_of_its_exits(ib_runtime, quiet_market, orders_enabled):
+    from brokers import runtime
+
+    # A halt closes the connection's latch before its global cancel: an order already past the gates
+    # meets the closed latch at the send.
+    runtime.adapter().order_sends_blocked(blocked=True)
+    request = _request(
+        "latch-1",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("195.00"),
+        stop_loss=Decimal("185.00"),
+    )
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=request, actor=BOT)
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    assert excinfo.value.http_status == 423
+    entry = Order.objects.get(client_order_id="latch-1")
+    assert _statuses(entry) == [S.PENDING_SUBMIT, S.REJECTED]
+    assert entry.events.order_by("-id").first().code == "trading_halted"
+    children = list(entry.children.order_by("role"))
+    assert [c.role for c in children] == ["stop_loss", "take_profit"]
+    for child in children:
+        assert _statuses(child) == [S.PENDING_SUBMIT, S.REJECTED]
+        assert child.events.order_by("-id").first().reason == (
+            "The bracket's entry was not placed, so this exit was not sent."
+        )
+    assert _sent(quiet_market) == []
+    runtime.adapter().order_sends_blocked(blocked=False)
