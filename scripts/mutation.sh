@@ -18,7 +18,8 @@ total = stats["total"] - stats["skipped"]
 score = 100 * killed / total if total else 0.0
 print(
     f"mutation score: {killed} killed of {total} mutants = {score:.1f}% "
-    f"(survived {stats['survived']}, no test {stats['no_tests']}, suspicious {stats['suspicious']})"
+    f"(of the killed {stats['timeout']} by timeout; survived {stats['survived']}, no test {stats['no_tests']}, "
+    f"suspicious {stats['suspicious']})"
 )
 results = subprocess.run([".venv/bin/mutmut", "results"], capture_output=True, text=True).stdout
 left = [line.strip() for line in results.splitlines() if line.strip().endswith(("survived", "no tests"))]

@@ -308,3 +308,28 @@ def test_a_bracket_refused_by_the_halt_latch_sends_none_of_its_exits(ib_runtime,
         )
     assert _sent(quiet_market) == []
     runtime.adapter().order_sends_blocked(blocked=False)
+
+
+def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, quiet_market):
+    request = _request(
+        "",
+        action="SELL_SHORT",
+        quantity=Decimal(7),
+        order_type="STP_LMT",
+        limit_price=Decimal("186.00"),
+        stop_price=Decimal("187.00"),
+        tif="GTC",
+        outside_rth=True,
+    )
+    result = services.order_preview(request=request, actor=BOT)
+    assert result.blocks == []
+    (what_if,) = quiet_market.received_orders()
+    assert what_if.what_if is True
+    assert (what_if.symbol, what_if.action, what_if.total_quantity, what_if.order_type) == (
+        "AAPL",
+        "SELL",
+        7,
+        "STP LMT",
+    )
+    assert (what_if.lmt_price, what_if.aux_price, what_if.tif, what_if.outside_rth) == (186, 187, "GTC", True)
+    assert Order.objects.count() == 0
