@@ -303,9 +303,11 @@ def test_a_bracket_refused_by_the_halt_latch_sends_none_of_its_exits(ib_runtime,
     assert [c.role for c in children] == ["stop_loss", "take_profit"]
     for child in children:
         assert _statuses(child) == [S.PENDING_SUBMIT, S.REJECTED]
-        assert child.events.order_by("-id").first().reason == (
-            "The bracket's entry was not placed, so this exit was not sent."
-        )
+        rejection = child.events.order_by("-id").first()
+        assert rejection.reason == "The bracket's entry was not placed, so this exit was not sent."
+        assert rejection.source == "rest"
+        audit = AuditEntry.objects.get(event="order.rejected", target_id=str(child.pk))
+        assert (audit.actor_label, audit.data["status"]) == ("bot", "rejected")
     assert _sent(quiet_market) == []
     runtime.adapter().order_sends_blocked(blocked=False)
 

@@ -104,7 +104,12 @@ def test_an_operator_rejects_a_held_order():
     event = held()
     services.order_reject_approval(order_id=event.order.pk, actor=ADMIN)
     latest = event.order.events.order_by("-id").first()
-    assert (latest.status, latest.code, latest.reason) == (S.REJECTED, "approval_rejected", "rejected by root")
+    assert (latest.status, latest.code, latest.reason, latest.source) == (
+        S.REJECTED,
+        "approval_rejected",
+        "rejected by root",
+        "admin",
+    )
     assert AuditEntry.objects.filter(event="order.approval_rejected", actor_label="root").count() == 1
 
 
