@@ -276,6 +276,7 @@ def test_a_preview_sees_the_shared_state_gates(ib_runtime, quiet_market, setting
 def test_a_preview_of_an_unknown_contract_stops_there(ib_runtime, quiet_market):
     result = services.order_preview(request=_request("pv-6", symbol="NOSUCHTHING"), actor=BOT)
     assert _codes(result) == ["contract_not_found"]
+    assert result.blocks[0]["gate"] == "validation"  # errors without a gate of their own are validation
     assert (result.contract, result.preview, result.would_be) == (None, None, "refused")
 
 
@@ -335,3 +336,73 @@ def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, qui
     )
     assert (what_if.lmt_price, what_if.aux_price, what_if.tif, what_if.outside_rth) == (186, 187, "GTC", True)
     assert Order.objects.count() == 0
+
+
+# -- the kill switch at the broker connection ---------------------------------------------------------
+def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market):
+    assert ib_runtime.worker.sends_blocked is False
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    assert ib_runtime.worker.sends_blocked is True
+    assert services.halt_progress().error == ""
+    services.trading_resume(actor=OPERATOR, reason="fixed")
+    assert ib_runtime.worker.sends_blocked is False
+    assert services.trading_halt_sweep() is None  # nothing to sweep while trading
+    assert services.halt_progress().working_orders is None
+
+
+def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quiet_market):
+    from ib_async import IB, LimitOrder, Stock
+
+    from tests.conftest import wait_for
+
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    outside = IB()
+    outside.connect("127.0.0.1", quiet_market.port, clientId=7, timeout=5)
+    try:
+        outside.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 1, 185.0, orderRef="outside-1"))
+        wait_for(
+            lambda: AuditEntry.objects.filter(event="trading.halt_sweep").exists(), message="the sweep found the order"
+        )
+    finally:
+        outside.disconnect()
+    sweep = AuditEntry.objects.filter(event="trading.halt_sweep").first()
+    assert sweep.data["working_orders"] >= 1
+    assert "outside-1" in sweep.data["refs"]
+    assert sweep.actor_kind == "system"
+    wait_for(lambda: all(o.status == "Cancelled" for o in quiet_market.orders()), message="cancelled at the broker")
+    wait_for(lambda: services.halt_progress().working_orders == 0, message="the sweep saw nothing working")
+    assert services.halt_progress().checked_at is not None
+
+
+def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"mcp"})
+    agent = Actor(kind=ActorKind.MCP, label="agent", source=Source.MCP)
+    order = services.order_submit(request=_request("halt-hold-1"), actor=agent).order
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    assert _statuses(order) == [S.PENDING_APPROVAL]  # refused by the gate, not burnt at the latch
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.data["code"], blocked.data["account"]) == ("trading_halted", order.account)
+    services.trading_resume(actor=OPERATOR)
+    services.order_approve(order_id=order.pk, actor=OPERATOR)
+    approval = order.events.order_by("id")[1]
+    assert (approval.status, approval.source, approval.reason) == (S.PENDING_SUBMIT, "admin", "approved by operator")
+    assert _sent(quiet_market) == ["halt-hold-1"]
+
+
+def test_a_preview_goes_on_past_checks_it_had_to_skip(ib_runtime, quiet_market, settings):
+    settings.QUOTE_STALE_AFTER_S = 0  # no price: notional, collar and buying power cannot run
+    settings.ORDERS_ENABLED = True
+    ib_runtime.worker.reconciled.clear()  # and the broker is not ready
+    result = services.order_preview(request=_request("pv-7"), actor=BOT)
+    assert _codes(result) == ["risk_stale_market_data", "broker_unavailable"]
+    assert result.blocks[1]["gate"] == "arming"
+
+
+def test_a_trailing_preview_carries_its_trail(ib_runtime, quiet_market):
+    request = _request("", action="SELL", order_type="TRAIL", trail_amount=Decimal("2.50"))
+    services.order_preview(request=request, actor=BOT)
+    (what_if,) = quiet_market.received_orders()
+    assert (what_if.order_type, what_if.aux_price) == ("TRAIL", Decimal("2.5"))

@@ -119,7 +119,9 @@ def test_an_order_that_is_not_held_cannot_be_approved_or_rejected():
         with pytest.raises(GatewayError) as excinfo:
             decide(order_id=event.order.pk, actor=ADMIN)
         assert excinfo.value.code == ErrorCode.ORDER_STATE_CONFLICT
+        assert excinfo.value.http_status == 409
         assert excinfo.value.details == {"status": S.SUBMITTED}
+        assert excinfo.value.message == "The order is submitted, not waiting for approval."
 
 
 def test_approving_after_the_window_expires_the_order_instead(settings, frozen_clock):
@@ -131,6 +133,7 @@ def test_approving_after_the_window_expires_the_order_instead(settings, frozen_c
     assert excinfo.value.code == ErrorCode.ORDER_STATE_CONFLICT
     assert excinfo.value.http_status == 409
     assert excinfo.value.details == {"status": S.EXPIRED}
+    assert excinfo.value.message == "The approval window has passed; the order expired."
     assert list(event.order.events.order_by("id").values_list("status", flat=True)) == [S.PENDING_APPROVAL, S.EXPIRED]
     assert not AuditEntry.objects.filter(event="order.approved").exists()
 
