@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
 from django.db.models import Model
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from audit.chain import HASHED_FIELDS
-from audit.models import AuditEntry
+from audit.models import AuditEntry, LedgerSeal
+from audit.seal import SEAL_HASHED_FIELDS
 
 
 def json_block(value: Any) -> str:
@@ -21,10 +30,110 @@ def json_block(value: Any) -> str:
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
 
 
+def local_time(value: datetime | None) -> str:
+    """A time as the console shows it everywhere: date, seconds and zone."""
+    return "—" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def plain(value: Decimal | None) -> str:
+    """A decimal without padding: 10, 190.5 (never 10.00000000)."""
+    return "—" if value is None else f"{value.normalize():f}"
+
+
+def shown(name: str, description: str | None = None, *, ordering: bool = True):
+    """A read-only admin column for a model field as the console shows values: decimals without
+    padding, times with seconds and zone. Assign it as a class attribute and list that attribute."""
+
+    def show(self, obj: Model) -> Any:
+        value = getattr(obj, name)
+        if isinstance(value, Decimal):
+            return plain(value)
+        if isinstance(value, datetime):
+            return local_time(value)
+        return "—" if value is None or value == "" else value
+
+    show.short_description = description or name.replace("_", " ")  # type: ignore[attr-defined]
+    if ordering:
+        show.admin_order_field = name  # type: ignore[attr-defined]
+    return show
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        # A spreadsheet must not run stored text as a formula.
+        return "'" + value
+    return value
+
+
+class CsvExportMixin:
+    """"Export CSV" on a list: the rows the list shows (same filters and search), every page, streamed."""
+
+    csv_fields: tuple[str, ...] = ()
+
+    def get_urls(self):
+        opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}_export_csv"
+        return [path("export.csv", self.admin_site.admin_view(self.export_csv_view), name=name)] + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        opts = self.model._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_export_csv", current_app=self.admin_site.name)
+        query = request.GET.urlencode()
+        extra = {"csv_export_url": f"{url}?{query}" if query else url, **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
+    def csv_value(self, obj: Model, name: str) -> Any:
+        return getattr(obj, name)
+
+    def export_csv_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        queryset = self.get_changelist_instance(request).get_queryset(request)
+
+        def rows() -> Iterator[str]:
+            writer = csv.writer(_Echo())
+            yield writer.writerow(self.csv_fields)
+            for obj in queryset.iterator(chunk_size=2000) if not queryset._prefetch_related_lookups else queryset:
+                yield writer.writerow([_csv_cell(self.csv_value(obj, name)) for name in self.csv_fields])
+
+        opts = self.model._meta
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{opts.model_name}s-{stamp}.csv"'
+        return response
+
+
 class AppendOnlyAdmin(admin.ModelAdmin):
     """Base for the admin of every append-only model: it can list and show rows, nothing more."""
 
     actions = None
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None):
+        # Every page is read-only: decimals and times are shown as the lists show them.
+        return [self._shown_name(name) for name in super().get_fields(request, obj)]
+
+    def _shown_name(self, name: str) -> str:
+        try:
+            field = self.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return name
+        if not isinstance(field, models.DecimalField | models.DateTimeField):
+            return name
+        attr = f"{name}_shown"
+        if not hasattr(type(self), attr):
+            setattr(type(self), attr, shown(name, str(field.verbose_name), ordering=False))
+        return attr
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
@@ -37,18 +146,19 @@ class AppendOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(AppendOnlyAdmin):
+class AuditEntryAdmin(CsvExportMixin, AppendOnlyAdmin):
     list_display = (
         "seq",
-        "created_at",
+        "created",
         "event",
+        "block_code",
         "actor_kind",
         "actor_label",
         "source",
         "target_type",
         "target_id",
-        "correlation_id",
     )
+    csv_fields = (*HASHED_FIELDS, "entry_hash")
     list_filter = ("event", "actor_kind", "source", "target_type", "created_at")
     search_fields = ("=correlation_id", "=target_id", "actor_label", "event")
     date_hierarchy = "created_at"
@@ -60,3 +170,23 @@ class AuditEntryAdmin(AppendOnlyAdmin):
     @admin.display(description="data")
     def data_pretty(self, obj: AuditEntry) -> str:
         return json_block(obj.data)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: AuditEntry) -> str:
+        return local_time(obj.created_at)
+
+    @admin.display(description="block code")
+    def block_code(self, obj: AuditEntry) -> str:
+        # Why a gate blocked an order, without opening the entry's JSON.
+        code = (obj.data or {}).get("code") if isinstance(obj.data, dict) else None
+        return format_html('<span class="ibkrgw-status ibkrgw-status-rejected">{}</span>', code) if code else ""
+
+
+@admin.register(LedgerSeal)
+class LedgerSealAdmin(AppendOnlyAdmin):
+    list_display = ("seq", "table", "row_pk", "seal_hash")
+    list_filter = ("table",)
+    search_fields = ("=row_pk", "=seal_hash")
+    ordering = ("-seq",)
+    fields = (*SEAL_HASHED_FIELDS, "seal_hash")
+    readonly_fields = fields

@@ -8,7 +8,7 @@ from django.db import models
 class BrokerLease(models.Model):
     """Who owns a shared resource (the IB connection) while several web processes run.
 
-    Not part of the ledger: the row is updated in place on every renewal (see `brokers.lease`).
+    Not part of the ledger: the row is updated in place on every renewal (see `brokers.scaleout.lease`).
     """
 
     name = models.CharField(max_length=64, primary_key=True)

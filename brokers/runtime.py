@@ -8,7 +8,7 @@ in-process when nothing listens there yet, so every process on the machine sees 
 Several web processes (scale-out, DESIGN.md §2): with a Redis channel layer exactly one process owns
 the IB connection (`IB_CONNECTION_OWNER`: elected by a database lease, or fixed). The owner runs the
 worker, the recorder and housekeeping as a single process does, and serves broker calls on the
-channel layer (`brokers.remote.BrokerServer`). The others are followers: their `adapter()` is a
+channel layer (`brokers.scaleout.server.BrokerServer`). The others are followers: their `adapter()` is a
 `RemoteAdapter`, their `current().worker` shows the owner's state, and they keep trying to take the
 lease, so when the owner dies one of them starts its own worker, which connects and reconciles
 before orders are allowed again.
@@ -105,7 +105,14 @@ def _ensure_sim(port: int):
         return None
     from brokers.sim.server import SimGateway
 
-    sim = SimGateway(host="127.0.0.1", port=port, seed=settings.IB_SIM_SEED, master_client_id=None)
+    sim = SimGateway(
+        host="127.0.0.1",
+        port=port,
+        seed=settings.IB_SIM_SEED,
+        master_client_id=None,
+        trading_hours=settings.TRADING_HOURS,  # "always" unless the deployment follows exchange hours
+        ib_limits=False,  # the gateway paces itself; the limits are for testing clients against IB's rules
+    )
     try:
         sim.start()
     except OSError:
@@ -202,8 +209,9 @@ class _Cluster:
     """This process's part in a deployment of several processes sharing one IB connection."""
 
     def __init__(self, role: str) -> None:
-        from brokers.lease import IB_CONNECTION, LeaseKeeper, holder_id
-        from brokers.remote import AckRecorder, RemoteAdapter, RemoteWorker, RpcLoop
+        from brokers.scaleout.follower import AckRecorder, RemoteAdapter, RemoteWorker
+        from brokers.scaleout.lease import IB_CONNECTION, LeaseKeeper, holder_id
+        from brokers.scaleout.protocol import RpcLoop
 
         self.role = role
         self.id = holder_id()
@@ -235,7 +243,7 @@ class _Cluster:
     def promote(self) -> None:
         """Become the owner: start the worker (it connects and reconciles), then serve the others."""
         global _runtime
-        from brokers.remote import BrokerServer
+        from brokers.scaleout.server import BrokerServer
 
         owner = _owner_runtime()
         server = BrokerServer(
@@ -277,7 +285,7 @@ class _Cluster:
 
     def release(self) -> None:
         """After disconnecting from IB: let another process take over at once."""
-        from brokers.lease import IB_CONNECTION, lease_release
+        from brokers.scaleout.lease import IB_CONNECTION, lease_release
 
         if self.keeper is not None and self.keeper.held:
             try:

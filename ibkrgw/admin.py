@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -24,6 +27,7 @@ class ScopedAPIKeyAdmin(APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")
     list_filter = ("scope", "revoked", "created")
     fields = ("prefix", "name", "scope", "expiry_date", "revoked")
+    actions = ("revoke_selected",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = tuple(super().get_readonly_fields(request, obj))
@@ -55,6 +59,33 @@ class ScopedAPIKeyAdmin(APIKeyModelAdmin):
                 target_id=obj.prefix,
                 data={"name": obj.name, "scope": obj.scope},
             )
+
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ScopedAPIKey]):
+        keys = list(queryset.filter(revoked=False))
+        if not request.POST.get("confirmed"):
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Revoke API keys: are you sure?",
+                "keys": keys,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/ibkrgw/scopedapikey/revoke_confirm.html", context)
+        actor = actor_for(request.user, None, Source.ADMIN)
+        with transaction.atomic():
+            for key in keys:
+                key.revoked = True
+                key.save(update_fields=["revoked"])
+                audit_record(
+                    event=events.APIKEY_REVOKED,
+                    actor=actor,
+                    target_type="apikey",
+                    target_id=key.prefix,
+                    data={"name": key.name, "scope": key.scope},
+                )
+        messages.success(request, f"{len(keys)} API key(s) revoked.")
+        return None
 
 
 # The library registers its own plain APIKey model; this project uses ScopedAPIKey only.

@@ -9,7 +9,8 @@ superusers only, and `trading_resume` refuses anybody else as well.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,9 +26,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from audit.selectors import gate_block_counts
-from brokers.selectors import health_get, pnl_get, position_list
+from brokers.selectors import health_get
 from ibkrgw.actors import Actor, Source
 from ibkrgw.auth import actor_for
+from ibkrgw.console import charts, reads, views
 from ibkrgw.errors import GatewayError
 from orders import gates
 from orders.models import Order, OrderStatus
@@ -42,6 +44,8 @@ from orders.services import order_approve, order_reject_approval, trading_halt, 
 
 LATEST_ORDERS = 20
 LATEST_FILLS = 10
+# The gateway state has no push channel: the header asks for it (a small JSON) this often.
+# Orders and fills are pushed over /ws/orders/ and refresh the page's live parts when they happen.
 REFRESH_SECONDS = 5
 
 
@@ -73,21 +77,11 @@ def _live_override() -> dict[str, Any] | None:
     return {"ok": True, "message": f"{settings.LIVE_TRADING_OVERRIDE_FILE} exists"}
 
 
-def _account_state(health: dict[str, Any]) -> dict[str, Any]:
-    """Positions and P&L, or why they cannot be shown: the dashboard must render with the broker down."""
-    if not health["gateway"]["connected"]:
-        return {"available": False, "message": f"Broker unavailable (gateway {health['gateway']['state']})."}
-    try:
-        return {"available": True, "positions": position_list(), "pnl": pnl_get()}
-    except GatewayError as exc:
-        return {"available": False, "message": f"Broker unavailable: {exc.message}"}
-
-
 def _approval_queue() -> list[dict[str, Any]]:
     queue = []
     for order in order_list(status=OrderStatus.PENDING_APPROVAL).order_by("created_at"):
         held = list(order.events.all())[-1]  # prefetched; the hold is the latest event
-        queue.append({"order": order, "expires_at": held.at + timedelta(seconds=settings.APPROVAL_TTL_S)})
+        queue.append(reads.approval_item(order, held.at))
     return queue
 
 
@@ -105,18 +99,33 @@ def dashboard_data() -> dict[str, Any]:
         "today": today,
         "order_counts": order_counts_by_status(since=today),
         "orders_today": todays_orders.count(),
-        "latest_orders": list(todays_orders[:LATEST_ORDERS]),
+        "latest_orders": list(reads.with_fill_progress(todays_orders)[:LATEST_ORDERS]),
         "fills_today": fills.count(),
         "latest_fills": list(fills[:LATEST_FILLS]),
         "gate_blocks": gate_block_counts(since=today),
         "approval_queue": _approval_queue(),
-        "account": _account_state(health),
+        "account": reads.account_state(health),
+        "chain": reads.chain_status(),
+        "chart_symbols": _chart_symbols(),
+        "working_statuses": views.CANCELLABLE,
     }
+
+
+def _chart_symbols() -> list[str]:
+    """Symbols worth a price chart: what was traded today, else a default."""
+    symbols = list(
+        fill_list(since=_start_of_today()).order_by().values_list("symbol", flat=True).distinct()[:10]
+    )
+    return sorted(symbols) or ["AAPL"]
 
 
 # -- forms -----------------------------------------------------------------------------------------
 class TradingSwitchForm(forms.Form):
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+    confirm = forms.BooleanField(required=True)
+
+
+class ApproveForm(forms.Form):
     confirm = forms.BooleanField(required=True)
 
 
@@ -129,6 +138,10 @@ class OperatorAdminSite(admin.AdminSite):
     site_header = "ibkr-gateway operator console"
     site_title = "ibkr-gateway"
     index_title = "Operator console"
+    # "View site" opens the API's own documentation: this server has no other public site.
+    site_url = "/api/docs/"
+    # The lists need the width; the menu in the header and the index page lead everywhere.
+    enable_nav_sidebar = False
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
@@ -138,6 +151,8 @@ class OperatorAdminSite(admin.AdminSite):
         except DatabaseError:
             # The header must not take the admin down with the database; the dashboard reports it.
             context["trading_halted"] = None
+        if request.user.is_active and request.user.is_staff:
+            context["console_status"] = reads.header_status()
         return context
 
     def get_urls(self):
@@ -152,6 +167,27 @@ class OperatorAdminSite(admin.AdminSite):
                 name="ibkrgw_order_approve",
             ),
             path(
+                "dashboard/orders/<uuid:order_id>/approve/review/",
+                self._view(views.approve_review),
+                name="ibkrgw_order_approve_review",
+            ),
+            path("console/status.json", self.admin_view(self.status_view), name="ibkrgw_status"),
+            path("console/orders/new/", self._view(views.order_new), name="ibkrgw_order_new"),
+            path("console/orders/cancel-all/", self._view(views.cancel_all), name="ibkrgw_cancel_all"),
+            path("console/orders/<uuid:order_id>/cancel/", self._view(views.order_cancel), name="ibkrgw_order_cancel"),
+            path("console/orders/<uuid:order_id>/modify/", self._view(views.order_modify), name="ibkrgw_order_modify"),
+            path(
+                "console/positions/<int:con_id>/close/", self._view(views.position_close), name="ibkrgw_position_close"
+            ),
+            path("console/charts/", self.admin_view(self.charts_view), name="ibkrgw_charts"),
+            path("console/charts/price.json", self.admin_view(self.price_chart_view), name="ibkrgw_chart_price"),
+            path("console/charts/equity.json", self.admin_view(self.equity_chart_view), name="ibkrgw_chart_equity"),
+            path(
+                "console/audit/verify/",
+                self.admin_view(require_POST(self.chain_verify_view)),
+                name="ibkrgw_chain_verify",
+            ),
+            path(
                 "dashboard/orders/<uuid:order_id>/reject/",
                 self.admin_view(require_POST(self.order_reject_view)),
                 name="ibkrgw_order_reject",
@@ -159,7 +195,37 @@ class OperatorAdminSite(admin.AdminSite):
         ]
         return mine + super().get_urls()
 
+    def _view(self, view: Callable[..., HttpResponse]):
+        return self.admin_view(partial(view, self))
+
     # -- pages
+    def status_view(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(reads.header_status())
+
+    def charts_view(self, request: HttpRequest) -> HttpResponse:
+        context = {
+            **self.each_context(request),
+            "title": "Charts",
+            "symbol": (request.GET.get("symbol") or "AAPL").upper()[:32],
+            "chart_symbols": _chart_symbols(),
+        }
+        return TemplateResponse(request, "admin/ibkrgw/charts.html", context)
+
+    def price_chart_view(self, request: HttpRequest) -> JsonResponse:
+        symbol = (request.GET.get("symbol") or "AAPL").strip()[:32]
+        return JsonResponse(charts.price_chart(symbol))
+
+    def equity_chart_view(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(charts.equity_chart(request.GET.get("account") or None))
+
+    def chain_verify_view(self, request: HttpRequest) -> HttpResponse:
+        chain = reads.chain_status(force=True)
+        if chain["ok"]:
+            messages.success(request, f"Audit chain intact: {chain['entries']} entries verified.")
+        else:
+            messages.error(request, f"Audit chain BROKEN at seq {chain['broken']['seq']}: {chain['broken']['reason']}")
+        return redirect(reverse("admin:ibkrgw_dashboard", current_app=self.name))
+
     def _dashboard_context(self, request: HttpRequest) -> dict[str, Any]:
         return {
             **self.each_context(request),
@@ -208,6 +274,10 @@ class OperatorAdminSite(admin.AdminSite):
         return self._switch_page(request, form, halt=False)
 
     def order_approve_view(self, request: HttpRequest, order_id) -> HttpResponse:
+        # Approving sends a real order: only from the review page, with its box ticked.
+        if not ApproveForm(request.POST).is_valid():
+            messages.error(request, "Tick the confirmation box on the review page to approve.")
+            return redirect(reverse("admin:ibkrgw_order_approve_review", args=[order_id], current_app=self.name))
         return self._act(
             request, lambda actor: order_approve(order_id=order_id, actor=actor), "Order {} approved and sent."
         )

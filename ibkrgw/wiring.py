@@ -18,6 +18,7 @@ APPROVAL_EXPIRY_EVERY_S = 5.0
 
 
 def connect() -> None:
+    from ibkrgw.console.snapshots import account_snapshot_record
     from marketdata.groups import quote_group_name, quote_message
     from orders import services as orders
     from orders.types import OrderSent
@@ -32,8 +33,15 @@ def connect() -> None:
     # Chores of the process that owns the IB connection.
     events.add_chore("orders.expire_pending", orders.orders_expire_pending, every_s=APPROVAL_EXPIRY_EVERY_S)
     events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
+    events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
 
     events.add_health_section(_trading_health)
+    # Health's probe is shared for a second; a halt or resume made in this process shows at once.
+    from django.db.models.signals import post_save
+
+    from brokers.selectors import health_probe_changed
+
+    post_save.connect(health_probe_changed, sender="orders.TradingSwitchEvent", dispatch_uid="health-probe")
 
     def publication(quote: Quote) -> tuple[str, dict[str, Any]]:
         return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))

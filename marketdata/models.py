@@ -28,3 +28,28 @@ class ContractLookup(models.Model):
 
     def __str__(self) -> str:
         return str(self.query)
+
+
+class AccountSnapshot(models.Model):
+    """The account's value at one moment, for the console's equity and P&L chart.
+
+    A bounded time series, not a ledger: one row per account every ACCOUNT_SNAPSHOT_INTERVAL_S
+    (default 60 s) while the broker is connected, rows older than ACCOUNT_SNAPSHOT_KEEP_DAYS
+    (default 30) pruned by the same chore; at most about 43,200 rows per account. Nothing reads
+    it to decide anything: orders, fills and the audit log stay the record.
+    """
+
+    account = models.CharField(max_length=32)
+    taken_at = models.DateTimeField(default=timezone.now)
+    net_liquidation = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+    cash = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+    unrealized_pnl = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+    realized_pnl = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+    daily_pnl = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "taken_at"])]
+        ordering = ("taken_at",)
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.taken_at:%Y-%m-%d %H:%M:%S} {self.net_liquidation}"

@@ -6,17 +6,40 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
-from audit.admin import AppendOnlyAdmin, json_block
+from audit.admin import AppendOnlyAdmin, CsvExportMixin, json_block, local_time, plain, shown
 from ibkrgw.actors import Actor, Source
 from ibkrgw.auth import actor_for
 from ibkrgw.errors import GatewayError
 from orders import services
 from orders.models import Commission, Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
 from orders.selectors import order_queryset
+from orders.state import WORKING
+
+ROW_CANCELLABLE = WORKING - {OrderStatus.CANCEL_PENDING}
+ROW_MODIFIABLE = (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.INACTIVE)
+
+
+def _latest(field: str) -> Subquery:
+    return Subquery(OrderEvent.objects.filter(order=OuterRef("pk")).order_by("-id").values(field)[:1])
+
+
+def _confirm_page(modeladmin, request: HttpRequest, queryset, action: str, verb: str) -> TemplateResponse:
+    """The page a bulk action shows first: the orders it would touch and a confirm button."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"{verb}: are you sure?",
+        "orders": list(queryset),
+        "action": action,
+        "verb": verb,
+        "opts": modeladmin.model._meta,
+    }
+    return TemplateResponse(request, "admin/orders/order/action_confirm.html", context)
 
 
 class OrderEventInline(admin.TabularInline):
@@ -25,18 +48,22 @@ class OrderEventInline(admin.TabularInline):
     can_delete = False
     fields = (
         "id",
-        "at",
+        "at_",
         "status",
         "broker_order_id",
-        "filled_quantity",
-        "remaining_quantity",
-        "average_fill_price",
+        "filled_",
+        "remaining_",
+        "average_price_",
         "code",
         "reason",
         "source",
     )
     readonly_fields = fields
     ordering = ("id",)
+    at_ = shown("at")
+    filled_ = shown("filled_quantity", "filled")
+    remaining_ = shown("remaining_quantity", "remaining")
+    average_price_ = shown("average_fill_price", "average price")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -52,15 +79,18 @@ class FillInline(admin.TabularInline):
     model = Fill
     extra = 0
     can_delete = False
-    fields = ("exec_id", "executed_at", "side", "quantity", "price", "exchange", "broker_order_id", "commission_paid")
+    fields = ("exec_id", "executed_", "side", "quantity_", "price_", "exchange", "broker_order_id", "commission_paid")
     readonly_fields = fields
     ordering = ("executed_at", "id")
+    executed_ = shown("executed_at", "executed")
+    quantity_ = shown("quantity")
+    price_ = shown("price")
 
     @admin.display(description="commission")
     def commission_paid(self, obj: Fill) -> str:
         # A fill without its commission yet raises RelatedObjectDoesNotExist, an AttributeError.
         commission = getattr(obj, "commission", None)
-        return "—" if commission is None else str(commission)
+        return "—" if commission is None else f"{plain(commission.commission)} {commission.currency}"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -105,21 +135,17 @@ def _each_order(
 
 
 @admin.register(Order)
-class OrderAdmin(AppendOnlyAdmin):
+class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     list_display = (
-        "created_at",
+        "created",
         "client_order_id",
         "status",
         "account",
-        "action",
-        "quantity",
-        "symbol",
-        "order_type",
-        "limit_price",
-        "tif",
-        "trading_mode",
-        "actor_label",
-        "source",
+        "order_summary",
+        "filled",
+        "avg_price",
+        "actor",
+        "row_actions",
     )
     list_filter = (
         CurrentStatusFilter,
@@ -140,17 +166,84 @@ class OrderAdmin(AppendOnlyAdmin):
     inlines = (OrderEventInline, FillInline)
     # Data stays read-only; these only ask the services to act (AppendOnlyAdmin has no actions).
     actions = ("cancel_selected", "approve_selected", "reject_selected")
+    csv_fields = (
+        "created_at",
+        "id",
+        "client_order_id",
+        "account",
+        "action",
+        "quantity",
+        "symbol",
+        "sec_type",
+        "con_id",
+        "order_type",
+        "limit_price",
+        "stop_price",
+        "tif",
+        "current_status",
+        "filled_qty",
+        "avg_px",
+        "trading_mode",
+        "actor_label",
+        "source",
+        "parent_id",
+        "role",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
-        queryset = order_queryset()
+        queryset = order_queryset().annotate(
+            filled_qty=_latest("filled_quantity"), avg_px=_latest("average_fill_price")
+        )
         ordering = self.get_ordering(request)
         return queryset.order_by(*ordering) if ordering else queryset
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Order) -> str:
+        return local_time(obj.created_at)
 
     @admin.display(description="status", ordering="current_status")
     def status(self, obj: Order) -> str:
         return format_html(
             '<span class="ibkrgw-status ibkrgw-status-{}">{}</span>', obj.current_status, obj.current_status
         )
+
+    @admin.display(description="order")
+    def order_summary(self, obj: Order) -> str:
+        text = f"{obj.action} {plain(obj.quantity)} {obj.symbol} {obj.order_type}"
+        if obj.limit_price is not None:
+            text += f" @ {plain(obj.limit_price)}"
+        if obj.stop_price is not None:
+            text += f" stop {plain(obj.stop_price)}"
+        return f"{text} {obj.tif}" + (f" ({obj.role})" if obj.role else "")
+
+    @admin.display(description="filled")
+    def filled(self, obj: Order) -> str:
+        return plain(obj.filled_qty) if obj.filled_qty is not None else "0"
+
+    @admin.display(description="avg price")
+    def avg_price(self, obj: Order) -> str:
+        return plain(obj.avg_px) if obj.avg_px else "—"
+
+    @admin.display(description="by")
+    def actor(self, obj: Order) -> str:
+        return f"{obj.actor_label} ({obj.source})"
+
+    @admin.display(description="")
+    def row_actions(self, obj: Order) -> str:
+        links = []
+        if obj.current_status in ROW_CANCELLABLE:
+            url = reverse("admin:ibkrgw_order_cancel", args=[obj.pk], current_app=self.admin_site.name)
+            links.append(format_html('<a href="{}" class="ibkrgw-row-cancel">Cancel&hellip;</a>', url))
+        if obj.current_status in ROW_MODIFIABLE:
+            url = reverse("admin:ibkrgw_order_modify", args=[obj.pk], current_app=self.admin_site.name)
+            links.append(format_html('<a href="{}" class="ibkrgw-row-modify">Modify&hellip;</a>', url))
+        if obj.current_status == OrderStatus.PENDING_APPROVAL:
+            url = reverse("admin:ibkrgw_order_approve_review", args=[obj.pk], current_app=self.admin_site.name)
+            links.append(format_html('<a href="{}" class="ibkrgw-row-approve">Review&hellip;</a>', url))
+        if not links:
+            return ""
+        joined = format_html(" ".join(["{}"] * len(links)), *links)
+        return format_html('<span class="ibkrgw-row-actions">{}</span>', joined)
 
     @admin.display(description="current status")
     def current_status(self, obj: Order) -> str:
@@ -160,12 +253,27 @@ class OrderAdmin(AppendOnlyAdmin):
     def preview_pretty(self, obj: Order) -> str:
         return json_block(obj.preview)
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        order = self.get_object(request, object_id)
+        status = order.current_status if order is not None else None
+        extra = {
+            "can_cancel": status in ROW_CANCELLABLE,
+            "can_modify": status in ROW_MODIFIABLE,
+            "can_approve": status == OrderStatus.PENDING_APPROVAL,
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
     @admin.action(description="Cancel selected orders")
-    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Order]):
+        if not request.POST.get("confirmed"):
+            return _confirm_page(self, request, queryset, "cancel_selected", "Cancel these orders")
         _each_order(request, queryset, lambda o, a: services.order_cancel(order_id=o.pk, actor=a), "asked to cancel")
 
     @admin.action(description="Approve selected orders (waiting for approval)")
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Order]):
+        if not request.POST.get("confirmed"):
+            return _confirm_page(self, request, queryset, "approve_selected", "Approve and send these orders")
         _each_order(request, queryset, lambda o, a: services.order_approve(order_id=o.pk, actor=a), "approved and sent")
 
     @admin.action(description="Reject selected orders (waiting for approval)")
@@ -177,16 +285,20 @@ class OrderAdmin(AppendOnlyAdmin):
 class OrderEventAdmin(AppendOnlyAdmin):
     list_display = (
         "id",
-        "at",
+        "at_",
         "order",
         "status",
         "broker_order_id",
-        "filled_quantity",
-        "remaining_quantity",
-        "average_fill_price",
+        "filled_",
+        "remaining_",
+        "average_price_",
         "code",
         "source",
     )
+    at_ = shown("at")
+    filled_ = shown("filled_quantity", "filled")
+    remaining_ = shown("remaining_quantity", "remaining")
+    average_price_ = shown("average_fill_price", "average price")
     list_filter = ("status", "source", "at")
     search_fields = ("=order__id", "order__client_order_id", "code")
     list_select_related = ("order",)
@@ -200,17 +312,66 @@ class OrderEventAdmin(AppendOnlyAdmin):
 
 
 @admin.register(Fill)
-class FillAdmin(AppendOnlyAdmin):
-    list_display = ("executed_at", "exec_id", "account", "side", "quantity", "symbol", "price", "exchange", "order")
+class FillAdmin(CsvExportMixin, AppendOnlyAdmin):
+    list_display = (
+        "executed",
+        "exec_id",
+        "account",
+        "side",
+        "qty",
+        "symbol",
+        "px",
+        "commission_paid",
+        "exchange",
+        "order",
+    )
+    csv_fields = (
+        "executed_at",
+        "exec_id",
+        "account",
+        "side",
+        "quantity",
+        "symbol",
+        "con_id",
+        "price",
+        "exchange",
+        "commission_paid",
+        "order_id",
+        "order_ref",
+        "broker_order_id",
+    )
     list_filter = ("side", "account", "executed_at")
     search_fields = ("=exec_id", "symbol", "order_ref", "=order__id")
-    list_select_related = ("order",)
+    list_select_related = ("order", "commission")
     ordering = ("-executed_at", "-id")
+
+    @admin.display(description="executed", ordering="executed_at")
+    def executed(self, obj: Fill) -> str:
+        return local_time(obj.executed_at)
+
+    @admin.display(description="quantity", ordering="quantity")
+    def qty(self, obj: Fill) -> str:
+        return plain(obj.quantity)
+
+    @admin.display(description="price", ordering="price")
+    def px(self, obj: Fill) -> str:
+        return plain(obj.price)
+
+    @admin.display(description="commission")
+    def commission_paid(self, obj: Fill) -> str:
+        commission = getattr(obj, "commission", None)
+        return "" if commission is None else plain(commission.commission)
+
+    def csv_value(self, obj: Fill, name: str):
+        return self.commission_paid(obj) if name == "commission_paid" else getattr(obj, name)
 
 
 @admin.register(Commission)
 class CommissionAdmin(AppendOnlyAdmin):
-    list_display = ("created_at", "exec_id", "commission", "currency", "realized_pnl")
+    list_display = ("created_", "exec_id", "commission_", "currency", "realized_pnl_")
+    created_ = shown("created_at", "created")
+    commission_ = shown("commission")
+    realized_pnl_ = shown("realized_pnl", "realized P&L")
     list_filter = ("currency",)
     search_fields = ("=exec_id",)
     ordering = ("-id",)
@@ -218,7 +379,8 @@ class CommissionAdmin(AppendOnlyAdmin):
 
 @admin.register(TradingSwitchEvent)
 class TradingSwitchEventAdmin(AppendOnlyAdmin):
-    list_display = ("at", "halted", "actor_label", "source", "reason")
+    list_display = ("at_", "halted", "actor_label", "source", "reason")
+    at_ = shown("at")
     list_filter = ("halted", "source")
     search_fields = ("reason", "actor_label", "=correlation_id")
     ordering = ("-id",)

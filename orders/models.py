@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -17,7 +18,7 @@ from django.utils import timezone
 from audit.ledger import AppendOnlyModel
 from orders.types import ACTIONS, ORDER_TYPES, TIFS
 
-MONEY = {"max_digits": 20, "decimal_places": 8}
+MONEY: dict[str, Any] = {"max_digits": 20, "decimal_places": 8}
 
 
 class OrderStatus(models.TextChoices):
@@ -83,7 +84,11 @@ class Order(AppendOnlyModel):
                 fields=["account", "client_order_id"], name="order_unique_client_order_id_per_account"
             ),
         ]
-        indexes = [models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx")]
+        indexes = [
+            models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx"),
+            # Broker reports name an order by its orderRef (our client_order_id), without the account.
+            models.Index(fields=["client_order_id"], name="order_client_order_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.quantity.normalize():f} {self.symbol} {self.order_type} ({self.client_order_id})"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,13 +32,39 @@ MAX_GROUP = 64  # placements admitted in one commit
 RESULT_TIMEOUT_S = 30.0
 
 
+class SentIds(OrderedDict):
+    MAX = 10_000
+
+    def __setitem__(self, key: Any, value: tuple[int, int]) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.MAX:
+            self.popitem(last=False)
+
+
+class AdmissionGroup:
+    """What the placements of one group share: facts read once per commit, and what earlier
+    placements of the group already added to them (so the counts stay exact without re-reading)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[Any, Any] = {}
+        self.added: dict[Any, int] = {}
+
+    def once(self, key: Any, read: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
+
+    def add(self, key: Any, n: int) -> None:
+        self.added[key] = self.added.get(key, 0) + n
+
+
 @dataclass
 class Command:
     """`admit` runs inside the group's transaction (a savepoint of its own); `after_commit` runs once
     the group has committed (the sends). A command without `admit` runs alone (`run`)."""
 
     run: Callable[[], Any] | None = None
-    admit: Callable[[], Any] | None = None
+    admit: Callable[[AdmissionGroup], Any] | None = None
     after_commit: Callable[[Any], Any] | None = None
     on_refused: Callable[[Exception], None] | None = None
     future: Future = field(default_factory=Future)
@@ -49,8 +76,9 @@ class OrderPipeline:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._serial = threading.Lock()  # one command at a time, also for callers run in their own thread
-        # Broker order ids of orders this process sent, by order pk: known before the recorder writes them.
-        self.sent_ids: dict[Any, tuple[int, int]] = {}
+        # Broker order ids (and client id) of orders this process sent, by order pk, known before the
+        # recorder writes them; only the recent ones are needed, so the oldest are forgotten.
+        self.sent_ids: SentIds = SentIds()
 
     # -- callers --------------------------------------------------------------------------------
     def execute(self, command: Command, timeout: float = RESULT_TIMEOUT_S) -> Any:
@@ -123,13 +151,14 @@ class OrderPipeline:
         if not group:
             return
         admitted: list[tuple[Command, Any]] = []
+        shared = AdmissionGroup()
         try:
             # Durable in the pipeline's thread: the intents are on disk before any send.
             with transaction.atomic(durable=not connection.in_atomic_block):
                 for command in group:
                     try:
                         with transaction.atomic():
-                            admitted.append((command, command.admit()))
+                            admitted.append((command, command.admit(shared)))
                     except Exception as exc:
                         # The savepoint is gone; the refusal's own record joins the group's commit.
                         if command.on_refused is not None:

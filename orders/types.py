@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -50,8 +50,8 @@ class OrderRequest:
 
     def canonical(self) -> dict[str, Any]:
         """The request as compared for idempotency: normalised, without the key itself."""
-        data = asdict(self)
-        data.pop("client_order_id")
+        # A flat dataclass of plain values: no deep copy needed (asdict would copy every field).
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "client_order_id"}
         return {k: (format(v.normalize(), "f") if isinstance(v, Decimal) else v) for k, v in data.items()}
 
 

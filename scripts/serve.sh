@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and start ibkr-gateway at http://127.0.0.1:8000 on the built-in simulated IB Gateway.
+# Install and start ibkr-gateway at http://$HOST:$PORT (default 127.0.0.1:8000) on the built-in simulated IB Gateway.
 # Safe to run again: it reuses the virtualenv, migrates, and only creates first-run users once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +11,8 @@ fi
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py bootstrap
-echo "ibkr-gateway: http://127.0.0.1:8000/api/v1/  docs: http://127.0.0.1:8000/api/docs/  admin: http://127.0.0.1:8000/admin/"
-exec .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" ibkrgw.asgi:application
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+url="http://${HOST}:${PORT}"
+echo "ibkr-gateway: ${url}/api/v1/  docs: ${url}/api/docs/  admin: ${url}/admin/  console: ${url}/admin/dashboard/"
+exec .venv/bin/python -m ibkrgw.serve --host "$HOST" --port "$PORT"

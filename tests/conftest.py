@@ -44,7 +44,13 @@ def _no_read_throttling_unless_asked(settings):
     # Tests poll the API in tight loops; the throttle has its own test.
     from django.core.cache import cache
 
+    from brokers.selectors import health_probe_forget
+    from ibkrgw.auth import api_key_cache_clear, read_throttle_reset
+
+    health_probe_forget()  # each test has a fresh database
     cache.clear()
+    read_throttle_reset()
+    api_key_cache_clear()
     settings.API_READ_RATE = "1000000/min"
 
 
@@ -52,8 +58,10 @@ def _no_read_throttling_unless_asked(settings):
 def _fresh_contract_memory():
     # Each test has a fresh database; the process-local contract cache must not outlive it.
     from marketdata.services import contract_cache_clear
+    from orders.services.recording import order_refs_forget
 
     contract_cache_clear()
+    order_refs_forget()
 
 
 @pytest.fixture
@@ -64,6 +72,9 @@ def ib_runtime(sim_gateway, transactional_db):
     wait_for(lambda: rt.worker.reconciled.is_set(), message="connect and reconcile")
     yield rt
     runtime.stop()
+    from marketdata.services import rest_stream_holds_forget
+
+    rest_stream_holds_forget()  # they were subscriptions of the runtime just stopped
 
 
 def _client_with_key(scope: str) -> APIClient:

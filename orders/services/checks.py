@@ -28,6 +28,7 @@ from marketdata.services import contract_resolve_one
 from orders import gates
 from orders.gates import GateBlocked
 from orders.models import Order
+from orders.pipeline import AdmissionGroup
 from orders.selectors import trading_halted
 from orders.services.common import contract_spec_for
 from orders.types import OrderRequest
@@ -187,15 +188,27 @@ class SharedState:
     duplicate_recent: bool
 
 
-def shared_state(*, account: str, digest: str, supplied_key: bool) -> SharedState:
+def shared_state(
+    *, account: str, digest: str, supplied_key: bool, group: AdmissionGroup | None = None
+) -> SharedState:
+    """The kill switch, the last minute's orders and the duplicate window, as the ledger has them now.
+
+    Inside the pipeline `group` reads each fact once per commit and adds what the group's earlier
+    placements added; a preview reads them afresh."""
+    group = group or AdmissionGroup()
     since = timezone.now() - timedelta(seconds=60)
     duplicate = False
     if not supplied_key and settings.RISK_DUPLICATE_WINDOW_S > 0:
         window = timezone.now() - timedelta(seconds=settings.RISK_DUPLICATE_WINDOW_S)
-        duplicate = Order.objects.filter(account=account, request_hash=digest, created_at__gte=window).exists()
+        duplicate = group.added.get(("digest", account, digest), 0) > 0 or (
+            Order.objects.filter(account=account, request_hash=digest, created_at__gte=window).exists()
+        )
+    counted = group.once(
+        ("orders", account), lambda: Order.objects.filter(account=account, created_at__gte=since).count()
+    )
     return SharedState(
-        halted=trading_halted(),
-        orders_last_minute=Order.objects.filter(account=account, created_at__gte=since).count(),
+        halted=group.once("halted", trading_halted),
+        orders_last_minute=counted + group.added.get(("orders", account), 0),
         duplicate_recent=duplicate,
     )
 

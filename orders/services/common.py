@@ -166,12 +166,14 @@ def order_event_append(
     average_fill_price: Decimal | None = None,
     audit_event: str = events.ORDER_STATUS_CHANGED,
     strict: bool = True,
+    latest: OrderEvent | None = None,
 ) -> OrderEvent | None:
     """Append a state transition checked against the state machine. Call inside a transaction.
 
     Returns None (and appends nothing) when the transition is not allowed and `strict` is False.
+    `latest`: the order's latest event, when the caller has just read it in this transaction.
     """
-    latest = order_latest_event(order)
+    latest = latest or order_latest_event(order)
     current = latest.status if latest else None
     if current is not None and not can_transition(current, status):
         if strict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 from django.conf import settings
@@ -32,10 +33,31 @@ PROCESS_STARTED_AT = timezone.now()
 
 
 # -- broker events (called by the recorder thread) ---------------------------------------------
+_orders_by_ref: OrderedDict[str, Order] = OrderedDict()
+_ORDERS_BY_REF_MAX = 10_000
+
+
 def _order_for_ref(order_ref: str) -> Order | None:
+    """The order a broker report names by orderRef. Order rows never change, so they are remembered."""
     if not order_ref:
         return None
-    return Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+    order = _orders_by_ref.get(order_ref)
+    if order is not None:
+        return order
+    order = Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+    if order is not None:
+        _orders_by_ref[order_ref] = order
+        if len(_orders_by_ref) > _ORDERS_BY_REF_MAX:
+            _orders_by_ref.popitem(last=False)
+    return order
+
+
+def order_refs_forget(order_ref: str | None = None) -> None:
+    """Forget a remembered orderRef (a new order now carries it), or all of them."""
+    if order_ref is None:
+        _orders_by_ref.clear()
+    else:
+        _orders_by_ref.pop(order_ref, None)
 
 
 def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
@@ -55,8 +77,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
     if status is None:
         return None
     order = _order_for_ref(report.order_ref)
-    # Most reports repeat what we know: answer those without taking the write lock.
-    if order is None or not _status_is_news(order_latest_event(order), status, report):
+    if order is None:
         return None
     with transaction.atomic():
         latest = order_latest_event(order)
@@ -79,13 +100,12 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             average_fill_price=report.average_fill_price,
             data={"client_id": report.client_id} if report.client_id is not None else None,
             strict=False,
+            latest=latest,
         )
 
 
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
-    if Fill.objects.filter(exec_id=execution.exec_id).exists():
-        return None
     with transaction.atomic():
         if Fill.objects.filter(exec_id=execution.exec_id).exists():
             return None
@@ -194,6 +214,7 @@ def order_sent_record(*, sent: OrderSent) -> None:
                 data={"client_id": sent.client_id},
                 audit_event=events.ORDER_SENT,
                 strict=False,
+                latest=latest,
             )
         else:
             audit_record(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from audit import events
 from audit.services import audit_record, ledger_write_lock
@@ -28,7 +28,7 @@ from orders import gates, publish
 from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
-from orders.pipeline import Command, pipeline
+from orders.pipeline import AdmissionGroup, Command, pipeline
 from orders.selectors import order_broker_id, order_get_or_error, order_latest_event, trading_halted
 from orders.services import checks
 from orders.services.common import (
@@ -43,6 +43,7 @@ from orders.services.common import (
     order_request_of,
     request_hash,
 )
+from orders.services.recording import order_refs_forget
 from orders.services.sending import order_send_with_exits
 from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
@@ -193,15 +194,30 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     contract = trip.contract
     status = _first_status(actor)
 
-    def admit() -> tuple[Order, bool]:
-        ledger_write_lock()
-        replay = _replay(account, request.client_order_id, digest)
-        if replay is not None:
+    def admit(group: AdmissionGroup) -> tuple[Order, bool]:
+        group.once("lock", ledger_write_lock)
+        key = ("key", account, request.client_order_id)
+        if group.added.get(key):  # the same key earlier in this group: a replay (or a reuse)
+            replay = _replay(account, request.client_order_id, digest)
+            assert replay is not None  # noqa: S101 - it was recorded in this transaction
             return replay.order, True
-        state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key)
-        for gate in checks.shared_state_gates(state, legs=1 + len(trip.legs)):
+        state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key, group=group)
+        legs = 1 + len(trip.legs)
+        for gate in checks.shared_state_gates(state, legs=legs):
             gate()
-        return _record_intent(request, contract, account, digest, trip, actor, status), False
+        try:
+            with transaction.atomic():
+                order = _record_intent(request, contract, account, digest, trip, actor, status)
+        except IntegrityError:
+            # The key was committed since this request looked (another thread or process): replay it.
+            replay = _replay(account, request.client_order_id, digest)
+            if replay is None:
+                raise
+            return replay.order, True
+        group.add(key, 1)
+        group.add(("orders", account), legs)
+        group.add(("digest", account, digest), 1)
+        return order, False
 
     def send(admitted: tuple[Order, bool]) -> tuple[Order, bool, list[OrderSent]]:
         order, replayed = admitted
@@ -380,6 +396,7 @@ def _intent_row(
             "con_id": contract.con_id,
         },
     )
+    order_refs_forget(order.client_order_id)
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return order

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
@@ -89,3 +92,48 @@ def test_order_actions_are_offered_but_not_delete(staff_client):
     for action in ("cancel_selected", "approve_selected", "reject_selected"):
         assert f'value="{action}"' in body
     assert 'value="delete_selected"' not in body
+
+
+def test_lists_and_pages_show_plain_decimals_and_times_with_seconds_and_zone(staff_client):
+    event = OrderEventFactory(status=OrderStatus.FILLED)
+    order = event.order
+    FillFactory(order=order, exec_id="exec-readable", quantity=Decimal("10"), price=Decimal("190.5"))
+    for url in (
+        reverse("admin:orders_order_changelist"),
+        reverse("admin:orders_order_change", args=[order.pk]),
+        reverse("admin:orders_fill_changelist"),
+        reverse("admin:orders_orderevent_changelist"),
+    ):
+        body = staff_client.get(url).content.decode()
+        assert not re.search(r"\d\.\d*0000\b", body), url  # no padded decimals like 10.00000000
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body), url
+    listing = staff_client.get(reverse("admin:orders_order_changelist")).content.decode()
+    assert "field-filled" in listing and "field-avg_price" in listing
+
+
+def test_revoking_api_keys_in_bulk_asks_first_and_is_audited(superuser_client):
+    from ibkrgw.models import ScopedAPIKey
+
+    key, _ = ScopedAPIKey.objects.create_key(name="bulk-revoke", scope="read")
+    changelist = reverse("admin:ibkrgw_scopedapikey_changelist")
+    page = superuser_client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk]})
+    assert "Programs using these keys stop working at once" in page.content.decode()
+    assert not ScopedAPIKey.objects.get(pk=key.pk).revoked
+    superuser_client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk], "confirmed": "yes"})
+    assert ScopedAPIKey.objects.get(pk=key.pk).revoked
+    from audit.models import AuditEntry
+
+    assert AuditEntry.objects.filter(event="apikey.revoked", target_id=key.prefix, source="admin").count() == 1
+
+
+def test_decimals_render_without_exponent_or_padding():
+    from ibkrgw.templatetags.console import plain
+
+    assert [plain(Decimal(v)) for v in ("100", "100.00000000", "190.50", "0E-8", "0.25")] == [
+        "100",
+        "100",
+        "190.5",
+        "0",
+        "0.25",
+    ]
+    assert plain(None) is None

@@ -37,7 +37,7 @@ def test_dashboard_lists_held_orders_with_approve_and_reject(ib_runtime, approva
     order = _agent_order("held-list")
     body = staff_client.get(reverse("admin:ibkrgw_dashboard")).content.decode()
     assert "held-list" in body
-    assert reverse("admin:ibkrgw_order_approve", args=[order.pk]) in body
+    assert reverse("admin:ibkrgw_order_approve_review", args=[order.pk]) in body
     assert reverse("admin:ibkrgw_order_reject", args=[order.pk]) in body
     assert 'name="csrfmiddlewaretoken"' in body
 
@@ -46,7 +46,11 @@ def test_approve_from_the_dashboard_sends_and_fills(ib_runtime, sim_gateway, app
     sim_gateway.pause_market()
     order = _agent_order("held-approve")
     assert _sent(sim_gateway) == []
-    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
+    # Without the confirmation box: back to the review page, nothing sent.
+    unconfirmed = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
+    assert "Tick the confirmation box" in unconfirmed.content.decode()
+    assert _sent(sim_gateway) == []
+    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"}, follow=True)
     assert "Order held-approve approved and sent." in response.content.decode()
     assert _sent(sim_gateway) == ["held-approve"]
     wait_for(lambda: _statuses(order)[-1] == "filled", message="approved order filled")
@@ -71,7 +75,7 @@ def test_approve_is_post_only(ib_runtime, approval_for_agents, staff_client):
 def test_service_refusal_becomes_a_message(ib_runtime, sim_gateway, approval_for_agents, staff_client):
     order = _agent_order("held-halted")
     services.trading_halt(actor=Actor.system(), reason="incident")
-    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
+    response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"}, follow=True)
     assert response.status_code == 200
     assert "halted" in response.content.decode().lower()
     assert _statuses(order) == ["pending_approval"]
@@ -81,7 +85,13 @@ def test_service_refusal_becomes_a_message(ib_runtime, sim_gateway, approval_for
 def test_admin_actions_approve_and_reject(ib_runtime, sim_gateway, approval_for_agents, superuser_client):
     sim_gateway.pause_market()
     yes, no = _agent_order("act-approve"), _agent_order("act-reject")
-    superuser_client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)]})
+    # Approving asks first: the confirmation page lists the order and nothing is sent yet.
+    page = superuser_client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)]})
+    assert "act-approve" in page.content.decode() and 'name="confirmed"' in page.content.decode()
+    assert _sent(sim_gateway) == []
+    superuser_client.post(
+        CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)], "confirmed": "yes"}
+    )
     superuser_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": [str(no.pk)]})
     assert _sent(sim_gateway) == ["act-approve"]
     wait_for(lambda: _statuses(yes)[-1] == "filled", message="approved order filled")
@@ -109,8 +119,12 @@ def test_cancel_action_cancels_working_orders_and_reports_the_others(
     orders_enabled.ORDERS_ENABLED = False
     simulated = _agent_order("sim-1")
 
+    selected = [str(resting.pk), str(simulated.pk)]
+    page = superuser_client.post(CHANGELIST, {"action": "cancel_selected", "_selected_action": selected})
+    assert "Cancel these orders" in page.content.decode()
+    assert _statuses(resting)[-1] == "submitted"  # nothing cancelled before confirming
     response = superuser_client.post(
-        CHANGELIST, {"action": "cancel_selected", "_selected_action": [str(resting.pk), str(simulated.pk)]}, follow=True
+        CHANGELIST, {"action": "cancel_selected", "_selected_action": selected, "confirmed": "yes"}, follow=True
     )
     body = response.content.decode()
     assert "1 order(s) asked to cancel." in body

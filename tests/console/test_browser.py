@@ -79,3 +79,59 @@ def test_operator_halts_trading_from_the_dashboard(live_server, superuser, tmp_p
     assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     assert trading_halted()
     assert trading_switch_latest().reason == "browser drill"
+
+
+CONTRAST_JS = """
+() => {
+  const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { return c.slice(0, 3); }
+    }
+    return [255, 255, 255];
+  };
+  const selector = ".ibkrgw-ok, .ibkrgw-bad, .ibkrgw-status, .ibkrgw-pill, .ibkrgw-badge, .ibkrgw-muted";
+  return Array.from(document.querySelectorAll(selector)).filter((el) => el.textContent.trim()).map((el) => {
+    const [a, b] = [lum(rgb(getComputedStyle(el).color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    return { text: el.textContent.trim().slice(0, 30), cls: el.className, ratio };
+  });
+}
+"""
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_status_text_is_readable_in_both_colour_schemes(live_server, superuser, scheme):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary (apt-get install chromium, or set CHROMIUM_PATH)")
+    from orders.models import OrderStatus
+    from tests.factories import OrderEventFactory
+
+    for status in (OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.PENDING_APPROVAL, OrderStatus.SIMULATED):
+        OrderEventFactory(status=status)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(color_scheme=scheme).new_page()
+            page.goto(f"{live_server.url}/admin/login/?next=/admin/dashboard/")
+            page.fill("#id_username", superuser.username)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url("**/admin/dashboard/")
+            measured = page.evaluate(CONTRAST_JS)
+            page.goto(f"{live_server.url}/admin/orders/order/")
+            measured += page.evaluate(CONTRAST_JS)
+        finally:
+            browser.close()
+
+    assert len(measured) > 10
+    low = [m for m in measured if m["ratio"] < 4.5]
+    assert low == [], low

@@ -90,7 +90,7 @@ def test_dashboard_shows_positions_and_pnl_when_the_broker_is_connected(ib_runti
     assert response.status_code == 200
     account = response.context["account"]
     assert account["available"] is True
-    assert account["pnl"].account == "DU1234567"
+    assert account["pnl"]["account"] == "DU1234567"
     body = response.content.decode()
     assert "Broker unavailable" not in body
     assert "connected" in body

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +61,36 @@ def test_demo_refuses_live_mode(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "The demo runs in paper mode only" in result.stderr
+
+
+def _fingerprint(path: Path) -> dict[str, str]:
+    """The database's files, byte for byte (the main file and its WAL, when there is one)."""
+    files = [path, path.with_name(path.name + "-wal")]
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()}
+
+
+def test_demo_leaves_the_configured_database_unchanged(tmp_path: Path):
+    configured = tmp_path / "configured.sqlite3"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{configured}", "TRADING_MODE": "paper", "LOG_FORMAT": "text"}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=settings.BASE_DIR, env=env, check=True
+    )
+    with sqlite3.connect(configured) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = _fingerprint(configured)
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "demo"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Using a throwaway database" in result.stdout
+    assert "order.submitted" in result.stdout  # the tour really placed orders, elsewhere
+    assert _fingerprint(configured) == before
+    with sqlite3.connect(configured) as db:
+        for table in ("orders_order", "orders_fill", "audit_auditentry"):
+            assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table  # noqa: S608

@@ -76,7 +76,7 @@ def test_messages_about_an_order_escape_its_client_order_id(superuser_client, ho
     # An admin action's per-order error names the order too.
     response = superuser_client.post(
         reverse("admin:orders_order_changelist"),
-        {"action": "approve_selected", "_selected_action": [str(order.pk)]},
+        {"action": "approve_selected", "_selected_action": [str(order.pk)], "confirmed": "yes"},
         follow=True,
     )
     _assert_escaped(response)

@@ -151,7 +151,8 @@ def lease_holder_pid(env: dict[str, str]) -> int | None:
         env,
         "shell",
         "-c",
-        "from brokers.lease import IB_CONNECTION, lease_holder; print(lease_holder(name=IB_CONNECTION) or '-')",
+        "from brokers.scaleout.lease import IB_CONNECTION, lease_holder; "
+        "print(lease_holder(name=IB_CONNECTION) or '-')",
     ).strip()
     last = out.splitlines()[-1] if out else "-"
     return None if last == "-" else int(last.split(":")[-2])

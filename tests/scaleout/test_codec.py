@@ -26,7 +26,7 @@ from brokers.adapter import (
     PositionInfo,
     Quote,
 )
-from brokers.remote import DATACLASSES, decode, decode_error, encode, encode_error
+from brokers.scaleout.protocol import DATACLASSES, decode, decode_error, encode, encode_error
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 
 AT = datetime(2026, 3, 4, 15, 30, 1, 123456, tzinfo=UTC)

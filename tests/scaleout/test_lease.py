@@ -7,9 +7,9 @@ import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from brokers import lease
-from brokers.lease import LeaseKeeper, lease_acquire, lease_holder, lease_release
 from brokers.models import BrokerLease
+from brokers.scaleout import lease
+from brokers.scaleout.lease import LeaseKeeper, lease_acquire, lease_holder, lease_release
 
 NAME = "ib-connection"
 

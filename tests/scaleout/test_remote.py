@@ -6,9 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from brokers import remote
 from brokers.adapter import BrokerHealth, ContractInfo, OrderAck
-from brokers.remote import BROKER_CHANNEL, BrokerServer, RemoteAdapter, RpcLoop
+from brokers.scaleout import follower as follower_side
+from brokers.scaleout import protocol
+from brokers.scaleout import server as owner_side
+from brokers.scaleout.follower import RemoteAdapter
+from brokers.scaleout.protocol import BROKER_CHANNEL, RpcLoop
+from brokers.scaleout.server import BrokerServer
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from tests.conftest import wait_for
 
@@ -66,11 +70,12 @@ class FakeAdapter:
 
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setattr(remote, "ACCEPT_WITHIN_S", 0.3)
-    monkeypatch.setattr(remote, "TRANSIT_S", 0.3)
-    monkeypatch.setattr(remote, "REPLY_MARGIN_S", 0.2)
-    monkeypatch.setattr(remote, "SYNC_EVERY_S", 0.1)
-    monkeypatch.setattr(remote, "FOLLOWER_TTL_S", 0.5)
+    monkeypatch.setattr(follower_side, "ACCEPT_WITHIN_S", 0.3)
+    monkeypatch.setattr(follower_side, "TRANSIT_S", 0.3)
+    monkeypatch.setattr(follower_side, "REPLY_MARGIN_S", 0.2)
+    monkeypatch.setattr(follower_side, "SYNC_EVERY_S", 0.1)
+    monkeypatch.setattr(owner_side, "SYNC_EVERY_S", 0.1)
+    monkeypatch.setattr(owner_side, "FOLLOWER_TTL_S", 0.5)
 
 
 @pytest.fixture
@@ -134,7 +139,7 @@ def test_without_an_owner_calls_fail_fast_with_503(rpc):
 
 def test_calls_past_their_deadline_are_never_started(rpc, owner):
     # A call queued while no owner ran (e.g. during a takeover) must not be placed later.
-    message = {"type": "broker.call", "id": "x", "method": "order_place", "kwargs": remote.encode({"request": None})}
+    message = {"type": "broker.call", "id": "x", "method": "order_place", "kwargs": protocol.encode({"request": None})}
     rpc.submit(rpc.layer.send(BROKER_CHANNEL, {**message, "reply_to": None, "deadline": time.time() - 1})).result(2)
     follower(rpc).orders_allowed()  # a later call is served: the stale one was read and dropped
     assert "order_place" not in owner.calls

@@ -6,8 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from ibkrgw import ws as ws_module
 from ibkrgw.models import ScopedAPIKey
+from ibkrgw.web import ws as ws_module
 from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,13 +3,20 @@ preview, a simulated order, then (orders enabled for this process only) an order
 its audit trail.
 
 It always starts its own simulated IB Gateway on a free loopback port, whatever IB_GATEWAY says,
-so it never touches a real account. It goes through the same services as every door and prints
-their REST output shapes. Exit 0 when every step worked, non-zero with a message otherwise.
+so it never touches a real account, and it runs on its own throwaway SQLite database (a child
+process with DATABASE_URL pointing at a temporary file, deleted afterwards), so the configured
+database, whose ledger can never be cleaned, receives nothing. It goes through the same services
+as every door and prints their REST output shapes. Exit 0 when every step worked, non-zero with a message otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -23,14 +30,14 @@ from django.db.migrations.executor import MigrationExecutor
 
 from audit.selectors import audit_list
 from brokers import runtime
-from brokers.adapter import ContractSpec, as_dict
-from brokers.api import HealthOutput
+from brokers.adapter import ContractSpec
+from brokers.payloads import contracts_payload, health_payload
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import GatewayError
-from marketdata.api import BarsOutput, ContractOutput, QuoteOutput, bars_payload, quote_payload
+from marketdata.payloads import bars_payload, quote_payload
 from marketdata.services import bars_get, contract_resolve, quote_get
-from orders.api import order_output, preview_output
+from orders.payloads import order_output, preview_output
 from orders.selectors import fill_list, order_get, trading_halted
 from orders.services import order_preview, order_submit
 from orders.types import OrderRequest
@@ -38,6 +45,8 @@ from orders.types import OrderRequest
 CONNECT_TIMEOUT_S = 20.0
 FILL_TIMEOUT_S = 20.0
 SYMBOL = "AAPL"
+# Set in the child process that runs the tour on the throwaway database.
+THROWAWAY_ENV = "IBKRGW_DEMO_THROWAWAY_DB"
 
 
 class Command(BaseCommand):
@@ -47,12 +56,45 @@ class Command(BaseCommand):
         parser.add_argument("--client-id", type=int, default=None, help="IB client id (default: IB_CLIENT_ID).")
 
     def handle(self, *args, **options):
+        if settings.TRADING_MODE != "paper":
+            raise CommandError("The demo runs in paper mode only (TRADING_MODE=paper): its market is simulated.")
+        if os.environ.get(THROWAWAY_ENV) != "1":
+            self._in_throwaway_database(options)
+            return
+        self._run(options)
+
+    def _in_throwaway_database(self, options) -> None:
+        folder = tempfile.mkdtemp(prefix="ibkrgw-demo-")
+        try:
+            path = os.path.join(folder, "demo.sqlite3")
+            self._step(f"Using a throwaway database ({path}); the configured database is not touched")
+            env = {
+                **os.environ,
+                THROWAWAY_ENV: "1",
+                "DATABASE_URL": f"sqlite:///{path}",
+                "CHANNEL_LAYER_URL": "",  # no announcements to the deployment's other processes
+            }
+            command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "demo"]
+            if options["client_id"] is not None:
+                command += ["--client-id", str(options["client_id"])]
+            errors = tempfile.TemporaryFile(mode="w+", dir=folder)
+            # Our own interpreter and manage.py, arguments from this command's parser only.
+            with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True) as child:  # noqa: S603
+                for line in child.stdout:
+                    self.stdout.write(line, ending="")
+            errors.seek(0)
+            self.stderr.write(errors.read(), ending="")
+            errors.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if child.returncode != 0:
+            raise CommandError("The demo failed (see above).", returncode=child.returncode)
+
+    def _run(self, options) -> None:
         from brokers.sim.server import SimGateway
 
         if runtime.current() is not None:
             raise CommandError("A broker connection is already running in this process; the demo needs its own.")
-        if settings.TRADING_MODE != "paper":
-            raise CommandError("The demo runs in paper mode only (TRADING_MODE=paper): its market is simulated.")
         self._migrate()
         if trading_halted():
             raise CommandError("Trading is halted (kill switch). Resume it in the admin first, then run the demo.")
@@ -61,7 +103,8 @@ class Command(BaseCommand):
         # The private simulator manages its own paper account; a configured IB_ACCOUNT belongs to another gateway.
         settings.IB_ACCOUNT = None
         settings.TRADING_HOURS = "always"  # the simulated market never closes
-        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED).start()
+        # A demo runs at any hour: the simulated market never closes.
+        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED, trading_hours="always").start()
         try:
             client_id = settings.IB_CLIENT_ID if options["client_id"] is None else options["client_id"]
             self._step(f"Starting a private simulated IB Gateway on 127.0.0.1:{sim.port} (client id {client_id})")
@@ -83,19 +126,19 @@ class Command(BaseCommand):
         spec = ContractSpec(symbol=SYMBOL)
 
         self._step("1. Health")
-        self._show(HealthOutput(health_get()).data)
+        self._show(health_payload(health_get()))
 
         self._step(f"2. Contract resolution ({SYMBOL})")
-        self._show(ContractOutput([as_dict(c) for c in contract_resolve(spec=spec)], many=True).data)
+        self._show(contracts_payload(contract_resolve(spec=spec)))
 
         self._step(f"3. Quote ({SYMBOL})")
         contract, quote = quote_get(spec=spec)
-        self._show(QuoteOutput(quote_payload(contract, quote)).data)
+        self._show(quote_payload(contract, quote))
 
         self._step(f"4. Daily bars ({SYMBOL}, last 5 days)")
         params = {"bar_size": "1 day", "duration": "5 D", "what_to_show": "TRADES", "use_rth": True}
         contract, bars = bars_get(spec=spec, **params)
-        self._show(BarsOutput(bars_payload(contract, bars, params)).data)
+        self._show(bars_payload(contract, bars, params))
 
         self._step(f"5. Preview: BUY 10 {SYMBOL} MKT (every gate as a dry run, and the what-if; nothing is sent)")
         actor = self._actor()

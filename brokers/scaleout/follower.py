@@ -1,47 +1,21 @@
-"""The broker adapter across processes: the owner serves it on the channel layer, the others call it.
-
-Protocol (every message is msgpack-safe: str, int, float, bool, None, lists and str-keyed dicts):
-
-- a caller sends `{"type": "broker.call", "id", "method", "kwargs", "reply_to", "deadline"}` to the
-  well-known channel `ibkrgw.broker`, which only the owner consumes. `deadline` (epoch seconds) is
-  the latest moment the owner may *start* the call; later it is dropped unanswered.
-- the owner answers on the caller's `reply_to` channel: first `{"type": "broker.accepted", "id"}`
-  when it starts a call that goes to IB, then `{"type": "broker.reply", "id", "ok", "result" |
-  "error"}`. Calls answered from memory (health, cached quotes) get the reply at once.
-- `reply_to: None` marks a call nobody waits for (quote subscription bookkeeping).
-
-Failure: no acceptance by the deadline (plus transit) means no owner started the call, so it is
-`BrokerUnavailable` (503) and safe to repeat. Accepted but unanswered (the owner died mid-call) is
-`broker_timeout`: for order calls the outcome is unknown, so that error is a plain `GatewayError`,
-which the order service records as `unknown` for reconciliation instead of `rejected`.
-
-Values cross with a small explicit codec: the frozen dataclasses of `brokers.adapter` by name and
-fields, `Decimal` and `datetime` tagged as strings, tuples tagged so they come back as tuples.
-"""
+"""The followers' side: a broker adapter that calls the owner of the IB connection over the channel layer."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import dataclasses
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
-
-from brokers import adapter as adapter_types
 from brokers import events
 from brokers.adapter import (
     AccountRisk,
     AccountSummary,
     Bar,
-    BrokerAdapter,
     BrokerHealth,
     BrokerOrderRequest,
     BrokerOrderStatus,
@@ -54,324 +28,26 @@ from brokers.adapter import (
     PositionInfo,
     Quote,
 )
+from brokers.scaleout.protocol import (
+    ACCEPT_WITHIN_S,
+    BROKER_CHANNEL,
+    FOLLOWER_TTL_S,
+    HEALTH_CACHE_S,
+    MUTATING,
+    REPLY_MARGIN_S,
+    SYNC_EVERY_S,
+    TRANSIT_S,
+    RpcLoop,
+    _on_event_loop,
+    decode,
+    decode_error,
+    encode,
+)
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 
 logger = logging.getLogger(__name__)
 
-BROKER_CHANNEL = "ibkrgw.broker"
-ACCEPT_WITHIN_S = 2.0  # an owner that is alive picks a call up within milliseconds
-TRANSIT_S = 2.0  # extra wait for an acceptance sent just before the deadline
-REPLY_MARGIN_S = 2.0  # the owner's own IB timeout (and its 504) must arrive before ours
-HEALTH_CACHE_S = 0.5
-SYNC_EVERY_S = 2.0  # a follower re-sends its quote subscriptions this often...
-FOLLOWER_TTL_S = 10.0  # ...and the owner drops them when it has not heard from it for this long
-SERVER_THREADS = 32
-# Answered from the owner's memory on its loop: no IB round trip, so no acceptance message.
-INSTANT = frozenset({"health", "orders_allowed", "quote_cached", "managed_accounts", "quote_sync"})
-CALLS = frozenset(
-    {
-        "health",
-        "managed_accounts",
-        "resolve_contracts",
-        "quote_snapshot",
-        "quote_cached",
-        "bars",
-        "account_summary",
-        "positions",
-        "pnl",
-        "order_preview",
-        "order_place",
-        "order_cancel",
-        "orders_cancel_all",
-        "order_sends_blocked",
-        "open_orders",
-        "account_risk",
-        "snapshot",
-        "orders_allowed",
-        "quote_sync",
-    }
-)
-# Calls whose effect at the broker is unknown when the owner accepted them and then went silent.
-MUTATING = frozenset({"order_place", "order_cancel", "orders_cancel_all", "order_sends_blocked"})
 
-
-# -- codec --------------------------------------------------------------------------------------
-DATACLASSES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in vars(adapter_types).values()
-    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == adapter_types.__name__
-}
-
-
-def encode(value: Any) -> Any:
-    """Plain data for the channel layer. Raises TypeError for anything outside the broker interface."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)  # IntEnum and friends become plain ints
-    if isinstance(value, float):
-        return value
-    if isinstance(value, str):
-        return str(value)  # StrEnum (ErrorCode) becomes a plain str
-    if isinstance(value, Decimal):
-        return {"$": "decimal", "v": str(value)}
-    if isinstance(value, datetime):
-        return {"$": "datetime", "v": value.isoformat()}
-    if isinstance(value, tuple):
-        return {"$": "tuple", "v": [encode(v) for v in value]}
-    if isinstance(value, list):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {"$": "dict", "v": {str(k): encode(v) for k, v in value.items()}}
-    cls = DATACLASSES.get(type(value).__name__)
-    if cls is type(value):
-        return {"$": cls.__name__, "v": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
-    raise TypeError(f"{type(value).__name__} cannot cross to another process")
-
-
-def decode(value: Any) -> Any:
-    """The inverse of `encode`. Raises ValueError for an unknown tag."""
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    tag, body = value["$"], value["v"]
-    if tag == "decimal":
-        return Decimal(body)
-    if tag == "datetime":
-        return datetime.fromisoformat(body)
-    if tag == "tuple":
-        return tuple(decode(v) for v in body)
-    if tag == "dict":
-        return {k: decode(v) for k, v in body.items()}
-    cls = DATACLASSES.get(tag)
-    if cls is None:
-        raise ValueError(f"unknown type {tag!r} from another process")
-    return cls(**{k: decode(v) for k, v in body.items()})
-
-
-def encode_error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, GatewayError):
-        kind = "broker_unavailable" if isinstance(exc, BrokerUnavailable) else "gateway"
-        return {
-            "kind": kind,
-            "code": str(exc.code),
-            "message": exc.message,
-            "http_status": exc.http_status,
-            "details": encode(exc.details),
-        }
-    return {"kind": "internal", "code": "", "message": f"{type(exc).__name__}: {exc}", "http_status": 500}
-
-
-class RemoteError(RuntimeError):
-    """An unexpected error in the owner (a bug, not a broker answer); rendered as internal_error."""
-
-
-def decode_error(data: dict[str, Any]) -> Exception:
-    if data["kind"] == "broker_unavailable":
-        return BrokerUnavailable(
-            data["message"], code=data["code"], http_status=data["http_status"], details=decode(data["details"])
-        )
-    if data["kind"] == "gateway":
-        return GatewayError(
-            data["code"], data["message"], http_status=data["http_status"], details=decode(data["details"])
-        )
-    return RemoteError(data["message"])
-
-
-# -- the loop both sides use --------------------------------------------------------------------
-class RpcLoop:
-    """A thread with its own asyncio loop and its own channel-layer instance.
-
-    Its own instance because channels-redis binds its receive lock to one loop, and the ASGI loop
-    uses the shared instance.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-        self._thread = threading.Thread(target=self._run, name="broker-rpc", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.close()
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        if self.loop.is_running():
-            try:
-                self.submit(cancel_all()).result(5)
-            except Exception:
-                logger.debug("rpc loop tasks did not stop cleanly", exc_info=True)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-# -- the owner's side ---------------------------------------------------------------------------
-# (group, message) to publish a tick under; supplied by the websocket layer (marketdata.groups).
-QuotePublication = Callable[[Quote], tuple[str, dict[str, Any]]]
-
-
-class BrokerServer:
-    """Serves the owner's adapter to the other processes from the channel `ibkrgw.broker`.
-
-    Ticks of contracts that followers watch are published to their websocket group (`publication`),
-    since only the owner receives ticks; the websocket consumers drop a tick relayed twice.
-    """
-
-    def __init__(
-        self,
-        rpc: RpcLoop,
-        *,
-        adapter: BrokerAdapter,
-        orders_allowed: Callable[[], bool],
-        server_id: str,
-        worker: Any = None,
-        publication: QuotePublication | None = None,
-    ) -> None:
-        self._rpc, self._adapter, self._orders_allowed, self.server_id = rpc, adapter, orders_allowed, server_id
-        self._executor = concurrent.futures.ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="broker-rpc-call")
-        self._handlers: set[asyncio.Task] = set()
-        # follower id -> (last heard, monotonic; the contracts it watches). Loop-only state.
-        self._follower_subs: dict[str, tuple[float, dict[int, ContractInfo]]] = {}
-        # Contracts some follower watches; replaced whole (never mutated), so the IB thread may read it.
-        self._relayed: frozenset[int] = frozenset()
-        self._relay_lock = threading.Lock()
-        self._relay_pending: dict[int, Quote] = {}
-        self._worker, self._publication = worker, publication
-        if worker is not None and publication is not None:
-            worker.add_quote_listener(self._on_tick)
-        self._task = rpc.submit(self._serve())
-
-    def stop(self) -> None:
-        if self._worker is not None and self._publication is not None:
-            self._worker.remove_quote_listener(self._on_tick)
-        self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    # -- ticks for followers' websocket clients ---------------------------------------------------
-    def _on_tick(self, quote: Quote) -> None:
-        """On the IB loop, for every tick: must not block. Keeps the latest per contract, wakes the relay once."""
-        if quote.con_id not in self._relayed:
-            return
-        with self._relay_lock:
-            wake = not self._relay_pending
-            self._relay_pending[quote.con_id] = quote
-        if wake:
-            self._rpc.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._relay()))
-
-    async def _relay(self) -> None:
-        with self._relay_lock:
-            pending, self._relay_pending = self._relay_pending, {}
-        for quote in pending.values():
-            group, message = self._publication(quote)
-            try:
-                await self._rpc.layer.group_send(group, message)
-            except Exception:  # Redis away: drop this tick, the next one retries
-                logger.warning("could not relay a quote to the channel layer", exc_info=True)
-
-    async def _serve(self) -> None:
-        layer = self._rpc.layer
-        expiry = asyncio.ensure_future(self._expire_followers())
-        try:
-            while True:
-                try:
-                    message = await layer.receive(BROKER_CHANNEL)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # Redis away: keep trying, callers see 503 meanwhile
-                    logger.warning("could not receive broker calls from the channel layer", exc_info=True)
-                    await asyncio.sleep(0.5)
-                    continue
-                if message.get("type") != "broker.call" or time.time() > message.get("deadline", 0):
-                    continue  # the caller has given up already: never start a call it no longer waits for
-                task = asyncio.ensure_future(self._handle(message))
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
-        finally:
-            expiry.cancel()
-
-    async def _handle(self, message: dict[str, Any]) -> None:
-        method, reply_to, call_id = message.get("method", ""), message.get("reply_to"), message.get("id")
-        try:
-            if method not in CALLS:
-                raise GatewayError(ErrorCode.INVALID_REQUEST, f"Unknown broker call {method!r}.")
-            kwargs = decode(message.get("kwargs") or {"$": "dict", "v": {}})
-            if method in INSTANT:
-                result = self._execute(method, kwargs)
-            else:
-                if reply_to:
-                    await self._reply(reply_to, {"type": "broker.accepted", "id": call_id})
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, lambda: self._execute(method, kwargs))
-            reply = {"type": "broker.reply", "id": call_id, "ok": True, "result": encode(result)}
-        except Exception as exc:  # every failure goes back to the caller, with its code intact
-            if not isinstance(exc, GatewayError):
-                logger.exception("broker call %s failed in the owner", method)
-            reply = {"type": "broker.reply", "id": call_id, "ok": False, "error": encode_error(exc)}
-        if reply_to:
-            reply["owner"] = self.server_id
-            await self._reply(reply_to, reply)
-
-    async def _reply(self, channel: str, message: dict[str, Any]) -> None:
-        try:
-            await self._rpc.layer.send(channel, message)
-        except Exception:  # the caller times out and reports 503/504 itself
-            logger.warning("could not answer a broker call on %s", channel, exc_info=True)
-
-    def _execute(self, method: str, kwargs: dict[str, Any]) -> Any:
-        if method == "orders_allowed":
-            return self._orders_allowed()
-        if method == "quote_sync":
-            return self._quote_sync(**kwargs)
-        return getattr(self._adapter, method)(**kwargs)
-
-    def _quote_sync(self, *, follower: str, contracts: tuple[ContractInfo, ...]) -> None:
-        """A follower's full set of watched contracts: subscribe what is new, release what is gone."""
-        wanted = {c.con_id: c for c in contracts}
-        _, before = self._follower_subs.get(follower, (0.0, {}))
-        for con_id, contract in wanted.items():
-            if con_id not in before:
-                self._adapter.quote_subscribe(contract=contract)
-        for con_id in before.keys() - wanted.keys():
-            self._adapter.quote_unsubscribe(con_id=con_id)
-        if wanted:
-            self._follower_subs[follower] = (time.monotonic(), wanted)
-        else:
-            self._follower_subs.pop(follower, None)
-        self._relayed = frozenset(con_id for _, subs in self._follower_subs.values() for con_id in subs)
-
-    async def _expire_followers(self) -> None:
-        """Release the subscriptions of followers that stopped syncing (exited or died)."""
-        while True:
-            await asyncio.sleep(SYNC_EVERY_S)
-            now = time.monotonic()
-            for follower, (heard, _) in list(self._follower_subs.items()):
-                if now - heard > FOLLOWER_TTL_S:
-                    self._quote_sync(follower=follower, contracts=())
-
-
-# -- the followers' side ------------------------------------------------------------------------
 class _Pending:
     __slots__ = ("accepted", "done", "reply")
 

@@ -1,0 +1,112 @@
+"""Order throughput through every gate, against bare ib_async on the same simulated gateway.
+
+    .venv/bin/python bench/bench_orders.py [--simulated 2000] [--sent 300] [--clients 8]
+
+Prints, in one run:
+  1. REST orders/s on the simulated path (ORDERS_ENABLED=false: every gate, intent recorded, nothing
+     sent), with `--clients` keep-alive clients. Goal >= 300/s.
+  2. REST orders/s to the simulated gateway (placed -> filled) divided by bare ib_async
+     placeOrder -> Filled, both paced at IB's 45 messages/s. Goal >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Api, stack  # noqa: E402
+
+
+def rest_orders(http_port: int, key: str, n: int, clients: int, tag: str, *, expect: int) -> float:
+    per_client = n // clients
+    errors: list = []
+
+    def client(idx: int) -> None:
+        api = Api(http_port, key)
+        for i in range(per_client):
+            body = {
+                "client_order_id": f"{tag}-{idx}-{i}",
+                "symbol": "MSFT",
+                "action": "BUY",
+                "quantity": "1",
+                "order_type": "MKT",
+            }
+            status, answer = api.post("/api/v1/orders/", body)
+            if status != expect:
+                errors.append(answer)
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
+    return per_client * clients / elapsed
+
+
+def fills_count(api: Api) -> int:
+    return api.get("/api/v1/fills/?limit=1")[1]["count"]
+
+
+def rest_to_filled(http_port: int, key: str, n: int, clients: int) -> float:
+    """Orders/s from the first POST until the broker has filled all of them (fills recorded)."""
+    api = Api(http_port, key)
+    before = fills_count(api)
+    started = time.perf_counter()
+    rest_orders(http_port, key, n, clients, "sent", expect=201)
+    n = (n // clients) * clients
+    while fills_count(api) < before + n:
+        time.sleep(0.01)
+    return n / (time.perf_counter() - started)
+
+
+def bare_to_filled(sim_port: int, n: int) -> float:
+    """Bare ib_async with its default 45 msg/s pacing: placeOrder n market orders, wait until all Filled."""
+    from ib_async import IB, MarketOrder, Stock
+
+    ib = IB()
+    ib.connect("127.0.0.1", sim_port, clientId=60, timeout=10)
+    try:
+        contract = ib.qualifyContracts(Stock("MSFT", "SMART", "USD"))[0]
+        started = time.perf_counter()
+        trades = [ib.placeOrder(contract, MarketOrder("BUY", 1)) for _ in range(n)]
+        while any(t.orderStatus.status != "Filled" for t in trades):
+            ib.sleep(0.005)
+        return n / (time.perf_counter() - started)
+    finally:
+        ib.disconnect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--simulated", type=int, default=2000)
+    parser.add_argument("--sent", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs; one run; SQLite; daphne; simulated gateway in its own process")
+
+    with stack(orders_enabled=False) as (_, http_port, key):
+        rest_orders(http_port, key, 80, args.clients, "warm", expect=201)
+        rate = rest_orders(http_port, key, args.simulated, args.clients, "sim", expect=201)
+        print(f"1. simulated path, {args.clients} clients: {rate:8.1f} orders/s   (goal >= 300)")
+
+    paced = {"IB_THROTTLE": "true"}
+    with stack(orders_enabled=True, extra_env=paced) as (sim_port, http_port, key):
+        bare = bare_to_filled(sim_port, args.sent)
+        rest_orders(http_port, key, 16, args.clients, "warm", expect=201)
+        rest = rest_to_filled(http_port, key, args.sent, args.clients)
+        print(f"2. paced at 45 msg/s, placed -> filled: bare ib_async {bare:6.1f} orders/s; REST {rest:6.1f} orders/s")
+        print(f"   ratio REST / bare = {rest / bare:.2f}   (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()

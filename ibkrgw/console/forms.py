@@ -1,0 +1,108 @@
+"""Forms of the operator console. They only shape input; the services decide and the gates apply."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django import forms
+
+from marketdata.api import SEC_TYPES
+from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
+
+CONSOLE_ID_PREFIX = "op-"
+PRICE = {"max_digits": 20, "decimal_places": 8, "required": False}
+
+
+def new_client_order_id() -> str:
+    """Made when the confirmation page is shown, so pressing "place" twice places one order."""
+    return f"{CONSOLE_ID_PREFIX}{uuid.uuid4().hex[:20]}"
+
+
+def _choices(values) -> list[tuple[str, str]]:
+    return [(v, v) for v in values]
+
+
+class OrderEntryForm(forms.Form):
+    symbol = forms.CharField(max_length=32)
+    sec_type = forms.ChoiceField(choices=_choices(SEC_TYPES), initial="STK")
+    exchange = forms.CharField(max_length=16, required=False, help_text="Blank: SMART routing.")
+    currency = forms.CharField(max_length=8, required=False)
+    expiry = forms.RegexField(r"^\d{6}(\d{2})?$", required=False, help_text="Futures and options: YYYYMM[DD].")
+    action = forms.ChoiceField(choices=_choices(ACTIONS))
+    quantity = forms.DecimalField(max_digits=20, decimal_places=8, min_value=Decimal("0.00000001"))
+    order_type = forms.ChoiceField(choices=_choices(ORDER_TYPES), initial="LMT")
+    limit_price = forms.DecimalField(**PRICE)
+    stop_price = forms.DecimalField(**PRICE)
+    tif = forms.ChoiceField(choices=_choices(TIFS), initial="DAY")
+    outside_rth = forms.BooleanField(required=False, label="Outside regular trading hours")
+    take_profit = forms.DecimalField(**PRICE, help_text="Bracket: a limit exit at this price (GTC).")
+    stop_loss = forms.DecimalField(**PRICE, help_text="Bracket: a stop exit at this price (GTC).")
+
+    def clean_symbol(self) -> str:
+        return self.cleaned_data["symbol"].strip().upper()
+
+    def to_request(self, client_order_id: str = "") -> OrderRequest:
+        data = self.cleaned_data
+        return OrderRequest(
+            symbol=data["symbol"],
+            sec_type="STK" if data["sec_type"] == "ETF" else data["sec_type"],
+            exchange=data["exchange"].strip().upper(),
+            currency=data["currency"].strip().upper(),
+            expiry=data["expiry"],
+            action=data["action"],
+            quantity=data["quantity"],
+            order_type=data["order_type"],
+            limit_price=data["limit_price"],
+            stop_price=data["stop_price"],
+            tif=data["tif"],
+            outside_rth=data["outside_rth"],
+            take_profit=data["take_profit"],
+            stop_loss=data["stop_loss"],
+            client_order_id=client_order_id,
+        )
+
+
+class PlaceOrderForm(OrderEntryForm):
+    """The same fields again, hidden on the confirmation page, plus the key and the confirmation."""
+
+    client_order_id = forms.RegexField(r"^[A-Za-z0-9._:-]{1,64}$")
+    confirm = forms.BooleanField(required=True, label="I have checked the order above")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if name != "confirm":
+                field.widget = forms.HiddenInput()
+
+
+class ModifyForm(forms.Form):
+    quantity = forms.DecimalField(max_digits=20, decimal_places=8, min_value=Decimal("0.00000001"), required=False)
+    limit_price = forms.DecimalField(**PRICE, min_value=Decimal("0.00000001"))
+    stop_price = forms.DecimalField(**PRICE, min_value=Decimal("0.00000001"))
+
+    def clean(self):
+        data = super().clean()
+        if all(data.get(name) is None for name in ("quantity", "limit_price", "stop_price")):
+            raise forms.ValidationError("Give a new quantity, limit price or stop price.")
+        return data
+
+
+class ConfirmModifyForm(ModifyForm):
+    confirm = forms.BooleanField(required=True, label="I want to change this order")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if name != "confirm":
+                field.widget = forms.HiddenInput()
+
+
+class ConfirmForm(forms.Form):
+    confirm = forms.BooleanField(required=True)
+
+
+class ClosePositionForm(forms.Form):
+    client_order_id = forms.RegexField(r"^[A-Za-z0-9._:-]{1,64}$", widget=forms.HiddenInput())
+    quantity = forms.DecimalField(max_digits=20, decimal_places=8, widget=forms.HiddenInput())
+    confirm = forms.BooleanField(required=True, label="I want to close this position at market")

@@ -1,0 +1,238 @@
+"""A real browser at the console, against a real daphne server (its own IB runtime on the simulated
+gateway, the order stream on /ws/orders/ with session auth): place from the form, see it pushed to
+the list, cancel from the row, approve a held order, charts with data, halt, and the API docs
+loading nothing from elsewhere.
+
+Drives a system Chromium (Debian package `chromium`) with the `playwright` Python package; skipped
+only when either is missing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orders.models import Order, OrderEvent
+from orders.selectors import trading_halted
+from tests.conftest import subprocess_database_url, wait_for
+from tests.console.conftest import PASSWORD
+from tests.console.test_browser import CHROMIUM_ARGS, _chromium
+from tests.ws.conftest import free_port
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_MS = 20_000
+# Neither the page nor the list's own box scrolls sideways, and the table is not cut off.
+FITS = """() => {
+  const doc = document.documentElement, box = document.querySelector("#changelist .results");
+  const table = document.querySelector("#result_list");
+  return doc.scrollWidth <= window.innerWidth
+    && (!box || box.scrollWidth <= box.clientWidth)
+    && (!table || table.getBoundingClientRect().right <= window.innerWidth);
+}"""
+
+
+def _http(port: int, key: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    headers = {"Authorization": f"Api-Key {key}", "Content-Type": "application/json"}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = conn.getresponse()
+    status, data = response.status, json.loads(response.read() or b"{}")
+    conn.close()
+    return status, data
+
+
+@pytest.fixture
+def trade_key(transactional_db) -> str:
+    from ibkrgw.models import ScopedAPIKey
+
+    return ScopedAPIKey.objects.create_key(name="browser-agent", scope="trade")[1]
+
+
+@pytest.fixture
+def server(sim_gateway, trade_key):
+    """daphne in its own process, on this test's database and simulated gateway."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("IBKRGW_NO_BROKER", "CHANNEL_LAYER_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="ibkrgw.settings",
+        DATABASE_URL=subprocess_database_url(),
+        IB_GATEWAY=f"127.0.0.1:{sim_gateway.port}",
+        IB_CLIENT_ID="9",
+        IB_THROTTLE="false",
+        ORDERS_ENABLED="true",
+        TRADING_HOURS="always",
+        APPROVAL_REQUIRED_FOR="api_key",  # orders from API keys wait for the operator
+        ACCOUNT_SNAPSHOT_INTERVAL_S="1",
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.console.asgi_static:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("daphne did not start")
+        try:
+            if _http(port, trade_key, "GET", "/api/v1/health/")[1].get("reconciliation") == "done":
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_key):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary (apt-get install chromium, or set CHROMIUM_PATH)")
+    url, port = server
+    expect = sync_api.expect
+    sim_gateway.pause_market()  # a still market: the limit order rests, fills are deterministic
+    last = sim_gateway.quote("AAPL")["last"]
+    limit = f"{(last * Decimal('0.98')).quantize(Decimal('0.01'))}"
+    outside: list[str] = []
+    blocked: list[tuple[str, str | None]] = []
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            # Every request must go to this server (blob: and data: URLs never leave the browser; a request
+            # the page's Content-Security-Policy blocks is refused before it is sent).
+            local = (url, "blob:", "data:")
+            context.on("request", lambda r: outside.append(r.url) if not r.url.startswith(local) else None)
+            context.on("requestfailed", lambda r: blocked.append((r.url, r.failure)))
+            watcher, operator = context.new_page(), context.new_page()
+
+            operator.goto(f"{url}/admin/login/?next=/admin/")
+            operator.fill("#id_username", superuser.username)
+            operator.fill("#id_password", PASSWORD)
+            operator.click("input[type=submit]")
+            expect(operator.locator("#ibkrgw-header-gateway")).to_have_text("connected")
+
+            # A second tab keeps the order list open: it must change without being reloaded.
+            watcher.goto(f"{url}/admin/orders/order/")
+            expect(watcher.locator("#ibkrgw-stream-state")).to_have_text("live", timeout=WAIT_MS)
+            watcher.evaluate("window.__notReloaded = true")
+            # No sideways scrolling at 1400 px.
+            assert watcher.evaluate(FITS), "the order list scrolls sideways"
+
+            # -- place from the form, with the confirmation page
+            operator.click("#ibkrgw-nav-new-order")
+            operator.fill("#id_symbol", "AAPL")
+            operator.select_option("#id_action", "BUY")
+            operator.fill("#id_quantity", "2")
+            operator.select_option("#id_order_type", "LMT")
+            operator.fill("#id_limit_price", limit)
+            operator.click("#ibkrgw-order-review")
+            expect(operator.locator("#ibkrgw-order-confirm")).to_contain_text("BUY 2 AAPL LMT limit")
+            expect(operator.locator("#ibkrgw-notional")).not_to_have_text("—")
+            expect(operator.locator("#ibkrgw-margin")).not_to_have_text("—")
+            operator.check("#id_confirm")
+            operator.click("#ibkrgw-place")
+            expect(operator.locator(".messagelist")).to_contain_text("placed")
+            cid = operator.locator(".messagelist").inner_text().split("Order ", 1)[1].split(" placed", 1)[0]
+
+            # -- pushed to the open list, which was not reloaded
+            row = watcher.locator("#result_list tr", has_text=cid)
+            expect(row).to_contain_text("submitted", timeout=WAIT_MS)
+            assert watcher.evaluate("window.__notReloaded === true")
+
+            assert watcher.evaluate(FITS), "the order list scrolls sideways with an order in it"
+
+            # -- cancel from the row
+            row.locator("a.ibkrgw-row-cancel").click()
+            expect(watcher.locator("#ibkrgw-cancel-confirm")).to_contain_text(cid)
+            watcher.click("#ibkrgw-cancel-submit")
+            expect(watcher.locator(".messagelist")).to_contain_text("cancel sent")
+            watcher.goto(f"{url}/admin/orders/order/")
+            expect(watcher.locator("#result_list tr", has_text=cid)).to_contain_text("cancelled", timeout=WAIT_MS)
+
+            # -- an agent's order waits for approval: it appears on the open dashboard by itself
+            operator.goto(f"{url}/admin/dashboard/")
+            expect(operator.locator("#ibkrgw-stream-state")).to_have_text("live", timeout=WAIT_MS)
+            body = {"client_order_id": "agent-held", "symbol": "AAPL", "action": "BUY", "quantity": "3",
+                    "order_type": "MKT"}  # fmt: skip
+            status, held = _http(port, trade_key, "POST", "/api/v1/orders/", body)
+            assert status == 201 and held["status"] == "pending_approval", held
+            expect(operator.locator("#ibkrgw-approvals")).to_contain_text("agent-held", timeout=WAIT_MS)
+            operator.click("#ibkrgw-review-agent-held")
+            expect(operator.locator("#ibkrgw-approve-confirm .ibkrgw-countdown")).to_have_text(
+                re.compile(r"^\d+:\d\d$")
+            )
+            expect(operator.locator("#ibkrgw-order-context")).to_contain_text("Notional")
+            operator.check("#ibkrgw-approve-check")
+            operator.click("#ibkrgw-approve-submit")
+            expect(operator.locator(".messagelist")).to_contain_text("Order agent-held approved and sent.")
+
+            # -- charts: candles with the fill marked, and the equity series (screenshot-free checks)
+            operator.goto(f"{url}/admin/console/charts/?symbol=AAPL")
+            operator.wait_for_function(
+                "window.ibkrgwCharts && window.ibkrgwCharts.price && window.ibkrgwCharts.price.bars > 10"
+                " && window.ibkrgwCharts.price.markers >= 1",
+                timeout=WAIT_MS,
+            )
+            operator.wait_for_function(
+                "window.ibkrgwCharts.equity && window.ibkrgwCharts.equity.points >= 1", timeout=WAIT_MS
+            )
+            drawn = operator.evaluate(
+                "window.ibkrgwCharts.price.series.data().length + ':' + "
+                "document.querySelectorAll('#ibkrgw-price-chart canvas').length"
+            )
+            bars, canvases = (int(n) for n in drawn.split(":"))
+            assert bars > 10 and canvases >= 1
+            assert operator.locator("#ibkrgw-price-chart").get_attribute("data-markers") != "0"
+
+            # -- halt: the header of every page says so
+            operator.goto(f"{url}/admin/dashboard/")
+            operator.click("#ibkrgw-halt")
+            operator.fill("#id_reason", "browser drill")
+            operator.check("#id_confirm")
+            operator.click("#ibkrgw-switch-submit")
+            expect(operator.locator("#ibkrgw-header-switch")).to_have_text("HALTED")
+            expect(watcher.locator("#ibkrgw-header-switch")).to_have_text("HALTED", timeout=WAIT_MS)
+
+            # -- the other lists fit a 1400 px window too
+            for path in ("/admin/orders/fill/", "/admin/audit/auditentry/", "/admin/orders/orderevent/"):
+                watcher.goto(f"{url}{path}")
+                assert watcher.evaluate(FITS), path
+
+            # -- the API docs render from local files only
+            outside.clear()
+            docs = context.new_page()
+            docs.goto(f"{url}/api/docs/")
+            expect(docs.locator(".swagger-ui .info .title")).to_contain_text("ibkr-gateway API", timeout=WAIT_MS)
+            docs.goto(f"{url}/api/redoc/")
+            expect(docs.locator("redoc h1, #redoc-container h1").first).to_contain_text("ibkr-gateway API",
+                                                                                       timeout=WAIT_MS)  # fmt: skip
+        finally:
+            browser.close()
+
+    sent = [u for u in outside if (u, "csp") not in blocked]
+    assert sent == [], (outside, blocked)
+    order = Order.objects.get(client_order_id=cid)
+    assert (order.actor_label, order.source) == (superuser.username, "admin")
+    wait_for(
+        lambda: OrderEvent.objects.filter(order__client_order_id="agent-held", status="filled").exists(),
+        message="approved order filled",
+    )
+    assert trading_halted()

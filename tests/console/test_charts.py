@@ -1,0 +1,78 @@
+"""Chart data: price bars with the operator's fills marked, and the account snapshots behind the equity chart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from ibkrgw.console.snapshots import account_snapshot_record
+from marketdata.models import AccountSnapshot
+from orders import services
+from orders.models import OrderEvent
+from orders.types import OrderRequest
+from tests.conftest import wait_for
+from tests.console.conftest import AGENT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_price_chart_has_bars_and_marks_each_fill(ib_runtime, sim_gateway, orders_enabled, staff_client):
+    for action in ("BUY", "SELL"):
+        order = services.order_submit(
+            request=OrderRequest(symbol="AAPL", action=action, quantity=Decimal(2), order_type="MKT"), actor=AGENT
+        ).order
+        wait_for(
+            lambda o=order: OrderEvent.objects.filter(order=o, status="filled").exists(), message=f"{action} filled"
+        )
+    data = staff_client.get(reverse("admin:ibkrgw_chart_price"), {"symbol": "aapl"}).json()
+    assert data["symbol"] == "AAPL" and len(data["bars"]) > 10
+    times = [bar["time"] for bar in data["bars"]]
+    assert times == sorted(set(times))
+    shapes = sorted(m["shape"] for m in data["markers"])
+    assert shapes == ["arrowDown", "arrowUp"]
+    assert all(m["time"] in times for m in data["markers"])
+    assert any(m["text"].startswith("B 2 @ ") for m in data["markers"])
+
+
+def test_price_chart_of_an_unknown_symbol_says_why(ib_runtime, staff_client):
+    data = staff_client.get(reverse("admin:ibkrgw_chart_price"), {"symbol": "NOSUCHTHING"}).json()
+    assert data["bars"] == [] and data["error"]
+
+
+def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff_client, settings):
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
+    # The connection's chores record the first one by themselves.
+    first = wait_for(lambda: AccountSnapshot.objects.first(), message="a snapshot recorded by the chore")
+    assert first.net_liquidation > 0 and first.cash is not None
+    assert account_snapshot_record() is None  # within the interval: nothing new
+    assert AccountSnapshot.objects.count() == 1
+    old = AccountSnapshot.objects.create(
+        account=first.account, taken_at=timezone.now() - timedelta(days=settings.ACCOUNT_SNAPSHOT_KEEP_DAYS + 1)
+    )
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
+    AccountSnapshot.objects.filter(pk=first.pk).update(taken_at=timezone.now() - timedelta(seconds=5))
+    account_snapshot_record()  # due now (the chore may take it first: either way one more row)
+    second = wait_for(lambda: AccountSnapshot.objects.exclude(pk__in=[first.pk, old.pk]).first(), message="due")
+    assert not AccountSnapshot.objects.filter(pk=old.pk).exists()
+    first.refresh_from_db()
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600  # no more while the chart is read
+    data = staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()
+    assert data["account"] == first.account
+    values = [p["value"] for p in data["series"]["net_liquidation"]]
+    assert values[:2] == [float(first.net_liquidation), float(second.net_liquidation)]
+
+
+def test_no_snapshot_without_a_broker(staff_client):
+    assert account_snapshot_record() is None
+    assert staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()["series"]["net_liquidation"] == []
+
+
+def test_charts_page_uses_the_vendored_library(staff_client):
+    body = staff_client.get(reverse("admin:ibkrgw_charts"), {"symbol": "MSFT"}).content.decode()
+    assert "/static/vendor/lightweight-charts-4.2.3/lightweight-charts.standalone.production.js" in body
+    assert "?symbol=MSFT" in body and 'data-chart="equity"' in body
+    assert "cdn" not in body.lower() and "unpkg" not in body.lower()
