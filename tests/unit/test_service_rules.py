@@ -403,3 +403,23 @@ def test_the_ledger_write_lock_needs_a_transaction():
 
     with pytest.raises(TransactionManagementError, match="ledger_write_lock must run inside a transaction"):
         ledger_write_lock()
+
+
+def test_a_key_used_again_soon_is_not_looked_up_again(settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.API_KEY_CACHE_S = 3600
+    key, secret = api_key(name="bot", scope=Scope.TRADE)
+    assert auth.api_key_from_string(secret) == key
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.api_key_from_string(secret) == key
+        assert auth.api_key_cached(secret) == key
+    assert len(queries) == 0
+    assert auth.api_key_cached(secret + "x") is None
+    settings.API_KEY_CACHE_S = 0  # a cache that keeps nothing: every use asks the database
+    auth.api_key_cache_clear()
+    assert auth.api_key_from_string(secret) == key
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.api_key_from_string(secret) == key
+    assert len(queries) >= 1
