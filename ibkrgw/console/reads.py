@@ -154,19 +154,22 @@ def _position_row(position) -> PositionRow:
     )
 
 
-def account_state(health: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Account figures, positions and P&L at one set of marks, or why they cannot be shown."""
+def account_state(health: dict[str, Any] | None = None, *, with_summary: bool = True) -> dict[str, Any]:
+    """Account figures, positions and P&L at one set of marks, or why they cannot be shown.
+
+    `with_summary=False` leaves out the account summary (cash, net liquidation, margin): asking for it
+    opens a standing subscription at the broker, which a periodic chore must not do by itself."""
     health = health or health_get()
     if not health["gateway"]["connected"]:
         return {"available": False, "message": f"Broker unavailable (gateway {health['gateway']['state']})."}
     try:
         positions = [_position_row(p) for p in position_list() if p.quantity]
-        summary = account_summary_get()
+        summary = account_summary_get() if with_summary else None
         pnl = pnl_get()
     except GatewayError as exc:
         return {"available": False, "message": f"Broker unavailable: {exc.message}"}
     figures: dict[str, Decimal | None] = dict.fromkeys(ACCOUNT_TAGS.values())
-    for value in summary.values:
+    for value in summary.values if summary is not None else ():
         name = ACCOUNT_TAGS.get(value.tag)
         if name and figures[name] is None and value.currency in ("USD", "BASE", ""):
             try:
@@ -189,7 +192,7 @@ def account_state(health: dict[str, Any] | None = None) -> dict[str, Any]:
         daily = daily - pnl.unrealized_pnl + unrealized
     return {
         "available": True,
-        "account": summary.account,
+        "account": pnl.account,
         "positions": positions,
         "figures": figures,
         "net_liquidation": _q(net_liq) if net_liq is not None else figures["net_liquidation"],

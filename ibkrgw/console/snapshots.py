@@ -39,7 +39,7 @@ def _record() -> AccountSnapshot | None:
     latest = AccountSnapshot.objects.filter(account=account_default()).order_by("-taken_at").first()
     if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
         return None
-    state = account_state()
+    state = account_state(with_summary=False)
     if not state["available"]:
         return None
     account = state["account"]
