@@ -1,5 +1,5 @@
-# ibkr-gateway: daphne on port 8000 with the same safe defaults (paper mode, orders disabled,
-# built-in simulated IB Gateway). Point IB_GATEWAY at a real IB Gateway to use one.
+# ibkr-gateway: its web server (python -m ibkrgw.serve: uvicorn, HTTP and websockets) on port 8000 with the
+# same safe defaults (paper mode, orders disabled, built-in simulated IB Gateway). Point IB_GATEWAY at a real IB Gateway to use one.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,4 +18,4 @@ USER app
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=15s --start-period=20s CMD python manage.py healthcheck || exit 1
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py bootstrap && exec daphne -b 0.0.0.0 -p 8000 ibkrgw.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py bootstrap && exec python -m ibkrgw.serve --host 0.0.0.0 --port 8000"]

@@ -20,7 +20,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from audit.chain import HASHED_FIELDS
-from audit.models import AuditEntry
+from audit.models import AuditEntry, LedgerSeal
+from audit.seal import SEAL_HASHED_FIELDS
 
 
 def json_block(value: Any) -> str:
@@ -179,3 +180,13 @@ class AuditEntryAdmin(CsvExportMixin, AppendOnlyAdmin):
         # Why a gate blocked an order, without opening the entry's JSON.
         code = (obj.data or {}).get("code") if isinstance(obj.data, dict) else None
         return format_html('<span class="ibkrgw-status ibkrgw-status-rejected">{}</span>', code) if code else ""
+
+
+@admin.register(LedgerSeal)
+class LedgerSealAdmin(AppendOnlyAdmin):
+    list_display = ("seq", "table", "row_pk", "seal_hash")
+    list_filter = ("table",)
+    search_fields = ("=row_pk", "=seal_hash")
+    ordering = ("-seq",)
+    fields = (*SEAL_HASHED_FIELDS, "seal_hash")
+    readonly_fields = fields

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
 from audit.selectors import audit_list
+from audit.verify import ledger_head
 from ibkrgw.openapi import ERROR
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.listing import ListQuery
 
 
 class AuditEntryOutput(serializers.ModelSerializer):
@@ -19,15 +23,11 @@ class AuditEntryOutput(serializers.ModelSerializer):
         fields = [*HASHED_FIELDS, "entry_hash"]
 
 
-class AuditListQuery(StrictQueryMixin, serializers.Serializer):
+class AuditListQuery(ListQuery):
     correlation_id = serializers.CharField(max_length=64, required=False)
     event = serializers.CharField(max_length=64, required=False)
     target_type = serializers.CharField(max_length=32, required=False)
     target_id = serializers.CharField(max_length=64, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
 class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -36,8 +36,7 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         query = AuditListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
-        return audit_list(**params).order_by("-seq")
+        return audit_list(**query.filters()).order_by("-seq")
 
     @extend_schema(
         parameters=[AuditListQuery],
@@ -45,3 +44,20 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+
+class LedgerHeadOutput(serializers.Serializer):
+    seq = serializers.IntegerField(help_text="The newest seal's seq (0 for an empty ledger).")
+    sha256 = serializers.CharField(allow_null=True, help_text="Its hash; null for an empty ledger.")
+
+
+class LedgerHeadView(APIView):
+    @extend_schema(
+        responses={200: LedgerHeadOutput},
+        description="The head of the ledger's seal chain. Keep copies of it outside this machine (a monitor "
+        "polling this endpoint will do): `manage.py audit_verify --anchor SEQ:SHA256` then proves that "
+        "nothing up to it was rewritten or removed since.",
+    )
+    def get(self, request: Request) -> Response:
+        head = ledger_head()
+        return Response({"seq": head.seq if head else 0, "sha256": head.hash if head else None})

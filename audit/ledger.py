@@ -9,14 +9,17 @@ What is refused, always with `ibkrgw.errors.AppendOnlyViolation`:
 - `instance.delete()`;
 - `Model.objects.update()`, `.delete()`, `.bulk_update()`, `.update_or_create()` on the default manager.
 
-`Model.objects.create()` and `bulk_create()` of new rows work as usual.
+`Model.objects.create()` and `bulk_create()` of new rows work as usual, and seal each new row:
+in the same transaction, its content is appended to the ledger's hash chain (`audit.seal`), so
+`manage.py audit_verify` finds any later change made past these guards. A subclass that is
+itself the chain (`LedgerSeal`) sets `ledger_sealed = False`.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from django.db import models
+from django.db import models, router, transaction
 
 from ibkrgw.errors import AppendOnlyViolation
 
@@ -42,12 +45,34 @@ class AppendOnlyQuerySet(models.QuerySet):
         # It would update a matching row; say so before touching the database.
         _refuse(self.model, "update_or_create()")
 
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if not getattr(self.model, "ledger_sealed", False):
+            return super().bulk_create(objs, *args, **kwargs)
+        if kwargs.get("update_conflicts"):
+            _refuse(self.model, "bulk_create(update_conflicts=True)")
+        if kwargs.get("ignore_conflicts"):
+            # The rows skipped are not known, so they could not be left unsealed.
+            _refuse(self.model, "bulk_create(ignore_conflicts=True)")
+        from audit.seal import lock_ledger, seal_rows
+
+        objs = list(objs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            lock_ledger(self.db)
+            created = super().bulk_create(objs, *args, **kwargs)
+            if any(obj.pk is None for obj in created):
+                raise RuntimeError(f"{self.model._meta.label}: bulk_create returned rows without primary keys")
+            seal_rows(self.model, [obj.pk for obj in created], using=self.db)
+        return created
+
     delete.alters_data = True  # type: ignore[attr-defined]
     update.alters_data = True  # type: ignore[attr-defined]
 
 
 class AppendOnlyModel(models.Model):
     """Abstract base for ledger rows. Subclasses keep `objects` as their default manager."""
+
+    # Each insert appends the row's content to the seal chain, in the same transaction.
+    ledger_sealed = True
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -59,7 +84,17 @@ class AppendOnlyModel(models.Model):
             _refuse(self, "updating a saved row")
         # Always INSERT: with an explicit primary key Django would otherwise try an UPDATE first.
         kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
+        if not self.ledger_sealed:
+            super().save(*args, **kwargs)
+            return
+        from audit.seal import lock_ledger, seal_rows
+
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        # The row and its seal commit together or not at all (no savepoint: nothing to undo separately).
+        with transaction.atomic(using=using, savepoint=False):
+            lock_ledger(using)
+            super().save(*args, **kwargs)
+            seal_rows(type(self), [self.pk], using=using)
 
     save.alters_data = True  # type: ignore[attr-defined]
 

@@ -45,3 +45,24 @@ class AuditEntry(AppendOnlyModel):
         if self._state.adding and (not self.entry_hash or not self.prev_hash or self.seq is None):
             raise ValueError("AuditEntry rows are written by audit.services.audit_record only")
         super().save(*args, **kwargs)
+
+
+class LedgerSeal(AppendOnlyModel):
+    """One ledger row's content at insert, hash-chained (see `audit.seal`). Written by the ledger base class only."""
+
+    ledger_sealed = False  # the seals are the chain itself
+
+    seq = models.BigAutoField(primary_key=True)
+    table = models.CharField(max_length=64)
+    row_pk = models.CharField(max_length=64)
+    content = models.TextField()
+    prev_hash = models.CharField(max_length=64)
+    seal_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+        verbose_name = "ledger seal"
+        constraints = [models.UniqueConstraint(fields=["table", "row_pk"], name="ledger_seal_one_per_row")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.table} {self.row_pk}"

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from audit.models import AuditEntry
+from ibkrgw.web.listing import within
 
 
 def audit_list(
@@ -28,11 +29,7 @@ def audit_list(
         qs = qs.filter(target_type=target_type)
     if target_id is not None:
         qs = qs.filter(target_id=target_id)
-    if since is not None:
-        qs = qs.filter(created_at__gte=since)
-    if until is not None:
-        qs = qs.filter(created_at__lt=until)
-    return qs.order_by("seq")
+    return within(qs, "created_at", since=since, until=until).order_by("seq")
 
 
 def gate_block_counts(*, since: datetime | None = None) -> list[tuple[str, int]]:

@@ -13,24 +13,8 @@ from django.utils import timezone
 from audit import events
 from audit.chain import GENESIS_HASH, compute_hash
 from audit.models import AuditEntry
+from audit.seal import lock_ledger
 from ibkrgw.actors import Actor
-
-# Any fixed 64-bit number; it only has to be the same in every process ("audit" in ASCII).
-PG_ADVISORY_LOCK_KEY = 0x6175646974
-
-
-def _serialize_writers() -> None:
-    """Make concurrent writers take turns, so each one reads the true last entry.
-
-    SQLite: the project opens every transaction with BEGIN IMMEDIATE, which already holds the
-    database's single write lock. PostgreSQL: a transaction-scoped advisory lock, released at
-    commit or rollback. Should two writers ever race anyway, `seq` is the primary key, so the
-    second insert fails instead of forking the chain.
-    """
-    connection = transaction.get_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_ADVISORY_LOCK_KEY])
 
 
 def ledger_write_lock() -> None:
@@ -38,7 +22,7 @@ def ledger_write_lock() -> None:
     by another process's writes (order admission: counts, duplicates, the kill switch)."""
     if not transaction.get_connection().in_atomic_block:
         raise TransactionManagementError("ledger_write_lock must run inside a transaction")
-    _serialize_writers()
+    lock_ledger(transaction.get_connection().alias)
 
 
 def audit_record(
@@ -61,7 +45,8 @@ def audit_record(
         raise ValueError(f"unknown audit event {event!r}: register it in audit/events.py")
     if not transaction.get_connection().in_atomic_block:
         raise TransactionManagementError("audit_record must run inside the transaction of the change it records")
-    _serialize_writers()
+    # Writers take turns, so each one reads the true last entry (see audit.seal.lock_ledger).
+    lock_ledger(transaction.get_connection().alias)
 
     # Store exactly what gets hashed: the JSON round trip turns Decimal, UUID and datetimes into strings.
     stored_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))

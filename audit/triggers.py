@@ -43,6 +43,7 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "audit_auditentry",
+    "audit_ledgerseal",
     "orders_order",
     "orders_orderevent",
     "orders_fill",

@@ -47,7 +47,7 @@ RISK_OFF = {
 def ibsim():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "ibsim", "--port", str(port)],
+        [sys.executable, "manage.py", "ibsim", "--port", str(port), "--trading-hours", "always", "--no-ib-limits"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

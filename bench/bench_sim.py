@@ -14,6 +14,7 @@ it is set to 0 here (disabled) so the numbers measure the gateway, not the throt
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from decimal import Decimal
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ib_async import IB, MarketOrder, Stock  # noqa: E402
+from ib_async import IB, MarketOrder, Stock, util  # noqa: E402
 from ib_async.client import Client  # noqa: E402
 
 from brokers.sim import SimGateway  # noqa: E402
@@ -37,7 +38,15 @@ def main() -> None:
     args = ap.parse_args()
 
     Client.MaxRequests = 0  # disable ib_async's client-side request throttling
-    gw = SimGateway(port=0, seed=7, tick_interval=args.tick_interval, partial_fill_threshold=None).start()
+    # A load test: the market never closes and IB's pacing limits are off (they would stop the run).
+    gw = SimGateway(
+        port=0,
+        seed=7,
+        tick_interval=args.tick_interval,
+        partial_fill_threshold=None,
+        trading_hours="always",
+        ib_limits=False,
+    ).start()
     ib = IB()
     try:
         t0 = time.perf_counter()
@@ -75,11 +84,20 @@ def main() -> None:
 
         # --- order round trips
         aapl = contracts[0]
+
+        async def round_trips() -> None:
+            # Wait on each trade's own completion event: polling ib.waitOnUpdate() can miss an update
+            # that lands while it is not waiting and then sits out its whole timeout.
+            for i in range(args.orders):
+                trade = ib.placeOrder(aapl, MarketOrder("BUY" if i % 2 == 0 else "SELL", 10))
+                done = asyncio.Event()
+                trade.filledEvent += lambda _t, done=done: done.set()
+                trade.cancelledEvent += lambda _t, done=done: done.set()
+                if not trade.isDone():
+                    await asyncio.wait_for(done.wait(), 5)
+
         t0 = time.perf_counter()
-        for i in range(args.orders):
-            trade = ib.placeOrder(aapl, MarketOrder("BUY" if i % 2 == 0 else "SELL", 10))
-            while not trade.isDone():
-                ib.waitOnUpdate(timeout=5)
+        util.run(round_trips())
         orders_per_s = args.orders / (time.perf_counter() - t0)
         assert len(gw.executions()) == args.orders
         assert gw.positions().get(aapl.conId, Decimal(0)) == 0

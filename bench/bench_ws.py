@@ -50,7 +50,7 @@ from django.core.management import call_command  # noqa: E402
 from brokers import runtime  # noqa: E402
 from brokers.sim import SimGateway  # noqa: E402
 from ibkrgw.models import ScopedAPIKey  # noqa: E402
-from ibkrgw.render import decimal_str  # noqa: E402
+from ibkrgw.web.render import decimal_str  # noqa: E402
 
 FIELDS = ("bid", "ask", "last", "bid_size", "ask_size", "volume")
 
@@ -166,7 +166,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     _, key = ScopedAPIKey.objects.create_key(name="bench-ws", scope="read")
-    sim = SimGateway(port=0, seed=7, tick_interval=args.tick_interval).start()
+    sim = SimGateway(port=0, seed=7, tick_interval=args.tick_interval, trading_hours="always", ib_limits=False).start()
     runtime.start(host="127.0.0.1", port=sim.port, client_id=1, wait=15)
     rt = runtime.current()
     clock = TickClock()

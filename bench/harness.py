@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: a simulated gateway and a real daphne server, each in its own process.
+"""Shared set-up for the benchmarks: a simulated gateway and a real web server, each in its own process.
 
 Everything runs on loopback with a throwaway SQLite database; nothing here is used by the product.
 """
@@ -49,9 +49,22 @@ def summary(name: str, seconds: list[float]) -> dict:
     return row
 
 
+def server_command(port: int, server: str = "production") -> list[str]:
+    """The command line of one web process on `port`: the production server (scripts/serve.sh) or daphne."""
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ibkrgw.asgi:application"]
+    return [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
 @contextmanager
-def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_interval: float = 0.25):
-    """Start ibsim and daphne (sharing a temp database); yield (sim_port, http_port, api_key)."""
+def stack(
+    *,
+    orders_enabled: bool = True,
+    extra_env: dict | None = None,
+    tick_interval: float = 0.25,
+    server: str = "production",
+):
+    """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key)."""
     workdir = Path(tempfile.mkdtemp(prefix="ibkrgw-bench-"))
     sim_port, http_port = free_port(), free_port()
     env = {
@@ -84,7 +97,8 @@ def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_in
         key = out.strip().splitlines()[-1].strip()
         procs.append(
             subprocess.Popen(
-                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)],
+                [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)]
+                + ["--trading-hours", "always", "--no-ib-limits"],  # load tests at any hour
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -93,7 +107,7 @@ def stack(*, orders_enabled: bool = True, extra_env: dict | None = None, tick_in
         wait_port(sim_port)
         procs.append(
             subprocess.Popen(
-                [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(http_port), "ibkrgw.asgi:application"],
+                server_command(http_port, server),
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -71,6 +71,13 @@ class Quote:
     time: datetime | None
     market_data_type: int
     received_at: datetime | None = None
+    # Options: the broker's model greeks, when it sends them (None otherwise).
+    implied_vol: Decimal | None = None
+    delta: Decimal | None = None
+    gamma: Decimal | None = None
+    vega: Decimal | None = None
+    theta: Decimal | None = None
+    underlying_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

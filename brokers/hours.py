@@ -1,9 +1,8 @@
 """Exchange trading hours, from the `exchange_calendars` library.
 
-Which calendar a contract follows is decided here, for both sides: the order gates
-(`orders.gates.gate_trading_hours`) and the simulated gateway (`SimGateway(trading_hours="exchange")`),
-so a simulated market can open and close exactly as the gate expects. By default the simulated market
-is open around the clock (TRADING_HOURS=always), so the gateway can be demonstrated at any hour.
+Which calendar a contract follows is decided here for the order gates
+(`orders.gates.gate_trading_hours`). The simulated gateway keeps its own copy of the mapping
+(`brokers/sim/calendar.py`, same calendars) since it imports nothing of the gateway.
 """
 
 from __future__ import annotations

@@ -105,7 +105,14 @@ def _ensure_sim(port: int):
         return None
     from brokers.sim.server import SimGateway
 
-    sim = SimGateway(host="127.0.0.1", port=port, seed=settings.IB_SIM_SEED, master_client_id=None)
+    sim = SimGateway(
+        host="127.0.0.1",
+        port=port,
+        seed=settings.IB_SIM_SEED,
+        master_client_id=None,
+        trading_hours=settings.TRADING_HOURS,  # "always" unless the deployment follows exchange hours
+        ib_limits=False,  # the gateway paces itself; the limits are for testing clients against IB's rules
+    )
     try:
         sim.start()
     except OSError:

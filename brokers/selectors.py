@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -25,13 +27,70 @@ def database_ok() -> tuple[bool, str]:
         return False, str(exc)
 
 
-def health_get() -> dict[str, Any]:
-    """Everything an operator or a load balancer needs to know, without calling IB."""
+# Health's probes (database, lease holder, the apps' health sections) run at most once per
+# HEALTH_PROBE_S and are shared by every caller; the web server refreshes them in the background
+# while they are in use, so a health request itself does no database work.
+HEALTH_PROBE_S = 1.0
+_probe: tuple[float, dict[str, Any]] | None = None
+_probe_lock = threading.Lock()
+
+
+def _probe_run() -> dict[str, Any]:
+    started = time.monotonic()
     db_ok, db_detail = database_ok()
+    probe: dict[str, Any] = {"db_ok": db_ok, "db_detail": db_detail, "vendor": connection.vendor, "sections": {}}
+    if db_ok and settings.CHANNEL_LAYER_URL:
+        from brokers.scaleout.lease import IB_CONNECTION, lease_holder
+
+        probe["lease_holder"] = lease_holder(name=IB_CONNECTION)
+    for section in events.health_sections():
+        try:
+            probe["sections"].update(section())
+        except Exception:  # a failing section is reported as unknown, never breaks health
+            logger.warning("health section %s failed", getattr(section, "__name__", section), exc_info=True)
+    global _probe
+    with _probe_lock:
+        if _probe is None or _probe[0] <= started:
+            _probe = (started, probe)
+    return probe
+
+
+def health_probe_refresh() -> dict[str, Any]:
+    """Run the database probes now (from a thread that may use the database)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return _probe_run()
+
+
+def health_probe_cached(max_age: float = HEALTH_PROBE_S) -> dict[str, Any] | None:
+    """The last probe if it is younger than `max_age` seconds; never touches the database."""
+    hit = _probe
+    return hit[1] if hit is not None and time.monotonic() - hit[0] < max_age else None
+
+
+def health_probe_age() -> float | None:
+    hit = _probe
+    return None if hit is None else time.monotonic() - hit[0]
+
+
+def health_probe_forget(**_kwargs) -> None:
+    global _probe
+    _probe = None
+
+
+def health_probe_changed(**_kwargs) -> None:
+    from django.db import transaction
+
+    health_probe_forget()
+    transaction.on_commit(health_probe_forget)
+
+
+def _gateway_state() -> dict[str, Any]:
     rt = runtime.current()
     if rt is None:
         host, port = runtime.gateway_address()
-        gateway: dict[str, Any] = {
+        return {
             "state": "not_started",
             "address": f"{host}:{port}",
             "connected": False,
@@ -45,46 +104,48 @@ def health_get() -> dict[str, Any]:
             "down_reason": "not_started",
             "stale_subscriptions": [],
             "reconciled": False,
+            "owner": "this_process",
         }
-    else:
-        h = rt.worker.health()
-        gateway = {
-            "state": h.state,
-            "address": h.gateway,
-            "connected": h.state == "connected",
-            "server_version": h.server_version,
-            "client_id": h.client_id,
-            "accounts": list(h.accounts),
-            "connected_since": h.connected_since,
-            "down_since": h.down_since,
-            "last_error": h.last_error,
-            "reconnects": h.reconnects,
-            "down_reason": h.down_reason,
-            "stale_subscriptions": list(h.stale_subscriptions),
-            "reconciled": h.reconciled,
-        }
-    # Which process holds the IB connection when several web processes share it (scale-out).
-    gateway["owner"] = "this_process" if rt is None or rt.owner else "another_process"
-    if db_ok and settings.CHANNEL_LAYER_URL:
-        from brokers.scaleout.lease import IB_CONNECTION, lease_holder
+    h = rt.worker.health()
+    return {
+        "state": h.state,
+        "address": h.gateway,
+        "connected": h.state == "connected",
+        "server_version": h.server_version,
+        "client_id": h.client_id,
+        "accounts": list(h.accounts),
+        "connected_since": h.connected_since,
+        "down_since": h.down_since,
+        "last_error": h.last_error,
+        "reconnects": h.reconnects,
+        "down_reason": h.down_reason,
+        "stale_subscriptions": list(h.stale_subscriptions),
+        "reconciled": h.reconciled,
+        # Which process holds the IB connection when several web processes share it (scale-out).
+        "owner": "this_process" if rt.owner else "another_process",
+    }
 
-        gateway["lease_holder"] = lease_holder(name=IB_CONNECTION)
-    healthy = db_ok and gateway["connected"]
-    report = {
+
+def health_get(probe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything an operator or a load balancer needs to know, without calling IB.
+
+    The gateway's state is read live; the database probes are at most HEALTH_PROBE_S old."""
+    if probe is None:
+        probe = health_probe_cached() or _probe_run()
+    gateway = _gateway_state()
+    if "lease_holder" in probe:
+        gateway["lease_holder"] = probe["lease_holder"]
+    healthy = probe["db_ok"] and gateway["connected"]
+    return {
         "status": "ok" if healthy else "degraded",
         "gateway": gateway,
         "simulated_gateway": settings.IB_GATEWAY == "sim",
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
         "reconciliation": "done" if gateway["reconciled"] else "pending",
-        "database": {"ok": db_ok, "detail": db_detail, "vendor": connection.vendor},
+        "database": {"ok": probe["db_ok"], "detail": probe["db_detail"], "vendor": probe["vendor"]},
+        **probe["sections"],
     }
-    for section in events.health_sections():
-        try:
-            report.update(section())
-        except Exception:  # a failing section is reported as unknown, never breaks health
-            logger.warning("health section %s failed", getattr(section, "__name__", section), exc_info=True)
-    return report
 
 
 def account_default() -> str:

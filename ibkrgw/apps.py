@@ -8,10 +8,12 @@ class IbkrgwConfig(AppConfig):
 
     def ready(self) -> None:
         from ibkrgw import wiring
+        from ibkrgw.logging import redact_daphne_access_log
         from ibkrgw.metrics import register_collectors
 
         register_collectors()
         wiring.connect()
+        redact_daphne_access_log()
 
 
 class OperatorAdminConfig(admin_apps.AdminConfig):

@@ -6,7 +6,15 @@ People use Django sessions; programs send `Authorization: Api-Key <key>`. A key 
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import deque
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
@@ -14,16 +22,58 @@ from ibkrgw.models import Scope, ScopedAPIKey
 
 KEYWORD = "Api-Key"
 
+# Verified keys, by the SHA-256 of the secret: checking a key's password hash costs more than a whole
+# read, so a key verified less than API_KEY_CACHE_S ago is trusted without the database. A revocation
+# or change made in this process clears the cache at once; one made elsewhere (`manage.py apikey
+# revoke`, another web process) takes effect within API_KEY_CACHE_S.
+_verified: dict[str, tuple[float, ScopedAPIKey]] = {}
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_cache_clear(**_kwargs) -> None:
+    _verified.clear()
+
+
+def _key_changed(sender, **kwargs) -> None:
+    api_key_cache_clear()
+    # Also after the commit: a request may have cached the row as it was before this transaction.
+    transaction.on_commit(api_key_cache_clear)
+
+
+post_save.connect(_key_changed, sender=ScopedAPIKey, dispatch_uid="api-key-cache")
+post_delete.connect(_key_changed, sender=ScopedAPIKey, dispatch_uid="api-key-cache")
+
+
+def api_key_cached(raw: str) -> ScopedAPIKey | None:
+    """The key matching `raw` if it was verified recently and has not expired since; no database."""
+    hit = _verified.get(_digest(raw))
+    if hit is None or time.monotonic() - hit[0] >= settings.API_KEY_CACHE_S:
+        return None
+    key = hit[1]
+    return None if key.has_expired else key
+
 
 def api_key_from_string(raw: str) -> ScopedAPIKey | None:
     """The usable key matching `raw`, or None (revoked, expired or unknown keys are None)."""
     if not raw or "." not in raw or len(raw) > 200:
         return None
+    key = api_key_cached(raw)
+    if key is not None:
+        return key
+    verified_at = time.monotonic()
     try:
         key = ScopedAPIKey.objects.get_from_key(raw)
     except ScopedAPIKey.DoesNotExist:
         return None
-    return key if key.is_valid(raw) and not key.revoked and not key.has_expired else None
+    if not key.is_valid(raw) or key.revoked or key.has_expired:
+        _verified.pop(_digest(raw), None)
+        return None
+    if settings.API_KEY_CACHE_S > 0:
+        _verified[_digest(raw)] = (verified_at, key)
+    return key
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -91,16 +141,49 @@ class IsAdminUser(permissions.BasePermission):
         return request.auth is None and bool(request.user and request.user.is_superuser)
 
 
+# Sliding windows of the read throttle, per key/user/address: request times, oldest first.
+_windows: dict[str, deque[float]] = {}
+_windows_lock = threading.Lock()
+_WINDOWS_SWEEP_AT = 10_000
+
+
+def read_throttle_reset() -> None:
+    with _windows_lock:
+        _windows.clear()
+
+
 class ReadRateThrottle(throttling.SimpleRateThrottle):
     """Caps reads per API key (or user, or address) at API_READ_RATE. Orders have their own limit
-    (RISK_MAX_ORDERS_PER_MINUTE, counted in the database), so only safe methods are throttled here."""
+    (RISK_MAX_ORDERS_PER_MINUTE, counted in the database), so only safe methods are throttled here.
+
+    DRF's sliding window, kept in process memory (the limit is per process, as with the default
+    local-memory cache) as a deque: no copy of the whole history per request."""
 
     scope = "read"
 
     def get_rate(self) -> str:
-        from django.conf import settings
-
         return settings.API_READ_RATE
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = now = self.timer()
+        with _windows_lock:
+            window = _windows.get(self.key)
+            if window is None:
+                if len(_windows) >= _WINDOWS_SWEEP_AT:
+                    _sweep(now, self.duration)
+                window = _windows[self.key] = deque()
+            while window and window[0] <= now - self.duration:
+                window.popleft()
+            if len(window) >= self.num_requests:
+                self.history = [window[0]]  # wait() counts from the oldest request in the window
+                return False
+            window.append(now)
+        return True
 
     def get_cache_key(self, request, view):
         if request.method not in permissions.SAFE_METHODS:
@@ -112,3 +195,9 @@ class ReadRateThrottle(throttling.SimpleRateThrottle):
         else:
             ident = f"ip:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def _sweep(now: float, duration: float) -> None:
+    """Forget callers with no request in the last window (bounded memory with many addresses)."""
+    for ident in [k for k, w in _windows.items() if not w or w[-1] <= now - duration]:
+        del _windows[ident]

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     THROTTLED = "throttled"
     INTERNAL_ERROR = "internal_error"
     CLIENT_TOO_SLOW = "client_too_slow"
+    REQUEST_TOO_LARGE = "request_too_large"
     # broker
     BROKER_UNAVAILABLE = "broker_unavailable"
     BROKER_TIMEOUT = "broker_timeout"
@@ -37,6 +38,7 @@ class ErrorCode(StrEnum):
     CONTRACT_NOT_FOUND = "contract_not_found"
     CONTRACT_AMBIGUOUS = "contract_ambiguous"
     NO_MARKET_DATA = "no_market_data"
+    HISTORICAL_LIMIT = "historical_limit"
     # orders: validation gate
     INVALID_ORDER = "invalid_order"
     INVALID_TICK_SIZE = "invalid_tick_size"
@@ -166,3 +168,25 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         {"error": {"code": str(ErrorCode.INTERNAL_ERROR), "message": "Internal error.", "details": {}}},
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
+
+
+# Codes for error statuses that Django (not a view) answers, e.g. an unknown path or a body too large.
+STATUS_CODES: dict[int, tuple[ErrorCode, str]] = {
+    400: (ErrorCode.INVALID_REQUEST, "The request is not valid."),
+    401: (ErrorCode.NOT_AUTHENTICATED, "Authentication is required."),
+    403: (ErrorCode.PERMISSION_DENIED, "Permission denied."),
+    404: (ErrorCode.NOT_FOUND, "No such endpoint."),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed."),
+    413: (ErrorCode.REQUEST_TOO_LARGE, "The request body is too large."),
+    429: (ErrorCode.THROTTLED, "Too many requests."),
+}
+
+
+def status_error_body(status_code: int, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    code, message = STATUS_CODES.get(
+        status_code,
+        (ErrorCode.INTERNAL_ERROR, "Internal error.")
+        if status_code >= 500
+        else (ErrorCode.INVALID_REQUEST, "The request is not valid."),
+    )
+    return {"error": {"code": str(code), "message": message, "details": details or {}}}

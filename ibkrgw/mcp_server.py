@@ -1,17 +1,26 @@
 """The MCP door: one `MCPServer` built from each app's `mcp_tools` module.
 
-An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`.
-A tool body is three lines, as in a REST view: validated input serializer -> service or
-selector -> output serializer `.data`. Everything around the body lives here, once:
+An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`,
+`RESOURCE_TEMPLATES` and `PROMPTS`. A tool body is three lines, as in a REST view: validated
+input serializer -> service or selector -> output serializer `.data`. Everything around the
+body lives here, once:
 
 * arguments go, untouched, to the tool's DRF input serializer: the same validator as REST, so
   unknown arguments and bad values fail with the same `invalid_request` details;
+* every tool publishes an `outputSchema` derived from its DRF output serializer, and answers
+  with `structuredContent` (and the same JSON as text, for clients that read only text);
 * each call gets a fresh correlation id (`correlation_id_var`) and an `Actor(kind=mcp)`;
 * over HTTP the `Authorization: Api-Key <key>` header is looked up again on every call and
-  must allow the tool's scope (`read`, or `trade` for place/cancel);
+  must allow the tool's scope (`read`, or `trade` for tools that change orders); `tools/list`
+  shows only the tools the key may call. In read-only mode trade tools are not registered;
 * the body runs in a worker thread (the ORM is sync), between `close_old_connections()` calls;
 * any error becomes an MCP tool error (`isError`) carrying the REST error body
-  `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself.
+  `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself;
+* resources can be subscribed to (`resources/subscribe`): `ResourceWatch` polls the ledger and
+  sends `notifications/resources/updated` when an order changes or the trading status does.
+
+How the server is reached (stdio, HTTP with its Origin and key checks, shutdown on signals) is in
+`ibkrgw.mcp_transport`.
 
 No tool can release the kill switch or change trading settings: there is no such tool, and
 `TOOLS` is the only way to add one.
@@ -19,162 +28,76 @@ No tool can release the kill switch or change trading settings: there is no such
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-import signal
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import import_module
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.validators import RegexValidator
 from django.db import close_old_connections
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.subscriptions import ResourceUpdated
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    ListToolsResult,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
 from pydantic import ConfigDict
-from rest_framework import serializers
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
 from ibkrgw.auth import KEYWORD, api_key_from_string
 from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
+from ibkrgw.limits import check_json
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.mcp import (
+    McpPrompt,
+    McpResource,
+    McpTool,
+    input_schema,
+    project_version,
+)
 
 logger = logging.getLogger(__name__)
 
 Transport = Literal["stdio", "http"]
-APP_MODULES = ("brokers.mcp_tools", "marketdata.mcp_tools", "orders.mcp_tools")
+APP_MODULES = ("brokers.mcp_tools", "marketdata.mcp_tools", "orders.mcp_tools", "audit.mcp_tools")
 LOCAL_HOSTNAMES = ("127.0.0.1", "localhost", "::1")
-SHUTDOWN_GRACE_S = 5
+# Error details may list candidate contracts; an agent needs a few to choose from, not hundreds.
+MAX_ERROR_CANDIDATES = 10
+CANDIDATE_KEYS = ("con_id", "symbol", "sec_type", "exchange", "currency", "expiry", "strike", "right", "local_symbol")
+WATCH_INTERVAL_S = 0.5
 
 INSTRUCTIONS = """\
-Interactive Brokers through ibkr-gateway. Tools mirror the REST API (/api/v1/) by name, arguments
-and JSON shape. Orders pass the same gates as every other door: with the default settings
-(paper mode, ORDERS_ENABLED=false) place_order records the order as `simulated` and nothing is
-sent to the broker. Call preview_order before place_order, and give every order a
-client_order_id so a retry replays the original result instead of placing a second order. Read
-the resource ibkr://trading-status for the trading mode, the kill switch and the risk limits.
-This server cannot release the kill switch or change any trading setting; only the operator can.
-Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
+Interactive Brokers through ibkr-gateway. Orders pass the same gates as every other door: with the
+default settings (paper mode, ORDERS_ENABLED=false) place_order records the order as `simulated` and
+nothing is sent to the broker. Before place_order, call preview_order with the same arguments: a dry
+run that lists every gate that would refuse the order (with the code place_order would return) and
+the commission and margin. Give every order a client_order_id so a retry
+replays the original result instead of placing a second order. Prices and quantities are decimal
+strings ("189.50"); times are UTC. Lists are bounded: use `limit`/`offset` (see `next_offset`) to
+see more. Read ibkr://trading-status for the trading mode, the kill switch and the risk limits,
+and subscribe to ibkr://orders/{order_id} to be told when an order changes or fills instead of
+polling get_order. This server cannot release the kill switch or change any trading setting; only
+the operator can. Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
 
 
-# -- declaring tools and resources (used by each app's mcp_tools) ------------------------------
-@dataclass(frozen=True)
-class McpTool:
-    name: str
-    title: str
-    description: str
-    input: type[serializers.Serializer]
-    body: Callable[[Any, Actor], Any]
-    scope: KeyScope
-    annotations: ToolAnnotations
-
-
-def mcp_tool(
-    *, title: str, input: type[serializers.Serializer], trade: bool = False, idempotent: bool = False
-) -> Callable[[Callable[[Any, Actor], Any]], McpTool]:
-    """Declare a tool; its name is the function's, its description the docstring.
-
-    `body(validated_input_serializer, actor)` returns JSON-able data (an output serializer's
-    `.data`). `trade=True` tools need scope trade and are marked destructive; the others need
-    scope read and are marked read-only.
-    """
-
-    def declare(body: Callable[[Any, Actor], Any]) -> McpTool:
-        if trade:
-            annotations = ToolAnnotations(
-                title=title, read_only_hint=False, destructive_hint=True, idempotent_hint=idempotent
-            )
-        else:
-            annotations = ToolAnnotations(title=title, read_only_hint=True)
-        return McpTool(
-            name=body.__name__,
-            title=title,
-            description=" ".join((body.__doc__ or "").split()),
-            input=input,
-            body=body,
-            scope=KeyScope.TRADE if trade else KeyScope.READ,
-            annotations=annotations,
-        )
-
-    return declare
-
-
-@dataclass(frozen=True)
-class McpResource:
-    uri: str
-    name: str
-    description: str
-    read: Callable[[], Any]
-
-
-class NoInput(StrictQueryMixin, serializers.Serializer):
-    """The input of a tool without arguments: any argument is unknown."""
-
-
-# -- the JSON schema an agent sees, derived from the DRF input serializer ------------------------
-def _field_schema(field: serializers.Field) -> dict[str, Any]:
-    schema: dict[str, Any]
-    if isinstance(field, serializers.BooleanField):
-        schema = {"type": "boolean"}
-    elif isinstance(field, serializers.IntegerField):
-        schema = {"type": "integer"}
-        schema.update({k: v for k, v in (("minimum", field.min_value), ("maximum", field.max_value)) if v is not None})
-    elif isinstance(field, serializers.DecimalField):
-        # A string keeps the exact decimal; a JSON number is accepted as REST accepts it.
-        schema = {"type": ["string", "number"], "description": 'Decimal, preferably as a string, e.g. "189.50".'}
-    elif isinstance(field, serializers.ChoiceField):
-        schema = {"type": "string", "enum": [str(choice) for choice in field.choices]}
-    elif isinstance(field, serializers.DateTimeField):
-        schema = {"type": "string", "format": "date-time"}
-    elif isinstance(field, serializers.UUIDField):
-        schema = {"type": "string", "format": "uuid"}
-    else:
-        schema = {"type": "string"}
-        if getattr(field, "max_length", None):
-            schema["maxLength"] = field.max_length
-        pattern = next((v.regex.pattern for v in field.validators if isinstance(v, RegexValidator)), None)
-        if pattern:
-            schema["pattern"] = pattern
-    if getattr(field, "allow_null", False):
-        schema["type"] = [*([schema["type"]] if isinstance(schema["type"], str) else schema["type"]), "null"]
-    if field.help_text:
-        schema["description"] = str(field.help_text)
-    if field.default not in (serializers.empty, None, "") and not callable(field.default):
-        schema["default"] = field.default
-    return schema
-
-
-def input_schema(serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
-    fields = serializer_class().fields
-    return {
-        "type": "object",
-        "properties": {name: _field_schema(field) for name, field in fields.items()},
-        "required": [name for name, field in fields.items() if field.required],
-        "additionalProperties": False,
-    }
-
-
-# -- running one call: the one wrapper for actor, correlation id, threads and errors ---------------
 def api_key_from_header(value: str | None) -> ScopedAPIKey | None:
     prefix = KEYWORD + " "
     if not value or not value.startswith(prefix):
@@ -202,11 +125,46 @@ def _jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
+def _bounded_error(payload: dict[str, Any]) -> dict[str, Any]:
+    """Error details an agent can read: a few compact candidate contracts, not every match in full."""
+    details = payload["error"].get("details")
+    if isinstance(details, dict) and isinstance(details.get("candidates"), list):
+        candidates = details["candidates"]
+        details["candidates"] = [
+            {k: c.get(k) for k in CANDIDATE_KEYS if c.get(k) not in (None, "")}
+            for c in candidates[:MAX_ERROR_CANDIDATES]
+        ]
+        details.setdefault("count", len(candidates))
+        details["candidates_shown"] = len(details["candidates"])
+    return payload
+
+
+def _broker_cause(payload: dict[str, Any]) -> dict[str, Any]:
+    """When the broker is unreachable because IB refused our client id, say so with IB's own words."""
+    from brokers import runtime
+
+    current = runtime.current()
+    worker = getattr(current, "worker", None)
+    if worker is None or getattr(worker, "down_reason", "") != "client_id_in_use":
+        return payload
+    error = payload["error"]
+    error["message"] = (
+        f"IB refused this server's client id {worker.client_id}: another connection uses it "
+        f"(IB error 326). Stop the other client or give this one another IB_MCP_CLIENT_ID."
+    )
+    error["details"] = {
+        **(error.get("details") or {}),
+        "down_reason": "client_id_in_use",
+        "client_id": worker.client_id,
+    }
+    return payload
+
+
 def _result(payload: Any, correlation_id: str, *, error: bool = False) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=json.dumps(payload))],
-        # structuredContent must be an object: list-shaped REST answers travel as text only.
-        structured_content=payload if isinstance(payload, dict) else None,
+        # Clients that read only text get the same JSON (the protocol recommends both).
+        content=[TextContent(type="text", text=json.dumps(payload, separators=(",", ":")))],
+        structured_content=payload,
         is_error=error,
         _meta={"correlation_id": correlation_id},
     )
@@ -221,6 +179,7 @@ def run_tool(
     close_old_connections()
     try:
         actor = _actor(transport, headers, tool.scope, correlation_id)
+        check_json(arguments)  # depth, surrogates and control characters: the same limits as REST
         data = tool.input(data=arguments)
         data.is_valid(raise_exception=True)
         payload = _jsonable(tool.body(data, actor))
@@ -228,7 +187,9 @@ def run_tool(
         return _result(payload, correlation_id)
     except Exception as exc:
         # The REST handler renders (and logs, when unexpected) every error with the same codes.
-        payload = _jsonable(exception_handler(exc, {"view": f"mcp:{tool.name}"}).data)
+        payload = _bounded_error(_jsonable(exception_handler(exc, {"view": f"mcp:{tool.name}"}).data))
+        if payload["error"]["code"] in (ErrorCode.BROKER_UNAVAILABLE, ErrorCode.BROKER_TIMEOUT):
+            payload = _broker_cause(payload)
         logger.info("mcp %s: %s", tool.name, payload["error"]["code"])
         return _result(payload, correlation_id, error=True)
     finally:
@@ -262,71 +223,12 @@ def _sdk_tool(tool: McpTool, transport: Transport) -> Tool:
         annotations=tool.annotations,
         structured_output=False,
     )
-    return sdk_tool.model_copy(
-        update={"parameters": input_schema(tool.input), "fn_metadata": FuncMetadata(arg_model=_RawArguments)}
-    )
+    # A schema without a model: advertised to clients (which validate answers against it).
+    metadata = FuncMetadata(arg_model=_RawArguments, output_schema=tool.output_schema)
+    return sdk_tool.model_copy(update={"parameters": input_schema(tool.input), "fn_metadata": metadata})
 
 
-def _read_resource(resource: McpResource) -> str:
-    close_old_connections()
-    try:
-        return json.dumps(resource.read(), cls=DjangoJSONEncoder)
-    finally:
-        close_old_connections()
-
-
-def _add_resource(server: MCPServer, resource: McpResource) -> None:
-    async def read() -> str:
-        return await anyio.to_thread.run_sync(partial(_read_resource, resource))
-
-    server.resource(resource.uri, name=resource.name, description=resource.description, mime_type="application/json")(
-        read
-    )
-
-
-def collect() -> tuple[list[McpTool], list[McpResource]]:
-    """Every app's tools and resources; a name used twice fails loudly."""
-    tools: list[McpTool] = []
-    resources: list[McpResource] = []
-    for path in APP_MODULES:
-        module = import_module(path)
-        tools.extend(module.TOOLS)
-        resources.extend(getattr(module, "RESOURCES", []))
-    names = [tool.name for tool in tools]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise RuntimeError(f"MCP tools registered twice: {duplicates}")
-    return tools, resources
-
-
-def build_server(*, transport: Transport = "stdio") -> MCPServer:
-    tools, resources = collect()
-    server = GatewayMCPServer(
-        name="ibkr-gateway",
-        instructions=INSTRUCTIONS,
-        tools=[_sdk_tool(tool, transport) for tool in tools],
-    )
-    for resource in resources:
-        _add_resource(server, resource)
-    return server
-
-
-# -- HTTP: Origin and API key checked before any MCP message is read --------------------------------
-def origin_allowed(origin: str) -> bool:
-    """Only pages served from this machine; a browser tab on any other site is refused (DNS rebinding)."""
-    try:
-        parts = urlsplit(origin)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTNAMES
-
-
-def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(GatewayError(code, message).as_dict(), status, headers=headers)
-
-
-def _key_lookup(header: str | None) -> ScopedAPIKey | None:
+def key_lookup(header: str | None) -> ScopedAPIKey | None:
     close_old_connections()
     try:
         return api_key_from_header(header)
@@ -334,136 +236,192 @@ def _key_lookup(header: str | None) -> ScopedAPIKey | None:
         close_old_connections()
 
 
-class HttpGuard:
-    """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
-
-    The scope of the key is checked per tool call (read for reads, trade for place/cancel).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin):
-            logger.warning("mcp http: refused Origin %r", origin)
-            response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
-        elif await anyio.to_thread.run_sync(_key_lookup, headers.get("authorization")) is None:
-            response = _refuse(
-                ErrorCode.NOT_AUTHENTICATED,
-                "An API key is required: Authorization: Api-Key <key>.",
-                401,
-                headers={"WWW-Authenticate": KEYWORD},
-            )
-        else:
-            await self.app(scope, receive, send)
-            return
-        await response(scope, receive, send)
+# -- resources: read, and told when they change ------------------------------------------------------
+def _read_resource(resource: McpResource, params: dict[str, str]) -> str:
+    close_old_connections()
+    try:
+        return json.dumps(resource.read(**params), cls=DjangoJSONEncoder)
+    except GatewayError as exc:
+        raise MCPError(code=INVALID_PARAMS, message=exc.message, data=exc.as_dict()) from None
+    finally:
+        close_old_connections()
 
 
-def http_app(server: MCPServer, *, host: str) -> ASGIApp:
-    # The SDK's own Host/Origin checks stay on too (defence in depth against DNS rebinding).
-    def bracket(name: str) -> str:
-        return f"[{name}]" if ":" in name else name
+def _add_resource(server: MCPServer, resource: McpResource) -> None:
+    params = [p for p in inspect.signature(resource.read).parameters]
 
-    local = [bracket(name) for name in LOCAL_HOSTNAMES]
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in {bracket(host), *local}],
-        allowed_origins=[
-            f"{scheme}://{name}{port}" for scheme in ("http", "https") for name in local for port in ("", ":*")
-        ],
+    async def read(**kwargs: str) -> str:
+        return await anyio.to_thread.run_sync(partial(_read_resource, resource, kwargs))
+
+    # The SDK matches template variables against the function's parameters.
+    read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str) for name in params]
     )
-    return HttpGuard(server.streamable_http_app(host=host, transport_security=security))
+    read.__annotations__ = {**dict.fromkeys(params, str), "return": str}
+    server.resource(resource.uri, name=resource.name, description=resource.description, mime_type="application/json")(
+        read
+    )
 
 
-# -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------
-class _DaemonStdin:
-    """stdin lines for the stdio transport, read by a daemon thread.
+@dataclass
+class ResourceWatch:
+    """Who subscribed to which resource URI, and a poll of the ledger that tells them of changes.
 
-    The SDK reads stdin in an anyio worker thread that cancellation cannot interrupt, so SIGTERM
-    would wait for the client's next message. A daemon reader never holds up shutdown.
+    Polling the database (not in-process events) also sees orders changed by other processes: the
+    web server's recorder, the admin, another MCP server. Each interval costs a few indexed queries
+    (order events, fills and kill-switch rows after the last seen id).
     """
 
-    def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](16)
-        self._reader: threading.Thread | None = None
+    changed: Callable[[dict[str, Any], set[str]], set[str]]
+    subscribers: dict[str, set[Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    server: MCPServer | None = None
 
-    def __aiter__(self) -> _DaemonStdin:
-        return self
+    def subscribe(self, uri: str, session: Any) -> None:
+        self.subscribers.setdefault(uri, set()).add(session)
 
-    async def __anext__(self) -> str:
-        if self._reader is None:
-            token = anyio.lowlevel.current_token()
-            self._reader = threading.Thread(target=self._pump, args=(token,), name="mcp-stdin", daemon=True)
-            self._reader.start()
+    def unsubscribe(self, uri: str, session: Any) -> None:
+        self.subscribers.get(uri, set()).discard(session)
+        if not self.subscribers.get(uri):
+            self.subscribers.pop(uri, None)
+
+    def _poll(self, uris: set[str]) -> set[str]:
+        close_old_connections()
         try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+            return self.changed(self.state, uris)
+        finally:
+            close_old_connections()
 
-    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
-        try:
-            with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as wire:
-                while line := wire.readline():
-                    anyio.from_thread.run(self._send.send, line, token=token)
-            anyio.from_thread.run(self._send.aclose, token=token)
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the event loop is gone or stopped listening: we are shutting down
+    async def notify(self, uri: str) -> None:
+        for session in list(self.subscribers.get(uri, ())):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # the client went away: forget it
+                self.unsubscribe(uri, session)
+        if self.server is not None:
+            # Clients on the newest protocol listen with subscriptions/listen; the SDK offers its bus
+            # to tool handlers only (ctx.notify_resource_updated), so publish on it directly.
+            await self.server._subscriptions.publish(ResourceUpdated(uri=uri))
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_S)
+            # Polled with no subscriber too: a change right after a subscription must not be taken as the baseline.
+            uris = set(self.subscribers)
+            try:
+                changed = await anyio.to_thread.run_sync(self._poll, uris)
+            except Exception:
+                logger.exception("mcp: resource watch failed")
+                continue
+            for uri in sorted(changed):
+                await self.notify(uri)
+
+
+def _with_fresh_connection(fn: Callable[..., Any], *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return fn(*args)
+    finally:
+        close_old_connections()
+
+
+def _install_subscriptions(server: MCPServer, watch: ResourceWatch, known: Callable[[str], bool]) -> None:
+    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not await anyio.to_thread.run_sync(_with_fresh_connection, known, uri):
+            raise MCPError(code=INVALID_PARAMS, message=f"No resource {uri} to subscribe to.", data={"uri": uri})
+        watch.subscribe(uri, ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        watch.unsubscribe(str(params.uri), ctx.session)
+        return EmptyResult()
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _add_prompt(server: MCPServer, prompt: McpPrompt) -> None:
+    server.prompt(name=prompt.name, title=prompt.title, description=prompt.description)(prompt.render)
+
+
+@dataclass
+class Registry:
+    tools: list[McpTool] = field(default_factory=list)
+    resources: list[McpResource] = field(default_factory=list)
+    prompts: list[McpPrompt] = field(default_factory=list)
+    watchers: list[Callable[[dict[str, Any], set[str]], set[str]]] = field(default_factory=list)
+    known_uris: list[Callable[[str], bool]] = field(default_factory=list)
+
+
+def collect(*, read_only: bool = False) -> Registry:
+    """Every app's tools, resources and prompts; a tool name used twice fails loudly.
+
+    In read-only mode the tools (and prompts) that place, change or cancel orders are left out.
+    """
+    registry = Registry()
+    for path in APP_MODULES:
+        module = import_module(path)
+        registry.tools.extend(module.TOOLS)
+        registry.resources.extend(getattr(module, "RESOURCES", []))
+        registry.prompts.extend(getattr(module, "PROMPTS", []))
+        if hasattr(module, "resources_changed"):
+            registry.watchers.append(module.resources_changed)
+            registry.known_uris.append(module.resource_known)
+    names = [tool.name for tool in registry.tools]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise RuntimeError(f"MCP tools registered twice: {duplicates}")
+    if read_only:
+        registry.tools = [t for t in registry.tools if t.scope == KeyScope.READ]
+        registry.prompts = [p for p in registry.prompts if not p.trade]
+    return registry
+
+
+def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]]):
+    def changed(state: dict[str, Any], uris: set[str]) -> set[str]:
+        found: set[str] = set()
+        for index, watcher in enumerate(watchers):
+            found |= watcher(state.setdefault(str(index), {}), uris)
+        return found
+
+    return changed
 
 
 class GatewayMCPServer(MCPServer):
-    async def run_stdio_async(self) -> None:
-        """As the SDK's, with a stdin that cannot block shutdown; stdout stays the SDK's (fd 1 -> stderr)."""
-        async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
-            await self._lowlevel_server.run(
-                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
-            )
+    gateway_tools: dict[str, McpTool]
+    transport: Transport
+    watch: ResourceWatch
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
+        result = await super()._handle_list_tools(ctx, params)
+        if self.transport != "http":
+            return result
+        headers = getattr(ctx.request, "headers", None) or {}
+        key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
+        allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
+        return ListToolsResult(tools=allowed)
 
 
-async def _stop_on_signal(stop: Callable[[], None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.info("mcp: %s received, shutting down", signal.Signals(signum).name)
-            stop()
-            return
-
-
-async def serve_stdio(server: MCPServer) -> None:
-    """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
-        await server.run_stdio_async()
-        tg.cancel_scope.cancel()  # the client closed stdin
-
-
-async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT; open requests get SHUTDOWN_GRACE_S seconds to finish."""
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        def capture_signals(self) -> AbstractContextManager[None]:  # type: ignore[override]
-            # Our handler stops it; uvicorn's would re-raise the signal after shutdown and kill
-            # the process before the broker connection is closed.
-            return nullcontext()
-
-    config = uvicorn.Config(
-        http_app(server, host=host),
-        host=host,
-        port=port,
-        log_config=None,  # keep Django's logging (stderr)
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> GatewayMCPServer:
+    registry = collect(read_only=read_only)
+    server = GatewayMCPServer(
+        name="ibkr-gateway",
+        version=project_version(),
+        instructions=INSTRUCTIONS
+        + (
+            "\nThis server is read-only: it offers no tool that places, changes or cancels orders." if read_only else ""
+        ),
+        tools=[_sdk_tool(tool, transport) for tool in registry.tools],
     )
-    uv = _Server(config)
-
-    def stop() -> None:
-        uv.should_exit = True
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, stop)
-        await uv.serve()
-        tg.cancel_scope.cancel()
+    server.gateway_tools = {tool.name: tool for tool in registry.tools}
+    server.transport = transport
+    for resource in registry.resources:
+        _add_resource(server, resource)
+    for prompt in registry.prompts:
+        _add_prompt(server, prompt)
+    server.watch = ResourceWatch(changed=_changed_any(registry.watchers), server=server)
+    _install_subscriptions(server, server.watch, lambda uri: any(known(uri) for known in registry.known_uris))
+    return server

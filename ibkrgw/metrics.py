@@ -66,3 +66,42 @@ def register_collectors() -> None:
     if not _collector_registered:
         REGISTRY.register(OrdersByStatusCollector())
         _collector_registered = True
+
+
+def _loopback(address: str | None) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address((address or "").strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def metrics_view(request):
+    """`/metrics` for Prometheus: loopback clients only, or, with METRICS_TOKEN set, any client sending
+    `Authorization: Bearer <token>` (and only those)."""
+    import hmac
+
+    from django.conf import settings
+    from django.http import JsonResponse
+    from django_prometheus.exports import ExportToDjangoView
+
+    from ibkrgw.errors import ErrorCode, GatewayError
+
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            error = GatewayError(ErrorCode.NOT_AUTHENTICATED, "Send Authorization: Bearer <METRICS_TOKEN>.")
+            response = JsonResponse(error.as_dict(), status=401)
+            response["WWW-Authenticate"] = "Bearer"
+            return response
+    elif not _loopback(request.META.get("REMOTE_ADDR")):
+        error = GatewayError(
+            ErrorCode.PERMISSION_DENIED, "/metrics answers loopback clients only; set METRICS_TOKEN to scrape remotely."
+        )
+        return JsonResponse(error.as_dict(), status=403)
+    return ExportToDjangoView(request)

@@ -1,13 +1,22 @@
-"""Request middleware: a correlation id for every request, carried in a contextvar."""
+"""Request middleware: a correlation id for every request, request limits, and the API's error shape
+for errors that Django answers itself."""
 
 import re
 import uuid
 
+from django.http import JsonResponse
+from rest_framework.response import Response
+
+from ibkrgw import limits
 from ibkrgw.actors import correlation_id_var
+from ibkrgw.errors import GatewayError, status_error_body
 
 HEADER = "X-Correlation-ID"
 # Accept a caller's id only when it is short and plain, so it can't inject into logs.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+API_PREFIX = "/api/"
+# Headers of Django's own error responses that stay meaningful once the body is reshaped.
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", HEADER)
 
 
 class CorrelationIdMiddleware:
@@ -25,3 +34,69 @@ class CorrelationIdMiddleware:
             correlation_id_var.reset(token)
         response[HEADER] = cid
         return response
+
+
+def gateway_error_response(exc: GatewayError) -> JsonResponse:
+    return JsonResponse(exc.as_dict(), status=exc.http_status)
+
+
+class RequestLimitsMiddleware:
+    """Refuse before any view runs: a body over REQUEST_MAX_BODY_BYTES (413, by its Content-Length),
+    and on the API a path or query parameter holding a control character or a lone surrogate (400)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        error = self._refusal(request)
+        if error is not None:
+            return gateway_error_response(error)
+        return self.get_response(request)
+
+    def _refusal(self, request) -> GatewayError | None:
+        raw_length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw_length)
+        except ValueError:
+            return limits.invalid("Content-Length is not a number.", reason="bad_content_length")
+        if length < 0:
+            return limits.invalid("Content-Length is not a number.", reason="bad_content_length")
+        if length > limits.max_body_bytes():
+            return limits.too_large(length, limits.max_body_bytes())
+        if not request.path.startswith(API_PREFIX):
+            return None
+        reason = limits.bad_text_reason(request.path)
+        if reason:
+            return limits.invalid(f"The path contains a {reason}.", reason="bad_string")
+        for key, values in request.GET.lists():
+            try:
+                limits.check_json({key: values}, max_depth=3)
+            except GatewayError as exc:
+                exc.details["parameter"] = key[:40]
+                return exc
+        return None
+
+
+class ApiErrorShapeMiddleware:
+    """Under /api/, an error that Django answered itself (an unknown path, a wrong method, a body too
+    large, a server error) gets the `{"error": {"code", "message", "details"}}` shape too."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not request.path.startswith(API_PREFIX)
+            or getattr(response, "streaming", False)
+            or response.get("Content-Type", "").startswith("application/json")
+            # DRF rendered it from the error shape already (as HTML in the browsable API): keep its details.
+            or isinstance(response, Response)
+        ):
+            return response
+        shaped = JsonResponse(status_error_body(response.status_code), status=response.status_code)
+        for name in _KEPT_HEADERS:
+            if name in response:
+                shaped[name] = response[name]
+        return shaped

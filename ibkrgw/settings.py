@@ -100,6 +100,10 @@ IB_SIM_PORT = env_int("IB_SIM_PORT", 4010, minimum=0, maximum=65535)
 IB_SIM_SEED = env_int("IB_SIM_SEED", 7, minimum=0)
 IB_CLIENT_ID = env_int("IB_CLIENT_ID", 1, minimum=0, maximum=2**31 - 1)
 IB_MCP_CLIENT_ID = env_int("IB_MCP_CLIENT_ID", IB_CLIENT_ID + 1, minimum=0, maximum=2**31 - 1)
+# Each `manage.py mcp` process claims the first free id from IB_MCP_CLIENT_ID on, among this many.
+IB_MCP_CLIENT_ID_COUNT = env_int("IB_MCP_CLIENT_ID_COUNT", 32, minimum=1, maximum=1000)
+# MCP read-only mode: tools that place, change or cancel orders are not offered at all.
+MCP_READ_ONLY = env_bool("MCP_READ_ONLY", False)
 IB_ACCOUNT = env.str("IB_ACCOUNT", default="").strip() or None
 IB_CONNECT_TIMEOUT = env_int("IB_CONNECT_TIMEOUT", 10, minimum=1, maximum=600)
 IB_REQUEST_TIMEOUT = env_int("IB_REQUEST_TIMEOUT", 10, minimum=1, maximum=600)
@@ -143,7 +147,9 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"])
 
 INSTALLED_APPS = [
-    "daphne",
+    # daphne's app gives `runserver` websockets, and installs Twisted's reactor as it loads; the production
+    # server (python -m ibkrgw.serve, uvicorn) needs neither, and starts a second faster without them.
+    *([] if os.environ.get("IBKRGW_SERVER") == "uvicorn" else ["daphne"]),
     "ibkrgw.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -168,6 +174,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "ibkrgw.middleware.CorrelationIdMiddleware",
+    "ibkrgw.middleware.ApiErrorShapeMiddleware",
+    "ibkrgw.middleware.RequestLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -266,11 +274,38 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_THROTTLE_CLASSES": ["ibkrgw.auth.ReadRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "ibkrgw.parsers.JSONParser",
+        "ibkrgw.parsers.FormParser",
+        "ibkrgw.parsers.MultiPartParser",
+    ],
+    # Escape non-ASCII in JSON output: a response can never fail to encode, whatever a client sent.
+    "UNICODE_JSON": False,
+    "DEFAULT_RENDERER_CLASSES": ["ibkrgw.web.render.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
 }
+
+# ---------------------------------------------------------------------------
+# Request limits (every door: REST, websockets, MCP)
+# ---------------------------------------------------------------------------
+# Bodies over this many bytes answer 413 request_too_large before anything reads them.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=100 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
+# JSON (bodies, websocket frames, MCP arguments) nested deeper than this answers 400 invalid_request.
+REQUEST_MAX_JSON_DEPTH = env_int("REQUEST_MAX_JSON_DEPTH", 20, minimum=2, maximum=200)
+
+# ---------------------------------------------------------------------------
+# /metrics: loopback clients only, unless a token is set (then `Authorization: Bearer <token>` from anywhere)
+# ---------------------------------------------------------------------------
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip() or None
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short; use at least 16 characters (e.g. openssl rand -hex 24)")
 # Reads per API key (or user) per period; orders are limited by RISK_MAX_ORDERS_PER_MINUTE instead.
 API_READ_RATE = env.str("API_READ_RATE", default="1200/min")
 if not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_READ_RATE):
     raise ImproperlyConfigured(f"API_READ_RATE={API_READ_RATE!r} is not allowed; use N/sec, N/min, N/hour or N/day")
+# Seconds a verified API key is trusted without checking the database again: a revocation made in
+# another process (`manage.py apikey revoke`, another web process) takes effect within this time.
+API_KEY_CACHE_S = env_int("API_KEY_CACHE_S", 5, minimum=0, maximum=300)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ibkr-gateway API",
     "DESCRIPTION": "Market data, account state and safe order execution against IB Gateway/TWS.",
@@ -300,10 +335,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"}},
+    # Both formatters redact secrets (API keys in URLs or headers, tokens, passwords) from every line.
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "text": {
+            "()": "ibkrgw.logging.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
+        },
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "ibkrgw.logging.RedactingJsonFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },

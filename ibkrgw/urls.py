@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from ibkrgw.metrics import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("ibkrgw.api")),
@@ -9,21 +11,47 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api-auth/", include("rest_framework.urls")),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
+
+
+def _api_error(request, status: int, details: dict | None = None):
+    from django.http import JsonResponse
+
+    from ibkrgw.errors import status_error_body
+
+    return JsonResponse(status_error_body(status, details), status=status)
 
 
 def _json_404(request, exception=None):
     """Unknown API paths answer in the API's error shape; other paths get Django's page."""
-    from django.http import JsonResponse
     from django.views.defaults import page_not_found
 
     if request.path.startswith("/api/"):
-        return JsonResponse(
-            {"error": {"code": "not_found", "message": "No such endpoint.", "details": {"path": request.path}}},
-            status=404,
-        )
+        return _api_error(request, 404, {"path": request.path})
     return page_not_found(request, exception)
 
 
+def _json_400(request, exception=None):
+    """Django's own refusals (e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE: 413) in the error shape."""
+    from django.core.exceptions import RequestDataTooBig
+    from django.views.defaults import bad_request
+
+    if isinstance(exception, RequestDataTooBig):
+        return _api_error(request, 413)
+    if request.path.startswith("/api/"):
+        return _api_error(request, 400)
+    return bad_request(request, exception)
+
+
+def _json_500(request):
+    from django.views.defaults import server_error
+
+    if request.path.startswith("/api/"):
+        return _api_error(request, 500)
+    return server_error(request)
+
+
+handler400 = _json_400
 handler404 = _json_404
+handler500 = _json_500

@@ -36,6 +36,12 @@ def connect() -> None:
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
 
     events.add_health_section(_trading_health)
+    # Health's probe is shared for a second; a halt or resume made in this process shows at once.
+    from django.db.models.signals import post_save
+
+    from brokers.selectors import health_probe_changed
+
+    post_save.connect(health_probe_changed, sender="orders.TradingSwitchEvent", dispatch_uid="health-probe")
 
     def publication(quote: Quote) -> tuple[str, dict[str, Any]]:
         return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))

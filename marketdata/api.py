@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brokers.adapter import ContractInfo, ContractSpec, Quote, as_dict
+from brokers.adapter import ContractSpec
+from brokers.payloads import ContractOutput, contracts_payload
 from ibkrgw.openapi import ERROR
+from ibkrgw.web import fields
+from ibkrgw.web.serializers import StrictQueryMixin
 from marketdata import services
+from marketdata.limits import check_historical_request
+from marketdata.payloads import BarsOutput, QuoteOutput, bars_payload, quote_payload
 
 SEC_TYPES = ["STK", "ETF", "OPT", "FUT", "FOP", "CASH", "IND", "CRYPTO", "BOND", "FUND", "CFD", "WAR"]
 BAR_SIZES = [
@@ -50,31 +53,19 @@ WHAT_TO_SHOW = [
 ]
 
 
-class StrictQueryMixin:
-    """Unknown query parameters are an error, not silently ignored."""
-
-    def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown parameter."] for name in sorted(unknown)})
-        return attrs
-
-
 class ContractQueryInput(StrictQueryMixin, serializers.Serializer):
-    symbol = serializers.CharField(max_length=32, required=False, default="")
+    symbol = fields.symbol_field(required=False, default="")
     sec_type = serializers.ChoiceField(choices=SEC_TYPES, required=False, default="STK")
-    exchange = serializers.CharField(max_length=16, required=False, default="")
-    currency = serializers.CharField(max_length=8, required=False, default="")
-    primary_exchange = serializers.CharField(max_length=16, required=False, default="")
-    expiry = serializers.RegexField(
-        r"^\d{6}(\d{2})?$", required=False, default="", help_text="YYYYMM or YYYYMMDD (options, futures)."
-    )
-    strike = serializers.DecimalField(
+    exchange = fields.exchange_field(required=False, default="")
+    currency = fields.currency_field(required=False, default="")
+    primary_exchange = fields.exchange_field(required=False, default="")
+    expiry = fields.expiry_field(required=False, default="", help_text="YYYYMM or YYYYMMDD (options, futures).")
+    strike = fields.StrictDecimalField(
         max_digits=20, decimal_places=8, required=False, allow_null=True, default=None, min_value=0
     )
     right = serializers.ChoiceField(choices=["C", "P", "CALL", "PUT"], required=False, default="")
-    multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
-    con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    multiplier = fields.multiplier_field(required=False, default="")
+    con_id = fields.StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1)
 
     def to_spec(self, symbol: str | None = None) -> ContractSpec:
         data = dict(self.validated_data)
@@ -93,10 +84,16 @@ class QuoteQueryInput(ContractQueryInput):
 class BarsQueryInput(ContractQueryInput):
     bar_size = serializers.ChoiceField(choices=BAR_SIZES, required=False, default="1 day")
     duration = serializers.RegexField(
-        r"^\d{1,4} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
+        r"^[0-9]{1,5} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
     )
     what_to_show = serializers.ChoiceField(choices=WHAT_TO_SHOW, required=False, default="TRADES")
     use_rth = serializers.BooleanField(required=False, default=True)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        # IB's limits, answered here (historical_limit) instead of by the broker after a round trip.
+        check_historical_request(bar_size=attrs["bar_size"], duration=attrs["duration"])
+        return attrs
 
 
 class QuotePathQuery(QuoteQueryInput):
@@ -111,105 +108,6 @@ class BarsPathQuery(BarsQueryInput):
     symbol = None
 
 
-class ContractOutput(serializers.Serializer):
-    con_id = serializers.IntegerField()
-    symbol = serializers.CharField()
-    sec_type = serializers.CharField()
-    exchange = serializers.CharField()
-    primary_exchange = serializers.CharField()
-    currency = serializers.CharField()
-    expiry = serializers.CharField()
-    strike = serializers.DecimalField(
-        max_digits=20, decimal_places=8, allow_null=True, coerce_to_string=True, normalize_output=True
-    )
-    right = serializers.CharField()
-    multiplier = serializers.CharField()
-    local_symbol = serializers.CharField()
-    trading_class = serializers.CharField()
-    long_name = serializers.CharField()
-    min_tick = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, normalize_output=True)
-    time_zone = serializers.CharField()
-
-
-def _price_field():
-    return serializers.DecimalField(max_digits=24, decimal_places=10, allow_null=True, normalize_output=True)
-
-
-class QuoteOutput(serializers.Serializer):
-    symbol = serializers.CharField()
-    con_id = serializers.IntegerField()
-    bid = _price_field()
-    ask = _price_field()
-    last = _price_field()
-    bid_size = _price_field()
-    ask_size = _price_field()
-    last_size = _price_field()
-    volume = _price_field()
-    close = _price_field()
-    high = _price_field()
-    low = _price_field()
-    time = serializers.DateTimeField(allow_null=True)
-    age_ms = serializers.IntegerField(allow_null=True, help_text="Milliseconds since the quote's time.")
-    market_data_type = serializers.IntegerField(help_text="1 live, 2 frozen, 3 delayed, 4 delayed-frozen.")
-    delayed = serializers.BooleanField()
-    source = serializers.ChoiceField(choices=["snapshot", "stream"])
-    contract = ContractOutput()
-
-
-class BarOutput(serializers.Serializer):
-    time = serializers.DateTimeField()
-    open = _price_field()
-    high = _price_field()
-    low = _price_field()
-    close = _price_field()
-    volume = _price_field()
-    wap = _price_field()
-    count = serializers.IntegerField(allow_null=True)
-
-
-class BarsOutput(serializers.Serializer):
-    contract = ContractOutput()
-    bar_size = serializers.CharField()
-    duration = serializers.CharField()
-    what_to_show = serializers.CharField()
-    use_rth = serializers.BooleanField()
-    bars = BarOutput(many=True)
-
-
-def quote_payload(contract: ContractInfo, quote: Quote) -> dict:
-    """The QuoteOutput payload of a quote, shared by REST, websockets and MCP."""
-    stamp = quote.time or quote.received_at
-    return {
-        **{name: getattr(quote, name) for name in QUOTE_FIELDS},
-        "time": stamp,
-        "age_ms": int((datetime.now(UTC) - stamp).total_seconds() * 1000) if stamp else None,
-        "delayed": quote.market_data_type in (3, 4),
-        "source": "stream" if quote.received_at else "snapshot",
-        "contract": as_dict(contract),
-    }
-
-
-def bars_payload(contract: ContractInfo, bars: list, params: dict) -> dict:
-    return {**params, "contract": as_dict(contract), "bars": [as_dict(b) for b in bars]}
-
-
-QUOTE_FIELDS = (
-    "symbol",
-    "con_id",
-    "bid",
-    "ask",
-    "last",
-    "bid_size",
-    "ask_size",
-    "last_size",
-    "volume",
-    "close",
-    "high",
-    "low",
-    "market_data_type",
-)
-
-
 class ContractListView(APIView):
     @extend_schema(
         operation_id="contracts_resolve",
@@ -221,7 +119,7 @@ class ContractListView(APIView):
         query = ContractQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         infos = services.contract_search(spec=query.to_spec())
-        return Response(ContractOutput([as_dict(i) for i in infos], many=True).data)
+        return Response(contracts_payload(infos))
 
 
 class QuoteView(APIView):
@@ -232,11 +130,12 @@ class QuoteView(APIView):
         description="Snapshot quote for one contract (served from the streaming cache when subscribed).",
     )
     def get(self, request: Request, symbol: str) -> Response:
+        symbol = fields.validate_symbol(symbol)
         query = QuotePathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         stream = query.validated_data.pop("stream")
         contract, quote = services.quote_get(spec=query.to_spec(symbol), stream=stream)
-        return Response(QuoteOutput(quote_payload(contract, quote)).data)
+        return Response(quote_payload(contract, quote))
 
 
 class BarsView(APIView):
@@ -247,8 +146,9 @@ class BarsView(APIView):
         description="Historical bars. Requests are paced to IB's limits; over the limit answers 429 with a retry time.",
     )
     def get(self, request: Request, symbol: str) -> Response:
+        symbol = fields.validate_symbol(symbol)
         query = BarsPathQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
         contract, bars = services.bars_get(spec=query.to_spec(symbol), **params)
-        return Response(BarsOutput(bars_payload(contract, bars, params)).data)
+        return Response(bars_payload(contract, bars, params))

@@ -21,11 +21,14 @@ from typing import Any, TypedDict
 from channels.db import database_sync_to_async
 from rest_framework import serializers
 
-from brokers.adapter import ContractInfo, ContractSpec, as_dict
+from brokers.adapter import ContractInfo, ContractSpec
+from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
-from ibkrgw.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
-from marketdata.api import ContractOutput, ContractQueryInput
-from marketdata.groups import QuoteMessage, contracts_resolve_each, hubs, quote_group_name
+from ibkrgw.web.serializers import StrictBodyMixin
+from ibkrgw.web.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
+from marketdata.api import ContractQueryInput
+from marketdata.groups import QuoteMessage, hubs, quote_group_name
+from marketdata.services import contracts_resolve_each
 
 MAX_CONTRACTS_PER_MESSAGE = 100
 MAX_CONTRACTS_PER_CLIENT = 500
@@ -36,7 +39,7 @@ class ContractsFrame(TypedDict):
     contracts: list[dict[str, Any]]
 
 
-class QuoteSubscriptionInput(serializers.Serializer):
+class QuoteSubscriptionInput(StrictBodyMixin, serializers.Serializer):
     action = serializers.ChoiceField(choices=["subscribe", "unsubscribe"])
     symbols = serializers.ListField(
         child=serializers.CharField(max_length=32), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
@@ -44,12 +47,6 @@ class QuoteSubscriptionInput(serializers.Serializer):
     contracts = serializers.ListField(
         child=serializers.DictField(), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
     )
-
-    def to_internal_value(self, data):
-        unknown = set(data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return super().to_internal_value(data)
 
     def validate(self, attrs):
         symbols, contracts = attrs.get("symbols", []), attrs.get("contracts", [])
@@ -167,4 +164,4 @@ class QuoteStreamConsumer(StreamConsumer):
 
 
 def _contracts_json(contracts: list[ContractInfo]) -> list[dict[str, Any]]:
-    return ContractOutput([as_dict(c) for c in contracts], many=True).data
+    return contracts_payload(contracts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,9 @@ LOOKUP_TTL = timedelta(hours=12)
 MAX_CANDIDATES = 50
 DEFAULT_EXCHANGE = {"STK": "SMART", "OPT": "SMART", "CASH": "IDEALPRO", "FUND": "FUNDSERV"}
 STREAM_FIRST_TICK_WAIT_S = 2.0
+REST_HOLD_S = 300.0  # a REST `stream=true` subscription lives this long after its last use
+_rest_holds: dict[int, float] = {}
+_rest_lock = threading.Lock()
 
 
 def spec_normalize(spec: ContractSpec) -> ContractSpec:
@@ -151,6 +155,21 @@ def contract_search(*, spec: ContractSpec) -> list[ContractInfo]:
     return infos
 
 
+def contract_resolve_one_memory(*, spec: ContractSpec) -> ContractInfo | None:
+    """What `contract_resolve_one` answers, from this process's memory only (no database, no broker):
+    None when that would need either, or when it would fail."""
+    normalized = spec_normalize(spec)
+    if not normalized.symbol and not normalized.con_id:
+        return None
+    hit = _memory.get(_lookup_key(normalized))
+    if hit is None or time.monotonic() - hit[0] >= LOOKUP_TTL.total_seconds() or not hit[1]:
+        return None
+    infos = hit[1]
+    if len(infos) == 1:
+        return infos[0]
+    return front_month(infos) if not spec.expiry else None
+
+
 def contract_resolve_one(*, spec: ContractSpec) -> ContractInfo:
     """Exactly one contract, or 404 contract_not_found / 409 contract_ambiguous with candidates."""
     infos = contract_resolve(spec=spec)
@@ -181,8 +200,6 @@ def quote_get(*, spec: ContractSpec, stream: bool = False) -> tuple[ContractInfo
     if cached is not None:
         return contract, cached
     if stream:
-        from marketdata.groups import rest_stream_hold
-
         rest_stream_hold(contract)
         deadline = time.monotonic() + STREAM_FIRST_TICK_WAIT_S
         while time.monotonic() < deadline:
@@ -201,3 +218,37 @@ def bars_get(
         contract=contract, bar_size=bar_size, duration=duration, what_to_show=what_to_show, use_rth=use_rth
     )
     return contract, bars
+
+
+def rest_stream_hold(contract: ContractInfo) -> None:
+    """Keep a streaming subscription for REST callers; expire holds idle for REST_HOLD_S."""
+    adapter = runtime.adapter()
+    now = time.monotonic()
+    with _rest_lock:
+        for con_id, last_used in list(_rest_holds.items()):
+            if now - last_used > REST_HOLD_S:
+                del _rest_holds[con_id]
+                adapter.quote_unsubscribe(con_id=con_id)
+        if contract.con_id not in _rest_holds:
+            adapter.quote_subscribe(contract=contract)
+        _rest_holds[contract.con_id] = now
+
+
+def rest_stream_holds_forget() -> None:
+    """Forget the REST holds (their subscriptions went with the broker runtime that held them)."""
+    with _rest_lock:
+        _rest_holds.clear()
+
+
+def contracts_resolve_each(*, specs: list[ContractSpec]) -> list[ContractInfo | GatewayError]:
+    """Resolve each spec to exactly one contract; a failure is returned in its place, not raised.
+
+    Does database and broker I/O: call it from a thread (never on an event loop).
+    """
+    results: list[ContractInfo | GatewayError] = []
+    for spec in specs:
+        try:
+            results.append(contract_resolve_one(spec=spec))
+        except GatewayError as exc:
+            results.append(exc)
+    return results

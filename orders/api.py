@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from django.db import models
 from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -16,44 +15,32 @@ from rest_framework.views import APIView
 
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
-from ibkrgw.render import decimal_str
-from marketdata.api import SEC_TYPES, ContractOutput, StrictQueryMixin
+from ibkrgw.web.fields import (
+    StrictIntegerField,
+    account_field,
+    currency_field,
+    exchange_field,
+    expiry_field,
+    multiplier_field,
+    symbol_field,
+)
+from ibkrgw.web.listing import ListQuery
+from ibkrgw.web.serializers import StrictBodyMixin, ledger_decimal
+from marketdata.api import SEC_TYPES
 from orders import selectors, services
-from orders.models import Fill, Order, OrderEvent, OrderStatus
+from orders.models import OrderStatus
+from orders.payloads import (
+    FillOutput,
+    OrderOutput,
+    PreviewOutput,
+    TradingSwitchOutput,
+    order_output,
+    preview_output,
+    trading_switch_payload,
+)
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
 
 logger = logging.getLogger(__name__)
-
-
-class NormalizedDecimalField(serializers.DecimalField):
-    """Decimals as plain strings without padding: "10", "419.56", "0" (never "10.00000000" or "0E-8")."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("normalize_output", True)
-        super().__init__(*args, **kwargs)
-
-
-class LedgerSerializer(serializers.ModelSerializer):
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.DecimalField: NormalizedDecimalField,
-    }
-
-
-def _decimal(**kwargs):
-    return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
-
-
-class StrictBodyMixin:
-    """Unknown fields are an error (a typo must never silently change an order)."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        unknown = set(data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return super().to_internal_value(data)
 
 
 class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
@@ -63,30 +50,30 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
         default="",
         help_text="Your idempotency key, unique per account (same as the Idempotency-Key header).",
     )
-    account = serializers.CharField(max_length=32, required=False, default="")
-    symbol = serializers.CharField(max_length=32, required=False, default="")
+    account = account_field(required=False, default="")
+    symbol = symbol_field(required=False, default="")
     sec_type = serializers.ChoiceField(choices=SEC_TYPES, default="STK")
-    exchange = serializers.CharField(max_length=16, required=False, default="")
-    primary_exchange = serializers.CharField(max_length=16, required=False, default="")
-    currency = serializers.CharField(max_length=8, required=False, default="")
-    expiry = serializers.RegexField(r"^\d{6}(\d{2})?$", required=False, default="")
-    strike = _decimal(required=False, allow_null=True, default=None, min_value=Decimal(0))
+    exchange = exchange_field(required=False, default="")
+    primary_exchange = exchange_field(required=False, default="")
+    currency = currency_field(required=False, default="")
+    expiry = expiry_field(required=False, default="")
+    strike = ledger_decimal(required=False, allow_null=True, default=None, min_value=Decimal(0))
     right = serializers.ChoiceField(choices=["C", "P"], required=False, default="")
-    multiplier = serializers.RegexField(r"^\d+(\.\d+)?$", required=False, default="")
-    con_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    multiplier = multiplier_field(required=False, default="")
+    con_id = StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1)
     action = serializers.ChoiceField(choices=ACTIONS)
-    quantity = _decimal(min_value=Decimal("0.00000001"))
+    quantity = ledger_decimal(min_value=Decimal("0.00000001"))
     order_type = serializers.ChoiceField(choices=ORDER_TYPES)
-    limit_price = _decimal(required=False, allow_null=True, default=None)
-    stop_price = _decimal(required=False, allow_null=True, default=None)
-    trail_amount = _decimal(required=False, allow_null=True, default=None)
-    trail_percent = _decimal(required=False, allow_null=True, default=None)
+    limit_price = ledger_decimal(required=False, allow_null=True, default=None)
+    stop_price = ledger_decimal(required=False, allow_null=True, default=None)
+    trail_amount = ledger_decimal(required=False, allow_null=True, default=None)
+    trail_percent = ledger_decimal(required=False, allow_null=True, default=None)
     tif = serializers.ChoiceField(choices=TIFS, default="DAY")
     outside_rth = serializers.BooleanField(default=False)
-    take_profit = _decimal(
+    take_profit = ledger_decimal(
         required=False, allow_null=True, default=None, help_text="Bracket: a limit exit at this price (GTC)."
     )
-    stop_loss = _decimal(
+    stop_loss = ledger_decimal(
         required=False, allow_null=True, default=None, help_text="Bracket: a stop exit at this price (GTC)."
     )
 
@@ -102,9 +89,9 @@ class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
 
 
 class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
-    quantity = _decimal(required=False, min_value=Decimal("0.00000001"))
-    limit_price = _decimal(required=False, min_value=Decimal("0.00000001"))
-    stop_price = _decimal(required=False, min_value=Decimal("0.00000001"))
+    quantity = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
+    limit_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
+    stop_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
 
     def validate(self, attrs):
         if not attrs:
@@ -112,276 +99,20 @@ class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
         return attrs
 
 
-class OrderEventOutput(LedgerSerializer):
-    class Meta:
-        model = OrderEvent
-        fields = [
-            "id",
-            "status",
-            "broker_order_id",
-            "perm_id",
-            "filled_quantity",
-            "remaining_quantity",
-            "average_fill_price",
-            "reason",
-            "code",
-            "data",
-            "source",
-            "at",
-        ]
-
-
-class FillOutput(LedgerSerializer):
-    order_id = serializers.UUIDField(allow_null=True)
-    commission = serializers.SerializerMethodField()
-    commission_currency = serializers.SerializerMethodField()
-    realized_pnl = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Fill
-        fields = [
-            "id",
-            "exec_id",
-            "order_id",
-            "account",
-            "con_id",
-            "symbol",
-            "side",
-            "quantity",
-            "price",
-            "executed_at",
-            "exchange",
-            "broker_order_id",
-            "perm_id",
-            "order_ref",
-            "commission",
-            "commission_currency",
-            "realized_pnl",
-            "created_at",
-        ]
-
-    def _commission(self, fill):
-        return getattr(fill, "commission", None) if hasattr(fill, "commission") else None
-
-    def get_commission(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else decimal_str(c.commission)
-
-    def get_commission_currency(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else c.currency
-
-    def get_realized_pnl(self, fill) -> str | None:
-        c = _commission_of(fill)
-        return None if c is None else decimal_str(c.realized_pnl)
-
-
-def _commission_of(fill):
-    try:
-        return fill.commission
-    except Fill.commission.RelatedObjectDoesNotExist:
-        return None
-
-
-class OrderOutput(LedgerSerializer):
-    status = serializers.SerializerMethodField()
-    broker_order_id = serializers.SerializerMethodField()
-    filled_quantity = serializers.SerializerMethodField()
-    remaining_quantity = serializers.SerializerMethodField()
-    average_fill_price = serializers.SerializerMethodField()
-    events = serializers.SerializerMethodField()
-    fills = serializers.SerializerMethodField()
-    children = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Order
-        fields = [
-            "id",
-            "client_order_id",
-            "status",
-            "account",
-            "symbol",
-            "sec_type",
-            "exchange",
-            "primary_exchange",
-            "currency",
-            "con_id",
-            "expiry",
-            "strike",
-            "right",
-            "multiplier",
-            "local_symbol",
-            "action",
-            "quantity",
-            "order_type",
-            "limit_price",
-            "stop_price",
-            "trail_amount",
-            "trail_percent",
-            "tif",
-            "outside_rth",
-            "trading_mode",
-            "broker_order_id",
-            "filled_quantity",
-            "remaining_quantity",
-            "average_fill_price",
-            "preview",
-            "actor_kind",
-            "actor_label",
-            "source",
-            "correlation_id",
-            "created_at",
-            "parent",
-            "role",
-            "oca_group",
-            "children",
-            "events",
-            "fills",
-        ]
-
-    def _events(self, order) -> list[OrderEvent]:
-        cache = getattr(order, "_events_cache", None)
-        if cache is None:
-            cache = sorted(order.events.all(), key=lambda e: e.id)
-            order._events_cache = cache
-        return cache
-
-    def _latest(self, order) -> OrderEvent | None:
-        events = self._events(order)
-        return events[-1] if events else None
-
-    def get_status(self, order) -> str:
-        latest = self._latest(order)
-        return latest.status if latest else OrderStatus.PENDING_SUBMIT
-
-    def get_broker_order_id(self, order) -> int | None:
-        ids = [e.broker_order_id for e in self._events(order) if e.broker_order_id is not None]
-        return ids[-1] if ids else None
-
-    def get_filled_quantity(self, order) -> str:
-        latest = self._latest(order)
-        return decimal_str(latest.filled_quantity if latest else Decimal(0))
-
-    def get_remaining_quantity(self, order) -> str | None:
-        latest = self._latest(order)
-        return None if latest is None else decimal_str(latest.remaining_quantity)
-
-    def get_average_fill_price(self, order) -> str | None:
-        latest = self._latest(order)
-        return None if latest is None else decimal_str(latest.average_fill_price)
-
-    def get_events(self, order) -> list[dict]:
-        return OrderEventOutput(self._events(order), many=True).data
-
-    def get_children(self, order) -> list[dict]:
-        """A bracket entry's exits: id, client_order_id, role and current status."""
-        return [
-            {
-                "id": str(child.pk),
-                "client_order_id": child.client_order_id,
-                "role": child.role,
-                "status": (child.events.order_by("-id").values_list("status", flat=True).first() or ""),
-            }
-            for child in order.children.order_by("role")
-        ]
-
-    def get_fills(self, order) -> list[dict]:
-        return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data
-
-
-class GateBlockOutput(serializers.Serializer):
-    gate = serializers.CharField(help_text="validation, account_mode, risk, idempotency or arming")
-    code = serializers.CharField(help_text="the error code placing this order would answer")
-    http_status = serializers.IntegerField()
-    message = serializers.CharField()
-    details = serializers.DictField()
-
-
-class PreviewOutput(serializers.Serializer):
-    ok = serializers.BooleanField(help_text="true when no gate would block this order now")
-    would_be = serializers.ChoiceField(
-        choices=["simulated", "pending_approval", "submitted", "refused"],
-        help_text="what placing it now would do",
-    )
-    blocks = GateBlockOutput(many=True, help_text="every gate that would block, in gate order")
-    account = serializers.CharField()
-    contract = ContractOutput(allow_null=True)
-    what_if_error = serializers.CharField(allow_blank=True, help_text="why the broker's what-if is missing, if it is")
-    commission = _decimal(allow_null=True)
-    min_commission = _decimal(allow_null=True)
-    max_commission = _decimal(allow_null=True)
-    commission_currency = serializers.CharField()
-    init_margin_change = _decimal(allow_null=True)
-    maint_margin_change = _decimal(allow_null=True)
-    equity_with_loan_change = _decimal(allow_null=True)
-    init_margin_after = _decimal(allow_null=True)
-    maint_margin_after = _decimal(allow_null=True)
-    equity_with_loan_after = _decimal(allow_null=True)
-    warning = serializers.CharField(allow_blank=True)
-
-
-PREVIEW_FIELDS = (
-    "commission",
-    "min_commission",
-    "max_commission",
-    "commission_currency",
-    "init_margin_change",
-    "maint_margin_change",
-    "equity_with_loan_change",
-    "init_margin_after",
-    "maint_margin_after",
-    "equity_with_loan_after",
-    "warning",
-)
-
-
-def preview_output(result: services.PreviewResult) -> dict:
-    """The one JSON shape of a preview (REST and MCP): the gates' verdict and the broker's what-if."""
-    what_if = result.preview
-    payload = {name: getattr(what_if, name) if what_if else None for name in PREVIEW_FIELDS}
-    payload["commission_currency"] = payload["commission_currency"] or ""
-    payload["warning"] = payload["warning"] or ""
-    contract = result.contract
-    payload.update(
-        ok=not result.blocks,
-        would_be=result.would_be,
-        blocks=result.blocks,
-        account=result.account,
-        contract={n: getattr(contract, n) for n in contract.__slots__} if contract else None,
-        what_if_error=result.what_if_error,
-    )
-    return PreviewOutput(payload).data
-
-
-class OrderListQuery(StrictQueryMixin, serializers.Serializer):
+class OrderListQuery(ListQuery):
     status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
     symbol = serializers.CharField(max_length=32, required=False)
     account = serializers.CharField(max_length=32, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
-class FillListQuery(StrictQueryMixin, serializers.Serializer):
+class FillListQuery(ListQuery):
     order_id = serializers.UUIDField(required=False)
     symbol = serializers.CharField(max_length=32, required=False)
     account = serializers.CharField(max_length=32, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
 
 
 class TradingSwitchInput(StrictBodyMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
-
-
-class TradingSwitchOutput(serializers.Serializer):
-    halted = serializers.BooleanField()
-    reason = serializers.CharField()
-    actor_label = serializers.CharField()
-    at = serializers.DateTimeField()
 
 
 def _without_csrf_token(data):
@@ -390,11 +121,6 @@ def _without_csrf_token(data):
         data = data.copy()
         del data["csrfmiddlewaretoken"]
     return data
-
-
-def order_output(order: Order) -> dict:
-    """The one JSON shape of an order, shared by every door."""
-    return OrderOutput(selectors.order_get(order_id=order.pk)).data
 
 
 class RefusalsAudited:
@@ -455,8 +181,7 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
             return selectors.order_queryset()
         query = OrderListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        params = {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
-        return selectors.order_list(**params)
+        return selectors.order_list(**query.filters())
 
     @extend_schema(
         parameters=[OrderListQuery],
@@ -544,7 +269,7 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         query = FillListQuery(data=self.request.query_params.dict())
         query.is_valid(raise_exception=True)
-        return selectors.fill_list(**{k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")})
+        return selectors.fill_list(**query.filters())
 
     @extend_schema(
         parameters=[FillListQuery],
@@ -568,7 +293,7 @@ class TradingHaltView(RefusalsAudited, APIView):
         data = TradingSwitchInput(data=request.data)
         data.is_valid(raise_exception=True)
         row = services.trading_halt(actor=request_actor(request), reason=data.validated_data["reason"])
-        return Response(TradingSwitchOutput(row).data)
+        return Response(trading_switch_payload(row))
 
 
 class TradingResumeView(APIView):
@@ -584,4 +309,4 @@ class TradingResumeView(APIView):
         data = TradingSwitchInput(data=request.data)
         data.is_valid(raise_exception=True)
         row = services.trading_resume(actor=request_actor(request), reason=data.validated_data["reason"])
-        return Response(TradingSwitchOutput(row).data)
+        return Response(trading_switch_payload(row))

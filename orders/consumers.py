@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from channels.db import database_sync_to_async
 
-from ibkrgw.ws import OrderedOutbox, StreamConsumer, dumps, invalid
+from ibkrgw.web.ws import OrderedOutbox, StreamConsumer, dumps, invalid
 from orders.publish import LEDGER_PAGE, ledger_frames_after, order_hubs
 
 MAX_BACKLOG = 2000  # live frames queued for one client before it counts as too slow (close 4008)

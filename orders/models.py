@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -17,7 +18,7 @@ from django.utils import timezone
 from audit.ledger import AppendOnlyModel
 from orders.types import ACTIONS, ORDER_TYPES, TIFS
 
-MONEY = {"max_digits": 20, "decimal_places": 8}
+MONEY: dict[str, Any] = {"max_digits": 20, "decimal_places": 8}
 
 
 class OrderStatus(models.TextChoices):

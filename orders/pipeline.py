@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -29,6 +30,15 @@ from django.db import close_old_connections, connection, transaction
 logger = logging.getLogger(__name__)
 MAX_GROUP = 64  # placements admitted in one commit
 RESULT_TIMEOUT_S = 30.0
+
+
+class SentIds(OrderedDict):
+    MAX = 10_000
+
+    def __setitem__(self, key: Any, value: tuple[int, int]) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.MAX:
+            self.popitem(last=False)
 
 
 class AdmissionGroup:
@@ -66,8 +76,9 @@ class OrderPipeline:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._serial = threading.Lock()  # one command at a time, also for callers run in their own thread
-        # Broker order ids of orders this process sent, by order pk: known before the recorder writes them.
-        self.sent_ids: dict[Any, tuple[int, int]] = {}
+        # Broker order ids (and client id) of orders this process sent, by order pk, known before the
+        # recorder writes them; only the recent ones are needed, so the oldest are forgotten.
+        self.sent_ids: SentIds = SentIds()
 
     # -- callers --------------------------------------------------------------------------------
     def execute(self, command: Command, timeout: float = RESULT_TIMEOUT_S) -> Any:

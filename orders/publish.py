@@ -31,7 +31,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from ibkrgw.ws import LoopHubs, cancelling, dumps, shared_channel_layer
+from ibkrgw.web.ws import LoopHubs, cancelling, dumps, shared_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,14 @@ class OrderFrame(TypedDict):
     type: str  # "order"
     seq: int
     event: str  # the audit event name, e.g. order.submitted, order.status_changed
-    order: dict[str, Any]  # orders.api.OrderOutput
+    order: dict[str, Any]  # orders.payloads.OrderOutput
 
 
 class FillFrame(TypedDict):
     type: str  # "fill"
     seq: int
     event: str  # fill.recorded, commission.recorded (the fill then carries its commission)
-    fill: dict[str, Any]  # orders.api.FillOutput
+    fill: dict[str, Any]  # orders.payloads.FillOutput
 
 
 LedgerFrame = OrderFrame | FillFrame
@@ -98,8 +98,8 @@ def ledger_frames_after(*, after_seq: int, until_seq: int | None = None, limit: 
     only when an entry's order or fill row is missing.
     """
     from audit.models import AuditEntry
-    from orders.api import FillOutput, OrderOutput
     from orders.models import Fill
+    from orders.payloads import fill_payload, order_payload
     from orders.selectors import order_queryset
 
     entries = AuditEntry.objects.filter(seq__gt=after_seq, target_type__in=LEDGER_TARGETS).order_by("seq")
@@ -113,9 +113,9 @@ def ledger_frames_after(*, after_seq: int, until_seq: int | None = None, limit: 
     frames: list[LedgerFrame] = []
     for seq, event, kind, target_id in rows:
         if kind == "order" and (order := orders.get(str(_uuid(target_id)))) is not None:
-            frames.append({"type": "order", "seq": seq, "event": event, "order": OrderOutput(order).data})
+            frames.append({"type": "order", "seq": seq, "event": event, "order": order_payload(order)})
         elif kind == "fill" and (row := fills.get(target_id)) is not None:
-            frames.append({"type": "fill", "seq": seq, "event": event, "fill": FillOutput(row).data})
+            frames.append({"type": "fill", "seq": seq, "event": event, "fill": fill_payload(row)})
     return frames
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from ibkrgw.web.listing import within
 from orders.models import Fill, Order, OrderEvent, TradingSwitchEvent
 from orders.state import WORKING
 
@@ -57,11 +58,7 @@ def order_list(
         qs = qs.filter(symbol=symbol.upper())
     if account:
         qs = qs.filter(account=account)
-    if since:
-        qs = qs.filter(created_at__gte=since)
-    if until:
-        qs = qs.filter(created_at__lt=until)
-    return qs
+    return within(qs, "created_at", since=since, until=until)
 
 
 def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
@@ -98,11 +95,7 @@ def fill_list(
         qs = qs.filter(symbol=symbol.upper())
     if account:
         qs = qs.filter(account=account)
-    if since:
-        qs = qs.filter(executed_at__gte=since)
-    if until:
-        qs = qs.filter(executed_at__lt=until)
-    return qs
+    return within(qs, "executed_at", since=since, until=until)
 
 
 def order_counts_by_status(*, since: datetime | None = None) -> list[tuple[str, int]]:

@@ -15,4 +15,4 @@ HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 url="http://${HOST}:${PORT}"
 echo "ibkr-gateway: ${url}/api/v1/  docs: ${url}/api/docs/  admin: ${url}/admin/  console: ${url}/admin/dashboard/"
-exec .venv/bin/daphne -b "$HOST" -p "$PORT" ibkrgw.asgi:application
+exec .venv/bin/python -m ibkrgw.serve --host "$HOST" --port "$PORT"

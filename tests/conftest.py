@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
@@ -40,7 +44,13 @@ def _no_read_throttling_unless_asked(settings):
     # Tests poll the API in tight loops; the throttle has its own test.
     from django.core.cache import cache
 
+    from brokers.selectors import health_probe_forget
+    from ibkrgw.auth import api_key_cache_clear, read_throttle_reset
+
+    health_probe_forget()  # each test has a fresh database
     cache.clear()
+    read_throttle_reset()
+    api_key_cache_clear()
     settings.API_READ_RATE = "1000000/min"
 
 
@@ -62,6 +72,9 @@ def ib_runtime(sim_gateway, transactional_db):
     wait_for(lambda: rt.worker.reconciled.is_set(), message="connect and reconcile")
     yield rt
     runtime.stop()
+    from marketdata.services import rest_stream_holds_forget
+
+    rest_stream_holds_forget()  # they were subscriptions of the runtime just stopped
 
 
 def _client_with_key(scope: str) -> APIClient:
@@ -122,7 +135,44 @@ def _flush_with_ledger_guards_lifted(original):
     return teardown
 
 
+def _mutant_database_files(name: str) -> list[Path]:
+    return [Path(name + suffix) for suffix in ("", "-wal", "-shm")]
+
+
+def _own_test_database_per_mutant():
+    """Mutation testing (scripts/mutation.sh) forks one process per mutant from a parent that has run the
+    tests once with --reuse-db. Each child starts from a copy of that migrated database, under its own
+    name, so parallel children never share a file and none pays for the migrations again."""
+    from django.db import connections
+
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
+    connections.close_all()
+    for conn in connections.all(initialized_only=False):
+        test = conn.settings_dict.get("TEST", {})
+        if conn.vendor != "sqlite" or not test.get("NAME"):
+            continue
+        own = str(Path(tempfile.gettempdir()) / f"ibkrgw-test-{os.getpid()}.sqlite3")
+        if own == test["NAME"]:
+            continue  # the parent itself
+        for source, target in zip(_mutant_database_files(test["NAME"]), _mutant_database_files(own), strict=True):
+            if source.exists():
+                shutil.copyfile(source, target)
+        test["NAME"] = own
+        _MUTANT_DATABASES.append(own)
+
+
+_MUTANT_DATABASES: list[str] = []
+
+
+def pytest_unconfigure(config):
+    for name in _MUTANT_DATABASES:
+        for path in _mutant_database_files(name):
+            path.unlink(missing_ok=True)
+
+
 def pytest_configure(config):
     from django.test import TransactionTestCase
 
     TransactionTestCase._fixture_teardown = _flush_with_ledger_guards_lifted(TransactionTestCase._fixture_teardown)
+    _own_test_database_per_mutant()

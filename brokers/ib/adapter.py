@@ -43,6 +43,15 @@ def _float(d: Decimal | None) -> float | None:
 
 
 def _ib_order(request: BrokerOrderRequest, *, what_if: bool = False) -> Order:
+    translate.refuse_unsafe_fields(
+        "order",
+        action=request.action,
+        order_type=request.order_type,
+        tif=request.tif,
+        order_ref=request.order_ref,
+        account=request.account,
+        oca_group=request.oca_group,
+    )
     order = Order(
         action=request.action,
         totalQuantity=float(request.quantity),
@@ -94,6 +103,7 @@ class IbAdapter:
         self.worker = worker
         self._historical_times: deque[float] = deque()
         self._historical_lock = threading.Lock()
+        self._account_memo: dict[tuple[str, str], tuple[int, object]] = {}
 
     def health(self) -> BrokerHealth:
         return self.worker.health()
@@ -109,7 +119,7 @@ class IbAdapter:
 
         return self.worker.call(run)
 
-    def quote_snapshot(self, *, contract: ContractInfo) -> Quote:
+    def _snapshot_fn(self, contract: ContractInfo):
         async def run(ib: IB) -> Quote:
             ib_contract = translate.to_ib_contract(contract)
             try:
@@ -126,7 +136,14 @@ class IbAdapter:
                     ib.reqMarketDataType(self.worker.market_data_type)
             return translate.quote(ticker)
 
-        return self.worker.call(run)
+        return run
+
+    def quote_snapshot(self, *, contract: ContractInfo) -> Quote:
+        return self.worker.call(self._snapshot_fn(contract))
+
+    async def quote_snapshot_async(self, *, contract: ContractInfo) -> Quote:
+        """`quote_snapshot` awaited from another event loop (the web server's)."""
+        return await self.worker.acall(self._snapshot_fn(contract))
 
     def quote_subscribe(self, *, contract: ContractInfo) -> None:
         self.worker.run_soon(lambda ib: self.worker.subscribe_on_loop(contract))
@@ -155,6 +172,7 @@ class IbAdapter:
     def bars(
         self, *, contract: ContractInfo, bar_size: str, duration: str, what_to_show: str, use_rth: bool
     ) -> list[Bar]:
+        translate.refuse_unsafe_fields("historical", bar_size=bar_size, duration=duration, what_to_show=what_to_show)
         self._historical_slot()
 
         async def run(ib: IB) -> list[Bar]:
@@ -178,28 +196,66 @@ class IbAdapter:
             raise
 
     # -- account -------------------------------------------------------------------------------
-    def account_summary(self, *, account: str) -> AccountSummary:
+    # Account reads are answered from ib_async's memory on the worker loop. The result is kept with
+    # the worker's account version at the time; while IB reports no change (and the connection stays
+    # up) the next read returns it without crossing to the worker thread.
+    def _memo(self, key: tuple[str, str]):
+        hit = self._account_memo.get(key)
+        if hit is not None and hit[0] == self.worker.account_version and self.worker.state == "connected":
+            return hit[1]
+        return None
+
+    def _remember(self, key: tuple[str, str], fn):
+        async def run(ib: IB):
+            version = self.worker.account_version
+            result = await fn(ib)
+            if version == self.worker.account_version:
+                self._account_memo[key] = (version, result)
+            return result
+
+        return run
+
+    def _summary_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
         async def run(ib: IB) -> AccountSummary:
             values = await ib.accountSummaryAsync(account)
             return AccountSummary(
                 account=account, values=tuple(translate.account_value(v) for v in values if v.account == account)
             )
 
-        return self.worker.call(run)
+        return self._remember(("summary", account), run)
 
-    def positions(self, *, account: str) -> list[PositionInfo]:
-        async def run(ib: IB) -> list[PositionInfo]:
+    def _positions_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
+        async def run(ib: IB) -> tuple[PositionInfo, ...]:
             portfolio = {p.contract.conId: p for p in ib.portfolio(account)}
             result = []
             for p in ib.positions(account):
                 if p.position == 0:
                     continue
                 result.append(translate.position(portfolio.get(p.contract.conId, p)))
-            return result
+            return tuple(result)
 
-        return self.worker.call(run)
+        return self._remember(("positions", account), run)
 
-    def pnl(self, *, account: str) -> PnLInfo:
+    def account_summary(self, *, account: str) -> AccountSummary:
+        memo = self._memo(("summary", account))
+        return memo if memo is not None else self.worker.call(self._summary_fn(account))
+
+    async def account_summary_async(self, *, account: str) -> AccountSummary:
+        memo = self._memo(("summary", account))
+        return memo if memo is not None else await self.worker.acall(self._summary_fn(account))
+
+    def positions(self, *, account: str) -> list[PositionInfo]:
+        memo = self._memo(("positions", account))
+        return list(memo if memo is not None else self.worker.call(self._positions_fn(account)))
+
+    async def positions_async(self, *, account: str) -> list[PositionInfo]:
+        memo = self._memo(("positions", account))
+        return list(memo if memo is not None else await self.worker.acall(self._positions_fn(account)))
+
+    def _pnl_fn(self, account: str):
+        translate.refuse_unsafe_fields("account", account=account)
         async def run(ib: IB) -> PnLInfo:
             existing = [p for p in ib.pnl(account) if p.account == account]
             if existing:
@@ -211,7 +267,15 @@ class IbAdapter:
                 await asyncio.sleep(0.01)
             return translate.pnl(account, p)
 
-        return self.worker.call(run)
+        return self._remember(("pnl", account), run)
+
+    def pnl(self, *, account: str) -> PnLInfo:
+        memo = self._memo(("pnl", account))
+        return memo if memo is not None else self.worker.call(self._pnl_fn(account))
+
+    async def pnl_async(self, *, account: str) -> PnLInfo:
+        memo = self._memo(("pnl", account))
+        return memo if memo is not None else await self.worker.acall(self._pnl_fn(account))
 
     # -- orders --------------------------------------------------------------------------------
     def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview:

@@ -28,6 +28,8 @@ from brokers.adapter import (
     PositionInfo,
     Quote,
 )
+from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.limits import wire_unsafe_reason
 
 
 def dec(value: Any) -> Decimal | None:
@@ -72,7 +74,38 @@ def utc(value: Any) -> datetime | None:
     return None
 
 
+# The ContractSpec/ContractInfo fields that to_ib_contract puts on the wire.
+_SENT_CONTRACT_FIELDS = (
+    "symbol",
+    "sec_type",
+    "exchange",
+    "primary_exchange",
+    "currency",
+    "expiry",
+    "right",
+    "multiplier",
+    "local_symbol",
+    "trading_class",
+)
+
+
+def refuse_unsafe_fields(what: str, **values: Any) -> None:
+    """Last line of defence before ib_async: a NUL is the wire's field separator and any control
+    character (or lone surrogate) has no business in an IB field. Inputs are validated long before
+    this; reaching here means a door missed one, so refuse clearly rather than corrupt the stream."""
+    for name, value in values.items():
+        if isinstance(value, str):
+            reason = wire_unsafe_reason(value)
+            if reason:
+                raise GatewayError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"The {what} field {name!r} contains a {reason}; nothing was sent to the broker.",
+                    details={"field": name, "reason": "control_character"},
+                )
+
+
 def to_ib_contract(info: ContractInfo | ContractSpec) -> Contract:
+    refuse_unsafe_fields("contract", **{name: getattr(info, name, None) for name in _SENT_CONTRACT_FIELDS})
     c = Contract()
     if info.con_id:
         c.conId = int(info.con_id)
@@ -132,7 +165,22 @@ def quote(ticker: Ticker, *, received_at: datetime | None = None) -> Quote:
         time=utc(ticker.time),
         market_data_type=int(ticker.marketDataType or 1),
         received_at=received_at,
+        **_greeks(ticker.modelGreeks),
     )
+
+
+def _greeks(greeks: Any) -> dict[str, Decimal | None]:
+    """IB's option model computation (tick 13), when it sent one."""
+    if greeks is None:
+        return {}
+    return {
+        "implied_vol": dec(greeks.impliedVol),
+        "delta": dec(greeks.delta),
+        "gamma": dec(greeks.gamma),
+        "vega": dec(greeks.vega),
+        "theta": dec(greeks.theta),
+        "underlying_price": price(greeks.undPrice),
+    }
 
 
 def bar(b: Any) -> Bar:

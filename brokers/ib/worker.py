@@ -37,6 +37,7 @@ BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
+CLIENT_ID_IN_USE = 326
 
 
 @dataclass
@@ -94,6 +95,7 @@ class IbWorker:
         self.connected_since: datetime | None = None
         self.down_since: datetime | None = datetime.now(UTC)
         self.last_error = ""
+        self._clash = ""
         self.down_reason = "not_connected_yet"
         self.reconnects = 0
         self.accounts: tuple[str, ...] = ()
@@ -104,6 +106,9 @@ class IbWorker:
         self._subscriptions: dict[int, _Subscription] = {}
         self._quotes: dict[int, Quote] = {}
         self._quote_listeners: list[Callable[[Quote], None]] = []
+        # Bumped (on the loop) whenever IB reports positions, portfolio, account values or P&L, or the
+        # connection changes: an account read computed at version v is current while it stays v.
+        self.account_version = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +165,7 @@ class IbWorker:
         try:
             while not self._stopping:
                 self._disconnected.clear()
+                self._clash = ""
                 try:
                     await self.ib.connectAsync(
                         self.host,
@@ -169,8 +175,8 @@ class IbWorker:
                         account=self.account or "",
                     )
                 except Exception as exc:  # refused, timed out, client id in use...
-                    self.down_reason = classify_connect_failure(exc, self.ib)
-                    self._mark_down(f"connect failed: {exc or type(exc).__name__}")
+                    self.down_reason = "client_id_in_use" if self._clash else classify_connect_failure(exc, self.ib)
+                    self._mark_down(self._clash or f"connect failed: {exc or type(exc).__name__}")
                     if self.ib.isConnected():
                         self.ib.disconnect()
                     await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
@@ -263,13 +269,25 @@ class IbWorker:
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.pendingTickersEvent += self._on_tickers
+        account_events = (ib.positionEvent, ib.updatePortfolioEvent, ib.accountSummaryEvent, ib.accountValueEvent)
+        for event in (*account_events, ib.pnlEvent):
+            event += self._on_account_change
+        ib.connectedEvent += self._on_account_change
+
+    def _on_account_change(self, *_args) -> None:
+        self.account_version += 1
 
     def _on_disconnected(self) -> None:
+        self.account_version += 1
         if self._disconnected:
             self._disconnected.set()
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
-        if code == CONNECTIVITY_LOST:
+        if code == CLIENT_ID_IN_USE:
+            # IB says why before the connect attempt times out: show the real cause at once.
+            self._clash = self.last_error = f"{code}: {message}"
+            self.down_reason = "client_id_in_use"
+        elif code == CONNECTIVITY_LOST:
             self.last_error = f"{code}: {message}"
             self.down_reason = "gateway_lost_ib_servers"
             self.state = "degraded"
@@ -338,6 +356,31 @@ class IbWorker:
         sub.last_tick_monotonic = time.monotonic()
 
     # -- calls from other threads ----------------------------------------------------------
+    def _loop_or_raise(self, require_connected: bool) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or not loop.is_running() or (require_connected and self.state not in ("connected",)):
+            raise BrokerUnavailable(
+                f"The broker is not connected ({self.state}).",
+                details={"state": self.state, "last_error": self.last_error},
+            )
+        return loop
+
+    def _translated(self, exc: BaseException, timeout: float) -> Exception | None:
+        """The GatewayError a failed call raises instead of `exc` (None: not a broker failure)."""
+        if isinstance(exc, TimeoutError | FutureTimeout):
+            return BrokerUnavailable(
+                f"The broker did not answer within {timeout:g}s.",
+                code=ErrorCode.BROKER_TIMEOUT,
+                details={"timeout_s": timeout},
+            )
+        if isinstance(exc, RequestError):
+            from brokers.ib.errors import translate_request_error
+
+            return translate_request_error(exc)
+        if isinstance(exc, ConnectionError):
+            return BrokerUnavailable(f"The broker connection failed: {exc}")
+        return None
+
     def call(
         self, fn: Callable[[IB], Awaitable[T]], *, timeout: float | None = None, require_connected: bool = True
     ) -> T:
@@ -346,12 +389,7 @@ class IbWorker:
         Raises BrokerUnavailable at once when not connected, `broker_timeout` (504) when IB
         does not answer in time, and translated errors for IB request errors.
         """
-        loop = self._loop
-        if loop is None or not loop.is_running() or (require_connected and self.state not in ("connected",)):
-            raise BrokerUnavailable(
-                f"The broker is not connected ({self.state}).",
-                details={"state": self.state, "last_error": self.last_error},
-            )
+        loop = self._loop_or_raise(require_connected)
         timeout = timeout or self.request_timeout
 
         async def run() -> T:
@@ -360,19 +398,28 @@ class IbWorker:
         future = asyncio.run_coroutine_threadsafe(run(), loop)
         try:
             return future.result(timeout + 1)
-        except (TimeoutError, FutureTimeout):
-            future.cancel()
-            raise BrokerUnavailable(
-                f"The broker did not answer within {timeout:g}s.",
-                code=ErrorCode.BROKER_TIMEOUT,
-                details={"timeout_s": timeout},
-            ) from None
-        except RequestError as exc:
-            from brokers.ib.errors import translate_request_error
+        except (TimeoutError, FutureTimeout, RequestError, ConnectionError) as exc:
+            if isinstance(exc, TimeoutError | FutureTimeout):
+                future.cancel()
+            raise self._translated(exc, timeout) from None
 
-            raise translate_request_error(exc) from None
-        except ConnectionError as exc:
-            raise BrokerUnavailable(f"The broker connection failed: {exc}") from None
+    async def acall(
+        self, fn: Callable[[IB], Awaitable[T]], *, timeout: float | None = None, require_connected: bool = True
+    ) -> T:
+        """`call()` for another event loop (the web server's): awaits the answer instead of blocking a thread."""
+        loop = self._loop_or_raise(require_connected)
+        timeout = timeout or self.request_timeout
+
+        async def run() -> T:
+            return await asyncio.wait_for(fn(self.ib), timeout)
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout + 1)
+        except (TimeoutError, FutureTimeout, RequestError, ConnectionError) as exc:
+            if isinstance(exc, TimeoutError | FutureTimeout):
+                future.cancel()
+            raise self._translated(exc, timeout) from None
 
     def run_soon(self, fn: Callable[[IB], Any]) -> None:
         """Fire-and-forget a synchronous `fn(ib)` on the loop (subscription bookkeeping)."""

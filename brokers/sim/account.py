@@ -15,9 +15,18 @@ D0 = Decimal(0)
 CENT = Decimal("0.01")
 FIXED_FX = {"USD": Decimal(1), "CAD": Decimal("0.73")}
 
-# Margin requirement as a fraction of gross position value (a simplified Reg-T style model).
-INIT_MARGIN = Decimal("0.25")
-MAINT_MARGIN = Decimal("0.20")
+# Margin as a fraction of a position's market value, (initial, maintenance) per sec type and side:
+# a simplified Reg-T style model (docs/simulator.md). Stocks: Reg T 50% initial, 25% long / 30% short
+# maintenance; futures and FX: exchange-style fractions of notional; crypto and funds: paid in full.
+MARGIN_RATES: dict[str, dict[str, tuple[Decimal, Decimal]]] = {
+    "STK": {"long": (Decimal("0.50"), Decimal("0.25")), "short": (Decimal("0.50"), Decimal("0.30"))},
+    "OPT": {"long": (Decimal("1.00"), Decimal("1.00")), "short": (Decimal("1.20"), Decimal("1.20"))},
+    "FUT": {"long": (Decimal("0.06"), Decimal("0.05")), "short": (Decimal("0.06"), Decimal("0.05"))},
+    "CASH": {"long": (Decimal("0.03"), Decimal("0.025")), "short": (Decimal("0.03"), Decimal("0.025"))},
+    "BOND": {"long": (Decimal("0.10"), Decimal("0.10")), "short": (Decimal("0.10"), Decimal("0.10"))},
+    "CRYPTO": {"long": (Decimal("1.00"), Decimal("1.00")), "short": (Decimal("1.00"), Decimal("1.00"))},
+    "FUND": {"long": (Decimal("1.00"), Decimal("1.00")), "short": (Decimal("1.00"), Decimal("1.00"))},
+}
 
 
 @dataclass
@@ -112,6 +121,51 @@ class Account:
         self.realized += realized
         return realized
 
+    # -- margin
+    def position_margin(self, inst: Instrument, qty: Decimal, price: Decimal | None = None) -> tuple[Decimal, Decimal]:
+        """(initial, maintenance) requirement of holding ``qty`` of ``inst`` (marked at ``price`` or the last)."""
+        if qty == 0:
+            return D0, D0
+        mark = self.mark(inst) if price is None else price
+        value = abs(qty) * mark * inst.value_multiplier * self.fx(inst.currency)
+        rates = MARGIN_RATES.get(inst.sec_type, MARGIN_RATES["FUND"])["long" if qty > 0 else "short"]
+        return value * rates[0], value * rates[1]
+
+    def margin(self) -> tuple[Decimal, Decimal]:
+        init = maint = D0
+        for p in self.positions.values():
+            i, m = self.position_margin(p.inst, p.qty)
+            init, maint = init + i, maint + m
+        return init, maint
+
+    def margin_after(self, inst: Instrument, signed_qty: Decimal, price: Decimal, commission: Decimal) -> dict:
+        """Figures before and after a trade of ``signed_qty`` at ``price`` (what-if and the pre-trade check)."""
+        init, maint = self.margin()
+        p = self.positions.get(inst.con_id)
+        held = p.qty if p is not None else D0
+        old_i, old_m = self.position_margin(inst, held)
+        new_i, new_m = self.position_margin(inst, held + signed_qty, price)
+        ewl = self.net_liquidation()
+        return {
+            "init_before": init,
+            "maint_before": maint,
+            "ewl_before": ewl,
+            "init_after": init - old_i + new_i,
+            "maint_after": maint - old_m + new_m,
+            "ewl_after": ewl - commission,
+        }
+
+    def check_margin(self, inst: Instrument, signed_qty: Decimal, price: Decimal, commission: Decimal) -> str:
+        """'' if the trade is covered, else IB's rejection text (error 201)."""
+        f = self.margin_after(inst, signed_qty, price, commission)
+        if f["init_after"] <= f["init_before"] or f["ewl_after"] >= f["init_after"]:
+            return ""  # risk-reducing trades always pass, as at IB
+        return (
+            "Order rejected - reason:YOUR ORDER IS NOT ACCEPTED. IN ORDER TO OBTAIN THE DESIRED POSITION "
+            f"YOUR EQUITY WITH LOAN VALUE [{f['ewl_after'].quantize(CENT)} USD] MUST EXCEED THE INITIAL MARGIN "
+            f"[{f['init_after'].quantize(CENT)} USD]"
+        )
+
     # -- figures
     def gross_position_value(self) -> Decimal:
         return sum((abs(self.market_value(p)) for p in self.positions.values()), D0)
@@ -132,7 +186,7 @@ class Account:
         q = lambda d: d.quantize(CENT)  # noqa: E731
         nlv = self.net_liquidation()
         gross = self.gross_position_value()
-        init, maint = gross * INIT_MARGIN, gross * MAINT_MARGIN
+        init, maint = self.margin()
         avail = nlv - init
         rows: list[tuple[str, Decimal | str, str]] = [
             ("AccountCode", self.code, ""),
@@ -156,7 +210,8 @@ class Account:
             ("FullAvailableFunds", q(avail), "USD"),
             ("ExcessLiquidity", q(nlv - maint), "USD"),
             ("FullExcessLiquidity", q(nlv - maint), "USD"),
-            ("BuyingPower", q(max(avail, D0) * 4), "USD"),
+            # Reg T buying power: available funds at the 50% stock initial margin rate.
+            ("BuyingPower", q(max(avail, D0) / MARGIN_RATES["STK"]["long"][0]), "USD"),
             ("Cushion", (((nlv - maint) / nlv) if nlv else D0).quantize(Decimal("0.0001")), ""),
             ("Leverage-S", ((gross / nlv) if nlv else D0).quantize(Decimal("0.01")), ""),
             ("UnrealizedPnL", q(self.unrealized_total()), "USD"),

@@ -23,16 +23,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from .account import Account, commission_for
+from .calendar import SessionState
 from .market import Instrument, Market, round_to_tick
 from .protocol import OrderRequest
 
 D0 = Decimal(0)
 
-SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT", "MOC", "LOC", "TRAIL"}
+SUPPORTED_TYPES = {
+    "MKT",
+    "LMT",
+    "STP",
+    "STP LMT",
+    "MOC",
+    "LOC",
+    "TRAIL",
+    "TRAIL LIMIT",
+    "MIT",
+    "LIT",
+    "MIDPRICE",
+    "REL",
+}
+# Order types IB lets trade outside regular hours when outsideRth is set (others ignore it: warning 2109).
+OUTSIDE_RTH_TYPES = {"LMT", "STP LMT", "LIT", "TRAIL LIMIT"}
+LIMITED = {"LMT", "STP LMT", "LOC", "LIT", "TRAIL LIMIT"}
 SUPPORTED_TIFS = {"DAY", "GTC", "IOC", "FOK", "OPG", "GTD"}
 WORKING = {"PreSubmitted", "Submitted"}
 
@@ -66,6 +84,9 @@ class SimOrder:
     completed_status: str = ""
     warning: str = ""
     held: bool = False  # placed with transmit=False: waits for the rest of its bracket
+    lmt_price_offset: Decimal | None = None  # TRAIL LIMIT: limit = stop -/+ offset once triggered
+    algo_strategy: str = ""
+    awaiting_open: bool = False  # accepted while the market is closed: PreSubmitted until it may trade
 
     @property
     def remaining(self) -> Decimal:
@@ -98,6 +119,7 @@ class OrderSink(Protocol):
     def order_changed(self, order: SimOrder) -> None: ...
     def filled(self, order: SimOrder, execution: SimExecution) -> None: ...
     def cancelled(self, order: SimOrder, code: int, message: str) -> None: ...
+    def warn(self, order: SimOrder, code: int, message: str) -> None: ...
 
 
 class Reject(Exception):
@@ -119,11 +141,12 @@ class OrderEngine:
         sink: OrderSink,
         partial_fill_threshold: Decimal | None,
         seed: int,
-        session_open: Callable[[Instrument, datetime], bool] | None = None,
+        sessions: Callable[[Instrument, datetime], SessionState] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.market = market
-        self.session_open = session_open  # None: the market never closes
+        self.sessions = sessions  # None: the market never closes
+        self.halted: set[int] = set()  # conIds whose trading is halted
         self.clock = clock
         self.account = account
         self.sink = sink
@@ -156,17 +179,29 @@ class OrderEngine:
             raise Reject(201, f"Order rejected - reason:Invalid order type '{req.order_type}' was entered.")
         if req.tif not in SUPPORTED_TIFS:
             raise Reject(201, f"Order rejected - reason:Invalid time in force '{req.tif}'.")
-        if req.total_quantity is None or req.total_quantity <= 0:
+        # IB error list: 434 "The order size cannot be zero"; 10268-10270 unsupported attributes.
+        if req.total_quantity is None or req.total_quantity == 0:
+            raise Reject(434, "The order size cannot be zero")
+        if req.total_quantity < 0:
             raise Reject(201, "Order rejected - reason:The order quantity must be greater than zero.")
+        if req.etrade_only:
+            raise Reject(10268, "The 'EtradeOnly' order attribute is not supported.")
+        if req.firm_quote_only:
+            raise Reject(10269, "The 'firmQuoteOnly' order attribute is not supported.")
+        if req.nbbo_price_cap is not None:
+            raise Reject(10270, "The 'nbboPriceCap' order attribute is not supported.")
         if not inst.has_quotes:
             raise Reject(201, f"Order rejected - reason:{inst.sec_type} contracts are not tradable.")
-        if req.order_type in ("LMT", "STP LMT", "LOC") and req.lmt_price is None:
+        if req.order_type in ("LMT", "STP LMT", "LOC", "LIT") and req.lmt_price is None:
             raise Reject(201, "Order rejected - reason:A limit price is required for this order type.")
-        if req.order_type in ("STP", "STP LMT") and req.aux_price is None:
+        if req.order_type in ("STP", "STP LMT", "MIT", "LIT") and req.aux_price is None:
             raise Reject(201, "Order rejected - reason:A stop price is required for this order type.")
-        if req.order_type == "TRAIL" and req.aux_price is None and req.trailing_percent is None:
+        if req.order_type in ("TRAIL", "TRAIL LIMIT") and req.aux_price is None and req.trailing_percent is None:
             raise Reject(201, "Order rejected - reason:A trailing amount or percent is required.")
-        for price in (req.lmt_price, req.aux_price if req.order_type != "TRAIL" else None):
+        if req.order_type == "TRAIL LIMIT" and req.lmt_price_offset is None and req.lmt_price is None:
+            raise Reject(201, "Order rejected - reason:A limit price or limit price offset is required.")
+        trailing = req.order_type in ("TRAIL", "TRAIL LIMIT")
+        for price in (req.lmt_price, req.aux_price if not trailing and req.order_type != "REL" else None):
             if price is not None and round_to_tick(price, inst.min_tick) != price:
                 raise Reject(110, "The price does not conform to the minimum price variation for this contract.")
         if req.account and req.account != self.account.code:
@@ -202,6 +237,8 @@ class OrderEngine:
             parent_id=req.parent_id,
             trailing_percent=req.trailing_percent,
             trail_stop=req.trail_stop_price,
+            lmt_price_offset=req.lmt_price_offset,
+            algo_strategy=req.algo_strategy,
         )
         self.orders[(client_id, o.order_id)] = o
         self.note_order_id(client_id, o.order_id)
@@ -230,9 +267,42 @@ class OrderEngine:
         """Submitted and evaluated, unless it is a child whose parent has not filled yet."""
         if o.held or not o.working or self._waits_for_parent(o):
             return
+        if o.outside_rth and o.order_type not in OUTSIDE_RTH_TYPES and self.sessions is not None:
+            # IB error list, 2109: outsideRth does not apply to this order type; it waits for the session.
+            self.sink.warn(
+                o,
+                2109,
+                "Order Event Warning:Attribute 'Outside Regular Trading Hours' is ignored based on the order type "
+                "and destination. PlaceOrder is now being processed.",
+            )
+        state = self._session(o)
+        if state is not None and not self._may_trade(o, state) and not self._waits_for_auction(o):
+            # IB error list, 399: accepted, but held until the exchange opens (status stays PreSubmitted).
+            o.awaiting_open = True
+            when = state.next_open.astimezone(ZoneInfo(o.inst.time_zone)) if state.next_open else None
+            self.sink.warn(
+                o,
+                399,
+                f"Order Message:\n{o.action} {o.total_qty} {o.inst.local_symbol}\nWarning: your order will not be "
+                "placed at the exchange until "
+                + (f"{when:%Y-%m-%d %H:%M:%S} {o.inst.time_zone}" if when else "the market opens"),
+            )
+            if o.tif in ("IOC", "FOK"):
+                self._cancel(o, 202, f"Order Canceled - reason:{o.tif} order cannot trade while the market is closed")
+            return
         o.status = "Submitted"
         self.sink.order_changed(o)
         self._after_submit(o)
+
+    def _session(self, o: SimOrder) -> SessionState | None:
+        return None if self.sessions is None else self.sessions(o.inst, self.clock())
+
+    def _may_trade(self, o: SimOrder, state: SessionState | None) -> bool:
+        if o.inst.con_id in self.halted or o.inst.under_con_id in self.halted:
+            return False
+        if state is None or state.regular:
+            return True
+        return o.outside_rth and o.order_type in OUTSIDE_RTH_TYPES and state.extended
 
     def modify(self, o: SimOrder, req: OrderRequest) -> None:
         if req.total_quantity is not None and req.total_quantity < o.filled:
@@ -298,6 +368,10 @@ class OrderEngine:
     # -- evaluation
     def evaluate_all(self) -> None:
         for o in list(self.orders.values()):
+            if o.awaiting_open and o.working and self._may_trade(o, self._session(o)):
+                o.awaiting_open = False
+                o.status = "Submitted"
+                self.sink.order_changed(o)
             if o.working:
                 self._evaluate(o)
 
@@ -329,10 +403,14 @@ class OrderEngine:
         return price <= o.lmt_price if o.action == "BUY" else price >= o.lmt_price
 
     def _triggered(self, o: SimOrder, last: Decimal) -> bool:
-        if o.triggered or o.order_type not in ("STP", "STP LMT", "TRAIL"):
+        if o.triggered or o.order_type not in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MIT", "LIT"):
             return True
         buy = o.action == "BUY"
-        if o.order_type == "TRAIL":
+        if o.order_type in ("MIT", "LIT"):  # if-touched: a buy triggers at or below its trigger price
+            assert o.aux_price is not None
+            o.triggered = last <= o.aux_price if buy else last >= o.aux_price
+            return o.triggered
+        if o.order_type in ("TRAIL", "TRAIL LIMIT"):
             if o.trailing_percent is not None:
                 offset = last * o.trailing_percent / 100
             else:
@@ -347,6 +425,10 @@ class OrderEngine:
             assert o.aux_price is not None
             stop = o.aux_price
         o.triggered = last >= stop if buy else last <= stop
+        if o.triggered and o.order_type == "TRAIL LIMIT" and o.lmt_price_offset is not None:
+            o.lmt_price = round_to_tick(
+                stop + o.lmt_price_offset if buy else stop - o.lmt_price_offset, o.inst.min_tick
+            )
         return o.triggered
 
     def _fill_price(self, o: SimOrder, q, ignore_auction: bool = False) -> Decimal | None:
@@ -354,16 +436,30 @@ class OrderEngine:
             return None
         if not self._triggered(o, q.last):
             return None
-        price = q.ask if o.action == "BUY" else q.bid
-        if o.order_type in ("LMT", "STP LMT", "LOC") and not self._limit_ok(o, price):
+        buy = o.action == "BUY"
+        price = q.ask if buy else q.bid
+        if o.order_type == "MIDPRICE":  # the midpoint or better (rounded in the trader's favour), capped
+            tick = o.inst.min_tick
+            mid = (q.bid + q.ask) / 2 / tick
+            price = (mid.to_integral_value(ROUND_FLOOR if buy else ROUND_CEILING) * tick).quantize(tick)
+            if o.lmt_price is not None:
+                price = min(price, o.lmt_price) if buy else max(price, o.lmt_price)
+            return price
+        if o.order_type == "REL":  # pegged to the same-side quote plus the offset, capped by the limit
+            offset = o.aux_price or D0
+            price = q.bid + offset if buy else q.ask - offset
+            if o.lmt_price is not None:
+                price = min(price, o.lmt_price) if buy else max(price, o.lmt_price)
+            return price
+        if o.order_type in LIMITED and (o.lmt_price is None or not self._limit_ok(o, price)):
             return None
         return price
 
     def _evaluate(self, o: SimOrder) -> None:
-        if o.held or self._waits_for_parent(o):
+        if o.held or o.awaiting_open or self._waits_for_parent(o):
             return
-        if self.session_open is not None and not o.outside_rth and not self.session_open(o.inst, self.clock()):
-            return  # rests until the exchange opens
+        if not self._may_trade(o, self._session(o)):
+            return  # rests until the exchange opens (or the halt ends)
         price = self._fill_price(o, self.market.quote(o.inst.con_id))
         if price is None:
             return

@@ -1,7 +1,7 @@
 """Encoders for server -> client messages, with the server-version branches ib_async decodes.
 
 Each function returns the field list (msgId first); protocol.encode() frames it.
-Field layouts: /work/shared/tws_protocol.md §6.
+Field layouts: docs/tws-protocol.md.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from typing import Any
 
 from .account import Account, Position
 from .book import SimExecution, SimOrder, stamp
-from .market import Instrument, trading_hours
+from .calendar import trading_hours
 from .protocol import UNSET_DOUBLE, UNSET_INT
+from .universe import Instrument
 
 Fields = list[Any]
 Q8 = Decimal("0.00000001")
+NO_SECDEF = "No security definition has been found for the request"
 
 
 def _px(d: Decimal | None) -> Any:

@@ -2,7 +2,7 @@
 
 Wire format: every message is a 4-byte big-endian length followed by a UTF-8 body
 of fields, each *terminated* by NUL.  The only unframed bytes are the client's
-``API\\0`` prefix.  See /work/shared/tws_protocol.md §3.
+``API\\0`` prefix.  See docs/tws-protocol.md.
 """
 
 from __future__ import annotations
@@ -190,6 +190,13 @@ class OrderRequest:
     trailing_percent: Decimal | None
     what_if: bool
     unsupported: str = ""  # non-empty -> reject with this reason
+    etrade_only: bool = False
+    firm_quote_only: bool = False
+    nbbo_price_cap: Decimal | None = None
+    algo_strategy: str = ""
+    algo_params: tuple[tuple[str, str], ...] = ()
+    lmt_price_offset: Decimal | None = None
+    cash_qty: Decimal | None = None
 
 
 def parse_place_order(fields: list[str], version: int) -> OrderRequest:
@@ -222,8 +229,9 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     c.skip(3)  # faGroup, faMethod, faPercentage
     if version < 177:
         c.skip(1)  # faProfile
-    # modelCode .. overridePercentageConstraints, volatility, volatilityType
-    c.skip(22)
+    c.skip(10)  # modelCode, shortSaleSlot, designatedLocation, exemptCode, ocaType, rule80A .. percentOffset
+    etrade_only, firm_quote_only, nbbo_cap = c.bool(), c.bool(), c.dec()
+    c.skip(9)  # auctionStrategy .. overridePercentageConstraints, volatility, volatilityType
     if c.str():  # deltaNeutralOrderType
         c.skip(1 + 8)
     else:
@@ -241,17 +249,26 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     c.skip(4)  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld
     if c.bool():  # delta-neutral contract
         c.skip(3)
-    if c.str():  # algoStrategy
-        unsupported = unsupported or "algo orders are not supported by the simulator"
-        c.skip(2 * c.int())
+    algo = c.str()
+    algo_params: list[tuple[str, str]] = []
+    if algo:
+        for _ in range(c.int()):
+            algo_params.append((c.str(), c.str()))
     c.skip(1)  # algoId
     what_if = c.bool()
     c.skip(4)  # orderMiscOptions, solicited, randomizeSize, randomizePrice
     if order_type in ("PEG BENCH", "PEGBENCH"):
         c.skip(5)
+    lmt_offset = cash_qty = None
     if c.int() > 0:
         # Condition layouts vary by type; nothing we act on follows, so stop here.
         unsupported = unsupported or "order conditions are not supported by the simulator"
+    else:
+        c.skip(2)  # adjustedOrderType, triggerPrice
+        lmt_offset = c.dec()
+        c.skip(7)  # adjustedStopPrice .. softDollarTier value
+        cash_qty = c.dec()
+        c.skip(8)  # mifid2 fields, dontUseAutoPriceForHedge, isOmsContainer, discretionaryUpToLimitPrice, ...
     return OrderRequest(
         order_id=order_id,
         contract=spec,
@@ -272,4 +289,11 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
         trailing_percent=trailing_pct,
         what_if=what_if,
         unsupported=unsupported,
+        etrade_only=etrade_only,
+        firm_quote_only=firm_quote_only,
+        nbbo_price_cap=nbbo_cap,
+        algo_strategy=algo,
+        algo_params=tuple(algo_params),
+        lmt_price_offset=lmt_offset,
+        cash_qty=cash_qty,
     )

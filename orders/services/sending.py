@@ -22,6 +22,7 @@ from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
 from orders.services.common import broker_request_for_order, order_event_append
+from orders.services.recording import order_sent_record
 from orders.types import OrderSent
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,6 @@ def order_send(
     )
     rt = runtime.current()
     if rt is None:
-        from orders.services.trading import order_sent_record
-
         order_sent_record(sent=sent)
     else:
         rt.recorder.put(sent)

@@ -8,13 +8,13 @@ from django.contrib.auth import get_user_model
 from django.test import RequestFactory
 from django.urls import reverse
 
-from audit.models import AuditEntry
+from audit.models import AuditEntry, LedgerSeal
 from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEvent
 from tests.factories import FillFactory, OrderEventFactory, audit_entry
 
 pytestmark = pytest.mark.django_db
 
-LEDGER_MODELS = [AuditEntry, Order, OrderEvent, Fill, Commission, TradingSwitchEvent]
+LEDGER_MODELS = [AuditEntry, LedgerSeal, Order, OrderEvent, Fill, Commission, TradingSwitchEvent]
 
 
 @pytest.fixture

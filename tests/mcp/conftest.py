@@ -26,7 +26,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, Tool
+from mcp_types import CallToolResult, Implementation, ResourceUpdatedNotification, Tool
 
 from brokers.sim.server import SimGateway
 from tests.conftest import subprocess_database_url, wait_for
@@ -40,6 +40,8 @@ class McpClient:
 
     portal: BlockingPortal
     session: ClientSession
+    server_info: Implementation
+    updated: list[str]  # URIs of the notifications/resources/updated received, in order
 
     def call(self, tool: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         return self.portal.call(self.session.call_tool, tool, arguments or {})
@@ -57,6 +59,9 @@ class McpClient:
         result = self.portal.call(self.session.read_resource, uri)
         return json.loads(result.contents[0].text)
 
+    def subscribe(self, uri: str) -> None:
+        self.portal.call(self.session.subscribe_resource, uri)
+
     def wait_ready(self) -> None:
         """Connected and reconciled: the state in which the gateway accepts orders."""
         wait_for(lambda: self.json("get_health")["gateway"]["reconciled"], timeout=20, message="mcp reconciled")
@@ -66,32 +71,42 @@ def payload(result: CallToolResult) -> Any:
     return json.loads(result.content[0].text)
 
 
-def mcp_env(sim: SimGateway, client_id: int, **extra: str) -> dict[str, str]:
+def mcp_env(sim: SimGateway | None, client_id: int, **extra: str) -> dict[str, str]:
+    """The environment of a `manage.py mcp` on `sim` (None: IB_GATEWAY=sim, the server's own simulated gateway)."""
     return {
         "PATH": os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
         "DATABASE_URL": subprocess_database_url(),
-        "IB_GATEWAY": f"127.0.0.1:{sim.port}",
+        "IB_GATEWAY": f"127.0.0.1:{sim.port}" if sim is not None else "sim",
         "TRADING_HOURS": "always",  # the simulated market never closes
-        "IB_MCP_CLIENT_ID": str(client_id),  # the in-process runtime of other tests uses 1
+        # The first id tried; the in-process runtime of other tests uses 1.
+        "IB_MCP_CLIENT_ID": str(client_id),
         **extra,
     }
 
 
 @contextmanager
 def mcp_session(transport: AbstractAsyncContextManager[Any]) -> Iterator[McpClient]:
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+
     with start_blocking_portal() as portal, ExitStack() as stack:
         read, write = stack.enter_context(portal.wrap_async_context_manager(transport))
         session = stack.enter_context(
-            portal.wrap_async_context_manager(ClientSession(read, write, read_timeout_seconds=30))
+            portal.wrap_async_context_manager(
+                ClientSession(read, write, read_timeout_seconds=30, message_handler=on_message)
+            )
         )
-        portal.call(session.initialize)
-        yield McpClient(portal, session)
+        initialized = portal.call(session.initialize)
+        yield McpClient(portal, session, initialized.server_info, updated)
 
 
 @contextmanager
-def stdio_mcp(env: dict[str, str]) -> Iterator[McpClient]:
-    params = StdioServerParameters(command=sys.executable, args=["manage.py", "mcp"], cwd=ROOT, env=env)
+def stdio_mcp(env: dict[str, str], *args: str) -> Iterator[McpClient]:
+    params = StdioServerParameters(command=sys.executable, args=["manage.py", "mcp", *args], cwd=ROOT, env=env)
     with mcp_session(stdio_client(params)) as client:
         yield client
 
@@ -147,6 +162,6 @@ def http_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[by
 @pytest.fixture(scope="module")
 def mcp_sim() -> Iterator[SimGateway]:
     """One simulated gateway per module, shared by its MCP subprocess (started once per module)."""
-    gateway = SimGateway(host="127.0.0.1", port=0).start()
+    gateway = SimGateway(host="127.0.0.1", port=0, trading_hours="always", ib_limits=False).start()
     yield gateway
     gateway.stop()

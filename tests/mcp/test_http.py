@@ -10,8 +10,11 @@ import pytest
 
 from audit.models import AuditEntry
 from brokers.sim.server import SimGateway
+from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from orders.models import Order
+from orders.services import trading_halt
+from tests.conftest import wait_for
 from tests.mcp.conftest import http_mcp, http_process, mcp_env, payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,6 +26,7 @@ INITIALIZE = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
 }
 ACCEPT = {"Accept": "application/json, text/event-stream"}
+TRADE_TOOLS = {"place_order", "modify_order", "cancel_order"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,9 @@ def test_http_refuses_a_foreign_origin_even_with_a_valid_key(mcp_url, transactio
 def test_http_read_key_reads_but_cannot_trade(mcp_url, mcp_sim, transactional_db):
     _, secret = _key("read")
     with http_mcp(mcp_url, secret) as client:
-        assert "place_order" in {tool.name for tool in client.tools()}
+        # The tool list follows the key's scope: a read key is not offered what it may not call.
+        assert not TRADE_TOOLS & {tool.name for tool in client.tools()}
+        assert "get_quote" in {tool.name for tool in client.tools()}
         assert client.json("get_quote", {"symbol": "MSFT"})["con_id"] == mcp_sim.con_id("MSFT")
         result = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
     assert result.is_error
@@ -75,6 +81,7 @@ def test_http_read_key_reads_but_cannot_trade(mcp_url, mcp_sim, transactional_db
 def test_http_trade_key_places_a_simulated_order_in_its_own_name(mcp_url, mcp_sim, transactional_db):
     key, secret = _key("trade")
     with http_mcp(mcp_url, secret) as client:
+        assert TRADE_TOOLS <= {tool.name for tool in client.tools()}
         client.wait_ready()
         result = client.call(
             "place_order",
@@ -87,3 +94,12 @@ def test_http_trade_key_places_a_simulated_order_in_its_own_name(mcp_url, mcp_si
     assert [o for o in mcp_sim.received_orders() if not o.what_if] == []
     entry = AuditEntry.objects.get(event="order.simulated", target_id=order["id"])
     assert (entry.actor_kind, entry.correlation_id) == ("mcp", result.meta["correlation_id"])
+
+
+def test_http_subscriber_is_notified_of_a_halt(mcp_url, transactional_db):
+    _, secret = _key("read")
+    with http_mcp(mcp_url, secret) as client:
+        client.subscribe("ibkr://trading-status")
+        trading_halt(actor=Actor.system(label="operator"), reason="test")
+        wait_for(lambda: "ibkr://trading-status" in client.updated, message="notified over HTTP")
+        assert client.resource("ibkr://trading-status")["trading_halted"] is True

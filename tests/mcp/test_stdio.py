@@ -28,8 +28,11 @@ READ_TOOLS = {
     "get_order",
     "list_orders",
     "list_fills",
+    "get_option_chain",
+    "get_market_hours",
+    "list_audit_entries",
 }
-TRADE_TOOLS = {"place_order", "cancel_order"}
+TRADE_TOOLS = {"place_order", "modify_order", "cancel_order"}
 
 
 def _order(**overrides: str) -> dict[str, str]:
@@ -53,6 +56,7 @@ def test_lists_the_rest_mirrors_with_their_annotations(mcp):
         assert tools[name].annotations.read_only_hint is False, name
         assert tools[name].annotations.destructive_hint is True, name
     assert tools["cancel_order"].annotations.idempotent_hint is True
+    assert tools["modify_order"].annotations.idempotent_hint is True
     # Without a client_order_id a second call places a second order.
     assert tools["place_order"].annotations.idempotent_hint is False
     assert all(tool.input_schema["additionalProperties"] is False for tool in tools.values())
@@ -72,8 +76,10 @@ def test_get_quote_comes_from_the_simulated_gateway(mcp, mcp_sim):
     assert result.structured_content == quote
 
 
-def test_list_shaped_answers_match_rest(mcp, api_client, ib_runtime):
-    assert mcp.json("resolve_contract", {"symbol": "MSFT"}) == api_client.get("/api/v1/contracts/?symbol=MSFT").json()
+def test_list_shaped_answers_carry_the_rest_items(mcp, api_client, ib_runtime):
+    # structuredContent must be an object: the REST list travels under "contracts", with its count.
+    rest = api_client.get("/api/v1/contracts/?symbol=MSFT").json()
+    assert mcp.json("resolve_contract", {"symbol": "MSFT"}) == {"count": len(rest), "contracts": rest}
 
 
 def test_place_order_under_default_settings_is_simulated_and_sends_nothing(mcp, mcp_sim):

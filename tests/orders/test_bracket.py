@@ -80,7 +80,9 @@ def test_a_bracket_with_exits_on_the_wrong_side_is_refused(ib_runtime, api_clien
     sim_gateway.pause_market()
     sim_gateway.set_price("AAPL", Decimal("190.00"))
     response = api_client.post("/api/v1/orders/", _bracket(**overrides), format="json")
-    assert response.status_code in (400, 422), response.content
+    assert response.status_code == 422, response.content
     error = response.json()["error"]
-    assert error["code"] in ("invalid_order", "invalid_request")
+    assert error["code"] == "invalid_order"
+    assert error["details"] == {"gate": "validation", "field": field}
     assert Order.objects.count() == 0
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []

@@ -67,14 +67,48 @@ def test_one_fill_per_execution_id_and_one_commission_per_fill():
     assert stored.commission.realized_pnl == Decimal("-3.20")
 
 
-def test_a_fill_of_an_order_placed_elsewhere_has_no_order():
-    assert FillFactory(order=None, account="DU9", order_ref="").order is None
+@pytest.mark.parametrize("order_ref", ["", "placed-in-tws", "test-mine"])
+def test_a_fill_of_an_order_placed_elsewhere_has_no_order(order_ref):
+    from datetime import UTC, datetime
+
+    from audit.models import AuditEntry
+    from brokers.adapter import BrokerExecution
+    from orders.services import fill_record
+
+    mine = OrderFactory(client_order_id="test-mine", account="DU1")
+    execution = BrokerExecution(
+        exec_id=f"e-{order_ref or 'none'}",
+        order_ref=order_ref,
+        broker_order_id=7,
+        perm_id=None,
+        account="DU9",
+        con_id=265598,
+        symbol="AAPL",
+        side="BOT",
+        quantity=Decimal("3"),
+        price=Decimal("189.42"),
+        executed_at=datetime(2026, 3, 2, 15, tzinfo=UTC),
+    )
+    fill = fill_record(execution=execution)
+    expected = mine if order_ref == "test-mine" else None
+    assert Fill.objects.get(exec_id=execution.exec_id).order == expected
+    assert fill.order == expected
+    entry = AuditEntry.objects.get(event="fill.recorded", target_id=execution.exec_id)
+    assert entry.data["order_id"] == (str(mine.pk) if expected else None)
+    assert fill_record(execution=execution) is None  # the same execution again is not a second fill
 
 
 def test_the_kill_switch_state_is_the_latest_row():
+    from orders.selectors import trading_halted
+
+    assert trading_halted() is False  # no row yet: not halted
     TradingSwitchEventFactory(halted=True)
+    assert trading_halted() is True
     TradingSwitchEventFactory(halted=False)
-    assert TradingSwitchEvent.objects.order_by("-id").first().halted is False
+    assert trading_halted() is False
+    TradingSwitchEventFactory(halted=True)
+    assert trading_halted() is True
+    assert TradingSwitchEvent.objects.count() == 3
 
 
 @pytest.mark.parametrize(

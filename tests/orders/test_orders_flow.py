@@ -228,13 +228,20 @@ def test_identical_order_without_key_is_a_possible_duplicate(ib_runtime, api_cli
     assert response.json()["error"]["code"] == "possible_duplicate"
 
 
-def test_stale_market_data_blocks(ib_runtime, api_client, sim_gateway, settings):
-    sim_gateway.faults.never_answer(1)  # no quote can be had
-    ib_runtime.worker.request_timeout = 1
+def test_stale_market_data_blocks(ib_runtime, api_client, sim_gateway, settings, orders_enabled):
+    # The gateway answers with a real quote, but with a freshness limit of zero every quote (cached or
+    # snapshot) is already older than allowed when the gate reads it.
+    settings.QUOTE_STALE_AFTER_S = 0
     response = api_client.post("/api/v1/orders/", _order(client_order_id="stale-1"), format="json")
-    assert response.status_code in (422, 504)
-    assert response.json()["error"]["code"] in ("risk_stale_market_data", "broker_timeout")
+    assert response.status_code == 422, response.content
+    error = response.json()["error"]
+    assert error["code"] == "risk_stale_market_data"
+    assert error["details"] == {"gate": "risk", "stale_after_s": 0}
     assert Order.objects.count() == 0
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert blocked.data["code"] == "risk_stale_market_data"
+    assert blocked.data["request"]["symbol"] == "AAPL"
 
 
 def test_same_key_same_body_replays_and_different_body_is_rejected(ib_runtime, api_client):

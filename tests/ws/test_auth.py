@@ -6,8 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from ibkrgw import ws as ws_module
 from ibkrgw.models import ScopedAPIKey
+from ibkrgw.web import ws as ws_module
 from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,8 +97,18 @@ async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_k
     assert closing["code"] == 4401
 
 
-def test_origin_header_constant_matches_allowed_hosts(settings):
+async def test_origin_header_constant_matches_allowed_hosts(ws_key, settings):
+    # The Origin every other test sends must pass the real origin check, or they would test nothing.
+    from ibkrgw.asgi import application
+
     assert ORIGIN[1].decode().split("//")[1] in settings.ALLOWED_HOSTS
+    ws = WebsocketCommunicator(
+        application, "/ws/quotes/", headers=[ORIGIN, (b"authorization", f"Api-Key {ws_key}".encode())]
+    )
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
 
 
 async def test_a_program_without_an_origin_header_authenticates_with_its_key(ws_key):

@@ -1,4 +1,5 @@
-"""Through a real daphne server (a subprocess with its own IB runtime on the test's simulated gateway)."""
+"""Through a real server (a subprocess with its own IB runtime on the test's simulated gateway): daphne, and
+the production server (`python -m ibkrgw.serve`, uvicorn) serving HTTP and websockets on one port."""
 
 from __future__ import annotations
 
@@ -35,7 +36,16 @@ def _http(port: int, key: str, method: str, path: str, body: dict | None = None)
     return status, data
 
 
-def _start_daphne(sim_port: int, key: str, *, channel_layer_url: str = "") -> tuple[subprocess.Popen, int]:
+ASGI_APP = "ibkrgw.asgi:application"
+SERVERS = {
+    "daphne": lambda port: [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+    "production": lambda port: [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)],
+}
+
+
+def _start_daphne(
+    sim_port: int, key: str, *, channel_layer_url: str = "", server: str = "daphne"
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("IBKRGW_NO_BROKER", "CHANNEL_LAYER_URL")}
     env.update(
@@ -51,7 +61,7 @@ def _start_daphne(sim_port: int, key: str, *, channel_layer_url: str = "") -> tu
     if channel_layer_url:
         env["CHANNEL_LAYER_URL"] = channel_layer_url
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ibkrgw.asgi:application"],
+        SERVERS[server](port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -61,7 +71,7 @@ def _start_daphne(sim_port: int, key: str, *, channel_layer_url: str = "") -> tu
     while True:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("daphne did not start")
+            pytest.fail(f"{server} did not start")
         try:
             if _http(port, key, "GET", "/api/v1/health/")[1].get("reconciliation") == "done":
                 return proc, port
@@ -77,9 +87,9 @@ def trade_key(transactional_db) -> str:
     return ScopedAPIKey.objects.create_key(name="ws-daphne", scope="trade")[1]
 
 
-@pytest.fixture
-def daphne(sim_gateway, trade_key):
-    proc, port = _start_daphne(sim_gateway.port, trade_key)
+@pytest.fixture(params=sorted(SERVERS))
+def daphne(sim_gateway, trade_key, request):
+    proc, port = _start_daphne(sim_gateway.port, trade_key, server=request.param)
     yield port
     proc.terminate()
     proc.wait(10)
@@ -128,6 +138,10 @@ async def test_real_sockets_through_daphne(daphne, sim_gateway, trade_key):
     await fast.receive_until(lambda f: f["type"] == "pong")
     for client in (stalled, fast):
         client.close()
+    # HTTP on the same port, answered by the fast read lane once the key is verified.
+    for _ in range(2):
+        status, quote = await asyncio.to_thread(_http, port, trade_key, "GET", "/api/v1/quotes/AAPL/")
+        assert status == 200 and quote["con_id"] == 265598
 
 
 async def test_order_events_reach_another_process_through_redis(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from ibkrgw.ws import shared_channel_layer
+from ibkrgw.web.ws import shared_channel_layer
 from marketdata.groups import quote_group_name
 from tests.ws.conftest import connected, eventually, receive_until
 

@@ -34,9 +34,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--trading-hours",
             choices=("always", "exchange"),
-            default="always",
-            help="exchange: orders fill only while the exchange calendar says the market is open "
-            "(as the gateway's TRADING_HOURS=exchange expects); always: the market never closes",
+            default="exchange",
+            help="exchange (default, as IB): orders trade only while the exchange calendar says the market is "
+            "open, with warning 399 otherwise; always: the market never closes",
+        )
+        parser.add_argument(
+            "--no-ib-limits",
+            action="store_true",
+            help="turn off IB's limits (message rate 50/s with error 100, historical pacing 162, "
+            "market-data lines 101) for load tests",
+        )
+        parser.add_argument(
+            "--max-market-data-lines", type=int, default=100, help="market-data lines before error 101"
+        )
+        parser.add_argument(
+            "--no-margin-checks", action="store_true", help="accept orders the account could not margin"
         )
         parser.add_argument(
             "--partial-fill-threshold",
@@ -76,6 +88,9 @@ class Command(BaseCommand):
                 tick_interval=opts["tick_interval"],
                 partial_fill_threshold=threshold if threshold > 0 else None,
                 trading_hours=opts["trading_hours"],
+                ib_limits=not opts["no_ib_limits"],
+                max_market_data_lines=opts["max_market_data_lines"],
+                margin_checks=not opts["no_margin_checks"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
@@ -93,7 +108,8 @@ class Command(BaseCommand):
             gw.faults.refuse_connections(opts["refuse_for"])
         self.stdout.write(
             f"ibsim listening on {gw.host}:{gw.port} (server version {gw.server_version}, "
-            f"account {gw.account_code}, seed {gw.seed})"
+            f"account {gw.account_code}, seed {gw.seed}, trading hours {gw.trading_hours}, "
+            f"IB limits {'on' if gw.ib_limits else 'off'})"
         )
         self.stdout.flush()
         while not stop.wait(0.5):

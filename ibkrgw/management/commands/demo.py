@@ -30,14 +30,14 @@ from django.db.migrations.executor import MigrationExecutor
 
 from audit.selectors import audit_list
 from brokers import runtime
-from brokers.adapter import ContractSpec, as_dict
-from brokers.api import HealthOutput
+from brokers.adapter import ContractSpec
+from brokers.payloads import contracts_payload, health_payload
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import GatewayError
-from marketdata.api import BarsOutput, ContractOutput, QuoteOutput, bars_payload, quote_payload
+from marketdata.payloads import bars_payload, quote_payload
 from marketdata.services import bars_get, contract_resolve, quote_get
-from orders.api import order_output, preview_output
+from orders.payloads import order_output, preview_output
 from orders.selectors import fill_list, order_get, trading_halted
 from orders.services import order_preview, order_submit
 from orders.types import OrderRequest
@@ -103,7 +103,8 @@ class Command(BaseCommand):
         # The private simulator manages its own paper account; a configured IB_ACCOUNT belongs to another gateway.
         settings.IB_ACCOUNT = None
         settings.TRADING_HOURS = "always"  # the simulated market never closes
-        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED).start()
+        # A demo runs at any hour: the simulated market never closes.
+        sim = SimGateway(host="127.0.0.1", port=0, seed=settings.IB_SIM_SEED, trading_hours="always").start()
         try:
             client_id = settings.IB_CLIENT_ID if options["client_id"] is None else options["client_id"]
             self._step(f"Starting a private simulated IB Gateway on 127.0.0.1:{sim.port} (client id {client_id})")
@@ -125,19 +126,19 @@ class Command(BaseCommand):
         spec = ContractSpec(symbol=SYMBOL)
 
         self._step("1. Health")
-        self._show(HealthOutput(health_get()).data)
+        self._show(health_payload(health_get()))
 
         self._step(f"2. Contract resolution ({SYMBOL})")
-        self._show(ContractOutput([as_dict(c) for c in contract_resolve(spec=spec)], many=True).data)
+        self._show(contracts_payload(contract_resolve(spec=spec)))
 
         self._step(f"3. Quote ({SYMBOL})")
         contract, quote = quote_get(spec=spec)
-        self._show(QuoteOutput(quote_payload(contract, quote)).data)
+        self._show(quote_payload(contract, quote))
 
         self._step(f"4. Daily bars ({SYMBOL}, last 5 days)")
         params = {"bar_size": "1 day", "duration": "5 D", "what_to_show": "TRADES", "use_rth": True}
         contract, bars = bars_get(spec=spec, **params)
-        self._show(BarsOutput(bars_payload(contract, bars, params)).data)
+        self._show(bars_payload(contract, bars, params))
 
         self._step(f"5. Preview: BUY 10 {SYMBOL} MKT (every gate as a dry run, and the what-if; nothing is sent)")
         actor = self._actor()

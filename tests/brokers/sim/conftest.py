@@ -55,9 +55,12 @@ def version(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def gw(sim_gateway_factory: Callable[..., SimGateway], version: int) -> SimGateway:
-    """A gateway with a frozen market (tests move prices explicitly) and fast evaluation."""
+    """A gateway with a frozen market at each instrument's base price (tests move prices explicitly)."""
     g = sim_gateway_factory(server_version=version, tick_interval=0.05, partial_fill_threshold=Decimal("500"))
     g.pause_market()
+    for inst in list(g.market.instruments.values()):
+        if inst.sec_type != "OPT":
+            g.set_price(inst.con_id, inst.base_price)
     return g
 
 

@@ -18,7 +18,7 @@ def _wait(ib: IB, predicate, timeout: float = 5.0) -> bool:
 
 
 def test_bracket_children_wait_for_the_parent_and_cancel_each_other():
-    gw = SimGateway(port=0).start()
+    gw = SimGateway(port=0, trading_hours="always").start()
     gw.pause_market()
     gw.set_price("AAPL", Decimal("190.00"))
     ib = IB()
@@ -43,7 +43,7 @@ def test_bracket_children_wait_for_the_parent_and_cancel_each_other():
 
 
 def test_cancelling_the_parent_cancels_its_children():
-    gw = SimGateway(port=0).start()
+    gw = SimGateway(port=0, trading_hours="always").start()
     gw.pause_market()
     gw.set_price("AAPL", Decimal("190.00"))
     ib = IB()

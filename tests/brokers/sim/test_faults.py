@@ -43,7 +43,18 @@ def test_refuse_connections(gw, connect, allow_ib_errors):
 
 def test_delay_replies(gw, connect):
     ib = connect(gw)
-    gw.faults.delay(49, 0.3)
+    gw.faults.delay(49, 3600)  # reqCurrentTime answered an hour late
+
+    async def later_request_answered_first():
+        late = asyncio.ensure_future(ib.reqCurrentTimeAsync())
+        await ib.reqPositionsAsync()  # sent after it, not delayed
+        answered = late.done()
+        late.cancel()
+        return answered
+
+    # Ordering, not a stopwatch: a request sent later is answered while the delayed one still waits.
+    assert ib.run(later_request_answered_first()) is False
+    gw.faults.delay(49, 0.05)
     assert ib.reqCurrentTime() is not None  # still answered, just later
     gw.faults.clear()
 

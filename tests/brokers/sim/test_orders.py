@@ -127,8 +127,9 @@ def test_global_cancel(gw, ib, aapl):
 def test_what_if(gw, ib, aapl):
     state = ib.whatIfOrder(aapl, LimitOrder("BUY", 100, 190.00))
     assert state.status == "PreSubmitted"
-    assert float(state.initMarginChange) == pytest.approx(100 * 190 * 0.25)
-    assert float(state.maintMarginChange) == pytest.approx(100 * 190 * 0.20)
+    # Reg-T style stock margin: 50% initial, 25% maintenance of the position's value at the limit.
+    assert float(state.initMarginChange) == pytest.approx(100 * 190 * 0.50)
+    assert float(state.maintMarginChange) == pytest.approx(100 * 190 * 0.25)
     assert float(state.equityWithLoanAfter) > 0 and state.commission == 1.0
     assert gw.orders() == [] and ib.openTrades() == []
     [rec] = gw.received_orders()
@@ -153,10 +154,12 @@ def test_rejections(gw, ib, aapl):
     bad_type = ib.placeOrder(aapl, Order(action="BUY", totalQuantity=1, orderType="BOGUS"))
     unknown = ib.placeOrder(Contract(conId=999999999, exchange="SMART"), MarketOrder("BUY", 1))
     wait_until(ib, lambda: len(errors) == 3)
-    assert errors[zero.order.orderId] == 201 and errors[bad_type.order.orderId] == 201
+    # IB error list: 434 "The order size cannot be zero"; 201 for an order type IB does not know.
+    assert errors[zero.order.orderId] == 434 and errors[bad_type.order.orderId] == 201
     assert errors[unknown.order.orderId] == 200
-    # TWS reports rejects as orderStatus Inactive + error 201; unknown contracts just get 200.
-    assert zero.orderStatus.status == bad_type.orderStatus.status == "Inactive"
+    # TWS reports rejects as orderStatus Inactive + the error; unknown contracts just get 200.
+    # (ib_async files 434 among its warnings and shows such an order as ValidationError.)
+    assert bad_type.orderStatus.status == "Inactive" and zero.orderStatus.status in ("Inactive", "ValidationError")
     assert unknown.orderStatus.status == "Cancelled"
     assert {o.status for o in gw.orders()} == {"Inactive"}
 

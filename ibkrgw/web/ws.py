@@ -28,7 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from ibkrgw import metrics
+from ibkrgw import limits, metrics
 from ibkrgw.auth import principal_allows
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.models import Scope, ScopedAPIKey
@@ -274,6 +274,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await getattr(self, f"action_{message['action']}")(message)
         except GatewayError as exc:
             await self.send_frame(error_frame(exc.code, exc.message, exc.details))
+        except Exception:
+            # A bug must not close every client's socket with 1011: report it, keep the socket open.
+            logger.exception("websocket %s: unhandled error in a client message", self.stream)
+            await self.send_frame(error_frame(ErrorCode.INTERNAL_ERROR, "Internal error.", {}))
 
     async def action_ping(self, message: dict[str, Any]) -> None:
         pong: PongFrame = {"type": "pong"}
@@ -293,13 +297,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- internals ----------------------------------------------------------------------------
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
-        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", errors="replace")
-        if len(raw) > MAX_MESSAGE_BYTES:
-            raise invalid(f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.")
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise invalid("The message is not JSON.") from None
+        # Size, UTF-8, JSON depth and string content are held to the same limits as REST bodies.
+        message = limits.loads(text_data if text_data is not None else (bytes_data or b""), max_bytes=MAX_MESSAGE_BYTES)
         if not isinstance(message, dict) or not isinstance(message.get("action"), str):
             raise invalid('Send a JSON object with an "action".', actions=list(self.actions))
         if message["action"] not in self.actions:

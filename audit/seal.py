@@ -1,0 +1,221 @@
+"""Ledger seals: the content of every ledger row, hash-chained at the moment it is inserted.
+
+Every insert of an `AppendOnlyModel` row (orders, order events, fills, commissions, kill-switch
+events, audit entries) writes, in the same transaction, one `LedgerSeal`: the row's table, primary
+key and *content* (every column, read back from the database, in a canonical text form), chained
+to the previous seal by SHA-256. `audit.verify` later recomputes each row's content and compares:
+a row rewritten by any means (INSERT OR REPLACE, a dropped trigger, a restored backup), deleted,
+or inserted behind the application's back no longer matches the seals, and rewriting the seals
+too breaks their chain (see docs/audit.md).
+
+Canonical content: a JSON object of `{column name: value}` with keys sorted, no whitespace, ASCII
+only; NULL columns are left out (so a nullable column added later leaves old seals valid);
+Decimals as plain normalised numbers (`"189.42"`, `"100"`: a backend's trailing zeros do not
+count); datetimes in UTC ISO 8601 with microseconds; UUIDs in their dashed form; JSON columns as
+their canonical JSON. The row is read back after its INSERT so the seal holds exactly what the
+database stores (SQLite keeps 15 significant digits of a decimal, PostgreSQL reorders jsonb keys).
+
+A seal's hash is `sha256(canonical_json({seq, table, row_pk, content, prev_hash}))`, the first
+seal's `prev_hash` is `GENESIS_HASH`. The last seal (its seq and hash) is the ledger's *head*: an
+operator who keeps a copy of it elsewhere can later prove nothing before it was rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.apps import apps as global_apps
+from django.db import connections, models
+
+from audit.chain import GENESIS_HASH, ChainBreak, canonical_json
+
+SEAL_HASHED_FIELDS = ("seq", "table", "row_pk", "content", "prev_hash")
+# Any fixed 64-bit number; it only has to be the same in every process ("audit" in ASCII).
+PG_ADVISORY_LOCK_KEY = 0x6175646974
+
+
+def lock_ledger(using: str) -> None:
+    """Make ledger writers take turns for the rest of the transaction, so each seal follows the true last one.
+
+    SQLite: every transaction opens with BEGIN IMMEDIATE, which already holds the single write
+    lock. PostgreSQL: a transaction-scoped advisory lock (re-entrant), taken *before* a ledger
+    insert, so no two transactions hold uncommitted ledger rows at once (no unique-key waits
+    between writers, hence no deadlock). Should two writers race anyway, `seq` is the primary
+    key: the second insert fails instead of forking the chain.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_ADVISORY_LOCK_KEY])
+
+
+def is_sealed(model: type[models.Model]) -> bool:
+    return bool(getattr(model, "ledger_sealed", False)) and not model._meta.abstract
+
+
+def sealed_models() -> list[type[models.Model]]:
+    """Every model whose rows are sealed, in a stable order (app label, then table)."""
+    found = [m for m in global_apps.get_models() if is_sealed(m)]
+    return sorted(found, key=lambda m: (m._meta.app_label, m._meta.db_table))
+
+
+def _columns(model: type[models.Model]) -> list[tuple[str, str]]:
+    return [(field.attname, field.column) for field in model._meta.concrete_fields]
+
+
+def canonical_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} cannot be sealed")
+        text = format(value.normalize(), "f")
+        return "0" if text in ("0", "-0") else text
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        # canonical_json turns aware datetimes into UTC ISO 8601 and refuses naive ones.
+        return value
+    return value
+
+
+def content_of(model: type[models.Model], values: dict[str, Any]) -> str:
+    """The canonical content of one row, from `values` keyed by attribute name (as `.values()` gives)."""
+    row = {}
+    for attname, column in _columns(model):
+        value = values[attname]
+        if value is not None:
+            row[column] = canonical_value(value)
+    return canonical_json(row)
+
+
+def pk_text(value: Any) -> str:
+    return str(value)
+
+
+def read_contents(model: type[models.Model], pks: Sequence[Any], using: str) -> dict[str, str]:
+    """{pk as text: canonical content} of the rows of `model` with these primary keys, as stored."""
+    if len(pks) == 1 and not model._meta.proxy:
+        values = _RowReader.get(model, using).read(pks[0])
+        return {} if values is None else {pk_text(pks[0]): content_of(model, values)}
+    attnames = [attname for attname, _ in _columns(model)]
+    pk_attname = model._meta.pk.attname
+    rows = model._base_manager.using(using).values(*attnames).filter(pk__in=list(pks))
+    return {pk_text(values[pk_attname]): content_of(model, values) for values in rows}
+
+
+class _RowReader:
+    """`Model.objects.values(*columns).get(pk=...)` compiled once per model and connection.
+
+    The seal is on every ledger insert's path; compiling the same query each time would cost more
+    than running it. The rows still go through Django's converters (Decimal, datetime, JSON, UUID),
+    so the values are exactly what `.values()` gives during verification.
+    """
+
+    def __init__(self, model: type[models.Model], using: str) -> None:
+        connection = connections[using]
+        self.connection = connection
+        self.pk_field = model._meta.pk
+        attnames = [attname for attname, _ in _columns(model)]
+        # Any valid key compiles the statement; its parameter is replaced on each read.
+        sample = self.pk_field.to_python(1) if not isinstance(self.pk_field, models.UUIDField) else uuid.UUID(int=1)
+        query = model._base_manager.using(using).values(*attnames).filter(pk=sample).query
+        self.compiler = query.get_compiler(using=using)
+        self.sql, params = self.compiler.as_sql()
+        if list(params) != [self._param(sample)]:
+            raise RuntimeError(f"unexpected parameters compiling the seal reader of {model._meta.label}: {params!r}")
+        self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
+
+    def _param(self, pk: Any) -> Any:
+        return self.pk_field.get_db_prep_value(pk, self.connection, prepared=False)
+
+    @classmethod
+    def get(cls, model: type[models.Model], using: str) -> _RowReader:
+        # Cached on the connection wrapper (one per thread and alias), which outlives reconnects.
+        cache = connections[using].__dict__.setdefault("_ledger_seal_readers", {})
+        reader = cache.get(model)
+        if reader is None:
+            reader = cache[model] = cls(model, using)
+        return reader
+
+    def read(self, pk: Any) -> dict[str, Any] | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql, [self._param(pk)])
+            rows = cursor.fetchall()
+        for row in self.compiler.results_iter(results=[rows]):
+            return dict(zip(self.names, row, strict=True))
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    seq: int
+    table: str
+    row_pk: str
+    content: str
+    prev_hash: str
+    seal_hash: str = ""
+
+
+def seal_hash(seal: Any) -> str:
+    payload = {name: getattr(seal, name) for name in SEAL_HASHED_FIELDS}
+    return hashlib.sha256(canonical_json(payload).encode("ascii")).hexdigest()
+
+
+SEAL_TABLE = "audit_ledgerseal"
+_SEAL_COLUMNS = ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash")
+# Constant SQL, quoted the same way on SQLite and PostgreSQL ("table" is a keyword).
+_LAST_SEAL_SQL = 'SELECT "seq", "seal_hash" FROM "audit_ledgerseal" ORDER BY "seq" DESC LIMIT 1'
+_INSERT_SEAL_SQL = (
+    'INSERT INTO "audit_ledgerseal" ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash") '
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> list[Seal]:
+    """Append one seal per row (rows just inserted, in this transaction, after `lock_ledger`) and return them.
+
+    Plain SQL on the seal table (two statements), so a migration can call it with historical models.
+    """
+    if not pks:
+        return []
+    contents = read_contents(model, pks, using)
+    table = model._meta.db_table
+    with connections[using].cursor() as cursor:
+        cursor.execute(_LAST_SEAL_SQL)
+        last = cursor.fetchone()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        seals = []
+        for pk in pks:
+            key = pk_text(pk)
+            if key not in contents:
+                raise RuntimeError(f"{table} row {key} is not in the database: cannot seal it")
+            unhashed = Seal(seq=seq, table=table, row_pk=key, content=contents[key], prev_hash=prev_hash)
+            seals.append(Seal(seq, table, key, contents[key], prev_hash, seal_hash(unhashed)))
+            seq, prev_hash = seq + 1, seals[-1].seal_hash
+        cursor.executemany(_INSERT_SEAL_SQL, [tuple(getattr(seal, c) for c in _SEAL_COLUMNS) for seal in seals])
+    return seals
+
+
+def verify_seal_chain(seals: Iterable[Any]) -> ChainBreak | None:
+    """Walk seals in seq order from 1; the first gap, wrong `prev_hash` or wrong `seal_hash`, or None.
+
+    The break's `event` names the sealed row ("<table> pk=<pk>").
+    """
+    expected_seq = 1
+    expected_prev = GENESIS_HASH
+    for seal in seals:
+        where = f"{seal.table} pk={seal.row_pk}"
+        if seal.seq != expected_seq:
+            return ChainBreak(seal.seq, where, f"gap: expected seq {expected_seq}, found {seal.seq}")
+        if seal.prev_hash != expected_prev:
+            return ChainBreak(seal.seq, where, "prev_hash mismatch: it is not the previous seal's hash")
+        if seal_hash(seal) != seal.seal_hash:
+            return ChainBreak(seal.seq, where, "hash mismatch: the seal was changed after it was written")
+        expected_seq += 1
+        expected_prev = seal.seal_hash
+    return None

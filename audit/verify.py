@@ -1,0 +1,204 @@
+"""Verify the whole ledger: triggers, the audit chain, the seal chain, and every row against its seal.
+
+`verify_ledger()` streams every table in chunks (memory stays flat on a large ledger) and returns a
+`LedgerReport` listing problems in the order found, each naming what broke:
+
+1. the audit log's own hash chain is broken (`audit.chain`);
+2. the seal chain is broken: a seal was changed, removed or re-ordered (`audit.seal`);
+3. per ledger table, row by row: a row whose content differs from its seal (and which columns),
+   a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted);
+4. optionally, an anchor (a head recorded elsewhere earlier) that the chain no longer contains;
+5. an append-only trigger is missing or disabled (raw UPDATE/DELETE would no longer be refused).
+
+It reads without a transaction, so it can run on a live gateway: a row and its seal commit
+together, and rows are compared with seals read after them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+from audit.chain import verify_chain
+from audit.models import AuditEntry, LedgerSeal
+from audit.seal import _columns, content_of, pk_text, sealed_models, verify_seal_chain
+from audit.triggers import missing_triggers
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest seal: anchoring it elsewhere pins everything up to it."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"seq={self.seq} sha256={self.hash}"
+
+
+@dataclass
+class LedgerReport:
+    problems: list[str] = field(default_factory=list)
+    audit_entries: int = 0
+    seals: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    head: Head | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def ledger_head(using: str = DEFAULT_DB_ALIAS) -> Head | None:
+    last = LedgerSeal.objects.using(using).order_by("-seq").values_list("seq", "seal_hash").first()
+    return Head(*last) if last else None
+
+
+def _chunks(iterable: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_difference(sealed: str, found: str) -> str:
+    """Which columns differ between two canonical contents, e.g. `price: sealed "189.42", now "1"`."""
+    try:
+        before, after = json.loads(sealed), json.loads(found)
+    except ValueError:
+        return "the sealed content is not even JSON any more"
+    if not isinstance(before, dict):
+        return "the sealed content is not a row any more"
+    parts = []
+    for column in sorted(before.keys() | after.keys()):
+        old, new = before.get(column), after.get(column)
+        if old != new:
+            parts.append(f"{column}: sealed {_show(old)}, now {_show(new)}")
+    return "; ".join(parts) or "the stored text differs"
+
+
+def _verify_table(
+    model: type[models.Model], using: str, chunk_size: int, sealed_count: int, report: LedgerReport
+) -> None:
+    table = model._meta.db_table
+    attnames = [attname for attname, _ in _columns(model)]
+    pk_attname = model._meta.pk.attname
+    seals = LedgerSeal.objects.using(using).filter(table=table)
+    rows = model._base_manager.using(using).order_by("pk").values(*attnames).iterator(chunk_size=chunk_size)
+    count = matched = 0
+    for chunk in _chunks(rows, chunk_size):
+        count += len(chunk)
+        keys = [pk_text(values[pk_attname]) for values in chunk]
+        sealed = {
+            pk: (seq, content)
+            for pk, seq, content in seals.filter(row_pk__in=keys).values_list("row_pk", "seq", "content")
+        }
+        for key, values in zip(keys, chunk, strict=True):
+            if key not in sealed:
+                report.problems.append(
+                    f"{table} pk={key}: row has no seal: inserted behind the application's back "
+                    "(raw SQL, a restored backup) or its seal was deleted"
+                )
+                continue
+            matched += 1
+            seq, content = sealed[key]
+            found = content_of(model, values)
+            if found != content:
+                report.problems.append(
+                    f"{table} pk={key}: row differs from its seal (seal seq {seq}): "
+                    f"{describe_difference(content, found)}"
+                )
+    report.rows[table] = count
+    if sealed_count > matched:
+        # Some seals have no row: find which, a chunk of seals at a time.
+        pk_field = model._meta.pk
+        ordered = seals.order_by("seq").values_list("seq", "row_pk").iterator(chunk_size=chunk_size)
+        for chunk in _chunks(ordered, chunk_size):
+            wanted = []
+            for _, row_pk in chunk:
+                try:
+                    wanted.append(pk_field.to_python(row_pk))
+                except ValidationError:
+                    pass  # a forged seal naming a key this table cannot have: reported as gone below
+            existing = model._base_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True)
+            present = {pk_text(pk) for pk in existing}
+            for seq, row_pk in chunk:
+                if row_pk not in present:
+                    report.problems.append(
+                        f"{table} pk={row_pk}: row is gone (sealed at seq {seq}): deleted, or an older backup restored"
+                    )
+
+
+def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anchor: Head | None = None) -> LedgerReport:
+    """Check everything listed in the module docstring; `report.ok` when nothing was found."""
+    report = LedgerReport()
+    connection = connections[using]
+
+    def counted_entries() -> Iterator[AuditEntry]:
+        for entry in AuditEntry.objects.using(using).order_by("seq").iterator(chunk_size=chunk_size):
+            report.audit_entries += 1
+            yield entry
+
+    broken = verify_chain(counted_entries())
+    if broken is not None:
+        report.problems.append(
+            f"audit chain BROKEN at seq {broken.seq} (event {broken.event}): {broken.reason}. "
+            f"{report.audit_entries - 1} entries before it verified."
+        )
+
+    per_table: Counter[str] = Counter()
+
+    def counted_seals() -> Iterator[Any]:
+        for seal in LedgerSeal.objects.using(using).order_by("seq").iterator(chunk_size=chunk_size):
+            report.seals += 1
+            per_table[seal.table] += 1
+            yield seal
+
+    broken = verify_seal_chain(counted_seals())
+    if broken is not None:
+        report.problems.append(
+            f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}. "
+            f"{report.seals - 1} seals before it verified."
+        )
+        # The rest of the seals were not read: count them for the per-table comparison.
+        per_table = Counter(dict(LedgerSeal.objects.using(using).values_list("table").annotate(n=models.Count("seq"))))
+        report.seals = sum(per_table.values())
+
+    known = set()
+    for model in sealed_models():
+        table = model._meta.db_table
+        known.add(table)
+        _verify_table(model, using, chunk_size, per_table[table], report)
+    for table in sorted(set(per_table) - known):
+        report.problems.append(f"{per_table[table]} seals name table {table!r}, which is not a ledger table")
+
+    report.head = ledger_head(using)
+    if anchor is not None:
+        stored = LedgerSeal.objects.using(using).filter(seq=anchor.seq).values_list("seal_hash", flat=True).first()
+        if stored is None:
+            report.problems.append(f"anchor {anchor}: the chain has no seal {anchor.seq}: it was truncated")
+        elif stored != anchor.hash:
+            report.problems.append(
+                f"anchor {anchor}: seal {anchor.seq} now hashes to {stored}: the ledger was rewritten up to it"
+            )
+    # Last, in one line: a missing trigger is an open door, the lines above are what came through it.
+    missing = missing_triggers(connection)
+    if missing:
+        names = ", ".join(missing)
+        report.problems.append(f"trigger(s) missing or disabled, raw changes of those tables are not refused: {names}")
+    return report

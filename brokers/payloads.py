@@ -1,0 +1,139 @@
+"""The JSON shapes of the broker's entities (contracts, the account, the gateway's health).
+
+REST, MCP and websockets render through these functions, so every door answers alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from rest_framework import serializers
+
+from brokers.adapter import AccountSummary, ContractInfo, PnLInfo, PositionInfo, as_dict
+from ibkrgw.web.serializers import money_field
+
+
+class ContractOutput(serializers.Serializer):
+    con_id = serializers.IntegerField()
+    symbol = serializers.CharField()
+    sec_type = serializers.CharField()
+    exchange = serializers.CharField()
+    primary_exchange = serializers.CharField()
+    currency = serializers.CharField()
+    expiry = serializers.CharField()
+    strike = serializers.DecimalField(
+        max_digits=20, decimal_places=8, allow_null=True, coerce_to_string=True, normalize_output=True
+    )
+    right = serializers.CharField()
+    multiplier = serializers.CharField()
+    local_symbol = serializers.CharField()
+    trading_class = serializers.CharField()
+    long_name = serializers.CharField()
+    min_tick = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, normalize_output=True)
+    time_zone = serializers.CharField()
+
+
+class GatewayStateOutput(serializers.Serializer):
+    state = serializers.CharField(help_text="not_started, connecting, connected, degraded, reconnecting, stopped")
+    address = serializers.CharField()
+    connected = serializers.BooleanField()
+    server_version = serializers.IntegerField(allow_null=True)
+    client_id = serializers.IntegerField(allow_null=True)
+    accounts = serializers.ListField(child=serializers.CharField())
+    connected_since = serializers.DateTimeField(allow_null=True)
+    down_since = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    reconnects = serializers.IntegerField()
+    down_reason = serializers.CharField(
+        allow_blank=True,
+        help_text="Why the gateway is down: refused (not running/restarting), login_pending (waiting for login or "
+        "two-factor), client_id_in_use, connection_lost, gateway_lost_ib_servers; empty when connected.",
+    )
+    reconciled = serializers.BooleanField()
+    owner = serializers.ChoiceField(
+        choices=["this_process", "another_process"],
+        help_text="With several web processes, whether this one holds the IB connection.",
+    )
+    lease_holder = serializers.CharField(
+        required=False, allow_null=True, help_text="host:pid:id of the process holding the IB connection lease."
+    )
+    stale_subscriptions = serializers.ListField(child=serializers.CharField())
+
+
+class DatabaseStateOutput(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+    vendor = serializers.CharField()
+
+
+class HaltStateOutput(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["cancelling", "done"], help_text="done once the broker reports no working order"
+    )
+    working_orders = serializers.IntegerField(
+        allow_null=True, help_text="orders the broker still reports as working (null: not checked yet)"
+    )
+    checked_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class HealthOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    gateway = GatewayStateOutput()
+    simulated_gateway = serializers.BooleanField()
+    trading_mode = serializers.ChoiceField(choices=["paper", "live"])
+    orders_enabled = serializers.BooleanField()
+    trading_halted = serializers.BooleanField(allow_null=True)
+    halt = HaltStateOutput(allow_null=True, required=False, help_text="while halted: the global cancel's progress")
+    reconciliation = serializers.ChoiceField(choices=["pending", "done"])
+    database = DatabaseStateOutput()
+
+
+class AccountValueOutput(serializers.Serializer):
+    tag = serializers.CharField()
+    value = serializers.CharField()
+    currency = serializers.CharField(allow_blank=True)
+
+
+class AccountSummaryOutput(serializers.Serializer):
+    account = serializers.CharField()
+    values = AccountValueOutput(many=True)
+
+
+class PositionOutput(serializers.Serializer):
+    account = serializers.CharField()
+    contract = ContractOutput()
+    quantity = money_field()
+    average_cost = money_field()
+    market_price = money_field()
+    market_value = money_field()
+    unrealized_pnl = money_field()
+    realized_pnl = money_field()
+
+
+class PnLOutput(serializers.Serializer):
+    account = serializers.CharField()
+    daily_pnl = money_field()
+    unrealized_pnl = money_field()
+    realized_pnl = money_field()
+
+
+def contracts_payload(contracts: list[ContractInfo]) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], ContractOutput([as_dict(c) for c in contracts], many=True).data)
+
+
+def health_payload(health: dict[str, Any]) -> dict[str, Any]:
+    return HealthOutput(health).data
+
+
+def account_summary_payload(summary: AccountSummary) -> dict[str, Any]:
+    return AccountSummaryOutput({"account": summary.account, "values": [as_dict(v) for v in summary.values]}).data
+
+
+def positions_payload(positions: list[PositionInfo]) -> list[dict[str, Any]]:
+    rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in positions]
+    return cast(list[dict[str, Any]], PositionOutput(rows, many=True).data)
+
+
+def pnl_payload(pnl: PnLInfo) -> dict[str, Any]:
+    return PnLOutput(as_dict(pnl)).data

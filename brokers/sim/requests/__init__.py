@@ -1,0 +1,1 @@
+"""Request handlers of the simulated gateway, one module per request family (mixed into SimGateway)."""

@@ -1,0 +1,140 @@
+"""Account updates, summaries, positions and P&L, requested and pushed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .. import messages as M
+from ..protocol import Cursor
+from ..session import Session
+
+log = logging.getLogger("brokers.sim")
+D0 = Decimal(0)
+
+
+class AccountRequests:
+    # ------------------------------------------------------------ pushes
+    def _push_account(self, con_id: int) -> None:
+        p = self.account.positions.get(con_id)
+        values = self.account.values()
+        pnl = self.account.pnl()
+        now = datetime.now(UTC).strftime("%H:%M")
+        for s in self._live():
+            if p is not None and s.positions:
+                s.send(M.position(self.account_code, p))
+            if s.acct_updates:
+                for key, value, cur in values:
+                    s.send([6, 2, key, value, cur, self.account_code])
+                if p is not None:
+                    s.send(M.portfolio(self.account, p))
+                s.send([8, 1, now])
+            for req_id in s.multi:
+                for key, value, cur in values:
+                    s.send([73, 1, req_id, self.account_code, "", key, value, cur])
+            for req_id in s.pos_multi:
+                if p is not None:
+                    s.send(M.position_multi(req_id, self.account_code, p))
+            for req_id, tags in s.summary.items():
+                for tag, value, cur in self.account.summary(tags):
+                    s.send([63, 1, req_id, self.account_code, tag, value, cur])
+            for req_id in s.pnl:
+                s.send([94, req_id, *pnl])
+            for req_id, cid in s.pnl_single.items():
+                if cid == con_id:
+                    s.send(self._pnl_single_msg(req_id, cid))
+
+    def _pnl_single_msg(self, req_id: int, con_id: int) -> list[Any]:
+        pos, daily, unreal, real, value = self.account.pnl_single(con_id)
+        return [95, req_id, int(pos), daily, unreal, real, value]
+
+    def _push_pnl(self) -> None:
+        sessions = [s for s in self._live() if s.pnl or s.pnl_single]
+        if not sessions:
+            return
+        pnl = self.account.pnl()
+        for s in sessions:
+            for req_id in s.pnl:
+                s.send([94, req_id, *pnl])
+            for req_id, cid in s.pnl_single.items():
+                s.send(self._pnl_single_msg(req_id, cid))
+
+    # -- account
+    def _req_account_updates(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        subscribe = c.bool()
+        s.acct_updates = subscribe
+        if not subscribe:
+            return
+        for key, value, cur in self.account.values():
+            s.send([6, 2, key, value, cur, self.account_code])
+        for p in self.account.positions.values():
+            if p.qty != 0:
+                s.send(M.portfolio(self.account, p))
+        s.send([8, 1, datetime.now(UTC).strftime("%H:%M")])
+        s.send([54, 1, self.account_code])
+
+    def _req_account_updates_multi(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        req_id = c.int()
+        for key, value, cur in self.account.values():
+            s.send([73, 1, req_id, self.account_code, "", key, value, cur])
+        s.send([74, 1, req_id])
+        s.multi.add(req_id)
+
+    def _cancel_account_updates_multi(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        s.multi.discard(c.int())
+
+    def _req_account_summary(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        req_id, _group, tags = c.int(), c.str(), {t.strip() for t in c.str().split(",") if t.strip()}
+        for tag, value, cur in self.account.summary(tags):
+            s.send([63, 1, req_id, self.account_code, tag, value, cur])
+        s.send([64, 1, req_id])
+        s.summary[req_id] = tags
+
+    def _cancel_account_summary(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        s.summary.pop(c.int(), None)
+
+    def _req_positions(self, s: Session, c: Cursor) -> None:
+        for p in self.account.positions.values():
+            if p.qty != 0:
+                s.send(M.position(self.account_code, p))
+        s.send([62, 1])
+        s.positions = True
+
+    def _cancel_positions(self, s: Session, c: Cursor) -> None:
+        s.positions = False
+
+    def _req_positions_multi(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        req_id = c.int()
+        for p in self.account.positions.values():
+            if p.qty != 0:
+                s.send(M.position_multi(req_id, self.account_code, p))
+        s.send([72, 1, req_id])
+        s.pos_multi.add(req_id)
+
+    def _cancel_positions_multi(self, s: Session, c: Cursor) -> None:
+        c.skip(1)
+        s.pos_multi.discard(c.int())
+
+    def _req_pnl(self, s: Session, c: Cursor) -> None:
+        req_id = c.int()
+        s.send([94, req_id, *self.account.pnl()])
+        s.pnl.add(req_id)
+
+    def _cancel_pnl(self, s: Session, c: Cursor) -> None:
+        s.pnl.discard(c.int())
+
+    def _req_pnl_single(self, s: Session, c: Cursor) -> None:
+        req_id, _account, _model, con_id = c.int(), c.str(), c.str(), c.int()
+        s.send(self._pnl_single_msg(req_id, con_id))
+        s.pnl_single[req_id] = con_id
+
+    def _cancel_pnl_single(self, s: Session, c: Cursor) -> None:
+        s.pnl_single.pop(c.int(), None)

@@ -1,0 +1,114 @@
+"""Limits on what a client may send, the same at every door (REST, websockets, MCP).
+
+A request body or frame is refused before any of it is used when it is too big
+(`request_too_large`, 413), not UTF-8 or not JSON, nested deeper than the limit, or when any string
+in it (keys included) holds a lone surrogate or a control character other than tab, CR and LF
+(`invalid_request`, 400). Fields that reach the broker are held to stricter alphabets by their
+serializers, and the broker adapter refuses any control character as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.conf import settings
+
+from ibkrgw.errors import ErrorCode, GatewayError
+
+# C0 controls except TAB/LF/CR, DEL, C1 controls, and lone UTF-16 surrogates (a valid str never pairs them).
+_FORBIDDEN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Any control character at all: for values that go on the broker's wire.
+_FORBIDDEN_WIRE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def max_body_bytes() -> int:
+    return settings.REQUEST_MAX_BODY_BYTES
+
+
+def max_json_depth() -> int:
+    return settings.REQUEST_MAX_JSON_DEPTH
+
+
+def too_large(size: int | None, limit: int) -> GatewayError:
+    details: dict[str, Any] = {"max_bytes": limit}
+    if size is not None:
+        details["bytes"] = size
+    return GatewayError(
+        ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes.", http_status=413, details=details
+    )
+
+
+def invalid(message: str, **details: Any) -> GatewayError:
+    return GatewayError(ErrorCode.INVALID_REQUEST, message, details=details)
+
+
+def bad_text_reason(text: str) -> str | None:
+    """Why `text` may not be used, or None: a lone surrogate or a control character."""
+    found = _FORBIDDEN_TEXT.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    return "lone surrogate" if "\ud800" <= char <= "\udfff" else f"control character U+{ord(char):04X}"
+
+
+def wire_unsafe_reason(text: str) -> str | None:
+    """Why `text` may not go to the broker, or None (any control character, NUL included)."""
+    found = _FORBIDDEN_WIRE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    return "lone surrogate" if "\ud800" <= char <= "\udfff" else f"control character U+{ord(char):04X}"
+
+
+def check_json(value: Any, *, max_depth: int | None = None) -> None:
+    """Refuse a parsed JSON value nested deeper than `max_depth`, or holding a bad string anywhere."""
+    limit = max_json_depth() if max_depth is None else max_depth
+    stack: list[tuple[Any, str, int]] = [(value, "$", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            reason = bad_text_reason(item)
+            if reason:
+                raise invalid(f"A string contains a {reason}.", path=where, reason="bad_string")
+        elif isinstance(item, dict | list):
+            if depth >= limit:
+                raise invalid(f"JSON is nested deeper than {limit} levels.", max_depth=limit, reason="too_deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    reason = bad_text_reason(key) if isinstance(key, str) else None
+                    if reason:
+                        raise invalid(f"A key contains a {reason}.", path=where, reason="bad_string")
+                    stack.append((child, f"{where}.{key[:40]}", depth + 1))
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | None = None) -> Any:
+    """Parse one JSON document within the limits, or raise GatewayError (400, or 413 for size)."""
+    limit = max_body_bytes() if max_bytes is None else max_bytes
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > limit:
+        raise too_large(size, limit)
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid("The body is not valid UTF-8.", reason="not_utf8") from None
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        limit_depth = max_json_depth() if max_depth is None else max_depth
+        raise invalid(
+            f"JSON is nested deeper than {limit_depth} levels.", max_depth=limit_depth, reason="too_deep"
+        ) from None
+    except ValueError as exc:
+        # ValueError covers JSONDecodeError and Python's cap on very long integers.
+        raise invalid(f"The body is not valid JSON: {str(exc)[:120]}", reason="not_json") from None
+    check_json(value, max_depth=max_depth)
+    return value

@@ -1,0 +1,184 @@
+"""How the MCP server is reached: stdio, or streamable HTTP behind the Origin and API-key checks.
+
+Both serve until SIGTERM/SIGINT (signal -> flag -> bounded shutdown), alongside the resource watch
+that tells subscribers of changes (`ibkrgw.mcp_server.ResourceWatch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ibkrgw.auth import KEYWORD
+from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.limits import max_body_bytes, too_large
+from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
+
+logger = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 5
+
+
+# -- HTTP: Origin and API key checked before any MCP message is read --------------------------------
+def origin_allowed(origin: str) -> bool:
+    """Only pages served from this machine; a browser tab on any other site is refused (DNS rebinding)."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTNAMES
+
+
+def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(GatewayError(code, message).as_dict(), status, headers=headers)
+
+
+class HttpGuard:
+    """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
+
+    The scope of the key is checked per tool call (read for reads, trade for place/cancel).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_body_bytes():
+            response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
+        elif origin is not None and not origin_allowed(origin):
+            logger.warning("mcp http: refused Origin %r", origin)
+            response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
+        elif await anyio.to_thread.run_sync(key_lookup, headers.get("authorization")) is None:
+            response = _refuse(
+                ErrorCode.NOT_AUTHENTICATED,
+                "An API key is required: Authorization: Api-Key <key>.",
+                401,
+                headers={"WWW-Authenticate": KEYWORD},
+            )
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+def http_app(server: MCPServer, *, host: str) -> ASGIApp:
+    # The SDK's own Host/Origin checks stay on too (defence in depth against DNS rebinding).
+    def bracket(name: str) -> str:
+        return f"[{name}]" if ":" in name else name
+
+    local = [bracket(name) for name in LOCAL_HOSTNAMES]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in {bracket(host), *local}],
+        allowed_origins=[
+            f"{scheme}://{name}{port}" for scheme in ("http", "https") for name in local for port in ("", ":*")
+        ],
+    )
+    return HttpGuard(server.streamable_http_app(host=host, transport_security=security))
+
+
+# -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------
+class _DaemonStdin:
+    """stdin lines for the stdio transport, read by a daemon thread.
+
+    The SDK reads stdin in an anyio worker thread that cancellation cannot interrupt, so SIGTERM
+    would wait for the client's next message. A daemon reader never holds up shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+        self._reader: threading.Thread | None = None
+
+    def __aiter__(self) -> _DaemonStdin:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._reader is None:
+            token = anyio.lowlevel.current_token()
+            self._reader = threading.Thread(target=self._pump, args=(token,), name="mcp-stdin", daemon=True)
+            self._reader.start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
+        try:
+            with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as wire:
+                while line := wire.readline():
+                    anyio.from_thread.run(self._send.send, line, token=token)
+            anyio.from_thread.run(self._send.aclose, token=token)
+        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the event loop is gone or stopped listening: we are shutting down
+
+
+async def _stop_on_signal(stop: Callable[[], None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("mcp: %s received, shutting down", signal.Signals(signum).name)
+            stop()
+            return
+
+
+async def serve_stdio(server: GatewayMCPServer) -> None:
+    """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts).
+
+    As the SDK's `run_stdio_async`, with a stdin that cannot block shutdown; stdout stays the SDK's."""
+    lowlevel = server._lowlevel_server
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
+        tg.start_soon(server.watch.run)
+        async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        tg.cancel_scope.cancel()  # the client closed stdin
+
+
+async def serve_http(server: GatewayMCPServer, *, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT; open requests get SHUTDOWN_GRACE_S seconds to finish."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def capture_signals(self) -> AbstractContextManager[None]:  # type: ignore[override]
+            # Our handler stops it; uvicorn's would re-raise the signal after shutdown and kill
+            # the process before the broker connection is closed.
+            return nullcontext()
+
+    config = uvicorn.Config(
+        http_app(server, host=host),
+        host=host,
+        port=port,
+        log_config=None,  # keep Django's logging (stderr)
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    uv = _Server(config)
+
+    def stop() -> None:
+        uv.should_exit = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, stop)
+        tg.start_soon(server.watch.run)
+        await uv.serve()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,54 @@
+"""DRF serializer building blocks shared by every door."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ibkrgw.web.fields import StrictDecimalField
+
+
+class StrictQueryMixin(serializers.Serializer):
+    """Unknown query parameters are an error, not silently ignored."""
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown parameter."] for name in sorted(unknown)})
+        return attrs
+
+
+class StrictBodyMixin(serializers.Serializer):
+    """Unknown fields are an error (a typo must never silently change an order)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = set(data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        return super().to_internal_value(data)
+
+
+# -- decimals: money, prices and quantities are Decimal, rendered as JSON strings ------------------
+class NormalizedDecimalField(serializers.DecimalField):
+    """Decimals as plain strings without padding: "10", "419.56", "0" (never "10.00000000" or "0E-8")."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("normalize_output", True)
+        super().__init__(*args, **kwargs)
+
+
+def ledger_decimal(**kwargs) -> serializers.DecimalField:
+    """The ledger's precision (20 digits, 8 places): order quantities and prices in, previews out.
+    Plain ASCII decimals only: "٣", "４" or "1_0" must never become a quantity."""
+    return StrictDecimalField(max_digits=20, decimal_places=8, **kwargs)
+
+
+def price_field() -> serializers.DecimalField:
+    """A market price or size from the broker; null when the broker has none."""
+    return NormalizedDecimalField(max_digits=24, decimal_places=10, allow_null=True)
+
+
+def money_field() -> serializers.DecimalField:
+    """An account amount (position, cost, value, P&L); null when the broker has none."""
+    return NormalizedDecimalField(max_digits=28, decimal_places=10, allow_null=True)

@@ -1,0 +1,125 @@
+"""API keys (and other secrets) sent in a URL never reach a log: daphne's access log, Django's request
+log and our own lines are redacted."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from ibkrgw.logging import RedactingFormatter, RedactingJsonFormatter, redact
+from ibkrgw.models import ScopedAPIKey
+from tests.conftest import subprocess_database_url
+from tests.ws import client as wsclient
+from tests.ws.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_redact_hides_keys_tokens_and_passwords():
+    line = (
+        "GET /api/v1/health/?symbol=AAPL&api_key=abcd1234.SECRETSECRET&x=1 "
+        'Authorization: Api-Key abcd1234.SECRETSECRET Bearer tok-SECRETSECRET {"password": "SECRETSECRET"} '
+        "/ws/quotes/?API-KEY=SECRETSECRET&token=SECRETSECRET"
+    )
+    out = redact(line)
+    assert "SECRETSECRET" not in out
+    assert "symbol=AAPL" in out and "x=1" in out and "api_key=[REDACTED]" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_djangos_request_log_of_a_key_in_the_query_string_holds_no_key(client):
+    _, key = ScopedAPIKey.objects.create_key(name="in-url", scope="read")
+    assert settings.LOGGING["formatters"]["json"]["()"] == "ibkrgw.logging.RedactingJsonFormatter"
+    assert settings.LOGGING["formatters"]["text"]["()"] == "ibkrgw.logging.RedactingFormatter"
+    stream = io.StringIO()
+    handlers = [logging.StreamHandler(stream), logging.StreamHandler(stream)]
+    handlers[0].setFormatter(RedactingJsonFormatter("%(levelname)s %(name)s %(message)s"))
+    handlers[1].setFormatter(RedactingFormatter("%(levelname)s %(name)s %(message)s %(request)s"))
+    handlers[1].addFilter(lambda record: hasattr(record, "request"))
+    root = logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        assert client.get(f"/api/v1/account/summary/?api_key={key}").status_code == 401
+        assert client.get(f"/api/v1/no-such-endpoint/?api_key={key}&x=1").status_code == 404
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Unauthorized: /api/v1/account/summary/" in text  # the request was logged ...
+    assert "api_key=[REDACTED]" in text  # ... with its URL ...
+    assert key not in text and key.split(".")[1] not in text  # ... and without the key
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_daphne_run_with_keys_in_urls_logs_no_key(tmp_path):
+    _, key = ScopedAPIKey.objects.create_key(name="in-url-daphne", scope="read")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CHANNEL_LAYER_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="ibkrgw.settings",
+        DATABASE_URL=subprocess_database_url(),
+        IBKRGW_NO_BROKER="1",
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+    )
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ibkrgw.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            _wait_listening(proc, port)
+            for path in (f"/api/v1/account/summary/?api_key={key}", f"/api/v1/health/?symbol=AAPL&api_key={key}"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", path)
+                conn.getresponse().read()
+                conn.close()
+            asyncio.run(_websocket(port, key))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    logs = out.read_text(errors="replace") + err.read_text(errors="replace")
+    assert "/api/v1/account/summary/?api_key=[REDACTED]" in logs  # the access log has the request
+    assert "/api/v1/health/?symbol=AAPL&api_key=[REDACTED]" in logs
+    assert "WSCONNECT /ws/quotes/" in logs  # the websocket authenticated by ?api_key= was served
+    assert "Unauthorized" in logs  # Django's request log too
+    assert key not in logs and key.split(".")[1] not in logs
+
+
+async def _websocket(port: int, key: str) -> None:
+    ws = await wsclient.connect(port, f"/ws/quotes/?api_key={key}")
+    await ws.send({"action": "ping"})
+    assert (await ws.receive())["type"] == "pong"
+    ws.close()
+
+
+def _wait_listening(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("daphne did not start")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v1/")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)

@@ -1,0 +1,84 @@
+"""MCP tool arguments are held to the REST limits: a hostile argument is a tool error in the REST error
+shape (never a crash), and nothing reaches the broker. Driven by the MCP SDK's own client, in process."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+from mcp.client.client import Client
+from mcp.shared.exceptions import MCPError
+
+from ibkrgw.mcp_server import build_server
+from ibkrgw.mcp_transport import http_app
+from tests.hostile.conftest import assert_error_shape
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def nested(levels: int):
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+ORDER = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT", "client_order_id": "mcp-h"}
+
+CASES = [
+    ("place_order", {**ORDER, "action": "\ud800"}, "invalid_request"),
+    ("place_order", {**ORDER, "quantity": "٣"}, "invalid_request"),
+    ("place_order", {**ORDER, "quantity": "４"}, "invalid_request"),
+    ("place_order", {**ORDER, "quantity": "1_0"}, "invalid_request"),
+    ("place_order", {**ORDER, "symbol": "AAPL\x00STK\x00SMART"}, "invalid_request"),
+    ("place_order", {**ORDER, "quantity": nested(100)}, "invalid_request"),
+    ("preview_order", {**ORDER, "order_type": "\udfff"}, "invalid_request"),
+    ("get_quote", {"symbol": "AAPL\x00STK"}, "invalid_request"),
+    ("get_quote", {"symbol": "ＡＡＰＬ"}, "invalid_request"),
+    ("get_bars", {"symbol": "AAPL", "bar_size": "1 secs", "duration": "365 D"}, "historical_limit"),
+    ("resolve_contract", {"symbol": "AAPL", "exchange": "SMART\x1b"}, "invalid_request"),
+    ("resolve_contract", {"symbol": "AAPL", "con_id": "1_0"}, "invalid_request"),
+    ("get_account_summary", {"account": "DU1\x00"}, "invalid_request"),
+    ("list_orders", {"symbol": ["x"] * 3}, "invalid_request"),
+    ("cancel_order", {"order_id": "\x00" * 40}, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "code"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+async def test_hostile_tool_arguments_are_tool_errors_in_the_rest_shape(
+    broker_tap, orders_enabled, tool, arguments, code
+):
+    async with Client(build_server(transport="stdio")) as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    error = assert_error_shape(json.loads(result.content[0].text), code)
+    if code == "historical_limit":
+        assert error["details"]["max_duration"] == "1800 S"
+    broker_tap.assert_untouched()
+
+
+async def test_deeply_nested_arguments_never_crash_the_server(broker_tap, orders_enabled):
+    # 200 levels: about as deep as the SDK's own client will serialize.
+    async with Client(build_server(transport="stdio")) as client:
+        try:
+            result = await client.call_tool("place_order", {**ORDER, "quantity": nested(200)})
+        except MCPError:
+            pass  # refused by the SDK's own argument parsing: also fine, and nothing ran
+        else:
+            assert result.is_error
+            assert_error_shape(json.loads(result.content[0].text), "invalid_request")
+        # The server still answers.
+        assert not (await client.call_tool("get_health", {})).is_error
+    broker_tap.assert_untouched()
+
+
+async def test_an_oversized_http_body_is_413_before_any_mcp_message_is_read(transactional_db):
+    app = http_app(build_server(transport="http"), host="127.0.0.1")
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8001") as http:
+        response = await http.post(
+            "/mcp", content=b" " * (10 * 1024 * 1024), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert_error_shape(response.json(), "request_too_large")

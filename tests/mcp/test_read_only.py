@@ -1,0 +1,33 @@
+"""Read-only mode: the tools that place, change or cancel orders are not there at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from orders.models import Order
+from tests.mcp.conftest import mcp_env, stdio_mcp
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TRADE_TOOLS = {"place_order", "modify_order", "cancel_order"}
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env"),
+    [(("--read-only",), {}), ((), {"MCP_READ_ONLY": "true"})],
+    ids=["flag", "setting"],
+)
+def test_read_only_lists_no_write_tool_and_cannot_place(django_db_setup, mcp_sim, args, extra_env):
+    with stdio_mcp(mcp_env(mcp_sim, client_id=51, **extra_env), *args) as client:
+        names = {tool.name for tool in client.tools()}
+        assert not names & TRADE_TOOLS
+        assert {"get_quote", "preview_order", "get_order", "list_orders"} <= names
+        assert all(tool.annotations.read_only_hint for tool in client.tools())
+        prompts = {p.name for p in client.portal.call(client.session.list_prompts).prompts}
+        assert "place_limit_order_safely" not in prompts
+        assert "check_position" in prompts
+        # Not listed and not callable either.
+        result = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+        assert result.is_error
+        assert client.json("get_quote", {"symbol": "AAPL"})["con_id"] == mcp_sim.con_id("AAPL")
+    assert not Order.objects.exists()

@@ -1,0 +1,172 @@
+"""What an agent sees: output schemas, bounded answers, option chains, market hours, the audit log, prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from brokers.sim.server import SimGateway
+from tests.mcp.conftest import McpClient, mcp_env, payload, stdio_mcp
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HUGE = 10000000000000000000
+
+
+@pytest.fixture(scope="module")
+def mcp(django_db_setup, mcp_sim: SimGateway) -> Iterator[McpClient]:
+    with stdio_mcp(mcp_env(mcp_sim, client_id=71)) as client:
+        client.wait_ready()
+        yield client
+
+
+def _order(**overrides: str) -> dict[str, str]:
+    return {"symbol": "AAPL", "action": "BUY", "quantity": "10", "order_type": "MKT", **overrides}
+
+
+def test_every_tool_has_an_object_output_schema_and_a_description_for_a_model(mcp):
+    for tool in mcp.tools():
+        assert tool.output_schema is not None, tool.name
+        assert tool.output_schema["type"] == "object", tool.name
+        assert tool.output_schema["properties"], tool.name
+        assert "Mirrors" not in tool.description and "/api/v1" not in tool.description, tool.name
+
+
+def test_right_is_spelled_c_or_p_in_every_tool(mcp):
+    rights = {
+        tool.name: tool.input_schema["properties"]["right"]["enum"]
+        for tool in mcp.tools()
+        if "right" in tool.input_schema["properties"]
+    }
+    assert {"get_quote", "place_order", "get_option_chain"} <= set(rights)
+    assert all(set(enum) == {"", "C", "P"} or set(enum) == {"C", "P"} for enum in rights.values()), rights
+
+
+def test_order_arguments_say_which_prices_each_order_type_needs(mcp):
+    properties = {t.name: t for t in mcp.tools()}["place_order"].input_schema["properties"]
+    assert "LMT limit_price" in properties["order_type"]["description"]
+    assert "STP_LMT stop_price and limit_price" in properties["order_type"]["description"]
+    assert "not money" in properties["quantity"]["description"]
+
+
+def test_a_huge_offset_is_a_clean_invalid_request(mcp):
+    for tool in ("list_orders", "list_fills", "list_audit_entries"):
+        result = mcp.call(tool, {"offset": HUGE})
+        assert result.is_error, tool
+        error = payload(result)["error"]
+        assert error["code"] == "invalid_request", tool
+        assert "offset" in error["details"]["fields"], tool
+
+
+def test_lists_are_paged_with_next_offset(mcp):
+    placed = [mcp.json("place_order", _order(client_order_id=f"page-{n}"))["id"] for n in range(3)]
+    first = mcp.json("list_orders", {"limit": 2})
+    assert (first["count"], len(first["results"]), first["next_offset"]) == (3, 2, 2)
+    last = mcp.json("list_orders", {"limit": 2, "offset": first["next_offset"]})
+    assert (len(last["results"]), last["next_offset"]) == (1, None)
+    assert {o["id"] for o in first["results"] + last["results"]} == set(placed)
+    # structuredContent is the answer; the text is the same JSON, compact.
+    result = mcp.call("list_orders", {"limit": 1})
+    assert payload(result) == result.structured_content
+
+
+def test_get_bars_is_bounded_by_default_and_says_how_to_get_more(mcp):
+    args = {"symbol": "AAPL", "bar_size": "1 min", "duration": "1 D", "use_rth": False}
+    result = mcp.call("get_bars", args)
+    assert not result.is_error, result.content[0].text
+    bars = payload(result)
+    assert len(bars["bars"]) == 100
+    assert bars["count"] > 100
+    assert bars["truncated"] is True
+    assert len(result.content[0].text) < 20_000
+    times = [datetime.fromisoformat(b["time"]) for b in bars["bars"]]
+    assert times == sorted(times)  # the most recent 100, oldest first
+
+    more = mcp.json("get_bars", {**args, "limit": 300})
+    assert len(more["bars"]) == 300
+    assert more["bars"][-1]["time"] == bars["bars"][-1]["time"]
+
+
+def test_an_ambiguous_contract_error_lists_a_few_compact_candidates(mcp):
+    result = mcp.call("get_quote", {"symbol": "AAPL", "sec_type": "OPT"})
+    assert result.is_error
+    error = payload(result)["error"]
+    assert error["code"] == "contract_ambiguous"
+    assert error["details"]["count"] > 10
+    assert error["details"]["candidates_shown"] == len(error["details"]["candidates"]) == 10
+    assert {"con_id", "expiry", "strike", "right"} <= set(error["details"]["candidates"][0])
+    assert len(result.content[0].text) < 4_000
+
+
+def test_resolve_contract_is_bounded(mcp):
+    found = mcp.json("resolve_contract", {"symbol": "AAPL", "sec_type": "OPT", "limit": 5})
+    assert len(found["contracts"]) == 5
+    assert found["count"] > 5
+
+
+def test_option_chain_lists_expiries_and_strikes_then_quotes_near_the_money(mcp, mcp_sim):
+    chain = mcp.json("get_option_chain", {"symbol": "AAPL"})
+    assert chain["expiry_count"] == len(chain["expiries"]) > 1
+    assert chain["expiries"] == sorted(chain["expiries"])
+    assert len(chain["strikes"]) > 3
+    assert chain["quotes"] == []
+    spot = Decimal(chain["underlying_price"])
+
+    near = mcp.json("get_option_chain", {"symbol": "AAPL", "expiry": chain["expiries"][0], "strikes": 3})
+    assert len(near["strikes"]) == 3
+    assert {(q["strike"], q["right"]) for q in near["quotes"]} == {(s, r) for s in near["strikes"] for r in "CP"}
+    farthest_quoted = max(abs(Decimal(s) - spot) for s in near["strikes"])
+    assert all(abs(Decimal(s) - spot) >= farthest_quoted for s in chain["strikes"] if s not in near["strikes"])
+    for quote in near["quotes"]:
+        assert quote["error"] == ""
+        assert Decimal(quote["bid"]) <= Decimal(quote["ask"])
+
+    calls = mcp.json("get_option_chain", {"symbol": "AAPL", "expiry": chain["expiries"][0], "strikes": 2, "right": "C"})
+    assert {q["right"] for q in calls["quotes"]} == {"C"}
+    # The con_id an agent gets from the chain is what place_order/preview_order take.
+    preview = mcp.json("preview_order", _order(con_id=calls["quotes"][0]["con_id"], sec_type="OPT", quantity="1"))
+    assert preview["contract"]["con_id"] == calls["quotes"][0]["con_id"]
+
+
+def test_market_hours_of_a_us_stock(mcp):
+    hours = mcp.json("get_market_hours", {"symbol": "AAPL"})
+    assert hours["calendar"] == "XNYS"
+    assert isinstance(hours["open_now"], bool)
+    assert datetime.fromisoformat(hours["session_open"]) < datetime.fromisoformat(hours["session_close"])
+    assert hours["contract"]["symbol"] == "AAPL"
+    assert hours["hours_checked_by_gateway"] is False  # TRADING_HOURS=always for the simulated market
+    assert payload(mcp.call("get_market_hours", {}))["error"]["code"] == "invalid_request"
+
+
+def test_audit_entries_of_one_call_and_of_one_order(mcp):
+    result = mcp.call("place_order", _order(client_order_id="audit-1"))
+    order_id = payload(result)["id"]
+    by_call = mcp.json("list_audit_entries", {"correlation_id": result.meta["correlation_id"]})
+    assert "order.simulated" in {e["event"] for e in by_call["results"]}
+    assert all(e["correlation_id"] == result.meta["correlation_id"] for e in by_call["results"])
+    by_order = mcp.json("list_audit_entries", {"order_id": order_id})
+    assert by_order["count"] >= 1
+    assert all(e["target_id"] == order_id for e in by_order["results"])
+
+
+def test_positions_answer_an_object_with_a_count(mcp):
+    positions = mcp.json("list_positions")
+    assert positions["count"] == len(positions["positions"])
+
+
+def test_prompts_for_the_common_tasks(mcp):
+    prompts = {p.name: p for p in mcp.portal.call(mcp.session.list_prompts).prompts}
+    assert {"check_position", "place_limit_order_safely"} <= set(prompts)
+    text = (
+        mcp.portal.call(
+            mcp.session.get_prompt,
+            "place_limit_order_safely",
+            {"symbol": "MSFT", "action": "BUY", "quantity": "5", "limit_price": "410.00"},
+        )
+        .messages[0]
+        .content.text
+    )
+    assert "preview_order" in text and "client_order_id" in text and "MSFT" in text
