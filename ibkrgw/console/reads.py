@@ -133,9 +133,13 @@ class PositionRow:
     unrealized_pnl: Decimal | None
 
 
-def _position_row(position) -> PositionRow:
+def _position_row(position, *, streamed_only: bool = False) -> PositionRow:
     contract = position.contract
-    mark = mark_of(quote_for_contract(contract))
+    if streamed_only:
+        # Nothing is asked of the broker: the streaming quote, else the broker's own portfolio mark.
+        mark = mark_of(runtime.adapter().quote_cached(con_id=contract.con_id)) or position.market_price
+    else:
+        mark = mark_of(quote_for_contract(contract))
     mult = multiplier(contract.multiplier)
     value = unrealized = None
     if mark is not None:
@@ -154,22 +158,19 @@ def _position_row(position) -> PositionRow:
     )
 
 
-def account_state(health: dict[str, Any] | None = None, *, with_summary: bool = True) -> dict[str, Any]:
-    """Account figures, positions and P&L at one set of marks, or why they cannot be shown.
-
-    `with_summary=False` leaves out the account summary (cash, net liquidation, margin): asking for it
-    opens a standing subscription at the broker, which a periodic chore must not do by itself."""
+def account_state(health: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Account figures, positions and P&L at one set of marks, or why they cannot be shown."""
     health = health or health_get()
     if not health["gateway"]["connected"]:
         return {"available": False, "message": f"Broker unavailable (gateway {health['gateway']['state']})."}
     try:
         positions = [_position_row(p) for p in position_list() if p.quantity]
-        summary = account_summary_get() if with_summary else None
+        summary = account_summary_get()
         pnl = pnl_get()
     except GatewayError as exc:
         return {"available": False, "message": f"Broker unavailable: {exc.message}"}
     figures: dict[str, Decimal | None] = dict.fromkeys(ACCOUNT_TAGS.values())
-    for value in summary.values if summary is not None else ():
+    for value in summary.values:
         name = ACCOUNT_TAGS.get(value.tag)
         if name and figures[name] is None and value.currency in ("USD", "BASE", ""):
             try:
@@ -204,6 +205,11 @@ def account_state(health: dict[str, Any] | None = None, *, with_summary: bool = 
             "realized": pnl.realized_pnl,
         },
     }
+
+
+def positions_marked_streamed() -> list[PositionRow]:
+    """Positions at marks the connection already has (for background chores: no broker request)."""
+    return [_position_row(p, streamed_only=True) for p in position_list() if p.quantity]
 
 
 # -- order context: the numbers a person needs before confirming --------------------------------

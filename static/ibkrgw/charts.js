@@ -1,9 +1,9 @@
 // Console charts, drawn with the vendored TradingView Lightweight Charts (static/vendor/, no CDN).
 //  [data-chart="price"]  candles of one contract (1-minute bars, last two hours) with the fills marked:
 //                        green arrow up under the bar = bought, red arrow down over it = sold.
-//  [data-chart="equity"] P&L over time from the account snapshots: total P&L (realised + unrealised,
-//                        blue line) and daily P&L (histogram, red below zero), right scale; net
-//                        liquidation (grey line, left scale) where a snapshot has it.
+//  [data-chart="equity"] P&L over time from the account snapshots: total P&L (the day's realised +
+//                        open unrealised, blue line) and unrealised P&L (orange line), right scale;
+//                        net liquidation (grey line, left scale) where a snapshot has it.
 // Each chart re-reads its data when an order or fill is pushed (console.js "ibkrgw:ledger").
 // window.ibkrgwCharts[name] tells what is drawn (counts of points), for people and tests alike.
 (function () {
@@ -61,19 +61,19 @@
   function equityChart(el) {
     const chart = make(el);
     const total = chart.addLineSeries({ color: "#1565c0", lineWidth: 2, title: "total P&L" });
-    const daily = chart.addHistogramSeries({ color: "#8d6e00", title: "daily P&L" });
+    const open = chart.addLineSeries({ color: "#e65100", lineWidth: 1, title: "unrealised P&L" });
     const equity = chart.addLineSeries({ color: "#757575", lineWidth: 1, priceScaleId: "left", title: "net liquidation" });
-    const state = { chart, series: total, points: 0, daily: 0, equity: 0 };
+    const state = { chart, series: total, points: 0, unrealized: 0, equity: 0 };
     window.ibkrgwCharts.equity = state;
     async function draw() {
       try {
         const data = await load(el.dataset.url);
         const s = data.series;
         total.setData(s.total_pnl);
-        daily.setData(s.daily_pnl.map((p) => ({ ...p, color: p.value < 0 ? "#b00020" : "#1b7f3b" })));
+        open.setData(s.unrealized_pnl);
         equity.setData(s.net_liquidation);
         chart.applyOptions({ leftPriceScale: { visible: s.net_liquidation.length > 0 } });
-        Object.assign(state, { points: s.total_pnl.length, daily: s.daily_pnl.length, equity: s.net_liquidation.length });
+        Object.assign(state, { points: s.total_pnl.length, unrealized: s.unrealized_pnl.length, equity: s.net_liquidation.length });
         el.dataset.points = String(s.total_pnl.length);
         note(el, s.total_pnl.length
           ? `Account ${data.account}: ${s.total_pnl.length} snapshot(s).`

@@ -47,7 +47,7 @@ def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
     # The connection's chores record the first one by themselves.
     first = wait_for(lambda: AccountSnapshot.objects.first(), message="a snapshot recorded by the chore")
-    assert first.realized_pnl is not None and first.unrealized_pnl is not None and first.daily_pnl is not None
+    assert first.realized_pnl is not None and first.unrealized_pnl is not None
     assert account_snapshot_record() is None  # within the interval: nothing new
     assert AccountSnapshot.objects.count() == 1
     old = AccountSnapshot.objects.create(
@@ -79,3 +79,19 @@ def test_charts_page_uses_the_vendored_library(staff_client):
     assert "/static/vendor/lightweight-charts-4.2.3/lightweight-charts.standalone.production.js" in body
     assert "?symbol=MSFT" in body and 'data-chart="equity"' in body
     assert "cdn" not in body.lower() and "unpkg" not in body.lower()
+
+
+def test_the_snapshot_chore_asks_the_broker_for_nothing(ib_runtime, sim_gateway, orders_enabled, settings):
+    from tests.hostile.conftest import BrokerTap
+
+    bought = services.order_submit(
+        request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(3), order_type="MKT"), actor=AGENT
+    ).order
+    wait_for(lambda: OrderEvent.objects.filter(order=bought, status="filled").exists(), message="filled")
+    tap = BrokerTap(sim_gateway)
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
+    start = AccountSnapshot.objects.count()
+    wait_for(lambda: AccountSnapshot.objects.count() >= start + 2, message="two snapshots by the chore")
+    latest = AccountSnapshot.objects.order_by("-taken_at").first()
+    assert latest.unrealized_pnl is not None  # the open position is marked
+    tap.assert_untouched()
