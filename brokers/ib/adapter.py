@@ -193,6 +193,8 @@ class IbAdapter:
         except GatewayError as exc:
             if exc.code == ErrorCode.PACING_VIOLATION:
                 exc.details.setdefault("retry_after_s", HISTORICAL_PACING_RETRY_S)
+            if exc.details.get("ib_code") == 162 and "returned no data" in str(exc.details.get("ib_message", "")):
+                return []  # IB has no bars in that window (market closed, outside RTH): an empty answer
             raise
 
     # -- account -------------------------------------------------------------------------------

@@ -54,7 +54,11 @@ class BrokerTap:
 
 
 @pytest.fixture
-def broker_tap(ib_runtime, sim_gateway) -> BrokerTap:
+def broker_tap(ib_runtime, sim_gateway, monkeypatch) -> BrokerTap:
+    # Only requests count here: the owner's background chores (account snapshots) would read the account.
+    from brokers import events
+
+    monkeypatch.setattr(events, "_chores", {})
     return BrokerTap(sim_gateway)
 
 

@@ -46,14 +46,14 @@ def test_open_ended_window_and_paging(api_client, ledger):
 def test_mcp_pages_like_rest(api_client, ledger):
     params = {"until": _iso(TIMES[2]), "limit": 1}
     rest = api_client.get("/api/v1/fills/", params).json()
-    query = FillListQuery(data=params)
+    query = mcp_tools.FillListInput(data=params)
     query.is_valid(raise_exception=True)
 
     mcp = mcp_tools.list_fills.body(query, make_actor())
 
     assert mcp["count"] == rest["count"] == 2
     assert mcp["results"] == rest["results"]
-    assert mcp["next"] is None and mcp["previous"] is None  # MCP pages with limit/offset, not URLs
+    assert mcp["next_offset"] == 1  # MCP pages with limit/offset, not URLs
 
 
 def test_unknown_list_parameter_is_an_error(api_client, ledger):

@@ -74,7 +74,7 @@ def test_lists_are_paged_with_next_offset(mcp):
 
 
 def test_get_bars_is_bounded_by_default_and_says_how_to_get_more(mcp):
-    args = {"symbol": "AAPL", "bar_size": "1 min", "duration": "1 D", "use_rth": False}
+    args = {"symbol": "AAPL", "bar_size": "5 mins", "duration": "1 W"}
     result = mcp.call("get_bars", args)
     assert not result.is_error, result.content[0].text
     bars = payload(result)
