@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20)
     args = ap.parse_args()
 
-    gw = SimGateway(port=0, seed=7).start()
+    gw = SimGateway(port=0, seed=7, trading_hours="always", ib_limits=False).start()
     db = os.path.join(tempfile.mkdtemp(), "bench-mcp.sqlite3")
     env = {
         "PATH": os.environ.get("PATH", ""),

@@ -346,8 +346,11 @@ class IbAdapter:
     def open_orders(self) -> tuple[BrokerOrderStatus, ...]:
         async def run(ib: IB) -> tuple[BrokerOrderStatus, ...]:
             trades = await ib.reqAllOpenOrdersAsync()
+            # Only this client hears status changes of its own orders: other clients' trades kept from an
+            # earlier request would stay "open" forever, so for those trust only the fresh answer.
+            own = [t for t in ib.openTrades() if t.order.clientId == self.worker.client_id]
             seen = {}
-            for trade in [*trades, *ib.openTrades()]:
+            for trade in [*trades, *own]:
                 if trade.orderStatus.status in OrderStatus.DoneStates or trade.order.whatIf:
                     continue
                 seen[(trade.order.permId or None, trade.order.clientId, trade.order.orderId)] = trade

@@ -208,3 +208,201 @@ def test_the_same_key_and_body_replays_the_order_however_numbers_and_the_account
     assert (again.replayed, again.order.pk) == (True, first.order.pk)
     assert (by_header.replayed, by_header.order.pk) == (True, first.order.pk)
     assert Order.objects.count() == 1
+
+
+# -- preview: the whole chain, dry --------------------------------------------------------------------
+BOT = Actor(kind=ActorKind.API_KEY, label="bot", source=Source.REST)
+
+
+def _codes(result) -> list[str]:
+    return [b["code"] for b in result.blocks]
+
+
+@pytest.mark.parametrize(
+    ("enabled", "required", "would_be"),
+    [(False, set(), "simulated"), (True, set(), "submitted"), (True, {"api_key"}, "pending_approval")],
+)
+def test_a_clean_preview_says_what_placing_would_record(
+    ib_runtime, quiet_market, settings, enabled, required, would_be
+):
+    settings.ORDERS_ENABLED = enabled
+    settings.APPROVAL_REQUIRED_FOR = frozenset(required)
+    result = services.order_preview(request=_request("pv-1"), actor=BOT)
+    assert (result.blocks, result.would_be, result.what_if_error) == ([], would_be, "")
+    assert result.contract.symbol == "AAPL"
+    assert result.account.startswith("DU")
+    assert result.preview.commission > 0
+    assert Order.objects.count() == 0
+    assert _sent(quiet_market) == []
+
+
+def test_a_preview_reports_every_gate_that_would_block(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = Decimal(5)
+    request = _request("pv-2", quantity=Decimal(10), order_type="LMT", limit_price=Decimal("150.00"))
+    result = services.order_preview(request=request, actor=BOT)
+    assert result.would_be == "refused"
+    assert _codes(result) == ["risk_max_quantity", "risk_price_collar"]
+    assert result.blocks[0] == {
+        "gate": "risk",
+        "code": "risk_max_quantity",
+        "http_status": 422,
+        "message": "quantity 10 exceeds RISK_MAX_ORDER_QUANTITY 5.",
+        "details": {"limit": "5"},
+    }
+    assert result.blocks[1]["details"]["field"] == "limit_price"
+    assert Order.objects.count() == 0
+
+
+def test_a_preview_names_each_refusal_once(ib_runtime, quiet_market):
+    # The exit on the wrong side fails both the shape check and the check against the entry.
+    request = _request("pv-3", order_type="LMT", limit_price=Decimal("190.00"), take_profit=Decimal("189.00"))
+    result = services.order_preview(request=request, actor=BOT)
+    assert _codes(result) == ["invalid_order"]
+    assert result.blocks[0]["details"] == {"field": "take_profit"}
+
+
+def test_a_preview_sees_the_shared_state_gates(ib_runtime, quiet_market, settings):
+    first = services.order_submit(request=_request("pv-4"), actor=BOT).order
+    reused = services.order_preview(request=_request("pv-4", quantity=Decimal(4)), actor=BOT)
+    assert _codes(reused) == ["idempotency_key_reused"]
+    assert reused.blocks[0]["details"]["order_id"] == str(first.pk)
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    halted = services.order_preview(request=_request("pv-5"), actor=BOT)
+    assert _codes(halted) == ["trading_halted"]
+    assert halted.blocks[0]["http_status"] == 423
+    assert Order.objects.count() == 1
+
+
+def test_a_preview_of_an_unknown_contract_stops_there(ib_runtime, quiet_market):
+    result = services.order_preview(request=_request("pv-6", symbol="NOSUCHTHING"), actor=BOT)
+    assert _codes(result) == ["contract_not_found"]
+    assert result.blocks[0]["gate"] == "validation"  # errors without a gate of their own are validation
+    assert (result.contract, result.preview, result.would_be) == (None, None, "refused")
+
+
+def test_a_bracket_refused_by_the_halt_latch_sends_none_of_its_exits(ib_runtime, quiet_market, orders_enabled):
+    from brokers import runtime
+
+    # A halt closes the connection's latch before its global cancel: an order already past the gates
+    # meets the closed latch at the send.
+    runtime.adapter().order_sends_blocked(blocked=True)
+    request = _request(
+        "latch-1",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("195.00"),
+        stop_loss=Decimal("185.00"),
+    )
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=request, actor=BOT)
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    assert excinfo.value.http_status == 423
+    entry = Order.objects.get(client_order_id="latch-1")
+    assert _statuses(entry) == [S.PENDING_SUBMIT, S.REJECTED]
+    assert entry.events.order_by("-id").first().code == "trading_halted"
+    children = list(entry.children.order_by("role"))
+    assert [c.role for c in children] == ["stop_loss", "take_profit"]
+    for child in children:
+        assert _statuses(child) == [S.PENDING_SUBMIT, S.REJECTED]
+        rejection = child.events.order_by("-id").first()
+        assert rejection.reason == "The bracket's entry was not placed, so this exit was not sent."
+        assert rejection.source == "rest"
+        audit = AuditEntry.objects.get(event="order.rejected", target_id=str(child.pk))
+        assert (audit.actor_label, audit.data["status"]) == ("bot", "rejected")
+    assert _sent(quiet_market) == []
+    runtime.adapter().order_sends_blocked(blocked=False)
+
+
+def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, quiet_market):
+    request = _request(
+        "",
+        action="SELL_SHORT",
+        quantity=Decimal(7),
+        order_type="STP_LMT",
+        limit_price=Decimal("186.00"),
+        stop_price=Decimal("187.00"),
+        tif="GTC",
+        outside_rth=True,
+    )
+    result = services.order_preview(request=request, actor=BOT)
+    assert result.blocks == []
+    (what_if,) = quiet_market.received_orders()
+    assert what_if.what_if is True
+    assert (what_if.symbol, what_if.action, what_if.total_quantity, what_if.order_type) == (
+        "AAPL",
+        "SELL",
+        7,
+        "STP LMT",
+    )
+    assert (what_if.lmt_price, what_if.aux_price, what_if.tif, what_if.outside_rth) == (186, 187, "GTC", True)
+    assert Order.objects.count() == 0
+
+
+# -- the kill switch at the broker connection ---------------------------------------------------------
+def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market):
+    assert ib_runtime.worker.sends_blocked is False
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    assert ib_runtime.worker.sends_blocked is True
+    assert services.halt_progress().error == ""
+    services.trading_resume(actor=OPERATOR, reason="fixed")
+    assert ib_runtime.worker.sends_blocked is False
+    assert services.trading_halt_sweep() is None  # nothing to sweep while trading
+    assert services.halt_progress().working_orders is None
+
+
+def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quiet_market):
+    from ib_async import IB, LimitOrder, Stock
+
+    from tests.conftest import wait_for
+
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    outside = IB()
+    outside.connect("127.0.0.1", quiet_market.port, clientId=7, timeout=5)
+    try:
+        outside.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 1, 185.0, orderRef="outside-1"))
+        wait_for(
+            lambda: AuditEntry.objects.filter(event="trading.halt_sweep").exists(), message="the sweep found the order"
+        )
+    finally:
+        outside.disconnect()
+    sweep = AuditEntry.objects.filter(event="trading.halt_sweep").first()
+    assert sweep.data["working_orders"] >= 1
+    assert "outside-1" in sweep.data["refs"]
+    assert sweep.actor_kind == "system"
+    wait_for(lambda: all(o.status == "Cancelled" for o in quiet_market.orders()), message="cancelled at the broker")
+    wait_for(lambda: services.halt_progress().working_orders == 0, message="the sweep saw nothing working")
+    assert services.halt_progress().checked_at is not None
+
+
+def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"mcp"})
+    agent = Actor(kind=ActorKind.MCP, label="agent", source=Source.MCP)
+    order = services.order_submit(request=_request("halt-hold-1"), actor=agent).order
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    assert _statuses(order) == [S.PENDING_APPROVAL]  # refused by the gate, not burnt at the latch
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.data["code"], blocked.data["account"]) == ("trading_halted", order.account)
+    services.trading_resume(actor=OPERATOR)
+    services.order_approve(order_id=order.pk, actor=OPERATOR)
+    approval = order.events.order_by("id")[1]
+    assert (approval.status, approval.source, approval.reason) == (S.PENDING_SUBMIT, "admin", "approved by operator")
+    assert _sent(quiet_market) == ["halt-hold-1"]
+
+
+def test_a_preview_goes_on_past_checks_it_had_to_skip(ib_runtime, quiet_market, settings):
+    settings.QUOTE_STALE_AFTER_S = 0  # no price: notional, collar and buying power cannot run
+    settings.ORDERS_ENABLED = True
+    ib_runtime.worker.reconciled.clear()  # and the broker is not ready
+    result = services.order_preview(request=_request("pv-7"), actor=BOT)
+    assert _codes(result) == ["risk_stale_market_data", "broker_unavailable"]
+    assert result.blocks[1]["gate"] == "arming"
+
+
+def test_a_trailing_preview_carries_its_trail(ib_runtime, quiet_market):
+    request = _request("", action="SELL", order_type="TRAIL", trail_amount=Decimal("2.50"))
+    services.order_preview(request=request, actor=BOT)
+    (what_if,) = quiet_market.received_orders()
+    assert (what_if.order_type, what_if.aux_price) == ("TRAIL", Decimal("2.5"))

@@ -212,14 +212,18 @@ def test_a_rehashed_entry_breaks_the_next_link():
     forged.entry_hash = compute_hash(forged)
     entries[1] = forged
     found = verify_chain(entries)
-    assert (found.seq, found.reason) == (3, "prev_hash mismatch: it is not the previous entry's hash")
+    assert (found.seq, found.event, found.reason) == (
+        3,
+        "order.submitted",
+        "prev_hash mismatch: it is not the previous entry's hash",
+    )
 
 
 def test_a_missing_entry_is_a_gap():
     entries = chain(3)
     del entries[1]
     found = verify_chain(entries)
-    assert (found.seq, found.reason) == (3, "gap: expected seq 2, found 3")
+    assert (found.seq, found.event, found.reason) == (3, "order.submitted", "gap: expected seq 2, found 3")
 
 
 def test_a_chain_must_start_at_genesis():

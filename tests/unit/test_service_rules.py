@@ -104,7 +104,12 @@ def test_an_operator_rejects_a_held_order():
     event = held()
     services.order_reject_approval(order_id=event.order.pk, actor=ADMIN)
     latest = event.order.events.order_by("-id").first()
-    assert (latest.status, latest.code, latest.reason) == (S.REJECTED, "approval_rejected", "rejected by root")
+    assert (latest.status, latest.code, latest.reason, latest.source) == (
+        S.REJECTED,
+        "approval_rejected",
+        "rejected by root",
+        "admin",
+    )
     assert AuditEntry.objects.filter(event="order.approval_rejected", actor_label="root").count() == 1
 
 
@@ -114,7 +119,9 @@ def test_an_order_that_is_not_held_cannot_be_approved_or_rejected():
         with pytest.raises(GatewayError) as excinfo:
             decide(order_id=event.order.pk, actor=ADMIN)
         assert excinfo.value.code == ErrorCode.ORDER_STATE_CONFLICT
+        assert excinfo.value.http_status == 409
         assert excinfo.value.details == {"status": S.SUBMITTED}
+        assert excinfo.value.message == "The order is submitted, not waiting for approval."
 
 
 def test_approving_after_the_window_expires_the_order_instead(settings, frozen_clock):
@@ -126,6 +133,7 @@ def test_approving_after_the_window_expires_the_order_instead(settings, frozen_c
     assert excinfo.value.code == ErrorCode.ORDER_STATE_CONFLICT
     assert excinfo.value.http_status == 409
     assert excinfo.value.details == {"status": S.EXPIRED}
+    assert excinfo.value.message == "The approval window has passed; the order expired."
     assert list(event.order.events.order_by("id").values_list("status", flat=True)) == [S.PENDING_APPROVAL, S.EXPIRED]
     assert not AuditEntry.objects.filter(event="order.approved").exists()
 
@@ -311,3 +319,107 @@ def test_the_api_key_header_is_read_only_when_it_names_an_api_key():
     with pytest.raises(exceptions.AuthenticationFailed):
         authentication.authenticate(Request(HTTP_AUTHORIZATION="Api-Key nope.nope"))
     assert authentication.authenticate_header(Request()) == "Api-Key"
+
+
+class _Request:
+    def __init__(self, user=None, key=None, method="GET", **meta):
+        self.user, self.auth, self.method, self.META = user or AnonymousUser(), key, method, meta
+        self.headers: dict = {}
+
+
+def test_the_actor_carries_the_requests_correlation_id():
+    from ibkrgw.actors import correlation_id_var
+
+    root = get_user_model().objects.create_superuser("root", "", "x")
+    token = correlation_id_var.set("cid-from-request")
+    try:
+        actor = auth.request_actor(_Request(user=root))
+    finally:
+        correlation_id_var.reset(token)
+    assert (actor.label, actor.source, actor.correlation_id, actor.is_admin) == (
+        "root",
+        "rest",
+        "cid-from-request",
+        True,
+    )
+    key, _ = api_key(name="bot", scope=Scope.TRADE)
+    token = correlation_id_var.set("cid-2")
+    try:
+        assert auth.actor_for(AnonymousUser(), key, Source.MCP).correlation_id == "cid-2"
+    finally:
+        correlation_id_var.reset(token)
+
+
+def test_scope_permissions_read_the_signed_in_user_and_the_key():
+    staff, plain = _user(is_staff=True), _user()
+    read_key, _ = api_key(name="r", scope=Scope.READ)
+    assert auth.HasTradeScope().has_permission(_Request(user=staff), None) is True
+    assert auth.HasTradeScope().has_permission(_Request(user=plain), None) is False
+    assert auth.HasReadScope().has_permission(_Request(user=plain), None) is True
+    assert auth.HasReadScope().has_permission(_Request(), None) is False
+    assert auth.HasTradeScope().has_permission(_Request(key=read_key), None) is False
+    assert auth.HasReadScope().has_permission(_Request(key=read_key), None) is True
+
+
+def test_a_bad_key_is_refused_with_a_clear_message():
+    from rest_framework import exceptions
+
+    with pytest.raises(exceptions.AuthenticationFailed) as excinfo:
+        auth.ApiKeyAuthentication().authenticate(_Request(HTTP_AUTHORIZATION="Api-Key nope.nope"))
+    assert str(excinfo.value.detail) == "Invalid, expired or revoked API key."
+
+
+def test_a_revoked_key_stops_working_at_once_even_when_it_was_just_used(settings):
+    settings.API_KEY_CACHE_S = 60
+    key, secret = api_key(name="bot", scope=Scope.TRADE)
+    assert auth.api_key_from_string(secret) == key  # verified and remembered
+    key.revoked = True
+    key.save()
+    assert auth.api_key_from_string(secret) is None
+
+
+def test_without_a_cache_every_use_is_checked_against_the_database(settings):
+    settings.API_KEY_CACHE_S = 0
+    key, secret = api_key(name="bot", scope=Scope.TRADE)
+    assert auth.api_key_from_string(secret) == key
+    assert auth.api_key_cached(secret) is None
+
+
+def test_the_read_throttle_counts_per_key_per_user_and_per_address():
+    key, _ = api_key(name="bot")
+    user = _user()
+    throttle = auth.ReadRateThrottle()
+    assert throttle.get_cache_key(_Request(key=key), None) == f"throttle_read_key:{key.prefix}"
+    assert throttle.get_cache_key(_Request(user=user), None) == f"throttle_read_user:{user.pk}"
+    assert throttle.get_cache_key(_Request(REMOTE_ADDR="10.0.0.9"), None) == "throttle_read_ip:10.0.0.9"
+    assert throttle.get_cache_key(_Request(key=key, method="POST"), None) is None  # orders have their own limit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_write_lock_needs_a_transaction():
+    from django.db.transaction import TransactionManagementError
+
+    from audit.services import ledger_write_lock
+
+    with pytest.raises(TransactionManagementError, match="ledger_write_lock must run inside a transaction"):
+        ledger_write_lock()
+
+
+def test_a_key_used_again_soon_is_not_looked_up_again(settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.API_KEY_CACHE_S = 3600
+    key, secret = api_key(name="bot", scope=Scope.TRADE)
+    assert auth.api_key_from_string(secret) == key
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.api_key_from_string(secret) == key
+        assert auth.api_key_cached(secret) == key
+    assert len(queries) == 0
+    assert auth.api_key_cached(secret + "x") is None
+    settings.API_KEY_CACHE_S = 0  # a cache that keeps nothing: every use asks the database
+    auth.api_key_cache_clear()
+    assert auth.api_key_from_string(secret) == key
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.api_key_from_string(secret) == key
+    assert len(queries) >= 1
