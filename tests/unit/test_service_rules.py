@@ -401,8 +401,35 @@ def test_the_ledger_write_lock_needs_a_transaction():
 
     from audit.services import ledger_write_lock
 
-    with pytest.raises(TransactionManagementError, match="ledger_write_lock must run inside a transaction"):
+    with pytest.raises(TransactionManagementError) as excinfo:
         ledger_write_lock()
+    assert str(excinfo.value) == "ledger_write_lock must run inside a transaction"
+
+
+@pytest.mark.parametrize("conflicts", ["update_conflicts", "ignore_conflicts"])
+def test_bulk_inserts_that_would_skip_or_overwrite_ledger_rows_are_refused(conflicts):
+    from ibkrgw.errors import AppendOnlyViolation
+    from orders.models import OrderEvent
+
+    event = OrderEventFactory()
+    extra = {"update_fields": ["reason"], "unique_fields": ["id"]} if conflicts == "update_conflicts" else {}
+    with pytest.raises(AppendOnlyViolation) as excinfo:
+        OrderEvent.objects.bulk_create(
+            [OrderEvent(order=event.order, status=S.SUBMITTED)], **{conflicts: True}, **extra
+        )
+    assert excinfo.value.message == f"orders.OrderEvent is append-only: bulk_create({conflicts}=True) is not allowed."
+    assert OrderEvent.objects.count() == 1
+
+
+def test_a_key_that_expires_while_remembered_stops_working(settings, frozen_clock):
+    from django.utils import timezone
+
+    settings.API_KEY_CACHE_S = 3600
+    key, secret = api_key(name="short", expiry_date=timezone.now() + timedelta(minutes=1))
+    assert auth.api_key_from_string(secret) == key
+    frozen_clock.shift(timedelta(minutes=2))
+    assert auth.api_key_cached(secret) is None
+    assert auth.api_key_from_string(secret) is None
 
 
 def test_a_key_used_again_soon_is_not_looked_up_again(settings):
