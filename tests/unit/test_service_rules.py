@@ -401,8 +401,35 @@ def test_the_ledger_write_lock_needs_a_transaction():
 
     from audit.services import ledger_write_lock
 
-    with pytest.raises(TransactionManagementError, match="ledger_write_lock must run inside a transaction"):
+    with pytest.raises(TransactionManagementError) as excinfo:
         ledger_write_lock()
+    assert str(excinfo.value) == "ledger_write_lock must run inside a transaction"
+
+
+@pytest.mark.parametrize("conflicts", ["update_conflicts", "ignore_conflicts"])
+def test_bulk_inserts_that_would_skip_or_overwrite_ledger_rows_are_refused(conflicts):
+    from ibkrgw.errors import AppendOnlyViolation
+    from orders.models import OrderEvent
+
+    event = OrderEventFactory()
+    extra = {"update_fields": ["reason"], "unique_fields": ["id"]} if conflicts == "update_conflicts" else {}
+    with pytest.raises(AppendOnlyViolation) as excinfo:
+        OrderEvent.objects.bulk_create(
+            [OrderEvent(order=event.order, status=S.SUBMITTED)], **{conflicts: True}, **extra
+        )
+    assert excinfo.value.message == f"orders.OrderEvent is append-only: bulk_create({conflicts}=True) is not allowed."
+    assert OrderEvent.objects.count() == 1
+
+
+def test_a_key_that_expires_while_remembered_stops_working(settings, frozen_clock):
+    from django.utils import timezone
+
+    settings.API_KEY_CACHE_S = 3600
+    key, secret = api_key(name="short", expiry_date=timezone.now() + timedelta(minutes=1))
+    assert auth.api_key_from_string(secret) == key
+    frozen_clock.shift(timedelta(minutes=2))
+    assert auth.api_key_cached(secret) is None
+    assert auth.api_key_from_string(secret) is None
 
 
 def test_a_key_used_again_soon_is_not_looked_up_again(settings):
@@ -423,3 +450,72 @@ def test_a_key_used_again_soon_is_not_looked_up_again(settings):
     with CaptureQueriesContext(connection) as queries:
         assert auth.api_key_from_string(secret) == key
     assert len(queries) >= 1
+
+
+def test_a_request_made_with_a_key_acts_as_the_key():
+    key, _ = api_key(name="bot", scope=Scope.TRADE)
+    assert auth.request_actor(_Request(key=key)).kind == ActorKind.API_KEY
+
+
+@pytest.mark.parametrize("how", [{"force_update": True}, {"update_fields": ["reason"]}])
+def test_a_new_ledger_row_cannot_be_saved_as_an_update(how):
+    from ibkrgw.errors import AppendOnlyViolation
+
+    event = OrderEventFactory.build(order=OrderEventFactory().order)
+    with pytest.raises(AppendOnlyViolation):
+        event.save(**how)
+
+
+def test_a_ledger_row_with_a_taken_primary_key_is_an_insert_that_fails():
+    from django.db import IntegrityError, transaction
+
+    from orders.models import OrderEvent
+
+    existing = OrderEventFactory()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        OrderEvent(pk=existing.pk, order=existing.order, status=S.SUBMITTED).save()
+    assert OrderEvent.objects.get(pk=existing.pk).status == existing.status
+
+
+def test_the_audit_writer_fills_defaults_and_cuts_long_fields():
+    from django.db import transaction
+
+    from audit.services import audit_record
+
+    actor = Actor(kind=ActorKind.USER, label="l" * 151, source=Source.ADMIN, correlation_id="c" * 65)
+    with transaction.atomic():
+        plain = audit_record(event="trading.halted", actor=actor)
+        long = audit_record(event="trading.halted", actor=actor, target_type="t" * 33, target_id="i" * 65)
+    assert (plain.target_type, plain.target_id) == ("", "")
+    assert (len(long.actor_label), len(long.correlation_id), len(long.target_type), len(long.target_id)) == (
+        150,
+        64,
+        32,
+        64,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_writer_refuses_to_run_outside_a_transaction():
+    from django.db.transaction import TransactionManagementError
+
+    from audit.services import audit_record
+
+    with pytest.raises(TransactionManagementError) as excinfo:
+        audit_record(event="trading.halted", actor=ADMIN)
+    assert str(excinfo.value) == "audit_record must run inside the transaction of the change it records"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [{"entry_hash": ""}, {"prev_hash": ""}, {"seq": None}],
+    ids=["no entry hash", "no previous hash", "no seq"],
+)
+def test_an_audit_entry_without_its_chain_fields_is_refused(missing):
+    from audit.models import AuditEntry
+
+    fields = {"seq": 99, "prev_hash": "p" * 64, "entry_hash": "e" * 64, **missing}
+    entry = AuditEntry(event="trading.halted", actor_kind="user", actor_label="x", source="admin", **fields)
+    with pytest.raises(ValueError) as excinfo:
+        entry.save()
+    assert str(excinfo.value) == "AuditEntry rows are written by audit.services.audit_record only"
