@@ -101,6 +101,19 @@ def _commission_of(fill):
         return None
 
 
+_bound: dict[type, serializers.Serializer] = {}
+
+
+def bound(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    """One instance per output serializer, its fields built once: DRF builds a ModelSerializer's fields
+    on every instantiation, which costs more than rendering the row. Rendering keeps no state on it."""
+    instance = _bound.get(serializer_class)
+    if instance is None:
+        instance = _bound[serializer_class] = serializer_class()
+        instance.fields  # noqa: B018 - build (and cache) the bound fields now, in one thread
+    return instance
+
+
 class OrderOutput(LedgerSerializer):
     status = serializers.SerializerMethodField()
     broker_order_id = serializers.SerializerMethodField()
@@ -189,7 +202,8 @@ class OrderOutput(LedgerSerializer):
         return None if latest is None else decimal_str(latest.average_fill_price)
 
     def get_events(self, order) -> list[dict]:
-        return OrderEventOutput(self._events(order), many=True).data
+        events = bound(OrderEventOutput)
+        return [events.to_representation(event) for event in self._events(order)]
 
     def get_children(self, order) -> list[dict]:
         """A bracket entry's exits: id, client_order_id, role and current status."""
@@ -204,7 +218,8 @@ class OrderOutput(LedgerSerializer):
         ]
 
     def get_fills(self, order) -> list[dict]:
-        return FillOutput(sorted(order.fills.all(), key=lambda f: f.id), many=True).data
+        fills = bound(FillOutput)
+        return [fills.to_representation(fill) for fill in sorted(order.fills.all(), key=lambda f: f.id)]
 
 
 class GateBlockOutput(serializers.Serializer):
@@ -262,7 +277,7 @@ class TradingSwitchOutput(serializers.Serializer):
 
 def order_payload(order: Order) -> dict[str, Any]:
     """An order as read by `selectors.order_queryset()` (its status annotated, events and fills prefetched)."""
-    return OrderOutput(order).data
+    return bound(OrderOutput).to_representation(order)
 
 
 def order_output(order: Order) -> dict[str, Any]:
