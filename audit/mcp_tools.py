@@ -9,8 +9,9 @@ from rest_framework import serializers
 from audit.api import AuditEntryOutput
 from audit.selectors import audit_list
 from ibkrgw.actors import Actor
+from ibkrgw.web.fields import StrictIntegerField
 from ibkrgw.web.mcp import bounded_list, list_schema, mcp_tool
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.serializers import StrictQueryMixin
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
@@ -28,14 +29,14 @@ class AuditInput(StrictQueryMixin, serializers.Serializer):
         max_length=64, required=False, help_text="One event name, e.g. order.sent, gate.blocked, trading.halted."
     )
     since = serializers.DateTimeField(required=False, help_text="Only entries at or after this time (UTC).")
-    limit = serializers.IntegerField(
+    limit = StrictIntegerField(
         required=False,
         default=DEFAULT_LIMIT,
         min_value=1,
         max_value=MAX_LIMIT,
         help_text=f"How many entries (default {DEFAULT_LIMIT}).",
     )
-    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_OFFSET)
+    offset = StrictIntegerField(required=False, default=0, min_value=0, max_value=MAX_OFFSET)
 
 
 @mcp_tool(

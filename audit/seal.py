@@ -26,7 +26,6 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +55,8 @@ def lock_ledger(using: str) -> None:
 
 
 def is_sealed(model: type[models.Model]) -> bool:
-    return bool(getattr(model, "ledger_sealed", False)) and not model._meta.abstract
+    meta = model._meta
+    return bool(getattr(model, "ledger_sealed", False)) and not meta.abstract and not meta.proxy
 
 
 def sealed_models() -> list[type[models.Model]]:
@@ -66,7 +66,8 @@ def sealed_models() -> list[type[models.Model]]:
 
 
 def _columns(model: type[models.Model]) -> list[tuple[str, str]]:
-    return [(field.attname, field.column) for field in model._meta.concrete_fields]
+    # Concrete fields always have a column (only non-concrete ones have None).
+    return [(field.attname, str(field.column)) for field in model._meta.concrete_fields]
 
 
 def canonical_value(value: Any) -> Any:
@@ -77,9 +78,7 @@ def canonical_value(value: Any) -> Any:
         return "0" if text in ("0", "-0") else text
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, datetime):
-        # canonical_json turns aware datetimes into UTC ISO 8601 and refuses naive ones.
-        return value
+    # canonical_json writes aware datetimes in UTC ISO 8601 (and refuses naive ones), JSON canonically.
     return value
 
 
@@ -99,7 +98,7 @@ def pk_text(value: Any) -> str:
 
 def read_contents(model: type[models.Model], pks: Sequence[Any], using: str) -> dict[str, str]:
     """{pk as text: canonical content} of the rows of `model` with these primary keys, as stored."""
-    if len(pks) == 1 and not model._meta.proxy:
+    if len(pks) == 1:
         values = _RowReader.get(model, using).read(pks[0])
         return {} if values is None else {pk_text(pks[0]): content_of(model, values)}
     attnames = [attname for attname, _ in _columns(model)]
@@ -183,6 +182,7 @@ def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> l
     """
     if not pks:
         return []
+    model = model._meta.concrete_model or model  # a proxy's rows are its concrete model's rows
     contents = read_contents(model, pks, using)
     table = model._meta.db_table
     with connections[using].cursor() as cursor:

@@ -6,7 +6,7 @@
    writes (order intent + first event + audit entry; then a status event, a fill, a commission, each
    with its audit entry), every one a durable commit. Prints transactions/s and ms per ledger row.
    `--dir /dev/shm` puts that database in memory-backed storage: the CPU cost alone, without fsync.
-2. REST POST orders/ through daphne against the simulated gateway (bench/harness.py), 1 and N clients.
+2. REST POST orders/ through the web server bench/harness.py starts, against the simulated gateway, 1 and N clients.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.no_rest:
         with stack(orders_enabled=True) as (_sim_port, http_port, key):
-            print("REST order throughput (daphne, simulated gateway, every gate and audit entry):")
+            print("REST order throughput (web server, simulated gateway, every gate and audit entry):")
             seq = order_rate([http_port], key, args.orders, 1, tag="seq")
             print(f"  REST POST orders/ (1 client)             {seq:8.1f} orders/s")
             par = order_rate([http_port], key, args.orders, args.threads, tag="par")

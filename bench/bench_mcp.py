@@ -30,6 +30,9 @@ django.setup()
 from brokers.sim import SimGateway  # noqa: E402
 from tests.mcp.conftest import stdio_mcp  # noqa: E402
 
+# Hundreds of bars at any time of day (extended hours included).
+WEEK = {"bar_size": "5 mins", "duration": "1 W", "use_rth": False}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -37,7 +40,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20)
     args = ap.parse_args()
 
-    gw = SimGateway(port=0, seed=7).start()
+    gw = SimGateway(port=0, seed=7, trading_hours="always", ib_limits=False).start()
     db = os.path.join(tempfile.mkdtemp(), "bench-mcp.sqlite3")
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -68,12 +71,8 @@ def main() -> None:
 
             client = clients[0]
             sizes = [
-                ("get_bars 1 min x 5 D (default limit 100)", "get_bars", {"duration": "5 D", "bar_size": "1 min"}),
-                (
-                    "get_bars 1 min x 5 D (limit 5000)",
-                    "get_bars",
-                    {"duration": "5 D", "bar_size": "1 min", "limit": 5000},
-                ),
+                ("get_bars 5 mins x 1 W, all hours (default limit 100)", "get_bars", WEEK),
+                ("get_bars 5 mins x 1 W, all hours (limit 5000)", "get_bars", {**WEEK, "limit": 5000}),
                 ("get_quote AAPL OPT (ambiguous error)", "get_quote", {"sec_type": "OPT"}),
                 ("get_option_chain AAPL", "get_option_chain", {}),
             ]

@@ -63,8 +63,11 @@ def stack(
     extra_env: dict | None = None,
     tick_interval: float = 0.25,
     server: str = "production",
+    sim_args: tuple[str, ...] = (),
 ):
-    """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key)."""
+    """Start ibsim and a web server (sharing a temp database); yield (sim_port, http_port, api_key).
+
+    `sim_args`: extra `manage.py ibsim` options."""
     workdir = Path(tempfile.mkdtemp(prefix="ibkrgw-bench-"))
     sim_port, http_port = free_port(), free_port()
     env = {
@@ -98,7 +101,7 @@ def stack(
         procs.append(
             subprocess.Popen(
                 [py, "manage.py", "ibsim", "--port", str(sim_port), "--tick-interval", str(tick_interval)]
-                + ["--trading-hours", "always", "--no-ib-limits"],  # load tests at any hour
+                + ["--trading-hours", "always", "--no-ib-limits", *sim_args],  # load tests at any hour
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,

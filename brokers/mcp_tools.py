@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
-
 from brokers import selectors
-from brokers.adapter import as_dict
-from brokers.api import AccountQueryInput, AccountSummaryOutput, HealthOutput, PnLOutput, PositionOutput
+from brokers.api import AccountQueryInput
+from brokers.payloads import (
+    AccountSummaryOutput,
+    HealthOutput,
+    PnLOutput,
+    PositionOutput,
+    account_summary_payload,
+    health_payload,
+    pnl_payload,
+    positions_payload,
+)
 from ibkrgw.actors import Actor
+from ibkrgw.web import fields
 from ibkrgw.web.mcp import McpPrompt, NoInput, bounded_list, list_schema, mcp_tool
 
 POSITIONS_DEFAULT_LIMIT = 50
@@ -17,10 +25,8 @@ POSITIONS_MAX_LIMIT = 500
 
 
 class PositionsInput(AccountQueryInput):
-    symbol = serializers.CharField(
-        max_length=32, required=False, default="", help_text="Only positions in this symbol (e.g. AAPL)."
-    )
-    limit = serializers.IntegerField(
+    symbol = fields.symbol_field(required=False, default="", help_text="Only positions in this symbol (e.g. AAPL).")
+    limit = fields.StrictIntegerField(
         required=False,
         default=POSITIONS_DEFAULT_LIMIT,
         min_value=1,
@@ -35,7 +41,7 @@ def get_health(query: NoInput, actor: Actor) -> dict[str, Any]:
     whether orders are enabled, the kill switch, database and reconciliation state.
 
     Call it first when other tools answer broker_unavailable."""
-    return HealthOutput(selectors.health_get()).data
+    return health_payload(selectors.health_get())
 
 
 @mcp_tool(title="Account summary", input=AccountQueryInput, output=AccountSummaryOutput)
@@ -43,8 +49,7 @@ def get_account_summary(query: AccountQueryInput, actor: Actor) -> dict[str, Any
     """Account values as IB reports them: net liquidation, cash, buying power, margins... Each value
     has a tag, a value (a decimal string) and a currency. `account` defaults to the configured or
     first managed account."""
-    summary = selectors.account_summary_get(account=query.validated_data["account"])
-    return AccountSummaryOutput({"account": summary.account, "values": [as_dict(v) for v in summary.values]}).data
+    return account_summary_payload(selectors.account_summary_get(account=query.validated_data["account"]))
 
 
 @mcp_tool(
@@ -62,7 +67,7 @@ def list_positions(query: PositionsInput, actor: Actor) -> dict[str, Any]:
         if not symbol or p.contract.symbol == symbol
     ]
     limit = query.validated_data["limit"]
-    rows = PositionOutput([{**as_dict(p), "contract": as_dict(p.contract)} for p in positions[:limit]], many=True).data
+    rows = positions_payload(positions[:limit])
     page = bounded_list(rows, total=len(positions), offset=0, limit=limit, key="positions")
     page.pop("next_offset")
     return page
@@ -71,7 +76,7 @@ def list_positions(query: PositionsInput, actor: Actor) -> dict[str, Any]:
 @mcp_tool(title="Profit and loss", input=AccountQueryInput, output=PnLOutput)
 def get_pnl(query: AccountQueryInput, actor: Actor) -> dict[str, Any]:
     """Daily, unrealized and realized P&L of the account, in its base currency."""
-    return PnLOutput(as_dict(selectors.pnl_get(account=query.validated_data["account"]))).data
+    return pnl_payload(selectors.pnl_get(account=query.validated_data["account"]))
 
 
 def check_position(symbol: str) -> str:

@@ -29,16 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import unquote
 
-import orjson
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from ibkrgw.actors import correlation_id_var
 from ibkrgw.errors import GatewayError
 from ibkrgw.middleware import _SAFE_ID
-from ibkrgw.web.render import json_script_safe
+from ibkrgw.web.render import render_json
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
@@ -129,10 +127,10 @@ class FastLane:
             return None  # the first stream=true sets up the hold through the full stack
 
         async def quote():
-            from marketdata.payloads import quote_payload
+            from marketdata.payloads import quote_record
 
             quote = cached if cached is not None else await adapter.quote_snapshot_async(contract=contract)
-            return self._serializer("quote").to_representation(quote_payload(contract, quote))
+            return self._serializer("quote").to_representation(quote_record(contract, quote))
 
         return "quote", quote
 
@@ -162,7 +160,7 @@ class FastLane:
         else:
             rows = [{**as_dict(p), "contract": as_dict(p.contract)} for p in result]
             data = self._serializer("account-positions").to_representation(rows)
-        body = json_script_safe(orjson.dumps(data))
+        body = render_json(data)
         self._rendered[(read, account)] = (source, body)
         return body
 
@@ -223,9 +221,7 @@ class FastLane:
                 return False
         elif b"cookie" in headers:
             return False  # a signed-in person: the full stack's session authentication
-        query: bytes = scope.get("query_string", b"")
-        if b"%" in query or b"+" in query:
-            query = unquote(query.decode("latin-1")).encode("latin-1")
+        query: bytes = scope.get("query_string", b"")  # escaped forms of `stream` go to the full stack
         plan = self._plan(route, query, key)
         if plan is None:
             return False
@@ -234,10 +230,7 @@ class FastLane:
         throttle = ReadRateThrottle()
         client = scope.get("client") or ("", 0)
         caller = SimpleNamespace(
-            method="GET",
-            auth=key,
-            user=None,
-            META={"REMOTE_ADDR": client[0], **_forwarded_for(headers)},
+            method="GET", auth=key, user=None, META={"REMOTE_ADDR": client[0]}, headers=_forwarded_for(scope, headers)
         )
         if not throttle.allow_request(caller, None):
             return False  # the full stack answers 429 with Retry-After from the same window
@@ -256,7 +249,7 @@ class FastLane:
                 log("%s: %s", HTTPStatus(status).phrase, scope["path"], extra={"status_code": status})
         finally:
             correlation_id_var.reset(token)
-        body = data if isinstance(data, bytes) else json_script_safe(orjson.dumps(data))
+        body = data if isinstance(data, bytes) else render_json(data)
         await send(
             {
                 "type": "http.response.start",
@@ -321,6 +314,9 @@ class FastLane:
         latency.observe(seconds)
 
 
-def _forwarded_for(headers: dict[bytes, bytes]) -> dict[str, str]:
-    value = headers.get(b"x-forwarded-for")
-    return {} if value is None else {"HTTP_X_FORWARDED_FOR": value.decode("latin-1")}
+def _forwarded_for(scope, headers: dict[bytes, bytes]) -> dict[str, str]:
+    """The X-Forwarded-For header as Django reads it (repeated headers joined), for the throttle's ident."""
+    if b"x-forwarded-for" not in headers:
+        return {}
+    values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    return {"x-forwarded-for": ",".join(values)}

@@ -1,9 +1,9 @@
 """The MCP door: one `MCPServer` built from each app's `mcp_tools` module.
 
-An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool`) and optionally `RESOURCES`,
-`RESOURCE_TEMPLATES` and `PROMPTS`. A tool body is three lines, as in a REST view: validated
-input serializer -> service or selector -> output serializer `.data`. Everything around the
-body lives here, once:
+An app's `mcp_tools` module lists `TOOLS` (made with `@mcp_tool` of `ibkrgw.web.mcp`) and
+optionally `RESOURCES`, `PROMPTS` and the `resource_known`/`resources_changed` pair for
+subscriptions. A tool body is three lines, as in a REST view: validated input serializer ->
+service or selector -> the entity's payload. Everything around the body lives here, once:
 
 * arguments go, untouched, to the tool's DRF input serializer: the same validator as REST, so
   unknown arguments and bad values fail with the same `invalid_request` details;
@@ -42,6 +42,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections
 from mcp.server.mcpserver import Context, MCPServer
@@ -66,13 +67,8 @@ from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
 from ibkrgw.limits import check_json
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.web.mcp import (
-    McpPrompt,
-    McpResource,
-    McpTool,
-    input_schema,
-    project_version,
-)
+from ibkrgw.web.mcp import McpPrompt, McpResource, McpTool
+from ibkrgw.web.mcp_schema import input_schema
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +94,12 @@ polling get_order. This server cannot release the kill switch or change any trad
 the operator can. Errors carry {"error": {"code", "message", "details"}} with the REST error codes."""
 
 
+def project_version() -> str:
+    """The version the project publishes (OpenAPI `info.version`), also shown as MCP serverInfo.version."""
+    return str(settings.SPECTACULAR_SETTINGS["VERSION"])
+
+
+# -- running one call: the one wrapper for actor, correlation id, threads and errors ---------------
 def api_key_from_header(value: str | None) -> ScopedAPIKey | None:
     prefix = KEYWORD + " "
     if not value or not value.startswith(prefix):

@@ -52,7 +52,8 @@ def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] 
 class HttpGuard:
     """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
 
-    The scope of the key is checked per tool call (read for reads, trade for place/cancel).
+    413 for a body over REQUEST_MAX_BODY_BYTES. The scope of the key is checked per tool call (read
+    for reads, trade for tools that change orders), and `tools/list` follows it.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -14,22 +14,15 @@ from rest_framework import serializers
 from brokers import runtime
 from brokers.adapter import ContractInfo, ContractSpec, Quote, as_dict
 from brokers.hours import market_state
+from brokers.payloads import ContractOutput, contracts_payload
 from ibkrgw.actors import Actor
 from ibkrgw.errors import ErrorCode, GatewayError
-from ibkrgw.web.fields import symbol_field
-from ibkrgw.web.mcp import bounded_list, list_schema, mcp_tool, output_schema
+from ibkrgw.web import fields
+from ibkrgw.web.mcp import bounded_list, for_agents, list_schema, mcp_tool, output_schema
+from ibkrgw.web.serializers import StrictQueryMixin
 from marketdata import services
-from marketdata.api import (
-    BAR_SIZES,
-    BarsOutput,
-    ContractOutput,
-    ContractQueryInput,
-    QuoteOutput,
-    StrictQueryMixin,
-    bars_payload,
-    quote_payload,
-)
-from marketdata.limits import check_historical_request
+from marketdata.api import BarsQueryInput, ContractQueryInput, QuoteQueryInput
+from marketdata.payloads import BarsOutput, QuoteOutput, bars_payload, quote_payload
 
 CONTRACTS_DEFAULT_LIMIT = 20
 BARS_DEFAULT_LIMIT = 100
@@ -40,19 +33,16 @@ CHAIN_MAX_STRIKES = 40
 CHAIN_QUOTE_THREADS = 8
 
 
-def _symbol(required: bool) -> serializers.CharField:
-    if required:
-        return symbol_field(help_text="Ticker, e.g. AAPL (EUR.USD for FX).")
-    return symbol_field(required=False, default="", help_text="Ticker, e.g. AAPL. Required unless con_id is given.")
+SYMBOL = "Ticker, e.g. AAPL (EUR.USD for FX)."
+SYMBOL_OR_CON_ID = "Ticker, e.g. AAPL. Required unless con_id is given."
+RIGHT = "Options: C (call) or P (put)."
+C_OR_P = {"right": ["C", "P"]}  # REST's order spelling, in every tool
 
 
-RIGHT = {"choices": ["C", "P"], "required": False, "default": "", "help_text": "Options: C (call) or P (put)."}
-
-
-class ContractInput(ContractQueryInput):
-    symbol = _symbol(required=False)
-    right = serializers.ChoiceField(**RIGHT)
-    limit = serializers.IntegerField(
+class ContractInput(
+    for_agents(ContractQueryInput, help_texts={"symbol": SYMBOL_OR_CON_ID, "right": RIGHT}, choices=C_OR_P)
+):
+    limit = fields.StrictIntegerField(
         required=False,
         default=CONTRACTS_DEFAULT_LIMIT,
         min_value=1,
@@ -61,33 +51,33 @@ class ContractInput(ContractQueryInput):
     )
 
 
-class QuoteInput(ContractQueryInput):
-    symbol = _symbol(required=True)
-    right = serializers.ChoiceField(**RIGHT)
-    stream = serializers.BooleanField(
-        required=False,
-        default=False,
-        help_text="Keep a streaming subscription so later calls for this contract answer at once from memory.",
-    )
+QuoteInput = for_agents(
+    QuoteQueryInput,
+    help_texts={
+        "symbol": SYMBOL,
+        "right": RIGHT,
+        "stream": "Keep a streaming subscription so later calls for this contract answer at once from memory.",
+    },
+    required=["symbol"],
+    choices=C_OR_P,
+)
 
 
-class BarsInput(ContractQueryInput):
-    symbol = _symbol(required=True)
-    right = serializers.ChoiceField(**RIGHT)
-    bar_size = serializers.ChoiceField(choices=BAR_SIZES, required=False, default="1 day")
-    duration = serializers.RegexField(
-        r"^\d{1,4} [SDWMY]$",
-        required=False,
-        default="1 M",
-        help_text="How far back: a number and S(econds), D(ays), W(eeks), M(onths) or Y(ears), e.g. '5 D'.",
+class BarsInput(
+    for_agents(
+        BarsQueryInput,
+        help_texts={
+            "symbol": SYMBOL,
+            "right": RIGHT,
+            "duration": "How far back: a number and S(econds), D(ays), W(eeks), M(onths) or Y(ears), e.g. '5 D'. "
+            "IB limits it per bar size (1 min bars: at most 1 D; 1 day bars: any).",
+            "use_rth": "Regular trading hours only (false: include extended hours).",
+        },
+        required=["symbol"],
+        choices=C_OR_P,
     )
-    what_to_show = serializers.ChoiceField(
-        choices=["TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"], required=False, default="TRADES"
-    )
-    use_rth = serializers.BooleanField(
-        required=False, default=True, help_text="Regular trading hours only (false: include extended hours)."
-    )
-    limit = serializers.IntegerField(
+):
+    limit = fields.StrictIntegerField(
         required=False,
         default=BARS_DEFAULT_LIMIT,
         min_value=1,
@@ -95,32 +85,31 @@ class BarsInput(ContractQueryInput):
         help_text=f"At most this many bars, the most recent (default {BARS_DEFAULT_LIMIT}).",
     )
 
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
-        # IB's limits, answered here (historical_limit) instead of by the broker after a round trip.
-        check_historical_request(bar_size=attrs["bar_size"], duration=attrs["duration"])
-        return attrs
-
 
 class OptionChainInput(StrictQueryMixin, serializers.Serializer):
-    symbol = symbol_field(help_text="The underlying's ticker, e.g. AAPL.")
-    exchange = serializers.CharField(max_length=16, required=False, default="", help_text="Default SMART.")
-    currency = serializers.CharField(max_length=8, required=False, default="")
-    right = serializers.ChoiceField(**{**RIGHT, "help_text": "With expiry: only calls (C) or puts (P); both if empty."})
+    symbol = fields.symbol_field(help_text="The underlying's ticker, e.g. AAPL.")
+    exchange = fields.exchange_field(required=False, default="", help_text="Default SMART.")
+    currency = fields.currency_field(required=False, default="")
+    right = serializers.ChoiceField(
+        choices=["C", "P"],
+        required=False,
+        default="",
+        help_text="With expiry: only calls (C) or puts (P); both if empty.",
+    )
     expiry = serializers.RegexField(
-        r"^\d{8}$",
+        r"^[0-9]{8}$",
         required=False,
         default="",
         help_text="YYYYMMDD, one of the expiries listed without it. Given: quotes for the strikes near the money.",
     )
-    strikes = serializers.IntegerField(
+    strikes = fields.StrictIntegerField(
         required=False,
         default=CHAIN_DEFAULT_STRIKES,
         min_value=1,
         max_value=CHAIN_MAX_STRIKES,
         help_text=f"With expiry: how many strikes nearest the underlying to quote (default {CHAIN_DEFAULT_STRIKES}).",
     )
-    expiries = serializers.IntegerField(
+    expiries = fields.StrictIntegerField(
         required=False,
         default=CHAIN_DEFAULT_EXPIRIES,
         min_value=1,
@@ -129,9 +118,7 @@ class OptionChainInput(StrictQueryMixin, serializers.Serializer):
     )
 
 
-class HoursInput(ContractQueryInput):
-    symbol = _symbol(required=False)
-    right = serializers.ChoiceField(**RIGHT)
+HoursInput = for_agents(ContractQueryInput, help_texts={"symbol": SYMBOL_OR_CON_ID, "right": RIGHT}, choices=C_OR_P)
 
 
 @mcp_tool(
@@ -148,7 +135,7 @@ def resolve_contract(query: ContractInput, actor: Actor) -> dict[str, Any]:
     limit = query.validated_data.pop("limit")
     infos = services.contract_search(spec=query.to_spec())
     page = bounded_list(
-        ContractOutput([as_dict(i) for i in infos[:limit]], many=True).data,
+        contracts_payload(infos[:limit]),
         total=len(infos),
         offset=0,
         limit=limit,
@@ -164,7 +151,7 @@ def get_quote(query: QuoteInput, actor: Actor) -> dict[str, Any]:
     contract's currency, with `time` (UTC), `age_ms` and `delayed` (true for delayed data)."""
     stream = query.validated_data.pop("stream")
     contract, quote = services.quote_get(spec=query.to_spec(), stream=stream)
-    return QuoteOutput(quote_payload(contract, quote)).data
+    return quote_payload(contract, quote)
 
 
 BARS_SCHEMA = output_schema(BarsOutput)
@@ -185,8 +172,7 @@ def get_bars(query: BarsInput, actor: Actor) -> dict[str, Any]:
     limit = query.validated_data.pop("limit")
     params = {k: query.validated_data.pop(k) for k in ("bar_size", "duration", "what_to_show", "use_rth")}
     contract, bars = services.bars_get(spec=query.to_spec(), **params)
-    payload = dict(BarsOutput(bars_payload(contract, bars[-limit:], params)).data)
-    return {**payload, "count": len(bars), "truncated": len(bars) > limit}
+    return {**bars_payload(contract, bars[-limit:], params), "count": len(bars), "truncated": len(bars) > limit}
 
 
 # -- option chains -------------------------------------------------------------------------------

@@ -57,17 +57,22 @@ class BarsOutput(serializers.Serializer):
     bars = BarOutput(many=True)
 
 
-def quote_payload(contract: ContractInfo, quote: Quote) -> dict[str, Any]:
-    """A quote as REST and MCP show it."""
+def quote_record(contract: ContractInfo, quote: Quote) -> dict[str, Any]:
+    """What QuoteOutput renders (the fast read lane renders it with one bound QuoteOutput)."""
     stamp = quote.time or quote.received_at
-    return QuoteOutput({
+    return {
         **{name: getattr(quote, name) for name in QUOTE_FIELDS},
         "time": stamp,
         "age_ms": _age_ms(stamp),
         "delayed": quote.market_data_type in (3, 4),
         "source": "stream" if quote.received_at else "snapshot",
         "contract": as_dict(contract),
-    }).data
+    }
+
+
+def quote_payload(contract: ContractInfo, quote: Quote) -> dict[str, Any]:
+    """A quote as REST and MCP show it."""
+    return QuoteOutput(quote_record(contract, quote)).data
 
 
 def bars_payload(contract: ContractInfo, bars: list[Bar], params: dict[str, Any]) -> dict[str, Any]:

@@ -17,24 +17,21 @@ from rest_framework import serializers
 from brokers import runtime
 from ibkrgw.actors import Actor
 from ibkrgw.errors import GatewayError
-from ibkrgw.web.fields import expiry_field, symbol_field
-from ibkrgw.web.mcp import McpPrompt, McpResource, bounded_list, list_schema, mcp_tool
-from ibkrgw.web.serializers import ledger_decimal
-from marketdata.api import StrictQueryMixin
+from ibkrgw.web.fields import StrictIntegerField
+from ibkrgw.web.mcp import McpPrompt, McpResource, bounded_list, for_agents, list_schema, mcp_tool
+from ibkrgw.web.serializers import StrictQueryMixin, ledger_decimal
 from orders import selectors, services
-from orders.api import (
-    FillListQuery,
+from orders.api import FillListQuery, OrderCreateInput, OrderListQuery
+from orders.models import Fill, OrderEvent, TradingSwitchEvent
+from orders.payloads import (
     FillOutput,
-    OrderCreateInput,
-    OrderListQuery,
     OrderOutput,
     PreviewOutput,
-    TradingSwitchOutput,
     order_output,
+    order_payload,
     preview_output,
+    trading_switch_payload,
 )
-from orders.models import Fill, OrderEvent, TradingSwitchEvent
-from orders.types import ACTIONS, ORDER_TYPES
 
 TRADING_STATUS_URI = "ibkr://trading-status"
 ORDER_URI = "ibkr://orders/{order_id}"
@@ -45,61 +42,31 @@ FILLS_DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 
-def _decimal(**kwargs: Any) -> serializers.DecimalField:
-    return ledger_decimal(**kwargs)  # plain ASCII decimals only, as on REST
-
-
-class OrderInput(OrderCreateInput):
-    """place_order/preview_order arguments: REST's, with descriptions written for a model."""
-
-    symbol = symbol_field(required=False, default="", help_text="Ticker, e.g. AAPL. Required unless con_id is given.")
-    con_id = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        default=None,
-        min_value=1,
-        help_text="IB contract id (from resolve_contract or get_option_chain); identifies the contract alone.",
-    )
-    right = serializers.ChoiceField(
-        choices=["C", "P"], required=False, default="", help_text="Options only: C (call) or P (put)."
-    )
-    expiry = expiry_field(required=False, default="", help_text="Options and futures: YYYYMMDD (or YYYYMM).")
-    action = serializers.ChoiceField(choices=ACTIONS, help_text="BUY or SELL (SELL_SHORT/BUY_TO_COVER).")
-    quantity = _decimal(
-        min_value=Decimal("0.00000001"),
-        help_text='How many shares or contracts (a count, not money), e.g. "10". Whole numbers for stocks and options.',
-    )
-    order_type = serializers.ChoiceField(
-        choices=ORDER_TYPES,
-        help_text="Which prices to give: MKT none; LMT limit_price; STP stop_price; STP_LMT stop_price and "
+# place_order/preview_order arguments: REST's fields, with descriptions written for a model.
+OrderInput = for_agents(
+    OrderCreateInput,
+    help_texts={
+        "symbol": "Ticker, e.g. AAPL. Required unless con_id is given.",
+        "con_id": "IB contract id (from resolve_contract or get_option_chain); identifies the contract alone.",
+        "right": "Options only: C (call) or P (put).",
+        "expiry": "Options and futures: YYYYMMDD (or YYYYMM).",
+        "strike": "Options only: the strike price.",
+        "action": "BUY or SELL (SELL_SHORT/BUY_TO_COVER).",
+        "quantity": 'How many shares or contracts (a count, not money), e.g. "10". Whole numbers for stocks and '
+        "options.",
+        "order_type": "Which prices to give: MKT none; LMT limit_price; STP stop_price; STP_LMT stop_price and "
         "limit_price; MOC none (tif DAY); LOC limit_price (tif DAY); TRAIL trail_amount or trail_percent; "
         "TRAIL_LIMIT limit_price and trail_amount or trail_percent. A price not listed for the type is an error.",
-    )
-    limit_price = _decimal(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Limit price per share/contract, in the contract's currency (LMT, STP_LMT, LOC, TRAIL_LIMIT).",
-    )
-    stop_price = _decimal(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Stop trigger price per share/contract (STP, STP_LMT).",
-    )
-    trail_amount = _decimal(
-        required=False, allow_null=True, default=None, help_text="Trailing distance in price units (TRAIL*)."
-    )
-    trail_percent = _decimal(
-        required=False, allow_null=True, default=None, help_text="Trailing distance in percent, below 100 (TRAIL*)."
-    )
-    client_order_id = serializers.RegexField(
-        r"^[A-Za-z0-9._:-]{1,64}$",
-        required=False,
-        default="",
-        help_text="Your idempotency key, unique per account: the same key with the same arguments returns the "
-        "original order instead of placing a second one. Always give one.",
-    )
+        "limit_price": "Limit price per share/contract, in the contract's currency (LMT, STP_LMT, LOC, TRAIL_LIMIT).",
+        "stop_price": "Stop trigger price per share/contract (STP, STP_LMT).",
+        "trail_amount": "Trailing distance in price units (TRAIL, TRAIL_LIMIT).",
+        "trail_percent": "Trailing distance in percent, below 100 (TRAIL, TRAIL_LIMIT).",
+        "tif": "Time in force: DAY, GTC (until cancelled), IOC, FOK, OPG (at the open).",
+        "outside_rth": "Allow filling outside regular trading hours.",
+        "client_order_id": "Your idempotency key, unique per account: the same key with the same arguments "
+        "returns the original order instead of placing a second one. Always give one.",
+    },
+)
 
 
 class OrderIdInput(StrictQueryMixin, serializers.Serializer):
@@ -108,15 +75,15 @@ class OrderIdInput(StrictQueryMixin, serializers.Serializer):
 
 class ModifyInput(StrictQueryMixin, serializers.Serializer):
     order_id = serializers.UUIDField(help_text="The working order's id (a UUID).")
-    quantity = _decimal(
+    quantity = ledger_decimal(
         required=False,
         min_value=Decimal("0.00000001"),
         help_text="New total quantity (shares/contracts), not below what has already filled.",
     )
-    limit_price = _decimal(
+    limit_price = ledger_decimal(
         required=False, min_value=Decimal("0.00000001"), help_text="New limit price (orders that have one)."
     )
-    stop_price = _decimal(
+    stop_price = ledger_decimal(
         required=False, min_value=Decimal("0.00000001"), help_text="New stop price (orders that have one)."
     )
 
@@ -128,14 +95,14 @@ class ModifyInput(StrictQueryMixin, serializers.Serializer):
 
 
 def _bounded(limit_default: int) -> tuple[serializers.IntegerField, serializers.IntegerField]:
-    limit = serializers.IntegerField(
+    limit = StrictIntegerField(
         required=False,
         default=limit_default,
         min_value=1,
         max_value=MAX_LIMIT,
         help_text=f"How many to return (default {limit_default}, at most {MAX_LIMIT}).",
     )
-    offset = serializers.IntegerField(
+    offset = StrictIntegerField(
         required=False, default=0, min_value=0, max_value=MAX_OFFSET, help_text="How many to skip (see next_offset)."
     )
     return limit, offset
@@ -153,10 +120,6 @@ def _page(queryset: QuerySet, query: serializers.Serializer, output: type[serial
     limit, offset = query.validated_data["limit"], query.validated_data["offset"]
     items = output(queryset[offset : offset + limit], many=True).data
     return bounded_list(items, total=queryset.count(), offset=offset, limit=limit)
-
-
-def _filters(query: serializers.Serializer) -> dict[str, Any]:
-    return {k: v for k, v in query.validated_data.items() if k not in ("limit", "offset")}
 
 
 ORDER_SCHEMA = OrderOutput
@@ -214,7 +177,7 @@ def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     """One order: its status, quantities, prices, every state change (`events`) and its fills.
 
     To wait for a change, subscribe to the resource ibkr://orders/{order_id} instead of polling."""
-    return OrderOutput(selectors.order_get_or_error(order_id=data.validated_data["order_id"])).data
+    return order_payload(selectors.order_get_or_error(order_id=data.validated_data["order_id"]))
 
 
 @mcp_tool(
@@ -224,7 +187,7 @@ def list_orders(query: OrderListInput, actor: Actor) -> dict[str, Any]:
     """Orders, newest first, filtered by status, symbol, account and creation time (since/until, UTC).
 
     Returns `count` (all matches), `results` (this page, 20 by default) and `next_offset`."""
-    return _page(selectors.order_list(**_filters(query)), query, OrderOutput)
+    return _page(selectors.order_list(**query.filters()), query, OrderOutput)
 
 
 @mcp_tool(title="List fills", input=FillListInput, output=list_schema(FillOutput, description="Fills, newest first."))
@@ -233,7 +196,7 @@ def list_fills(query: FillListInput, actor: Actor) -> dict[str, Any]:
 
     Each fill has quantity, price, time, commission and realized P&L. Returns `count`, `results`
     (this page, 50 by default) and `next_offset`."""
-    return _page(selectors.fill_list(**_filters(query)), query, FillOutput)
+    return _page(selectors.fill_list(**query.filters()), query, FillOutput)
 
 
 # -- resources -----------------------------------------------------------------------------------
@@ -253,7 +216,7 @@ def trading_status() -> dict[str, Any]:
         "trading_mode": settings.TRADING_MODE,
         "orders_enabled": settings.ORDERS_ENABLED,
         "trading_halted": halted,
-        "kill_switch": TradingSwitchOutput(switch).data if switch is not None else None,
+        "kill_switch": trading_switch_payload(switch) if switch is not None else None,
         **broker,
         "orders_reach_broker": bool(settings.ORDERS_ENABLED and not halted and broker["broker_ready"]),
         "approval_required_for_mcp": "mcp" in settings.APPROVAL_REQUIRED_FOR,
@@ -270,7 +233,7 @@ def trading_status() -> dict[str, Any]:
 
 
 def order_resource(order_id: str) -> dict[str, Any]:
-    return OrderOutput(selectors.order_get_or_error(order_id=order_id)).data
+    return order_payload(selectors.order_get_or_error(order_id=order_id))
 
 
 def resource_known(uri: str) -> bool:

@@ -40,6 +40,26 @@ def _calendar(name: str):
     return exchange_calendars.get_calendar(name)
 
 
+@functools.lru_cache(maxsize=64)
+def _sessions_of_year(name: str, year: int) -> frozenset[date] | None:
+    import pandas as pd
+
+    cal = _calendar(name)
+    first, last = pd.Timestamp(date(year, 1, 1)), pd.Timestamp(date(year, 12, 31))
+    if first < cal.first_session or last > cal.last_session:
+        return None
+    return frozenset(d.date() for d in cal.sessions_in_range(first, last))
+
+
+def is_holiday(inst: Instrument, day: date) -> bool:
+    """A weekday on which the instrument's exchange does not open (e.g. Thanksgiving for US stocks)."""
+    name = calendar_name(inst)
+    if day.weekday() >= 5 or name not in ("XNYS", "XTSE", "us_futures"):
+        return False
+    sessions = _sessions_of_year(name, day.year)
+    return sessions is not None and day not in sessions
+
+
 @dataclass(frozen=True)
 class SessionState:
     regular: bool  # the regular session is open

@@ -124,16 +124,29 @@ def _to_bar(inst: Instrument, start: datetime, daily: bool, m: Minute, what: str
     return Bar(start, daily, o_, h_, l_, c_, volume, wap, count)
 
 
-def _days_back(inst: Instrument, end_local: date, n: int, rth: bool) -> date:
-    """The first of the last ``n`` session days up to ``end_local``."""
-    day, found = end_local, 0
-    for _ in range(n * 3 + 10):
-        if _session(inst, day, rth) is not None:
-            found += 1
-            if found == n:
-                return day
+def _last_session_end(inst: Instrument, end: datetime, rth: bool, tz: ZoneInfo) -> datetime | None:
+    """The end of the newest session that started before ``end`` (looking back up to ten days)."""
+    day = end.astimezone(tz).date()
+    for _ in range(10):
+        session = _session(inst, day, rth)
+        if session is not None and utc_of(day, session[0], tz) < end:
+            return min(end, _session_end(day, session, tz))
         day -= timedelta(days=1)
-    return day
+    return None
+
+
+def _has_session(inst: Instrument, start: datetime, end: datetime, rth: bool, tz: ZoneInfo) -> bool:
+    day = start.astimezone(tz).date()
+    while day <= end.astimezone(tz).date():
+        session = _session(inst, day, rth)
+        if session is not None and utc_of(day, session[0], tz) < end and _session_end(day, session, tz) > start:
+            return True
+        day += timedelta(days=1)
+    return False
+
+
+def _session_end(day: date, session: tuple[int, int], tz: ZoneInfo) -> datetime:
+    return utc_of(day, session[1], tz) if session[1] < MINUTES else utc_of(day + timedelta(days=1), 0, tz)
 
 
 def make_bars(
@@ -151,13 +164,14 @@ def make_bars(
     path = market.path(inst)
     tz = ZoneInfo(inst.time_zone)
     n, unit = duration
+    # Outside trading hours the window ends with the last session, as IB returns the latest data
+    # available rather than nothing (a "1 D" request on a Sunday gives Friday).
+    last = _last_session_end(inst, end, rth, tz)
+    span = timedelta(seconds=n * DURATION_UNITS[unit])
+    if last is not None and last < end and not _has_session(inst, end - span, end, rth, tz):
+        end = last
     end_local = end.astimezone(tz)
-    if unit == "S":
-        start = end - timedelta(seconds=n)
-    elif unit == "D":
-        start = utc_of(_days_back(inst, end_local.date(), n, rth), 0, tz)
-    else:
-        start = end - timedelta(seconds=n * DURATION_UNITS[unit])
+    start = end - timedelta(seconds=n * DURATION_UNITS[unit])
     start = max(start, HEAD_TIMESTAMP)
     daily = bar_s >= 86400
     estimate = (end - start).total_seconds() / (86400 if daily else bar_s)

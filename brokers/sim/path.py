@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from .calendar import is_holiday
 from .universe import Instrument
 
 EPOCH = date(2026, 1, 1)  # day index 0; any date works, this one keeps the arrays small
@@ -57,6 +58,8 @@ def session_minutes(inst: Instrument, day: date) -> tuple[tuple[int, int] | None
     weekday = day.weekday()
     if inst.hours == "crypto":
         return (0, MINUTES), (0, MINUTES)
+    if is_holiday(inst, day):
+        return None, None
     if inst.hours in ("fx", "future"):  # Sunday evening to Friday 17:00 New York time
         sunday_open = 17 * 60 + 15 if inst.hours == "fx" else 18 * 60
         if weekday == 5:

@@ -127,6 +127,7 @@ class SimGateway(
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._cycle_no = 0
+        self._account_dirty = False  # a fill changed the account; its values go out with the next batch
         self._handlers: dict[int, Callable[[Session, Cursor], None]] = {
             1: self._req_mkt_data,
             2: self._cancel_mkt_data,

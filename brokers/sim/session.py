@@ -72,11 +72,26 @@ class Session:
         for subs in (self.mkt, self.bars, self.generic, self.rt_bars, self.tbt, self.depth):
             subs.clear()
 
+    _out: list[bytes] = field(default_factory=list)  # messages of this loop iteration, written together
+
     def send(self, fields: list[Any]) -> None:
-        if not self.closed:
-            self.writer.write(encode(fields))
+        if self.closed:
+            return
+        if not self._out:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # not on the gateway's loop: write at once
+                self.writer.write(encode(fields))
+                return
+        self._out.append(encode(fields))
+
+    def flush(self) -> None:
+        if self._out and not self.closed:
+            self.writer.write(b"".join(self._out))
+        self._out.clear()
 
     def close(self) -> None:
         if not self.closed:
+            self.flush()
             self.closed = True
             self.writer.transport.abort()

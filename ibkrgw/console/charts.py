@@ -1,7 +1,7 @@
 """Data for the console's charts, as JSON the page's chart library draws (times in UTC epoch seconds).
 
 - price: one-minute bars of a contract over the last two hours, the operator's fills marked on them;
-- equity: net liquidation and P&L over time, from the account snapshots.
+- pnl: total and daily P&L over time (and net liquidation where recorded), from the account snapshots.
 """
 
 from __future__ import annotations
@@ -78,15 +78,23 @@ def equity_chart(account: str | None = None) -> dict[str, Any]:
         account = latest.account if latest else ""
     rows = rows.filter(account=account)
     rows = list(reversed(rows[:EQUITY_POINTS]))
-    series: dict[str, list[dict[str, Any]]] = {"net_liquidation": [], "daily_pnl": [], "unrealized_pnl": []}
+    series: dict[str, list[dict[str, Any]]] = {
+        "net_liquidation": [],
+        "daily_pnl": [],
+        "unrealized_pnl": [],
+        "total_pnl": [],
+    }
     last_time = None
     for row in rows:
         at = int(row.taken_at.timestamp())
         if at == last_time:
             continue  # the chart needs strictly increasing times
         last_time = at
-        for name in series:
+        for name in ("net_liquidation", "daily_pnl", "unrealized_pnl"):
             value = getattr(row, name)
             if value is not None:
                 series[name].append({"time": at, "value": float(value)})
+        if row.unrealized_pnl is not None or row.realized_pnl is not None:
+            total = (row.unrealized_pnl or 0) + (row.realized_pnl or 0)
+            series["total_pnl"].append({"time": at, "value": float(total)})
     return {"account": account, "series": series}

@@ -133,9 +133,13 @@ class PositionRow:
     unrealized_pnl: Decimal | None
 
 
-def _position_row(position) -> PositionRow:
+def _position_row(position, *, streamed_only: bool = False) -> PositionRow:
     contract = position.contract
-    mark = mark_of(quote_for_contract(contract))
+    if streamed_only:
+        # Nothing is asked of the broker: the streaming quote, else the broker's own portfolio mark.
+        mark = mark_of(runtime.adapter().quote_cached(con_id=contract.con_id)) or position.market_price
+    else:
+        mark = mark_of(quote_for_contract(contract))
     mult = multiplier(contract.multiplier)
     value = unrealized = None
     if mark is not None:
@@ -189,7 +193,7 @@ def account_state(health: dict[str, Any] | None = None) -> dict[str, Any]:
         daily = daily - pnl.unrealized_pnl + unrealized
     return {
         "available": True,
-        "account": summary.account,
+        "account": pnl.account,
         "positions": positions,
         "figures": figures,
         "net_liquidation": _q(net_liq) if net_liq is not None else figures["net_liquidation"],
@@ -201,6 +205,11 @@ def account_state(health: dict[str, Any] | None = None) -> dict[str, Any]:
             "realized": pnl.realized_pnl,
         },
     }
+
+
+def positions_marked_streamed() -> list[PositionRow]:
+    """Positions at marks the connection already has (for background chores: no broker request)."""
+    return [_position_row(p, streamed_only=True) for p in position_list() if p.quantity]
 
 
 # -- order context: the numbers a person needs before confirming --------------------------------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils import timezone
 
 from brokers import runtime
 from brokers.selectors import account_default
 from marketdata.models import AccountSnapshot
+from orders.models import Commission
 
 logger = logging.getLogger(__name__)
 
@@ -25,32 +28,40 @@ def account_snapshot_record() -> AccountSnapshot | None:
 
 
 def _record() -> AccountSnapshot | None:
-    """Record the account's value when the last snapshot is older than the interval; prune old rows.
+    """Record P&L when the last snapshot is older than the interval; prune old rows.
 
-    Runs as a chore of the process that owns the IB connection (registered in ibkrgw.wiring); does nothing while the
-    broker is not connected and reconciled (a snapshot of a half-known account would mislead).
+    Runs as a chore of the process that owns the IB connection (registered in ibkrgw.wiring); does
+    nothing while the broker is not connected and reconciled (a snapshot of a half-known account
+    would mislead). It asks the broker for nothing: positions come from the connection's portfolio
+    stream, marks from streaming quotes (else the portfolio's own mark), realised P&L from the ledger's
+    commissions of the day. A chore that opened subscriptions by itself would load the broker, and an
+    account-summary subscription slows a clean hand-over of the connection; so net liquidation and
+    cash stay empty here.
     """
     if not runtime.orders_allowed():
         return None
-    from ibkrgw.console.reads import account_state
+    from ibkrgw.console.reads import positions_marked_streamed
 
     now = timezone.now()
-    # Cheap first: nothing is asked of the broker until a snapshot is due.
-    latest = AccountSnapshot.objects.filter(account=account_default()).order_by("-taken_at").first()
+    account = account_default()
+    # Cheap first: nothing else is read until a snapshot is due.
+    latest = AccountSnapshot.objects.filter(account=account).order_by("-taken_at").first()
     if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
         return None
-    state = account_state()
-    if not state["available"]:
-        return None
-    account = state["account"]
+    rows = [row for row in positions_marked_streamed() if row.account == account]
+    unrealized = None
+    if all(row.unrealized_pnl is not None for row in rows):
+        unrealized = sum((row.unrealized_pnl for row in rows), Decimal(0))
+    day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    realized = Commission.objects.filter(fill__account=account, created_at__gte=day_start).aggregate(
+        total=Sum("realized_pnl")
+    )["total"] or Decimal(0)
     snapshot = AccountSnapshot.objects.create(
         account=account,
         taken_at=now,
-        net_liquidation=state["net_liquidation"],
-        cash=state["figures"]["cash"],
-        unrealized_pnl=state["pnl"]["unrealized"],
-        realized_pnl=state["pnl"]["realized"],
-        daily_pnl=state["pnl"]["daily"],
+        unrealized_pnl=unrealized,
+        realized_pnl=realized,
+        daily_pnl=None,  # the broker's daily P&L is a subscription; not opened from here
     )
     AccountSnapshot.objects.filter(taken_at__lt=now - timedelta(days=settings.ACCOUNT_SNAPSHOT_KEEP_DAYS)).delete()
     return snapshot

@@ -188,9 +188,7 @@ class SharedState:
     duplicate_recent: bool
 
 
-def shared_state(
-    *, account: str, digest: str, supplied_key: bool, group: AdmissionGroup | None = None
-) -> SharedState:
+def shared_state(*, account: str, digest: str, supplied_key: bool, group: AdmissionGroup | None = None) -> SharedState:
     """The kill switch, the last minute's orders and the duplicate window, as the ledger has them now.
 
     Inside the pipeline `group` reads each fact once per commit and adds what the group's earlier

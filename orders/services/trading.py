@@ -103,9 +103,7 @@ class PreviewResult:
     what_if_error: str = ""
 
 
-def order_preview(
-    *, request: OrderRequest, actor: Actor, idempotency_key: str | None = None
-) -> PreviewResult:
+def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str | None = None) -> PreviewResult:
     """Run every gate without recording or sending anything; ask the broker for a what-if."""
     request, supplied_key = _keyed_request(request, idempotency_key)
     account = request.account
@@ -272,9 +270,7 @@ def _record_intent(
     # The exits cancel each other (one OCA group); the entry is linked to them as their parent.
     oca_group = f"{request.client_order_id}.oca" if trip.legs else ""
     checked = _checked_terms(trip)
-    order = _intent_row(
-        request, contract, account, digest, checked, actor, status, role="entry" if trip.legs else ""
-    )
+    order = _intent_row(request, contract, account, digest, checked, actor, status, role="entry" if trip.legs else "")
     for role, child in trip.legs:
         _intent_row(
             child,
@@ -585,4 +581,3 @@ def order_terms(order: Order) -> dict[str, Decimal | None]:
         if modified:
             return {k: (Decimal(v) if v is not None else None) for k, v in modified.items()}
     return terms
-

@@ -1,8 +1,9 @@
 // Console charts, drawn with the vendored TradingView Lightweight Charts (static/vendor/, no CDN).
 //  [data-chart="price"]  candles of one contract (1-minute bars, last two hours) with the fills marked:
 //                        green arrow up under the bar = bought, red arrow down over it = sold.
-//  [data-chart="equity"] net liquidation (line, left scale) and daily P&L (histogram, right scale)
-//                        from the account snapshots.
+//  [data-chart="equity"] P&L over time from the account snapshots: total P&L (the day's realised +
+//                        open unrealised, blue line) and unrealised P&L (orange line), right scale;
+//                        net liquidation (grey line, left scale) where a snapshot has it.
 // Each chart re-reads its data when an order or fill is pushed (console.js "ibkrgw:ledger").
 // window.ibkrgwCharts[name] tells what is drawn (counts of points), for people and tests alike.
 (function () {
@@ -59,22 +60,25 @@
 
   function equityChart(el) {
     const chart = make(el);
-    const equity = chart.addLineSeries({ color: "#1565c0", lineWidth: 2, priceScaleId: "left", title: "net liquidation" });
-    const daily = chart.addHistogramSeries({ color: "#8d6e00", priceScaleId: "right", title: "daily P&L" });
-    chart.applyOptions({ leftPriceScale: { visible: true } });
-    const state = { chart, series: equity, points: 0, daily: 0 };
+    const total = chart.addLineSeries({ color: "#1565c0", lineWidth: 2, title: "total P&L" });
+    const open = chart.addLineSeries({ color: "#e65100", lineWidth: 1, title: "unrealised P&L" });
+    const equity = chart.addLineSeries({ color: "#757575", lineWidth: 1, priceScaleId: "left", title: "net liquidation" });
+    const state = { chart, series: total, points: 0, unrealized: 0, equity: 0 };
     window.ibkrgwCharts.equity = state;
     async function draw() {
       try {
         const data = await load(el.dataset.url);
-        equity.setData(data.series.net_liquidation);
-        daily.setData(data.series.daily_pnl.map((p) => ({ ...p, color: p.value < 0 ? "#b00020" : "#1b7f3b" })));
-        Object.assign(state, { points: data.series.net_liquidation.length, daily: data.series.daily_pnl.length });
-        el.dataset.points = String(data.series.net_liquidation.length);
-        note(el, data.series.net_liquidation.length
-          ? `Account ${data.account}: ${data.series.net_liquidation.length} snapshot(s).`
+        const s = data.series;
+        total.setData(s.total_pnl);
+        open.setData(s.unrealized_pnl);
+        equity.setData(s.net_liquidation);
+        chart.applyOptions({ leftPriceScale: { visible: s.net_liquidation.length > 0 } });
+        Object.assign(state, { points: s.total_pnl.length, unrealized: s.unrealized_pnl.length, equity: s.net_liquidation.length });
+        el.dataset.points = String(s.total_pnl.length);
+        note(el, s.total_pnl.length
+          ? `Account ${data.account}: ${s.total_pnl.length} snapshot(s).`
           : "No account snapshot yet: one is recorded every minute while the broker is connected.");
-      } catch (err) { note(el, `Equity chart unavailable: ${err.message}`); }
+      } catch (err) { note(el, `P&L chart unavailable: ${err.message}`); }
     }
     draw();
     document.addEventListener("ibkrgw:ledger", (e) => { if (e.detail.type === "fill") { draw(); } });

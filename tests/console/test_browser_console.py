@@ -32,6 +32,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_MS = 20_000
+WIDTHS = """() => { const box = document.querySelector("#changelist .results");
+  return [box && box.scrollWidth, box && box.clientWidth, window.innerWidth,
+    ...Array.from(document.querySelectorAll("#result_list thead th")).map(
+      (th) => th.className + ":" + Math.round(th.getBoundingClientRect().width))]; }"""
 # Neither the page nor the list's own box scrolls sideways, and the table is not cut off.
 FITS = """() => {
   const doc = document.documentElement, box = document.querySelector("#changelist .results");
@@ -214,7 +218,7 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
             # -- the other lists fit a 1400 px window too
             for path in ("/admin/orders/fill/", "/admin/audit/auditentry/", "/admin/orders/orderevent/"):
                 watcher.goto(f"{url}{path}")
-                assert watcher.evaluate(FITS), path
+                assert watcher.evaluate(FITS), (path, *watcher.evaluate(WIDTHS))
 
             # -- the API docs render from local files only
             outside.clear()

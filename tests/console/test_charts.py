@@ -47,7 +47,7 @@ def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
     # The connection's chores record the first one by themselves.
     first = wait_for(lambda: AccountSnapshot.objects.first(), message="a snapshot recorded by the chore")
-    assert first.net_liquidation > 0 and first.cash is not None
+    assert first.realized_pnl is not None and first.unrealized_pnl is not None
     assert account_snapshot_record() is None  # within the interval: nothing new
     assert AccountSnapshot.objects.count() == 1
     old = AccountSnapshot.objects.create(
@@ -62,13 +62,16 @@ def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600  # no more while the chart is read
     data = staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()
     assert data["account"] == first.account
-    values = [p["value"] for p in data["series"]["net_liquidation"]]
-    assert values[:2] == [float(first.net_liquidation), float(second.net_liquidation)]
+    values = [p["value"] for p in data["series"]["total_pnl"]]
+    assert values[:2] == [
+        float(first.realized_pnl + first.unrealized_pnl),
+        float(second.realized_pnl + second.unrealized_pnl),
+    ]
 
 
 def test_no_snapshot_without_a_broker(staff_client):
     assert account_snapshot_record() is None
-    assert staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()["series"]["net_liquidation"] == []
+    assert staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()["series"]["total_pnl"] == []
 
 
 def test_charts_page_uses_the_vendored_library(staff_client):
@@ -76,3 +79,19 @@ def test_charts_page_uses_the_vendored_library(staff_client):
     assert "/static/vendor/lightweight-charts-4.2.3/lightweight-charts.standalone.production.js" in body
     assert "?symbol=MSFT" in body and 'data-chart="equity"' in body
     assert "cdn" not in body.lower() and "unpkg" not in body.lower()
+
+
+def test_the_snapshot_chore_asks_the_broker_for_nothing(ib_runtime, sim_gateway, orders_enabled, settings):
+    from tests.hostile.conftest import BrokerTap
+
+    bought = services.order_submit(
+        request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(3), order_type="MKT"), actor=AGENT
+    ).order
+    wait_for(lambda: OrderEvent.objects.filter(order=bought, status="filled").exists(), message="filled")
+    tap = BrokerTap(sim_gateway)
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
+    start = AccountSnapshot.objects.count()
+    wait_for(lambda: AccountSnapshot.objects.count() >= start + 2, message="two snapshots by the chore")
+    latest = AccountSnapshot.objects.order_by("-taken_at").first()
+    assert latest.unrealized_pnl is not None  # the open position is marked
+    tap.assert_untouched()

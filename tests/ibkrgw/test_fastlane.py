@@ -181,3 +181,39 @@ async def test_broker_errors_have_the_rest_shape(lane, secret, ib_runtime):
         ib_runtime.worker.state = "connected"
     assert status == full[0] == 503
     assert body == full[2] and body["error"]["code"] == "broker_unavailable"
+
+
+async def test_lane_answers_are_counted_in_the_request_metrics(lane, secret):
+    from prometheus_client import REGISTRY
+
+    fast, django_app = lane
+    name = "django_http_responses_total_by_status_view_method_total"
+    labels = {"status": "200", "view": "account-summary", "method": "GET"}
+    await get(fast, "/api/v1/account/summary/", headers=_auth(secret))
+    before = REGISTRY.get_sample_value(name, labels) or 0
+    calls = django_app.calls
+    await get(fast, "/api/v1/account/summary/", headers=_auth(secret))
+    assert django_app.calls == calls
+    assert REGISTRY.get_sample_value(name, labels) == before + 1
+
+
+async def test_health_without_credentials_is_answered_by_the_lane(lane):
+    fast, django_app = lane
+    await get(fast, "/api/v1/health/")  # probes the database once
+    calls = django_app.calls
+    status, headers, body = await get(fast, "/api/v1/health/")
+    assert django_app.calls == calls
+    full = await get(django_app.app, "/api/v1/health/")
+    assert status == full[0] == 200 and body["gateway"]["state"] == full[2]["gateway"]["state"] == "connected"
+    # A session cookie means a signed-in person: the full stack's session authentication answers.
+    await get(fast, "/api/v1/health/", headers=[(b"cookie", b"sessionid=abc")])
+    assert django_app.calls == calls + 1
+
+
+async def test_callers_without_a_key_are_throttled_by_address(lane, settings):
+    fast, _ = lane
+    settings.API_READ_RATE = "3/min"
+    forwarded = [(b"x-forwarded-for", b"198.51.100.7")]
+    statuses = [(await get(fast, "/api/v1/health/", headers=forwarded))[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert (await get(fast, "/api/v1/health/", headers=[(b"x-forwarded-for", b"198.51.100.8")]))[0] == 200

@@ -38,3 +38,15 @@ def test_indented_and_unusual_values_fall_back_to_drf():
 def test_api_answers_use_it(client, db):
     response = client.get("/api/v1/health/")
     assert response.accepted_renderer.__class__ is JSONRenderer
+
+
+def test_same_bytes_with_unicode_output_turned_on():
+    ours, drf = JSONRenderer(), DRFJSONRenderer()
+    ours.ensure_ascii = drf.ensure_ascii = False
+    assert ours.render(PAYLOAD) == drf.render(PAYLOAD)
+
+
+def test_text_orjson_refuses_is_rendered_by_drf():
+    lone_surrogate = {"text": "bad \ud800 text"}  # as a hostile client might send it back to us
+    expected = b'{"text":"bad \\ud800 text"}'
+    assert JSONRenderer().render(lone_surrogate) == DRFJSONRenderer().render(lone_surrogate) == expected

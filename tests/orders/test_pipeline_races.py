@@ -107,7 +107,7 @@ def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_
         return client.post("/api/v1/orders/", _order(client_order_id=f"race-{i}"), format="json")
 
     responses = concurrently(20, place, key=key)
-    wait_for(lambda: halt_response, message="halt answered")
+    wait_for(lambda: halt_response, timeout=30, message="halt answered")
     assert halt_response[0].status_code == 200, halt_response[0].content
     pipeline().drain()
     _no_server_errors(responses)
@@ -122,10 +122,10 @@ def test_a_halt_while_disconnected_cancels_after_the_reconnect(resting, api_clie
     for i in range(3):
         response = api_client.post("/api/v1/orders/", _order(client_order_id=f"rest-{i}"), format="json")
         assert response.status_code == 201, response.content
-    wait_for(lambda: len(broker_working(resting.port)) == 3, message="three resting orders")
+    wait_for(lambda: len(broker_working(resting.port)) == 3, timeout=30, message="three resting orders")
     resting.faults.refuse_connections(2)
     resting.faults.drop_all_connections()
-    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    wait_for(lambda: ib_runtime.worker.state != "connected", timeout=30, message="disconnected")
     halted = api_client.post("/api/v1/trading/halt/", {"reason": "outage"}, format="json")
     assert halted.status_code == 200, halted.content
     # The global cancel could not be sent (the gateway refuses connections, so ask its book directly).
@@ -173,10 +173,14 @@ def test_the_duplicate_window_lets_one_of_ten_identical_orders_through(resting):
 
 def test_a_cancel_during_an_outage_records_nothing_and_works_after(resting, api_client, ib_runtime):
     order_id = api_client.post("/api/v1/orders/", _order(client_order_id="out-1"), format="json").json()["id"]
-    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rest")
+    wait_for(
+        lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted",
+        timeout=30,
+        message="rest",
+    )
     resting.faults.refuse_connections(2)
     resting.faults.drop_all_connections()
-    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    wait_for(lambda: ib_runtime.worker.state != "connected", timeout=30, message="disconnected")
     for _ in range(2):  # a retry during the outage is refused the same way
         response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
         assert response.status_code == 503, response.content
@@ -185,14 +189,18 @@ def test_a_cancel_during_an_outage_records_nothing_and_works_after(resting, api_
     wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=30, message="reconnected")
     response = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
     assert response.status_code == 200, response.content
-    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "cancelled", message="done")
+    wait_for(
+        lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "cancelled",
+        timeout=30,
+        message="done",
+    )
     assert broker_working(resting.port) == []
 
 
 def test_orders_a_restarted_gateway_no_longer_holds_are_resolved(resting, api_client, ib_runtime, monkeypatch):
     first = api_client.post("/api/v1/orders/", _order(client_order_id="gone-1"), format="json").json()["id"]
     second = api_client.post("/api/v1/orders/", _order(client_order_id="gone-2"), format="json").json()["id"]
-    wait_for(lambda: len(broker_working(resting.port)) == 2, message="both resting")
+    wait_for(lambda: len(broker_working(resting.port)) == 2, timeout=30, message="both resting")
     # A cancel the old gateway is still working on (cancelOrder, message 4, answered late) when it
     # restarts with an empty book.
     resting.faults.delay(4, 60)
@@ -200,7 +208,7 @@ def test_orders_a_restarted_gateway_no_longer_holds_are_resolved(resting, api_cl
     assert api_client.get(f"/api/v1/orders/{second}/").json()["status"] == "cancel_pending"
     port = resting.port
     resting.stop()
-    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), message="disconnected")
+    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), timeout=30, message="disconnected")
     fresh = SimGateway(host="127.0.0.1", port=port)
     fresh.start()
     try:
@@ -223,7 +231,11 @@ def test_cancel_and_modify_racing_leave_the_ledger_equal_to_the_broker(resting):
         for i in range(10)
     ]
     for order_id in ids:
-        wait_for(lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "submitted", message="rest")
+        wait_for(
+            lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "submitted",
+            timeout=30,
+            message="rest",
+        )
 
     def race(c, i):
         order_id = ids[i // 2]
@@ -235,17 +247,25 @@ def test_cancel_and_modify_racing_leave_the_ledger_equal_to_the_broker(resting):
     _no_server_errors(responses)
     assert {r.status_code for r in responses} <= {200, 409}, [r.content for r in responses]
     pipeline().drain()
-    wait_for(lambda: broker_working(resting.port) == [], message="all cancelled at the broker")
+    wait_for(lambda: broker_working(resting.port) == [], timeout=30, message="all cancelled at the broker")
     broker = {o.order_ref: o for o in resting.orders()}
     for order_id in ids:
-        wait_for(lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "cancelled", message="db")
+        wait_for(
+            lambda o=order_id: client.get(f"/api/v1/orders/{o}/").json()["status"] == "cancelled",
+            timeout=30,
+            message="db",
+        )
         order = Order.objects.get(pk=order_id)
         assert order_terms(order)["quantity"] == broker[order.client_order_id].total_quantity
 
 
 def test_modify_runs_the_tick_size_gate(resting, api_client):
     order_id = api_client.post("/api/v1/orders/", _order(client_order_id="tick-1"), format="json").json()["id"]
-    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rest")
+    wait_for(
+        lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted",
+        timeout=30,
+        message="rest",
+    )
     response = api_client.patch(f"/api/v1/orders/{order_id}/", {"limit_price": "184.733"}, format="json")
     assert response.status_code == 422, response.content
     assert response.json()["error"]["code"] == "invalid_tick_size"

@@ -53,11 +53,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
         if options["head"]:
-            head = ledger_head(using)
+            current = ledger_head(using)
             line = json.dumps(
                 {
-                    "seq": head.seq if head else 0,
-                    "sha256": head.hash if head else None,
+                    "seq": current.seq if current else 0,
+                    "sha256": current.hash if current else None,
                     "at": timezone.now().isoformat(timespec="seconds"),
                 },
                 sort_keys=True,

@@ -13,38 +13,52 @@ from ..session import Session
 
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
+ACCOUNT_BATCH_S = 0.2  # after a fill, account values go out this much later, once for all fills meanwhile
 
 
 class AccountRequests:
     # ------------------------------------------------------------ pushes
     def _push_account(self, con_id: int) -> None:
+        """After a fill: the position and portfolio row now, the account values with the next batch."""
         p = self.account.positions.get(con_id)
+        if not self._account_dirty:
+            self._account_dirty = True
+            loop = self._loop
+            if loop is not None and loop.is_running():
+                loop.call_later(ACCOUNT_BATCH_S, self._push_account_values)
+            else:
+                self._push_account_values()
+        for s in self._live():
+            if p is not None and s.positions:
+                s.send(M.position(self.account_code, p))
+            if s.acct_updates and p is not None:
+                s.send(M.portfolio(self.account, p))
+            for req_id in s.pos_multi:
+                if p is not None:
+                    s.send(M.position_multi(req_id, self.account_code, p))
+            for req_id, cid in s.pnl_single.items():
+                if cid == con_id:
+                    s.send(self._pnl_single_msg(req_id, cid))
+
+    def _push_account_values(self) -> None:
+        """Account values, summaries and P&L in one batch (TWS batches them too, rather than per fill)."""
+        self._account_dirty = False
         values = self.account.values()
         pnl = self.account.pnl()
         now = datetime.now(UTC).strftime("%H:%M")
         for s in self._live():
-            if p is not None and s.positions:
-                s.send(M.position(self.account_code, p))
             if s.acct_updates:
                 for key, value, cur in values:
                     s.send([6, 2, key, value, cur, self.account_code])
-                if p is not None:
-                    s.send(M.portfolio(self.account, p))
                 s.send([8, 1, now])
             for req_id in s.multi:
                 for key, value, cur in values:
                     s.send([73, 1, req_id, self.account_code, "", key, value, cur])
-            for req_id in s.pos_multi:
-                if p is not None:
-                    s.send(M.position_multi(req_id, self.account_code, p))
             for req_id, tags in s.summary.items():
                 for tag, value, cur in self.account.summary(tags):
                     s.send([63, 1, req_id, self.account_code, tag, value, cur])
             for req_id in s.pnl:
                 s.send([94, req_id, *pnl])
-            for req_id, cid in s.pnl_single.items():
-                if cid == con_id:
-                    s.send(self._pnl_single_msg(req_id, cid))
 
     def _pnl_single_msg(self, req_id: int, con_id: int) -> list[Any]:
         pos, daily, unreal, real, value = self.account.pnl_single(con_id)

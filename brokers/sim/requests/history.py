@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -221,11 +222,11 @@ class HistoryRequests:
         if inst is None:
             s.send(M.error(s.version, req_id, 200, M.NO_SECDEF))
             return
-        try:
-            n, unit = parse_duration(period.replace("days", "D").replace("day", "D").replace("weeks", "W"))
-        except ValueError:
+        match = re.fullmatch(r"\s*(\d+)\s*(day|week|month)s?\s*", period, re.IGNORECASE)
+        if match is None:
             s.send(M.error(s.version, req_id, 321, _validation(f"Invalid time period '{period}'")))
             return
+        n, unit = int(match[1]), {"day": "D", "week": "W", "month": "M"}[match[2].lower()]
         bars = make_bars(self.market, inst, datetime.now(UTC), (n, unit), 300, rth, "TRADES")
         counts: Counter = Counter()
         for b in bars:
