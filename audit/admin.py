@@ -77,7 +77,7 @@ def _csv_cell(value: Any) -> Any:
 
 
 class CsvExportMixin:
-    """"Export CSV" on a list: the rows the list shows (same filters and search), every page, streamed."""
+    """ "Export CSV" on a list: the rows the list shows (same filters and search), every page, streamed."""
 
     csv_fields: tuple[str, ...] = ()
 

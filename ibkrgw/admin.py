@@ -60,7 +60,6 @@ class ScopedAPIKeyAdmin(APIKeyModelAdmin):
                 data={"name": obj.name, "scope": obj.scope},
             )
 
-
     @admin.action(description="Revoke selected API keys")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ScopedAPIKey]):
         keys = list(queryset.filter(revoked=False))

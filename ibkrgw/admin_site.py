@@ -113,9 +113,7 @@ def dashboard_data() -> dict[str, Any]:
 
 def _chart_symbols() -> list[str]:
     """Symbols worth a price chart: what was traded today, else a default."""
-    symbols = list(
-        fill_list(since=_start_of_today()).order_by().values_list("symbol", flat=True).distinct()[:10]
-    )
+    symbols = list(fill_list(since=_start_of_today()).order_by().values_list("symbol", flat=True).distinct()[:10])
     return sorted(symbols) or ["AAPL"]
 
 

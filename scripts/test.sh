@@ -9,6 +9,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 export DJANGO_SETTINGS_MODULE=ibkrgw.settings
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 scripts/typecheck.sh
 .venv/bin/python manage.py makemigrations --check --dry-run
 .venv/bin/python manage.py check --fail-level WARNING

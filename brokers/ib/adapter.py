@@ -219,6 +219,7 @@ class IbAdapter:
 
     def _summary_fn(self, account: str):
         translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> AccountSummary:
             values = await ib.accountSummaryAsync(account)
             return AccountSummary(
@@ -229,6 +230,7 @@ class IbAdapter:
 
     def _positions_fn(self, account: str):
         translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> tuple[PositionInfo, ...]:
             portfolio = {p.contract.conId: p for p in ib.portfolio(account)}
             result = []
@@ -258,6 +260,7 @@ class IbAdapter:
 
     def _pnl_fn(self, account: str):
         translate.refuse_unsafe_fields("account", account=account)
+
         async def run(ib: IB) -> PnLInfo:
             existing = [p for p in ib.pnl(account) if p.account == account]
             if existing:

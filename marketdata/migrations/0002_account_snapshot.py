@@ -5,27 +5,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('marketdata', '0001_initial'),
+        ("marketdata", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AccountSnapshot',
+            name="AccountSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('account', models.CharField(max_length=32)),
-                ('taken_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('net_liquidation', models.DecimalField(decimal_places=4, max_digits=20, null=True)),
-                ('cash', models.DecimalField(decimal_places=4, max_digits=20, null=True)),
-                ('unrealized_pnl', models.DecimalField(decimal_places=4, max_digits=20, null=True)),
-                ('realized_pnl', models.DecimalField(decimal_places=4, max_digits=20, null=True)),
-                ('daily_pnl', models.DecimalField(decimal_places=4, max_digits=20, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("account", models.CharField(max_length=32)),
+                ("taken_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("net_liquidation", models.DecimalField(decimal_places=4, max_digits=20, null=True)),
+                ("cash", models.DecimalField(decimal_places=4, max_digits=20, null=True)),
+                ("unrealized_pnl", models.DecimalField(decimal_places=4, max_digits=20, null=True)),
+                ("realized_pnl", models.DecimalField(decimal_places=4, max_digits=20, null=True)),
+                ("daily_pnl", models.DecimalField(decimal_places=4, max_digits=20, null=True)),
             ],
             options={
-                'ordering': ('taken_at',),
-                'indexes': [models.Index(fields=['account', 'taken_at'], name='marketdata__account_1a9b2f_idx')],
+                "ordering": ("taken_at",),
+                "indexes": [models.Index(fields=["account", "taken_at"], name="marketdata__account_1a9b2f_idx")],
             },
         ),
     ]

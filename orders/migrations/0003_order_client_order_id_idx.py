@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orders', '0002_append_only_triggers'),
+        ("orders", "0002_append_only_triggers"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['client_order_id'], name='order_client_order_id_idx'),
+            model_name="order",
+            index=models.Index(fields=["client_order_id"], name="order_client_order_id_idx"),
         ),
     ]

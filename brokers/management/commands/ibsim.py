@@ -44,9 +44,7 @@ class Command(BaseCommand):
             help="turn off IB's limits (message rate 50/s with error 100, historical pacing 162, "
             "market-data lines 101) for load tests",
         )
-        parser.add_argument(
-            "--max-market-data-lines", type=int, default=100, help="market-data lines before error 101"
-        )
+        parser.add_argument("--max-market-data-lines", type=int, default=100, help="market-data lines before error 101")
         parser.add_argument(
             "--no-margin-checks", action="store_true", help="accept orders the account could not margin"
         )
