@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--sent", type=int, default=300)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs; one run; SQLite; the production web server; simulated gateway in its own process")
+    print(f"machine: {os.cpu_count()} CPUs; one run; SQLite; production web server; simulator in its own process")
 
     with stack(orders_enabled=False) as (_, http_port, key):
         rest_orders(http_port, key, 80, args.clients, "warm", expect=201)
