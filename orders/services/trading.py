@@ -20,6 +20,7 @@ from audit import events
 from audit.services import audit_record, ledger_write_lock
 from brokers import runtime
 from brokers.adapter import ContractInfo, OrderPreview
+from brokers.selectors import account_default
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
@@ -77,13 +78,7 @@ def _keyed_request(request: OrderRequest, idempotency_key: str | None) -> tuple[
         )
     request = replace(request, client_order_id=key or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:24]}")
     # The account is part of what is compared: naming the default account or leaving it out is one order.
-    return replace(request, account=request.account or _account_default()), bool(key)
-
-
-def _account_default() -> str:
-    from brokers.selectors import account_default
-
-    return account_default()
+    return replace(request, account=request.account or account_default()), bool(key)
 
 
 def _first_status(actor: Actor) -> str:
