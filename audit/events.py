@@ -4,7 +4,7 @@
 one of a known, documented set.
 
 How to add an event:
-1. Pick a name `<entity>.<past_tense>` (STYLE.md section 7), e.g. `position.closed`.
+1. Pick a name `<entity>.<past_tense>`, e.g. `position.closed`.
 2. Add one line below, in its group:
        POSITION_CLOSED = register("position.closed", "A position was closed by the operator.")
 3. Use the constant, never the string: `audit_record(event=events.POSITION_CLOSED, ...)`.

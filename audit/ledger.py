@@ -1,7 +1,7 @@
 """Append-only models: the code-level guards shared by every ledger table.
 
 Rows of an `AppendOnlyModel` are inserted, never updated or deleted. These guards catch mistakes
-in Python (layers 1-3 of STYLE.md section 6); the database triggers in `audit.triggers` catch raw
+in Python (the model, queryset and admin layers); the database triggers in `audit.triggers` catch raw
 SQL, and the read-only admin in `audit.admin.AppendOnlyAdmin` keeps the operator console honest.
 
 What is refused, always with `ibkrgw.errors.AppendOnlyViolation`:

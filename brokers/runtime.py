@@ -5,7 +5,7 @@
 With `IB_GATEWAY=sim` it connects to the simulated gateway on `IB_SIM_PORT`, starting one
 in-process when nothing listens there yet, so every process on the machine sees one market.
 
-Several web processes (scale-out, DESIGN.md §2): with a Redis channel layer exactly one process owns
+Several web processes (scale-out): with a Redis channel layer exactly one process owns
 the IB connection (`IB_CONNECTION_OWNER`: elected by a database lease, or fixed). The owner runs the
 worker, the recorder and housekeeping as a single process does, and serves broker calls on the
 channel layer (`brokers.scaleout.server.BrokerServer`). The others are followers: their `adapter()` is a

@@ -116,7 +116,7 @@ QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
 # "exchange": orders are checked against exchange calendars (closed markets, OPG after the open, MOC
 # after the cut-off). The built-in simulated market never closes, so "always" is its default.
 TRADING_HOURS = env_choice("TRADING_HOURS", "always" if IB_GATEWAY == "sim" else "exchange", ("exchange", "always"))
-# Which web process owns the IB connection when several run (DESIGN.md §2, scale-out). "auto": with a
+# Which web process owns the IB connection when several run (scale-out). "auto": with a
 # Redis CHANNEL_LAYER_URL the processes elect one owner through a database lease (renewed every
 # IB_LEASE_RENEW_S, taken over IB_LEASE_TTL_S after the owner stops renewing) and the others reach it
 # through the channel layer; without Redis every process owns its own connection. "always" / "never":

@@ -1,4 +1,4 @@
-"""The pre-trade gates of DESIGN §5. Each returns None or raises `GateBlocked` with its own code.
+"""The pre-trade gates. Each returns None or raises `GateBlocked` with its own code.
 
 The configuration gate runs at start-up (brokers/checks.py); idempotency is enforced by the
 database in services.py. What is here runs for every order, from every door, in this order:

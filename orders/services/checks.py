@@ -148,7 +148,7 @@ def broker_ready(c: Checks) -> None:
 
 
 ESSENTIAL = frozenset({contract})
-# DESIGN order: validation -> account mode -> risk -> arming. Shared-state checks follow in the pipeline.
+# The order: validation -> account mode -> risk -> arming. Shared-state checks follow in the pipeline.
 PLACE_STEPS: list[Callable[[Checks], None]] = [
     shape,
     contract,
