@@ -35,9 +35,6 @@ def invalid(message: str, **details) -> GateBlocked:
     return GateBlocked("validation", ErrorCode.INVALID_ORDER, message, details=details)
 
 
-_invalid = invalid
-
-
 # -- 2. validation ---------------------------------------------------------------------------
 def gate_order_shape(request: OrderRequest) -> None:
     """Prices required and forbidden per order type, TIF rules, quantity. No broker call."""
@@ -45,39 +42,39 @@ def gate_order_shape(request: OrderRequest) -> None:
     needs_limit = t in ("LMT", "STP_LMT", "LOC", "TRAIL_LIMIT")
     needs_stop = t in ("STP", "STP_LMT")
     if request.quantity <= 0:
-        raise _invalid("quantity must be positive.", field="quantity")
+        raise invalid("quantity must be positive.", field="quantity")
     if needs_limit and request.limit_price is None:
-        raise _invalid(f"{t} orders need limit_price.", field="limit_price")
+        raise invalid(f"{t} orders need limit_price.", field="limit_price")
     if not needs_limit and request.limit_price is not None:
-        raise _invalid(f"{t} orders take no limit_price.", field="limit_price")
+        raise invalid(f"{t} orders take no limit_price.", field="limit_price")
     if needs_stop and request.stop_price is None:
-        raise _invalid(f"{t} orders need stop_price.", field="stop_price")
+        raise invalid(f"{t} orders need stop_price.", field="stop_price")
     if not needs_stop and t not in ("TRAIL", "TRAIL_LIMIT") and request.stop_price is not None:
-        raise _invalid(f"{t} orders take no stop_price.", field="stop_price")
+        raise invalid(f"{t} orders take no stop_price.", field="stop_price")
     trailing = t in ("TRAIL", "TRAIL_LIMIT")
     has_amount, has_percent = request.trail_amount is not None, request.trail_percent is not None
     if trailing and has_amount == has_percent:
-        raise _invalid(f"{t} orders need exactly one of trail_amount or trail_percent.", field="trail_amount")
+        raise invalid(f"{t} orders need exactly one of trail_amount or trail_percent.", field="trail_amount")
     if not trailing and (has_amount or has_percent):
-        raise _invalid(f"{t} orders take no trail_amount/trail_percent.", field="trail_amount")
+        raise invalid(f"{t} orders take no trail_amount/trail_percent.", field="trail_amount")
     for name in ("limit_price", "stop_price", "trail_amount", "trail_percent"):
         value = getattr(request, name)
         if value is not None and value <= 0:
-            raise _invalid(f"{name} must be positive.", field=name)
+            raise invalid(f"{name} must be positive.", field=name)
     if request.trail_percent is not None and request.trail_percent >= 100:
-        raise _invalid("trail_percent must be below 100.", field="trail_percent")
+        raise invalid("trail_percent must be below 100.", field="trail_percent")
     if t in ("MOC", "LOC") and tif != "DAY":
-        raise _invalid(f"{t} orders must have tif DAY.", field="tif")
+        raise invalid(f"{t} orders must have tif DAY.", field="tif")
     if tif == "OPG" and t not in ("MKT", "LMT"):
-        raise _invalid("tif OPG is only for MKT and LMT orders (market/limit on open).", field="tif")
+        raise invalid("tif OPG is only for MKT and LMT orders (market/limit on open).", field="tif")
     if request.sec_type in INTEGER_QUANTITY_SEC_TYPES and request.quantity != request.quantity.to_integral_value():
-        raise _invalid(f"{request.sec_type} quantities must be whole numbers.", field="quantity")
+        raise invalid(f"{request.sec_type} quantities must be whole numbers.", field="quantity")
     if (
         request.sec_type in ("OPT", "FOP")
         and not request.con_id
         and not (request.expiry and request.strike and request.right)
     ):
-        raise _invalid("Options need expiry, strike and right (or con_id).", field="expiry")
+        raise invalid("Options need expiry, strike and right (or con_id).", field="expiry")
 
 
 BRACKET_ENTRY_TYPES = ("MKT", "LMT")
@@ -90,25 +87,23 @@ def gate_bracket_shape(request: OrderRequest, reference: Decimal | None) -> None
     if not request.is_bracket:
         return
     if request.order_type not in BRACKET_ENTRY_TYPES or request.tif not in ("DAY", "GTC"):
-        raise _invalid("A bracket's entry must be a MKT or LMT order with tif DAY or GTC.", field="order_type")
+        raise invalid("A bracket's entry must be a MKT or LMT order with tif DAY or GTC.", field="order_type")
     if len(request.client_order_id) > 64 - BRACKET_SUFFIX_LEN:
-        raise _invalid("A bracket's client_order_id may have at most 61 characters.", field="client_order_id")
+        raise invalid("A bracket's client_order_id may have at most 61 characters.", field="client_order_id")
     for name in ("take_profit", "stop_loss"):
         value = getattr(request, name)
         if value is not None and value <= 0:
-            raise _invalid(f"{name} must be positive.", field=name)
+            raise invalid(f"{name} must be positive.", field=name)
     entry = request.limit_price or reference
     if entry is None:
         return
     buying = request.action in ("BUY", "BUY_TO_COVER")
     if request.take_profit is not None and (request.take_profit <= entry if buying else request.take_profit >= entry):
-        raise _invalid(
+        raise invalid(
             f"take_profit must be {'above' if buying else 'below'} the entry price {entry}.", field="take_profit"
         )
     if request.stop_loss is not None and (request.stop_loss >= entry if buying else request.stop_loss <= entry):
-        raise _invalid(
-            f"stop_loss must be {'below' if buying else 'above'} the entry price {entry}.", field="stop_loss"
-        )
+        raise invalid(f"stop_loss must be {'below' if buying else 'above'} the entry price {entry}.", field="stop_loss")
 
 
 def gate_tick_size(request: OrderRequest, contract: ContractInfo) -> None:
