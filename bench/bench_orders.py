@@ -14,43 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Api, stack  # noqa: E402
-
-
-def rest_orders(http_port: int, key: str, n: int, clients: int, tag: str, *, expect: int) -> float:
-    per_client = n // clients
-    errors: list = []
-
-    def client(idx: int) -> None:
-        api = Api(http_port, key)
-        for i in range(per_client):
-            body = {
-                "client_order_id": f"{tag}-{idx}-{i}",
-                "symbol": "MSFT",
-                "action": "BUY",
-                "quantity": "1",
-                "order_type": "MKT",
-            }
-            status, answer = api.post("/api/v1/orders/", body)
-            if status != expect:
-                errors.append(answer)
-
-    pool = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise SystemExit(f"{len(errors)} orders failed, e.g. {errors[0]}")
-    return per_client * clients / elapsed
+from bench.harness import Api, order_rate, stack  # noqa: E402
 
 
 def fills_count(api: Api) -> int:
@@ -62,7 +31,7 @@ def rest_to_filled(http_port: int, key: str, n: int, clients: int) -> float:
     api = Api(http_port, key)
     before = fills_count(api)
     started = time.perf_counter()
-    rest_orders(http_port, key, n, clients, "sent", expect=201)
+    order_rate([http_port], key, n, clients, tag="sent")
     n = (n // clients) * clients
     while fills_count(api) < before + n:
         time.sleep(0.01)
@@ -95,14 +64,14 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; one run; SQLite; production web server; simulator in its own process")
 
     with stack(orders_enabled=False) as (_, http_port, key):
-        rest_orders(http_port, key, 80, args.clients, "warm", expect=201)
-        rate = rest_orders(http_port, key, args.simulated, args.clients, "sim", expect=201)
+        order_rate([http_port], key, 80, args.clients, tag="warm")
+        rate = order_rate([http_port], key, args.simulated, args.clients, tag="sim")
         print(f"1. simulated path, {args.clients} clients: {rate:8.1f} orders/s   (goal >= 300)")
 
     paced = {"IB_THROTTLE": "true"}
     with stack(orders_enabled=True, extra_env=paced) as (sim_port, http_port, key):
         bare = bare_to_filled(sim_port, args.sent)
-        rest_orders(http_port, key, 16, args.clients, "warm", expect=201)
+        order_rate([http_port], key, 16, args.clients, tag="warm")
         rest = rest_to_filled(http_port, key, args.sent, args.clients)
         print(f"2. paced at 45 msg/s, placed -> filled: bare ib_async {bare:6.1f} orders/s; REST {rest:6.1f} orders/s")
         print(f"   ratio REST / bare = {rest / bare:.2f}   (goal >= 0.9)")
