@@ -90,6 +90,11 @@ def no_halt_sweep(monkeypatch):
     monkeypatch.delitem(events._chores, "trading.halt_sweep")
 
 
+def _sent(gateway: SimGateway) -> list:
+    """Orders the gateway received, what-if previews left out."""
+    return [o for o in gateway.received_orders() if not o.what_if]
+
+
 def _halt(key: str, reason: str = "race"):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
@@ -158,7 +163,9 @@ def test_the_rate_limit_is_exact_under_fifty_concurrent_orders(ib_runtime, sim_g
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"risk_rate_limit"}
     pipeline().drain()
     assert Order.objects.count() == 30
-    assert len([o for o in sim_gateway.received_orders() if not o.what_if]) == 30
+    # Sends are paced on the broker connection: wait until they are all there, then check none extra.
+    wait_for(lambda: len(_sent(sim_gateway)) >= 30, timeout=20, message="thirty orders at the gateway")
+    assert len(_sent(sim_gateway)) == 30
 
 
 def test_the_duplicate_window_lets_one_of_ten_identical_orders_through(resting):
@@ -168,7 +175,8 @@ def test_the_duplicate_window_lets_one_of_ten_identical_orders_through(resting):
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] + [409] * 9, [r.content for r in responses]
     pipeline().drain()
-    assert len([o for o in resting.received_orders() if not o.what_if]) == 1
+    wait_for(lambda: _sent(resting), timeout=20, message="one order at the gateway")
+    assert len(_sent(resting)) == 1
 
 
 def test_a_cancel_during_an_outage_records_nothing_and_works_after(resting, api_client, ib_runtime):
