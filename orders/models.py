@@ -8,6 +8,7 @@ switch is the latest `TradingSwitchEvent`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -36,8 +37,20 @@ class OrderStatus(models.TextChoices):
     UNKNOWN = "unknown"
 
 
+@dataclass
+class RecordedRows:
+    """The rows of an order written in the transaction that created it: nothing else exists yet."""
+
+    events: list[OrderEvent]
+    children: list[Order] = field(default_factory=list)
+
+
 class Order(AppendOnlyModel):
     """The immutable intent, as requested and resolved (contract, terms, who, when)."""
+
+    # Set by the service that has just recorded this order with every row of it (its first event;
+    # a bracket entry's exits), so a door can answer with it without reading it back. None: read it.
+    recorded: RecordedRows | None = None
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.CharField(max_length=32)

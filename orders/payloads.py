@@ -171,6 +171,8 @@ class OrderOutput(LedgerSerializer):
         ]
 
     def _events(self, order) -> list[OrderEvent]:
+        if order.recorded is not None:
+            return order.recorded.events
         cache = getattr(order, "_events_cache", None)
         if cache is None:
             cache = sorted(order.events.all(), key=lambda e: e.id)
@@ -207,6 +209,12 @@ class OrderOutput(LedgerSerializer):
 
     def get_children(self, order) -> list[dict]:
         """A bracket entry's exits: id, client_order_id, role and current status."""
+        if order.recorded is not None:
+            children = sorted(order.recorded.children, key=lambda child: child.role)
+            return [
+                {"id": str(c.pk), "client_order_id": c.client_order_id, "role": c.role, "status": self.get_status(c)}
+                for c in children
+            ]
         return [
             {
                 "id": str(child.pk),
@@ -218,6 +226,8 @@ class OrderOutput(LedgerSerializer):
         ]
 
     def get_fills(self, order) -> list[dict]:
+        if order.recorded is not None:
+            return []  # just recorded: nothing can have filled yet
         fills = bound(FillOutput)
         return [fills.to_representation(fill) for fill in sorted(order.fills.all(), key=lambda f: f.id)]
 
@@ -281,7 +291,10 @@ def order_payload(order: Order) -> dict[str, Any]:
 
 
 def order_output(order: Order) -> dict[str, Any]:
-    """The one JSON shape of an order, shared by every door; reads the order afresh."""
+    """The one JSON shape of an order, shared by every door; reads the order afresh unless the service
+    that returned it holds every row of it (`Order.recorded`)."""
+    if order.recorded is not None:
+        return order_payload(order)
     return order_payload(selectors.order_get(order_id=order.pk))
 
 

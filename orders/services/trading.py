@@ -27,7 +27,7 @@ from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from marketdata.services import contract_resolve_one
 from orders import gates, publish
 from orders.gates import GateBlocked
-from orders.models import Order, OrderEvent
+from orders.models import Order, OrderEvent, RecordedRows
 from orders.models import OrderStatus as S
 from orders.pipeline import AdmissionGroup, Command, pipeline
 from orders.selectors import order_broker_id, order_get_or_error, order_latest_event, trading_halted
@@ -216,6 +216,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         order, replayed = admitted
         if replayed or status != S.PENDING_SUBMIT:
             return order, replayed, []
+        order.recorded = None  # the broker's answer adds rows: the caller reads it back
         return order, False, order_send_with_exits(order, contract, actor)
 
     def refused(exc: Exception) -> None:
@@ -235,9 +236,11 @@ def _wait_recorded(acks: list[OrderSent]) -> None:
 
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:
-    existing = Order.objects.filter(account=account, client_order_id=client_order_id).first()
-    if existing is None:
+    # Asked on every submit and nearly always absent: look for the key alone, read the order if found.
+    found = Order.objects.filter(account=account, client_order_id=client_order_id).values_list("pk", flat=True)[:1]
+    if not found:
         return None
+    existing = Order.objects.get(pk=found[0])
     if existing.request_hash != digest:
         raise GatewayError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -267,7 +270,7 @@ def _record_intent(
     checked = _checked_terms(trip)
     order = _intent_row(request, contract, account, digest, checked, actor, status, role="entry" if trip.legs else "")
     for role, child in trip.legs:
-        _intent_row(
+        exit_order = _intent_row(
             child,
             contract,
             account,
@@ -279,6 +282,8 @@ def _record_intent(
             role=role,
             oca_group=oca_group,
         )
+        assert order.recorded is not None  # noqa: S101 - set by _intent_row
+        order.recorded.children.append(exit_order)
     return order
 
 
@@ -387,6 +392,7 @@ def _intent_row(
             "con_id": contract.con_id,
         },
     )
+    order.recorded = RecordedRows(events=[event])
     order_refs_forget(order.client_order_id)
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())

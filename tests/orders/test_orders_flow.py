@@ -38,6 +38,26 @@ def test_default_settings_record_a_simulated_order_and_send_nothing(ib_runtime, 
     assert AuditEntry.objects.filter(event="order.simulated", target_id=order["id"]).count() == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        _order(client_order_id="same-1"),
+        _order(client_order_id="same-2", order_type="LMT", limit_price="185.10", quantity="2.50"),
+        _order(
+            client_order_id="same-3", order_type="LMT", limit_price="185.00", take_profit="195.0", stop_loss="181.00"
+        ),
+    ],
+    ids=["market", "limit", "bracket"],
+)
+def test_the_answer_to_a_placed_order_is_what_reading_it_back_gives(ib_runtime, api_client, body):
+    placed = api_client.post("/api/v1/orders/", body, format="json")
+    assert placed.status_code == 201, placed.content
+    read = api_client.get(f"/api/v1/orders/{placed.json()['id']}/")
+    assert placed.json() == read.json()
+    replayed = api_client.post("/api/v1/orders/", body, format="json")
+    assert (replayed.status_code, replayed.json()) == (200, read.json())
+
+
 def test_market_order_fills_and_the_position_follows(ib_runtime, api_client, sim_gateway, orders_enabled):
     sim_gateway.pause_market()
     response = api_client.post("/api/v1/orders/", _order(client_order_id="mkt-1"), format="json")
