@@ -213,13 +213,16 @@ class BrokerCommission:
 
 @dataclass(frozen=True, slots=True)
 class AccountRisk:
-    """What the buying-power check needs, served from what the connection already streams
-    (account values and positions): no request to the broker per order."""
+    """The account as the connection already streams it (account values and positions), in the
+    account's currency: the buying-power check reads it per order, the account snapshots per
+    interval, and neither sends the broker a request for it."""
 
     account: str
     available_funds: Decimal | None
     currency: str
     positions: tuple[tuple[int, Decimal], ...] = ()  # (con_id, signed quantity)
+    net_liquidation: Decimal | None = None
+    cash: Decimal | None = None  # total cash value
 
     def position(self, con_id: int) -> Decimal:
         for held_con_id, quantity in self.positions:

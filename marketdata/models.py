@@ -31,14 +31,15 @@ class ContractLookup(models.Model):
 
 
 class AccountSnapshot(models.Model):
-    """The account's P&L (and, when known, its value) at one moment, for the console's P&L chart.
+    """The account's value and P&L at one moment, for the console's P&L chart.
 
     A bounded time series, not a ledger: one row per account every ACCOUNT_SNAPSHOT_INTERVAL_S
     (default 60 s) while the broker is connected, rows older than ACCOUNT_SNAPSHOT_KEEP_DAYS
     (default 30) pruned by the same chore; at most about 43,200 rows per account. Nothing reads
-    it to decide anything: orders, fills and the audit log stay the record. The periodic chore
-    records P&L only (net liquidation and cash stay empty): the account summary they come from is a
-    standing broker subscription the chore does not open by itself.
+    it to decide anything: orders, fills and the audit log stay the record. Net liquidation and
+    cash (total cash value) are the broker's account values in the account's currency, as the
+    connection streams them (empty while the broker has not sent them); daily_pnl stays empty from
+    the periodic chore: the broker's daily P&L is a subscription the chore does not open by itself.
     """
 
     account = models.CharField(max_length=32)

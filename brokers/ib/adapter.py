@@ -36,6 +36,8 @@ from ibkrgw.errors import ErrorCode, GatewayError
 DELAYED = 3
 # IB's historical-data pacing: at most 60 requests in any 10 minutes.
 HISTORICAL_WINDOW_S, HISTORICAL_MAX_REQUESTS = 600, 60
+# Account values ib_async keeps from the account updates it subscribes to at connect (AccountRisk).
+STREAMED_ACCOUNT_TAGS = ("AvailableFunds", "NetLiquidation", "TotalCashValue")
 
 
 def _float(d: Decimal | None) -> float | None:
@@ -363,14 +365,23 @@ class IbAdapter:
 
     def account_risk(self, *, account: str) -> AccountRisk:
         async def run(ib: IB) -> AccountRisk:
-            funds, currency = None, ""
+            # The rows in the account's currency: IB also sends some tags per currency and as "BASE".
+            figures: dict[str, Decimal | None] = dict.fromkeys(STREAMED_ACCOUNT_TAGS)
+            currency = ""
             for value in ib.accountValues(account):
-                if value.tag == "AvailableFunds" and value.currency not in ("", "BASE"):
-                    funds, currency = translate.dec(value.value), value.currency
+                if value.tag in figures and value.currency not in ("", "BASE"):
+                    figures[value.tag], currency = translate.dec(value.value), value.currency
             positions = tuple(
                 (p.contract.conId, translate.dec(p.position) or Decimal(0)) for p in ib.positions(account)
             )
-            return AccountRisk(account=account, available_funds=funds, currency=currency, positions=positions)
+            return AccountRisk(
+                account=account,
+                available_funds=figures["AvailableFunds"],
+                currency=currency,
+                positions=positions,
+                net_liquidation=figures["NetLiquidation"],
+                cash=figures["TotalCashValue"],
+            )
 
         return self.worker.call(run)
 

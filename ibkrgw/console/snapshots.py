@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from brokers import runtime
 from brokers.selectors import account_default
+from ibkrgw.errors import BrokerUnavailable
 from marketdata.models import AccountSnapshot
 from orders.models import Commission
 
@@ -28,15 +29,16 @@ def account_snapshot_record() -> AccountSnapshot | None:
 
 
 def _record() -> AccountSnapshot | None:
-    """Record P&L when the last snapshot is older than the interval; prune old rows.
+    """Record the account's value and P&L when the last snapshot is older than the interval; prune old rows.
 
     Runs as a chore of the process that owns the IB connection (registered in ibkrgw.wiring); does
     nothing while the broker is not connected and reconciled (a snapshot of a half-known account
-    would mislead). It asks the broker for nothing: positions come from the connection's portfolio
-    stream, marks from streaming quotes (else the portfolio's own mark), realised P&L from the ledger's
-    commissions of the day. A chore that opened subscriptions by itself would load the broker, and an
-    account-summary subscription slows a clean hand-over of the connection; so net liquidation and
-    cash stay empty here.
+    would mislead). It asks the broker for nothing: net liquidation and cash are the account values
+    the connection streams since it connected (the broker's own figures, as of its last push),
+    positions come from the connection's portfolio stream, marks from streaming quotes (else the
+    portfolio's own mark), realised P&L from the ledger's commissions of the day. A chore that opened
+    subscriptions by itself would load the broker, and an account-summary subscription slows a clean
+    hand-over of the connection; so the broker's daily P&L (a subscription) stays empty here.
     """
     if not runtime.orders_allowed():
         return None
@@ -48,6 +50,10 @@ def _record() -> AccountSnapshot | None:
     latest = AccountSnapshot.objects.filter(account=account).order_by("-taken_at").first()
     if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
         return None
+    try:
+        streamed = runtime.adapter().account_risk(account=account)
+    except BrokerUnavailable:
+        return None  # lost since the check above: the next run tries again
     rows = [row for row in positions_marked_streamed() if row.account == account]
     unrealized = None
     if all(row.unrealized_pnl is not None for row in rows):
@@ -59,6 +65,8 @@ def _record() -> AccountSnapshot | None:
     snapshot = AccountSnapshot.objects.create(
         account=account,
         taken_at=now,
+        net_liquidation=streamed.net_liquidation,
+        cash=streamed.cash,
         unrealized_pnl=unrealized,
         realized_pnl=realized,
         daily_pnl=None,  # the broker's daily P&L is a subscription; not opened from here

@@ -63,7 +63,7 @@
     const total = chart.addLineSeries({ color: "#1565c0", lineWidth: 2, title: "total P&L" });
     const open = chart.addLineSeries({ color: "#e65100", lineWidth: 1, title: "unrealised P&L" });
     const equity = chart.addLineSeries({ color: "#757575", lineWidth: 1, priceScaleId: "left", title: "net liquidation" });
-    const state = { chart, series: total, points: 0, unrealized: 0, equity: 0 };
+    const state = { chart, series: total, netLiquidation: equity, points: 0, unrealized: 0, equity: 0 };
     window.ibkrgwCharts.equity = state;
     async function draw() {
       try {

@@ -16,11 +16,13 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from marketdata.models import AccountSnapshot
 from orders.models import Order, OrderEvent
 from orders.selectors import trading_halted
 from tests.conftest import subprocess_database_url, wait_for
@@ -195,8 +197,15 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
                 " && window.ibkrgwCharts.price.markers >= 1",
                 timeout=WAIT_MS,
             )
+            # The broker's net liquidation, recorded by the snapshot chore, on its own (left) scale.
             operator.wait_for_function(
-                "window.ibkrgwCharts.equity && window.ibkrgwCharts.equity.points >= 1", timeout=WAIT_MS
+                "window.ibkrgwCharts.equity && window.ibkrgwCharts.equity.points >= 1"
+                " && window.ibkrgwCharts.equity.equity >= 1",
+                timeout=WAIT_MS,
+            )
+            equity_drawn = operator.evaluate(
+                "[window.ibkrgwCharts.equity.netLiquidation.data().slice(-1)[0],"
+                " window.ibkrgwCharts.equity.chart.options().leftPriceScale.visible]"
             )
             drawn = operator.evaluate(
                 "window.ibkrgwCharts.price.series.data().length + ':' + "
@@ -231,6 +240,11 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
         finally:
             browser.close()
 
+    net_liquidation, left_scale_shown = equity_drawn
+    drawn_at = datetime.fromtimestamp(net_liquidation["time"], UTC)
+    recorded = AccountSnapshot.objects.filter(taken_at__gte=drawn_at, taken_at__lt=drawn_at + timedelta(seconds=1))
+    assert net_liquidation["value"] == float(recorded.earliest("taken_at").net_liquidation) > 0
+    assert left_scale_shown
     sent = [u for u in outside if (u, "csp") not in blocked]
     assert sent == [], (outside, blocked)
     order = Order.objects.get(client_order_id=cid)

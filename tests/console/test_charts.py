@@ -81,17 +81,63 @@ def test_charts_page_uses_the_vendored_library(staff_client):
     assert "cdn" not in body.lower() and "unpkg" not in body.lower()
 
 
-def test_the_snapshot_chore_asks_the_broker_for_nothing(ib_runtime, sim_gateway, orders_enabled, settings):
+def _account_values_seen_by_another_client(port: int, account: str) -> tuple[Decimal, Decimal]:
+    """(NetLiquidation, TotalCashValue) as a separate ib_async client hears them from the gateway."""
+    from ib_async import IB
+
+    outside = IB()
+    outside.connect("127.0.0.1", port, clientId=77, timeout=5, account=account)
+    try:
+        values = {
+            v.tag: Decimal(v.value)
+            for v in outside.accountValues(account)
+            if v.tag in ("NetLiquidation", "TotalCashValue") and v.currency not in ("", "BASE")
+        }
+    finally:
+        outside.disconnect()
+    return values["NetLiquidation"], values["TotalCashValue"]
+
+
+@pytest.fixture
+def still_market_runtime(request, sim_gateway, settings):
+    """The IB runtime on a market that does not move: the account's value stays what was last streamed."""
+    sim_gateway.pause_market()
+    settings.QUOTE_STALE_AFTER_S = 3600  # a still market sends no ticks; its quotes are not stale
+    return request.getfixturevalue("ib_runtime")
+
+
+def test_the_snapshot_chore_records_the_streamed_account_value_and_asks_the_broker_for_nothing(
+    still_market_runtime, sim_gateway, orders_enabled, settings, staff_client
+):
     from tests.hostile.conftest import BrokerTap
 
     bought = services.order_submit(
         request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(3), order_type="MKT"), actor=AGENT
     ).order
     wait_for(lambda: OrderEvent.objects.filter(order=bought, status="filled").exists(), message="filled")
-    tap = BrokerTap(sim_gateway)
+    net_liquidation, cash = _account_values_seen_by_another_client(sim_gateway.port, bought.account)
+    assert cash < net_liquidation  # the shares bought are worth something
+
+    tap = BrokerTap(sim_gateway)  # from here on, only this process's connection talks to the gateway
+    since = AccountSnapshot.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
-    start = AccountSnapshot.objects.count()
-    wait_for(lambda: AccountSnapshot.objects.count() >= start + 2, message="two snapshots by the chore")
+
+    def recorded_as_streamed():
+        # The gateway streams account values shortly after a fill: a first snapshot may predate them.
+        rows = list(AccountSnapshot.objects.filter(pk__gt=since).order_by("pk"))
+        return len(rows) >= 2 and (rows[-1].net_liquidation, rows[-1].cash) == (net_liquidation, cash)
+
+    wait_for(recorded_as_streamed, message="snapshots of the account as the gateway streams it")
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600  # no more while the chart is read
     latest = AccountSnapshot.objects.order_by("-taken_at").first()
+    assert (latest.account, latest.net_liquidation, latest.cash) == (bought.account, net_liquidation, cash)
     assert latest.unrealized_pnl is not None  # the open position is marked
     tap.assert_untouched()
+    assert tap.seen == [], "the chore sent the gateway a message"
+
+    # The P&L chart draws net liquidation over time from the same rows.
+    data = staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()
+    drawn = data["series"]["net_liquidation"]
+    assert drawn[-1] == {"time": int(latest.taken_at.timestamp()), "value": float(net_liquidation)}
+    recorded = AccountSnapshot.objects.filter(net_liquidation__isnull=False)
+    assert len(drawn) == len({int(row.taken_at.timestamp()) for row in recorded}) >= 2

@@ -154,7 +154,12 @@ SAMPLES = [
         orders=(STATUS, STATUS), executions=(EXECUTION,), commissions=(COMMISSION,), taken_at=AT, session_started=AT
     ),
     AccountRisk(
-        account="DU1234567", available_funds=Decimal("250000.55"), currency="USD", positions=((265598, Decimal("-3")),)
+        account="DU1234567",
+        available_funds=Decimal("250000.55"),
+        currency="USD",
+        positions=((265598, Decimal("-3")),),
+        net_liquidation=Decimal("500001.10"),
+        cash=Decimal("-12.5"),
     ),
     BrokerConnectionChanged(connected=False, reason="connection lost"),
     BrokerHealth(
