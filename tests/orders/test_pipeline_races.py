@@ -230,6 +230,32 @@ def test_orders_a_restarted_gateway_no_longer_holds_are_resolved(resting, api_cl
         fresh.stop()
 
 
+def test_an_order_a_frozen_gateway_swallowed_is_resolved_after_its_restart_and_never_resent(
+    resting, api_client, ib_runtime
+):
+    # The gateway takes the placeOrder (message 3) off the socket and never acts on it nor answers.
+    resting.faults.never_answer(3)
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="frozen-1"), format="json")
+    assert placed.status_code == 201, placed.content
+    order_id = placed.json()["id"]
+    assert placed.json()["status"] == "submitted"  # handed to the connection; the broker never confirmed it
+    assert broker_working(resting.port) == []
+    port = resting.port
+    resting.stop()
+    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), timeout=30, message="disconnected")
+    fresh = SimGateway(host="127.0.0.1", port=port)
+    fresh.start()
+    try:
+        wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=40, message="reconnected to the new gateway")
+        runtime.current().recorder.wait_idle()
+        body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+        assert (body["status"], body["events"][-1]["code"]) == ("cancelled", "not_at_broker"), body
+        assert _sent(fresh) == []  # an order whose fate was unknown is never sent a second time
+        assert broker_working(port) == []
+    finally:
+        fresh.stop()
+
+
 def test_cancel_and_modify_racing_leave_the_ledger_equal_to_the_broker(resting):
     key = _key()
     client = APIClient()
