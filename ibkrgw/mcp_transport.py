@@ -23,7 +23,7 @@ from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
@@ -65,8 +65,14 @@ class HttpGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        length = headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > max_body_bytes():
+        length = headers.get("content-length")
+        body_fits = length.isdigit() and int(length) <= max_body_bytes() if length is not None else True
+        if length is None and scope["method"] not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            # A chunked body declares no size: read it here, bounded, and hand the SDK what was read.
+            replay = await _bounded_body(receive, max_body_bytes())
+            body_fits = replay is not None
+            receive = replay or receive
+        if not body_fits:
             response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
         elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
@@ -82,6 +88,28 @@ class HttpGuard:
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)
+
+
+async def _bounded_body(receive: Receive, limit: int) -> Receive | None:
+    """Read a request body of undeclared size up to `limit` bytes: a `receive` replaying it, or None if
+    it is larger (the rest is never read)."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break  # the client went away: the SDK sees the disconnect
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 def http_app(server: MCPServer, *, host: str) -> ASGIApp:

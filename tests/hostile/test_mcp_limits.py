@@ -82,3 +82,22 @@ async def test_an_oversized_http_body_is_413_before_any_mcp_message_is_read(tran
         )
     assert response.status_code == 413
     assert_error_shape(response.json(), "request_too_large")
+
+
+async def _chunks(size: int, chunk: int = 64 * 1024):
+    sent = 0
+    while sent < size:
+        yield b" " * min(chunk, size - sent)
+        sent += chunk
+
+
+async def test_an_oversized_chunked_http_body_without_a_length_is_413(transactional_db):
+    app = http_app(build_server(transport="http"), host="127.0.0.1")
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8001") as http:
+        response = await http.post(
+            "/mcp", content=_chunks(10 * 1024 * 1024), headers={"content-type": "application/json"}
+        )
+    assert "content-length" not in response.request.headers  # sent chunked: no size declared
+    assert response.status_code == 413
+    assert_error_shape(response.json(), "request_too_large")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -103,3 +104,22 @@ def test_http_subscriber_is_notified_of_a_halt(mcp_url, transactional_db):
         trading_halt(actor=Actor.system(label="operator"), reason="test")
         wait_for(lambda: "ibkr://trading-status" in client.updated, message="notified over HTTP")
         assert client.resource("ibkr://trading-status")["trading_halted"] is True
+
+
+def test_http_reads_a_chunked_body_of_undeclared_size_and_refuses_one_over_the_limit(mcp_url, transactional_db):
+    _, secret = _key("read")
+    headers = {**ACCEPT, "Authorization": f"Api-Key {secret}", "Content-Type": "application/json"}
+
+    def chunked(body: bytes, pieces: int = 4):
+        step = max(1, len(body) // pieces)
+        yield from (body[i : i + step] for i in range(0, len(body), step))
+
+    response = httpx2.post(mcp_url, content=chunked(json.dumps(INITIALIZE).encode()), headers=headers)
+    assert "content-length" not in response.request.headers  # sent chunked: no size declared
+    assert response.status_code == 200, response.text
+    assert "serverInfo" in response.text  # the server read the whole body and answered it
+
+    huge = chunked(b" " * (10 * 1024 * 1024), pieces=160)
+    response = httpx2.post(mcp_url, content=huge, headers=headers)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
