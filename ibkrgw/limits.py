@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -112,3 +113,57 @@ def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | No
         raise invalid(f"The body is not valid JSON: {str(exc)[:120]}", reason="not_json") from None
     check_json(value, max_depth=max_depth)
     return value
+
+
+# -- bodies of undeclared size (chunked transfer encoding) -------------------------------------
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def bounded_body(receive: Receive, limit: int) -> tuple[Receive, int] | None:
+    """Read an ASGI request body up to `limit` bytes: a `receive` that replays it and its size, or None
+    when it is larger (the rest is never read). For bodies that declare no Content-Length."""
+    messages: list[dict[str, Any]] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break  # the client went away: the application sees the disconnect
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> dict[str, Any]:
+        return messages.pop(0) if messages else await receive()
+
+    return replay, size
+
+
+class ChunkedBodyLimit:
+    """ASGI wrapper: a request body of undeclared size (Transfer-Encoding: chunked) is read here, bounded by
+    REQUEST_MAX_BODY_BYTES, before the application buffers it: 413 in the error shape when larger,
+    else the application gets it with the Content-Length it now has (Django and DRF read a body
+    by its declared length). Bodies that declare their size are refused by it further in."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        # HTTP/1.1: a body of undeclared size comes chunked; without that header there is no body at all.
+        if scope["type"] != "http" or not any(name == b"transfer-encoding" for name, _ in scope["headers"]):
+            return await self.app(scope, receive, send)
+        limit = max_body_bytes()
+        read = await bounded_body(receive, limit)
+        if read is not None:
+            replay, size = read
+            headers = [(n, v) for n, v in scope["headers"] if n not in (b"transfer-encoding", b"content-length")]
+            headers.append((b"content-length", str(size).encode()))
+            return await self.app({**scope, "headers": headers}, replay, send)
+        body = json.dumps(too_large(None, limit).as_dict()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        # The unread rest of the body would be taken for the next request: end this connection.
+        headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -23,11 +23,11 @@ from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
-from ibkrgw.limits import max_body_bytes, too_large
+from ibkrgw.limits import ChunkedBodyLimit, max_body_bytes, too_large
 from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ def _refuse(code: ErrorCode, message: str, status: int, headers: dict[str, str] 
 class HttpGuard:
     """ASGI wrapper: 403 for a foreign `Origin`, 401 without a valid `Authorization: Api-Key <key>`.
 
-    413 for a body over REQUEST_MAX_BODY_BYTES. The scope of the key is checked per tool call (read
+    413 for a body over REQUEST_MAX_BODY_BYTES by its Content-Length (`ChunkedBodyLimit`, outside it, bounds
+    bodies that declare none). The scope of the key is checked per tool call (read
     for reads, trade for tools that change orders), and `tools/list` follows it.
     """
 
@@ -65,14 +66,8 @@ class HttpGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        length = headers.get("content-length")
-        body_fits = length.isdigit() and int(length) <= max_body_bytes() if length is not None else True
-        if length is None and scope["method"] not in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            # A chunked body declares no size: read it here, bounded, and hand the SDK what was read.
-            replay = await _bounded_body(receive, max_body_bytes())
-            body_fits = replay is not None
-            receive = replay or receive
-        if not body_fits:
+        length = headers.get("content-length", "0")  # without one, ChunkedBodyLimit has bounded the body
+        if not length.isdigit() or int(length) > max_body_bytes():
             response = JSONResponse(too_large(None, max_body_bytes()).as_dict(), 413)
         elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
@@ -90,28 +85,6 @@ class HttpGuard:
         await response(scope, receive, send)
 
 
-async def _bounded_body(receive: Receive, limit: int) -> Receive | None:
-    """Read a request body of undeclared size up to `limit` bytes: a `receive` replaying it, or None if
-    it is larger (the rest is never read)."""
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break  # the client went away: the SDK sees the disconnect
-        size += len(message.get("body", b""))
-        if size > limit:
-            return None
-        if not message.get("more_body", False):
-            break
-
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return replay
-
-
 def http_app(server: MCPServer, *, host: str) -> ASGIApp:
     # The SDK's own Host/Origin checks stay on too (defence in depth against DNS rebinding).
     def bracket(name: str) -> str:
@@ -125,7 +98,7 @@ def http_app(server: MCPServer, *, host: str) -> ASGIApp:
             f"{scheme}://{name}{port}" for scheme in ("http", "https") for name in local for port in ("", ":*")
         ],
     )
-    return HttpGuard(server.streamable_http_app(host=host, transport_security=security))
+    return ChunkedBodyLimit(HttpGuard(server.streamable_http_app(host=host, transport_security=security)))
 
 
 # -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------
