@@ -235,7 +235,8 @@ def _intraday(
     step = bar_s // 60
     bucket = first // step * step
     while bucket < last:
-        a, b = max(bucket, first, session_start), min(bucket + step, last)
+        # IB bars are fixed intervals of the clock: the first one covers its whole interval, not the tail.
+        a, b = max(bucket, session_start), min(bucket + step, last)
         if b > a:
             out.append(_to_bar(inst, utc_of(day, a, tz), False, path.aggregate(day, a, b), what))
         bucket += step

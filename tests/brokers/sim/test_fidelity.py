@@ -272,6 +272,19 @@ def test_history_has_no_future_bars_nothing_before_the_head_and_no_bar_before_th
     assert early and min(b.start for b in early).date() >= date(2004, 1, 2)
 
 
+@pytest.mark.parametrize(("bar_s", "minutes"), [(300, 5), (900, 15), (3600, 30)])
+def test_intraday_bars_start_on_their_interval_whatever_the_request_time(bar_s, minutes):
+    from brokers.sim.market import Market
+
+    market = Market(7)
+    aapl = market.lookup("AAPL")
+    asked_at = datetime(2026, 11, 24, 15, 13, 27, tzinfo=UTC)  # 10:13:27 New York, mid-interval
+    bars = make_bars(market, aapl, asked_at, (1, "D"), bar_s, True, "TRADES", now=asked_at)
+    starts = [b.start.astimezone(ZoneInfo("America/New_York")) for b in bars]
+    assert starts and all(s.minute % minutes == 0 and s.second == 0 for s in starts), starts[:3]
+    assert len(set(starts)) == len(starts)
+
+
 def test_the_close_tick_is_the_previous_daily_bar_and_volumes_agree(sim_gateway_factory, connect):
     gw = sim_gateway_factory(seed=7)
     ib = connect(gw)
