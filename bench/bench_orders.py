@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Api, order_rate, stack  # noqa: E402
+from bench.harness import Api, order_rate, server_cpu_s, stack  # noqa: E402
 
 
 def fills_count(api: Api) -> int:
@@ -65,16 +65,22 @@ def main() -> None:
 
     with stack(orders_enabled=False) as (_, http_port, key):
         order_rate([http_port], key, 80, args.clients, tag="warm")
+        cpu = server_cpu_s(http_port)
         rate = order_rate([http_port], key, args.simulated, args.clients, tag="sim")
+        cpu_ms = (server_cpu_s(http_port) - cpu) * 1000 / (args.simulated // args.clients * args.clients)
         print(f"1. simulated path, {args.clients} clients: {rate:8.1f} orders/s   (goal >= 300)")
+        print(f"   web server CPU per order: {cpu_ms:.1f} ms")
 
     paced = {"IB_THROTTLE": "true"}
     with stack(orders_enabled=True, extra_env=paced) as (sim_port, http_port, key):
         bare = bare_to_filled(sim_port, args.sent)
         order_rate([http_port], key, 16, args.clients, tag="warm")
+        cpu = server_cpu_s(http_port)
         rest = rest_to_filled(http_port, key, args.sent, args.clients)
+        cpu_ms = (server_cpu_s(http_port) - cpu) * 1000 / (args.sent // args.clients * args.clients)
         print(f"2. paced at 45 msg/s, placed -> filled: bare ib_async {bare:6.1f} orders/s; REST {rest:6.1f} orders/s")
         print(f"   ratio REST / bare = {rest / bare:.2f}   (goal >= 0.9)")
+        print(f"   web server CPU per order, placed -> filled and recorded: {cpu_ms:.1f} ms")
 
 
 if __name__ == "__main__":

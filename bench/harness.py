@@ -56,6 +56,15 @@ def server_command(port: int, server: str = "production") -> list[str]:
     return [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
+_servers: dict[int, int] = {}  # web server port -> its process id
+
+
+def server_cpu_s(http_port: int) -> float:
+    """CPU seconds (user + system) the web server on `http_port` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{_servers[http_port]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def stack(
     *,
@@ -118,6 +127,7 @@ def stack(
             )
         )
         wait_port(http_port)
+        _servers[http_port] = procs[-1].pid
         api = Api(http_port, key)
         deadline = time.monotonic() + 30
         while api.get("/api/v1/health/")[1]["reconciliation"] != "done":
