@@ -189,7 +189,7 @@ def gate_account_mode(account: str) -> None:
 
 
 # -- 4. risk ---------------------------------------------------------------------------------
-def reference_price(request: OrderRequest, quote: Quote | None) -> Decimal | None:
+def reference_price(quote: Quote | None) -> Decimal | None:
     """The price the collar and notional limits compare against: last trade, else the mid."""
     if quote is None:
         return None
@@ -252,9 +252,9 @@ def gate_duplicate(duplicate_recent: bool) -> None:
         )
 
 
-def gate_fresh_quote(request: OrderRequest, quote: Quote | None) -> Decimal:
+def gate_fresh_quote(quote: Quote | None) -> Decimal:
     """The reference price, or a block when there is no recent quote to check prices against."""
-    ref = reference_price(request, quote)
+    ref = reference_price(quote)
     if not quote_is_fresh(quote) or ref is None:
         raise GateBlocked(
             "risk",

@@ -101,7 +101,7 @@ def test_risk_messages():
     assert message(gates.gate_duplicate, True) == (
         "An identical order was placed in the last 5s; send a client_order_id to place it on purpose."
     )
-    assert message(gates.gate_fresh_quote, order(), quote(time=NOW - timedelta(seconds=11))) == (
+    assert message(gates.gate_fresh_quote, quote(time=NOW - timedelta(seconds=11))) == (
         "No recent quote for this contract, so the price checks cannot run."
     )
     assert message(

@@ -33,7 +33,7 @@ def risk(request, *, q=FRESH, c=None) -> Checks:
     for step in RISK_STEPS:
         if step is checks.fresh_quote:
             trip.quote = q
-            trip.reference = gates.gate_fresh_quote(request, q)
+            trip.reference = gates.gate_fresh_quote(q)
         else:
             step(trip)
     return trip
@@ -173,20 +173,20 @@ def test_a_fresh_quote_without_any_price_cannot_run_the_price_checks():
 
 # -- reference price ----------------------------------------------------------------------------
 def test_the_reference_price_is_the_last_trade_first():
-    assert gates.reference_price(order(), quote(last="101", bid="99", ask="100", close="98")) == D("101")
+    assert gates.reference_price(quote(last="101", bid="99", ask="100", close="98")) == D("101")
 
 
 def test_without_a_last_trade_the_reference_is_the_mid():
-    assert gates.reference_price(order(), quote(last=None, bid="99", ask="100", close="98")) == D("99.5")
+    assert gates.reference_price(quote(last=None, bid="99", ask="100", close="98")) == D("99.5")
 
 
 @pytest.mark.parametrize(("bid", "ask"), [("99", None), (None, "100"), (None, None)])
 def test_without_both_sides_the_reference_is_the_close(bid, ask):
-    assert gates.reference_price(order(), quote(last=None, bid=bid, ask=ask, close="98")) == D("98")
+    assert gates.reference_price(quote(last=None, bid=bid, ask=ask, close="98")) == D("98")
 
 
 def test_without_a_quote_there_is_no_reference():
-    assert gates.reference_price(order(), None) is None
+    assert gates.reference_price(None) is None
 
 
 # -- max notional (quantity x price x multiplier) --------------------------------------------------
