@@ -97,6 +97,7 @@ def test_only_an_operator_may_approve_or_reject(who):
             decide(order_id=event.order.pk, actor=NOT_OPERATORS[who])
         assert excinfo.value.code == ErrorCode.PERMISSION_DENIED
         assert excinfo.value.http_status == 403
+        assert excinfo.value.message == "Only an operator can approve or reject orders."
     assert list(event.order.events.values_list("status", flat=True)) == [S.PENDING_APPROVAL]
 
 
@@ -147,7 +148,9 @@ def test_approving_within_the_window_goes_on_to_the_pre_trade_checks(settings, f
     # Not expired: it reached the checks that need the broker, which is not connected here.
     assert excinfo.value.code == ErrorCode.BROKER_UNAVAILABLE
     assert list(event.order.events.values_list("status", flat=True)) == [S.PENDING_APPROVAL]
-    assert AuditEntry.objects.filter(event="gate.blocked", actor_label="root").count() == 1
+    blocked = AuditEntry.objects.get(event="gate.blocked", actor_label="root")
+    assert (blocked.data["account"], blocked.data["code"]) == (event.order.account, "broker_unavailable")
+    assert blocked.target_id == event.order.client_order_id
 
 
 def test_held_orders_expire_one_microsecond_after_the_window(settings, frozen_clock):
