@@ -406,3 +406,152 @@ def test_a_trailing_preview_carries_its_trail(ib_runtime, quiet_market):
     services.order_preview(request=request, actor=BOT)
     (what_if,) = quiet_market.received_orders()
     assert (what_if.order_type, what_if.aux_price) == ("TRAIL", Decimal("2.5"))
+
+
+# -- cancel -------------------------------------------------------------------------------------------
+def _resting(cid: str) -> Order:
+    """A LMT BUY 3 @ 185 resting at the broker (the market is quiet at 190)."""
+    from tests.conftest import wait_for
+
+    order = services.order_submit(
+        request=_request(cid, order_type="LMT", limit_price=Decimal("185.00")), actor=BOT
+    ).order
+    wait_for(lambda: S.SUBMITTED in _statuses(order), message="acknowledged")
+    return order
+
+
+def test_a_cancel_is_on_record_under_the_actor_who_asked_even_when_the_broker_answers_first(
+    ib_runtime, quiet_market, orders_enabled
+):
+    from tests.conftest import wait_for
+
+    order = _resting("cx-2")
+    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    assert services.order_cancel(order_id=order.pk, actor=OPERATOR) == order
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.target_id) == ("operator", str(order.pk))
+    assert requested.data["broker_order_id"] == broker_id
+    wait_for(lambda: _statuses(order)[-1] == S.CANCELLED, message="cancelled at the broker")
+    assert [c.order_id for c in quiet_market.received_cancels()] == [broker_id]
+
+
+def test_a_cancel_request_becomes_the_order_s_cancel_pending(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=78).order
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    pending = order.events.get(status=S.CANCEL_PENDING)
+    assert (pending.source, pending.broker_order_id) == ("admin", 78)
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.data["status"], requested.data["previous"]) == (
+        "operator",
+        S.CANCEL_PENDING,
+        S.SUBMITTED,
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+
+
+def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.CANCEL_PENDING, broker_order_id=79).order
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert _statuses(order) == [S.CANCEL_PENDING]
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.target_id, requested.data) == (
+        "operator",
+        str(order.pk),
+        {"broker_order_id": 79},
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [79]
+
+
+def test_an_order_the_broker_never_acknowledged_is_not_cancelled_by_guesswork(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    exc = excinfo.value
+    assert (exc.code, exc.http_status, exc.details) == (
+        ErrorCode.ORDER_STATE_CONFLICT,
+        409,
+        {"status": "pending_submit"},
+    )
+    assert exc.message == "The broker has not acknowledged this order; reconciliation will settle it."
+    assert _statuses(order) == [S.PENDING_SUBMIT]
+    assert quiet_market.received_cancels() == []
+
+
+# -- buying power, quotes and what the broker says ---------------------------------------------------
+def test_the_buying_power_estimate_uses_the_account_s_available_funds(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = Decimal(10**9)
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**12)
+    # 1,000,000 of cash at a 50% initial margin buys 10,526 shares at 190, not 10,527.
+    services.order_preview(request=_request("", quantity=Decimal(10526)), actor=BOT)
+    result = services.order_preview(request=_request("", quantity=Decimal(10527)), actor=BOT)
+    assert _codes(result) == ["risk_buying_power"]
+    details = result.blocks[0]["details"]
+    assert Decimal(details["margin_estimate"]) > Decimal(details["available_funds"]) > 0
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=_request("bp-2", quantity=Decimal(10527)), actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_BUYING_POWER
+
+
+def _subscribed(sim, symbol: str) -> int:
+    con_id = sim.con_id(symbol)
+    return sum(1 for s in list(sim.sessions) for inst in list(s.mkt.values()) if inst.con_id == con_id)
+
+
+def test_the_order_path_keeps_streaming_its_latest_contracts_and_no_more(ib_runtime, quiet_market, monkeypatch):
+    from brokers import runtime
+    from orders.services import checks
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(checks, "ORDER_QUOTE_STREAMS", 2)
+
+    def price_checked(symbol: str, n: int) -> None:
+        services.order_submit(request=_request(f"qs-{n}", symbol=symbol), actor=BOT)  # simulated: checks only
+        wait_for(lambda: runtime.adapter().quote_cached(con_id=quiet_market.con_id(symbol)), message=symbol)
+
+    price_checked("AAPL", 1)
+    price_checked("MSFT", 2)
+    price_checked("AAPL", 3)  # the streamed quote: AAPL is the most recent again
+    price_checked("SPY", 4)
+    wait_for(lambda: _subscribed(quiet_market, "MSFT") == 0, message="the oldest stream released")
+    assert (_subscribed(quiet_market, "AAPL"), _subscribed(quiet_market, "SPY")) == (1, 1)
+    # A new broker connection holds none of the old streams: the next order opens its own.
+    runtime.stop()
+    runtime.start(host="127.0.0.1", port=quiet_market.port, client_id=1)
+    wait_for(lambda: runtime.current().worker.reconciled.is_set(), message="reconnected")
+    price_checked("AAPL", 5)
+    assert _subscribed(quiet_market, "AAPL") == 1
+
+
+def test_a_preview_says_why_the_broker_could_not_price_the_order(ib_runtime, quiet_market):
+    quiet_market.faults.never_answer(3)  # placeOrder, which carries the what-if
+    ib_runtime.worker.request_timeout = 0.5
+    result = services.order_preview(request=_request(""), actor=BOT)
+    assert (result.blocks, result.preview, result.would_be) == ([], None, "simulated")
+    assert result.what_if_error == "The broker did not answer within 0.5s."
+
+
+def test_a_send_whose_outcome_is_unknown_is_recorded_so_and_settled_by_the_broker(ib_runtime, quiet_market, settings):
+    import threading
+
+    from brokers import runtime
+    from tests.conftest import wait_for
+
+    # A first order leaves the contract and a streamed quote in memory: the next one's checks need no call.
+    services.order_submit(request=_request("warm-1"), actor=BOT)
+    wait_for(lambda: runtime.adapter().quote_cached(con_id=quiet_market.con_id("AAPL")), message="streamed quote")
+    settings.ORDERS_ENABLED = True
+    ib_runtime.worker.request_timeout = 0.5
+    release = threading.Event()
+    ib_runtime.worker.run_soon(lambda ib: release.wait(30))  # the IB thread stops answering
+    try:
+        result = services.order_submit(request=_request("unk-1", quantity=Decimal(4)), actor=BOT)
+        order = result.order
+        assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
+    finally:
+        release.set()
+    assert order.events.order_by("-id").first().reason == "The broker did not answer within 0.5s."
+    unknown = AuditEntry.objects.get(event="order.unknown")
+    assert (unknown.actor_label, unknown.target_id) == ("bot", str(order.pk))
+    # It reached the gateway late after all: the broker's reports settle it, and it is never sent twice.
+    wait_for(lambda: _statuses(order)[-1] == S.FILLED, message="the broker's reports")
+    assert [o.order_ref for o in quiet_market.received_orders()] == ["unk-1"]
