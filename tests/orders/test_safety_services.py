@@ -368,10 +368,18 @@ def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quie
     sweep = AuditEntry.objects.filter(event="trading.halt_sweep").first()
     assert sweep.data["working_orders"] >= 1
     assert "outside-1" in sweep.data["refs"]
-    assert sweep.actor_kind == "system"
+    assert (sweep.actor_kind, sweep.target_type) == ("system", "trading")
     wait_for(lambda: all(o.status == "Cancelled" for o in quiet_market.orders()), message="cancelled at the broker")
     wait_for(lambda: services.halt_progress().working_orders == 0, message="the sweep saw nothing working")
     assert services.halt_progress().checked_at is not None
+    # An outage: the sweep says why it could not look, and keeps the last count it saw.
+    quiet_market.faults.refuse_connections(60)
+    quiet_market.faults.drop_all_connections()
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    progress = services.trading_halt_sweep()
+    assert progress == services.halt_progress()
+    assert (progress.working_orders, progress.checked_at) == (0, None)
+    assert progress.error.startswith("The broker is not connected")
 
 
 def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):

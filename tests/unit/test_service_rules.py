@@ -76,6 +76,18 @@ def test_the_kill_switch_follows_its_latest_row():
     assert list(TradingSwitchEvent.objects.order_by("id").values_list("halted", flat=True)) == [True, False, True]
 
 
+def test_a_sweep_that_cannot_reach_the_broker_says_why_and_answers_only_while_halted():
+    not_started = "The broker connection is not started in this process."
+    assert services.trading_halt_sweep() is None  # trading: nothing to sweep
+    assert services.halt_progress().error == not_started
+    services.trading_halt(actor=ADMIN, reason="incident")
+    fresh = services.halt_progress()  # a halt starts over: nothing checked yet
+    assert (fresh.working_orders, fresh.checked_at, fresh.error) == (None, None, "")
+    progress = services.trading_halt_sweep()
+    assert progress == services.halt_progress()
+    assert (progress.working_orders, progress.checked_at, progress.error) == (None, None, not_started)
+
+
 # -- approval -----------------------------------------------------------------------------------
 def held(**fields) -> OrderEvent:
     return OrderEventFactory(status=S.PENDING_APPROVAL, **fields)
