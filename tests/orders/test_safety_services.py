@@ -563,3 +563,77 @@ def test_a_send_whose_outcome_is_unknown_is_recorded_so_and_settled_by_the_broke
     # It reached the gateway late after all: the broker's reports settle it, and it is never sent twice.
     wait_for(lambda: _statuses(order)[-1] == S.FILLED, message="the broker's reports")
     assert [o.order_ref for o in quiet_market.received_orders()] == ["unk-1"]
+
+
+# -- what an order's record keeps ---------------------------------------------------------------------
+def test_an_order_keeps_the_contract_terms_and_checks_it_was_placed_with(ib_runtime, sim_gateway):
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve
+
+    sim_gateway.pause_market()
+    option = contract_resolve(spec=ContractSpec(symbol="AAPL", sec_type="OPT"))[0]
+    price = sim_gateway.quote(option.con_id)["last"]
+    limit = (price * Decimal("0.99")).quantize(Decimal("0.01"))
+    agent = Actor(kind=ActorKind.MCP, label="a" * 151, source=Source.MCP, correlation_id="cid-7")
+    request = _request(
+        "keep-1",
+        sec_type="OPT",
+        con_id=option.con_id,
+        quantity=Decimal(2),
+        order_type="LMT",
+        limit_price=limit,
+        tif="GTC",
+        outside_rth=True,
+    )
+    order = services.order_submit(request=request, actor=agent).order  # orders disabled: recorded only
+    row = Order.objects.get(pk=order.pk)
+    assert (row.symbol, row.sec_type, row.exchange, row.primary_exchange, row.currency, row.con_id) == (
+        "AAPL",
+        "OPT",
+        "SMART",
+        "",
+        "USD",
+        option.con_id,
+    )
+    assert (row.expiry, row.strike, row.right, row.multiplier, row.local_symbol) == (
+        option.expiry,
+        option.strike,
+        option.right,
+        "100",
+        option.local_symbol,
+    )
+    assert (row.action, row.quantity, row.order_type, row.limit_price, row.stop_price) == ("BUY", 2, "LMT", limit, None)
+    assert (row.trail_amount, row.trail_percent, row.tif, row.outside_rth, row.trading_mode) == (
+        None,
+        None,
+        "GTC",
+        True,
+        "paper",
+    )
+    assert (row.account, row.client_order_id, row.request_hash) == (
+        "DU1234567",
+        "keep-1",
+        services.request_hash(replace(request, account="DU1234567")),
+    )
+    assert (row.actor_kind, row.actor_label, row.source, row.correlation_id) == ("mcp", "a" * 150, "mcp", "cid-7")
+    assert (row.parent, row.role, row.oca_group) == (None, "", "")
+    assert row.preview["reference_price"] == str(price)
+    assert row.preview["notional"] == str((limit * 200).quantize(Decimal("0.01")))
+    assert row.preview["quote_time"] is not None
+    (event,) = row.events.all()
+    assert (event.status, event.source, event.remaining_quantity, event.reason) == (
+        S.SIMULATED,
+        "mcp",
+        2,
+        "ORDERS_ENABLED=false: recorded, not sent",
+    )
+    entry = AuditEntry.objects.get(target_id=str(row.pk))
+    assert (entry.event, entry.actor_label, entry.target_type) == ("order.simulated", "a" * 150, "order")
+    assert entry.data == {
+        "client_order_id": "keep-1",
+        "account": "DU1234567",
+        "status": S.SIMULATED,
+        "request": replace(request, account="DU1234567").canonical(),
+        "con_id": option.con_id,
+    }
+    assert sim_gateway.received_orders() == []
