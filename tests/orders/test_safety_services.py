@@ -462,8 +462,9 @@ def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_r
     services.order_cancel(order_id=order.pk, actor=OPERATOR)
     assert _statuses(order) == [S.CANCEL_PENDING]
     requested = AuditEntry.objects.get(event="order.cancel_requested")
-    assert (requested.actor_label, requested.target_id, requested.data) == (
+    assert (requested.actor_label, requested.target_type, requested.target_id, requested.data) == (
         "operator",
+        "order",
         str(order.pk),
         {"broker_order_id": 79},
     )
@@ -637,3 +638,129 @@ def test_an_order_keeps_the_contract_terms_and_checks_it_was_placed_with(ib_runt
         "con_id": option.con_id,
     }
     assert sim_gateway.received_orders() == []
+
+
+def test_an_armed_order_is_recorded_as_submitted_with_its_trail(ib_runtime, quiet_market, orders_enabled):
+    from tests.conftest import wait_for
+
+    by_amount = services.order_submit(
+        request=_request("trail-1", action="SELL", order_type="TRAIL", trail_amount=Decimal("2.50")), actor=BOT
+    ).order
+    wait_for(lambda: S.SUBMITTED in _statuses(by_amount), message="acknowledged")
+    row = Order.objects.get(pk=by_amount.pk)
+    assert (row.order_type, row.trail_amount, row.trail_percent) == ("TRAIL", Decimal("2.5"), None)
+    first = row.events.order_by("id").first()
+    assert (first.status, first.reason) == (S.PENDING_SUBMIT, "")
+    assert AuditEntry.objects.get(target_id=str(row.pk), event="order.submitted").data["status"] == S.PENDING_SUBMIT
+    orders_enabled.ORDERS_ENABLED = False
+    by_percent = services.order_submit(
+        request=_request("trail-2", action="SELL", order_type="TRAIL", trail_percent=Decimal("1.5")), actor=BOT
+    ).order
+    row = Order.objects.get(pk=by_percent.pk)
+    assert (row.trail_amount, row.trail_percent) == (None, Decimal("1.5"))
+
+
+# -- modify at the broker -------------------------------------------------------------------------------
+def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, quiet_market, orders_enabled):
+    from tests.conftest import wait_for
+
+    order = _resting("mod-2")
+    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(5), limit_price=Decimal("186.00"))
+    change = quiet_market.received_orders()[-1]
+    assert (change.order_id, change.total_quantity, change.lmt_price) == (broker_id, 5, Decimal("186.00"))
+    wait_for(
+        lambda: [(o.total_quantity, o.status) for o in quiet_market.orders()] == [(5, "Submitted")],
+        message="one working order, changed",
+    )
+    modified = order.events.exclude(data={}).get(data__has_key="modified")
+    assert (modified.status, modified.source, modified.remaining_quantity) == (S.SUBMITTED, "admin", 5)
+    assert modified.data == {"modified": {"quantity": "5", "limit_price": "186.00", "stop_price": None}}
+    entry = AuditEntry.objects.get(event="order.modified")
+    assert (entry.actor_label, entry.target_id) == ("operator", str(order.pk))
+    assert services.order_terms(order) == {"quantity": 5, "limit_price": Decimal("186.00"), "stop_price": None}
+
+
+def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=77).order
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    sent = len(quiet_market.received_orders())
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_modify(order_id=order.pk, actor=OPERATOR, limit_price=Decimal("186.00"))
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.actor_label, blocked.data["account"], blocked.data["code"]) == (
+        "operator",
+        order.account,
+        "trading_halted",
+    )
+    assert len(quiet_market.received_orders()) == sent
+    assert not order.events.filter(data__has_key="modified").exists()
+
+
+def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, quiet_market, orders_enabled):
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    order = _resting("mod-4")
+    running, hold, outcome = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    # Behind the busy command: a partial fill of 2, then a modify down to 1 that passed its first check.
+    threading.Thread(
+        target=lambda: pipeline().run(
+            lambda: OrderEventFactory(
+                order=order, status=S.PARTIALLY_FILLED, filled_quantity=Decimal(2), remaining_quantity=Decimal(1)
+            )
+        )
+    ).start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="the fill queued")
+
+    def modify():
+        try:
+            services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(1))
+        except GatewayError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=modify)
+    worker.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 2, message="the modify queued")
+    hold.set()
+    worker.join(30)
+    (exc,) = outcome
+    assert (exc.code, exc.details, exc.message) == (
+        ErrorCode.INVALID_ORDER,
+        {"gate": "validation", "field": "quantity"},
+        "quantity cannot go below the filled quantity.",
+    )
+    assert AuditEntry.objects.get(event="gate.blocked").data["account"] == order.account
+    assert not order.events.filter(data__has_key="modified").exists()
+
+
+def test_a_modify_is_checked_against_the_contract_s_minimum_tick(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=77).order
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_modify(order_id=order.pk, actor=OPERATOR, limit_price=Decimal("189.005"))
+    assert excinfo.value.code == ErrorCode.INVALID_TICK_SIZE
+
+
+# -- an order sent but not yet acknowledged -------------------------------------------------------------
+def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_sent_with(ib_runtime, quiet_market):
+    from orders.pipeline import pipeline
+
+    order = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    pipeline().sent_ids[order.pk] = (78, 1)  # sent by this process; the recorder has not written it yet
+    assert services.order_client_id(order) == 1
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+    pipeline().sent_ids[order.pk] = (79, 5)  # through another IB client id: only that connection may cancel it
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert (excinfo.value.code, excinfo.value.details) == (ErrorCode.ORDER_STATE_CONFLICT, {"client_id": 5})
+    assert excinfo.value.message == (
+        "This order was placed through IB client id 5; this process is client id 1. Change it from that "
+        "process, or halt trading to cancel everything."
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]

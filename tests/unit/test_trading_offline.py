@@ -297,3 +297,17 @@ def test_the_client_id_an_order_was_placed_through_is_its_latest_recorded_one():
     OrderEventFactory(order=order, status=S.SUBMITTED, data={"client_id": 3})
     OrderEventFactory(order=order, status=S.SUBMITTED, data={"other": 1})
     assert services.order_client_id(order) == 3
+
+
+def test_a_modify_keeps_the_terms_it_does_not_change():
+    stop = working(order__order_type="STP", order__limit_price=None, order__stop_price=D("180"))
+    exc = refused(services.order_modify, order_id=stop.pk, actor=OPERATOR, quantity=D(5))
+    assert exc.code == ErrorCode.BROKER_UNAVAILABLE  # past the order's own gates: it is still a stop at 180
+    limit = working()
+    exc = refused(services.order_modify, order_id=limit.pk, actor=OPERATOR, quantity=D(5))
+    assert exc.code == ErrorCode.BROKER_UNAVAILABLE  # and still a limit at 189.50
+    entry_request = AuditEntry.objects.filter(event="gate.blocked").order_by("seq")
+    assert [(e.data["request"]["stop_price"], e.data["request"]["limit_price"]) for e in entry_request] == [
+        ("180", None),
+        (None, "189.5"),
+    ]
