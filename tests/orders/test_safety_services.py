@@ -764,3 +764,23 @@ def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_se
         "process, or halt trading to cancel everything."
     )
     assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+
+
+def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_runtime, quiet_market, settings):
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve
+
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**8)
+    option = contract_resolve(spec=ContractSpec(symbol="AAPL", sec_type="OPT"))[0]
+    # Writing options: the estimate charges the premium (100%), the broker 120% of it. An order that
+    # fits the account's funds by the estimate does not by the broker's what-if.
+    contracts = int(Decimal(1_000_000) / (quiet_market.quote(option.con_id)["last"] * 100)) - 1
+    request = _request("", sec_type="OPT", con_id=option.con_id, action="SELL", quantity=Decimal(contracts))
+    result = services.order_preview(request=request, actor=BOT)
+    assert _codes(result) == ["risk_buying_power"]
+    assert result.blocks[0]["message"] == "The order's initial margin would exceed the account's equity with loan."
+    assert result.blocks[0]["details"] == {
+        "init_margin_after": str(result.preview.init_margin_after),
+        "equity_with_loan_after": str(result.preview.equity_with_loan_after),
+    }
+    assert result.would_be == "refused"
