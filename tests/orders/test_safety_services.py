@@ -784,3 +784,73 @@ def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_
         "equity_with_loan_after": str(result.preview.equity_with_loan_after),
     }
     assert result.would_be == "refused"
+
+
+# -- placements admitted together ------------------------------------------------------------------------
+def _admitted_together(requests: list[OrderRequest]) -> list:
+    """Place each request from its own thread while the pipeline is busy, so all are admitted in one
+    commit, in this order. Each result is the SubmitResult or the GatewayError."""
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold = threading.Event(), threading.Event()
+    results: list = [None] * len(requests)
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+
+    def place(i: int) -> None:
+        try:
+            results[i] = services.order_submit(request=requests[i], actor=BOT)
+        except GatewayError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=place, args=(i,)) for i in range(len(requests))]
+    for i, thread in enumerate(threads):
+        thread.start()
+        wait_for(lambda i=i: pipeline()._queue.qsize() == i + 1, message=f"placement {i} queued")
+    hold.set()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_placements_admitted_together_count_each_other_and_share_a_key(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 2
+    first, again, second, third = _admitted_together(
+        [_request("g-1"), _request("g-1", quantity=Decimal("3.0")), _request("g-2"), _request("g-3")]
+    )
+    assert (first.replayed, again.replayed, again.order.pk) == (False, True, first.order.pk)
+    assert second.replayed is False
+    assert (third.code, third.http_status) == (ErrorCode.RISK_RATE_LIMIT, 429)
+    assert sorted(Order.objects.values_list("client_order_id", flat=True)) == ["g-1", "g-2"]
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.target_id, blocked.data["code"], blocked.data["account"]) == ("g-3", "risk_rate_limit", "DU1234567")
+
+
+def test_a_key_reused_within_one_commit_is_refused(ib_runtime, quiet_market):
+    first, reused = _admitted_together([_request("g-4"), _request("g-4", quantity=Decimal(4))])
+    assert first.replayed is False
+    assert (reused.code, reused.details["order_id"]) == (ErrorCode.IDEMPOTENCY_KEY_REUSED, str(first.order.pk))
+
+
+def test_every_leg_of_a_bracket_counts_against_the_rate_limit(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 3
+    services.order_submit(request=_request("r-1"), actor=BOT)
+    bracket = _request(
+        "r-2",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("192.00"),
+        stop_loss=Decimal("187.00"),
+    )
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=bracket, actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_RATE_LIMIT
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 4
+    entry = services.order_submit(request=bracket, actor=BOT).order
+    assert sorted(entry.children.values_list("role", flat=True)) == ["stop_loss", "take_profit"]
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=_request("r-3"), actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_RATE_LIMIT  # the bracket's three legs filled the minute

@@ -116,6 +116,7 @@ def test_a_key_used_for_other_terms_is_refused_and_audited(frozen_clock):
     assert exc.message == "client_order_id 'k-3' was already used for a different order."
     entry = AuditEntry.objects.get(event="gate.blocked")
     assert (entry.actor_label, entry.target_id, entry.data["code"]) == ("bot", "k-3", "idempotency_key_reused")
+    assert entry.data["account"] == ACCOUNT
     assert entry.data["request"]["action"] == "SELL"
 
 
@@ -131,7 +132,7 @@ def test_a_malformed_key_is_refused_before_anything_else(cid, key, message):
     exc = refused(services.order_submit, request=request(cid), actor=BOT, idempotency_key=key)
     assert (exc.code, exc.message, exc.details) == (ErrorCode.INVALID_REQUEST, message, {"fields": ["client_order_id"]})
     entry = AuditEntry.objects.get(event="gate.blocked")
-    assert (entry.data["code"], entry.target_id) == ("invalid_request", cid)
+    assert (entry.data["code"], entry.target_id, entry.data["account"]) == ("invalid_request", cid, ACCOUNT)
 
 
 def test_a_key_of_64_allowed_characters_is_accepted():
