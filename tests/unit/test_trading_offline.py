@@ -8,6 +8,7 @@ duplicate window of 5 s, quantity 100. Nothing here starts a broker connection.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -312,3 +313,27 @@ def test_a_modify_keeps_the_terms_it_does_not_change():
         ("180", None),
         (None, "189.5"),
     ]
+
+
+# -- a bracket's exits ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("action", "exit_action"), [("BUY", "SELL"), ("BUY_TO_COVER", "SELL"), ("SELL", "BUY"), ("SELL_SHORT", "BUY")]
+)
+def test_a_bracket_s_exits_close_the_entry_good_till_cancelled(action, exit_action):
+    from orders.services.trading import bracket_children
+
+    entry = request(
+        "br-2", action=action, order_type="LMT", limit_price=D(100), take_profit=D(110), stop_loss=D(90), tif="DAY"
+    )
+    (take_profit, stop_loss) = bracket_children(entry)
+    assert take_profit == (
+        "take_profit",
+        request("br-2.tp", action=exit_action, order_type="LMT", limit_price=D(110), tif="GTC"),
+    )
+    assert stop_loss == (
+        "stop_loss",
+        request("br-2.sl", action=exit_action, order_type="STP", stop_price=D(90), tif="GTC"),
+    )
+    assert bracket_children(replace(entry, stop_loss=None)) == [take_profit]
+    assert bracket_children(replace(entry, take_profit=None)) == [stop_loss]
+    assert bracket_children(replace(entry, take_profit=None, stop_loss=None)) == []
