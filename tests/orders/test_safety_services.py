@@ -339,7 +339,15 @@ def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, qui
 
 
 # -- the kill switch at the broker connection ---------------------------------------------------------
-def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market):
+@pytest.fixture
+def no_halt_sweep(monkeypatch):
+    """The periodic sweep also sets the latch from the ledger: off, so only the service under test does."""
+    from brokers import events
+
+    monkeypatch.delitem(events._chores, "trading.halt_sweep")
+
+
+def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market, no_halt_sweep):
     assert ib_runtime.worker.sends_blocked is False
     services.trading_halt(actor=OPERATOR, reason="incident")
     assert ib_runtime.worker.sends_blocked is True
@@ -558,7 +566,8 @@ def test_a_send_whose_outcome_is_unknown_is_recorded_so_and_settled_by_the_broke
         assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
     finally:
         release.set()
-    assert order.events.order_by("-id").first().reason == "The broker did not answer within 0.5s."
+    latest = order.events.order_by("-id").first()
+    assert (latest.reason, latest.source) == ("The broker did not answer within 0.5s.", "rest")
     unknown = AuditEntry.objects.get(event="order.unknown")
     assert (unknown.actor_label, unknown.target_id) == ("bot", str(order.pk))
     # It reached the gateway late after all: the broker's reports settle it, and it is never sent twice.
@@ -679,6 +688,16 @@ def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, q
     entry = AuditEntry.objects.get(event="order.modified")
     assert (entry.actor_label, entry.target_id) == ("operator", str(order.pk))
     assert services.order_terms(order) == {"quantity": 5, "limit_price": Decimal("186.00"), "stop_price": None}
+
+
+def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(ib_runtime, quiet_market, orders_enabled):
+    order = OrderEventFactory(
+        status=S.PARTIALLY_FILLED, broker_order_id=77, filled_quantity=Decimal(4), remaining_quantity=Decimal(6)
+    ).order
+    services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(8))
+    modified = order.events.get(data__has_key="modified")
+    assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (S.PARTIALLY_FILLED, 4, 4)
+    assert quiet_market.received_orders()[-1].total_quantity == 8
 
 
 def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
