@@ -1,14 +1,13 @@
 """The pre-trade gates. Each returns None or raises `GateBlocked` with its own code.
 
 The configuration gate runs at start-up (brokers/checks.py); idempotency is enforced by the
-database in services.py. What is here runs for every order, from every door, in this order:
-validation -> account mode -> risk -> arming.
+database (orders/services/trading.py). What is here runs for every order, from every door, in the
+one sequence of orders/services/checks.py: validation -> account mode -> risk -> arming.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -190,15 +189,7 @@ def gate_account_mode(account: str) -> None:
 
 
 # -- 4. risk ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RiskContext:
-    quote: Quote | None
-    orders_last_minute: int
-    duplicate_recent: bool
-    halted: bool
-
-
-def reference_price(request: OrderRequest, quote: Quote | None) -> Decimal | None:
+def reference_price(quote: Quote | None) -> Decimal | None:
     """The price the collar and notional limits compare against: last trade, else the mid."""
     if quote is None:
         return None
@@ -226,17 +217,6 @@ def gate_kill_switch(halted: bool) -> None:
             "Trading is halted (kill switch). An admin user must resume trading.",
             http_status=423,
         )
-
-
-def gate_risk(request: OrderRequest, contract: ContractInfo, ctx: RiskContext) -> None:
-    """Every risk rule of one order, in order; the first that fails raises."""
-    gate_kill_switch(ctx.halted)
-    gate_max_quantity(request)
-    gate_orders_per_minute(ctx.orders_last_minute)
-    gate_duplicate(ctx.duplicate_recent)
-    ref = gate_fresh_quote(request, ctx.quote)
-    gate_notional(request, contract, ref)
-    gate_collar(request, ref)
 
 
 def gate_max_quantity(request: OrderRequest) -> None:
@@ -272,9 +252,9 @@ def gate_duplicate(duplicate_recent: bool) -> None:
         )
 
 
-def gate_fresh_quote(request: OrderRequest, quote: Quote | None) -> Decimal:
+def gate_fresh_quote(quote: Quote | None) -> Decimal:
     """The reference price, or a block when there is no recent quote to check prices against."""
-    ref = reference_price(request, quote)
+    ref = reference_price(quote)
     if not quote_is_fresh(quote) or ref is None:
         raise GateBlocked(
             "risk",

@@ -88,9 +88,7 @@ def with_fill_progress(orders: QuerySet[Order]) -> QuerySet[Order]:
 # -- marks and quotes ------------------------------------------------------------------------------
 def mark_of(quote: Quote | None) -> Decimal | None:
     """The one price the console marks a contract at (same rule as the gates' reference price)."""
-    if quote is None:
-        return None
-    return gates.reference_price(None, quote)  # type: ignore[arg-type]
+    return gates.reference_price(quote)
 
 
 def quote_for_contract(contract: ContractInfo) -> Quote | None:

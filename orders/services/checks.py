@@ -108,7 +108,7 @@ def max_quantity(c: Checks) -> None:
 
 def fresh_quote(c: Checks) -> None:
     c.quote = order_quote(_need_contract(c))
-    c.reference = gates.gate_fresh_quote(c.request, c.quote)
+    c.reference = gates.gate_fresh_quote(c.quote)
 
 
 def _need_reference(c: Checks) -> Decimal:
@@ -126,7 +126,7 @@ def collar(c: Checks) -> None:
 
 
 def bracket_sides(c: Checks) -> None:
-    gates.gate_bracket_shape(c.request, gates.reference_price(c.request, c.quote))
+    gates.gate_bracket_shape(c.request, gates.reference_price(c.quote))
 
 
 def buying_power(c: Checks) -> None:

@@ -443,15 +443,23 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
                 details={"status": latest.status},
             )
         adapter.order_cancel(broker_order_id=broker_id)  # raises (nothing recorded) when it cannot be sent
-        if latest.status != S.CANCEL_PENDING:
-            with transaction.atomic(durable=True):
-                order_event_append(
-                    order,
-                    status=S.CANCEL_PENDING,
+        with transaction.atomic(durable=True):
+            appended = latest.status != S.CANCEL_PENDING and order_event_append(
+                order,
+                status=S.CANCEL_PENDING,
+                actor=actor,
+                source=actor.source,
+                audit_event=events.ORDER_CANCEL_REQUESTED,
+                strict=False,
+            )
+            if not appended:
+                # The broker's own report moved the order on first: who asked is still on record.
+                audit_record(
+                    event=events.ORDER_CANCEL_REQUESTED,
                     actor=actor,
-                    source=actor.source,
-                    audit_event=events.ORDER_CANCEL_REQUESTED,
-                    strict=False,
+                    target_type="order",
+                    target_id=str(order.pk),
+                    data={"broker_order_id": broker_id},
                 )
         return order
 

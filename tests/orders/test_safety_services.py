@@ -339,7 +339,15 @@ def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, qui
 
 
 # -- the kill switch at the broker connection ---------------------------------------------------------
-def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market):
+@pytest.fixture
+def no_halt_sweep(monkeypatch):
+    """The periodic sweep also sets the latch from the ledger: off, so only the service under test does."""
+    from brokers import events
+
+    monkeypatch.delitem(events._chores, "trading.halt_sweep")
+
+
+def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market, no_halt_sweep):
     assert ib_runtime.worker.sends_blocked is False
     services.trading_halt(actor=OPERATOR, reason="incident")
     assert ib_runtime.worker.sends_blocked is True
@@ -368,10 +376,18 @@ def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quie
     sweep = AuditEntry.objects.filter(event="trading.halt_sweep").first()
     assert sweep.data["working_orders"] >= 1
     assert "outside-1" in sweep.data["refs"]
-    assert sweep.actor_kind == "system"
+    assert (sweep.actor_kind, sweep.target_type) == ("system", "trading")
     wait_for(lambda: all(o.status == "Cancelled" for o in quiet_market.orders()), message="cancelled at the broker")
     wait_for(lambda: services.halt_progress().working_orders == 0, message="the sweep saw nothing working")
     assert services.halt_progress().checked_at is not None
+    # An outage: the sweep says why it could not look, and keeps the last count it saw.
+    quiet_market.faults.refuse_connections(60)
+    quiet_market.faults.drop_all_connections()
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    progress = services.trading_halt_sweep()
+    assert progress == services.halt_progress()
+    assert (progress.working_orders, progress.checked_at) == (0, None)
+    assert progress.error.startswith("The broker is not connected")
 
 
 def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):
@@ -406,3 +422,454 @@ def test_a_trailing_preview_carries_its_trail(ib_runtime, quiet_market):
     services.order_preview(request=request, actor=BOT)
     (what_if,) = quiet_market.received_orders()
     assert (what_if.order_type, what_if.aux_price) == ("TRAIL", Decimal("2.5"))
+
+
+# -- cancel -------------------------------------------------------------------------------------------
+def _resting(cid: str) -> Order:
+    """A LMT BUY 3 @ 185 resting at the broker (the market is quiet at 190)."""
+    from tests.conftest import wait_for
+
+    order = services.order_submit(
+        request=_request(cid, order_type="LMT", limit_price=Decimal("185.00")), actor=BOT
+    ).order
+    wait_for(lambda: S.SUBMITTED in _statuses(order), message="acknowledged")
+    return order
+
+
+def test_a_cancel_is_on_record_under_the_actor_who_asked_even_when_the_broker_answers_first(
+    ib_runtime, quiet_market, orders_enabled
+):
+    from tests.conftest import wait_for
+
+    order = _resting("cx-2")
+    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    assert services.order_cancel(order_id=order.pk, actor=OPERATOR) == order
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.target_id) == ("operator", str(order.pk))
+    assert requested.data["broker_order_id"] == broker_id
+    wait_for(lambda: _statuses(order)[-1] == S.CANCELLED, message="cancelled at the broker")
+    assert [c.order_id for c in quiet_market.received_cancels()] == [broker_id]
+
+
+def test_a_cancel_request_becomes_the_order_s_cancel_pending(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=78).order
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    pending = order.events.get(status=S.CANCEL_PENDING)
+    assert (pending.source, pending.broker_order_id) == ("admin", 78)
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.data["status"], requested.data["previous"]) == (
+        "operator",
+        S.CANCEL_PENDING,
+        S.SUBMITTED,
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+
+
+def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.CANCEL_PENDING, broker_order_id=79).order
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert _statuses(order) == [S.CANCEL_PENDING]
+    requested = AuditEntry.objects.get(event="order.cancel_requested")
+    assert (requested.actor_label, requested.target_type, requested.target_id, requested.data) == (
+        "operator",
+        "order",
+        str(order.pk),
+        {"broker_order_id": 79},
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [79]
+
+
+def test_an_order_the_broker_never_acknowledged_is_not_cancelled_by_guesswork(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    exc = excinfo.value
+    assert (exc.code, exc.http_status, exc.details) == (
+        ErrorCode.ORDER_STATE_CONFLICT,
+        409,
+        {"status": "pending_submit"},
+    )
+    assert exc.message == "The broker has not acknowledged this order; reconciliation will settle it."
+    assert _statuses(order) == [S.PENDING_SUBMIT]
+    assert quiet_market.received_cancels() == []
+
+
+# -- buying power, quotes and what the broker says ---------------------------------------------------
+def test_the_buying_power_estimate_uses_the_account_s_available_funds(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDER_QUANTITY = Decimal(10**9)
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**12)
+    # 1,000,000 of cash at a 50% initial margin buys 10,526 shares at 190, not 10,527.
+    services.order_preview(request=_request("", quantity=Decimal(10526)), actor=BOT)
+    result = services.order_preview(request=_request("", quantity=Decimal(10527)), actor=BOT)
+    assert _codes(result) == ["risk_buying_power"]
+    details = result.blocks[0]["details"]
+    assert Decimal(details["margin_estimate"]) > Decimal(details["available_funds"]) > 0
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=_request("bp-2", quantity=Decimal(10527)), actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_BUYING_POWER
+
+
+def _subscribed(sim, symbol: str) -> int:
+    con_id = sim.con_id(symbol)
+    return sum(1 for s in list(sim.sessions) for inst in list(s.mkt.values()) if inst.con_id == con_id)
+
+
+def test_the_order_path_keeps_streaming_its_latest_contracts_and_no_more(ib_runtime, quiet_market, monkeypatch):
+    from brokers import runtime
+    from orders.services import checks
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(checks, "ORDER_QUOTE_STREAMS", 2)
+
+    def price_checked(symbol: str, n: int) -> None:
+        services.order_submit(request=_request(f"qs-{n}", symbol=symbol), actor=BOT)  # simulated: checks only
+        wait_for(lambda: runtime.adapter().quote_cached(con_id=quiet_market.con_id(symbol)), message=symbol)
+
+    price_checked("AAPL", 1)
+    price_checked("MSFT", 2)
+    price_checked("AAPL", 3)  # the streamed quote: AAPL is the most recent again
+    price_checked("SPY", 4)
+    wait_for(lambda: _subscribed(quiet_market, "MSFT") == 0, message="the oldest stream released")
+    assert (_subscribed(quiet_market, "AAPL"), _subscribed(quiet_market, "SPY")) == (1, 1)
+    # A new broker connection holds none of the old streams: the next order opens its own.
+    runtime.stop()
+    runtime.start(host="127.0.0.1", port=quiet_market.port, client_id=1)
+    wait_for(lambda: runtime.current().worker.reconciled.is_set(), message="reconnected")
+    price_checked("AAPL", 5)
+    assert _subscribed(quiet_market, "AAPL") == 1
+
+
+def test_a_preview_says_why_the_broker_could_not_price_the_order(ib_runtime, quiet_market):
+    quiet_market.faults.never_answer(3)  # placeOrder, which carries the what-if
+    ib_runtime.worker.request_timeout = 0.5
+    result = services.order_preview(request=_request(""), actor=BOT)
+    assert (result.blocks, result.preview, result.would_be) == ([], None, "simulated")
+    assert result.what_if_error == "The broker did not answer within 0.5s."
+
+
+def test_a_send_whose_outcome_is_unknown_is_recorded_so_and_settled_by_the_broker(ib_runtime, quiet_market, settings):
+    import threading
+
+    from brokers import runtime
+    from tests.conftest import wait_for
+
+    # A first order leaves the contract and a streamed quote in memory: the next one's checks need no call.
+    services.order_submit(request=_request("warm-1"), actor=BOT)
+    wait_for(lambda: runtime.adapter().quote_cached(con_id=quiet_market.con_id("AAPL")), message="streamed quote")
+    settings.ORDERS_ENABLED = True
+    ib_runtime.worker.request_timeout = 0.5
+    release = threading.Event()
+    ib_runtime.worker.run_soon(lambda ib: release.wait(30))  # the IB thread stops answering
+    try:
+        result = services.order_submit(request=_request("unk-1", quantity=Decimal(4)), actor=BOT)
+        order = result.order
+        assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
+    finally:
+        release.set()
+    latest = order.events.order_by("-id").first()
+    assert (latest.reason, latest.source) == ("The broker did not answer within 0.5s.", "rest")
+    unknown = AuditEntry.objects.get(event="order.unknown")
+    assert (unknown.actor_label, unknown.target_id) == ("bot", str(order.pk))
+    # It reached the gateway late after all: the broker's reports settle it, and it is never sent twice.
+    wait_for(lambda: _statuses(order)[-1] == S.FILLED, message="the broker's reports")
+    assert [o.order_ref for o in quiet_market.received_orders()] == ["unk-1"]
+
+
+# -- what an order's record keeps ---------------------------------------------------------------------
+def test_an_order_keeps_the_contract_terms_and_checks_it_was_placed_with(ib_runtime, sim_gateway):
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve
+
+    sim_gateway.pause_market()
+    option = contract_resolve(spec=ContractSpec(symbol="AAPL", sec_type="OPT"))[0]
+    price = sim_gateway.quote(option.con_id)["last"]
+    limit = (price * Decimal("0.99")).quantize(Decimal("0.01"))
+    agent = Actor(kind=ActorKind.MCP, label="a" * 151, source=Source.MCP, correlation_id="cid-7")
+    request = _request(
+        "keep-1",
+        sec_type="OPT",
+        con_id=option.con_id,
+        quantity=Decimal(2),
+        order_type="LMT",
+        limit_price=limit,
+        tif="GTC",
+        outside_rth=True,
+    )
+    order = services.order_submit(request=request, actor=agent).order  # orders disabled: recorded only
+    row = Order.objects.get(pk=order.pk)
+    assert (row.symbol, row.sec_type, row.exchange, row.primary_exchange, row.currency, row.con_id) == (
+        "AAPL",
+        "OPT",
+        "SMART",
+        "",
+        "USD",
+        option.con_id,
+    )
+    assert (row.expiry, row.strike, row.right, row.multiplier, row.local_symbol) == (
+        option.expiry,
+        option.strike,
+        option.right,
+        "100",
+        option.local_symbol,
+    )
+    assert (row.action, row.quantity, row.order_type, row.limit_price, row.stop_price) == ("BUY", 2, "LMT", limit, None)
+    assert (row.trail_amount, row.trail_percent, row.tif, row.outside_rth, row.trading_mode) == (
+        None,
+        None,
+        "GTC",
+        True,
+        "paper",
+    )
+    assert (row.account, row.client_order_id, row.request_hash) == (
+        "DU1234567",
+        "keep-1",
+        services.request_hash(replace(request, account="DU1234567")),
+    )
+    assert (row.actor_kind, row.actor_label, row.source, row.correlation_id) == ("mcp", "a" * 150, "mcp", "cid-7")
+    assert (row.parent, row.role, row.oca_group) == (None, "", "")
+    assert row.preview["reference_price"] == str(price)
+    assert row.preview["notional"] == str((limit * 200).quantize(Decimal("0.01")))
+    assert row.preview["quote_time"] is not None
+    (event,) = row.events.all()
+    assert (event.status, event.source, event.remaining_quantity, event.reason) == (
+        S.SIMULATED,
+        "mcp",
+        2,
+        "ORDERS_ENABLED=false: recorded, not sent",
+    )
+    entry = AuditEntry.objects.get(target_id=str(row.pk))
+    assert (entry.event, entry.actor_label, entry.target_type) == ("order.simulated", "a" * 150, "order")
+    assert entry.data == {
+        "client_order_id": "keep-1",
+        "account": "DU1234567",
+        "status": S.SIMULATED,
+        "request": replace(request, account="DU1234567").canonical(),
+        "con_id": option.con_id,
+    }
+    assert sim_gateway.received_orders() == []
+
+
+def test_an_armed_order_is_recorded_as_submitted_with_its_trail(ib_runtime, quiet_market, orders_enabled):
+    from tests.conftest import wait_for
+
+    by_amount = services.order_submit(
+        request=_request("trail-1", action="SELL", order_type="TRAIL", trail_amount=Decimal("2.50")), actor=BOT
+    ).order
+    wait_for(lambda: S.SUBMITTED in _statuses(by_amount), message="acknowledged")
+    row = Order.objects.get(pk=by_amount.pk)
+    assert (row.order_type, row.trail_amount, row.trail_percent) == ("TRAIL", Decimal("2.5"), None)
+    first = row.events.order_by("id").first()
+    assert (first.status, first.reason) == (S.PENDING_SUBMIT, "")
+    assert AuditEntry.objects.get(target_id=str(row.pk), event="order.submitted").data["status"] == S.PENDING_SUBMIT
+    orders_enabled.ORDERS_ENABLED = False
+    by_percent = services.order_submit(
+        request=_request("trail-2", action="SELL", order_type="TRAIL", trail_percent=Decimal("1.5")), actor=BOT
+    ).order
+    row = Order.objects.get(pk=by_percent.pk)
+    assert (row.trail_amount, row.trail_percent) == (None, Decimal("1.5"))
+
+
+# -- modify at the broker -------------------------------------------------------------------------------
+def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, quiet_market, orders_enabled):
+    from tests.conftest import wait_for
+
+    order = _resting("mod-2")
+    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(5), limit_price=Decimal("186.00"))
+    change = quiet_market.received_orders()[-1]
+    assert (change.order_id, change.total_quantity, change.lmt_price) == (broker_id, 5, Decimal("186.00"))
+    wait_for(
+        lambda: [(o.total_quantity, o.status) for o in quiet_market.orders()] == [(5, "Submitted")],
+        message="one working order, changed",
+    )
+    modified = order.events.exclude(data={}).get(data__has_key="modified")
+    assert (modified.status, modified.source, modified.remaining_quantity) == (S.SUBMITTED, "admin", 5)
+    assert modified.data == {"modified": {"quantity": "5", "limit_price": "186.00", "stop_price": None}}
+    entry = AuditEntry.objects.get(event="order.modified")
+    assert (entry.actor_label, entry.target_id) == ("operator", str(order.pk))
+    assert services.order_terms(order) == {"quantity": 5, "limit_price": Decimal("186.00"), "stop_price": None}
+
+
+def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(ib_runtime, quiet_market, orders_enabled):
+    order = OrderEventFactory(
+        status=S.PARTIALLY_FILLED, broker_order_id=77, filled_quantity=Decimal(4), remaining_quantity=Decimal(6)
+    ).order
+    services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(8))
+    modified = order.events.get(data__has_key="modified")
+    assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (S.PARTIALLY_FILLED, 4, 4)
+    assert quiet_market.received_orders()[-1].total_quantity == 8
+
+
+def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=77).order
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    sent = len(quiet_market.received_orders())
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_modify(order_id=order.pk, actor=OPERATOR, limit_price=Decimal("186.00"))
+    assert excinfo.value.code == ErrorCode.TRADING_HALTED
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.actor_label, blocked.data["account"], blocked.data["code"]) == (
+        "operator",
+        order.account,
+        "trading_halted",
+    )
+    assert len(quiet_market.received_orders()) == sent
+    assert not order.events.filter(data__has_key="modified").exists()
+
+
+def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, quiet_market, orders_enabled):
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    order = _resting("mod-4")
+    running, hold, outcome = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    # Behind the busy command: a partial fill of 2, then a modify down to 1 that passed its first check.
+    threading.Thread(
+        target=lambda: pipeline().run(
+            lambda: OrderEventFactory(
+                order=order, status=S.PARTIALLY_FILLED, filled_quantity=Decimal(2), remaining_quantity=Decimal(1)
+            )
+        )
+    ).start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="the fill queued")
+
+    def modify():
+        try:
+            services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(1))
+        except GatewayError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=modify)
+    worker.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 2, message="the modify queued")
+    hold.set()
+    worker.join(30)
+    (exc,) = outcome
+    assert (exc.code, exc.details, exc.message) == (
+        ErrorCode.INVALID_ORDER,
+        {"gate": "validation", "field": "quantity"},
+        "quantity cannot go below the filled quantity.",
+    )
+    assert AuditEntry.objects.get(event="gate.blocked").data["account"] == order.account
+    assert not order.events.filter(data__has_key="modified").exists()
+
+
+def test_a_modify_is_checked_against_the_contract_s_minimum_tick(ib_runtime, quiet_market):
+    order = OrderEventFactory(status=S.SUBMITTED, broker_order_id=77).order
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_modify(order_id=order.pk, actor=OPERATOR, limit_price=Decimal("189.005"))
+    assert excinfo.value.code == ErrorCode.INVALID_TICK_SIZE
+
+
+# -- an order sent but not yet acknowledged -------------------------------------------------------------
+def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_sent_with(ib_runtime, quiet_market):
+    from orders.pipeline import pipeline
+
+    order = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    pipeline().sent_ids[order.pk] = (78, 1)  # sent by this process; the recorder has not written it yet
+    assert services.order_client_id(order) == 1
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+    pipeline().sent_ids[order.pk] = (79, 5)  # through another IB client id: only that connection may cancel it
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert (excinfo.value.code, excinfo.value.details) == (ErrorCode.ORDER_STATE_CONFLICT, {"client_id": 5})
+    assert excinfo.value.message == (
+        "This order was placed through IB client id 5; this process is client id 1. Change it from that "
+        "process, or halt trading to cancel everything."
+    )
+    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+
+
+def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_runtime, quiet_market, settings):
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve
+
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**8)
+    option = contract_resolve(spec=ContractSpec(symbol="AAPL", sec_type="OPT"))[0]
+    # Writing options: the estimate charges the premium (100%), the broker 120% of it. An order that
+    # fits the account's funds by the estimate does not by the broker's what-if.
+    contracts = int(Decimal(1_000_000) / (quiet_market.quote(option.con_id)["last"] * 100)) - 1
+    request = _request("", sec_type="OPT", con_id=option.con_id, action="SELL", quantity=Decimal(contracts))
+    result = services.order_preview(request=request, actor=BOT)
+    assert _codes(result) == ["risk_buying_power"]
+    assert result.blocks[0]["message"] == "The order's initial margin would exceed the account's equity with loan."
+    assert result.blocks[0]["details"] == {
+        "init_margin_after": str(result.preview.init_margin_after),
+        "equity_with_loan_after": str(result.preview.equity_with_loan_after),
+    }
+    assert result.would_be == "refused"
+
+
+# -- placements admitted together ------------------------------------------------------------------------
+def _admitted_together(requests: list[OrderRequest]) -> list:
+    """Place each request from its own thread while the pipeline is busy, so all are admitted in one
+    commit, in this order. Each result is the SubmitResult or the GatewayError."""
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold = threading.Event(), threading.Event()
+    results: list = [None] * len(requests)
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+
+    def place(i: int) -> None:
+        try:
+            results[i] = services.order_submit(request=requests[i], actor=BOT)
+        except GatewayError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=place, args=(i,)) for i in range(len(requests))]
+    for i, thread in enumerate(threads):
+        thread.start()
+        wait_for(lambda i=i: pipeline()._queue.qsize() == i + 1, message=f"placement {i} queued")
+    hold.set()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_placements_admitted_together_count_each_other_and_share_a_key(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 2
+    first, again, second, third = _admitted_together(
+        [_request("g-1"), _request("g-1", quantity=Decimal("3.0")), _request("g-2"), _request("g-3")]
+    )
+    assert (first.replayed, again.replayed, again.order.pk) == (False, True, first.order.pk)
+    assert second.replayed is False
+    assert (third.code, third.http_status) == (ErrorCode.RISK_RATE_LIMIT, 429)
+    assert sorted(Order.objects.values_list("client_order_id", flat=True)) == ["g-1", "g-2"]
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.target_id, blocked.data["code"], blocked.data["account"]) == ("g-3", "risk_rate_limit", "DU1234567")
+
+
+def test_a_key_reused_within_one_commit_is_refused(ib_runtime, quiet_market):
+    first, reused = _admitted_together([_request("g-4"), _request("g-4", quantity=Decimal(4))])
+    assert first.replayed is False
+    assert (reused.code, reused.details["order_id"]) == (ErrorCode.IDEMPOTENCY_KEY_REUSED, str(first.order.pk))
+
+
+def test_every_leg_of_a_bracket_counts_against_the_rate_limit(ib_runtime, quiet_market, settings):
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 3
+    services.order_submit(request=_request("r-1"), actor=BOT)
+    bracket = _request(
+        "r-2",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("192.00"),
+        stop_loss=Decimal("187.00"),
+    )
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=bracket, actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_RATE_LIMIT
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 4
+    entry = services.order_submit(request=bracket, actor=BOT).order
+    assert sorted(entry.children.values_list("role", flat=True)) == ["stop_loss", "take_profit"]
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_submit(request=_request("r-3"), actor=BOT)
+    assert excinfo.value.code == ErrorCode.RISK_RATE_LIMIT  # the bracket's three legs filled the minute

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from orders import gates
-from orders.gates import GateBlocked, RiskContext
+from orders.gates import GateBlocked
 from tests.unit.builders import NOW, contract, order, preview, quote
 
 D = Decimal
@@ -19,16 +19,6 @@ def message(check, *args) -> str:
     with pytest.raises(GateBlocked) as excinfo:
         check(*args)
     return excinfo.value.message
-
-
-def risk(request, *, q=None, halted=False, orders_last_minute=0, duplicate_recent=False, c=None):
-    context = RiskContext(
-        quote=q if q is not None else quote(last="100"),
-        orders_last_minute=orders_last_minute,
-        duplicate_recent=duplicate_recent,
-        halted=halted,
-    )
-    return message(gates.gate_risk, request, c or contract(), context)
 
 
 SHAPE = [
@@ -97,22 +87,27 @@ def test_account_mode_messages(settings):
 
 
 def test_risk_messages():
-    assert risk(order(), halted=True) == "Trading is halted (kill switch). An admin user must resume trading."
-    assert risk(order(quantity=D("101"))) == "quantity 101 exceeds RISK_MAX_ORDER_QUANTITY 100."
-    assert risk(order(), orders_last_minute=3) == "3 orders in the last minute; the limit is 3."
-    assert risk(order(), duplicate_recent=True) == (
-        "An identical order was placed in the last 5s; send a client_order_id to place it on purpose."
+    ref = D("100")
+    assert (
+        message(gates.gate_kill_switch, True) == "Trading is halted (kill switch). An admin user must resume trading."
     )
-    assert risk(order(), q=quote(time=NOW - timedelta(seconds=11))) == (
-        "No recent quote for this contract, so the price checks cannot run."
+    assert message(gates.gate_max_quantity, order(quantity=D("101"))) == (
+        "quantity 101 exceeds RISK_MAX_ORDER_QUANTITY 100."
     )
-    assert risk(order(quantity=D("100.5"), order_type="LMT", limit_price=D("100"))) == (
+    assert message(gates.gate_max_quantity, order(quantity=D("100.5"))) == (
         "quantity 100.5 exceeds RISK_MAX_ORDER_QUANTITY 100."
     )
-    assert risk(order(quantity=D("99"), order_type="LMT", limit_price=D("102"))) == (
-        "notional 10098.00 exceeds RISK_MAX_ORDER_NOTIONAL 10000."
+    assert message(gates.gate_orders_per_minute, 3) == "3 orders in the last minute; the limit is 3."
+    assert message(gates.gate_duplicate, True) == (
+        "An identical order was placed in the last 5s; send a client_order_id to place it on purpose."
     )
-    assert risk(order(quantity=D("1"), order_type="STP", stop_price=D("90"))) == (
+    assert message(gates.gate_fresh_quote, quote(time=NOW - timedelta(seconds=11))) == (
+        "No recent quote for this contract, so the price checks cannot run."
+    )
+    assert message(
+        gates.gate_notional, order(quantity=D("99"), order_type="LMT", limit_price=D("102")), contract(), ref
+    ) == ("notional 10098.00 exceeds RISK_MAX_ORDER_NOTIONAL 10000.")
+    assert message(gates.gate_collar, order(quantity=D("1"), order_type="STP", stop_price=D("90")), ref) == (
         "stop_price 90 is 10.00% from the reference price 100; the collar is 5%."
     )
 

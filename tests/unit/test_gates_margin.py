@@ -93,8 +93,8 @@ def test_every_named_price_is_collared(name):
 def test_fresh_quote_gate_returns_the_reference_price(frozen_clock):
     from tests.unit.builders import quote
 
-    assert gates.gate_fresh_quote(order(), quote(last="101")) == D("101")
-    assert refused(gates.gate_fresh_quote, order(), None).code == ErrorCode.RISK_STALE_MARKET_DATA
+    assert gates.gate_fresh_quote(quote(last="101")) == D("101")
+    assert refused(gates.gate_fresh_quote, None).code == ErrorCode.RISK_STALE_MARKET_DATA
 
 
 # -- margin estimate ------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Risk and arming gates on plain data, each limit at, just below and just above its boundary.
 
+The gates run as the one gate sequence runs them (`orders.services.checks`): the order's own risk steps
+of `PLACE_STEPS` in their order, then the shared-state gates in the order the pipeline applies them.
 Limits (see the `limits` fixture): quantity 100, notional 10,000, collar 5%, 3 orders a minute,
 quotes fresh for 10 s. The clock is frozen, so freshness is exact to the microsecond.
 """
@@ -13,29 +15,55 @@ import pytest
 
 from ibkrgw.errors import ErrorCode
 from orders import gates
-from orders.gates import GateBlocked, RiskContext
+from orders.gates import GateBlocked
+from orders.services import checks
+from orders.services.checks import Checks, SharedState
 from tests.unit.builders import NOW, contract, order, preview, quote
 
 D = Decimal
 pytestmark = pytest.mark.usefixtures("limits", "frozen_clock")
+FRESH = quote(last="100")
+# The steps of PLACE_STEPS that judge the order's size and price against the market.
+RISK_STEPS = [checks.max_quantity, checks.fresh_quote, checks.notional, checks.collar]
 
 
-def ctx(*, q=None, orders_last_minute=0, duplicate_recent=False, halted=False, fresh=True) -> RiskContext:
-    if q is None and fresh:
-        q = quote(last="100")
-    return RiskContext(quote=q, orders_last_minute=orders_last_minute, duplicate_recent=duplicate_recent, halted=halted)
+def risk(request, *, q=FRESH, c=None) -> Checks:
+    """The risk steps in their order; `q` is the quote `fresh_quote` would fetch from the broker."""
+    trip = Checks(request=request, account="DU1234567", contract=c or contract())
+    for step in RISK_STEPS:
+        if step is checks.fresh_quote:
+            trip.quote = q
+            trip.reference = gates.gate_fresh_quote(q)
+        else:
+            step(trip)
+    return trip
 
 
-def passes(request, *, c=None, **context) -> None:
-    gates.gate_risk(request, c or contract(), ctx(**context))
+def shared(*, halted=False, orders_last_minute=0, duplicate_recent=False, legs=1) -> None:
+    """The shared-state gates as the pipeline applies them: in order, the first block raises."""
+    state = SharedState(halted=halted, orders_last_minute=orders_last_minute, duplicate_recent=duplicate_recent)
+    for gate in checks.shared_state_gates(state, legs=legs):
+        gate()
 
 
-def blocked(request, *, c=None, **context) -> GateBlocked:
+def passes(request, *, q=FRESH, c=None) -> None:
+    risk(request, q=q, c=c)
+
+
+def blocked(request=None, *, q=FRESH, c=None, **state) -> GateBlocked:
     with pytest.raises(GateBlocked) as excinfo:
-        gates.gate_risk(request, c or contract(), ctx(**context))
+        if request is None:
+            shared(**state)
+        else:
+            risk(request, q=q, c=c)
     assert excinfo.value.gate == "risk"
     assert excinfo.value.details["gate"] == "risk"
     return excinfo.value
+
+
+def test_the_sequence_runs_the_risk_steps_in_this_order():
+    assert [step for step in checks.PLACE_STEPS if step in RISK_STEPS] == RISK_STEPS
+    assert [step for step in checks.EXISTING_ORDER_STEPS if step in RISK_STEPS] == RISK_STEPS
 
 
 # -- kill switch --------------------------------------------------------------------------------
@@ -47,9 +75,12 @@ def test_the_kill_switch_blocks_with_423():
     gates.gate_kill_switch(False)
 
 
-def test_a_halted_context_blocks_even_a_harmless_order():
-    exc = blocked(order(quantity=D("1")), halted=True)
+def test_a_halt_blocks_even_a_harmless_order():
+    passes(order(quantity=D("1")))
+    exc = blocked(halted=True)
     assert exc.code == ErrorCode.TRADING_HALTED
+    assert exc.http_status == 423
+    shared(halted=False)
 
 
 # -- max quantity -------------------------------------------------------------------------------
@@ -72,12 +103,13 @@ def test_quantity_just_above_the_limit_is_refused(quantity):
 
 # -- orders per minute --------------------------------------------------------------------------
 def test_orders_below_the_per_minute_limit_pass():
-    passes(order(), orders_last_minute=2)
+    shared(orders_last_minute=2)
+    shared(orders_last_minute=0, legs=3)  # a bracket of 3 legs into an empty minute
 
 
-@pytest.mark.parametrize("count", [3, 4])
-def test_the_order_that_would_exceed_the_per_minute_limit_is_refused(count):
-    exc = blocked(order(), orders_last_minute=count)
+@pytest.mark.parametrize(("count", "legs"), [(3, 1), (4, 1), (1, 3), (2, 2)])
+def test_the_order_that_would_exceed_the_per_minute_limit_is_refused(count, legs):
+    exc = blocked(orders_last_minute=count, legs=legs)
     assert exc.code == ErrorCode.RISK_RATE_LIMIT
     assert exc.http_status == 429
     assert exc.details["limit"] == 3
@@ -86,14 +118,14 @@ def test_the_order_that_would_exceed_the_per_minute_limit_is_refused(count):
 
 # -- duplicates ---------------------------------------------------------------------------------
 def test_a_recent_identical_order_is_a_possible_duplicate():
-    exc = blocked(order(), duplicate_recent=True)
+    exc = blocked(duplicate_recent=True)
     assert exc.code == ErrorCode.POSSIBLE_DUPLICATE
     assert exc.http_status == 409
     assert "5s" in exc.message
 
 
 def test_no_recent_identical_order_passes():
-    passes(order(), duplicate_recent=False)
+    shared(duplicate_recent=False)
 
 
 # -- quote freshness ----------------------------------------------------------------------------
@@ -131,7 +163,7 @@ def test_a_quote_without_any_time_is_stale():
 
 def test_no_quote_at_all_is_stale():
     assert not gates.quote_is_fresh(None)
-    assert blocked(order(), q=None, fresh=False).code == ErrorCode.RISK_STALE_MARKET_DATA
+    assert blocked(order(), q=None).code == ErrorCode.RISK_STALE_MARKET_DATA
 
 
 def test_a_fresh_quote_without_any_price_cannot_run_the_price_checks():
@@ -141,20 +173,20 @@ def test_a_fresh_quote_without_any_price_cannot_run_the_price_checks():
 
 # -- reference price ----------------------------------------------------------------------------
 def test_the_reference_price_is_the_last_trade_first():
-    assert gates.reference_price(order(), quote(last="101", bid="99", ask="100", close="98")) == D("101")
+    assert gates.reference_price(quote(last="101", bid="99", ask="100", close="98")) == D("101")
 
 
 def test_without_a_last_trade_the_reference_is_the_mid():
-    assert gates.reference_price(order(), quote(last=None, bid="99", ask="100", close="98")) == D("99.5")
+    assert gates.reference_price(quote(last=None, bid="99", ask="100", close="98")) == D("99.5")
 
 
 @pytest.mark.parametrize(("bid", "ask"), [("99", None), (None, "100"), (None, None)])
 def test_without_both_sides_the_reference_is_the_close(bid, ask):
-    assert gates.reference_price(order(), quote(last=None, bid=bid, ask=ask, close="98")) == D("98")
+    assert gates.reference_price(quote(last=None, bid=bid, ask=ask, close="98")) == D("98")
 
 
 def test_without_a_quote_there_is_no_reference():
-    assert gates.reference_price(order(), None) is None
+    assert gates.reference_price(None) is None
 
 
 # -- max notional (quantity x price x multiplier) --------------------------------------------------
@@ -264,15 +296,24 @@ def test_a_market_order_has_no_price_to_collar():
 
 
 # -- order of the checks ------------------------------------------------------------------------
-def test_the_cheapest_refusal_comes_first():
+def test_the_order_s_own_risk_steps_refuse_in_sequence_order():
     everything_wrong = order(quantity=D("1000"), order_type="LMT", limit_price=D("1"))
-    assert blocked(everything_wrong, halted=True, orders_last_minute=9, duplicate_recent=True).code == (
-        ErrorCode.TRADING_HALTED
-    )
-    assert blocked(everything_wrong, orders_last_minute=9, duplicate_recent=True).code == ErrorCode.RISK_MAX_QUANTITY
-    small = order(quantity=D("1"), order_type="LMT", limit_price=D("1"))
-    assert blocked(small, orders_last_minute=9, duplicate_recent=True).code == ErrorCode.RISK_RATE_LIMIT
-    assert blocked(small, duplicate_recent=True, q=None, fresh=False).code == ErrorCode.POSSIBLE_DUPLICATE
+    assert blocked(everything_wrong, q=None).code == ErrorCode.RISK_MAX_QUANTITY
+    over_and_far = order(quantity=D("100"), order_type="LMT", limit_price=D("200"))
+    assert blocked(over_and_far, q=None).code == ErrorCode.RISK_STALE_MARKET_DATA
+    assert blocked(over_and_far).code == ErrorCode.RISK_MAX_NOTIONAL
+    assert blocked(order(quantity=D("1"), order_type="LMT", limit_price=D("200"))).code == ErrorCode.RISK_PRICE_COLLAR
+
+
+def test_the_shared_state_gates_refuse_in_pipeline_order():
+    assert blocked(halted=True, orders_last_minute=9, duplicate_recent=True).code == ErrorCode.TRADING_HALTED
+    assert blocked(orders_last_minute=9, duplicate_recent=True).code == ErrorCode.RISK_RATE_LIMIT
+    assert blocked(duplicate_recent=True).code == ErrorCode.POSSIBLE_DUPLICATE
+
+
+def test_the_checks_keep_what_they_saw():
+    trip = risk(order(quantity=D("2")), q=quote(last="101"))
+    assert (trip.quote, trip.reference, trip.blocks) == (quote(last="101"), D("101"), [])
 
 
 # -- buying power -------------------------------------------------------------------------------

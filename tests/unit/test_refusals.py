@@ -58,6 +58,14 @@ def test_a_refusal_is_audited_with_who_what_and_an_excerpt_of_the_request():
     assert len(entry.data["request"]) == 1000
 
 
+def test_the_excerpt_is_ascii_so_its_length_bounds_its_size():
+    refuse(body={"symbol": "\u00e9" * 2000}, details={"why": "\u00e9"})
+    (entry,) = recorded()
+    assert entry.data["request"] == ('{"symbol": "' + "\\u00e9" * 2000)[:1000]
+    assert entry.data["request"].isascii()
+    assert entry.data["details"] == '{"why": "\\u00e9"}'
+
+
 def test_a_request_that_cannot_be_printed_is_recorded_as_such():
     body: dict = {}
     body["self"] = body  # circular
@@ -68,7 +76,7 @@ def test_a_request_that_cannot_be_printed_is_recorded_as_such():
 
 
 def test_each_actor_gets_thirty_refusals_a_minute(monkeypatch):
-    for _ in range(31):
+    for _ in range(32):
         refuse()
     refuse(actor=OTHER)
     assert [e.actor_label for e in recorded()] == ["bot"] * 30 + ["other"]
@@ -78,8 +86,11 @@ def test_each_actor_gets_thirty_refusals_a_minute(monkeypatch):
     (summary,) = recorded("request.refusals_suppressed")
     assert summary.actor_kind == "system"
     assert summary.target_type == "order_request"
-    assert summary.data == {"suppressed_by_actor": {"api_key:bot": 1}, "window_s": 60}
+    assert summary.data == {"suppressed_by_actor": {"api_key:bot": 2}, "window_s": 60}
     assert recorded()[-1].seq == summary.seq + 1
+    refuse()  # the new window goes on recording
+    assert [e.actor_label for e in recorded()][-2:] == ["bot", "bot"]
+    assert len(recorded("request.refusals_suppressed")) == 1
 
 
 def test_refusals_in_all_are_bounded_too(monkeypatch):

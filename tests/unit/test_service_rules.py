@@ -76,6 +76,18 @@ def test_the_kill_switch_follows_its_latest_row():
     assert list(TradingSwitchEvent.objects.order_by("id").values_list("halted", flat=True)) == [True, False, True]
 
 
+def test_a_sweep_that_cannot_reach_the_broker_says_why_and_answers_only_while_halted():
+    not_started = "The broker connection is not started in this process."
+    assert services.trading_halt_sweep() is None  # trading: nothing to sweep
+    assert services.halt_progress().error == not_started
+    services.trading_halt(actor=ADMIN, reason="incident")
+    fresh = services.halt_progress()  # a halt starts over: nothing checked yet
+    assert (fresh.working_orders, fresh.checked_at, fresh.error) == (None, None, "")
+    progress = services.trading_halt_sweep()
+    assert progress == services.halt_progress()
+    assert (progress.working_orders, progress.checked_at, progress.error) == (None, None, not_started)
+
+
 # -- approval -----------------------------------------------------------------------------------
 def held(**fields) -> OrderEvent:
     return OrderEventFactory(status=S.PENDING_APPROVAL, **fields)
@@ -97,6 +109,7 @@ def test_only_an_operator_may_approve_or_reject(who):
             decide(order_id=event.order.pk, actor=NOT_OPERATORS[who])
         assert excinfo.value.code == ErrorCode.PERMISSION_DENIED
         assert excinfo.value.http_status == 403
+        assert excinfo.value.message == "Only an operator can approve or reject orders."
     assert list(event.order.events.values_list("status", flat=True)) == [S.PENDING_APPROVAL]
 
 
@@ -147,7 +160,9 @@ def test_approving_within_the_window_goes_on_to_the_pre_trade_checks(settings, f
     # Not expired: it reached the checks that need the broker, which is not connected here.
     assert excinfo.value.code == ErrorCode.BROKER_UNAVAILABLE
     assert list(event.order.events.values_list("status", flat=True)) == [S.PENDING_APPROVAL]
-    assert AuditEntry.objects.filter(event="gate.blocked", actor_label="root").count() == 1
+    blocked = AuditEntry.objects.get(event="gate.blocked", actor_label="root")
+    assert (blocked.data["account"], blocked.data["code"]) == (event.order.account, "broker_unavailable")
+    assert blocked.target_id == event.order.client_order_id
 
 
 def test_held_orders_expire_one_microsecond_after_the_window(settings, frozen_clock):

@@ -1,0 +1,364 @@
+"""Broker reports into the ledger, as the recorder thread and reconciliation call them: each status,
+fill and commission recorded once, acknowledgements, and what reconciliation settles.
+
+These run on plain report values and the ledger; no broker is needed to write what a broker said.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from audit.models import AuditEntry
+from brokers.adapter import BrokerCommission, BrokerExecution, BrokerOrderStatus, BrokerSnapshot
+from ibkrgw.actors import Actor, ActorKind, Source
+from orders import services
+from orders.models import Commission, Fill
+from orders.models import OrderStatus as S
+from orders.services import recording
+from orders.types import OrderSent
+from tests.factories import FillFactory, OrderEventFactory, OrderFactory
+from tests.unit.builders import NOW
+
+D = Decimal
+BOT = Actor(kind=ActorKind.API_KEY, label="bot", source=Source.REST)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
+
+
+def report(ref: str, status: str = "Submitted", **fields) -> BrokerOrderStatus:
+    values = {
+        "order_ref": ref,
+        "broker_order_id": 7,
+        "perm_id": 700,
+        "client_id": 1,
+        "status": status,
+        "filled": D(0),
+        "remaining": D(10),
+        "average_fill_price": None,
+    }
+    values.update(fields)
+    return BrokerOrderStatus(**values)
+
+
+def execution(exec_id: str, ref: str = "", **fields) -> BrokerExecution:
+    values = {
+        "exec_id": exec_id,
+        "order_ref": ref,
+        "broker_order_id": 7,
+        "perm_id": 700,
+        "account": "DU1234567",
+        "con_id": 265598,
+        "symbol": "AAPL",
+        "side": "BOT",
+        "quantity": D(4),
+        "price": D("189.42"),
+        "executed_at": NOW,
+        "exchange": "ISLAND",
+    }
+    values.update(fields)
+    return BrokerExecution(**values)
+
+
+def statuses(order) -> list[str]:
+    return list(order.events.order_by("id").values_list("status", flat=True))
+
+
+def sent_order(**fields):
+    return OrderEventFactory(status=S.PENDING_SUBMIT, order__client_order_id="ref-1", **fields).order
+
+
+# -- order statuses -----------------------------------------------------------------------------------
+def test_a_status_is_appended_with_everything_the_broker_said():
+    order = sent_order()
+    event = services.order_status_apply(
+        report=report("ref-1", "Submitted", filled=D(4), remaining=D(6), average_fill_price=D("189.4"))
+    )
+    assert (event.order, event.status, event.source, event.code, event.reason) == (
+        order,
+        S.PARTIALLY_FILLED,
+        "worker",
+        "",
+        "",
+    )
+    assert (event.broker_order_id, event.perm_id, event.filled_quantity, event.remaining_quantity) == (7, 700, 4, 6)
+    assert (event.average_fill_price, event.data) == (D("189.4"), {"client_id": 1})
+    entry = AuditEntry.objects.get(event="order.status_changed")
+    assert (entry.actor_kind, entry.target_id, entry.data["previous"]) == ("system", str(order.pk), S.PENDING_SUBMIT)
+
+
+def test_the_same_report_twice_is_one_event_and_each_change_is_news():
+    order = sent_order()
+    assert services.order_status_apply(report=report("ref-1")) is not None
+    assert services.order_status_apply(report=report("ref-1")) is None
+    assert services.order_status_apply(report=report("ref-1", filled=D(1), remaining=D(9))) is not None
+    assert services.order_status_apply(report=report("ref-1", filled=D(1), remaining=D(9), broker_order_id=8))
+    assert statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED]
+
+
+@pytest.mark.parametrize(("status", "ours"), [("Cancelled", S.CANCELLED), ("Inactive", S.INACTIVE)])
+def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, ours):
+    sent_order()
+    event = services.order_status_apply(
+        report=report("ref-1", status, reason="Order rejected - margin", error_code=201)
+    )
+    assert (event.status, event.reason, event.code) == (ours, "Order rejected - margin", "201")
+
+
+def test_a_working_order_s_reason_is_not_news():
+    sent_order()
+    event = services.order_status_apply(report=report("ref-1", reason="something", client_id=None))
+    assert (event.reason, event.data) == ("", {})
+
+
+def test_reports_that_name_no_order_of_ours_or_say_nothing_record_nothing():
+    order = sent_order()
+    assert services.order_status_apply(report=report("placed-in-tws")) is None
+    assert services.order_status_apply(report=report("")) is None
+    assert services.order_status_apply(report=report("ref-1", "ApiPending")) is None
+    assert statuses(order) == [S.PENDING_SUBMIT]
+
+
+def test_a_simulated_order_never_takes_a_broker_status():
+    order = OrderEventFactory(status=S.SIMULATED, order__client_order_id="sim-1").order
+    assert services.order_status_apply(report=report("sim-1", "Filled", filled=D(10), remaining=D(0))) is None
+    assert statuses(order) == [S.SIMULATED]
+
+
+def test_a_report_that_would_move_a_finished_order_back_is_ignored():
+    order = OrderEventFactory(status=S.FILLED, order__client_order_id="done-1").order
+    assert services.order_status_apply(report=report("done-1", "Submitted")) is None
+    assert statuses(order) == [S.FILLED]
+
+
+def test_an_order_without_events_takes_the_broker_s_first_status():
+    order = OrderFactory(client_order_id="bare-1")
+    assert services.order_status_apply(report=report("bare-1")).status == S.SUBMITTED
+    assert statuses(order) == [S.SUBMITTED]
+
+
+def test_the_newest_order_with_a_reference_is_the_one_reported():
+    older = OrderFactory(client_order_id="same", account="DU1")
+    newer = OrderFactory(client_order_id="same", account="DU2", created_at=older.created_at + timedelta(seconds=1))
+    assert services.order_status_apply(report=report("same")).order == newer
+
+
+def test_an_order_named_once_is_remembered_until_forgotten():
+    order = sent_order()
+    services.order_status_apply(report=report("ref-1"))
+    with CaptureQueriesContext(connection) as queries:
+        recording.order_refs_forget("other")
+        assert recording._order_for_ref("ref-1") == order
+    assert not [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+    recording.order_refs_forget("ref-1")
+    with CaptureQueriesContext(connection) as queries:
+        assert recording._order_for_ref("ref-1") == order
+    assert [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+
+
+def test_the_memory_of_references_is_bounded(monkeypatch):
+    monkeypatch.setattr(recording, "_ORDERS_BY_REF_MAX", 1)
+    first = OrderFactory(client_order_id="a-1")
+    OrderFactory(client_order_id="a-2")
+    recording._order_for_ref("a-1")
+    recording._order_for_ref("a-2")  # the oldest is let go
+    with CaptureQueriesContext(connection) as queries:
+        assert recording._order_for_ref("a-1") == first
+    assert [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+    with CaptureQueriesContext(connection) as queries:
+        assert recording._order_for_ref("a-1") == first
+    assert not [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+
+
+# -- fills and commissions -------------------------------------------------------------------------------
+def test_an_execution_is_recorded_once_with_its_order():
+    order = sent_order()
+    fill = services.fill_record(execution=execution("e-1", "ref-1"))
+    stored = Fill.objects.get(exec_id="e-1")
+    assert (stored.order, stored.account, stored.con_id, stored.symbol, stored.side) == (
+        order,
+        "DU1234567",
+        265598,
+        "AAPL",
+        "BOT",
+    )
+    assert (stored.quantity, stored.price, stored.executed_at, stored.exchange) == (D(4), D("189.42"), NOW, "ISLAND")
+    assert (stored.broker_order_id, stored.perm_id, stored.order_ref) == (7, 700, "ref-1")
+    assert fill == stored
+    entry = AuditEntry.objects.get(event="fill.recorded")
+    assert (entry.actor_kind, entry.target_type, entry.target_id) == ("system", "fill", "e-1")
+    assert entry.data == {
+        "order_id": str(order.pk),
+        "side": "BOT",
+        "quantity": "4",
+        "price": "189.42",
+        "symbol": "AAPL",
+    }
+    assert services.fill_record(execution=execution("e-1", "ref-1")) is None
+    assert services.fill_record(execution=execution("e-2", "ref-1")) is not None
+    assert Fill.objects.count() == 2
+
+
+def test_a_commission_is_recorded_once_for_a_recorded_fill():
+    commission = BrokerCommission(exec_id="e-9", commission=D("1.05"), currency="USD", realized_pnl=D("-3.2"))
+    assert services.commission_record(commission=commission) is None  # its fill is not recorded yet
+    fill = FillFactory(exec_id="e-9")
+    row = services.commission_record(commission=commission)
+    assert (row.fill, row.exec_id, row.commission, row.currency, row.realized_pnl) == (
+        fill,
+        "e-9",
+        D("1.05"),
+        "USD",
+        D("-3.2"),
+    )
+    entry = AuditEntry.objects.get(event="commission.recorded")
+    assert (entry.actor_kind, entry.target_type, entry.target_id) == ("system", "fill", "e-9")
+    assert entry.data == {"commission": "1.05", "currency": "USD"}
+    assert services.commission_record(commission=commission) is None
+    assert Commission.objects.count() == 1
+
+
+# -- acknowledgements ---------------------------------------------------------------------------------
+def sent(order, **fields) -> OrderSent:
+    values = {"order_id": order.pk, "broker_order_id": 7, "perm_id": 700, "client_id": 2, "actor": BOT}
+    values.update(fields)
+    return OrderSent(**values)
+
+
+def test_an_acknowledgement_makes_the_order_submitted_under_its_sender(django_capture_on_commit_callbacks):
+    order = sent_order()
+    ack = sent(order)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.order_sent_record(sent=ack)
+    assert ack.written.is_set()
+    event = order.events.order_by("-id").first()
+    assert (event.status, event.source, event.broker_order_id, event.perm_id, event.data) == (
+        S.SUBMITTED,
+        "rest",
+        7,
+        700,
+        {"client_id": 2},
+    )
+    entry = AuditEntry.objects.get(event="order.sent")
+    assert (entry.actor_label, entry.data["status"], entry.data["broker_order_id"]) == ("bot", S.SUBMITTED, 7)
+
+
+def test_an_acknowledgement_after_the_broker_moved_the_order_on_is_audited_only(django_capture_on_commit_callbacks):
+    order = sent_order()
+    OrderEventFactory(order=order, status=S.FILLED, broker_order_id=7)
+    ack = sent(order)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.order_sent_record(sent=ack)
+    assert ack.written.is_set()
+    assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
+    entry = AuditEntry.objects.get(event="order.sent")
+    assert (entry.actor_label, entry.target_type, entry.target_id) == ("bot", "order", str(order.pk))
+    assert entry.data == {"broker_order_id": 7, "client_id": 2}
+
+
+# -- reconciliation -------------------------------------------------------------------------------------
+def snapshot(orders=(), executions=(), commissions=(), session_started=None) -> BrokerSnapshot:
+    return BrokerSnapshot(
+        orders=tuple(orders),
+        executions=tuple(executions),
+        commissions=tuple(commissions),
+        taken_at=NOW,
+        session_started=session_started,
+    )
+
+
+def test_reconciliation_brings_in_what_the_broker_holds_once():
+    order = sent_order()
+    FillFactory(exec_id="old-fill")
+    broker = snapshot(
+        orders=[report("ref-1", "Filled", filled=D(10), remaining=D(0))],
+        executions=[execution("e-1", "ref-1"), execution("old-fill")],
+        commissions=[BrokerCommission("e-1", D(1), "USD", None), BrokerCommission("nope", D(1), "USD", None)],
+    )
+    counts = services.orders_reconcile(snapshot=broker)
+    assert counts == {"status_events": 1, "fills": 1, "commissions": 1, "unknown": 0, "not_at_broker": 0}
+    assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
+    assert services.orders_reconcile(snapshot=broker) == {
+        "status_events": 0,
+        "fills": 0,
+        "commissions": 0,
+        "unknown": 0,
+        "not_at_broker": 0,
+    }
+    entries = AuditEntry.objects.filter(event="broker.reconciled").order_by("seq")
+    assert [(e.actor_kind, e.target_type) for e in entries] == [("system", "gateway")] * 2
+    assert entries[0].data == counts
+
+
+def pending_at(frozen_clock, ago: timedelta, ref: str, status: str = S.PENDING_SUBMIT):
+    frozen_clock.move_to(NOW - ago)
+    order = OrderEventFactory(status=status, order__client_order_id=ref).order
+    frozen_clock.move_to(NOW)
+    return order
+
+
+US = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("started_ago", "created_ago", "unknown"),
+    [
+        (timedelta(seconds=10), timedelta(seconds=10) + US, True),  # made before this process started
+        (timedelta(seconds=10), timedelta(seconds=10), False),  # this process may still be sending it
+        (timedelta(minutes=5), timedelta(seconds=20), False),
+        (timedelta(minutes=5), timedelta(seconds=20) + US, True),  # longer than two request timeouts ago
+    ],
+)
+def test_an_intent_the_broker_never_saw_becomes_unknown_and_is_not_sent_again(
+    settings, monkeypatch, frozen_clock, started_ago, created_ago, unknown
+):
+    settings.IB_REQUEST_TIMEOUT = 10
+    monkeypatch.setattr(recording, "PROCESS_STARTED_AT", NOW - started_ago)
+    order = pending_at(frozen_clock, created_ago, "p-1")
+    seen = pending_at(frozen_clock, timedelta(hours=1), "seen-1")
+    counts = services.orders_reconcile(snapshot=snapshot(executions=[execution("e-5", "seen-1")]))
+    assert counts["unknown"] == int(unknown)
+    assert statuses(seen) == [S.PENDING_SUBMIT]
+    if not unknown:
+        assert statuses(order) == [S.PENDING_SUBMIT]
+        return
+    assert statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
+    latest = order.events.order_by("-id").first()
+    assert latest.reason == (
+        "Recorded but not seen at the broker: it may never have been sent. "
+        "Not re-sent automatically; check and place again if needed."
+    )
+    entry = AuditEntry.objects.get(event="order.unknown")
+    assert (latest.source, entry.actor_kind, entry.target_id) == ("worker", "system", str(order.pk))
+
+
+def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen_clock):
+    started = NOW - timedelta(minutes=1)
+    gone = {
+        status: pending_at(frozen_clock, timedelta(minutes=1) + US, f"gone-{status}", status)
+        for status in (S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE)
+    }
+    kept = [
+        pending_at(frozen_clock, timedelta(minutes=1), "this-session", S.SUBMITTED),
+        pending_at(frozen_clock, timedelta(hours=1), "reported", S.SUBMITTED),
+        pending_at(frozen_clock, timedelta(hours=1), "unknown-1", S.UNKNOWN),
+        pending_at(frozen_clock, timedelta(hours=1), "filled-1", S.FILLED),
+    ]
+    reported = report("reported", "Submitted", broker_order_id=kept[1].events.get().broker_order_id)
+    assert services.orders_reconcile(snapshot=snapshot(orders=[reported]))["not_at_broker"] == 0  # no session
+    counts = services.orders_reconcile(snapshot=snapshot(orders=[reported], session_started=started))
+    assert counts["not_at_broker"] == 4
+    for status, order in gone.items():
+        assert statuses(order) == [status, S.CANCELLED]
+        latest = order.events.order_by("-id").first()
+        assert (latest.code, latest.source) == ("not_at_broker", "worker")
+        assert latest.reason == (
+            "After reconnecting, the broker reports this order neither working nor completed: it no longer holds it."
+        )
+    assert [len(statuses(order)) for order in kept] == [1, 1, 1, 1]
+    assert (
+        services.orders_reconcile(snapshot=snapshot(orders=[reported], session_started=started))["not_at_broker"] == 0
+    )
