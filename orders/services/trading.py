@@ -531,6 +531,8 @@ def order_modify(
                 actor=actor,
                 source=actor.source,
                 data={"modified": {k: decimal_json(v) for k, v in new_terms.items()}},
+                # The split the modify was checked against, whatever report the recorder wrote meanwhile.
+                filled=fresh.filled_quantity,
                 remaining=new_terms["quantity"] - fresh.filled_quantity,
                 audit_event=events.ORDER_MODIFIED,
                 strict=False,

@@ -15,6 +15,7 @@ from orders import services
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.types import OrderRequest
+from tests.conftest import wait_for
 from tests.factories import OrderEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -697,7 +698,7 @@ def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(ib_runtime, q
     services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(8))
     modified = order.events.get(data__has_key="modified")
     assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (S.PARTIALLY_FILLED, 4, 4)
-    assert quiet_market.received_orders()[-1].total_quantity == 8
+    wait_for(lambda: quiet_market.received_orders()[-1].total_quantity == 8, message="the modify at the gateway")
 
 
 def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
