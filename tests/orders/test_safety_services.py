@@ -628,8 +628,8 @@ def test_an_order_keeps_the_contract_terms_and_checks_it_was_placed_with(ib_runt
     )
     assert (row.actor_kind, row.actor_label, row.source, row.correlation_id) == ("mcp", "a" * 150, "mcp", "cid-7")
     assert (row.parent, row.role, row.oca_group) == (None, "", "")
-    assert row.preview["reference_price"] == str(price)
-    assert row.preview["notional"] == str((limit * 200).quantize(Decimal("0.01")))
+    assert Decimal(row.preview["reference_price"]) == price
+    assert Decimal(row.preview["notional"]) == (limit * 200).quantize(Decimal("0.01"))
     assert row.preview["quote_time"] is not None
     (event,) = row.events.all()
     assert (event.status, event.source, event.remaining_quantity, event.reason) == (
