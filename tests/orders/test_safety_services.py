@@ -658,6 +658,7 @@ def test_an_armed_order_is_recorded_as_submitted_with_its_trail(ib_runtime, quie
     wait_for(lambda: S.SUBMITTED in _statuses(by_amount), message="acknowledged")
     row = Order.objects.get(pk=by_amount.pk)
     assert (row.order_type, row.trail_amount, row.trail_percent) == ("TRAIL", Decimal("2.5"), None)
+    assert (row.symbol, row.primary_exchange) == ("AAPL", "NASDAQ")
     first = row.events.order_by("id").first()
     assert (first.status, first.reason) == (S.PENDING_SUBMIT, "")
     assert AuditEntry.objects.get(target_id=str(row.pk), event="order.submitted").data["status"] == S.PENDING_SUBMIT
@@ -961,3 +962,28 @@ def test_a_bracket_is_sent_leg_by_leg_under_its_actor(ib_runtime, quiet_market, 
         assert AuditEntry.objects.get(event="order.sent", target_id=str(leg.pk)).actor_label == "bot"
     received = {o.order_ref: o for o in quiet_market.received_orders()}
     assert set(received) == {"br-s", "br-s.sl", "br-s.tp"}
+
+
+def test_a_key_committed_elsewhere_while_a_placement_waits_is_replayed(ib_runtime, quiet_market):
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold, outcome = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    request = _request("elsewhere-1")
+    worker = threading.Thread(target=lambda: outcome.append(services.order_submit(request=request, actor=BOT)))
+    worker.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="checked and queued")
+    # Another process records the same key and terms before this placement is admitted.
+    keyed = replace(request, account="DU1234567")
+    other = OrderEventFactory(
+        order__client_order_id="elsewhere-1", order__request_hash=services.request_hash(keyed)
+    ).order
+    hold.set()
+    worker.join(30)
+    (result,) = outcome
+    assert (result.order.pk, result.replayed) == (other.pk, True)
+    assert Order.objects.count() == 1

@@ -99,6 +99,12 @@ def test_the_same_report_twice_is_one_event_and_each_change_is_news():
     assert statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED]
 
 
+def test_nothing_left_to_fill_is_filled_whatever_the_status_says():
+    sent_order()
+    event = services.order_status_apply(report=report("ref-1", "Submitted", filled=D(10), remaining=D(0)))
+    assert (event.status, event.filled_quantity, event.remaining_quantity) == (S.FILLED, 10, 0)
+
+
 @pytest.mark.parametrize(("status", "ours"), [("Cancelled", S.CANCELLED), ("Inactive", S.INACTIVE)])
 def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, ours):
     sent_order()
