@@ -266,7 +266,7 @@ def _record_intent(
     `parent` and one OCA group. Runs inside the pipeline's admission transaction.
     """
     # The exits cancel each other (one OCA group); the entry is linked to them as their parent.
-    oca_group = f"{request.client_order_id}.oca" if trip.legs else ""
+    oca_group = f"{request.client_order_id}.oca"
     checked = _checked_terms(trip)
     order = _intent_row(request, contract, account, digest, checked, actor, status, role="entry" if trip.legs else "")
     for role, child in trip.legs:

@@ -659,6 +659,7 @@ def test_an_armed_order_is_recorded_as_submitted_with_its_trail(ib_runtime, quie
     wait_for(lambda: S.SUBMITTED in _statuses(by_amount), message="acknowledged")
     row = Order.objects.get(pk=by_amount.pk)
     assert (row.order_type, row.trail_amount, row.trail_percent) == ("TRAIL", Decimal("2.5"), None)
+    assert (row.symbol, row.primary_exchange) == ("AAPL", "NASDAQ")
     first = row.events.order_by("id").first()
     assert (first.status, first.reason) == (S.PENDING_SUBMIT, "")
     assert AuditEntry.objects.get(target_id=str(row.pk), event="order.submitted").data["status"] == S.PENDING_SUBMIT
@@ -874,3 +875,116 @@ def test_every_leg_of_a_bracket_counts_against_the_rate_limit(ib_runtime, quiet_
     with pytest.raises(GatewayError) as excinfo:
         services.order_submit(request=_request("r-3"), actor=BOT)
     assert excinfo.value.code == ErrorCode.RISK_RATE_LIMIT  # the bracket's three legs filled the minute
+
+
+# -- sends that fail -------------------------------------------------------------------------------------
+def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, quiet_market, orders_enabled):
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold, outcome = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+
+    def place() -> None:
+        try:
+            services.order_submit(request=_request("gone-1"), actor=BOT)
+        except GatewayError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=place)
+    worker.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="checked and queued")
+    quiet_market.faults.refuse_connections(60)
+    quiet_market.faults.drop_all_connections()
+    wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
+    hold.set()
+    worker.join(30)
+    (exc,) = outcome
+    assert (exc.code, exc.http_status) == (ErrorCode.BROKER_UNAVAILABLE, 503)
+    order = Order.objects.get(client_order_id="gone-1")
+    assert _statuses(order) == [S.PENDING_SUBMIT, S.REJECTED]
+    latest = order.events.order_by("-id").first()
+    assert (latest.reason, latest.code, latest.source) == (exc.message, "broker_unavailable", "rest")
+    assert AuditEntry.objects.get(event="order.rejected").actor_label == "bot"
+    assert quiet_market.received_orders() == []
+
+
+def test_a_bracket_whose_entry_send_is_unknown_sends_none_of_its_exits(ib_runtime, quiet_market, settings):
+    import threading
+
+    from brokers import runtime
+    from tests.conftest import wait_for
+
+    services.order_submit(request=_request("warm-2"), actor=BOT)  # caches the contract, streams the quote
+    wait_for(lambda: runtime.adapter().quote_cached(con_id=quiet_market.con_id("AAPL")), message="streamed quote")
+    settings.ORDERS_ENABLED = True
+    ib_runtime.worker.request_timeout = 0.5
+    release = threading.Event()
+    ib_runtime.worker.run_soon(lambda ib: release.wait(30))
+    bracket = _request(
+        "br-u",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("192.00"),
+        stop_loss=Decimal("187.00"),
+    )
+    try:
+        entry = services.order_submit(request=bracket, actor=BOT).order
+        assert _statuses(entry) == [S.PENDING_SUBMIT, S.UNKNOWN]
+    finally:
+        release.set()
+    for child in entry.children.all():
+        assert _statuses(child) == [S.PENDING_SUBMIT, S.REJECTED]
+        rejection = child.events.order_by("-id").first()
+        assert (rejection.reason, rejection.source) == (
+            "The bracket's entry was not placed, so this exit was not sent.",
+            "rest",
+        )
+        assert AuditEntry.objects.get(event="order.rejected", target_id=str(child.pk)).actor_label == "bot"
+    wait_for(lambda: quiet_market.received_orders(), message="the late entry")
+    assert [o.order_ref for o in quiet_market.received_orders()] == ["br-u"]
+
+
+def test_a_bracket_is_sent_leg_by_leg_under_its_actor(ib_runtime, quiet_market, orders_enabled):
+    bracket = _request(
+        "br-s",
+        order_type="LMT",
+        limit_price=Decimal("189.00"),
+        take_profit=Decimal("192.00"),
+        stop_loss=Decimal("187.00"),
+    )
+    entry = services.order_submit(request=bracket, actor=BOT).order
+    legs = [entry, *entry.children.order_by("role")]
+    assert [o.client_order_id for o in legs] == ["br-s", "br-s.sl", "br-s.tp"]
+    for leg in legs:
+        assert AuditEntry.objects.get(event="order.sent", target_id=str(leg.pk)).actor_label == "bot"
+    received = {o.order_ref: o for o in quiet_market.received_orders()}
+    assert set(received) == {"br-s", "br-s.sl", "br-s.tp"}
+
+
+def test_a_key_committed_elsewhere_while_a_placement_waits_is_replayed(ib_runtime, quiet_market):
+    import threading
+
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold, outcome = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    request = _request("elsewhere-1")
+    worker = threading.Thread(target=lambda: outcome.append(services.order_submit(request=request, actor=BOT)))
+    worker.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="checked and queued")
+    # Another process records the same key and terms before this placement is admitted.
+    keyed = replace(request, account="DU1234567")
+    other = OrderEventFactory(
+        order__client_order_id="elsewhere-1", order__request_hash=services.request_hash(keyed)
+    ).order
+    hold.set()
+    worker.join(30)
+    (result,) = outcome
+    assert (result.order.pk, result.replayed) == (other.pk, True)
+    assert Order.objects.count() == 1

@@ -99,6 +99,12 @@ def test_the_same_report_twice_is_one_event_and_each_change_is_news():
     assert statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED]
 
 
+def test_nothing_left_to_fill_is_filled_whatever_the_status_says():
+    sent_order()
+    event = services.order_status_apply(report=report("ref-1", "Submitted", filled=D(10), remaining=D(0)))
+    assert (event.status, event.filled_quantity, event.remaining_quantity) == (S.FILLED, 10, 0)
+
+
 @pytest.mark.parametrize(("status", "ours"), [("Cancelled", S.CANCELLED), ("Inactive", S.INACTIVE)])
 def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, ours):
     sent_order()
@@ -174,9 +180,11 @@ def test_the_memory_of_references_is_bounded(monkeypatch):
 
 
 # -- fills and commissions -------------------------------------------------------------------------------
-def test_an_execution_is_recorded_once_with_its_order():
+def test_an_execution_is_recorded_once_with_its_order(django_capture_on_commit_callbacks):
     order = sent_order()
-    fill = services.fill_record(execution=execution("e-1", "ref-1"))
+    with django_capture_on_commit_callbacks(execute=True) as published:  # websocket clients are told
+        fill = services.fill_record(execution=execution("e-1", "ref-1"))
+    assert len(published) == 2  # and the fills counter
     stored = Fill.objects.get(exec_id="e-1")
     assert (stored.order, stored.account, stored.con_id, stored.symbol, stored.side) == (
         order,
@@ -202,11 +210,13 @@ def test_an_execution_is_recorded_once_with_its_order():
     assert Fill.objects.count() == 2
 
 
-def test_a_commission_is_recorded_once_for_a_recorded_fill():
+def test_a_commission_is_recorded_once_for_a_recorded_fill(django_capture_on_commit_callbacks):
     commission = BrokerCommission(exec_id="e-9", commission=D("1.05"), currency="USD", realized_pnl=D("-3.2"))
     assert services.commission_record(commission=commission) is None  # its fill is not recorded yet
     fill = FillFactory(exec_id="e-9")
-    row = services.commission_record(commission=commission)
+    with django_capture_on_commit_callbacks(execute=True) as published:
+        row = services.commission_record(commission=commission)
+    assert len(published) == 1
     assert (row.fill, row.exec_id, row.commission, row.currency, row.realized_pnl) == (
         fill,
         "e-9",

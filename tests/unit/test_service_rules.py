@@ -173,10 +173,22 @@ def test_held_orders_expire_one_microsecond_after_the_window(settings, frozen_cl
     frozen_clock.shift(timedelta(microseconds=1))
     assert services.orders_expire_pending() == 1
     latest = event.order.events.order_by("-id").first()
-    assert latest.status == S.EXPIRED
+    assert (latest.status, latest.source) == (S.EXPIRED, "worker")
     assert latest.reason == "not approved within 300s"
     assert services.orders_expire_pending() == 0
     assert AuditEntry.objects.filter(event="order.expired").count() == 1
+
+
+def test_every_held_order_past_its_window_expires_in_one_sweep(settings, frozen_clock):
+    settings.APPROVAL_TTL_S = 300
+    frozen_clock.shift(timedelta(seconds=200))
+    recent = held()  # recorded first, held last: still within its window below
+    frozen_clock.shift(timedelta(seconds=-200))
+    old = [held(), held()]
+    frozen_clock.shift(timedelta(seconds=301))
+    assert services.orders_expire_pending() == 2
+    assert [o.order.events.order_by("-id").first().status for o in old] == [S.EXPIRED, S.EXPIRED]
+    assert recent.order.events.order_by("-id").first().status == S.PENDING_APPROVAL
 
 
 def test_only_held_orders_expire(settings, frozen_clock):
