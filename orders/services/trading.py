@@ -508,6 +508,7 @@ def order_modify(
 
     def modify() -> Order:
         fresh = order_latest_event(order)
+        assert fresh is not None  # noqa: S101 - every order has its intent event
         try:
             _require_modifiable(fresh)
             if new_terms["quantity"] < fresh.filled_quantity:
