@@ -285,11 +285,11 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
     FillFactory(exec_id="old-fill")
     broker = snapshot(
         orders=[report("ref-1", "Filled", filled=D(10), remaining=D(0))],
-        executions=[execution("e-1", "ref-1"), execution("old-fill")],
+        executions=[execution("e-1", "ref-1"), execution("old-fill"), execution("e-2", "ref-1")],
         commissions=[BrokerCommission("e-1", D(1), "USD", None), BrokerCommission("nope", D(1), "USD", None)],
     )
     counts = services.orders_reconcile(snapshot=broker)
-    assert counts == {"status_events": 1, "fills": 1, "commissions": 1, "unknown": 0, "not_at_broker": 0}
+    assert counts == {"status_events": 1, "fills": 2, "commissions": 1, "unknown": 0, "not_at_broker": 0}
     assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
     assert services.orders_reconcile(snapshot=broker) == {
         "status_events": 0,
@@ -347,12 +347,13 @@ def test_an_intent_the_broker_never_saw_becomes_unknown_and_is_not_sent_again(
 
 def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen_clock):
     started = NOW - timedelta(minutes=1)
+    this_session = pending_at(frozen_clock, timedelta(minutes=1), "this-session", S.SUBMITTED)  # looked at first
     gone = {
         status: pending_at(frozen_clock, timedelta(minutes=1) + US, f"gone-{status}", status)
         for status in (S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE)
     }
     kept = [
-        pending_at(frozen_clock, timedelta(minutes=1), "this-session", S.SUBMITTED),
+        this_session,
         pending_at(frozen_clock, timedelta(hours=1), "reported", S.SUBMITTED),
         pending_at(frozen_clock, timedelta(hours=1), "unknown-1", S.UNKNOWN),
         pending_at(frozen_clock, timedelta(hours=1), "filled-1", S.FILLED),
@@ -372,3 +373,13 @@ def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen
     assert (
         services.orders_reconcile(snapshot=snapshot(orders=[reported], session_started=started))["not_at_broker"] == 0
     )
+
+
+def test_intents_are_each_judged_whatever_comes_first(settings, monkeypatch, frozen_clock):
+    settings.IB_REQUEST_TIMEOUT = 10
+    monkeypatch.setattr(recording, "PROCESS_STARTED_AT", NOW - timedelta(minutes=5))
+    in_flight = pending_at(frozen_clock, timedelta(seconds=1), "new-1")  # recorded first, skipped
+    stuck = [pending_at(frozen_clock, timedelta(minutes=10), f"old-{n}") for n in range(2)]
+    assert services.orders_reconcile(snapshot=snapshot())["unknown"] == 2
+    assert [statuses(order)[-1] for order in stuck] == [S.UNKNOWN, S.UNKNOWN]
+    assert statuses(in_flight) == [S.PENDING_SUBMIT]

@@ -121,6 +121,12 @@ def test_a_key_used_for_other_terms_is_refused_and_audited(frozen_clock):
     assert entry.data["request"]["action"] == "SELL"
 
 
+def test_a_key_is_the_account_s_own():
+    OrderFactory(account="DU7654321", client_order_id="k-4")
+    exc = refused(services.order_submit, request=request("k-4"), actor=BOT)
+    assert exc.code == ErrorCode.BROKER_UNAVAILABLE  # neither a replay nor a reuse: on to the contract lookup
+
+
 @pytest.mark.parametrize(
     ("cid", "key", "message"),
     [
