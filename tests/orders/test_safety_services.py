@@ -390,6 +390,31 @@ def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quie
     assert progress.error.startswith("The broker is not connected")
 
 
+def test_the_sweep_s_audit_entry_names_at_most_fifty_orders(ib_runtime, quiet_market, no_halt_sweep):
+    from ib_async import IB, LimitOrder, Stock
+
+    from tests.conftest import wait_for
+
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    outside = IB()
+    outside.connect("127.0.0.1", quiet_market.port, clientId=7, timeout=5)
+    try:
+        for n in range(51):
+            outside.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 1, 185.0, orderRef=f"out-{n}"))
+
+        def all_working() -> bool:
+            outside.sleep(0)  # the client paces its messages on its own event loop: let it send
+            return len([o for o in quiet_market.orders() if o.status == "Submitted"]) == 51
+
+        wait_for(all_working, message="51 working")
+        progress = services.trading_halt_sweep()
+    finally:
+        outside.disconnect()
+    assert progress.working_orders == 51
+    sweep = AuditEntry.objects.get(event="trading.halt_sweep")
+    assert (sweep.data["working_orders"], len(sweep.data["refs"])) == (51, 50)
+
+
 def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):
     orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"mcp"})
     agent = Actor(kind=ActorKind.MCP, label="agent", source=Source.MCP)
