@@ -57,7 +57,7 @@ def test_approved_order_is_sent_and_fills(ib_runtime, sim_gateway, approval_for_
     services.order_approve(order_id=order.pk, actor=OPERATOR)
     assert _sent(sim_gateway) == ["hold-2"]
     # Sent under the operator who approved it; the acknowledgement is on record when approve returns.
-    sent = AuditEntry.objects.get(event="order.sent", target_id=str(order.pk))
+    sent = wait_for(lambda: AuditEntry.objects.filter(event="order.sent", target_id=str(order.pk)).first())
     assert (sent.actor_label, sent.data["broker_order_id"]) == ("operator", sim_gateway.received_orders()[0].order_id)
     wait_for(lambda: _statuses(order)[-1] == "filled", message="approved order filled")
     assert AuditEntry.objects.filter(event="order.approved", actor_label="operator").count() == 1

@@ -33,6 +33,15 @@ def _sent(sim_gateway) -> list[str]:
     return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
 
 
+def _cancels(sim, count: int) -> list[int]:
+    """The order ids the gateway was asked to cancel, once it has `count` of them (it reads its socket
+    on its own thread)."""
+    from tests.conftest import wait_for
+
+    wait_for(lambda: len(sim.received_cancels()) >= count, message=f"{count} cancel(s) at the gateway")
+    return [c.order_id for c in sim.received_cancels()]
+
+
 def _statuses(order) -> list[str]:
     return list(order.events.order_by("id").values_list("status", flat=True))
 
@@ -391,6 +400,31 @@ def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quie
     assert progress.error.startswith("The broker is not connected")
 
 
+def test_the_sweep_s_audit_entry_names_at_most_fifty_orders(ib_runtime, quiet_market, no_halt_sweep):
+    from ib_async import IB, LimitOrder, Stock
+
+    from tests.conftest import wait_for
+
+    services.trading_halt(actor=OPERATOR, reason="incident")
+    outside = IB()
+    outside.connect("127.0.0.1", quiet_market.port, clientId=7, timeout=5)
+    try:
+        for n in range(51):
+            outside.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 1, 185.0, orderRef=f"out-{n}"))
+
+        def all_working() -> bool:
+            outside.sleep(0)  # the client paces its messages on its own event loop: let it send
+            return len([o for o in quiet_market.orders() if o.status == "Submitted"]) == 51
+
+        wait_for(all_working, message="51 working")
+        progress = services.trading_halt_sweep()
+    finally:
+        outside.disconnect()
+    assert progress.working_orders == 51
+    sweep = AuditEntry.objects.get(event="trading.halt_sweep")
+    assert (sweep.data["working_orders"], len(sweep.data["refs"])) == (51, 50)
+
+
 def test_approving_while_halted_keeps_the_order_waiting(ib_runtime, quiet_market, orders_enabled):
     orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"mcp"})
     agent = Actor(kind=ActorKind.MCP, label="agent", source=Source.MCP)
@@ -449,7 +483,7 @@ def test_a_cancel_is_on_record_under_the_actor_who_asked_even_when_the_broker_an
     assert (requested.actor_label, requested.target_id) == ("operator", str(order.pk))
     assert requested.data["broker_order_id"] == broker_id
     wait_for(lambda: _statuses(order)[-1] == S.CANCELLED, message="cancelled at the broker")
-    assert [c.order_id for c in quiet_market.received_cancels()] == [broker_id]
+    assert _cancels(quiet_market, 1) == [broker_id]
 
 
 def test_a_cancel_request_becomes_the_order_s_cancel_pending(ib_runtime, quiet_market):
@@ -463,7 +497,7 @@ def test_a_cancel_request_becomes_the_order_s_cancel_pending(ib_runtime, quiet_m
         S.CANCEL_PENDING,
         S.SUBMITTED,
     )
-    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+    assert _cancels(quiet_market, 1) == [78]
 
 
 def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_runtime, quiet_market):
@@ -477,7 +511,7 @@ def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_r
         str(order.pk),
         {"broker_order_id": 79},
     )
-    assert [c.order_id for c in quiet_market.received_cancels()] == [79]
+    assert _cancels(quiet_market, 1) == [79]
 
 
 def test_an_order_the_broker_never_acknowledged_is_not_cancelled_by_guesswork(ib_runtime, quiet_market):
@@ -678,6 +712,7 @@ def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, q
     order = _resting("mod-2")
     broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
     services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(5), limit_price=Decimal("186.00"))
+    wait_for(lambda: len(quiet_market.received_orders()) == 2, message="the change at the gateway")
     change = quiet_market.received_orders()[-1]
     assert (change.order_id, change.total_quantity, change.lmt_price) == (broker_id, 5, Decimal("186.00"))
     wait_for(
@@ -699,7 +734,7 @@ def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(ib_runtime, q
     services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(8))
     modified = order.events.get(data__has_key="modified")
     assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (S.PARTIALLY_FILLED, 4, 4)
-    wait_for(lambda: quiet_market.received_orders()[-1].total_quantity == 8, message="the modify at the gateway")
+    wait_for(lambda: [o.total_quantity for o in quiet_market.received_orders()] == [8], message="the change")
 
 
 def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
@@ -775,7 +810,7 @@ def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_se
     pipeline().sent_ids[order.pk] = (78, 1)  # sent by this process; the recorder has not written it yet
     assert services.order_client_id(order) == 1
     services.order_cancel(order_id=order.pk, actor=OPERATOR)
-    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+    assert _cancels(quiet_market, 1) == [78]
     pipeline().sent_ids[order.pk] = (79, 5)  # through another IB client id: only that connection may cancel it
     with pytest.raises(GatewayError) as excinfo:
         services.order_cancel(order_id=order.pk, actor=OPERATOR)
@@ -784,7 +819,7 @@ def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_se
         "This order was placed through IB client id 5; this process is client id 1. Change it from that "
         "process, or halt trading to cancel everything."
     )
-    assert [c.order_id for c in quiet_market.received_cancels()] == [78]
+    assert _cancels(quiet_market, 1) == [78]
 
 
 def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_runtime, quiet_market, settings):
@@ -959,10 +994,15 @@ def test_a_bracket_is_sent_leg_by_leg_under_its_actor(ib_runtime, quiet_market, 
     entry = services.order_submit(request=bracket, actor=BOT).order
     legs = [entry, *entry.children.order_by("role")]
     assert [o.client_order_id for o in legs] == ["br-s", "br-s.sl", "br-s.tp"]
+    from tests.conftest import wait_for
+
     for leg in legs:
-        assert AuditEntry.objects.get(event="order.sent", target_id=str(leg.pk)).actor_label == "bot"
-    received = {o.order_ref: o for o in quiet_market.received_orders()}
-    assert set(received) == {"br-s", "br-s.sl", "br-s.tp"}
+        sent = wait_for(lambda leg=leg: AuditEntry.objects.filter(event="order.sent", target_id=str(leg.pk)).first())
+        assert sent.actor_label == "bot"
+    wait_for(
+        lambda: {o.order_ref for o in quiet_market.received_orders()} == {"br-s", "br-s.sl", "br-s.tp"},
+        message="three legs at the gateway",
+    )
 
 
 def test_a_key_committed_elsewhere_while_a_placement_waits_is_replayed(ib_runtime, quiet_market):
