@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from audit import events
-from audit.services import audit_record
+from audit.services import audit_record, ledger_write_lock
 from brokers.adapter import (
     BrokerOrderRequest,
     ContractInfo,
@@ -173,6 +173,9 @@ def order_event_append(
     Returns None (and appends nothing) when the transition is not allowed and `strict` is False.
     `latest`: the order's latest event, when the caller has just read it in this transaction.
     """
+    # Under the writers' lock, so the transition is checked against the true latest event (on
+    # PostgreSQL a concurrent writer could otherwise commit one between this read and the insert).
+    ledger_write_lock()
     latest = latest or order_latest_event(order)
     current = latest.status if latest else None
     if current is not None and not can_transition(current, status):

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import events
-from audit.services import audit_record
+from audit.services import audit_record, ledger_write_lock
 from brokers.adapter import (
     BrokerCommission,
     BrokerExecution,
@@ -80,6 +80,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
     if order is None:
         return None
     with transaction.atomic():
+        ledger_write_lock()  # the latest event read below stays the latest until this commits
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.SIMULATED:
             logger.error("broker reports order %s that was recorded as simulated", order.pk)
@@ -201,6 +202,7 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> i
 def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
     with transaction.atomic():
+        ledger_write_lock()  # the latest event read below stays the latest until this commits
         order = Order.objects.get(pk=sent.order_id)
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.PENDING_SUBMIT:
