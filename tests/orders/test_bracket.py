@@ -33,6 +33,8 @@ def _children(api_client, order_id):
 
 
 def test_simulated_bracket_records_three_linked_orders(ib_runtime, api_client, sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))  # exits inside the collar whatever the time of day
     response = api_client.post("/api/v1/orders/", _bracket(), format="json")
     assert response.status_code == 201, response.content
     entry = response.json()

@@ -152,6 +152,7 @@ def test_a_halt_while_disconnected_cancels_after_the_reconnect(resting, api_clie
 def test_the_rate_limit_is_exact_under_fifty_concurrent_orders(ib_runtime, sim_gateway, orders_enabled, settings):
     settings.RISK_MAX_ORDERS_PER_MINUTE = 30
     sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", PRICE)  # the limit stays inside the collar whatever the time of day
     key = _key()
     responses = concurrently(
         50, lambda c, i: c.post("/api/v1/orders/", _order(client_order_id=f"rate-{i}"), format="json"), key=key
