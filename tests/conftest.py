@@ -28,6 +28,18 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: 
     pytest.fail(f"timed out waiting for {message}")
 
 
+def anchor_stock_prices(gateway) -> None:
+    """Start every stock at its base price (AAPL 190.00, MSFT 420.00...).
+
+    The simulated market follows a seeded path through the day, which can wander past the 5% price
+    collar from the base; tests that price orders near the base would then pass or fail by the hour.
+    From here the price follows the path's moves from the base, a few hundredths of a percent a minute.
+    """
+    for inst in list(gateway.market.instruments.values()):
+        if inst.sec_type == "STK":
+            gateway.set_price(inst.con_id, inst.base_price)
+
+
 def subprocess_database_url() -> str:
     """DATABASE_URL that points a child process (mcp, a crashed gateway...) at this test's database."""
     from django.conf import settings
@@ -62,6 +74,14 @@ def _fresh_contract_memory():
 
     contract_cache_clear()
     order_refs_forget()
+
+
+@pytest.fixture
+def sim_gateway(sim_gateway_factory):
+    """A simulated gateway whose stocks start at their base prices (see `anchor_stock_prices`)."""
+    gateway = sim_gateway_factory()
+    anchor_stock_prices(gateway)
+    return gateway
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, Implementation, ResourceUpdatedNotification, Tool
 
 from brokers.sim.server import SimGateway
-from tests.conftest import subprocess_database_url, wait_for
+from tests.conftest import anchor_stock_prices, subprocess_database_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,5 +163,6 @@ def http_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[by
 def mcp_sim() -> Iterator[SimGateway]:
     """One simulated gateway per module, shared by its MCP subprocess (started once per module)."""
     gateway = SimGateway(host="127.0.0.1", port=0, trading_hours="always", ib_limits=False).start()
+    anchor_stock_prices(gateway)
     yield gateway
     gateway.stop()

@@ -88,3 +88,9 @@ def wait_until(ib: IB, predicate: Callable[[], object], timeout: float = 5.0, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         ib.sleep(0.02)
+
+
+@pytest.fixture
+def sim_gateway(sim_gateway_factory: Callable[..., SimGateway]) -> SimGateway:
+    """The simulator's own tests see its market exactly as the price path draws it (no anchoring)."""
+    return sim_gateway_factory()
