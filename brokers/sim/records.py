@@ -24,6 +24,9 @@ class SimOrderRecord:
     order_ref: str
     what_if: bool
     outside_rth: bool
+    account: str  # as sent: empty when the client named none
+    parent_id: int  # 0: not a child order
+    transmit: bool  # False: held until an order of its bracket arrives with transmit=True
     received_at: datetime
 
 

@@ -215,7 +215,6 @@ def order_sent_record(*, sent: OrderSent) -> None:
                 perm_id=sent.perm_id,
                 data={"client_id": sent.client_id},
                 audit_event=events.ORDER_SENT,
-                strict=False,
                 latest=latest,
             )
         else:

@@ -526,17 +526,21 @@ def order_modify(
         if ack.broker_order_id != broker_id:
             logger.warning("modify of %s got a new broker id %s", order.pk, ack.broker_order_id)
         with transaction.atomic(durable=True):
+            # Fills the recorder wrote while the change was on its way count: the filled quantity never
+            # goes back, and an order that finished meanwhile records no change (strict=False).
+            ledger_write_lock()
+            now = order_latest_event(order)
+            assert now is not None  # noqa: S101 - read above, and events are never deleted
             order_event_append(
                 order,
-                status=fresh.status,
+                status=now.status,
                 actor=actor,
                 source=actor.source,
                 data={"modified": {k: decimal_json(v) for k, v in new_terms.items()}},
-                # The split the modify was checked against, whatever report the recorder wrote meanwhile.
-                filled=fresh.filled_quantity,
-                remaining=new_terms["quantity"] - fresh.filled_quantity,
+                remaining=max(new_terms["quantity"] - now.filled_quantity, Decimal(0)),
                 audit_event=events.ORDER_MODIFIED,
                 strict=False,
+                latest=now,
             )
         return order
 

@@ -61,6 +61,10 @@ def test_bracket_fills_the_entry_then_one_exit_cancels_the_other(ib_runtime, api
     entry_id = response.json()["id"]
     sent = [o for o in sim_gateway.received_orders() if not o.what_if]
     assert [o.order_ref for o in sent] == ["br-1", "br-1.sl", "br-1.tp"]
+    # As IB asks of a bracket: the entry and the first exit are held, the last exit transmits all three,
+    # so the entry never works at the broker without its exits attached.
+    assert [o.transmit for o in sent] == [False, False, True]
+    assert [o.parent_id for o in sent] == [0, sent[0].order_id, sent[0].order_id]
     sim_gateway.set_price("AAPL", Decimal("184.50"))
     wait_for(lambda: _status(api_client, entry_id) == "filled", message="entry filled")
     sim_gateway.set_price("AAPL", Decimal("195.50"))

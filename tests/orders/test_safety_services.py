@@ -345,6 +345,7 @@ def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, qui
         "STP LMT",
     )
     assert (what_if.lmt_price, what_if.aux_price, what_if.tif, what_if.outside_rth) == (186, 187, "GTC", True)
+    assert what_if.account == quiet_market.account.code  # the account it would trade in, not IB's default
     assert Order.objects.count() == 0
 
 
@@ -945,6 +946,55 @@ def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, q
     assert (latest.reason, latest.code, latest.source) == (exc.message, "broker_unavailable", "rest")
     assert AuditEntry.objects.get(event="order.rejected").actor_label == "bot"
     assert quiet_market.received_orders() == []
+
+
+def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_runtime, quiet_market, settings):
+    # The recorder is busy (a burst of fills, a slow disk): the order is at the broker, the ledger does not
+    # show it yet. A cancel must still reach the broker, with the order id the send got back.
+    import threading
+
+    class Stall(threading.Event):
+        pass
+
+    settings.ORDERS_ENABLED = True
+    stall = Stall()
+    ib_runtime.recorder.handlers[Stall] = lambda event: event.wait(30)
+    ib_runtime.recorder.put(stall)
+    try:
+        order = services.order_submit(
+            request=_request("early-1", order_type="LMT", limit_price=Decimal("185.00")), actor=BOT
+        ).order
+        assert _statuses(order) == [S.PENDING_SUBMIT]
+        (placed,) = [o for o in quiet_market.received_orders() if not o.what_if]
+        services.order_cancel(order_id=order.pk, actor=BOT)
+        assert _cancels(quiet_market, 1) == [placed.order_id]
+    finally:
+        stall.set()
+    wait_for(lambda: _statuses(order)[-1] == S.CANCELLED, message="the broker's cancel recorded")
+    assert quiet_market.orders()[0].status == "Cancelled"
+
+
+def test_a_send_that_fails_unexpectedly_is_recorded_unknown_and_never_resent(
+    ib_runtime, quiet_market, settings, monkeypatch
+):
+    # A failure the pipeline has no name for (a client library's internal error, say): the order may or
+    # may not have left, so it is `unknown` for reconciliation, under the actor who placed it.
+    from brokers import runtime
+
+    services.order_submit(request=_request("warm-3"), actor=BOT)
+    settings.ORDERS_ENABLED = True
+
+    def broken(self, *, request):
+        raise RuntimeError("decoder lost its place")
+
+    monkeypatch.setattr(type(runtime.adapter()), "order_place", broken)
+    order = services.order_submit(request=_request("odd-1"), actor=BOT).order
+    assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
+    latest = order.events.order_by("-id").first()
+    assert (latest.reason, latest.source) == ("decoder lost its place", "rest")
+    unknown = AuditEntry.objects.get(event="order.unknown")
+    assert (unknown.actor_label, unknown.target_id) == ("bot", str(order.pk))
+    assert [o.order_ref for o in quiet_market.received_orders() if not o.what_if] == []
 
 
 def test_a_bracket_whose_entry_send_is_unknown_sends_none_of_its_exits(ib_runtime, quiet_market, settings):

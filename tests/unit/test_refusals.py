@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -127,3 +128,18 @@ def test_resetting_the_bound_starts_a_new_window(monkeypatch):
     refuse()
     assert len(recorded()) == 2
     assert recorded("request.refusals_suppressed") == []
+
+
+def test_the_window_ends_exactly_a_minute_after_it_started(monkeypatch):
+    monkeypatch.setattr(refusals, "REFUSALS_PER_ACTOR_PER_MINUTE", 1)
+    clock = [1000.0]
+    monkeypatch.setattr(refusals, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(refusals, "_window_started", 1000.0)
+    refuse()
+    clock[0] = 1059.999
+    refuse()
+    assert len(recorded()) == 1
+    clock[0] = 1060.0
+    refuse()
+    assert len(recorded()) == 2
+    assert recorded("request.refusals_suppressed")[0].data["suppressed_by_actor"] == {"api_key:bot": 1}

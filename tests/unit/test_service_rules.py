@@ -251,6 +251,25 @@ def test_a_usable_key_is_found_from_its_secret_and_others_are_not(settings):
     assert auth.api_key_from_string(revoked_secret) is None
 
 
+def test_a_verified_key_is_served_from_memory_for_exactly_the_cache_time(
+    settings, monkeypatch, django_assert_num_queries
+):
+    from types import SimpleNamespace
+
+    auth.api_key_cache_clear()
+    settings.API_KEY_CACHE_S = 1
+    clock = SimpleNamespace(now=500.0)
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    key, secret = api_key(name="bot")
+    assert auth.api_key_from_string(secret) == key  # verified at 500.0
+    clock.now = 500.999
+    with django_assert_num_queries(0):
+        assert auth.api_key_from_string(secret) == key
+    clock.now = 501.0
+    with django_assert_num_queries(1):
+        assert auth.api_key_from_string(secret) == key
+
+
 def test_an_expired_key_is_not_usable(frozen_clock):
     from django.utils import timezone
 

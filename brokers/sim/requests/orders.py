@@ -112,6 +112,9 @@ class OrderRequests:
                     order_ref=req.order_ref,
                     what_if=req.what_if,
                     outside_rth=req.outside_rth,
+                    account=req.account,
+                    parent_id=req.parent_id,
+                    transmit=req.transmit,
                     received_at=datetime.now(UTC),
                 )
             )
