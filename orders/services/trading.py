@@ -334,7 +334,7 @@ def _intent_row(
     status: str,
     *,
     parent: Order | None = None,
-    role: str = "",
+    role: str,
     oca_group: str = "",
 ) -> Order:
     """One intent row with its first event and audit entry (inside the caller's transaction)."""
