@@ -886,6 +886,14 @@ def test_placements_admitted_together_count_each_other_and_share_a_key(ib_runtim
     assert (blocked.target_id, blocked.data["code"], blocked.data["account"]) == ("g-3", "risk_rate_limit", "DU1234567")
 
 
+def test_identical_placements_admitted_together_are_duplicates_of_the_first(ib_runtime, quiet_market, settings):
+    settings.RISK_DUPLICATE_WINDOW_S = 10
+    first, second, third = _admitted_together([_request("") for _ in range(3)])
+    assert first.replayed is False
+    assert [second.code, third.code] == [ErrorCode.POSSIBLE_DUPLICATE] * 2
+    assert Order.objects.count() == 1
+
+
 def test_a_key_reused_within_one_commit_is_refused(ib_runtime, quiet_market):
     first, reused = _admitted_together([_request("g-4"), _request("g-4", quantity=Decimal(4))])
     assert first.replayed is False
@@ -946,76 +954,6 @@ def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, q
     assert (latest.reason, latest.code, latest.source) == (exc.message, "broker_unavailable", "rest")
     assert AuditEntry.objects.get(event="order.rejected").actor_label == "bot"
     assert quiet_market.received_orders() == []
-
-
-def _submitted_in_one_group(requests: list[OrderRequest]) -> list:
-    """Submit `requests` from threads so that the pipeline admits them in one commit, as it does under load.
-
-    The pipeline is held on a command of its own until every placement is queued behind it; each outcome
-    is the SubmitResult or the GatewayError, in the order of `requests`."""
-    import threading
-
-    from django.db import connection
-
-    from orders.pipeline import pipeline
-
-    started, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        release.wait(30)
-
-    holder = threading.Thread(target=pipeline().run, args=(hold,))
-    holder.start()
-    started.wait(10)
-    outcomes: list = [None] * len(requests)
-
-    def place(i: int, request: OrderRequest) -> None:
-        try:
-            outcomes[i] = services.order_submit(request=request, actor=BOT)
-        except GatewayError as exc:
-            outcomes[i] = exc
-        finally:
-            connection.close()
-
-    placers = [threading.Thread(target=place, args=(i, r)) for i, r in enumerate(requests)]
-    for placer in placers:
-        placer.start()
-    try:
-        wait_for(lambda: pipeline()._queue.qsize() == len(requests), message="every placement queued")
-    finally:
-        release.set()
-    for thread in [holder, *placers]:
-        thread.join(30)
-    return outcomes
-
-
-def _codes(outcomes) -> list[str]:
-    return [str(o.code) if isinstance(o, GatewayError) else "placed" for o in outcomes]
-
-
-def test_placements_admitted_in_one_commit_count_against_the_rate_limit_together(ib_runtime, quiet_market, settings):
-    services.order_submit(request=_request("warm-4"), actor=BOT)  # contract and quote in memory
-    settings.RISK_MAX_ORDERS_PER_MINUTE = 4
-    outcomes = _submitted_in_one_group([_request(f"grp-{i}") for i in range(5)])
-    assert sorted(_codes(outcomes)) == ["placed"] * 3 + [ErrorCode.RISK_RATE_LIMIT] * 2
-    assert Order.objects.count() == 4
-
-
-def test_identical_placements_in_one_commit_are_duplicates_of_the_first(ib_runtime, quiet_market, settings):
-    services.order_submit(request=_request("warm-5", quantity=Decimal(1)), actor=BOT)
-    settings.RISK_DUPLICATE_WINDOW_S = 10
-    outcomes = _submitted_in_one_group([_request("") for _ in range(3)])
-    assert sorted(_codes(outcomes)) == ["placed"] + [ErrorCode.POSSIBLE_DUPLICATE] * 2
-    assert Order.objects.count() == 2
-
-
-def test_one_key_twice_in_one_commit_places_one_order(ib_runtime, quiet_market):
-    services.order_submit(request=_request("warm-6", quantity=Decimal(1)), actor=BOT)
-    first, second = _submitted_in_one_group([_request("twice-1"), _request("twice-1")])
-    assert first.order.pk == second.order.pk
-    assert sorted([first.replayed, second.replayed]) == [False, True]
-    assert Order.objects.filter(client_order_id="twice-1").count() == 1
 
 
 def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_runtime, quiet_market, settings):
