@@ -956,6 +956,14 @@ def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, q
     assert quiet_market.received_orders() == []
 
 
+def test_a_placed_order_is_answered_with_the_brokers_acknowledgement(ib_runtime, quiet_market, settings):
+    settings.ORDERS_ENABLED = True
+    order = services.order_submit(request=_request("ack-1", order_type="LMT", limit_price=Decimal("185.00")), actor=BOT)
+    (placed,) = [o for o in quiet_market.received_orders() if not o.what_if]
+    latest = order.order.events.order_by("-id").first()
+    assert (latest.status, latest.broker_order_id) == (S.SUBMITTED, placed.order_id)
+
+
 def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_runtime, quiet_market, settings):
     # The recorder is busy (a burst of fills, a slow disk): the order is at the broker, the ledger does not
     # show it yet. A cancel must still reach the broker, with the order id the send got back.
