@@ -3,6 +3,8 @@ re-run on approve and modify, modify never below the filled quantity, idempotenc
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 
@@ -44,6 +46,22 @@ def _cancels(sim, count: int) -> list[int]:
 
 def _statuses(order) -> list[str]:
     return list(order.events.order_by("id").values_list("status", flat=True))
+
+
+@contextmanager
+def _recorder_stalled(runtime):
+    """The recorder writes nothing (broker reports, acknowledgements) until the block ends."""
+
+    class Stall(threading.Event):
+        pass
+
+    stall = Stall()
+    runtime.recorder.handlers[Stall] = lambda event: event.wait(30)
+    runtime.recorder.put(stall)
+    try:
+        yield
+    finally:
+        stall.set()
 
 
 @pytest.fixture
@@ -728,14 +746,23 @@ def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, q
     assert services.order_terms(order) == {"quantity": 5, "limit_price": Decimal("186.00"), "stop_price": None}
 
 
-def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(ib_runtime, quiet_market, orders_enabled):
+@pytest.mark.parametrize(("quantity", "remaining"), [(8, 4), (4, 0)], ids=["more-to-go", "down-to-the-filled"])
+def test_a_modify_of_a_partly_filled_order_leaves_the_rest_working(
+    ib_runtime, quiet_market, orders_enabled, quantity, remaining
+):
     order = OrderEventFactory(
         status=S.PARTIALLY_FILLED, broker_order_id=77, filled_quantity=Decimal(4), remaining_quantity=Decimal(6)
     ).order
-    services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(8))
+    # The gateway never saw this order and will report it as new: hold its reports until the change is recorded.
+    with _recorder_stalled(ib_runtime):
+        services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(quantity))
     modified = order.events.get(data__has_key="modified")
-    assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (S.PARTIALLY_FILLED, 4, 4)
-    wait_for(lambda: [o.total_quantity for o in quiet_market.received_orders()] == [8], message="the change")
+    assert (modified.status, modified.filled_quantity, modified.remaining_quantity) == (
+        S.PARTIALLY_FILLED,
+        4,
+        remaining,
+    )
+    wait_for(lambda: [o.total_quantity for o in quiet_market.received_orders()] == [quantity], message="the change")
 
 
 def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_market, orders_enabled):
@@ -967,16 +994,8 @@ def test_a_placed_order_is_answered_with_the_brokers_acknowledgement(ib_runtime,
 def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_runtime, quiet_market, settings):
     # The recorder is busy (a burst of fills, a slow disk): the order is at the broker, the ledger does not
     # show it yet. A cancel must still reach the broker, with the order id the send got back.
-    import threading
-
-    class Stall(threading.Event):
-        pass
-
     settings.ORDERS_ENABLED = True
-    stall = Stall()
-    ib_runtime.recorder.handlers[Stall] = lambda event: event.wait(30)
-    ib_runtime.recorder.put(stall)
-    try:
+    with _recorder_stalled(ib_runtime):
         order = services.order_submit(
             request=_request("early-1", order_type="LMT", limit_price=Decimal("185.00")), actor=BOT
         ).order
@@ -984,8 +1003,6 @@ def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_run
         (placed,) = [o for o in quiet_market.received_orders() if not o.what_if]
         services.order_cancel(order_id=order.pk, actor=BOT)
         assert _cancels(quiet_market, 1) == [placed.order_id]
-    finally:
-        stall.set()
     wait_for(lambda: _statuses(order)[-1] == S.CANCELLED, message="the broker's cancel recorded")
     assert quiet_market.orders()[0].status == "Cancelled"
 
