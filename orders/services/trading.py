@@ -531,17 +531,28 @@ def order_modify(
             ledger_write_lock()
             now = order_latest_event(order)
             assert now is not None  # noqa: S101 - read above, and events are never deleted
-            order_event_append(
+            modified = {k: decimal_json(v) for k, v in new_terms.items()}
+            appended = order_event_append(
                 order,
                 status=now.status,
                 actor=actor,
                 source=actor.source,
-                data={"modified": {k: decimal_json(v) for k, v in new_terms.items()}},
+                data={"modified": modified},
                 remaining=max(new_terms["quantity"] - now.filled_quantity, Decimal(0)),
                 audit_event=events.ORDER_MODIFIED,
                 strict=False,
                 latest=now,
             )
+            if appended is None:
+                # The order finished meanwhile: the change reached the broker all the same, and who asked
+                # for it stays on record.
+                audit_record(
+                    event=events.ORDER_MODIFIED,
+                    actor=actor,
+                    target_type="order",
+                    target_id=str(order.pk),
+                    data={"modified": modified, "status": now.status},
+                )
         return order
 
     return pipeline().run(modify)

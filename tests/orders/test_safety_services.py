@@ -782,6 +782,34 @@ def test_a_modify_while_halted_is_refused_before_it_is_sent(ib_runtime, quiet_ma
     assert not order.events.filter(data__has_key="modified").exists()
 
 
+def test_a_modify_whose_order_fills_on_the_way_keeps_the_fill_and_audits_the_request(
+    ib_runtime, quiet_market, orders_enabled, monkeypatch
+):
+    from brokers import runtime
+
+    order = _resting("mod-5")
+    adapter_type = type(runtime.adapter())
+    send = adapter_type.order_place
+
+    def send_then_filled(self, *, request):
+        ack = send(self, request=request)
+        # The broker's report that the order filled is written while the change is on its way back.
+        OrderEventFactory(order=order, status=S.FILLED, filled_quantity=Decimal(3), remaining_quantity=Decimal(0))
+        return ack
+
+    with _recorder_stalled(ib_runtime):  # the gateway's own reports wait until the modify is recorded
+        monkeypatch.setattr(adapter_type, "order_place", send_then_filled)
+        services.order_modify(order_id=order.pk, actor=OPERATOR, limit_price=Decimal("186.00"))
+        monkeypatch.undo()
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.filled_quantity, latest.remaining_quantity) == (S.FILLED, 3, 0)
+    assert not order.events.filter(data__has_key="modified").exists()
+    audited = AuditEntry.objects.get(event="order.modified")
+    assert (audited.actor_label, audited.target_id) == ("operator", str(order.pk))
+    assert audited.data["status"] == "filled"
+    assert Decimal(audited.data["modified"]["limit_price"]) == Decimal("186.00")
+
+
 def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, quiet_market, orders_enabled):
     import threading
 
