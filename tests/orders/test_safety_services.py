@@ -1011,6 +1011,22 @@ def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, q
     assert quiet_market.received_orders() == []
 
 
+def test_an_order_on_a_held_stream_that_went_quiet_is_checked_on_a_snapshot(ib_runtime, quiet_market, settings):
+    from brokers import runtime
+    from orders import gates
+
+    services.order_submit(request=_request("quiet-1"), actor=BOT)  # its quote stream stays held
+    con_id = quiet_market.con_id("AAPL")
+    settings.QUOTE_STALE_AFTER_S = 1
+    wait_for(
+        lambda: not gates.quote_is_fresh(runtime.adapter().quote_cached(con_id=con_id)),
+        message="the held stream gone quiet (the market is paused)",
+    )
+    second = services.order_submit(request=_request("quiet-2"), actor=BOT).order
+    assert _statuses(second) == [S.SIMULATED]
+    assert second.preview["reference_price"] is not None  # checked against the snapshot
+
+
 def test_a_placed_order_is_answered_with_the_brokers_acknowledgement(ib_runtime, quiet_market, settings):
     settings.ORDERS_ENABLED = True
     order = services.order_submit(request=_request("ack-1", order_type="LMT", limit_price=Decimal("185.00")), actor=BOT)
