@@ -805,7 +805,7 @@ def test_a_modify_whose_order_fills_on_the_way_keeps_the_fill_and_audits_the_req
     assert (latest.status, latest.filled_quantity, latest.remaining_quantity) == (S.FILLED, 3, 0)
     assert not order.events.filter(data__has_key="modified").exists()
     audited = AuditEntry.objects.get(event="order.modified")
-    assert (audited.actor_label, audited.target_id) == ("operator", str(order.pk))
+    assert (audited.actor_label, audited.target_type, audited.target_id) == ("operator", "order", str(order.pk))
     assert audited.data["status"] == "filled"
     assert Decimal(audited.data["modified"]["limit_price"]) == Decimal("186.00")
 
