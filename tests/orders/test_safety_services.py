@@ -602,8 +602,6 @@ def test_a_preview_says_why_the_broker_could_not_price_the_order(ib_runtime, qui
 
 
 def test_a_send_whose_outcome_is_unknown_is_recorded_so_and_settled_by_the_broker(ib_runtime, quiet_market, settings):
-    import threading
-
     from brokers import runtime
     from tests.conftest import wait_for
 
@@ -811,8 +809,6 @@ def test_a_modify_whose_order_fills_on_the_way_keeps_the_fill_and_audits_the_req
 
 
 def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, quiet_market, orders_enabled):
-    import threading
-
     from orders.pipeline import pipeline
     from tests.conftest import wait_for
 
@@ -902,8 +898,6 @@ def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_
 def _admitted_together(requests: list[OrderRequest]) -> list:
     """Place each request from its own thread while the pipeline is busy, so all are admitted in one
     commit, in this order. Each result is the SubmitResult or the GatewayError."""
-    import threading
-
     from orders.pipeline import pipeline
     from tests.conftest import wait_for
 
@@ -978,8 +972,6 @@ def test_every_leg_of_a_bracket_counts_against_the_rate_limit(ib_runtime, quiet_
 
 # -- sends that fail -------------------------------------------------------------------------------------
 def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, quiet_market, orders_enabled):
-    import threading
-
     from orders.pipeline import pipeline
     from tests.conftest import wait_for
 
@@ -1075,8 +1067,6 @@ def test_a_send_that_fails_unexpectedly_is_recorded_unknown_and_never_resent(
 
 
 def test_a_bracket_whose_entry_send_is_unknown_sends_none_of_its_exits(ib_runtime, quiet_market, settings):
-    import threading
-
     from brokers import runtime
     from tests.conftest import wait_for
 
@@ -1133,8 +1123,6 @@ def test_a_bracket_is_sent_leg_by_leg_under_its_actor(ib_runtime, quiet_market, 
 
 
 def test_a_key_committed_elsewhere_while_a_placement_waits_is_replayed(ib_runtime, quiet_market):
-    import threading
-
     from orders.pipeline import pipeline
     from tests.conftest import wait_for
 
