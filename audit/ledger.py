@@ -11,7 +11,8 @@ What is refused, always with `ibkrgw.errors.AppendOnlyViolation`:
 
 `Model.objects.create()` and `bulk_create()` of new rows work as usual, and seal each new row:
 in the same transaction, its content is appended to the ledger's hash chain (`audit.seal`), so
-`manage.py audit_verify` finds any later change made past these guards. A subclass that is
+`manage.py audit_verify` finds any later change made past these guards. Inside
+`audit.seal.sealed_at_commit` the rows are sealed together when that block ends. A subclass that is
 itself the chain (`LedgerSeal`) sets `ledger_sealed = False`.
 """
 
@@ -53,7 +54,7 @@ class AppendOnlyQuerySet(models.QuerySet):
         if kwargs.get("ignore_conflicts"):
             # The rows skipped are not known, so they could not be left unsealed.
             _refuse(self.model, "bulk_create(ignore_conflicts=True)")
-        from audit.seal import lock_ledger, seal_rows
+        from audit.seal import lock_ledger, seal_or_defer
 
         objs = list(objs)
         with transaction.atomic(using=self.db, savepoint=False):
@@ -61,7 +62,7 @@ class AppendOnlyQuerySet(models.QuerySet):
             created = super().bulk_create(objs, *args, **kwargs)
             if any(obj.pk is None for obj in created):
                 raise RuntimeError(f"{self.model._meta.label}: bulk_create returned rows without primary keys")
-            seal_rows(self.model, [obj.pk for obj in created], using=self.db)
+            seal_or_defer(self.model, [obj.pk for obj in created], using=self.db)
         return created
 
     delete.alters_data = True  # type: ignore[attr-defined]
@@ -87,14 +88,18 @@ class AppendOnlyModel(models.Model):
         if not self.ledger_sealed:
             super().save(*args, **kwargs)
             return
-        from audit.seal import lock_ledger, seal_rows
+        from audit.insert import insert_row, insertable
+        from audit.seal import lock_ledger, seal_or_defer
 
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         # The row and its seal commit together or not at all (no savepoint: nothing to undo separately).
         with transaction.atomic(using=using, savepoint=False):
             lock_ledger(using)
-            super().save(*args, **kwargs)
-            seal_rows(type(self), [self.pk], using=using)
+            if not args and set(kwargs) <= {"using", "force_insert"} and insertable(self):
+                insert_row(self, using)  # save(force_insert=True) with its statement compiled once
+            else:
+                super().save(*args, **kwargs)
+            seal_or_defer(type(self), [self.pk], using=using)
 
     save.alters_data = True  # type: ignore[attr-defined]
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.apps import apps as global_apps
-from django.db import connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
 from audit.chain import GENESIS_HASH, ChainBreak, canonical_json
 
@@ -96,58 +97,70 @@ def pk_text(value: Any) -> str:
     return str(value)
 
 
+_READ_SIZES = (1, 8, 64)  # rows read back per statement; a shorter list is padded with its first key
+
+
 def read_contents(model: type[models.Model], pks: Sequence[Any], using: str) -> dict[str, str]:
     """{pk as text: canonical content} of the rows of `model` with these primary keys, as stored."""
-    if len(pks) == 1:
-        values = _RowReader.get(model, using).read(pks[0])
-        return {} if values is None else {pk_text(pks[0]): content_of(model, values)}
-    attnames = [attname for attname, _ in _columns(model)]
     pk_attname = model._meta.pk.attname
-    rows = model._base_manager.using(using).values(*attnames).filter(pk__in=list(pks))
-    return {pk_text(values[pk_attname]): content_of(model, values) for values in rows}
+    contents = {}
+    largest = _READ_SIZES[-1]
+    for start in range(0, len(pks), largest):
+        chunk = pks[start : start + largest]
+        size = next(n for n in _READ_SIZES if n >= len(chunk))
+        for values in _RowReader.get(model, using, size).read(chunk):
+            contents[pk_text(values[pk_attname])] = content_of(model, values)
+    return contents
 
 
 class _RowReader:
-    """`Model.objects.values(*columns).get(pk=...)` compiled once per model and connection.
+    """`Model.objects.values(*columns).filter(pk__in=[...])` for `size` keys, compiled once per model and connection.
 
     The seal is on every ledger insert's path; compiling the same query each time would cost more
     than running it. The rows still go through Django's converters (Decimal, datetime, JSON, UUID),
     so the values are exactly what `.values()` gives during verification.
     """
 
-    def __init__(self, model: type[models.Model], using: str) -> None:
+    def __init__(self, model: type[models.Model], using: str, size: int) -> None:
         connection = connections[using]
         self.connection = connection
+        self.size = size
         self.pk_field = model._meta.pk
         attnames = [attname for attname, _ in _columns(model)]
-        # Any valid key compiles the statement; its parameter is replaced on each read.
-        sample = self.pk_field.to_python(1) if not isinstance(self.pk_field, models.UUIDField) else uuid.UUID(int=1)
-        query = model._base_manager.using(using).values(*attnames).filter(pk=sample).query
+        # Any valid keys compile the statement; the parameters are replaced on each read.
+        if isinstance(self.pk_field, models.UUIDField):
+            samples: list[Any] = [uuid.UUID(int=i) for i in range(1, size + 1)]
+        else:
+            samples = [self.pk_field.to_python(i) for i in range(1, size + 1)]
+        query = model._base_manager.using(using).values(*attnames).filter(pk__in=samples).query
         self.compiler = query.get_compiler(using=using)
         self.sql, params = self.compiler.as_sql()
-        if list(params) != [self._param(sample)]:
+        if list(params) != [self._param(sample) for sample in samples]:
             raise RuntimeError(f"unexpected parameters compiling the seal reader of {model._meta.label}: {params!r}")
         self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
+        self.converters = self.compiler.get_converters([c[0] for c in self.compiler.select[: self.compiler.col_count]])
 
     def _param(self, pk: Any) -> Any:
         return self.pk_field.get_db_prep_value(pk, self.connection, prepared=False)
 
     @classmethod
-    def get(cls, model: type[models.Model], using: str) -> _RowReader:
+    def get(cls, model: type[models.Model], using: str, size: int) -> _RowReader:
         # Cached on the connection wrapper (one per thread and alias), which outlives reconnects.
         cache = connections[using].__dict__.setdefault("_ledger_seal_readers", {})
-        reader = cache.get(model)
+        reader = cache.get((model, size))
         if reader is None:
-            reader = cache[model] = cls(model, using)
+            reader = cache[(model, size)] = cls(model, using, size)
         return reader
 
-    def read(self, pk: Any) -> dict[str, Any] | None:
+    def read(self, pks: Sequence[Any]) -> list[dict[str, Any]]:
+        params = [self._param(pk) for pk in pks]
+        params += params[:1] * (self.size - len(params))  # repeating a key leaves the rows IN finds unchanged
         with self.connection.cursor() as cursor:
-            cursor.execute(self.sql, [self._param(pk)])
+            cursor.execute(self.sql, params)
             rows = cursor.fetchall()
-        for row in self.compiler.results_iter(results=[rows]):
-            return dict(zip(self.names, row, strict=True))
-        return None
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        return [dict(zip(self.names, row, strict=True)) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,20 +198,88 @@ def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> l
     model = model._meta.concrete_model or model  # a proxy's rows are its concrete model's rows
     contents = read_contents(model, pks, using)
     table = model._meta.db_table
+    rows = []
+    for pk in pks:
+        key = pk_text(pk)
+        if key not in contents:
+            raise RuntimeError(f"{table} row {key} is not in the database: cannot seal it")
+        rows.append((table, key, contents[key]))
+    return _append_seals(rows, using)
+
+
+def _append_seals(rows: list[tuple[str, str, str]], using: str) -> list[Seal]:
+    """Chain (table, row pk, content) after the last seal: one read, one insert for all of them."""
+    if not rows:
+        return []
     with connections[using].cursor() as cursor:
         cursor.execute(_LAST_SEAL_SQL)
         last = cursor.fetchone()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         seals = []
-        for pk in pks:
-            key = pk_text(pk)
-            if key not in contents:
-                raise RuntimeError(f"{table} row {key} is not in the database: cannot seal it")
-            unhashed = Seal(seq=seq, table=table, row_pk=key, content=contents[key], prev_hash=prev_hash)
-            seals.append(Seal(seq, table, key, contents[key], prev_hash, seal_hash(unhashed)))
+        for table, key, content in rows:
+            unhashed = Seal(seq=seq, table=table, row_pk=key, content=content, prev_hash=prev_hash)
+            seals.append(Seal(seq, table, key, content, prev_hash, seal_hash(unhashed)))
             seq, prev_hash = seq + 1, seals[-1].seal_hash
         cursor.executemany(_INSERT_SEAL_SQL, [tuple(getattr(seal, c) for c in _SEAL_COLUMNS) for seal in seals])
     return seals
+
+
+# -- sealing a whole transaction at its end ------------------------------------------------------
+_PENDING = "_ledger_seals_pending"  # on the connection wrapper (one per thread): rows to seal at the end
+
+
+def seal_or_defer(model: type[models.Model], pks: Sequence[Any], *, using: str) -> None:
+    """Seal rows just inserted now, or, inside a `sealed_at_commit` block, when the block ends."""
+    pending = connections[using].__dict__.get(_PENDING)
+    if pending is None:
+        seal_rows(model, pks, using=using)
+    else:
+        concrete = model._meta.concrete_model or model
+        pending.extend((concrete, pk) for pk in pks)
+
+
+@contextmanager
+def sealed_at_commit(*, using: str = DEFAULT_DB_ALIAS, durable: bool = False) -> Iterator[None]:
+    """A transaction whose ledger rows are sealed together as it ends, still inside it.
+
+    A busy writer (the order pipeline, the recorder) inserts many ledger rows per commit; sealing
+    each as it is inserted costs a read-back, a read of the last seal and an insert per row. Here
+    each table's rows are read back in one query and all the seals go in one statement, so rows
+    and seals still commit together or not at all. Rows of a savepoint rolled back inside the block
+    are no longer in the database and get no seal. Nested blocks leave the sealing to the outermost.
+    """
+    connection = connections[using]
+    with transaction.atomic(using=using, durable=durable):
+        if connection.__dict__.get(_PENDING) is not None:
+            yield
+            return
+        pending: list[tuple[type[models.Model], Any]] = []
+        connection.__dict__[_PENDING] = pending
+        try:
+            yield
+            _seal_pending(pending, using)
+        finally:
+            connection.__dict__[_PENDING] = None
+
+
+def _seal_pending(pending: list[tuple[type[models.Model], Any]], using: str) -> None:
+    if not pending:
+        return
+    lock_ledger(using)
+    by_model: dict[type[models.Model], dict[str, Any]] = {}
+    for model, pk in pending:
+        by_model.setdefault(model, {}).setdefault(pk_text(pk), pk)
+    contents = {model: read_contents(model, list(pks.values()), using) for model, pks in by_model.items()}
+    rows, seen = [], set()
+    for model, pk in pending:
+        key = pk_text(pk)
+        if (model, key) in seen:  # a key reused after a rolled-back savepoint: one row, one seal
+            continue
+        seen.add((model, key))
+        content = contents[model].get(key)
+        if content is not None:  # None: inserted in a savepoint that was rolled back
+            rows.append((model._meta.db_table, key, content))
+    _append_seals(rows, using)
 
 
 def verify_seal_chain(seals: Iterable[Any]) -> ChainBreak | None:

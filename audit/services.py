@@ -13,8 +13,15 @@ from django.utils import timezone
 from audit import events
 from audit.chain import GENESIS_HASH, compute_hash
 from audit.models import AuditEntry
-from audit.seal import lock_ledger
+from audit.seal import lock_ledger, sealed_at_commit
 from ibkrgw.actors import Actor
+
+_LAST_ENTRY_SQL = 'SELECT "seq", "entry_hash" FROM "audit_auditentry" ORDER BY "seq" DESC LIMIT 1'
+
+
+def ledger_transaction(*, durable: bool = False):
+    """A transaction for a busy ledger writer: its rows are sealed together as it ends (`audit.seal`)."""
+    return sealed_at_commit(durable=durable)
 
 
 def ledger_write_lock() -> None:
@@ -50,7 +57,9 @@ def audit_record(
 
     # Store exactly what gets hashed: the JSON round trip turns Decimal, UUID and datetimes into strings.
     stored_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
-    last = AuditEntry.objects.order_by("-seq").values_list("seq", "entry_hash").first()
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(_LAST_ENTRY_SQL)  # constant SQL: on every write path, so no query building
+        last = cursor.fetchone()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
     entry = AuditEntry(
         seq=seq,

@@ -18,6 +18,8 @@ from typing import Any
 
 from django.db import close_old_connections, connection, transaction
 
+from audit.services import ledger_transaction
+
 logger = logging.getLogger(__name__)
 RETRIES = 5
 MAX_BATCH = 500
@@ -90,7 +92,7 @@ class Recorder:
         close_old_connections()
         failed: list[Any] = []
         try:
-            with transaction.atomic():
+            with ledger_transaction():  # the burst's rows are sealed together before it commits
                 for item in items:
                     try:
                         with transaction.atomic():

@@ -2,10 +2,12 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
-django_asgi_app = get_asgi_application()
+
+from ibkrgw.web.handler import get_pooled_asgi_application  # noqa: E402
+
+# Each request's middleware and view run in one pool thread (see ibkrgw.web.handler).
+django_asgi_app = get_pooled_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -284,6 +284,10 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["ibkrgw.web.render.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
 }
 
+# Threads that run HTTP requests (middleware and view), each with its own database connection: a
+# view waiting on IB or on the order pipeline holds one, so keep room for the slow ones.
+WEB_THREADS = env_int("WEB_THREADS", 32, minimum=2, maximum=512)
+
 # ---------------------------------------------------------------------------
 # Request limits (every door: REST, websockets, MCP)
 # ---------------------------------------------------------------------------

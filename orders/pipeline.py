@@ -27,6 +27,8 @@ from typing import Any
 
 from django.db import close_old_connections, connection, transaction
 
+from audit.services import ledger_transaction
+
 logger = logging.getLogger(__name__)
 MAX_GROUP = 64  # placements admitted in one commit
 RESULT_TIMEOUT_S = 30.0
@@ -153,8 +155,8 @@ class OrderPipeline:
         admitted: list[tuple[Command, Any]] = []
         shared = AdmissionGroup()
         try:
-            # Durable in the pipeline's thread: the intents are on disk before any send.
-            with transaction.atomic(durable=not connection.in_atomic_block):
+            # Durable in the pipeline's thread: the intents (and their seals) are on disk before any send.
+            with ledger_transaction(durable=not connection.in_atomic_block):
                 for command in group:
                     try:
                         with transaction.atomic():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
-from orders.models import Fill, Order, OrderEvent, TradingSwitchEvent
+from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEvent
 from orders.state import WORKING
 
 
@@ -66,8 +68,56 @@ def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
     return qs.filter(account=account) if account else qs
 
 
+# Read for every order and every broker report: compiled once per connection.
+_LATEST_EVENT = PreparedRead(
+    lambda order_id: OrderEvent.objects.filter(order_id=order_id).order_by("-id")[:1],
+    params=[(Order._meta.pk, uuid.UUID(int=1))],
+)
+_ORDER_BY_PK = PreparedRead(lambda pk: Order.objects.filter(pk=pk)[:1], params=[(Order._meta.pk, uuid.UUID(int=1))])
+_ORDER_PK_BY_KEY = PreparedRead(
+    lambda account, key: Order.objects.filter(account=account, client_order_id=key).values_list("pk", flat=True)[:1],
+    params=[(Order._meta.get_field("account"), "\x00account"), (Order._meta.get_field("client_order_id"), "\x00key")],
+)
+_ORDER_BY_REF = PreparedRead(
+    lambda ref: Order.objects.filter(client_order_id=ref).order_by("-created_at")[:1],
+    params=[(Order._meta.get_field("client_order_id"), "\x00ref")],
+)
+
+
+_FILL_BY_EXEC_ID = PreparedRead(
+    lambda exec_id: Fill.objects.filter(exec_id=exec_id)[:1], params=[(Fill._meta.get_field("exec_id"), "\x00exec")]
+)
+_COMMISSION_BY_EXEC_ID = PreparedRead(
+    lambda exec_id: Commission.objects.filter(exec_id=exec_id).values_list("pk", flat=True)[:1],
+    params=[(Commission._meta.get_field("exec_id"), "\x00exec")],
+)
+
+
+def fill_by_exec_id(exec_id: str) -> Fill | None:
+    return _FILL_BY_EXEC_ID.first(exec_id)
+
+
+def commission_recorded(exec_id: str) -> bool:
+    return _COMMISSION_BY_EXEC_ID.first(exec_id) is not None
+
+
 def order_latest_event(order: Order) -> OrderEvent | None:
-    return OrderEvent.objects.filter(order=order).order_by("-id").first()
+    return _LATEST_EVENT.first(order.pk)
+
+
+def order_row(pk) -> Order | None:
+    """The order row alone (no annotations or prefetches): intents never change once written."""
+    return _ORDER_BY_PK.first(pk)
+
+
+def order_pk_for_key(*, account: str, client_order_id: str):
+    """The primary key of the order with this idempotency key in this account, or None."""
+    return _ORDER_PK_BY_KEY.first(account, client_order_id)
+
+
+def order_for_ref(order_ref: str) -> Order | None:
+    """The newest order carrying this orderRef (our client_order_id), as broker reports name it."""
+    return _ORDER_BY_REF.first(order_ref)
 
 
 def order_broker_id(order: Order) -> int | None:

@@ -23,7 +23,7 @@ from ibkrgw.actors import Actor, Source
 from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
-from orders.selectors import order_latest_event
+from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
 from orders.services.common import order_event_append
 from orders.state import from_ib
 from orders.types import OrderSent
@@ -44,7 +44,7 @@ def _order_for_ref(order_ref: str) -> Order | None:
     order = _orders_by_ref.get(order_ref)
     if order is not None:
         return order
-    order = Order.objects.filter(client_order_id=order_ref).order_by("-created_at").first()
+    order = order_for_ref(order_ref)
     if order is not None:
         _orders_by_ref[order_ref] = order
         if len(_orders_by_ref) > _ORDERS_BY_REF_MAX:
@@ -79,7 +79,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
     order = _order_for_ref(report.order_ref)
     if order is None:
         return None
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
         ledger_write_lock()  # the latest event read below stays the latest until this commits
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.SIMULATED:
@@ -107,8 +107,8 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
 
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
-    with transaction.atomic():
-        if Fill.objects.filter(exec_id=execution.exec_id).exists():
+    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+        if fill_by_exec_id(execution.exec_id) is not None:
             return None
         order = _order_for_ref(execution.order_ref)
         fill = Fill.objects.create(
@@ -145,9 +145,9 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
 
 
 def commission_record(*, commission: BrokerCommission) -> Commission | None:
-    with transaction.atomic():
-        fill = Fill.objects.filter(exec_id=commission.exec_id).first()
-        if fill is None or Commission.objects.filter(exec_id=commission.exec_id).exists():
+    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+        fill = fill_by_exec_id(commission.exec_id)
+        if fill is None or commission_recorded(commission.exec_id):
             return None
         row = Commission.objects.create(
             fill=fill,
@@ -201,9 +201,11 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> i
 
 def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
         ledger_write_lock()  # the latest event read below stays the latest until this commits
-        order = Order.objects.get(pk=sent.order_id)
+        order = order_row(sent.order_id)
+        if order is None:  # sent orders were committed before the send
+            raise Order.DoesNotExist(f"order {sent.order_id} is not in the ledger")
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.PENDING_SUBMIT:
             order_event_append(

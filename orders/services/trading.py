@@ -30,7 +30,13 @@ from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent, RecordedRows
 from orders.models import OrderStatus as S
 from orders.pipeline import AdmissionGroup, Command, pipeline
-from orders.selectors import order_broker_id, order_get_or_error, order_latest_event, trading_halted
+from orders.selectors import (
+    order_broker_id,
+    order_get_or_error,
+    order_latest_event,
+    order_pk_for_key,
+    trading_halted,
+)
 from orders.services import checks
 from orders.services.common import (
     SubmitResult,
@@ -237,10 +243,10 @@ def _wait_recorded(acks: list[OrderSent]) -> None:
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:
     # Asked on every submit and nearly always absent: look for the key alone, read the order if found.
-    found = Order.objects.filter(account=account, client_order_id=client_order_id).values_list("pk", flat=True)[:1]
-    if not found:
+    found = order_pk_for_key(account=account, client_order_id=client_order_id)
+    if found is None:
         return None
-    existing = Order.objects.get(pk=found[0])
+    existing = Order.objects.get(pk=found)
     if existing.request_hash != digest:
         raise GatewayError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,

@@ -1,0 +1,100 @@
+"""Django's HTTP handler with one thread hop per request instead of one per middleware.
+
+Django's own ASGI handler runs the middleware chain in async mode: every sync middleware (most of
+Django's, DRF's views, the prometheus pair) is adapted with a hop to a thread and back, about twenty
+per request, and every sync view runs on one shared thread, so a view that waits (an order waiting
+on the pipeline, a snapshot waiting on IB) makes every other request wait behind it.
+
+Here the body is read on the event loop, then the whole request (request_started, the sync
+middleware chain and view, rendering, request_finished) runs in one thread of a pool, and the
+answer is sent from the loop. Requests run side by side, each thread with its own database
+connection (CONN_MAX_AGE applies per thread as under a threaded WSGI server). Streaming responses
+(static files) are sent from the loop as Django sends them.
+
+A client that disconnects mid-request does not stop its view: a sync view cannot be interrupted
+anyway, and an order already on its way is recorded either way.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.http import HttpResponseBase
+from django.urls import set_script_prefix
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def response_headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    """The ASGI header list of `response`, cookies included (as Django's ASGI handler builds it)."""
+    headers = []
+    for name, value in response.items():
+        headers.append(
+            (
+                name.encode("ascii") if isinstance(name, str) else bytes(name),
+                value.encode("latin1") if isinstance(value, str) else bytes(value),
+            )
+        )
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+    return headers
+
+
+class PooledASGIHandler(ASGIHandler):
+    def __init__(self, threads: int | None = None) -> None:
+        BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)  # the chain runs in the request's thread, no adaptation
+        self.executor = ThreadPoolExecutor(
+            max_workers=threads or settings.WEB_THREADS, thread_name_prefix="http-request"
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            answer = await sync_to_async(self._answer, thread_sensitive=False, executor=self.executor)(scope, body_file)
+            if isinstance(answer, HttpResponseBase):
+                await self.send_response(answer, send)
+                await sync_to_async(answer.close, thread_sensitive=False, executor=self.executor)()
+                return
+            status, headers, body = answer
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            body_file.close()
+
+    def _answer(self, scope, body_file) -> Answer | HttpResponseBase:
+        """Everything Django does for one request, in this thread; a streaming response is returned open."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+        assert response is not None  # noqa: S101 - create_request gives a request or a response
+        if response.streaming:
+            return response
+        answer = (response.status_code, response_headers(response), response.content)
+        response.close()  # request_finished: this thread's connection follows CONN_MAX_AGE
+        return answer
+
+
+def get_pooled_asgi_application() -> PooledASGIHandler:
+    """Like `django.core.asgi.get_asgi_application`, with the pooled handler."""
+    import django
+
+    django.setup(set_prefix=False)
+    return PooledASGIHandler()
