@@ -8,8 +8,9 @@ on the pipeline, a snapshot waiting on IB) makes every other request wait behind
 Here the body is read on the event loop, then the whole request (request_started, the sync
 middleware chain and view, rendering, request_finished) runs in one thread of a pool, and the
 answer is sent from the loop. Requests run side by side, each thread with its own database
-connection (CONN_MAX_AGE applies per thread as under a threaded WSGI server). Streaming responses
-(static files) are sent from the loop as Django sends them.
+connection (CONN_MAX_AGE applies per thread as under a threaded WSGI server). A streaming response
+(a CSV export, a static file) is iterated in that thread and sent chunk by chunk, so a large export
+is never held in memory whole; one with an async iterator is sent from the loop as Django sends it.
 
 A client that disconnects mid-request does not stop its view: a sync view cannot be interrupted
 anyway, and an order already on its way is recorded either way.
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.http import HttpResponseBase
+from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -65,31 +66,50 @@ class PooledASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         try:
-            answer = await sync_to_async(self._answer, thread_sensitive=False, executor=self.executor)(scope, body_file)
-            if isinstance(answer, HttpResponseBase):
+            answer = await sync_to_async(self._answer, thread_sensitive=False, executor=self.executor)(
+                scope, body_file, send
+            )
+            if isinstance(answer, HttpResponseBase):  # an async iterator: Django's own way
                 await self.send_response(answer, send)
                 await sync_to_async(answer.close, thread_sensitive=False, executor=self.executor)()
-                return
-            status, headers, body = answer
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            elif answer is not None:
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
         finally:
             body_file.close()
 
-    def _answer(self, scope, body_file) -> Answer | HttpResponseBase:
-        """Everything Django does for one request, in this thread; a streaming response is returned open."""
+    def _answer(self, scope, body_file, send) -> Answer | HttpResponseBase | None:
+        """Everything Django does for one request, in this thread. Returns the answer to send, or None
+        once a streamed answer has been sent from here."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
         if request is not None:
             response = self.get_response(request)
             response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # as Django's ASGI handler: the server chunks the wire
         assert response is not None  # noqa: S101 - create_request gives a request or a response
-        if response.streaming:
+        if not response.streaming:
+            answer = (response.status_code, response_headers(response), response.content)
+            response.close()  # request_finished: this thread's connection follows CONN_MAX_AGE
+            return answer
+        if getattr(response, "is_async", False):
             return response
-        answer = (response.status_code, response_headers(response), response.content)
-        response.close()  # request_finished: this thread's connection follows CONN_MAX_AGE
-        return answer
+        try:
+            sending = async_to_sync(send)  # runs on the server's loop, this thread waits for each chunk
+            sending(
+                {"type": "http.response.start", "status": response.status_code, "headers": response_headers(response)}
+            )
+            for part in response:
+                for chunk, _last in self.chunk_bytes(part):
+                    if chunk:
+                        sending({"type": "http.response.body", "body": chunk, "more_body": True})
+            sending({"type": "http.response.body", "body": b""})
+        finally:
+            response.close()
+        return None
 
 
 def get_pooled_asgi_application() -> PooledASGIHandler:

@@ -98,9 +98,15 @@ def _record_unknown(order: Order, actor: Actor, exc: Exception) -> None:
         )
 
 
-def order_send_with_exits(order: Order, contract: ContractInfo, actor: Actor) -> list[OrderSent]:
-    """Send an order; a bracket as IB expects: the entry and its exits, only the last one transmitting."""
-    children = list(order.children.order_by("role"))
+def order_send_with_exits(
+    order: Order, contract: ContractInfo, actor: Actor, *, children: list[Order] | None = None
+) -> list[OrderSent]:
+    """Send an order; a bracket as IB expects: the entry and its exits, only the last one transmitting.
+
+    `children`: the bracket's exits when the caller has just recorded them (else they are read)."""
+    children = sorted(children, key=lambda child: child.role) if children is not None else None
+    if children is None:
+        children = list(order.children.order_by("role"))
     if not children:
         sent = order_send(order, contract, actor)
         return [sent] if sent else []

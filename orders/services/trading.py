@@ -222,8 +222,9 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         order, replayed = admitted
         if replayed or status != S.PENDING_SUBMIT:
             return order, replayed, []
+        children = order.recorded.children if order.recorded is not None else None
         order.recorded = None  # the broker's answer adds rows: the caller reads it back
-        return order, False, order_send_with_exits(order, contract, actor)
+        return order, False, order_send_with_exits(order, contract, actor, children=children)
 
     def refused(exc: Exception) -> None:
         if isinstance(exc, GatewayError):

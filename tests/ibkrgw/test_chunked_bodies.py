@@ -10,10 +10,10 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.asgi import get_asgi_application
 
 from ibkrgw.limits import ChunkedBodyLimit
 from ibkrgw.models import ScopedAPIKey
+from ibkrgw.web.handler import get_pooled_asgi_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,7 +61,7 @@ def _split(data: bytes, size: int = CHUNK) -> list[bytes]:
 
 async def test_a_chunked_body_over_the_limit_is_413_and_the_rest_is_never_read(settings):
     settings.REQUEST_MAX_BODY_BYTES = 1024 * 1024
-    app = ChunkedBodyLimit(get_asgi_application())
+    app = ChunkedBodyLimit(get_pooled_asgi_application())
     chunks = _split(b" " * (10 * 1024 * 1024))
     status, body, read = await post_chunked(app, "/api/v1/orders/", chunks, [(b"content-type", b"application/json")])
     assert status == 413
@@ -75,6 +75,8 @@ async def test_a_chunked_order_within_the_limit_is_placed_whole(ib_runtime):
     order = {"client_order_id": "chunked-1", "symbol": "AAPL", "action": "BUY", "quantity": "3", "order_type": "MKT"}
     chunks = _split(json.dumps(order).encode(), size=7)  # split mid-token: only the whole body parses
     headers = [(b"content-type", b"application/json"), (b"authorization", f"Api-Key {secret}".encode())]
-    status, body, _ = await post_chunked(ChunkedBodyLimit(get_asgi_application()), "/api/v1/orders/", chunks, headers)
+    status, body, _ = await post_chunked(
+        ChunkedBodyLimit(get_pooled_asgi_application()), "/api/v1/orders/", chunks, headers
+    )
     assert status == 201, body
     assert (body["client_order_id"], body["quantity"], body["status"]) == ("chunked-1", "3", "simulated")

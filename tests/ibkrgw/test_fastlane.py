@@ -11,10 +11,10 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.asgi import get_asgi_application
 
 from ibkrgw.fastlane import FastLane
 from ibkrgw.models import ScopedAPIKey
+from ibkrgw.web.handler import get_pooled_asgi_application
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,7 +26,7 @@ class CountingApp:
     """The Django application, counting the requests that reach it."""
 
     def __init__(self) -> None:
-        self.app = get_asgi_application()
+        self.app = get_pooled_asgi_application()
         self.calls = 0
 
     async def __call__(self, scope, receive, send):

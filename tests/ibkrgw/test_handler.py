@@ -1,0 +1,143 @@
+"""The HTTP handler runs each request in a pool thread: requests proceed side by side, answers are whole.
+
+Real ASGI calls into the handler `ibkrgw.asgi` serves, with the IB runtime connected to the
+simulated gateway over TCP where an order is placed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+
+from audit import events
+from audit.services import audit_record
+from ibkrgw.actors import Actor
+from ibkrgw.models import ScopedAPIKey
+from ibkrgw.web.handler import get_pooled_asgi_application
+from orders.pipeline import pipeline
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def call(app, method: str, path: str, *, body: bytes = b"", headers=()) -> tuple[int, dict, bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode()), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict] = []
+    given = asyncio.Event()
+
+    async def receive():
+        if not given.is_set():
+            given.set()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected until the answer is sent
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body", False)
+    out: dict[str, list[str]] = {}
+    for name, value in start["headers"]:
+        out.setdefault(name.decode().lower(), []).append(value.decode("latin-1"))
+    return start["status"], out, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def key(scope: str) -> list[tuple[bytes, bytes]]:
+    secret = ScopedAPIKey.objects.create_key(name=f"handler-{scope}", scope=scope)[1]
+    return [(b"authorization", f"Api-Key {secret}".encode()), (b"content-type", b"application/json")]
+
+
+async def test_a_request_waiting_on_the_order_pipeline_holds_up_no_other_request(ib_runtime):
+    app = get_pooled_asgi_application()
+    trade, read = await sync_to_async(key)("trade"), await sync_to_async(key)("read")
+    release, busy = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        busy.set()
+        release.wait(30)
+
+    blocker = threading.Thread(target=lambda: pipeline().run(occupy, timeout=60))
+    blocker.start()
+    try:
+        await asyncio.to_thread(busy.wait, 10)
+        order = {"client_order_id": "waits-1", "symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
+        placing = asyncio.create_task(
+            call(app, "POST", "/api/v1/orders/", body=json.dumps(order).encode(), headers=trade)
+        )
+        # While the order waits its turn in the pipeline, reads through the same stack are answered.
+        for path in ("/api/v1/orders/", "/api/v1/fills/", "/api/v1/audit/"):
+            status, _, body = await asyncio.wait_for(call(app, "GET", path, headers=read), 20)
+            assert status == 200, (path, body)
+        listed = json.loads((await call(app, "GET", "/api/v1/orders/", headers=read))[2])
+        assert listed["count"] == 0
+        assert not placing.done()
+    finally:
+        release.set()
+        await asyncio.to_thread(blocker.join, 30)
+    status, headers, body = await asyncio.wait_for(placing, 30)
+    assert status == 201, body
+    assert json.loads(body)["client_order_id"] == "waits-1"
+    assert headers["content-type"] == ["application/json"]
+
+
+async def test_a_streamed_export_arrives_whole_and_cookies_and_headers_reach_the_client(django_user_model):
+    app = get_pooled_asgi_application()
+
+    def setup() -> str:
+        for n in range(3):
+            from django.db import transaction
+
+            with transaction.atomic():
+                audit_record(event=events.BROKER_CONNECTED, actor=Actor.system(), data={"n": n})
+        user = django_user_model.objects.create_superuser("root", "", "handler-test-pw-1")
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    session = await sync_to_async(setup)()
+    status, headers, body = await call(
+        app, "GET", "/admin/audit/auditentry/export.csv", headers=[(b"cookie", f"sessionid={session}".encode())]
+    )
+    assert status == 200, body
+    assert headers["content-type"] == ["text/csv; charset=utf-8"]
+    rows = list(csv.reader(io.StringIO(body.decode())))
+    assert len(rows) == 1 + 3 and "event" in rows[0]
+
+    status, headers, body = await call(app, "GET", "/admin/login/")
+    assert status == 200
+    assert any(cookie.startswith("csrftoken=") for cookie in headers["set-cookie"])
+    assert headers["x-frame-options"] == ["DENY"]
+    assert b"csrfmiddlewaretoken" in body
+
+
+async def test_bad_requests_get_the_error_shape_through_the_pool():
+    app = get_pooled_asgi_application()
+    trade = await sync_to_async(key)("trade")
+    status, headers, body = await call(app, "POST", "/api/v1/orders/", body=b"{not json", headers=trade)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_request" and "fields" not in error.get("details", {}), error
+    assert headers["x-correlation-id"]
+    status, _, body = await call(app, "GET", "/api/v1/no-such-thing/", headers=trade)
+    assert status == 404
+    assert json.loads(body)["error"]["code"] == "not_found"
