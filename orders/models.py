@@ -39,10 +39,12 @@ class OrderStatus(models.TextChoices):
 
 @dataclass
 class RecordedRows:
-    """The rows of an order written in the transaction that created it: nothing else exists yet."""
+    """Every row of an order as written or read at one moment (its events in order, a bracket entry's
+    exits, its fills with their commissions), so a door can answer without reading it again."""
 
     events: list[OrderEvent]
     children: list[Order] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
 
 
 class Order(AppendOnlyModel):

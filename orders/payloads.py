@@ -226,9 +226,9 @@ class OrderOutput(LedgerSerializer):
         ]
 
     def get_fills(self, order) -> list[dict]:
-        if order.recorded is not None:
-            return []  # just recorded: nothing can have filled yet
         fills = bound(FillOutput)
+        if order.recorded is not None:
+            return [fills.to_representation(fill) for fill in order.recorded.fills]
         return [fills.to_representation(fill) for fill in sorted(order.fills.all(), key=lambda f: f.id)]
 
 

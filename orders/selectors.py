@@ -10,7 +10,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
-from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEvent
+from orders.models import Commission, Fill, Order, OrderEvent, RecordedRows, TradingSwitchEvent
 from orders.state import WORKING
 
 
@@ -99,6 +99,40 @@ def fill_by_exec_id(exec_id: str) -> Fill | None:
 
 def commission_recorded(exec_id: str) -> bool:
     return _COMMISSION_BY_EXEC_ID.first(exec_id) is not None
+
+
+_EVENTS_OF = PreparedRead(
+    lambda order_id: OrderEvent.objects.filter(order_id=order_id).order_by("id"),
+    params=[(Order._meta.pk, uuid.UUID(int=1))],
+)
+_FILLS_OF = PreparedRead(
+    lambda order_id: Fill.objects.filter(order_id=order_id).order_by("id"),
+    params=[(Order._meta.pk, uuid.UUID(int=1))],
+)
+_COMMISSIONS_OF = PreparedRead(
+    lambda order_id: Commission.objects.filter(fill__order_id=order_id),
+    params=[(Order._meta.pk, uuid.UUID(int=1))],
+)
+_EXITS_OF = PreparedRead(
+    lambda order_id: Order.objects.filter(parent_id=order_id).order_by("role"),
+    params=[(Order._meta.pk, uuid.UUID(int=1))],
+)
+
+
+def order_with_rows(order: Order, *, children: list[Order] | None = None) -> Order:
+    """`order` with every row of it as the ledger has it now (`order.recorded`), read with compiled reads.
+
+    Order rows never change, so the row itself is not read again; `children`: a bracket entry's exits
+    when the caller holds them (else they are read)."""
+    fills = _FILLS_OF.all(order.pk)
+    commissions = {commission.fill_id: commission for commission in _COMMISSIONS_OF.all(order.pk)} if fills else {}
+    for fill in fills:  # as prefetch_related("fills__commission") leaves them: no query per fill
+        Fill.commission.related.set_cached_value(fill, commissions.get(fill.pk))
+    exits = _EXITS_OF.all(order.pk) if children is None else sorted(children, key=lambda child: child.role)
+    for child in exits:
+        child.recorded = RecordedRows(events=_EVENTS_OF.all(child.pk))
+    order.recorded = RecordedRows(events=_EVENTS_OF.all(order.pk), children=exits, fills=fills)
+    return order
 
 
 def order_latest_event(order: Order) -> OrderEvent | None:

@@ -35,6 +35,7 @@ from orders.selectors import (
     order_get_or_error,
     order_latest_event,
     order_pk_for_key,
+    order_with_rows,
     trading_halted,
 )
 from orders.services import checks
@@ -223,7 +224,6 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         if replayed or status != S.PENDING_SUBMIT:
             return order, replayed, []
         children = order.recorded.children if order.recorded is not None else None
-        order.recorded = None  # the broker's answer adds rows: the caller reads it back
         return order, False, order_send_with_exits(order, contract, actor, children=children)
 
     def refused(exc: Exception) -> None:
@@ -231,7 +231,10 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
             gate_block_record(exc, request=request, actor=actor, account=account)
 
     order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
-    _wait_recorded(acks)
+    if not replayed and status == S.PENDING_SUBMIT:
+        # The send and the broker's answer added rows: answer with the order as the ledger has it now.
+        _wait_recorded(acks)
+        order = order_with_rows(order, children=order.recorded.children if order.recorded is not None else None)
     return SubmitResult(order=order, replayed=replayed)
 
 

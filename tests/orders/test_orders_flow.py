@@ -413,3 +413,52 @@ def test_with_orders_disabled_a_working_order_cannot_be_modified_but_can_be_canc
     # Taking risk off is always allowed.
     assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
     wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled while disarmed")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _order(client_order_id="sent-1", order_type="LMT", limit_price="182.00"),
+        _order(
+            client_order_id="sent-2", order_type="LMT", limit_price="182.00", take_profit="195.00", stop_loss="181.00"
+        ),
+    ],
+    ids=["limit", "bracket"],
+)
+def test_the_answer_to_a_sent_order_is_what_reading_it_back_gives(
+    ib_runtime, api_client, sim_gateway, orders_enabled, body
+):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))  # the entry rests: nothing changes after the answer
+    placed = api_client.post("/api/v1/orders/", body, format="json")
+    assert placed.status_code == 201, placed.content
+    answer = placed.json()
+    assert answer["status"] == "submitted" and answer["broker_order_id"] is not None
+    assert answer == api_client.get(f"/api/v1/orders/{answer['id']}/").json()
+
+
+def test_a_filled_order_read_with_compiled_reads_is_the_order_the_queryset_reads(
+    ib_runtime, api_client, sim_gateway, orders_enabled
+):
+    from orders.payloads import order_payload
+    from orders.selectors import order_get, order_row, order_with_rows
+
+    sim_gateway.pause_market()
+    ids = [
+        api_client.post("/api/v1/orders/", _order(client_order_id="rows-1", quantity="3"), format="json").json()["id"],
+        api_client.post(
+            "/api/v1/orders/",
+            _order(client_order_id="rows-2", take_profit="195.00", stop_loss="181.00"),
+            format="json",
+        ).json()["id"],
+    ]
+    for order_id in ids:
+        wait_for(lambda order_id=order_id: _status(api_client, order_id) == "filled", message="filled")
+    wait_for(lambda: Fill.objects.filter(commission__isnull=False).count() == 2, message="commissions recorded")
+    for order_id in ids:
+        expected = order_payload(order_get(order_id=order_id))
+        assert expected["fills"] and expected["fills"][0]["commission"] is not None
+        assert order_payload(order_with_rows(order_row(order_id))) == expected
+    bracket = order_payload(order_with_rows(order_row(ids[1])))
+    assert [child["role"] for child in bracket["children"]] == ["stop_loss", "take_profit"]
+    assert {child["status"] for child in bracket["children"]} == {"submitted"}
