@@ -25,7 +25,7 @@ from ibkrgw.web.fields import (
     symbol_field,
 )
 from ibkrgw.web.listing import ListQuery
-from ibkrgw.web.serializers import StrictBodyMixin, ledger_decimal
+from ibkrgw.web.serializers import FieldsOncePerThread, StrictBodyMixin, ledger_decimal
 from marketdata.api import SEC_TYPES
 from orders import selectors, services
 from orders.models import OrderStatus
@@ -43,7 +43,7 @@ from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
 logger = logging.getLogger(__name__)
 
 
-class OrderCreateInput(StrictBodyMixin, serializers.Serializer):
+class OrderCreateInput(FieldsOncePerThread, StrictBodyMixin, serializers.Serializer):
     client_order_id = serializers.RegexField(
         r"^[A-Za-z0-9._:-]{1,64}$",
         required=False,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
+from django.utils.functional import cached_property
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import BindingDict
 
 from ibkrgw.web.fields import StrictDecimalField
 
@@ -15,6 +19,37 @@ class StrictQueryMixin(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError({name: ["Unknown parameter."] for name in sorted(unknown)})
         return attrs
+
+
+_thread_fields = threading.local()
+
+
+class FieldsOncePerThread(serializers.Serializer):
+    """An input serializer whose fields are built once per thread, not once per instance.
+
+    DRF deep-copies every declared field for each instance (running each field's `__init__` again),
+    which costs more than validating a whole order. A serializer made, validated and dropped within
+    one request can take the fields its thread built before: fields keep no state of a validation
+    (that stays on the serializer: `initial_data`, `validated_data`, `errors`), and each is pointed
+    at the new instance. Only for flat serializers (no nested serializer, nothing from the context).
+    """
+
+    @cached_property
+    def fields(self):
+        cache = _thread_fields.__dict__
+        fields = cache.get(type(self))
+        if fields is None:
+            fields = BindingDict(self)
+            for name, field in self.get_fields().items():
+                if isinstance(field, serializers.BaseSerializer):
+                    raise TypeError(f"{type(self).__name__}.{name}: nested serializers cannot be shared")
+                fields[name] = field
+            cache[type(self)] = fields
+            return fields
+        fields.serializer = self
+        for field in fields.values():
+            field.parent = self
+        return fields
 
 
 class StrictBodyMixin(serializers.Serializer):
