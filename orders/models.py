@@ -103,6 +103,8 @@ class Order(AppendOnlyModel):
             models.Index(fields=["symbol", "created_at"], name="order_symbol_created_idx"),
             # Broker reports name an order by its orderRef (our client_order_id), without the account.
             models.Index(fields=["client_order_id"], name="order_client_order_id_idx"),
+            # The orders-per-minute gate counts an account's last minute inside every admission.
+            models.Index(fields=["account", "created_at"], name="order_account_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -364,6 +364,11 @@ class IbAdapter:
         return self.worker.call(run)
 
     def account_risk(self, *, account: str) -> AccountRisk:
+        # Read before every order: while IB reports no account change it is answered from memory.
+        memo = self._memo(("risk", account))
+        if memo is not None:
+            return memo
+
         async def run(ib: IB) -> AccountRisk:
             # The rows in the account's currency: IB also sends some tags per currency and as "BASE".
             figures: dict[str, Decimal | None] = dict.fromkeys(STREAMED_ACCOUNT_TAGS)
@@ -383,7 +388,7 @@ class IbAdapter:
                 cash=figures["TotalCashValue"],
             )
 
-        return self.worker.call(run)
+        return self.worker.call(self._remember(("risk", account), run))
 
     def snapshot(self) -> BrokerSnapshot:
         return self.worker.call(lambda ib: self.worker.broker_snapshot())

@@ -874,6 +874,28 @@ def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_se
     assert _cancels(quiet_market, 1) == [78]
 
 
+def test_the_buying_power_check_follows_the_account_once_an_order_fills(ib_runtime, quiet_market, settings):
+    from brokers import runtime
+
+    settings.RISK_MAX_ORDER_QUANTITY = Decimal(10**9)
+    settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**12)
+    settings.ORDERS_ENABLED = True
+    account = runtime.adapter().managed_accounts()[0]
+    funds = runtime.adapter().account_risk(account=account).available_funds
+    assert _codes(services.order_preview(request=_request("", quantity=Decimal(6000)), actor=BOT)) == []
+    services.order_submit(request=_request("bp-fill", quantity=Decimal(5000)), actor=BOT)
+
+    # Read again for every order, the funds follow what IB streams once the fills are in.
+    def bought() -> Decimal:
+        return dict(runtime.adapter().account_risk(account=account).positions).get(265598, Decimal(0))
+
+    wait_for(lambda: bought() == 5000, message="all 5000 bought")
+    assert runtime.adapter().account_risk(account=account).available_funds < funds
+    assert _codes(services.order_preview(request=_request("", quantity=Decimal(6000)), actor=BOT)) == [
+        "risk_buying_power"
+    ]
+
+
 def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_runtime, quiet_market, settings):
     from brokers.adapter import ContractSpec
     from marketdata.services import contract_resolve
