@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
@@ -68,6 +68,7 @@ def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
     return qs.filter(account=account) if account else qs
 
 
+_SAMPLE_TIME = datetime(2000, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # a sample no query here uses itself
 # Read for every order and every broker report: compiled once per connection.
 _LATEST_EVENT = PreparedRead(
     lambda order_id: OrderEvent.objects.filter(order_id=order_id).order_by("-id")[:1],
@@ -190,9 +191,30 @@ def order_counts_by_status(*, since: datetime | None = None) -> list[tuple[str, 
     return sorted((row["current_status"] or "unknown", row["n"]) for row in qs)
 
 
+_HALTED = PreparedRead(
+    lambda: TradingSwitchEvent.objects.order_by("-id").values_list("halted", flat=True)[:1], params=[]
+)
+
+
 def trading_halted() -> bool:
-    latest = TradingSwitchEvent.objects.order_by("-id").first()
-    return bool(latest and latest.halted)
+    """The kill switch, as its latest row says (read inside every order admission)."""
+    return bool(_HALTED.first())
+
+
+_ORDERS_SINCE = PreparedRead(
+    lambda account, since: (
+        Order.objects.filter(account=account, created_at__gte=since)
+        .values("account")
+        .annotate(n=Count("id"))
+        .values_list("n", flat=True)
+    ),
+    params=[(Order._meta.get_field("account"), "\x00account"), (Order._meta.get_field("created_at"), _SAMPLE_TIME)],
+)
+
+
+def orders_since(*, account: str, since: datetime) -> int:
+    """How many orders of `account` were recorded at or after `since` (the orders-per-minute gate)."""
+    return _ORDERS_SINCE.first(account, since) or 0
 
 
 def trading_switch_latest() -> TradingSwitchEvent | None:

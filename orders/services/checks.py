@@ -29,7 +29,7 @@ from orders import gates
 from orders.gates import GateBlocked
 from orders.models import Order
 from orders.pipeline import AdmissionGroup
-from orders.selectors import trading_halted
+from orders.selectors import orders_since, trading_halted
 from orders.services.common import contract_spec_for
 from orders.types import OrderRequest
 
@@ -201,9 +201,7 @@ def shared_state(*, account: str, digest: str, supplied_key: bool, group: Admiss
         duplicate = group.added.get(("digest", account, digest), 0) > 0 or (
             Order.objects.filter(account=account, request_hash=digest, created_at__gte=window).exists()
         )
-    counted = group.once(
-        ("orders", account), lambda: Order.objects.filter(account=account, created_at__gte=since).count()
-    )
+    counted = group.once(("orders", account), lambda: orders_since(account=account, since=since))
     return SharedState(
         halted=group.once("halted", trading_halted),
         orders_last_minute=counted + group.added.get(("orders", account), 0),

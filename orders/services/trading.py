@@ -205,15 +205,9 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         legs = 1 + len(trip.legs)
         for gate in checks.shared_state_gates(state, legs=legs):
             gate()
-        try:
-            with transaction.atomic():
-                order = _record_intent(request, contract, account, digest, trip, actor, status)
-        except IntegrityError:
-            # The key was committed since this request looked (another thread or process): replay it.
-            replay = _replay(account, request.client_order_id, digest)
-            if replay is None:
-                raise
-            return replay.order, True
+        # A key committed since this request looked (another process) fails the insert: the pipeline
+        # rolls this command's savepoint back and the caller replays that order (below).
+        order = _record_intent(request, contract, account, digest, trip, actor, status)
         group.add(key, 1)
         group.add(("orders", account), legs)
         group.add(("digest", account, digest), 1)
@@ -230,7 +224,13 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         if isinstance(exc, GatewayError):
             gate_block_record(exc, request=request, actor=actor, account=account)
 
-    order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
+    try:
+        order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
+    except IntegrityError:
+        replay = _replay(account, request.client_order_id, digest)
+        if replay is None:
+            raise
+        return replay
     if not replayed and status == S.PENDING_SUBMIT:
         # The send and the broker's answer added rows: answer with the order as the ledger has it now.
         _wait_recorded(acks)

@@ -74,3 +74,26 @@ def test_a_sample_the_query_uses_elsewhere_is_refused_when_compiling():
     )
     with pytest.raises(RuntimeError, match="appears 2 times"):
         ambiguous.all("MSFT")
+
+
+def test_the_orders_per_minute_count_and_the_kill_switch_read_what_the_ledger_has():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orders.selectors import orders_since, trading_halted
+    from tests.factories import TradingSwitchEventFactory
+
+    now = timezone.now()
+    for seconds in (30, 59, 90):
+        OrderFactory(account="DU1", created_at=now - timedelta(seconds=seconds))
+    OrderFactory(account="DU2", created_at=now)
+    minute_ago = now - timedelta(seconds=60)
+    assert orders_since(account="DU1", since=minute_ago) == 2
+    assert orders_since(account="DU2", since=minute_ago) == 1
+    assert orders_since(account="DU3", since=minute_ago) == 0
+    assert trading_halted() is False
+    TradingSwitchEventFactory(halted=True)
+    assert trading_halted() is True
+    TradingSwitchEventFactory(halted=False)
+    assert trading_halted() is False

@@ -965,6 +965,37 @@ def test_identical_placements_admitted_together_are_duplicates_of_the_first(ib_r
     assert Order.objects.count() == 1
 
 
+def test_a_key_committed_by_an_earlier_commit_while_a_placement_waited_is_replayed(ib_runtime, quiet_market):
+    from orders.pipeline import pipeline
+    from tests.conftest import wait_for
+
+    running, hold = threading.Event(), threading.Event()
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    results: dict = {}
+
+    def place(name: str) -> None:
+        results[name] = services.order_submit(request=_request("k-1"), actor=BOT)
+
+    first = threading.Thread(target=place, args=("first",))
+    first.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 1, message="the first placement queued")
+    # A command of its own between them: the two placements are admitted in two commits.
+    between = threading.Thread(target=lambda: pipeline().run(lambda: None))
+    between.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 2, message="a command between them")
+    second = threading.Thread(target=place, args=("second",))
+    second.start()
+    wait_for(lambda: pipeline()._queue.qsize() == 3, message="the second placement queued")
+    hold.set()
+    for thread in (first, between, second):
+        thread.join(30)
+    assert (results["first"].replayed, results["second"].replayed) == (False, True)
+    assert results["second"].order.pk == results["first"].order.pk
+    assert Order.objects.count() == 1
+    assert not AuditEntry.objects.filter(event="gate.blocked").exists()
+
+
 def test_a_key_reused_within_one_commit_is_refused(ib_runtime, quiet_market):
     first, reused = _admitted_together([_request("g-4"), _request("g-4", quantity=Decimal(4))])
     assert first.replayed is False
