@@ -1,9 +1,9 @@
 """Django's HTTP handler with one thread hop per request instead of one per middleware.
 
 Django's own ASGI handler runs the middleware chain in async mode: every sync middleware (most of
-Django's, DRF's views, the prometheus pair) is adapted with a hop to a thread and back, about twenty
-per request, and every sync view runs on one shared thread, so a view that waits (an order waiting
-on the pipeline, a snapshot waiting on IB) makes every other request wait behind it.
+Django's, the prometheus pair, the project's own) is adapted with a hop to a thread and back, about
+twenty per request, and every sync view runs on one shared thread, so a view that waits (an order
+waiting on the pipeline, a snapshot waiting on IB) makes every other request wait behind it.
 
 Here the body is read on the event loop, then the whole request (request_started, the sync
 middleware chain and view, rendering, request_finished) runs in one thread of a pool, and the
