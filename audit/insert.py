@@ -59,11 +59,13 @@ def insertable(obj: models.Model) -> bool:
     return not meta.parents and not meta.proxy and not meta.auto_created and not meta.order_with_respect_to
 
 
-def insert_row(obj: models.Model, using: str) -> None:
-    """Insert `obj` as a new row, exactly as `obj.save(force_insert=True, using=using)` would."""
+def insert_row(row: models.Model, using: str) -> None:
+    """Insert `row` as a new row, exactly as `row.save(force_insert=True, using=using)` would."""
+    obj: Any = row  # Model's private save helpers are not in the type stubs
     model = type(obj)
     meta = model._meta
     connection = connections[using]
+    ops: Any = connection.ops
     obj._prepare_related_fields_for_save(operation_name="save")
     pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=None)
     with transaction.mark_for_rollback_on_error(using=using):
@@ -79,7 +81,7 @@ def insert_row(obj: models.Model, using: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, params)
             if statement.returning:
-                rows = [connection.ops.fetch_returned_insert_columns(cursor, statement.returning_params)]
+                rows = [ops.fetch_returned_insert_columns(cursor, statement.returning_params)]
                 if statement.converters:
                     rows = list(statement.compiler.apply_converters(rows, statement.converters))
                 for value, field in zip(rows[0], statement.returning, strict=True):

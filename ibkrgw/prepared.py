@@ -77,7 +77,7 @@ class PreparedRead:
             kind = "model"
             if (
                 compiler.annotation_col_map
-                or queryset._known_related_objects
+                or getattr(queryset, "_known_related_objects", None)
                 or compiler.klass_info.get("related_klass_infos")
             ):
                 raise RuntimeError("prepared read: plain model rows only (no annotations or related objects)")

@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
@@ -92,10 +93,12 @@ class PooledASGIHandler(ASGIHandler):
         SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
-        request, response = self.create_request(scope, body_file)
+        created: tuple[Any, Any] = self.create_request(scope, body_file)
+        request, response = created
         if request is not None:
-            response = self.get_response(request)
-            response._handler_class = self.__class__
+            answered: Any = self.get_response(request)
+            answered._handler_class = self.__class__  # as Django's ASGI handler marks it
+            response = answered
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size  # as Django's ASGI handler: the server chunks the wire
         assert response is not None  # noqa: S101 - create_request gives a request or a response

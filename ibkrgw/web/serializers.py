@@ -36,7 +36,7 @@ class FieldsOncePerThread(serializers.Serializer):
 
     @cached_property
     def fields(self):
-        cache = _thread_fields.__dict__
+        cache: dict[type, BindingDict] = _thread_fields.__dict__.setdefault("by_class", {})
         fields = cache.get(type(self))
         if fields is None:
             fields = BindingDict(self)
