@@ -12,6 +12,10 @@ connection (CONN_MAX_AGE applies per thread as under a threaded WSGI server). A 
 (a CSV export, a static file) is iterated in that thread and sent chunk by chunk, so a large export
 is never held in memory whole; one with an async iterator is sent from the loop as Django sends it.
 
+The kill switch (`POST …/trading/halt/`, the console's halt) has two threads of its own: a halt never
+waits for a thread behind the order requests it is meant to stop, so it reaches the order pipeline
+ahead of any order that arrived after it.
+
 A client that disconnects mid-request does not stop its view: a sync view cannot be interrupted
 anyway, and an order already on its way is recorded either way.
 """
@@ -34,6 +38,7 @@ from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+HALT_PATHS = ("/trading/halt/", "/dashboard/halt/")
 
 
 def response_headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
@@ -58,6 +63,7 @@ class PooledASGIHandler(ASGIHandler):
         self.executor = ThreadPoolExecutor(
             max_workers=threads or settings.WEB_THREADS, thread_name_prefix="http-request"
         )
+        self.halt_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="http-halt")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -70,10 +76,12 @@ class PooledASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         loop = asyncio.get_running_loop()
+        halt = scope["method"] == "POST" and scope["path"].endswith(HALT_PATHS)
+        executor = self.halt_executor if halt else self.executor
         try:
             # One hop, with the caller's context variables; lighter than asgiref's sync_to_async.
             answer = await loop.run_in_executor(
-                self.executor, contextvars.copy_context().run, self._answer, scope, body_file, loop, send
+                executor, contextvars.copy_context().run, self._answer, scope, body_file, loop, send
             )
             if isinstance(answer, HttpResponseBase):  # an async iterator: Django's own way
                 await self.send_response(answer, send)

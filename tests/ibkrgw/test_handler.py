@@ -22,6 +22,7 @@ from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web.handler import get_pooled_asgi_application
 from orders.pipeline import pipeline
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,3 +142,37 @@ async def test_bad_requests_get_the_error_shape_through_the_pool():
     status, _, body = await call(app, "GET", "/api/v1/no-such-thing/", headers=trade)
     assert status == 404
     assert json.loads(body)["error"]["code"] == "not_found"
+
+
+async def test_a_halt_does_not_wait_for_a_thread_behind_the_orders_it_stops(ib_runtime):
+    from ibkrgw.web.handler import PooledASGIHandler
+
+    app = PooledASGIHandler(threads=2)  # two order requests fill it
+    trade = await sync_to_async(key)("trade")
+    release, busy = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=lambda: pipeline().run(lambda: (busy.set(), release.wait(30)), timeout=60))
+    blocker.start()
+
+    def order(n: int):
+        body = {"client_order_id": f"h-{n}", "symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
+        return asyncio.create_task(call(app, "POST", "/api/v1/orders/", body=json.dumps(body).encode(), headers=trade))
+
+    try:
+        await asyncio.to_thread(busy.wait, 10)
+        placing = [order(1), order(2)]
+        await asyncio.to_thread(wait_for, lambda: pipeline()._queue.qsize() == 2, message="two orders queued")
+        placing.append(order(3))  # no thread free: it waits for one
+        await asyncio.to_thread(wait_for, lambda: app.executor._work_queue.qsize() == 1, message="third waits")
+        halting = asyncio.create_task(
+            call(app, "POST", "/api/v1/trading/halt/", body=b'{"reason": "stop"}', headers=trade)
+        )
+        await asyncio.to_thread(wait_for, lambda: pipeline()._queue.qsize() == 3, message="the halt queued")
+    finally:
+        release.set()
+        await asyncio.to_thread(blocker.join, 30)
+    status, _, body = await asyncio.wait_for(halting, 30)
+    assert status == 200, body
+    answers = [await asyncio.wait_for(task, 30) for task in placing]
+    assert [a[0] for a in answers[:2]] == [201, 201]  # admitted before the halt, in arrival order
+    assert answers[2][0] == 423, answers[2][2]
+    assert json.loads(answers[2][2])["error"]["code"] == "trading_halted"
