@@ -28,6 +28,21 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: 
     pytest.fail(f"timed out waiting for {message}")
 
 
+def pipeline_queued() -> int:
+    """Commands waiting in the order pipeline, not counting the halt sweep (queued every second while
+    the pipeline is busy, by the housekeeping thread)."""
+    from orders.pipeline import pipeline
+
+    waiting = pipeline()._queue
+    with waiting.mutex:
+        return sum(
+            1
+            for command in waiting.queue
+            if command is not None
+            and not getattr(command.run, "__qualname__", "").endswith("trading_halt_sweep.<locals>.sweep")
+        )
+
+
 def anchor_stock_prices(gateway) -> None:
     """Start every stock at its base price (AAPL 190.00, MSFT 420.00...).
 

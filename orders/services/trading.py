@@ -227,7 +227,12 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     try:
         order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
     except IntegrityError:
-        replay = _replay(account, request.client_order_id, digest)
+        # The key was committed by an earlier commit since this request looked: replay that order.
+        try:
+            replay = _replay(account, request.client_order_id, digest)
+        except GatewayError as exc:  # the key was used for a different order: refused, and audited
+            gate_block_record(exc, request=request, actor=actor, account=account)
+            raise
         if replay is None:
             raise
         return replay

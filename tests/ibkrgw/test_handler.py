@@ -22,7 +22,7 @@ from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web.handler import get_pooled_asgi_application
 from orders.pipeline import pipeline
-from tests.conftest import wait_for
+from tests.conftest import pipeline_queued, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,13 +160,13 @@ async def test_a_halt_does_not_wait_for_a_thread_behind_the_orders_it_stops(ib_r
     try:
         await asyncio.to_thread(busy.wait, 10)
         placing = [order(1), order(2)]
-        await asyncio.to_thread(wait_for, lambda: pipeline()._queue.qsize() == 2, message="two orders queued")
+        await asyncio.to_thread(wait_for, lambda: pipeline_queued() == 2, message="two orders queued")
         placing.append(order(3))  # no thread free: it waits for one
         await asyncio.to_thread(wait_for, lambda: app.executor._work_queue.qsize() == 1, message="third waits")
         halting = asyncio.create_task(
             call(app, "POST", "/api/v1/trading/halt/", body=b'{"reason": "stop"}', headers=trade)
         )
-        await asyncio.to_thread(wait_for, lambda: pipeline()._queue.qsize() == 3, message="the halt queued")
+        await asyncio.to_thread(wait_for, lambda: pipeline_queued() == 3, message="the halt queued")
     finally:
         release.set()
         await asyncio.to_thread(blocker.join, 30)

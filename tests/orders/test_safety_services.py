@@ -17,7 +17,7 @@ from orders import services
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.types import OrderRequest
-from tests.conftest import wait_for
+from tests.conftest import pipeline_queued, wait_for
 from tests.factories import OrderEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -824,7 +824,7 @@ def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, 
             )
         )
     ).start()
-    wait_for(lambda: pipeline()._queue.qsize() == 1, message="the fill queued")
+    wait_for(lambda: pipeline_queued() == 1, message="the fill queued")
 
     def modify():
         try:
@@ -834,7 +834,7 @@ def test_a_fill_arriving_while_a_modify_waits_its_turn_is_respected(ib_runtime, 
 
     worker = threading.Thread(target=modify)
     worker.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 2, message="the modify queued")
+    wait_for(lambda: pipeline_queued() == 2, message="the modify queued")
     hold.set()
     worker.join(30)
     (exc,) = outcome
@@ -917,6 +917,15 @@ def test_a_preview_reports_the_broker_s_margin_where_it_exceeds_the_estimate(ib_
 
 
 # -- placements admitted together ------------------------------------------------------------------------
+def _queued_placements() -> int:
+    """Placements waiting in the pipeline (other commands, e.g. the housekeeping chores, not counted)."""
+    from orders.pipeline import pipeline
+
+    waiting = pipeline()._queue
+    with waiting.mutex:
+        return sum(1 for command in waiting.queue if command is not None and command.admit is not None)
+
+
 def _admitted_together(requests: list[OrderRequest]) -> list:
     """Place each request from its own thread while the pipeline is busy, so all are admitted in one
     commit, in this order. Each result is the SubmitResult or the GatewayError."""
@@ -935,10 +944,12 @@ def _admitted_together(requests: list[OrderRequest]) -> list:
             results[i] = exc
 
     threads = [threading.Thread(target=place, args=(i,)) for i in range(len(requests))]
-    for i, thread in enumerate(threads):
-        thread.start()
-        wait_for(lambda i=i: pipeline()._queue.qsize() == i + 1, message=f"placement {i} queued")
-    hold.set()
+    try:
+        for i, thread in enumerate(threads):
+            thread.start()
+            wait_for(lambda i=i: _queued_placements() == i + 1, message=f"placement {i} queued")
+    finally:
+        hold.set()
     for thread in threads:
         thread.join(30)
     return results
@@ -965,35 +976,59 @@ def test_identical_placements_admitted_together_are_duplicates_of_the_first(ib_r
     assert Order.objects.count() == 1
 
 
-def test_a_key_committed_by_an_earlier_commit_while_a_placement_waited_is_replayed(ib_runtime, quiet_market):
+def _placed_in_two_commits(first_request: OrderRequest, second_request: OrderRequest) -> tuple:
+    """Both placements pass their own checks while the pipeline is busy; a command queued between them
+    makes the pipeline admit them in two commits. The results (SubmitResult or GatewayError), in order."""
     from orders.pipeline import pipeline
     from tests.conftest import wait_for
 
     running, hold = threading.Event(), threading.Event()
-    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
-    wait_for(running.is_set, message="the pipeline is busy")
     results: dict = {}
 
-    def place(name: str) -> None:
-        results[name] = services.order_submit(request=_request("k-1"), actor=BOT)
+    def place(name: str, request: OrderRequest) -> None:
+        try:
+            results[name] = services.order_submit(request=request, actor=BOT)
+        except GatewayError as exc:
+            results[name] = exc
 
-    first = threading.Thread(target=place, args=("first",))
-    first.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 1, message="the first placement queued")
-    # A command of its own between them: the two placements are admitted in two commits.
+    first = threading.Thread(target=place, args=("first", first_request))
     between = threading.Thread(target=lambda: pipeline().run(lambda: None))
-    between.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 2, message="a command between them")
-    second = threading.Thread(target=place, args=("second",))
-    second.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 3, message="the second placement queued")
-    hold.set()
+    second = threading.Thread(target=place, args=("second", second_request))
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    try:
+        wait_for(running.is_set, message="the pipeline is busy")
+        first.start()
+        wait_for(lambda: _queued_placements() == 1, message="the first placement queued")
+        between.start()
+        wait_for(lambda: pipeline_queued() == 2, message="a command after it")
+        second.start()
+        wait_for(lambda: _queued_placements() == 2, message="the second placement queued")
+    finally:
+        hold.set()
     for thread in (first, between, second):
         thread.join(30)
-    assert (results["first"].replayed, results["second"].replayed) == (False, True)
-    assert results["second"].order.pk == results["first"].order.pk
+    return results["first"], results["second"]
+
+
+def test_a_key_committed_by_an_earlier_commit_while_a_placement_waited_is_replayed(ib_runtime, quiet_market):
+    first, second = _placed_in_two_commits(_request("k-1"), _request("k-1"))
+    assert (first.replayed, second.replayed) == (False, True)
+    assert second.order.pk == first.order.pk
     assert Order.objects.count() == 1
     assert not AuditEntry.objects.filter(event="gate.blocked").exists()
+
+
+def test_a_key_committed_by_an_earlier_commit_for_another_order_is_refused_and_audited(ib_runtime, quiet_market):
+    first, reused = _placed_in_two_commits(_request("k-2"), _request("k-2", quantity=Decimal(4)))
+    assert first.replayed is False
+    assert (reused.code, reused.http_status, reused.details["order_id"]) == (
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        422,
+        str(first.order.pk),
+    )
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.target_id, blocked.data["code"]) == ("k-2", "idempotency_key_reused")
+    assert Order.objects.count() == 1
 
 
 def test_a_key_reused_within_one_commit_is_refused(ib_runtime, quiet_market):
@@ -1040,7 +1075,7 @@ def test_a_send_that_finds_the_broker_gone_is_rejected_and_says_so(ib_runtime, q
 
     worker = threading.Thread(target=place)
     worker.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 1, message="checked and queued")
+    wait_for(lambda: pipeline_queued() == 1, message="checked and queued")
     quiet_market.faults.refuse_connections(60)
     quiet_market.faults.drop_all_connections()
     wait_for(lambda: ib_runtime.worker.state != "connected", message="disconnected")
@@ -1185,7 +1220,7 @@ def test_a_key_committed_elsewhere_while_a_placement_waits_is_replayed(ib_runtim
     request = _request("elsewhere-1")
     worker = threading.Thread(target=lambda: outcome.append(services.order_submit(request=request, actor=BOT)))
     worker.start()
-    wait_for(lambda: pipeline()._queue.qsize() == 1, message="checked and queued")
+    wait_for(lambda: pipeline_queued() == 1, message="checked and queued")
     # Another process records the same key and terms before this placement is admitted.
     keyed = replace(request, account="DU1234567")
     other = OrderEventFactory(
