@@ -1027,7 +1027,11 @@ def test_a_key_committed_by_an_earlier_commit_for_another_order_is_refused_and_a
         str(first.order.pk),
     )
     blocked = AuditEntry.objects.get(event="gate.blocked")
-    assert (blocked.target_id, blocked.data["code"]) == ("k-2", "idempotency_key_reused")
+    assert (blocked.target_id, blocked.data["code"], blocked.data["account"]) == (
+        "k-2",
+        "idempotency_key_reused",
+        "DU1234567",
+    )
     assert Order.objects.count() == 1
 
 
