@@ -34,6 +34,7 @@ from django.apps import apps as global_apps
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
 from audit.chain import GENESIS_HASH, ChainBreak, canonical_json
+from ibkrgw.prepared import PreparedRead
 
 SEAL_HASHED_FIELDS = ("seq", "table", "row_pk", "content", "prev_hash")
 # Any fixed 64-bit number; it only has to be the same in every process ("audit" in ASCII).
@@ -101,66 +102,44 @@ _READ_SIZES = (1, 8, 64)  # rows read back per statement; a shorter list is padd
 
 
 def read_contents(model: type[models.Model], pks: Sequence[Any], using: str) -> dict[str, str]:
-    """{pk as text: canonical content} of the rows of `model` with these primary keys, as stored."""
-    pk_attname = model._meta.pk.attname
+    """{pk as text: canonical content} of the rows of `model` with these primary keys, as stored.
+
+    The seal is on every ledger insert's path, so the read is compiled once per model, size and
+    connection (`ibkrgw.prepared`); the rows still go through Django's converters (Decimal,
+    datetime, JSON, UUID), so the values are exactly what `.values()` gives during verification."""
+    attnames = [attname for attname, _ in _columns(model)]
+    pk_index = attnames.index(model._meta.pk.attname)
     contents = {}
     largest = _READ_SIZES[-1]
     for start in range(0, len(pks), largest):
-        chunk = pks[start : start + largest]
+        chunk = list(pks[start : start + largest])
         size = next(n for n in _READ_SIZES if n >= len(chunk))
-        for values in _RowReader.get(model, using, size).read(chunk):
-            contents[pk_text(values[pk_attname])] = content_of(model, values)
+        padded = chunk + chunk[:1] * (size - len(chunk))  # repeating a key leaves the rows IN finds unchanged
+        for row in _row_reader(model, size).all(*padded, using=using):
+            values = dict(zip(attnames, row, strict=True))
+            contents[pk_text(row[pk_index])] = content_of(model, values)
     return contents
 
 
-class _RowReader:
-    """`Model.objects.values(*columns).filter(pk__in=[...])` for `size` keys, compiled once per model and connection.
+_row_readers: dict[tuple[type[models.Model], int], PreparedRead] = {}
 
-    The seal is on every ledger insert's path; compiling the same query each time would cost more
-    than running it. The rows still go through Django's converters (Decimal, datetime, JSON, UUID),
-    so the values are exactly what `.values()` gives during verification.
-    """
 
-    def __init__(self, model: type[models.Model], using: str, size: int) -> None:
-        connection = connections[using]
-        self.connection = connection
-        self.size = size
-        self.pk_field = model._meta.pk
+def _row_reader(model: type[models.Model], size: int) -> PreparedRead:
+    """`model`'s columns for `size` primary keys (`pk__in`). Historical models (migrations) get their own."""
+    reader = _row_readers.get((model, size))
+    if reader is None:
+        pk_field = model._meta.pk
         attnames = [attname for attname, _ in _columns(model)]
         # Any valid keys compile the statement; the parameters are replaced on each read.
-        if isinstance(self.pk_field, models.UUIDField):
+        if isinstance(pk_field, models.UUIDField):
             samples: list[Any] = [uuid.UUID(int=i) for i in range(1, size + 1)]
         else:
-            samples = [self.pk_field.to_python(i) for i in range(1, size + 1)]
-        query = model._base_manager.using(using).values(*attnames).filter(pk__in=samples).query
-        self.compiler = query.get_compiler(using=using)
-        self.sql, params = self.compiler.as_sql()
-        if list(params) != [self._param(sample) for sample in samples]:
-            raise RuntimeError(f"unexpected parameters compiling the seal reader of {model._meta.label}: {params!r}")
-        self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
-        self.converters = self.compiler.get_converters([c[0] for c in self.compiler.select[: self.compiler.col_count]])
-
-    def _param(self, pk: Any) -> Any:
-        return self.pk_field.get_db_prep_value(pk, self.connection, prepared=False)
-
-    @classmethod
-    def get(cls, model: type[models.Model], using: str, size: int) -> _RowReader:
-        # Cached on the connection wrapper (one per thread and alias), which outlives reconnects.
-        cache = connections[using].__dict__.setdefault("_ledger_seal_readers", {})
-        reader = cache.get((model, size))
-        if reader is None:
-            reader = cache[(model, size)] = cls(model, using, size)
-        return reader
-
-    def read(self, pks: Sequence[Any]) -> list[dict[str, Any]]:
-        params = [self._param(pk) for pk in pks]
-        params += params[:1] * (self.size - len(params))  # repeating a key leaves the rows IN finds unchanged
-        with self.connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            rows = cursor.fetchall()
-        if self.converters:
-            rows = self.compiler.apply_converters(rows, self.converters)
-        return [dict(zip(self.names, row, strict=True)) for row in rows]
+            samples = [pk_field.to_python(i) for i in range(1, size + 1)]
+        reader = _row_readers[(model, size)] = PreparedRead(
+            lambda *pks: model._base_manager.values_list(*attnames).filter(pk__in=pks),
+            params=[(pk_field, sample) for sample in samples],
+        )
+    return reader
 
 
 @dataclass(frozen=True, slots=True)

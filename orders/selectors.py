@@ -69,12 +69,13 @@ def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
 
 
 _SAMPLE_TIME = datetime(2000, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # a sample no query here uses itself
+_BY_ORDER_ID = (Order._meta.pk, uuid.UUID(int=1))  # the one parameter of the reads keyed by an order's id
 # Read for every order and every broker report: compiled once per connection.
 _LATEST_EVENT = PreparedRead(
     lambda order_id: OrderEvent.objects.filter(order_id=order_id).order_by("-id")[:1],
-    params=[(Order._meta.pk, uuid.UUID(int=1))],
+    params=[_BY_ORDER_ID],
 )
-_ORDER_BY_PK = PreparedRead(lambda pk: Order.objects.filter(pk=pk)[:1], params=[(Order._meta.pk, uuid.UUID(int=1))])
+_ORDER_BY_PK = PreparedRead(lambda pk: Order.objects.filter(pk=pk)[:1], params=[_BY_ORDER_ID])
 _ORDER_PK_BY_KEY = PreparedRead(
     lambda account, key: Order.objects.filter(account=account, client_order_id=key).values_list("pk", flat=True)[:1],
     params=[(Order._meta.get_field("account"), "\x00account"), (Order._meta.get_field("client_order_id"), "\x00key")],
@@ -104,19 +105,19 @@ def commission_recorded(exec_id: str) -> bool:
 
 _EVENTS_OF = PreparedRead(
     lambda order_id: OrderEvent.objects.filter(order_id=order_id).order_by("id"),
-    params=[(Order._meta.pk, uuid.UUID(int=1))],
+    params=[_BY_ORDER_ID],
 )
 _FILLS_OF = PreparedRead(
     lambda order_id: Fill.objects.filter(order_id=order_id).order_by("id"),
-    params=[(Order._meta.pk, uuid.UUID(int=1))],
+    params=[_BY_ORDER_ID],
 )
 _COMMISSIONS_OF = PreparedRead(
     lambda order_id: Commission.objects.filter(fill__order_id=order_id),
-    params=[(Order._meta.pk, uuid.UUID(int=1))],
+    params=[_BY_ORDER_ID],
 )
 _EXITS_OF = PreparedRead(
     lambda order_id: Order.objects.filter(parent_id=order_id).order_by("role"),
-    params=[(Order._meta.pk, uuid.UUID(int=1))],
+    params=[_BY_ORDER_ID],
 )
 
 

@@ -170,11 +170,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     account = request.account
     digest = request_hash(request)
     # 6. idempotency first: a replay never runs the gates again.
-    try:
-        replay = _replay(account, request.client_order_id, digest)
-    except GatewayError as exc:
-        gate_block_record(exc, request=request, actor=actor, account=account)
-        raise
+    replay = _replay_or_refuse(request, actor, account, digest)
     if replay is not None:
         return replay
     trip = checks.Checks(request=request, account=account, legs=bracket_children(request))
@@ -228,11 +224,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         order, replayed, acks = pipeline().execute(Command(admit=admit, after_commit=send, on_refused=refused))
     except IntegrityError:
         # The key was committed by an earlier commit since this request looked: replay that order.
-        try:
-            replay = _replay(account, request.client_order_id, digest)
-        except GatewayError as exc:  # the key was used for a different order: refused, and audited
-            gate_block_record(exc, request=request, actor=actor, account=account)
-            raise
+        replay = _replay_or_refuse(request, actor, account, digest)
         if replay is None:
             raise
         return replay
@@ -248,6 +240,15 @@ def _wait_recorded(acks: list[OrderSent]) -> None:
     for sent in acks:
         if not sent.written.wait(SENT_RECORD_WAIT_S):
             logger.warning("order %s: acknowledgement not recorded within %ss", sent.order_id, SENT_RECORD_WAIT_S)
+
+
+def _replay_or_refuse(request: OrderRequest, actor: Actor, account: str, digest: str) -> SubmitResult | None:
+    """The order this key already placed, or None; a key used for a different order is refused, audited."""
+    try:
+        return _replay(account, request.client_order_id, digest)
+    except GatewayError as exc:
+        gate_block_record(exc, request=request, actor=actor, account=account)
+        raise
 
 
 def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | None:
