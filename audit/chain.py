@@ -50,14 +50,18 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not canonically serialisable")
 
 
+# Values left as they are, told apart by exact type: every ledger write hashes a few dozen of them.
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _integral_floats_as_ints(value: Any) -> Any:
     # PostgreSQL's jsonb gives 1e16 back as the integer 10000000000000000: hash both the same way.
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+        return {key: item if type(item) in _AS_IS else _integral_floats_as_ints(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_integral_floats_as_ints(item) for item in value]
+        return [item if type(item) in _AS_IS else _integral_floats_as_ints(item) for item in value]
     return value
 
 

@@ -1,10 +1,13 @@
-"""Request middleware: a correlation id for every request, request limits, and the API's error shape
-for errors that Django answers itself."""
+"""Request middleware: a correlation id for every request, request limits, the API's error shape
+for errors that Django answers itself, and messages built only when used."""
 
 import re
 import uuid
 
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.http import JsonResponse
+from django.utils.functional import SimpleLazyObject, empty
 from rest_framework.response import Response
 
 from ibkrgw import limits
@@ -100,3 +103,20 @@ class ApiErrorShapeMiddleware:
             if name in response:
                 shaped[name] = response[name]
         return shaped
+
+
+class LazyMessageMiddleware(MessageMiddleware):
+    """Django's messages (the console's notices), with the storage built when a view first uses it.
+
+    Django builds the cookie and session message stores for every request; an API call never shows
+    a message, and building them cost more than a middleware should. A store nobody touched has
+    nothing to save, so it is left out of the response as Django would leave it unchanged."""
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        messages = getattr(request, "_messages", None)
+        if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:
+            return response
+        return super().process_response(request, response)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -29,6 +30,17 @@ _rest_lock = threading.Lock()
 
 def spec_normalize(spec: ContractSpec) -> ContractSpec:
     """Fill the defaults a person would assume (SMART for stocks, EUR.USD style FX symbols)."""
+    # Specs are frozen and every order and quote normalises one: remember them. Not with a strike,
+    # where equal Decimals ("1.0", "1.00") would share one entry but not one lookup key.
+    return _spec_normalize_cached(spec) if spec.strike is None else _spec_normalize(spec)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec_normalize_cached(spec: ContractSpec) -> ContractSpec:
+    return _spec_normalize(spec)
+
+
+def _spec_normalize(spec: ContractSpec) -> ContractSpec:
     sec_type = (spec.sec_type or "STK").upper()
     symbol, currency = spec.symbol.strip().upper(), spec.currency.strip().upper()
     if sec_type == "CASH" and "." in symbol:
@@ -47,6 +59,15 @@ def spec_normalize(spec: ContractSpec) -> ContractSpec:
 
 
 def _lookup_key(spec: ContractSpec) -> str:
+    return _lookup_key_cached(spec) if spec.strike is None else _lookup_key_of(spec)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookup_key_cached(spec: ContractSpec) -> str:
+    return _lookup_key_of(spec)
+
+
+def _lookup_key_of(spec: ContractSpec) -> str:
     payload = json.dumps(asdict(spec), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
 from ibkrgw.web.render import decimal_str
-from ibkrgw.web.serializers import NormalizedDecimalField, ledger_decimal
+from ibkrgw.web.serializers import DirectRepresentation, NormalizedDecimalField, ledger_decimal
 from orders import selectors
 from orders.models import Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the services import this module (through publishing); only 
     from orders.services import PreviewResult
 
 
-class LedgerSerializer(serializers.ModelSerializer):
+class LedgerSerializer(DirectRepresentation, serializers.ModelSerializer):
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DecimalField: NormalizedDecimalField,

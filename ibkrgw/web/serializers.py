@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from django.utils.functional import cached_property
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from ibkrgw.web.fields import StrictDecimalField
@@ -50,6 +54,55 @@ class FieldsOncePerThread(serializers.Serializer):
         for field in fields.values():
             field.parent = self
         return fields
+
+
+_MISSING = object()
+
+
+class DirectRepresentation(serializers.Serializer):
+    """An output serializer that reads a plain attribute the plain way.
+
+    For every field of every row DRF's `Field.get_attribute` checks for a Mapping, inspects the value
+    for a callable and maps exceptions: on an order with its events and fills that costs more than
+    rendering the values. For a field reading one attribute (or the row itself, `source="*"`) that
+    holds a plain value, all of it comes down to `getattr` (or `[]` on a mapping). Anything else takes
+    DRF's own path: a field with its own `get_attribute` (related fields), a dotted source, an
+    attribute that is missing or raises, a callable. So the output is DRF's, field for field.
+    """
+
+    @cached_property
+    def _representation_plan(self) -> list[tuple[Any, Any, str | None, bool]]:
+        plan = []
+        for field in self._readable_fields:
+            attrs = field.source_attrs
+            direct = type(field).get_attribute is serializers.Field.get_attribute and len(attrs) <= 1
+            plan.append((field.field_name, field, attrs[0] if attrs else None, direct))
+        return plan
+
+    def to_representation(self, instance):
+        ret: dict[str, Any] = {}
+        mapping = isinstance(instance, Mapping)
+        for name, field, attr, direct in self._representation_plan:
+            attribute: Any = _MISSING
+            if direct:
+                if attr is None:
+                    attribute = instance
+                else:
+                    try:
+                        attribute = instance[attr] if mapping else getattr(instance, attr)
+                    except Exception:  # DRF's path decides: a default, None, skipped, or the error
+                        attribute = _MISSING
+                    if callable(attribute):
+                        attribute = _MISSING
+            if attribute is _MISSING:
+                try:
+                    attribute = field.get_attribute(instance)
+                except SkipField:
+                    continue
+                if isinstance(attribute, PKOnlyObject) and attribute.pk is None:
+                    attribute = None
+            ret[name] = None if attribute is None else field.to_representation(attribute)
+        return ret
 
 
 class StrictBodyMixin(serializers.Serializer):
