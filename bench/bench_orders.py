@@ -4,7 +4,8 @@
 
 Prints, in one run:
   1. REST orders/s on the simulated path (ORDERS_ENABLED=false: every gate, intent recorded, nothing
-     sent), with `--clients` keep-alive clients. Goal >= 300/s.
+     sent), with `--clients` keep-alive clients. Goal >= 300/s. Beside it, for scale, the rate of
+     authenticated GETs of the API root: the floor Django and DRF put under any request.
   2. REST orders/s to the simulated gateway (placed -> filled) divided by bare ib_async
      placeOrder -> Filled, both paced at IB's 45 messages/s. Goal >= 0.9.
 """
@@ -20,6 +21,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Api, order_rate, server_cpu_s, stack  # noqa: E402
+
+
+def floor_rate(http_port: int, key: str, n: int, clients: int) -> float:
+    """Authenticated GETs of the API root per second: what Django and DRF cost a request that does nothing."""
+    import threading
+
+    per_client = n // clients
+
+    def client() -> None:
+        api = Api(http_port, key)
+        for _ in range(per_client):
+            api.get("/api/v1/")
+
+    pool = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    return per_client * clients / (time.perf_counter() - started)
 
 
 def fills_count(api: Api) -> int:
@@ -70,6 +91,11 @@ def main() -> None:
         cpu_ms = (server_cpu_s(http_port) - cpu) * 1000 / (args.simulated // args.clients * args.clients)
         print(f"1. simulated path, {args.clients} clients: {rate:8.1f} orders/s   (goal >= 300)")
         print(f"   web server CPU per order: {cpu_ms:.1f} ms")
+        floor_rate(http_port, key, 200, args.clients)
+        cpu = server_cpu_s(http_port)
+        floor = floor_rate(http_port, key, args.simulated, args.clients)
+        floor_ms = (server_cpu_s(http_port) - cpu) * 1000 / (args.simulated // args.clients * args.clients)
+        print(f"   for scale, GET /api/v1/ (Django and DRF alone): {floor:8.1f} requests/s, {floor_ms:.1f} ms CPU each")
 
     paced = {"IB_THROTTLE": "true"}
     with stack(orders_enabled=True, extra_env=paced) as (sim_port, http_port, key):

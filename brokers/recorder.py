@@ -3,7 +3,8 @@
 The IB worker puts frozen dataclasses on `Recorder.queue`; this thread hands each one to the
 service registered for its type, in arrival order (so an execution is always recorded before
 its commission). Events that arrive together are written in one transaction (each in its own
-savepoint), so a burst of statuses and fills costs one commit and takes the write lock once.
+savepoint), so a burst of statuses and fills costs one commit and takes the write lock once; a lone
+event is written the same way, its rows sealed together as it commits.
 A failing write is retried on its own, then logged loudly; it never stops the thread.
 """
 
@@ -85,9 +86,6 @@ class Recorder:
 
     def _write_together(self, items: list[Any]) -> None:
         if not items:
-            return
-        if len(items) == 1:
-            self._handle(items[0])
             return
         close_old_connections()
         failed: list[Any] = []

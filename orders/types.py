@@ -66,3 +66,4 @@ class OrderSent:
     client_id: int
     actor: Actor
     written: threading.Event = field(default_factory=threading.Event, compare=False)
+    order: Any = field(default=None, compare=False, repr=False)  # the committed Order row that was sent

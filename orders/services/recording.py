@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from datetime import timedelta
 
@@ -34,6 +35,7 @@ PROCESS_STARTED_AT = timezone.now()
 
 # -- broker events (called by the recorder thread) ---------------------------------------------
 _orders_by_ref: OrderedDict[str, Order] = OrderedDict()
+_orders_by_ref_lock = threading.Lock()  # the recorder reads it; the pipeline adds the orders it commits
 _ORDERS_BY_REF_MAX = 10_000
 
 
@@ -41,23 +43,38 @@ def _order_for_ref(order_ref: str) -> Order | None:
     """The order a broker report names by orderRef. Order rows never change, so they are remembered."""
     if not order_ref:
         return None
-    order = _orders_by_ref.get(order_ref)
+    with _orders_by_ref_lock:
+        order = _orders_by_ref.get(order_ref)
     if order is not None:
         return order
     order = order_for_ref(order_ref)
     if order is not None:
+        _remember(order_ref, order)
+    return order
+
+
+def _remember(order_ref: str, order: Order) -> None:
+    with _orders_by_ref_lock:
         _orders_by_ref[order_ref] = order
+        _orders_by_ref.move_to_end(order_ref)
         if len(_orders_by_ref) > _ORDERS_BY_REF_MAX:
             _orders_by_ref.popitem(last=False)
-    return order
+
+
+def order_ref_remember(order: Order) -> None:
+    """An order just committed is the newest carrying its orderRef: the broker's reports on it need no read.
+    Call it once the order's transaction has committed."""
+    _remember(order.client_order_id, order)
 
 
 def order_refs_forget(order_ref: str | None = None) -> None:
     """Forget a remembered orderRef (a new order now carries it), or all of them."""
     if order_ref is None:
-        _orders_by_ref.clear()
+        with _orders_by_ref_lock:
+            _orders_by_ref.clear()
     else:
-        _orders_by_ref.pop(order_ref, None)
+        with _orders_by_ref_lock:
+            _orders_by_ref.pop(order_ref, None)
 
 
 def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
@@ -203,7 +220,8 @@ def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
     with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
         ledger_write_lock()  # the latest event read below stays the latest until this commits
-        order = order_row(sent.order_id)
+        # The sender hands over the committed row it sent; read it only when it did not.
+        order = sent.order if sent.order is not None else order_row(sent.order_id)
         if order is None:  # sent orders were committed before the send
             raise Order.DoesNotExist(f"order {sent.order_id} is not in the ledger")
         latest = order_latest_event(order)

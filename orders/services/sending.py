@@ -74,6 +74,7 @@ def order_send(
         perm_id=ack.perm_id,
         client_id=ack.client_id,
         actor=actor,
+        order=order,
     )
     rt = runtime.current()
     if rt is None:

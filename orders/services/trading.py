@@ -51,7 +51,7 @@ from orders.services.common import (
     order_request_of,
     request_hash,
 )
-from orders.services.recording import order_refs_forget
+from orders.services.recording import order_ref_remember, order_refs_forget
 from orders.services.sending import order_send_with_exits
 from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
@@ -410,6 +410,8 @@ def _intent_row(
     )
     order.recorded = RecordedRows(events=[event])
     order_refs_forget(order.client_order_id)
+    if status == S.PENDING_SUBMIT:  # the broker will report on it by its orderRef
+        transaction.on_commit(lambda: order_ref_remember(order))
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))
     transaction.on_commit(lambda: metrics.ORDER_EVENTS.labels(status=status).inc())
     return order

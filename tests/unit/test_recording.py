@@ -232,8 +232,8 @@ def test_a_commission_is_recorded_once_for_a_recorded_fill(django_capture_on_com
 
 
 # -- acknowledgements ---------------------------------------------------------------------------------
-def sent(order, **fields) -> OrderSent:
-    values = {"order_id": order.pk, "broker_order_id": 7, "perm_id": 700, "client_id": 2, "actor": BOT}
+def sent(sent_order, **fields) -> OrderSent:
+    values = {"order_id": sent_order.pk, "broker_order_id": 7, "perm_id": 700, "client_id": 2, "actor": BOT}
     values.update(fields)
     return OrderSent(**values)
 
@@ -267,6 +267,22 @@ def test_an_acknowledgement_after_the_broker_moved_the_order_on_is_audited_only(
     entry = AuditEntry.objects.get(event="order.sent")
     assert (entry.actor_label, entry.target_type, entry.target_id) == ("bot", "order", str(order.pk))
     assert entry.data == {"broker_order_id": 7, "client_id": 2}
+
+
+def test_an_acknowledgement_carrying_the_sent_row_is_recorded_without_reading_the_order():
+    order = sent_order()
+    with CaptureQueriesContext(connection) as queries:
+        services.order_sent_record(sent=sent(order, order=order))
+    assert statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED]
+    assert not [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+
+
+def test_an_acknowledgement_of_an_order_not_in_the_ledger_is_refused():
+    from orders.models import Order
+
+    order = OrderFactory.build(client_order_id="never-committed")
+    with pytest.raises(Order.DoesNotExist):
+        services.order_sent_record(sent=sent(order))
 
 
 # -- reconciliation -------------------------------------------------------------------------------------
@@ -383,3 +399,33 @@ def test_intents_are_each_judged_whatever_comes_first(settings, monkeypatch, fro
     assert services.orders_reconcile(snapshot=snapshot())["unknown"] == 2
     assert [statuses(order)[-1] for order in stuck] == [S.UNKNOWN, S.UNKNOWN]
     assert statuses(in_flight) == [S.PENDING_SUBMIT]
+
+
+# -- orders the pipeline commits for sending -----------------------------------------------------------
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "rolled-back"])
+def test_an_order_admitted_for_the_broker_is_remembered_by_its_reference_once_committed(
+    committed, django_capture_on_commit_callbacks
+):
+    from django.db import transaction
+
+    from orders.services import trading
+    from tests.unit import builders
+
+    request = builders.order(client_order_id="fresh-1")
+
+    class RolledBack(Exception):
+        pass
+
+    with pytest.raises(RolledBack) if not committed else django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            order = trading._intent_row(request, builders.contract(), "DU1", "d", None, BOT, S.PENDING_SUBMIT, role="")
+            assert "fresh-1" not in recording._orders_by_ref  # not before it commits
+            if not committed:
+                raise RolledBack
+    if committed:
+        with CaptureQueriesContext(connection) as queries:
+            assert recording._order_for_ref("fresh-1") is order
+        assert not [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+    else:
+        assert "fresh-1" not in recording._orders_by_ref
+        assert recording._order_for_ref("fresh-1") is None
