@@ -13,14 +13,15 @@ from django.conf import settings
 from django.db.models import QuerySet
 from rest_framework import serializers
 
-from ibkrgw.web.serializers import StrictQueryMixin
+from ibkrgw.web.serializers import FieldsOncePerThread, StrictQueryMixin
 
 PAGING = ("limit", "offset")
 WINDOW_AND_PAGING = ("since", "until", *PAGING)
 
 
-class ListQuery(StrictQueryMixin, serializers.Serializer):
-    """Query parameters of a list: a subclass declares its own filters; the window and paging come last."""
+class ListQuery(FieldsOncePerThread, StrictQueryMixin, serializers.Serializer):
+    """Query parameters of a list: a subclass declares its own filters; the window and paging come last.
+    Flat, so its fields are built once per thread (every list request validates one)."""
 
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
