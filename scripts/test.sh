@@ -7,6 +7,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+# Third-party clients for the simulator's compatibility tests, without their dependencies (see the file).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/compat.txt
 export DJANGO_SETTINGS_MODULE=ibkrgw.settings
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

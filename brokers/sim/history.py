@@ -207,6 +207,28 @@ def make_bars(
     return bars
 
 
+@dataclass(frozen=True)
+class TradingSession:
+    start: datetime  # UTC
+    end: datetime  # UTC
+    day: date  # the session's reference date
+
+
+def make_schedule(
+    market: Market, inst: Instrument, end: datetime, duration: tuple[int, str], rth: bool, now: datetime | None = None
+) -> list[TradingSession]:
+    """The sessions of the days that have daily bars in the same window (whatToShow SCHEDULE), so a
+    schedule never lists a day the bars leave out (weekends, holidays, a session not yet open)."""
+    tz = ZoneInfo(inst.time_zone)
+    out = []
+    for bar in make_bars(market, inst, end, duration, 86400, rth, "MIDPOINT", now=now):
+        day = bar.start.date()
+        session = _session(inst, day, rth)
+        if session is not None:
+            out.append(TradingSession(utc_of(day, session[0], tz), _session_end(day, session, tz), day))
+    return out
+
+
 def _minute_index(t: datetime, day: date, tz: ZoneInfo) -> int:
     """Minutes from ``day``'s local midnight to ``t`` (rounded up), clamped to the day."""
     seconds = (t - utc_of(day, 0, tz)).total_seconds()

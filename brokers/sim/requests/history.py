@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .. import messages as M
 from ..history import (
@@ -17,9 +18,11 @@ from ..history import (
     WHAT_TO_SHOW,
     format_bar_time,
     make_bars,
+    make_schedule,
     parse_duration,
     parse_end,
 )
+from ..market import Market
 from ..protocol import ContractSpec, Cursor
 from ..session import BarSub, Session
 from ..universe import Instrument, round_to_tick
@@ -28,7 +31,9 @@ log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
 
 PACING_TEXT = "Historical Market Data Service error message:Historical data request pacing violation"
+NO_DATA_TEXT = "Historical Market Data Service error message:HMDS query returned no data"
 SMALL_BAR_S = 30  # IB's pacing rules apply to bars of 30 seconds or less
+SCHEDULE_VERSION = 165  # MIN_SERVER_VER_HISTORICAL_SCHEDULE: whatToShow SCHEDULE, answered with message 106
 MAX_TICKS = 1000  # historical ticks per request
 
 
@@ -37,6 +42,14 @@ def _validation(text: str) -> str:
 
 
 class HistoryRequests:
+    # Provided by SimGateway, which mixes this class in.
+    market: Market
+    ib_limits: bool
+    hmds_log: list[tuple[float, tuple]]
+
+    def _resolve(self, spec: ContractSpec) -> Instrument | None:
+        raise NotImplementedError
+
     def _paced(self, s: Session, req_id: int, key: tuple) -> bool:
         """IB's historical-data pacing (API reference, "Historical data limitations"): an identical request
         within 15 s, six or more requests for one contract and data type within 2 s, or more than 60
@@ -78,7 +91,8 @@ class HistoryRequests:
         bar_s = BAR_SIZES.get(" ".join(bar_size.split()).lower().replace("min ", "min").replace("sec ", "secs"))
         if bar_s is None:
             return refuse(321, _validation("Historical data bar size setting is invalid."))
-        if what not in WHAT_TO_SHOW:
+        schedule = what == "SCHEDULE" and s.version >= SCHEDULE_VERSION
+        if what not in WHAT_TO_SHOW and not schedule:
             return refuse(321, _validation(f"Historical data query whatToShow '{what}' is invalid."))
         if keep_up and end_text.strip():
             return refuse(321, _validation("End date not supported with live updates."))
@@ -101,6 +115,8 @@ class HistoryRequests:
                 "to use yyyymmdd-hh:mm:ss in UTC or use instrument time zone, like US/Eastern. Implied time zone "
                 "functionality will be removed in the next API release",
             )
+        if schedule:
+            return self._send_schedule(s, req_id, inst, end, dur, rth)
         if bar_s <= SMALL_BAR_S and self._paced(s, req_id, (inst.con_id, what, bar_s, end_text, duration, rth)):
             return
         try:
@@ -112,7 +128,7 @@ class HistoryRequests:
                 "bar size or a shorter duration",
             )
         if not bars:
-            return refuse(162, "Historical Market Data Service error message:HMDS query returned no data")
+            return refuse(162, NO_DATA_TEXT)
         end = min(end, datetime.now(UTC))
         start_str = bars[0].start.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
         fields: list[Any] = [17, req_id, start_str, end.strftime("%Y%m%d %H:%M:%S") + " UTC", len(bars)]
@@ -141,6 +157,25 @@ class HistoryRequests:
                 last.close,
                 max(last.volume, D0),
             )
+
+    def _send_schedule(
+        self, s: Session, req_id: int, inst: Instrument, end: datetime, dur: tuple[int, str], rth: bool
+    ) -> None:
+        """The trading sessions in the window, in the instrument's time zone ('YYYYMMDD-HH:MM:SS')."""
+        sessions = make_schedule(self.market, inst, end, dur, rth)
+        if not sessions:
+            s.send(M.error(s.version, req_id, 162, NO_DATA_TEXT))
+            return
+        tz = ZoneInfo(inst.time_zone)
+
+        def local(t: datetime) -> str:
+            return t.astimezone(tz).strftime("%Y%m%d-%H:%M:%S")
+
+        first, last = sessions[0].start, sessions[-1].end
+        fields: list[Any] = [106, req_id, local(first), local(last), inst.time_zone, len(sessions)]
+        for session in sessions:
+            fields += [local(session.start), local(session.end), session.day.strftime("%Y%m%d")]
+        s.send(fields)
 
     def _cancel_historical(self, s: Session, c: Cursor) -> None:
         c.skip(1)

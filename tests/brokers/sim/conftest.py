@@ -13,7 +13,7 @@ from ib_async import IB
 
 from brokers.sim import SimGateway
 
-# Errors the *server* reports (e.g. 200, 202) are logged by ib_async at ERROR level as
+# Errors the *server* reports (e.g. 200, 202) are logged by ib_async (and ib_insync) at ERROR level as
 # "Error <code>, reqId ..."; those are expected. Anything else (decoder failures,
 # "orderStatus: No order found", ...) means the wire format is wrong.
 EXPECTED = re.compile(r"^(Error \d+, reqId -?\d+:|Canceled order:)")
@@ -31,16 +31,18 @@ class _Collector(logging.Handler):
 @pytest.fixture(autouse=True)
 def ib_error_guard(request: pytest.FixtureRequest) -> Iterator[_Collector]:
     collector = _Collector()
-    logger = logging.getLogger("ib_async")
-    logger.addHandler(collector)
+    loggers = [logging.getLogger(name) for name in ("ib_async", "ib_insync")]
+    for logger in loggers:
+        logger.addHandler(collector)
     try:
         yield collector
     finally:
-        logger.removeHandler(collector)
+        for logger in loggers:
+            logger.removeHandler(collector)
     if "allow_ib_errors" in request.fixturenames:
         return
-    bad = [r.getMessage() for r in collector.records if not EXPECTED.match(r.getMessage())]
-    assert not bad, f"ib_async logged errors: {bad}"
+    bad = [f"{r.name}: {r.getMessage()}" for r in collector.records if not EXPECTED.match(r.getMessage())]
+    assert not bad, f"the client logged errors: {bad}"
 
 
 @pytest.fixture

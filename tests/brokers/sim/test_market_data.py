@@ -121,3 +121,19 @@ def test_historical_keep_up_to_date(gw, connect):
     wait_until(ib, lambda: bars[-1].close == 199.99, what="bar update")
     assert len(bars) in (n, n + 1) and bars[-1].high >= 199.99
     ib.cancelHistoricalData(bars)
+
+
+def test_historical_schedule_lists_the_sessions_of_the_daily_bars(sim_gateway_factory, connect):
+    # whatToShow SCHEDULE (server version 165+) answers with the window's sessions in the exchange's zone;
+    # the week of 2025-06-16 has the Juneteenth holiday on Thursday.
+    ib = connect(sim_gateway_factory())
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    end = "20250620-21:00:00"
+    daily = ib.reqHistoricalData(aapl, end, "7 D", "1 day", "TRADES", useRTH=False)
+    schedule = ib.reqHistoricalSchedule(aapl, 7, end, useRTH=False)
+    assert [s.refDate for s in schedule.sessions] == [b.date.strftime("%Y%m%d") for b in daily]
+    # The window opens at 17:00 on Friday 13th, inside that day's extended session (04:00-20:00).
+    assert [s.refDate for s in schedule.sessions] == ["20250613", "20250616", "20250617", "20250618", "20250620"]
+    assert schedule.sessions[0].startDateTime == "20250613-04:00:00" == schedule.startDateTime
+    assert schedule.sessions[-1].endDateTime == "20250620-20:00:00" == schedule.endDateTime
+    assert schedule.timeZone == "US/Eastern"
