@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
@@ -63,8 +64,14 @@ def _remember(order_ref: str, order: Order) -> None:
 
 def order_ref_remember(order: Order) -> None:
     """An order just committed is the newest carrying its orderRef: the broker's reports on it need no read.
-    Call it once the order's transaction has committed."""
-    _remember(order.client_order_id, order)
+    Call it once the order's transaction has committed.
+
+    What is remembered is a bare copy of the row: the caller's instance goes on to collect the order's
+    events and fills for its answer, which ten thousand remembered orders must not keep alive."""
+    bare = copy.copy(order)  # Django copies the instance state too
+    bare.__dict__.pop("recorded", None)
+    bare._state.fields_cache = {}
+    _remember(order.client_order_id, bare)
 
 
 def order_refs_forget(order_ref: str | None = None) -> None:

@@ -424,8 +424,11 @@ def test_an_order_admitted_for_the_broker_is_remembered_by_its_reference_once_co
                 raise RolledBack
     if committed:
         with CaptureQueriesContext(connection) as queries:
-            assert recording._order_for_ref("fresh-1") is order
+            remembered = recording._order_for_ref("fresh-1")
         assert not [q for q in queries if 'FROM "orders_order"' in q["sql"]]
+        assert remembered == order and remembered is not order
+        # A bare row: the events and fills the answer collects on `order` are not kept alive with it.
+        assert order.recorded is not None and remembered.recorded is None
     else:
         assert "fresh-1" not in recording._orders_by_ref
         assert recording._order_for_ref("fresh-1") is None
