@@ -69,8 +69,8 @@ def order_ref_remember(order: Order) -> None:
     What is remembered is a bare copy of the row: the caller's instance goes on to collect the order's
     events and fills for its answer, which ten thousand remembered orders must not keep alive."""
     bare = copy.copy(order)  # Django copies the instance state too
-    bare.__dict__.pop("recorded", None)
-    bare._state.fields_cache = {}
+    bare.recorded = None
+    bare._state.fields_cache = {}  # nor the related rows it holds (a bracket exit holds its entry)
     _remember(order.client_order_id, bare)
 
 

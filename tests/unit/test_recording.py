@@ -418,7 +418,20 @@ def test_an_order_admitted_for_the_broker_is_remembered_by_its_reference_once_co
 
     with pytest.raises(RolledBack) if not committed else django_capture_on_commit_callbacks(execute=True):
         with transaction.atomic():
-            order = trading._intent_row(request, builders.contract(), "DU1", "d", None, BOT, S.PENDING_SUBMIT, role="")
+            order = trading._intent_row(
+                request, builders.contract(), "DU1", "d", None, BOT, S.PENDING_SUBMIT, role="entry"
+            )
+            exit_order = trading._intent_row(
+                builders.order(client_order_id="fresh-1.tp", action="SELL"),
+                builders.contract(),
+                "DU1",
+                "d",
+                None,
+                BOT,
+                S.PENDING_SUBMIT,
+                parent=order,
+                role="take_profit",
+            )
             assert "fresh-1" not in recording._orders_by_ref  # not before it commits
             if not committed:
                 raise RolledBack
@@ -429,6 +442,9 @@ def test_an_order_admitted_for_the_broker_is_remembered_by_its_reference_once_co
         assert remembered == order and remembered is not order
         # A bare row: the events and fills the answer collects on `order` are not kept alive with it.
         assert order.recorded is not None and remembered.recorded is None
+        remembered_exit = recording._order_for_ref("fresh-1.tp")
+        assert remembered_exit == exit_order and "parent" not in remembered_exit._state.fields_cache
+        assert remembered_exit.parent == order  # its entry is read again when asked for
     else:
         assert "fresh-1" not in recording._orders_by_ref
         assert recording._order_for_ref("fresh-1") is None
