@@ -1,6 +1,6 @@
 """REST order throughput: two web processes on PostgreSQL + Redis against one process on SQLite.
 
-    .venv/bin/python bench/bench_scaleout.py [--orders 400] [--threads 8]
+    .venv/bin/python bench/bench_scaleout.py [--orders 400] [--threads 8] [--simulated]
 
 Both set-ups trade against one simulated gateway (`manage.py ibsim`, its own process). In the
 scale-out set-up the processes elect one owner of the IB connection; clients are spread evenly over
@@ -61,10 +61,13 @@ def ibsim():
 
 
 @contextmanager
-def web_processes(*, database_url: str, sim_port: int, redis_url: str | None, count: int):
-    """Start `count` daphne processes on one database; yield (ports, api key) once all serve."""
+def web_processes(*, database_url: str, sim_port: int, redis_url: str | None, count: int, simulated: bool = False):
+    """Start `count` daphne processes on one database; yield (ports, api key) once all serve.
+    `simulated`: ORDERS_ENABLED=false (every gate, the intent recorded, nothing sent)."""
     env = base_env(database_url=database_url, gateway_port=sim_port, channel_layer_url=redis_url)
     env.update(RISK_OFF)
+    if simulated:
+        env["ORDERS_ENABLED"] = "false"
     key = prepare_database(env)
     with tempfile.TemporaryDirectory(prefix="ibkrgw-bench-") as logdir:
         web = [start_web(env, Path(logdir), f"web{i}") for i in range(count)]
@@ -101,12 +104,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=400)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--simulated", action="store_true", help="orders disabled: the simulated path, nothing sent")
     args = parser.parse_args()
+    sim = args.simulated
     results: dict[str, float] = {}
     with ibsim() as sim_port:
         with (
             sqlite_database() as url,
-            web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1) as (
+            web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1, simulated=sim) as (
                 ports,
                 key,
             ),
@@ -117,15 +122,19 @@ def main() -> None:
         else:
             with postgres_database(durable=True) as url:
                 # The same single process on PostgreSQL separates the database's share from the Redis hop's.
-                with web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1) as (ports, key):
+                with web_processes(database_url=url, sim_port=sim_port, redis_url=None, count=1, simulated=sim) as (
+                    ports,
+                    key,
+                ):
                     results["1 process, PostgreSQL"] = measure(ports, key, args.orders, args.threads, "pg1")
                 with ExitStack() as stack:
                     redis_url = stack.enter_context(redis_server())
                     ports, key = stack.enter_context(
-                        web_processes(database_url=url, sim_port=sim_port, redis_url=redis_url, count=2)
+                        web_processes(database_url=url, sim_port=sim_port, redis_url=redis_url, count=2, simulated=sim)
                     )
                     results["2 processes, PostgreSQL + Redis"] = measure(ports, key, args.orders, args.threads, "pg2")
-    print(f"REST POST orders/ throughput ({args.orders} orders, {args.threads} clients, loopback, simulated gateway):")
+    path = "simulated path, nothing sent" if sim else "sent to the simulated gateway"
+    print(f"REST POST orders/ throughput ({args.orders} orders, {args.threads} clients, loopback, {path}):")
     for name, rate in results.items():
         print(f"  {name:<34} {rate:8.1f} orders/s")
     if len(results) == 3:
