@@ -389,6 +389,7 @@ def test_unknown_message_ids_are_answered(sim):
 def test_generic_ticks_and_option_greeks(sim, ib, aapl):
     # API reference, "Generic tick types": 233 RTVolume, 236 shortable, 165 averages (avVolume, 52-week
     # range), 104/106 historical and implied volatility; options stream tickOptionComputation.
+    sim.set_price("AAPL", "190.00")  # a trade first: on a closed day (a weekend, a holiday) nothing has traded
     ticker = ib.reqMktData(aapl, "233,236,165,104,106")
     wait_until(ib, lambda: ticker.rtVolume > 0 and ticker.shortable > 2.5, what="RTVolume and shortable")
     wait_until(ib, lambda: ticker.avVolume > 0 and ticker.high52week > ticker.low52week > 0)
