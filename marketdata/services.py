@@ -7,9 +7,11 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -23,24 +25,27 @@ LOOKUP_TTL = timedelta(hours=12)
 MAX_CANDIDATES = 50
 DEFAULT_EXCHANGE = {"STK": "SMART", "OPT": "SMART", "CASH": "IDEALPRO", "FUND": "FUNDSERV"}
 STREAM_FIRST_TICK_WAIT_S = 2.0
+T = TypeVar("T")
 REST_HOLD_S = 300.0  # a REST `stream=true` subscription lives this long after its last use
 _rest_holds: dict[int, float] = {}
 _rest_lock = threading.Lock()
 
 
+def _remembered_per_spec(fn: Callable[[ContractSpec], T]) -> Callable[[ContractSpec], T]:
+    """Specs are frozen and every order and quote asks this of one: remember the answers. Not for a
+    spec with a strike, where equal Decimals ("1.0", "1.00") would share one entry but not one key."""
+    remembered = functools.lru_cache(maxsize=4096)(fn)
+
+    @functools.wraps(fn)
+    def answer(spec: ContractSpec) -> T:
+        return remembered(spec) if spec.strike is None else fn(spec)
+
+    return answer
+
+
+@_remembered_per_spec
 def spec_normalize(spec: ContractSpec) -> ContractSpec:
     """Fill the defaults a person would assume (SMART for stocks, EUR.USD style FX symbols)."""
-    # Specs are frozen and every order and quote normalises one: remember them. Not with a strike,
-    # where equal Decimals ("1.0", "1.00") would share one entry but not one lookup key.
-    return _spec_normalize_cached(spec) if spec.strike is None else _spec_normalize(spec)
-
-
-@functools.lru_cache(maxsize=4096)
-def _spec_normalize_cached(spec: ContractSpec) -> ContractSpec:
-    return _spec_normalize(spec)
-
-
-def _spec_normalize(spec: ContractSpec) -> ContractSpec:
     sec_type = (spec.sec_type or "STK").upper()
     symbol, currency = spec.symbol.strip().upper(), spec.currency.strip().upper()
     if sec_type == "CASH" and "." in symbol:
@@ -58,16 +63,8 @@ def _spec_normalize(spec: ContractSpec) -> ContractSpec:
     )
 
 
+@_remembered_per_spec
 def _lookup_key(spec: ContractSpec) -> str:
-    return _lookup_key_cached(spec) if spec.strike is None else _lookup_key_of(spec)
-
-
-@functools.lru_cache(maxsize=4096)
-def _lookup_key_cached(spec: ContractSpec) -> str:
-    return _lookup_key_of(spec)
-
-
-def _lookup_key_of(spec: ContractSpec) -> str:
     payload = json.dumps(asdict(spec), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -256,3 +256,23 @@ def test_canonical_json_refuses_what_it_cannot_hash_stably():
         canonical_json({"x": float("nan")})
     with pytest.raises(TypeError, match="set is not canonically serialisable"):
         canonical_json({"x": {1}})
+
+
+# -- contract specs: normalised and keyed once, the same answers as before -----------------------------
+def test_a_spec_is_normalised_and_keyed_the_same_every_time_and_a_strike_keeps_its_digits():
+    from brokers.adapter import ContractSpec
+    from marketdata.services import _lookup_key, spec_normalize
+
+    messy = ContractSpec(symbol=" aapl ", exchange="", currency="usd")
+    assert (
+        spec_normalize(messy) == spec_normalize(messy) == ContractSpec(symbol="AAPL", exchange="SMART", currency="USD")
+    )
+    assert _lookup_key(spec_normalize(messy)) == _lookup_key(
+        ContractSpec(symbol="AAPL", exchange="SMART", currency="USD")
+    )
+    assert spec_normalize(ContractSpec(symbol="eur.usd", sec_type="cash")).currency == "USD"
+    # Equal strikes written differently are different lookups (as they always were), remembered or not.
+    tenths = ContractSpec(symbol="AAPL", sec_type="OPT", strike=Decimal("190.0"))
+    hundredths = ContractSpec(symbol="AAPL", sec_type="OPT", strike=Decimal("190.00"))
+    assert str(spec_normalize(tenths).strike) == "190.0" and str(spec_normalize(hundredths).strike) == "190.00"
+    assert _lookup_key(tenths) != _lookup_key(hundredths)
