@@ -50,16 +50,22 @@ def _order_for_ref(order_ref: str) -> Order | None:
         return order
     order = order_for_ref(order_ref)
     if order is not None:
-        _remember(order_ref, order)
+        # The pipeline may have committed (and remembered) a newer order with this reference meanwhile.
+        order = _remember(order_ref, order, replace=False)
     return order
 
 
-def _remember(order_ref: str, order: Order) -> None:
+def _remember(order_ref: str, order: Order, *, replace: bool = True) -> Order:
+    """Remember `order` for `order_ref` (or, with `replace=False`, keep one remembered already); returns
+    the order remembered."""
     with _orders_by_ref_lock:
-        _orders_by_ref[order_ref] = order
+        if replace or order_ref not in _orders_by_ref:
+            _orders_by_ref[order_ref] = order
         _orders_by_ref.move_to_end(order_ref)
+        kept = _orders_by_ref[order_ref]
         if len(_orders_by_ref) > _ORDERS_BY_REF_MAX:
             _orders_by_ref.popitem(last=False)
+        return kept
 
 
 def order_ref_remember(order: Order) -> None:
@@ -76,11 +82,10 @@ def order_ref_remember(order: Order) -> None:
 
 def order_refs_forget(order_ref: str | None = None) -> None:
     """Forget a remembered orderRef (a new order now carries it), or all of them."""
-    if order_ref is None:
-        with _orders_by_ref_lock:
+    with _orders_by_ref_lock:
+        if order_ref is None:
             _orders_by_ref.clear()
-    else:
-        with _orders_by_ref_lock:
+        else:
             _orders_by_ref.pop(order_ref, None)
 
 

@@ -448,3 +448,19 @@ def test_an_order_admitted_for_the_broker_is_remembered_by_its_reference_once_co
     else:
         assert "fresh-1" not in recording._orders_by_ref
         assert recording._order_for_ref("fresh-1") is None
+
+
+def test_a_report_read_while_a_newer_order_with_its_reference_commits_keeps_the_newer_one(monkeypatch):
+    older = OrderFactory(client_order_id="shared-ref", account="DU1")
+    newer = OrderFactory(client_order_id="shared-ref", account="DU2")
+    read = recording.order_for_ref
+
+    def read_then_newer_commits(order_ref):
+        found = read(order_ref)
+        recording.order_ref_remember(newer)  # the pipeline's commit lands while the report's read ran
+        return older if found == newer else found
+
+    monkeypatch.setattr(recording, "order_for_ref", read_then_newer_commits)
+    assert recording._order_for_ref("shared-ref") == newer
+    monkeypatch.setattr(recording, "order_for_ref", read)
+    assert recording._order_for_ref("shared-ref") == newer  # and it stays remembered
