@@ -55,7 +55,7 @@ def _order_for_ref(order_ref: str) -> Order | None:
     return order
 
 
-def _remember(order_ref: str, order: Order, *, replace: bool = True) -> Order:
+def _remember(order_ref: str, order: Order, *, replace: bool) -> Order:
     """Remember `order` for `order_ref` (or, with `replace=False`, keep one remembered already); returns
     the order remembered."""
     with _orders_by_ref_lock:
@@ -77,7 +77,7 @@ def order_ref_remember(order: Order) -> None:
     bare = copy.copy(order)  # Django copies the instance state too
     bare.recorded = None
     bare._state.fields_cache = {}  # nor the related rows it holds (a bracket exit holds its entry)
-    _remember(order.client_order_id, bare)
+    _remember(order.client_order_id, bare, replace=True)
 
 
 def order_refs_forget(order_ref: str | None = None) -> None:

@@ -464,3 +464,11 @@ def test_a_report_read_while_a_newer_order_with_its_reference_commits_keeps_the_
     assert recording._order_for_ref("shared-ref") == newer
     monkeypatch.setattr(recording, "order_for_ref", read)
     assert recording._order_for_ref("shared-ref") == newer  # and it stays remembered
+
+
+def test_an_order_committed_for_the_broker_replaces_an_older_one_remembered_under_its_reference():
+    older = OrderFactory(client_order_id="reused-ref", account="DU1")
+    assert recording._order_for_ref("reused-ref") == older  # a report on the older order remembered it
+    newer = OrderFactory(client_order_id="reused-ref", account="DU2")
+    recording.order_ref_remember(newer)
+    assert recording._order_for_ref("reused-ref") == newer
