@@ -5,7 +5,8 @@ It is a database check, so it only looks at a database when one is named:
 database has unapplied migrations the check stays silent, because `migrate` is what creates the
 triggers, and it must not be blocked by their absence. With nothing left to apply, a missing
 trigger does stop `migrate` too (also a reverse one): write the repairing migration, or pass
-`--skip-checks` deliberately. The runtime calls `ledger_triggers_missing()` directly at start-up.
+`--skip-checks` deliberately. The web server does not run it: a trigger dropped on a running
+gateway shows in `manage.py audit_verify` and in this check, nowhere else.
 """
 
 from __future__ import annotations

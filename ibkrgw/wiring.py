@@ -50,21 +50,22 @@ def connect() -> None:
 
 
 def _trading_health() -> dict[str, Any]:
-    from orders.selectors import trading_halted
+    from orders.selectors import trading_switch_state
     from orders.services import halt_progress
 
     try:
-        halted = trading_halted()
+        switch = trading_switch_state()
     except Exception:  # database down: health says so in its own section
         return {"trading_halted": None, "halt": None}
     progress = halt_progress()
     halt: dict[str, Any] | None = None
-    if halted:
+    if switch.halted:
         working = progress.working_orders
         halt = {
             "state": "done" if working == 0 else "cancelling",
             "working_orders": working,
             "checked_at": progress.checked_at,
-            "error": progress.error,
+            # A kill switch held because its ledger was tampered with says why first.
+            "error": "; ".join(filter(None, [switch.untrusted, progress.error])),
         }
-    return {"trading_halted": halted, "halt": halt}
+    return {"trading_halted": switch.halted, "halt": halt}

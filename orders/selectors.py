@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
+from audit.models import LedgerSeal
+from audit.seal import content_of, pk_text
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
 from orders.models import Commission, Fill, Order, OrderEvent, RecordedRows, TradingSwitchEvent
 from orders.state import WORKING
+
+logger = logging.getLogger(__name__)
 
 
 def _latest_event(field: str) -> Subquery:
@@ -192,14 +198,71 @@ def order_counts_by_status(*, since: datetime | None = None) -> list[tuple[str, 
     return sorted((row["current_status"] or "unknown", row["n"]) for row in qs)
 
 
-_HALTED = PreparedRead(
-    lambda: TradingSwitchEvent.objects.order_by("-id").values_list("halted", flat=True)[:1], params=[]
-)
+_SWITCH_TABLE = TradingSwitchEvent._meta.db_table
+_SWITCH_COLUMNS = [field.attname for field in TradingSwitchEvent._meta.concrete_fields]
+
+
+def _latest_switch_with_seal() -> QuerySet:
+    # The newest row and the newest kill-switch seal in one statement, so both come from one snapshot.
+    seals = LedgerSeal.objects.filter(table=_SWITCH_TABLE).order_by("-seq")
+    return (
+        TradingSwitchEvent.objects.annotate(
+            sealed_pk=Subquery(seals.values("row_pk")[:1]), sealed_content=Subquery(seals.values("content")[:1])
+        )
+        .order_by("-id")
+        .values_list(*_SWITCH_COLUMNS, "sealed_pk", "sealed_content")[:1]
+    )
+
+
+_LATEST_SWITCH = PreparedRead(_latest_switch_with_seal, params=[])
+
+
+@dataclass(frozen=True)
+class TradingSwitchState:
+    """The kill switch as the ledger says it. `untrusted`: why its newest row is not the one sealed last
+    (forged, rewritten or deleted behind the application's back); trading is then halted."""
+
+    halted: bool
+    untrusted: str = ""
+
+
+_untrusted_logged = [""]
+
+
+def trading_switch_state() -> TradingSwitchState:
+    """The kill switch, as its latest row says, provided that row is the newest one sealed, unchanged.
+
+    Anyone who can write the database could otherwise release a halt with one INSERT (a row saying
+    "resumed"), or by deleting or rewriting the halt row. Such a row has no seal, or differs from
+    it, or leaves the newest seal naming a row that is gone: the switch then fails closed (halted)
+    until an admin resumes, which writes a new sealed row. `audit_verify` names the row."""
+    row = _LATEST_SWITCH.first()
+    if row is None:
+        if not LedgerSeal.objects.filter(table=_SWITCH_TABLE).exists():
+            return TradingSwitchState(halted=False)  # never halted nor resumed
+        return _untrusted("its rows are gone but their seals are not")
+    *columns, sealed_pk, sealed_content = row
+    values = dict(zip(_SWITCH_COLUMNS, columns, strict=True))
+    pk = pk_text(values["id"])
+    if sealed_pk != pk:
+        newest = f"the newest sealed row is {sealed_pk}" if sealed_pk is not None else "no row is sealed"
+        return _untrusted(f"its newest row {pk} is not the one sealed last ({newest})")
+    if content_of(TradingSwitchEvent, values) != sealed_content:
+        return _untrusted(f"its newest row {pk} differs from its seal")
+    return TradingSwitchState(halted=bool(values["halted"]))
+
+
+def _untrusted(why: str) -> TradingSwitchState:
+    reason = f"kill switch ledger tampered with: {why}; trading stays halted until an admin resumes"
+    if _untrusted_logged[0] != reason:  # once per distinct finding, not on every read
+        _untrusted_logged[0] = reason
+        logger.error("%s (run manage.py audit_verify)", reason)
+    return TradingSwitchState(halted=True, untrusted=reason)
 
 
 def trading_halted() -> bool:
-    """The kill switch, as its latest row says (read inside every order admission)."""
-    return bool(_HALTED.first())
+    """The kill switch (read inside every order admission); halted when its ledger was tampered with."""
+    return trading_switch_state().halted
 
 
 _ORDERS_SINCE = PreparedRead(
