@@ -185,6 +185,10 @@ class BrokerOrderStatus:
     reason: str = ""
     error_code: int | None = None
     at: datetime | None = None
+    # The terms the broker works the order with (reconciliation: a change sent but never recorded).
+    total_quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None  # the stop trigger of STP and STP LMT orders only
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,6 +241,9 @@ def order_status(trade: Any, *, at: datetime | None = None) -> BrokerOrderStatus
         reason=reason,
         error_code=code,
         at=at,
+        total_quantity=size(order.totalQuantity),
+        limit_price=price(order.lmtPrice),
+        stop_price=price(order.auxPrice) if order.orderType in ("STP", "STP LMT") else None,
     )
 
 

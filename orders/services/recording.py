@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import OrderedDict
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -26,7 +27,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
-from orders.services.common import order_event_append
+from orders.services.common import decimal_json, order_event_append, order_terms_set
 from orders.state import from_ib
 from orders.types import OrderSent
 
@@ -228,6 +229,60 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> i
     return resolved
 
 
+# The prices IB works as sent; a trailing order's prices move at the broker, so only its quantity counts.
+_LIMIT_TYPES = ("LMT", "STP_LMT", "LOC")
+_STOP_TYPES = ("STP", "STP_LMT")
+
+
+def _terms_from_broker(snapshot: BrokerSnapshot) -> int:
+    """Working orders the broker holds with other terms than the ledger: a modify that reached the broker
+    on an earlier connection but was never recorded (the process died between the send and the commit).
+    The broker's terms are the ones in force: record them, so a later modify, the gates and the console
+    start from them. Nothing is sent."""
+    if snapshot.session_started is None:
+        return 0
+    recorded = 0
+    for report in snapshot.orders:
+        status = from_ib(report.status, filled=report.filled, remaining=report.remaining)
+        quantity = report.total_quantity
+        if quantity is None or status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
+            continue
+        order = _order_for_ref(report.order_ref)
+        if order is None:
+            continue
+        with transaction.atomic(durable=True):
+            ledger_write_lock()
+            latest = order_latest_event(order)
+            terms, set_at = order_terms_set(order)
+            if (
+                latest is None
+                or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED)
+                or set_at >= snapshot.session_started
+            ):
+                continue  # finished, or changed on this connection: this process records its own changes
+            at_broker = {
+                "quantity": quantity,
+                "limit_price": report.limit_price if order.order_type in _LIMIT_TYPES else terms["limit_price"],
+                "stop_price": report.stop_price if order.order_type in _STOP_TYPES else terms["stop_price"],
+            }
+            if at_broker == terms:
+                continue
+            if order_event_append(
+                order,
+                status=latest.status,
+                source=Source.WORKER,
+                reason="After reconnecting, the broker works this order with other terms than recorded "
+                "(a change sent before a restart): the broker's terms are recorded.",
+                data={"modified": {k: decimal_json(v) for k, v in at_broker.items()}, "from_broker": True},
+                remaining=max(quantity - latest.filled_quantity, Decimal(0)),
+                audit_event=events.ORDER_MODIFIED,
+                strict=False,
+                latest=latest,
+            ):
+                recorded += 1
+    return recorded
+
+
 def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
     with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
@@ -282,6 +337,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     from orders.selectors import order_queryset
 
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
+    counts["terms_from_broker"] = _terms_from_broker(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:

@@ -33,6 +33,7 @@ def _crash(port: int, client_order_id: str, when: str) -> int:
         text=True,
         timeout=60,
     )
+    assert result.returncode != 1, result.stderr[-3000:]
     return result.returncode
 
 
@@ -103,3 +104,30 @@ def test_fills_while_disconnected_are_recorded_once_after_reconnect(
     # A second reconciliation adds nothing.
     services.orders_reconcile(snapshot=ib_runtime.adapter.snapshot())
     assert Fill.objects.filter(order_id=order_id).count() == 1
+
+
+def test_a_modify_the_broker_got_before_the_crash_is_in_force_in_the_ledger_after_restart(sim_gateway, orders_enabled):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    assert _crash(sim_gateway.port, "crash-modified", "after_modify_send") == 17
+    wait_for(lambda: len([o for o in sim_gateway.received_orders() if not o.what_if]) == 2, message="the change")
+    sent = [o for o in sim_gateway.received_orders() if not o.what_if]
+    assert [(o.order_ref, o.lmt_price) for o in sent] == [
+        ("crash-modified", Decimal("182.00")),
+        ("crash-modified", Decimal("183.00")),
+    ]
+    order = Order.objects.get(client_order_id="crash-modified")
+    assert services.order_terms(order)["limit_price"] == Decimal("182.00")  # the change was never recorded
+    try:
+        _restart(sim_gateway.port)
+        # The ledger says what the broker works: a later modify, the console and the gates start from it.
+        terms = services.order_terms(order)
+        assert (terms["quantity"], terms["limit_price"]) == (Decimal(5), Decimal("183.00"))
+        assert _statuses(order)[-1] == "submitted"
+        assert len([o for o in sim_gateway.received_orders() if not o.what_if]) == 2  # nothing sent again
+        # Another reconciliation finds nothing more to record.
+        events_before = OrderEvent.objects.filter(order=order).count()
+        assert services.orders_reconcile(snapshot=runtime.current().adapter.snapshot())["terms_from_broker"] == 0
+        assert OrderEvent.objects.filter(order=order).count() == events_before
+    finally:
+        runtime.stop()

@@ -305,7 +305,14 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         commissions=[BrokerCommission("e-1", D(1), "USD", None), BrokerCommission("nope", D(1), "USD", None)],
     )
     counts = services.orders_reconcile(snapshot=broker)
-    assert counts == {"status_events": 1, "fills": 2, "commissions": 1, "unknown": 0, "not_at_broker": 0}
+    assert counts == {
+        "status_events": 1,
+        "fills": 2,
+        "commissions": 1,
+        "unknown": 0,
+        "not_at_broker": 0,
+        "terms_from_broker": 0,
+    }
     assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
     assert services.orders_reconcile(snapshot=broker) == {
         "status_events": 0,
@@ -313,10 +320,64 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "commissions": 0,
         "unknown": 0,
         "not_at_broker": 0,
+        "terms_from_broker": 0,
     }
     entries = AuditEntry.objects.filter(event="broker.reconciled").order_by("seq")
     assert [(e.actor_kind, e.target_type) for e in entries] == [("system", "gateway")] * 2
     assert entries[0].data == counts
+
+
+def working_order(frozen_clock, order_type: str, **terms):
+    """An order the broker acknowledged a minute before this connection, resting at 189.50 (stop 180)."""
+    frozen_clock.move_to(NOW - timedelta(minutes=1))
+    order = OrderFactory(client_order_id="ref-1", order_type=order_type, **terms)
+    OrderEventFactory(order=order, status=S.PENDING_SUBMIT)
+    OrderEventFactory(order=order, status=S.SUBMITTED, broker_order_id=7)
+    frozen_clock.move_to(NOW)
+    return order
+
+
+@pytest.mark.parametrize(
+    ("order_type", "terms", "at_broker", "in_force"),
+    [
+        ("LMT", {}, {"limit_price": D("188")}, {"quantity": D(10), "limit_price": D("188"), "stop_price": None}),
+        ("LMT", {}, {"total_quantity": D(12)}, {"quantity": D(12), "limit_price": D("189.5"), "stop_price": None}),
+        (
+            "STP_LMT",
+            {"stop_price": D(180)},
+            {"stop_price": D(181)},
+            {"quantity": D(10), "limit_price": D("189.5"), "stop_price": D(181)},
+        ),
+        ("LMT", {}, {}, None),  # the same terms: nothing to record
+        ("TRAIL_LIMIT", {}, {"limit_price": D("188")}, None),  # IB moves a trailing order's limit itself
+    ],
+)
+def test_reconciliation_records_the_terms_the_broker_works_an_order_with(
+    frozen_clock, order_type, terms, at_broker, in_force
+):
+    order = working_order(frozen_clock, order_type, **terms)
+    held = {"total_quantity": D(10), "limit_price": D("189.50"), "stop_price": terms.get("stop_price"), **at_broker}
+    broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
+    counts = services.orders_reconcile(snapshot=broker)
+    assert counts["terms_from_broker"] == (1 if in_force else 0)
+    assert services.order_terms(order) == (
+        in_force or {k: getattr(order, k) for k in ("quantity", "limit_price", "stop_price")}
+    )
+    if in_force:
+        event = order.events.order_by("-id").first()
+        assert (event.status, event.source, event.remaining_quantity) == (S.SUBMITTED, "worker", in_force["quantity"])
+        assert AuditEntry.objects.filter(event="order.modified", target_id=str(order.pk), actor_kind="system").exists()
+    assert services.orders_reconcile(snapshot=broker)["terms_from_broker"] == 0  # once
+
+
+def test_reconciliation_leaves_terms_changed_on_this_connection_to_the_process_that_changed_them(frozen_clock):
+    order = working_order(frozen_clock, "LMT")
+    # A modify recorded after this connection was made, newer than what the snapshot saw of the broker.
+    OrderEventFactory(order=order, status=S.SUBMITTED, data={"modified": {"quantity": "10", "limit_price": "188"}})
+    held = {"total_quantity": D(10), "limit_price": D("189.50")}
+    broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
+    assert services.orders_reconcile(snapshot=broker)["terms_from_broker"] == 0
+    assert services.order_terms(order)["limit_price"] == D("188")
 
 
 def pending_at(frozen_clock, ago: timedelta, ref: str, status: str = S.PENDING_SUBMIT):
