@@ -199,6 +199,20 @@ def run_tool(
         correlation_id_var.reset(token)
 
 
+def _no_such_tool(name: str, withheld: set[str]) -> dict[str, Any]:
+    shown = name[:64]
+    if name in withheld:
+        error = GatewayError(
+            ErrorCode.PERMISSION_DENIED,
+            f"{shown} is not offered: this server is read-only.",
+            http_status=403,
+            details={"tool": shown, "read_only": True},
+        )
+    else:
+        error = GatewayError(ErrorCode.NOT_FOUND, f"No tool named {shown!r}.", http_status=404, details={"tool": shown})
+    return error.as_dict()
+
+
 class _RawArguments(ArgModelBase):
     """Hands the caller's arguments to the tool as they came.
 
@@ -393,8 +407,15 @@ def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]])
 
 class GatewayMCPServer(MCPServer):
     gateway_tools: dict[str, McpTool]
+    withheld_tools: set[str]  # trade tools left out in read-only mode
     transport: Transport
     watch: ResourceWatch
+
+    async def _handle_call_tool(self, ctx: Any, params: Any) -> Any:
+        """A tool that is not offered answers in the error shape of every other tool error, not SDK text."""
+        if params.name in self.gateway_tools:
+            return await super()._handle_call_tool(ctx, params)
+        return _result(_no_such_tool(params.name, self.withheld_tools), uuid.uuid4().hex, error=True)
 
     async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
         """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
@@ -419,6 +440,7 @@ def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> 
         tools=[_sdk_tool(tool, transport) for tool in registry.tools],
     )
     server.gateway_tools = {tool.name: tool for tool in registry.tools}
+    server.withheld_tools = {tool.name for tool in collect().tools} - set(server.gateway_tools)
     server.transport = transport
     for resource in registry.resources:
         _add_resource(server, resource)

@@ -7,7 +7,8 @@ Client -> server:
     {"action": "resume", "after_seq": N}  first every event after N from the ledger, then
         {"type": "resumed", "after_seq": N, "replayed": <count>, "last_seq": <seq>}, then live events;
         no gap and no duplicate. Send it first thing after connecting: live events that were
-        already delivered are not repeated, and replayed ones cannot come before them.
+        already delivered are not repeated, and replayed ones cannot come before them. An N
+        beyond the ledger's last seq is an invalid_request (details.last_seq).
     {"action": "ping"}                    {"type": "pong"}
 """
 
@@ -19,7 +20,7 @@ from typing import Any, TypedDict
 from channels.db import database_sync_to_async
 
 from ibkrgw.web.ws import OrderedOutbox, StreamConsumer, dumps, invalid
-from orders.publish import LEDGER_PAGE, ledger_frames_after, order_hubs
+from orders.publish import LEDGER_PAGE, ledger_frames_after, ledger_last_seq, order_hubs
 
 MAX_BACKLOG = 2000  # live frames queued for one client before it counts as too slow (close 4008)
 
@@ -62,6 +63,17 @@ class OrderStreamConsumer(StreamConsumer):
 
     async def action_resume(self, message: dict[str, Any]) -> None:
         after = _after_seq(message)
+        if after > self.cursor:
+            # Beyond what this process has streamed: fine if another process streamed it (it is in the
+            # ledger), but a seq the ledger never reached (another database, a typo) would silence
+            # every event up to it.
+            last = await database_sync_to_async(ledger_last_seq, thread_sensitive=False)()
+            if after > last:
+                raise invalid(
+                    '"after_seq" is beyond the last event in the ledger.',
+                    fields={"after_seq": [f"At most {last}."]},
+                    last_seq=last,
+                )
         self.replaying = True
         replayed = 0
         try:

@@ -2,7 +2,8 @@
 
 Close codes (the websocket close frame; an `{"type": "error", ...}` frame explains each first):
 
-- 4401 not authenticated: no valid API key or session at connect, or the key was revoked since;
+- 4401 not authenticated: no valid API key or session at connect, or the key was revoked or expired
+  since (checked at the client's messages and every KEY_RECHECK_S while it only listens);
 - 4403 authenticated, but the key or user lacks the scope the stream needs;
 - 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
   ordered backlog (orders stream) overflowed.
@@ -248,6 +249,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._open = True
         self._main_task = asyncio.current_task()
         metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).inc()
+        if self.scope.get("api_key") is not None:
+            # Streams are mostly listened to, not talked to: a key revoked or expired while its client
+            # stays silent must end the stream too, not only at the client's next message.
+            self._key_watch = asyncio.get_running_loop().create_task(self._watch_key())
         await self.opened()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -335,32 +340,49 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def drop_slow_client(self) -> None:
         """Disconnect a client that stays behind: a reason frame (best effort), close 4008, end the consumer."""
+        frame = error_frame(
+            CLIENT_TOO_SLOW,
+            "The client did not read its frames fast enough and is disconnected.",
+            {"max_send_s": self.max_send_s},
+        )
+        await self._end(CLOSE_TOO_SLOW, frame)
+
+    async def _end(self, close_code: int, frame: ErrorFrame) -> None:
+        """Close from outside the client's own messages: a reason frame and the close (best effort, its
+        sends may be stuck), then end the consumer, which may be waiting on one of those sends."""
         if not self._open:
             return
         await self._teardown()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
-                await self._send_close_reason()
-        # Our own sends are stuck: end the application so the server drops the connection.
+                await self.send_frame(frame)
+                await self.close(code=close_code)
         task = getattr(self, "_main_task", None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _send_close_reason(self) -> None:
-        await self.send_frame(
-            error_frame(
-                CLIENT_TOO_SLOW,
-                "The client did not read its frames fast enough and is disconnected.",
-                {"max_send_s": self.max_send_s},
-            )
-        )
-        await self.close(code=CLOSE_TOO_SLOW)
+    async def _watch_key(self) -> None:
+        key = self.scope["api_key"]
+        while True:
+            await asyncio.sleep(KEY_RECHECK_S)
+            try:
+                usable = await database_sync_to_async(_key_usable, thread_sensitive=False)(key.pk)
+            except Exception:  # the database is away: keep the stream, ask again next time
+                logger.warning("websocket %s: could not re-check API key %s", self.stream, key.prefix, exc_info=True)
+                continue
+            if not usable:
+                message = "The API key was revoked or has expired."
+                await self._end(CLOSE_NOT_AUTHENTICATED, error_frame(ErrorCode.NOT_AUTHENTICATED, message))
+                return
 
     async def _teardown(self) -> None:
         if not getattr(self, "_open", False):
             return
         self._open = False
         metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).dec()
+        watch = getattr(self, "_key_watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
         await self.closed()
 
 

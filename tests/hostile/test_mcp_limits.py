@@ -7,11 +7,13 @@ import json
 
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 
 from ibkrgw.mcp_server import build_server
 from ibkrgw.mcp_transport import http_app
+from orders.models import Order
 from tests.hostile.conftest import assert_error_shape
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,3 +103,22 @@ async def test_an_oversized_chunked_http_body_without_a_length_is_413(transactio
     assert "content-length" not in response.request.headers  # sent chunked: no size declared
     assert response.status_code == 413
     assert_error_shape(response.json(), "request_too_large")
+
+
+@pytest.mark.parametrize(
+    ("read_only", "tool", "code"),
+    [
+        (False, "no_such_tool", "not_found"),
+        (False, "x" * 5000, "not_found"),
+        (True, "place_order", "permission_denied"),
+    ],
+    ids=["unknown", "huge-name", "read-only"],
+)
+async def test_a_tool_not_offered_is_a_tool_error_in_the_rest_shape(read_only, tool, code):
+    async with Client(build_server(transport="stdio", read_only=read_only)) as client:
+        result = await client.call_tool(tool, {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+    assert result.is_error
+    error = assert_error_shape(json.loads(result.content[0].text), code)
+    assert result.structured_content == {"error": error}
+    assert len(error["details"]["tool"]) <= 64
+    assert not await sync_to_async(Order.objects.exists)()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orders.models import Order
-from tests.mcp.conftest import mcp_env, stdio_mcp
+from tests.mcp.conftest import mcp_env, payload, stdio_mcp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,5 +29,6 @@ def test_read_only_lists_no_write_tool_and_cannot_place(django_db_setup, mcp_sim
         # Not listed and not callable either.
         result = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
         assert result.is_error
+        assert payload(result)["error"]["code"] == "permission_denied"
         assert client.json("get_quote", {"symbol": "AAPL"})["con_id"] == mcp_sim.con_id("AAPL")
     assert not Order.objects.exists()

@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web import ws as ws_module
-from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected
+from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected, eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,6 +95,31 @@ async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_k
     assert error["code"] == "not_authenticated"
     closing = await ws.receive_output(timeout=TIMEOUT)
     assert closing["code"] == 4401
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_key_revoked_while_its_client_only_listens_ends_the_stream(path, ws_key, monkeypatch):
+    # The orders stream is listened to, not talked to: revocation must not wait for a message that never comes.
+    monkeypatch.setattr(ws_module, "KEY_RECHECK_S", 0.05)
+    checks: list[bool] = []
+    key_usable = ws_module._key_usable
+
+    def counted(pk):
+        checks.append(usable := key_usable(pk))
+        return usable
+
+    monkeypatch.setattr(ws_module, "_key_usable", counted)
+    ws = await connected(path, ws_key)
+    # A usable key survives its re-checks.
+    await eventually(lambda: len(checks) >= 3, message="three key re-checks")
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+
+    await sync_to_async(lambda: ScopedAPIKey.objects.filter(name="ws-read").update(revoked=True))()
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "not_authenticated"
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["type"] == "websocket.close" and closing["code"] == 4401
 
 
 async def test_origin_header_constant_matches_allowed_hosts(ws_key, settings):

@@ -166,3 +166,29 @@ async def test_resume_with_a_bad_after_seq_is_invalid_request_and_the_socket_sta
     resumed = await ws.receive_json_from(timeout=TIMEOUT)
     assert resumed == {"type": "resumed", "after_seq": 0, "replayed": 0, "last_seq": 0}
     await ws.disconnect()
+
+
+def _gateway_entry() -> int:
+    """A ledger entry that is not an order or fill event (the hub streams none for it)."""
+    from django.db import transaction
+
+    from audit import events
+    from audit.services import audit_record
+    from ibkrgw.actors import Actor
+
+    with transaction.atomic():
+        return audit_record(event=events.BROKER_CONNECTED, actor=Actor.system(), target_type="gateway").seq
+
+
+async def test_resume_beyond_the_ledger_is_invalid_request_not_silence(ws_key):
+    ws = await connected("/ws/orders/", ws_key)
+    last = await sync_to_async(_gateway_entry)()  # in the ledger, beyond the last event this process streamed
+    for beyond in (last + 1, 10**18, 10**4000):
+        await ws.send_json_to({"action": "resume", "after_seq": beyond})
+        error = await ws.receive_json_from(timeout=TIMEOUT)
+        assert error["code"] == "invalid_request" and error["details"]["last_seq"] == last, error
+    # A seq the ledger has (seen through another process) is a valid place to resume from.
+    await ws.send_json_to({"action": "resume", "after_seq": last})
+    resumed = await ws.receive_json_from(timeout=TIMEOUT)
+    assert resumed == {"type": "resumed", "after_seq": last, "replayed": 0, "last_seq": last}
+    await ws.disconnect()
