@@ -128,15 +128,17 @@ def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
         pass  # another request cached the same lookup at the same moment
 
 
-def contract_resolve(*, spec: ContractSpec) -> list[ContractInfo]:
-    """Every contract matching `spec` (cached). Raises 404 contract_not_found when none match."""
+def contract_resolve(*, spec: ContractSpec, for_order: bool = False) -> list[ContractInfo]:
+    """Every contract matching `spec` (cached). Raises 404 contract_not_found when none match.
+
+    `for_order`: an order waits on the answer, so a request to the broker goes ahead of queued reads."""
     spec = spec_normalize(spec)
     if not spec.symbol and not spec.con_id:
         raise GatewayError(ErrorCode.INVALID_REQUEST, "Give a symbol or a con_id.", details={"fields": ["symbol"]})
     key = _lookup_key(spec)
     infos = _cached(key)
     if infos is None:
-        infos = runtime.adapter().resolve_contracts(spec=spec)
+        infos = runtime.adapter().resolve_contracts(spec=spec, for_order=for_order)
         if infos:
             _store(key, spec, infos)
             _memory[key] = (time.monotonic(), infos)
@@ -188,9 +190,9 @@ def contract_resolve_one_memory(*, spec: ContractSpec) -> ContractInfo | None:
     return front_month(infos) if not spec.expiry else None
 
 
-def contract_resolve_one(*, spec: ContractSpec) -> ContractInfo:
+def contract_resolve_one(*, spec: ContractSpec, for_order: bool = False) -> ContractInfo:
     """Exactly one contract, or 404 contract_not_found / 409 contract_ambiguous with candidates."""
-    infos = contract_resolve(spec=spec)
+    infos = contract_resolve(spec=spec, for_order=for_order)
     if len(infos) == 1:
         return infos[0]
     if not spec.expiry:

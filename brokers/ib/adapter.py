@@ -114,12 +114,12 @@ class IbAdapter:
         return self.worker.accounts
 
     # -- contracts and market data -----------------------------------------------------------
-    def resolve_contracts(self, *, spec: ContractSpec) -> list[ContractInfo]:
+    def resolve_contracts(self, *, spec: ContractSpec, for_order: bool = False) -> list[ContractInfo]:
         async def run(ib: IB) -> list[ContractInfo]:
             details = await ib.reqContractDetailsAsync(translate.to_ib_contract(spec))
             return [translate.contract_info(d.contract, d) for d in details if d.contract]
 
-        return self.worker.call(run)
+        return self.worker.call(run, urgent=for_order)
 
     def _snapshot_fn(self, contract: ContractInfo):
         async def run(ib: IB) -> Quote:
@@ -140,8 +140,8 @@ class IbAdapter:
 
         return run
 
-    def quote_snapshot(self, *, contract: ContractInfo) -> Quote:
-        return self.worker.call(self._snapshot_fn(contract))
+    def quote_snapshot(self, *, contract: ContractInfo, for_order: bool = False) -> Quote:
+        return self.worker.call(self._snapshot_fn(contract), urgent=for_order)
 
     async def quote_snapshot_async(self, *, contract: ContractInfo) -> Quote:
         """`quote_snapshot` awaited from another event loop (the web server's)."""
@@ -316,7 +316,7 @@ class IbAdapter:
                 client_id=self.worker.client_id,
             )
 
-        return self.worker.call(run)
+        return self.worker.call(run, urgent=True)
 
     @property
     def client_id(self) -> int:
@@ -333,13 +333,13 @@ class IbAdapter:
             # Our own client id, not in this session's trades (e.g. placed before a restart).
             ib.client.cancelOrder(broker_order_id, "")
 
-        self.worker.call(run)
+        self.worker.call(run, urgent=True)
 
     def orders_cancel_all(self) -> None:
         async def run(ib: IB) -> None:
             ib.reqGlobalCancel()
 
-        self.worker.call(run)
+        self.worker.call(run, urgent=True)
 
     def order_sends_blocked(self, *, blocked: bool) -> None:
         async def run(ib: IB) -> None:
@@ -361,7 +361,7 @@ class IbAdapter:
                 seen[(trade.order.permId or None, trade.order.clientId, trade.order.orderId)] = trade
             return tuple(translate.order_status(t) for t in seen.values())
 
-        return self.worker.call(run)
+        return self.worker.call(run, urgent=True)  # the kill switch's sweep asks
 
     def account_risk(self, *, account: str) -> AccountRisk:
         # Read before every order: while IB reports no account change it is answered from memory.

@@ -13,6 +13,7 @@ before trading is allowed again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -27,7 +28,7 @@ from ib_async import IB, Contract, Ticker
 from ib_async.wrapper import RequestError
 
 from brokers.adapter import BrokerConnectionChanged, BrokerHealth, BrokerSnapshot, ContractInfo, Quote
-from brokers.ib import translate
+from brokers.ib import pacing, translate
 from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class IbWorker:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         self._disconnected = asyncio.Event()
-        self.ib = IB()
+        self.ib = pacing.orders_first(IB())  # orders, cancels and the global cancel never wait behind reads
         self.ib.RaiseRequestErrors = True
         if not self.throttle:
             self.ib.client.MaxRequests = 0
@@ -230,9 +231,10 @@ class IbWorker:
     async def broker_snapshot(self) -> BrokerSnapshot:
         """The broker's view of every order and execution of the account (on the worker loop)."""
         ib = self.ib
-        open_trades = await ib.reqAllOpenOrdersAsync()
-        completed = await ib.reqCompletedOrdersAsync(False)
-        fills = await ib.reqExecutionsAsync()
+        with pacing.urgent():  # orders wait for reconciliation: it goes ahead of queued market data requests
+            open_trades = await ib.reqAllOpenOrdersAsync()
+            completed = await ib.reqCompletedOrdersAsync(False)
+            fills = await ib.reqExecutionsAsync()
         seen: dict[tuple, Any] = {}
         for trade in [*completed, *open_trades, *ib.trades()]:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
@@ -382,10 +384,16 @@ class IbWorker:
         return None
 
     def call(
-        self, fn: Callable[[IB], Awaitable[T]], *, timeout: float | None = None, require_connected: bool = True
+        self,
+        fn: Callable[[IB], Awaitable[T]],
+        *,
+        timeout: float | None = None,
+        require_connected: bool = True,
+        urgent: bool = False,
     ) -> T:
         """Run `fn(ib)` on the worker loop; bounded by `timeout` (default: IB_REQUEST_TIMEOUT).
 
+        `urgent`: on an order's behalf, its messages go ahead of queued reads (`brokers.ib.pacing`).
         Raises BrokerUnavailable at once when not connected, `broker_timeout` (504) when IB
         does not answer in time, and translated errors for IB request errors.
         """
@@ -393,7 +401,8 @@ class IbWorker:
         timeout = timeout or self.request_timeout
 
         async def run() -> T:
-            return await asyncio.wait_for(fn(self.ib), timeout)
+            with pacing.urgent() if urgent else contextlib.nullcontext():
+                return await asyncio.wait_for(fn(self.ib), timeout)
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
         try:

@@ -210,11 +210,11 @@ class RemoteAdapter:
     def client_id(self) -> int:
         return self._reachable_health().client_id
 
-    def resolve_contracts(self, *, spec: ContractSpec) -> list[ContractInfo]:
-        return self.call("resolve_contracts", spec=spec)
+    def resolve_contracts(self, *, spec: ContractSpec, for_order: bool = False) -> list[ContractInfo]:
+        return self.call("resolve_contracts", spec=spec, for_order=for_order)
 
-    def quote_snapshot(self, *, contract: ContractInfo) -> Quote:
-        return self.call("quote_snapshot", contract=contract)
+    def quote_snapshot(self, *, contract: ContractInfo, for_order: bool = False) -> Quote:
+        return self.call("quote_snapshot", contract=contract, for_order=for_order)
 
     def quote_cached(self, *, con_id: int) -> Quote | None:
         if _on_event_loop():

@@ -44,6 +44,8 @@ class Checks:
     request: OrderRequest
     account: str
     legs: list[tuple[str, OrderRequest]] = field(default_factory=list)
+    # What the broker is asked for an order goes ahead of queued reads; a preview is a read.
+    for_order: bool = True
     contract: ContractInfo | None = None
     quote: Quote | None = None
     reference: Decimal | None = None
@@ -77,7 +79,7 @@ def shape(c: Checks) -> None:
 
 
 def contract(c: Checks) -> None:
-    c.contract = contract_resolve_one(spec=contract_spec_for(c.request))
+    c.contract = contract_resolve_one(spec=contract_spec_for(c.request), for_order=c.for_order)
 
 
 def _need_contract(c: Checks) -> ContractInfo:
@@ -107,7 +109,7 @@ def max_quantity(c: Checks) -> None:
 
 
 def fresh_quote(c: Checks) -> None:
-    c.quote = order_quote(_need_contract(c))
+    c.quote = order_quote(_need_contract(c), for_order=c.for_order)
     c.reference = gates.gate_fresh_quote(c.quote)
 
 
@@ -233,7 +235,7 @@ _streams_lock = threading.Lock()
 _streams_adapter: list[Any] = [None]  # the adapter the streams were opened on
 
 
-def order_quote(contract: ContractInfo) -> Quote | None:
+def order_quote(contract: ContractInfo, *, for_order: bool = True) -> Quote | None:
     """A fresh quote for the price checks: the streamed one when there is one, else a snapshot.
 
     The contracts orders go to keep streaming (the most recent ORDER_QUOTE_STREAMS), so the next
@@ -243,7 +245,7 @@ def order_quote(contract: ContractInfo) -> Quote | None:
     if gates.quote_is_fresh(quote):
         _stream_touch(contract.con_id)
         return quote
-    quote = adapter.quote_snapshot(contract=contract)
+    quote = adapter.quote_snapshot(contract=contract, for_order=for_order)
     _stream_hold(contract)
     return quote
 

@@ -110,7 +110,7 @@ def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str |
     """Run every gate without recording or sending anything; ask the broker for a what-if."""
     request, supplied_key = _keyed_request(request, idempotency_key)
     account = request.account
-    trip = checks.Checks(request=request, account=account, legs=bracket_children(request))
+    trip = checks.Checks(request=request, account=account, legs=bracket_children(request), for_order=False)
     blocks = trip.collect(checks.PLACE_STEPS)
     digest = request_hash(request)
     try:

@@ -383,3 +383,39 @@ def test_refusals_are_audited_within_a_bound(resting, api_client):
     for _ in range(40):
         api_client.post("/api/v1/orders/", {"symbol": "AAPL", "action": "HOLD"}, format="json")
     assert AuditEntry.objects.filter(event="request.refused").count() == 30
+
+
+def test_orders_and_the_kill_switch_overtake_a_flood_of_market_data_requests(resting, api_client, ib_runtime):
+    """A client subscribing and unsubscribing quotes in a loop (a read-scope websocket can) queues many
+    seconds of requests at IB's 45 messages/s; an order, its quote, the halt's global cancel and the
+    sweep's look at the broker's orders still reach the broker while that queue waits."""
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve_one
+
+    contracts = [contract_resolve_one(spec=ContractSpec(symbol=s)) for s in ("MSFT", "SPY", "QQQ", "TSLA", "NVDA")]
+    adapter = runtime.adapter()
+    for _ in range(200):  # 2000 messages: about 44 s of IB's budget
+        for contract in contracts:
+            adapter.quote_subscribe(contract=contract)
+        for contract in contracts:
+            adapter.quote_unsubscribe(con_id=contract.con_id)
+    queued = ib_runtime.worker.ib.client._msgQ
+    wait_for(lambda: len(queued) > 1500, message="the requests are queued behind IB's budget")
+
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="through-the-flood"), format="json")
+    assert placed.status_code == 201, placed.content
+    assert placed.json()["status"] == "submitted"
+    wait_for(
+        lambda: [o.order.orderRef for o in broker_working(resting.port)] == ["through-the-flood"],
+        timeout=15,
+        message="the order is working at the broker",
+    )
+    halted = api_client.post("/api/v1/trading/halt/", {"reason": "flood"}, format="json")
+    assert halted.status_code == 200, halted.content
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="cancelled at the broker")
+    wait_for(
+        lambda: api_client.get("/api/v1/health/").json()["halt"]["state"] == "done",
+        message="the sweep saw nothing working",
+    )
+    # All of that went ahead of the reads, which are still waiting their turn.
+    assert len(queued) > 500

@@ -43,7 +43,7 @@ class FakeAdapter:
         self.calls.append("health")
         return HEALTH
 
-    def resolve_contracts(self, *, spec) -> list[ContractInfo]:
+    def resolve_contracts(self, *, spec, for_order=False) -> list[ContractInfo]:
         self.calls.append("resolve_contracts")
         return [AAPL]
 
@@ -58,7 +58,7 @@ class FakeAdapter:
         self.release.wait(5)  # an owner stuck (or dying) after it accepted the call
         return OrderAck(broker_order_id=1, perm_id=None, status="Submitted", client_id=1)
 
-    def quote_snapshot(self, *, contract):
+    def quote_snapshot(self, *, contract, for_order=False):
         self.release.wait(5)
 
     def quote_subscribe(self, *, contract: ContractInfo) -> None:

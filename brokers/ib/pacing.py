@@ -1,0 +1,61 @@
+"""IB's message budget, spent on orders first.
+
+IB disconnects a client that sends more than 50 messages a second, so ib_async sends at most 45 a
+second and queues the rest, first in, first out. One queue for everything means a burst of reads
+(a client subscribing and unsubscribing quotes in a loop, a screen asking for a hundred snapshots)
+holds every order, cancel and the kill switch's global cancel behind it until it drains: seconds
+during which a halt cannot reach the broker and new orders time out.
+
+Here what is sent on an order's behalf (`urgent`: its contract lookup and quote, the order, a
+modify or cancel, the global cancel, the kill switch's look at working orders, reconciliation)
+overtakes queued reads. Among the urgent messages, and among the others, the order is unchanged,
+and so is the budget: only who waits changes. A preview's what-if is a read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from ib_async import IB
+from ib_async.client import Client
+
+# Set by the task sending on an order's behalf; a context variable, so other tasks on the loop are unaffected.
+_urgent: ContextVar[bool] = ContextVar("ib_message_urgent", default=False)
+
+
+@contextmanager
+def urgent() -> Iterator[None]:
+    """Messages this task sends meanwhile go ahead of queued reads."""
+    token = _urgent.set(True)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
+
+
+class OrdersFirstClient(Client):
+    """ib_async's client, with urgent messages queued ahead of every other waiting message."""
+
+    _ahead = 0  # how many messages at the front of the queue are urgent ones
+
+    def reset(self) -> None:
+        super().reset()  # empties the queue
+        self._ahead = 0
+
+    def sendMsg(self, msg: str | None) -> None:  # ib_async calls it with None to drain
+        queued = self._msgQ
+        if msg and _urgent.get():
+            queued.insert(self._ahead, msg)  # behind the urgent ones already waiting: they keep their order
+            self._ahead += 1
+            msg = None  # sent by the drain below as the budget allows, from the front
+        waiting = len(queued) + (1 if msg else 0)
+        super().sendMsg(msg)  # type: ignore[arg-type]  # None: send what the budget allows
+        self._ahead = max(0, self._ahead - (waiting - len(queued)))  # the drain sends from the front
+
+
+def orders_first(ib: IB) -> IB:
+    """Make `ib`'s client send urgent messages ahead of queued reads (same client, same wiring)."""
+    ib.client.__class__ = OrdersFirstClient
+    return ib

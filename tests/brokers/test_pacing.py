@@ -1,0 +1,59 @@
+"""IB's message budget with urgent messages first, against the simulated gateway over TCP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ib_async import IB, LimitOrder, Stock
+
+from brokers.ib import pacing
+
+
+def _connected(port: int) -> IB:
+    ib = pacing.orders_first(IB())
+    ib.connect("127.0.0.1", port, clientId=31, timeout=10)
+    return ib
+
+
+def _queue_reads(ib: IB, contract, n: int) -> None:
+    for _ in range(n):
+        ticker = ib.reqMktData(contract)
+        ib.cancelMktData(ticker.contract)
+
+
+def _until(ib: IB, done, timeout: float = 15.0) -> None:
+    waited = 0.0
+    while not done() and waited < timeout:
+        ib.sleep(0.05)
+        waited += 0.05
+    assert done()
+
+
+def test_urgent_messages_overtake_queued_reads_and_keep_their_own_order(sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    ib = _connected(sim_gateway.port)
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        _queue_reads(ib, spy, 300)  # 600 messages: over 13 s of IB's 45 a second
+        with pacing.urgent():
+            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+            ib.cancelOrder(trade.order)  # sent after the order, so it finds the order at the broker
+        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+        assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]
+        assert len(ib.client._msgQ) > 300  # the reads queued first are still waiting their turn
+    finally:
+        ib.disconnect()
+
+
+def test_without_urgency_the_queue_is_first_in_first_out(sim_gateway):
+    ib = _connected(sim_gateway.port)
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        _queue_reads(ib, spy, 100)
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))  # waits for the 200 reads before it
+        assert aapl.conId
+        assert len(ib.client._msgQ) < 45  # it went out last
+    finally:
+        ib.disconnect()
