@@ -7,7 +7,7 @@ through every door and the services never reach into a door to render one.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
 from rest_framework import serializers
@@ -123,6 +123,11 @@ class OrderOutput(LedgerSerializer):
     events = serializers.SerializerMethodField()
     fills = serializers.SerializerMethodField()
     children = serializers.SerializerMethodField()
+    # The terms in force: a modification (PATCH, or one found at the broker) replaces the intent's;
+    # each change stays in `events` (`data.modified`).
+    quantity = serializers.SerializerMethodField()
+    limit_price = serializers.SerializerMethodField()
+    stop_price = serializers.SerializerMethodField()
 
     class Meta:
         model = Order
@@ -182,6 +187,29 @@ class OrderOutput(LedgerSerializer):
     def _latest(self, order) -> OrderEvent | None:
         events = self._events(order)
         return events[-1] if events else None
+
+    def _terms(self, order) -> dict[str, str | None]:
+        for event in reversed(self._events(order)):
+            modified = (event.data or {}).get("modified")
+            if modified:
+                return modified
+        return {}
+
+    def _term(self, order, name: str) -> str | None:
+        terms = self._terms(order)
+        if name in terms:
+            value = terms[name]
+            return None if value is None else decimal_str(Decimal(value))
+        return decimal_str(getattr(order, name))
+
+    def get_quantity(self, order) -> str:
+        return cast(str, self._term(order, "quantity"))  # never None: an order always has a quantity
+
+    def get_limit_price(self, order) -> str | None:
+        return self._term(order, "limit_price")
+
+    def get_stop_price(self, order) -> str | None:
+        return self._term(order, "stop_price")
 
     def get_status(self, order) -> str:
         latest = self._latest(order)

@@ -157,11 +157,20 @@ def test_modify_changes_the_working_order(ib_runtime, api_client, sim_gateway, o
         f"/api/v1/orders/{order_id}/", {"limit_price": "183.00", "quantity": "5"}, format="json"
     )
     assert response.status_code == 200, response.content
+    # The order shows the terms in force; the change is one of its events.
+    assert (response.json()["quantity"], response.json()["limit_price"]) == ("5", "183")
     wait_for(
         lambda: any(o.lmt_price == Decimal("183.00") for o in sim_gateway.received_orders()),
         message="modify reached the gateway",
     )
-    assert any(e["data"].get("modified") for e in api_client.get(f"/api/v1/orders/{order_id}/").json()["events"])
+    order = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (order["quantity"], order["limit_price"], order["stop_price"]) == ("5", "183", None)
+    changes = [e["data"]["modified"] for e in order["events"] if e["data"].get("modified")]
+    assert [(Decimal(c["quantity"]), Decimal(c["limit_price"]), c["stop_price"]) for c in changes] == [
+        (5, Decimal("183"), None)
+    ]
+    listed = api_client.get("/api/v1/orders/?limit=5").json()["results"]
+    assert [(o["quantity"], o["limit_price"]) for o in listed if o["id"] == order_id] == [("5", "183")]
 
 
 @pytest.mark.parametrize(
