@@ -201,6 +201,7 @@ class BrokerExecution:
     price: Decimal
     executed_at: datetime
     exchange: str = ""
+    client_id: int | None = None  # the IB client that placed the order (0 or None: not reported)
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,7 @@ def execution(fill: Any) -> BrokerExecution:
         price=dec(e.price) or Decimal(0),
         executed_at=utc(e.time) or datetime.now(UTC),
         exchange=e.exchange or "",
+        client_id=int(e.clientId) if e.clientId else None,
     )
 
 

@@ -93,8 +93,40 @@ def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderS
     return latest is None or not (
         latest.status == status
         and latest.filled_quantity == report.filled
-        and latest.broker_order_id == report.broker_order_id
+        and (not report.broker_order_id or latest.broker_order_id == report.broker_order_id)
+        # The permanent id is learned once: it tells this order from another client's with the same orderRef.
+        and (latest.perm_id is not None or not report.perm_id)
     )
+
+
+def _placed_by(order: Order, latest: OrderEvent) -> int | None:
+    """The IB client id the order was placed through, as its events recorded it."""
+    recorded = (latest.data or {}).get("client_id")
+    if recorded is not None:
+        return int(recorded)
+    for data in OrderEvent.objects.filter(order=order).order_by("-id").values_list("data", flat=True):
+        if data and data.get("client_id") is not None:
+            return int(data["client_id"])
+    return None
+
+
+def _same_broker_order(
+    order: Order, latest: OrderEvent | None, *, perm_id: int | None, broker_order_id: int | None, client_id: int | None
+) -> bool:
+    """Whether a report naming this order's orderRef is about this order, not about another order that
+    carries the same reference (IB lets any client of the account use any orderRef). Decided by what
+    both sides know: the permanent id, else the order id and the client that placed it (completed
+    orders come with neither order id nor client id)."""
+    if latest is None:
+        return True
+    if perm_id and latest.perm_id:
+        return perm_id == latest.perm_id
+    if broker_order_id and latest.broker_order_id:
+        if broker_order_id != latest.broker_order_id:
+            return False
+        placed_by = _placed_by(order, latest)
+        return client_id is None or placed_by is None or client_id == placed_by
+    return True
 
 
 def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
@@ -114,6 +146,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
         if latest is not None and latest.status == S.SIMULATED:
             logger.error("broker reports order %s that was recorded as simulated", order.pk)
             return None
+        ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
+        if not _same_broker_order(order, latest, **ids):
+            return None  # another client's order with our orderRef
         if not _status_is_news(latest, status, report):
             return None
         reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
@@ -123,12 +158,13 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             source=Source.WORKER,
             reason=reason,
             code=str(report.error_code or ""),
-            broker_order_id=report.broker_order_id,
+            # A completed order is reported with neither order id nor client id: keep the ones recorded.
+            broker_order_id=report.broker_order_id or None,
             perm_id=report.perm_id,
             filled=report.filled,
             remaining=report.remaining,
             average_fill_price=report.average_fill_price,
-            data={"client_id": report.client_id} if report.client_id is not None else None,
+            data={"client_id": report.client_id} if report.client_id is not None and report.broker_order_id else None,
             strict=False,
             latest=latest,
         )
@@ -140,6 +176,11 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
         if fill_by_exec_id(execution.exec_id) is not None:
             return None
         order = _order_for_ref(execution.order_ref)
+        ids = {"perm_id": execution.perm_id, "broker_order_id": execution.broker_order_id}
+        if order is not None and not _same_broker_order(
+            order, order_latest_event(order), **ids, client_id=execution.client_id
+        ):
+            order = None  # another client's order with our orderRef: the account's fill, not this order's
         fill = Fill.objects.create(
             exec_id=execution.exec_id,
             order=order,
@@ -268,7 +309,9 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     """
     counts = {"status_events": 0, "fills": 0, "commissions": 0, "unknown": 0}
     seen_refs = {o.order_ref for o in snapshot.orders} | {e.order_ref for e in snapshot.executions}
-    for report in snapshot.orders:
+    # Reports naming an order id first: they teach the ledger its orders' permanent ids, by which the
+    # completed orders (reported without order id or client id) are told from other clients' ones.
+    for report in sorted(snapshot.orders, key=lambda report: not report.broker_order_id):
         if order_status_apply(report=report):
             counts["status_events"] += 1
     for execution in snapshot.executions:

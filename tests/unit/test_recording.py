@@ -374,7 +374,8 @@ def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen
         pending_at(frozen_clock, timedelta(hours=1), "unknown-1", S.UNKNOWN),
         pending_at(frozen_clock, timedelta(hours=1), "filled-1", S.FILLED),
     ]
-    reported = report("reported", "Submitted", broker_order_id=kept[1].events.get().broker_order_id)
+    known = kept[1].events.get()
+    reported = report("reported", "Submitted", broker_order_id=known.broker_order_id, perm_id=known.perm_id)
     assert services.orders_reconcile(snapshot=snapshot(orders=[reported]))["not_at_broker"] == 0  # no session
     counts = services.orders_reconcile(snapshot=snapshot(orders=[reported], session_started=started))
     assert counts["not_at_broker"] == 4
@@ -472,3 +473,73 @@ def test_an_order_committed_for_the_broker_replaces_an_older_one_remembered_unde
     newer = OrderFactory(client_order_id="reused-ref", account="DU2")
     recording.order_ref_remember(newer)
     assert recording._order_for_ref("reused-ref") == newer
+
+
+# -- another client's order carrying our orderRef ---------------------------------------------------------
+# IB lets any client of the account use any orderRef: reports are told apart by the permanent id, else
+# by the order id and the client that placed it (completed orders are reported without either).
+def acknowledged():
+    """An order the broker acknowledged (ack recorded: order id and client id, no permanent id yet)."""
+    order = sent_order()
+    services.order_sent_record(
+        sent=OrderSent(order_id=order.pk, broker_order_id=7, perm_id=None, client_id=1, actor=BOT)
+    )
+    return order
+
+
+def test_the_first_report_with_a_permanent_id_records_it():
+    order = acknowledged()
+    assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is not None
+    assert (statuses(order), order.events.order_by("-id").first().perm_id) == (
+        [S.PENDING_SUBMIT, S.SUBMITTED, S.SUBMITTED],
+        700,
+    )
+    assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is None  # learned once
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"client_id": 77, "broker_order_id": 7, "perm_id": None},  # same order id, another client
+        {"client_id": 77, "broker_order_id": 4, "perm_id": None},
+        {"client_id": 1, "broker_order_id": 8, "perm_id": None},  # our client, another order id
+        {"client_id": 0, "broker_order_id": 0, "perm_id": 701},  # a completed order: only its permanent id
+    ],
+)
+def test_another_clients_order_with_our_order_ref_leaves_ours_alone(foreign):
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    before = statuses(order)
+    assert services.order_status_apply(report=report("ref-1", "Cancelled", remaining=D(0), **foreign)) is None
+    assert (
+        services.order_status_apply(report=report("ref-1", "Filled", filled=D(10), remaining=D(0), **foreign)) is None
+    )
+    assert statuses(order) == before
+
+
+def test_reconciliation_learns_permanent_ids_before_it_reads_completed_orders():
+    # Acknowledged, then the connection dropped before any status: the ledger knows no permanent id yet.
+    order = acknowledged()
+    foreign_done = report("ref-1", "Cancelled", broker_order_id=0, client_id=0, perm_id=701, remaining=D(0))
+    ours_working = report("ref-1", "Submitted", perm_id=700)
+    services.orders_reconcile(snapshot=snapshot(orders=[foreign_done, ours_working]))
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.perm_id) == (S.SUBMITTED, 700)
+
+
+def test_our_completed_order_keeps_the_order_id_and_client_it_was_placed_with():
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    services.order_status_apply(report=report("ref-1", "Inactive", broker_order_id=0, client_id=0, perm_id=700))
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.broker_order_id, latest.data) == (S.INACTIVE, 7, {})
+    assert services.order_client_id(order) == 1
+
+
+def test_a_fill_of_another_clients_order_with_our_order_ref_is_the_accounts_not_ours():
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    foreign = services.fill_record(execution=execution("e-9", "ref-1", broker_order_id=4, perm_id=701, client_id=77))
+    assert (foreign.order, foreign.order_ref) == (None, "ref-1")
+    ours = services.fill_record(execution=execution("e-10", "ref-1", broker_order_id=7, perm_id=700, client_id=1))
+    assert ours.order == order

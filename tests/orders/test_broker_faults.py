@@ -1,0 +1,78 @@
+"""The ledger against what the broker holds, when the gateway misbehaves or other clients share the account.
+
+Each test drives the REST API, lets the simulated gateway (real TCP, the real ib_async worker) drop,
+stall or serve other clients, and then compares the ledger with what an independent ib_async client
+(client id 77) reads from the broker.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from ib_async import IB, LimitOrder, Stock
+
+from orders.models import Fill
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRICE = Decimal("190.00")
+
+
+def _order(**overrides) -> dict:
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "LMT", "limit_price": "181.00"}
+    return {**body, **overrides}
+
+
+@pytest.fixture
+def resting(ib_runtime, sim_gateway, orders_enabled):
+    """Limit orders below the market rest (the market does not move by itself)."""
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", PRICE)
+    return sim_gateway
+
+
+@pytest.fixture
+def other_client(resting):
+    """Another program of the account, on its own ib_async connection."""
+    ib = IB()
+    ib.connect("127.0.0.1", resting.port, clientId=77, timeout=10)
+    yield ib
+    ib.disconnect()
+
+
+def _status(api_client, order_id) -> str:
+    return api_client.get(f"/api/v1/orders/{order_id}/").json()["status"]
+
+
+def _reconnect(gateway, rt) -> None:
+    """The gateway drops every connection; the worker reconnects and reconciles."""
+    gateway.faults.refuse_connections(1)
+    gateway.faults.drop_all_connections()
+    wait_for(lambda: not rt.worker.reconciled.is_set(), timeout=30, message="disconnected")
+    wait_for(lambda: rt.worker.reconciled.is_set(), timeout=40, message="reconnected and reconciled")
+    rt.recorder.wait_idle()
+
+
+def test_another_clients_orders_with_our_order_ref_leave_our_order_as_the_broker_holds_it(
+    resting, api_client, ib_runtime, other_client
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="shared-ref"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    # Another program uses the same orderRef (IB does not stop it): one order it cancels, one that fills.
+    cancelled = LimitOrder("BUY", 1, 185.0, orderRef="shared-ref")
+    other_client.placeOrder(Stock("AAPL", "SMART", "USD"), cancelled)
+    other_client.cancelOrder(cancelled)
+    filled = other_client.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 2, 195.0, orderRef="shared-ref"))
+    wait_for(lambda: other_client.sleep(0.02) or filled.isDone(), message="the other client's order filled")
+    _reconnect(resting, ib_runtime)  # reconciliation reads every client's open and completed orders
+
+    ours = [o for o in resting.orders() if o.order_ref == "shared-ref" and o.client_id == 1]
+    assert [o.status for o in ours] == ["Submitted"]  # still working at the broker
+    body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (body["status"], body["fills"], body["filled_quantity"]) == ("submitted", [], "0")
+    # The other client's execution is the account's, recorded once, under no order of ours.
+    assert list(Fill.objects.values_list("order_id", "quantity")) == [(None, Decimal(2))]
+    # And the order is still ours to cancel.
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
