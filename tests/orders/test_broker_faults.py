@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from ib_async import IB, LimitOrder, Stock
 
+from brokers.sim.server import SimGateway
 from orders.models import Fill
 from tests.conftest import wait_for
 
@@ -76,3 +77,23 @@ def test_another_clients_orders_with_our_order_ref_leave_our_order_as_the_broker
     # And the order is still ours to cancel.
     assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
     wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+
+
+def test_fills_after_the_gateway_restarted_with_an_empty_book_are_recorded(resting, api_client, ib_runtime):
+    before = api_client.post("/api/v1/orders/", _order(client_order_id="rs-1", limit_price="195.00"), format="json")
+    wait_for(lambda: _status(api_client, before.json()["id"]) == "filled", message="first order filled")
+    port = resting.port
+    resting.stop()
+    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), timeout=30, message="disconnected")
+    fresh = SimGateway(host="127.0.0.1", port=port, trading_hours="always", ib_limits=False)  # same seed
+    fresh.start()
+    try:
+        fresh.set_price("AAPL", PRICE)
+        wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=40, message="reconnected to the new gateway")
+        after = api_client.post("/api/v1/orders/", _order(client_order_id="rs-2", limit_price="195.00"), format="json")
+        order_id = after.json()["id"]
+        wait_for(lambda: _status(api_client, order_id) == "filled", message="second order filled")
+        ib_runtime.recorder.wait_idle()
+        assert [f["quantity"] for f in api_client.get(f"/api/v1/orders/{order_id}/").json()["fills"]] == ["1"]
+    finally:
+        fresh.stop()
