@@ -185,6 +185,10 @@ class BrokerOrderStatus:
     reason: str = ""
     error_code: int | None = None
     at: datetime | None = None
+    # The terms the broker holds (reconciliation snapshots only; None in live reports).
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,13 +223,21 @@ def pnl(account: str, p: Any | None) -> PnLInfo:
     )
 
 
-def order_status(trade: Any, *, at: datetime | None = None) -> BrokerOrderStatus:
+def order_status(trade: Any, *, at: datetime | None = None, terms: bool = False) -> BrokerOrderStatus:
+    """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
+    this connection has just changed)."""
     order, st = trade.order, trade.orderStatus
     reason, code = "", None
     if trade.log:
         last = trade.log[-1]
         reason, code = last.message or "", (last.errorCode or None)
+    held = {}
+    if terms:
+        held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}
+        if order.orderType in ("STP", "STP LMT"):  # elsewhere auxPrice is a trail amount or an offset
+            held["stop_price"] = price(order.auxPrice)
     return BrokerOrderStatus(
+        **held,
         order_ref=order.orderRef or "",
         broker_order_id=int(order.orderId),
         perm_id=int(order.permId) or None,

@@ -238,7 +238,9 @@ class IbWorker:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
             seen[key] = trade
         # What-if previews are not orders: they must never be matched to an intent.
-        orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef and not t.order.whatIf)
+        orders = tuple(
+            translate.order_status(t, terms=True) for t in seen.values() if t.order.orderRef and not t.order.whatIf
+        )
         executions = tuple(translate.execution(f) for f in fills)
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
         return BrokerSnapshot(

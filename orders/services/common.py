@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
@@ -242,3 +243,17 @@ def order_request_of(order: Order, **overrides) -> OrderRequest:
         "client_order_id": order.client_order_id,
     }
     return OrderRequest(**{**fields, **overrides})
+
+
+def order_terms(order: Order) -> dict[str, Decimal | None]:
+    """Quantity and prices in force: the intent, overridden by the latest modification."""
+    return order_terms_changed(order)[0]
+
+
+def order_terms_changed(order: Order) -> tuple[dict[str, Decimal | None], datetime | None]:
+    """The terms in force, and when they were last changed (None: never, they are the intent's)."""
+    for event in order.events.all().order_by("-id"):
+        modified = (event.data or {}).get("modified")
+        if modified:
+            return {k: (Decimal(v) if v is not None else None) for k, v in modified.items()}, event.at
+    return {"quantity": order.quantity, "limit_price": order.limit_price, "stop_price": order.stop_price}, None

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import OrderedDict
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -26,7 +27,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
-from orders.services.common import order_event_append
+from orders.services.common import decimal_json, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
 
@@ -269,6 +270,63 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> i
     return resolved
 
 
+# The terms the broker reports for each order type (auxPrice is a stop price only for these).
+_LIMITED, _STOPPED = ("LMT", "STP LMT"), ("STP", "STP LMT")
+
+
+def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
+    """Working orders whose quantity or prices at the broker differ from the ledger's (a modification
+    that never reached it: lost with the connection, or refused) are recorded with the broker's terms.
+
+    A modification made on the connection the snapshot came through is left alone: the broker may have
+    answered the snapshot before it received the change."""
+    if snapshot.session_started is None:
+        return 0
+    corrected = 0
+    for report in snapshot.orders:
+        if report.quantity is None or from_ib(report.status, filled=report.filled, remaining=report.remaining) not in (
+            S.SUBMITTED,
+            S.PARTIALLY_FILLED,
+        ):
+            continue
+        order = _order_for_ref(report.order_ref)
+        if order is None:
+            continue
+        with transaction.atomic(durable=True):
+            ledger_write_lock()
+            latest = order_latest_event(order)
+            ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
+            if latest is None or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
+                continue
+            if not _same_broker_order(order, latest, **ids):
+                continue
+            terms, changed_at = order_terms_changed(order)
+            if changed_at is not None and changed_at >= snapshot.session_started:
+                continue
+            held = dict(terms, quantity=report.quantity)
+            if order.order_type in _LIMITED and report.limit_price is not None:
+                held["limit_price"] = report.limit_price
+            if order.order_type in _STOPPED and report.stop_price is not None:
+                held["stop_price"] = report.stop_price
+            if held == terms:
+                continue
+            order_event_append(
+                order,
+                status=latest.status,
+                source=Source.WORKER,
+                code="terms_at_broker",
+                reason="After reconnecting, the broker holds this order with other terms than recorded "
+                "(a modification did not reach it): recorded as the broker holds it.",
+                data={"modified": {k: decimal_json(v) for k, v in held.items()}},
+                remaining=max(held["quantity"] - latest.filled_quantity, Decimal(0)),
+                audit_event=events.ORDER_MODIFIED,
+                strict=False,
+                latest=latest,
+            )
+            corrected += 1
+    return corrected
+
+
 def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
     with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
@@ -325,6 +383,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     from orders.selectors import order_queryset
 
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
+    counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:

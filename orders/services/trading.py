@@ -49,6 +49,7 @@ from orders.services.common import (
     order_contract,
     order_event_append,
     order_request_of,
+    order_terms,
     request_hash,
 )
 from orders.services.recording import order_ref_remember, order_refs_forget
@@ -616,13 +617,3 @@ def _require_own_connection(order: Order, adapter) -> None:
             http_status=409,
             details={"client_id": placed_by},
         )
-
-
-def order_terms(order: Order) -> dict[str, Decimal | None]:
-    """Quantity and prices in force: the intent, overridden by the latest modification."""
-    terms = {"quantity": order.quantity, "limit_price": order.limit_price, "stop_price": order.stop_price}
-    for event in order.events.all().order_by("-id"):
-        modified = (event.data or {}).get("modified")
-        if modified:
-            return {k: (Decimal(v) if v is not None else None) for k, v in modified.items()}
-    return terms

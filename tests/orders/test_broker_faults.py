@@ -13,7 +13,8 @@ import pytest
 from ib_async import IB, LimitOrder, Stock
 
 from brokers.sim.server import SimGateway
-from orders.models import Fill
+from orders.models import Fill, Order
+from orders.services import order_terms
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,3 +98,37 @@ def test_fills_after_the_gateway_restarted_with_an_empty_book_are_recorded(resti
         assert [f["quantity"] for f in api_client.get(f"/api/v1/orders/{order_id}/").json()["fills"]] == ["1"]
     finally:
         fresh.stop()
+
+
+def test_a_modification_lost_with_the_connection_is_recorded_as_the_broker_holds_the_order(
+    resting, api_client, ib_runtime
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="lost-mod", quantity="2"), format="json")
+    order_id = order_id.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.delay(3, 60)  # the gateway stalls on placeOrder (which carries modifications) ...
+    changed = api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "3"}, format="json")
+    assert changed.status_code == 200, changed.content  # handed to the connection
+    assert order_terms(Order.objects.get(pk=order_id))["quantity"] == 3
+    resting.faults.clear()
+    _reconnect(resting, ib_runtime)  # ... and drops the connection before acting on it
+
+    [held] = [o for o in resting.orders() if o.order_ref == "lost-mod"]
+    assert (held.status, held.total_quantity) == ("Submitted", 2)
+    body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (body["status"], body["remaining_quantity"], body["events"][-1]["code"]) == (
+        "submitted",
+        "2",
+        "terms_at_broker",
+    )
+    assert order_terms(Order.objects.get(pk=order_id))["quantity"] == 2
+    # A later price change keeps the quantity the broker holds.
+    repriced = api_client.patch(f"/api/v1/orders/{order_id}/", {"limit_price": "182.00"}, format="json")
+    assert repriced.status_code == 200, repriced.content
+    wait_for(
+        lambda: (
+            [(r.total_quantity, r.lmt_price) for r in resting.received_orders() if r.order_ref == "lost-mod"][-1]
+            == (2, Decimal("182"))
+        ),
+        message="repriced at the broker",
+    )

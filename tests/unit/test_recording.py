@@ -305,7 +305,14 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         commissions=[BrokerCommission("e-1", D(1), "USD", None), BrokerCommission("nope", D(1), "USD", None)],
     )
     counts = services.orders_reconcile(snapshot=broker)
-    assert counts == {"status_events": 1, "fills": 2, "commissions": 1, "unknown": 0, "not_at_broker": 0}
+    assert counts == {
+        "status_events": 1,
+        "fills": 2,
+        "commissions": 1,
+        "unknown": 0,
+        "not_at_broker": 0,
+        "terms_at_broker": 0,
+    }
     assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
     assert services.orders_reconcile(snapshot=broker) == {
         "status_events": 0,
@@ -313,6 +320,7 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "commissions": 0,
         "unknown": 0,
         "not_at_broker": 0,
+        "terms_at_broker": 0,
     }
     entries = AuditEntry.objects.filter(event="broker.reconciled").order_by("seq")
     assert [(e.actor_kind, e.target_type) for e in entries] == [("system", "gateway")] * 2
@@ -543,3 +551,38 @@ def test_a_fill_of_another_clients_order_with_our_order_ref_is_the_accounts_not_
     assert (foreign.order, foreign.order_ref) == (None, "ref-1")
     ours = services.fill_record(execution=execution("e-10", "ref-1", broker_order_id=7, perm_id=700, client_id=1))
     assert ours.order == order
+
+
+# -- terms the broker holds --------------------------------------------------------------------------------
+def modified(order, quantity: str, at):
+    """A modification recorded at `at` (it reached the connection then)."""
+    OrderEventFactory(
+        order=order,
+        status=S.SUBMITTED,
+        broker_order_id=7,
+        perm_id=700,
+        data={"modified": {"quantity": quantity, "limit_price": "181", "stop_price": None}},
+        at=at,
+    )
+
+
+@pytest.mark.parametrize(("changed_ago", "corrected"), [(timedelta(minutes=2), True), (timedelta(seconds=30), False)])
+def test_a_modification_the_broker_does_not_hold_is_recorded_as_the_broker_holds_it(changed_ago, corrected):
+    """Made on an earlier connection: the broker's terms are recorded. Made on this one: the broker may not
+    have had it yet when it answered, so it is left alone."""
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    modified(order, "12", NOW - changed_ago)
+    held = report("ref-1", "Submitted", perm_id=700, quantity=D(10), limit_price=D("181.0"))
+    counts = services.orders_reconcile(snapshot=snapshot(orders=[held], session_started=NOW - timedelta(minutes=1)))
+    assert counts["terms_at_broker"] == int(corrected)
+    assert services.order_terms(order)["quantity"] == (10 if corrected else 12)
+    if corrected:
+        latest = order.events.order_by("-id").first()
+        assert (latest.status, latest.code, latest.remaining_quantity) == (S.SUBMITTED, "terms_at_broker", 10)
+        assert (
+            services.orders_reconcile(snapshot=snapshot(orders=[held], session_started=NOW - timedelta(minutes=1)))[
+                "terms_at_broker"
+            ]
+            == 0
+        )
