@@ -243,7 +243,8 @@ def order_status(trade: Any, *, at: datetime | None = None, terms: bool = False)
         perm_id=int(order.permId) or None,
         client_id=int(order.clientId) if order.clientId is not None else None,
         status=st.status or "",
-        filled=dec(st.filled) or Decimal(0),
+        # A completed order (reqCompletedOrders) has no status message: its filled quantity is on the order.
+        filled=dec(st.filled) or size(order.filledQuantity) or Decimal(0),
         remaining=dec(st.remaining),
         average_fill_price=price(st.avgFillPrice) or None,
         reason=reason,

@@ -19,14 +19,23 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from ib_async import IB, Contract, Ticker
 from ib_async.wrapper import RequestError
 
-from brokers.adapter import BrokerConnectionChanged, BrokerHealth, BrokerSnapshot, ContractInfo, Quote
+from brokers.adapter import (
+    BrokerConnectionChanged,
+    BrokerExecution,
+    BrokerHealth,
+    BrokerOrderStatus,
+    BrokerSnapshot,
+    ContractInfo,
+    Quote,
+)
 from brokers.ib import translate
 from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
@@ -63,6 +72,17 @@ def classify_connect_failure(exc: BaseException, ib: IB) -> str:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "login_pending"
     return "error"
+
+
+def _with_average_price(report: BrokerOrderStatus, executions: tuple[BrokerExecution, ...]) -> BrokerOrderStatus:
+    """A completed order comes without its average fill price: the one of its executions."""
+    if report.average_fill_price is not None or not report.filled or not report.perm_id:
+        return report
+    own = [e for e in executions if e.perm_id == report.perm_id]
+    shares = sum((e.quantity for e in own), Decimal(0))
+    if shares != report.filled:
+        return report  # not all of them in today's executions
+    return replace(report, average_fill_price=sum((e.quantity * e.price for e in own), Decimal(0)) / shares)
 
 
 class IbWorker:
@@ -238,10 +258,12 @@ class IbWorker:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
             seen[key] = trade
         # What-if previews are not orders: they must never be matched to an intent.
-        orders = tuple(
-            translate.order_status(t, terms=True) for t in seen.values() if t.order.orderRef and not t.order.whatIf
-        )
         executions = tuple(translate.execution(f) for f in fills)
+        orders = tuple(
+            _with_average_price(translate.order_status(t, terms=True), executions)
+            for t in seen.values()
+            if t.order.orderRef and not t.order.whatIf
+        )
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
         return BrokerSnapshot(
             orders=orders,

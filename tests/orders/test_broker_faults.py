@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from ib_async import IB, LimitOrder, Stock
 
+from brokers import runtime
 from brokers.sim.server import SimGateway
 from orders.models import Fill, Order
 from orders.services import order_terms
@@ -132,3 +133,41 @@ def test_a_modification_lost_with_the_connection_is_recorded_as_the_broker_holds
         ),
         message="repriced at the broker",
     )
+
+
+def test_fills_while_disconnected_are_reconciled_with_their_quantities_and_price(
+    sim_gateway_factory, api_client, orders_enabled
+):
+    # Each price move fills at most 5 shares, and the market moves only when the test moves it.
+    gateway = sim_gateway_factory(partial_fill_threshold=5, tick_interval=3600)
+    gateway.set_price("AAPL", PRICE)
+    runtime.start(host="127.0.0.1", port=gateway.port, client_id=1)
+    rt = runtime.current()
+    try:
+        wait_for(lambda: rt.worker.reconciled.is_set(), message="connected")
+        done, part = (
+            api_client.post(
+                "/api/v1/orders/", _order(client_order_id=ref, quantity=qty, limit_price="186.00"), format="json"
+            ).json()["id"]
+            for ref, qty in (("away-10", "10"), ("away-12", "12"))
+        )
+        wait_for(lambda: _status(api_client, done) == _status(api_client, part) == "submitted", message="resting")
+        gateway.faults.refuse_connections(1)
+        gateway.faults.drop_all_connections()
+        wait_for(lambda: not rt.worker.reconciled.is_set(), message="disconnected")
+        for _ in range(2):  # 5 + 5 shares each while the gateway cannot tell us
+            gateway.set_price("AAPL", Decimal("185.00"))
+        wait_for(lambda: rt.worker.reconciled.is_set(), timeout=30, message="reconnected and reconciled")
+        rt.recorder.wait_idle()
+        held = {o.order_ref: o for o in gateway.orders()}
+        for order_id, ref in ((done, "away-10"), (part, "away-12")):
+            body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+            broker = held[ref]
+            assert (body["status"], Decimal(body["filled_quantity"])) == (
+                "filled" if broker.status == "Filled" else "partially_filled",
+                broker.filled,
+            ), body
+            assert Decimal(body["average_fill_price"]) == broker.avg_fill_price
+            assert sum(Decimal(f["quantity"]) for f in body["fills"]) == broker.filled == 10
+    finally:
+        runtime.stop()
