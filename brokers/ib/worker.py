@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
+HEARTBEAT_S = 5.0
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
@@ -107,6 +108,9 @@ class IbWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        # How often a connected gateway must answer a request, and within how long (None: request_timeout).
+        self.heartbeat_s = HEARTBEAT_S
+        self.heartbeat_timeout_s: float | None = None
         self._stopping = False
         self._disconnected: asyncio.Event | None = None
         self.ib: IB | None = None
@@ -204,13 +208,34 @@ class IbWorker:
                     continue
                 delay = BACKOFF_START_S
                 await self._on_connected()
-                await self._disconnected.wait()
+                heartbeat = asyncio.ensure_future(self._heartbeat())
+                try:
+                    await self._disconnected.wait()
+                finally:
+                    heartbeat.cancel()
                 if not self._stopping:
                     self.down_reason = "connection_lost"
                     self._mark_down(self.last_error or "connection lost")
                     self.reconnects += 1
         finally:
             watchdog.cancel()
+
+    async def _heartbeat(self) -> None:
+        """A gateway that stops answering (hung, or a socket that died without closing) counts as a lost
+        connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
+        while self.ib.isConnected():
+            await asyncio.sleep(self.heartbeat_s)
+            timeout = self.heartbeat_timeout_s or self.request_timeout
+            try:
+                await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), timeout)
+            except TimeoutError:
+                self.last_error = f"the gateway did not answer for {timeout:g}s"
+                logger.warning("IB gateway at %s:%s stopped answering; reconnecting", self.host, self.port)
+                if self.ib.isConnected():
+                    self.ib.disconnect()  # the supervisor reconnects and reconciles
+                return
+            except Exception:  # a lost connection ends the loop; another error is not the gateway's silence
+                logger.debug("heartbeat request failed", exc_info=True)
 
     async def _on_connected(self) -> None:
         ib = self.ib

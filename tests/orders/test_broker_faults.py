@@ -171,3 +171,21 @@ def test_fills_while_disconnected_are_reconciled_with_their_quantities_and_price
             assert sum(Decimal(f["quantity"]) for f in body["fills"]) == broker.filled == 10
     finally:
         runtime.stop()
+
+
+def test_a_gateway_that_stops_answering_is_treated_as_down_until_it_answers_again(resting, api_client, ib_runtime):
+    worker = ib_runtime.worker
+    worker.heartbeat_s, worker.heartbeat_timeout_s = 0.1, 1.0
+    for msg_id in range(1, 110):  # every request is answered ten minutes late: the gateway is hung
+        resting.faults.delay(msg_id, 600)
+    wait_for(lambda: worker.state != "connected", timeout=15, message="the silence noticed")
+    health = api_client.get("/api/v1/health/").json()
+    assert (health["status"], health["gateway"]["connected"]) == ("degraded", False)
+    refused = api_client.post("/api/v1/orders/", _order(client_order_id="hung-1"), format="json")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "broker_unavailable")
+    assert [o for o in resting.received_orders() if o.order_ref == "hung-1"] == []
+    resting.faults.clear()
+    wait_for(lambda: worker.reconciled.is_set(), timeout=60, message="answering again, reconnected")
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="hung-2"), format="json")
+    assert placed.status_code == 201, placed.content
+    wait_for(lambda: _status(api_client, placed.json()["id"]) == "submitted", message="at the broker")
