@@ -7,6 +7,7 @@ stall or serve other clients, and then compares the ledger with what an independ
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,10 @@ from ib_async import IB, LimitOrder, Stock
 
 from brokers import runtime
 from brokers.sim.server import SimGateway
-from orders.models import Fill, Order
+from ibkrgw.errors import BrokerUnavailable
+from orders import pipeline as pipeline_module
+from orders.models import Fill, Order, OrderEvent
+from orders.pipeline import Command, pipeline
 from orders.services import order_terms
 from tests.conftest import wait_for
 
@@ -189,3 +193,42 @@ def test_a_gateway_that_stops_answering_is_treated_as_down_until_it_answers_agai
     placed = api_client.post("/api/v1/orders/", _order(client_order_id="hung-2"), format="json")
     assert placed.status_code == 201, placed.content
     wait_for(lambda: _status(api_client, placed.json()["id"]) == "submitted", message="at the broker")
+
+
+@pytest.fixture
+def slow_broker_calls(settings, monkeypatch):
+    """Broker calls may take longer than a request waits for the order pipeline (IB_REQUEST_TIMEOUT up to
+    600 s against a 30 s wait); here 5 s against 1 s."""
+    settings.IB_REQUEST_TIMEOUT = 5
+    monkeypatch.setattr(pipeline_module, "RESULT_TIMEOUT_S", 1.0)
+
+
+def test_requests_stuck_behind_a_slow_broker_call_answer_504_and_are_not_run_later(
+    slow_broker_calls, resting, api_client, ib_runtime
+):
+    ib_runtime.worker.heartbeat_s = 3600  # the stall is the subject here, not its detection
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="stuck-1"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.delay(16, 600)  # reqAllOpenOrders, as the halt sweep sends it, goes unanswered
+    started = threading.Event()
+    blocker = Command(run=lambda: started.set() or runtime.adapter().open_orders())
+
+    def wait_on_it() -> None:
+        with pytest.raises(BrokerUnavailable):  # IB's answer never comes: broker_timeout
+            pipeline().execute(blocker, 30)
+
+    threading.Thread(target=wait_on_it, daemon=True).start()
+    wait_for(started.is_set, message="the pipeline waits on the broker")
+
+    cancel = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert (cancel.status_code, cancel.json()["error"]["code"]) == (504, "broker_timeout"), cancel.content
+    assert cancel.json()["error"]["details"]["done"] is False
+    halt = api_client.post("/api/v1/trading/halt/", {"reason": "stuck"}, format="json")
+    assert (halt.status_code, halt.json()["error"]["details"]["done"]) == (504, None)  # a halt stays queued
+
+    resting.faults.clear()
+    wait_for(blocker.future.done, timeout=15, message="the slow call timed out")
+    pipeline().drain()
+    assert {c.order_id for c in resting.received_cancels()} == {None}  # the halt's global cancel, not the 504's
+    assert not OrderEvent.objects.filter(order_id=order_id, status="cancel_pending", source="rest").exists()
+    assert api_client.get("/api/v1/health/").json()["trading_halted"] is True
