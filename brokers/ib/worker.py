@@ -223,16 +223,17 @@ class IbWorker:
     async def _heartbeat(self) -> None:
         """A gateway that stops answering (hung, or a socket that died without closing) counts as a lost
         connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
-        while self.ib.isConnected():
+        ib = self.ib
+        while ib is not None and ib.isConnected():
             await asyncio.sleep(self.heartbeat_s)
             timeout = self.heartbeat_timeout_s or self.request_timeout
             try:
-                await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), timeout)
+                await asyncio.wait_for(ib.reqCurrentTimeAsync(), timeout)
             except TimeoutError:
                 self.last_error = f"the gateway did not answer for {timeout:g}s"
                 logger.warning("IB gateway at %s:%s stopped answering; reconnecting", self.host, self.port)
-                if self.ib.isConnected():
-                    self.ib.disconnect()  # the supervisor reconnects and reconciles
+                if ib.isConnected():
+                    ib.disconnect()  # the supervisor reconnects and reconciles
                 return
             except Exception:  # a lost connection ends the loop; another error is not the gateway's silence
                 logger.debug("heartbeat request failed", exc_info=True)

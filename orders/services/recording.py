@@ -318,7 +318,7 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
                 reason="After reconnecting, the broker holds this order with other terms than recorded "
                 "(a modification did not reach it): recorded as the broker holds it.",
                 data={"modified": {k: decimal_json(v) for k, v in held.items()}},
-                remaining=max(held["quantity"] - latest.filled_quantity, Decimal(0)),
+                remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
                 audit_event=events.ORDER_MODIFIED,
                 strict=False,
                 latest=latest,
