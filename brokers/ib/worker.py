@@ -86,6 +86,21 @@ def _with_average_price(report: BrokerOrderStatus, executions: tuple[BrokerExecu
     return replace(report, average_fill_price=sum((e.quantity * e.price for e in own), Decimal(0)) / shares)
 
 
+WORKING_AT_BROKER = ("PreSubmitted", "Submitted")
+ORDER_CANCELLED_CODE = 202
+
+
+def _cancelled_by_client(trade: Any) -> bool:
+    """Whether ib_async itself marked a working order Cancelled because IB reported an error on it.
+
+    ib_async does so for any error on an order, but on an order the broker had accepted the error may be a
+    refused modification, and the order keeps working with its old terms (202 is a real cancel)."""
+    if trade.orderStatus.status != "Cancelled" or not trade.log:
+        return False
+    code = trade.log[-1].errorCode
+    return bool(code) and code != ORDER_CANCELLED_CODE and any(e.status in WORKING_AT_BROKER for e in trade.log[:-1])
+
+
 class IbWorker:
     def __init__(
         self,
@@ -108,6 +123,9 @@ class IbWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        # ib_async answers one open-orders (or completed-orders) request at a time: a second one sent while the
+        # first waits takes its place, and the first never completes. Held on the loop around them.
+        self.orders_request = asyncio.Lock()
         # How often a connected gateway must answer a request, and within how long (None: request_timeout).
         self.heartbeat_s = HEARTBEAT_S
         self.heartbeat_timeout_s: float | None = None
@@ -276,11 +294,13 @@ class IbWorker:
     async def broker_snapshot(self) -> BrokerSnapshot:
         """The broker's view of every order and execution of the account (on the worker loop)."""
         ib = self.ib
-        open_trades = await ib.reqAllOpenOrdersAsync()
-        completed = await ib.reqCompletedOrdersAsync(False)
+        async with self.orders_request:
+            open_trades = await ib.reqAllOpenOrdersAsync()
+            completed = await ib.reqCompletedOrdersAsync(False)
         fills = await ib.reqExecutionsAsync()
         seen: dict[tuple, Any] = {}
-        for trade in [*completed, *open_trades, *ib.trades()]:
+        # A working order ib_async marked Cancelled itself is left to the broker's own answers above.
+        for trade in [*completed, *open_trades, *(t for t in ib.trades() if not _cancelled_by_client(t))]:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
             seen[key] = trade
         # What-if previews are not orders: they must never be matched to an intent.
@@ -352,8 +372,19 @@ class IbWorker:
             asyncio.ensure_future(self._request_reconciliation())
 
     def _on_order_status(self, trade) -> None:
-        if trade.order.orderRef and not trade.order.whatIf:
-            self._sink(translate.order_status(trade, at=datetime.now(UTC)))
+        if not trade.order.orderRef or trade.order.whatIf:
+            return
+        if _cancelled_by_client(trade):
+            # Not the broker's word: ask the broker what it holds (reconciliation records the truth).
+            logger.warning(
+                "IB reported error %s on working order %s (%s); checking with the broker",
+                trade.log[-1].errorCode,
+                trade.order.orderId,
+                trade.order.orderRef,
+            )
+            asyncio.ensure_future(self._request_reconciliation())
+            return
+        self._sink(translate.order_status(trade, at=datetime.now(UTC)))
 
     def _on_exec(self, trade, fill) -> None:
         self._sink(translate.execution(fill))

@@ -232,3 +232,37 @@ def test_requests_stuck_behind_a_slow_broker_call_answer_504_and_are_not_run_lat
     assert {c.order_id for c in resting.received_cancels()} == {None}  # the halt's global cancel, not the 504's
     assert not OrderEvent.objects.filter(order_id=order_id, status="cancel_pending", source="rest").exists()
     assert api_client.get("/api/v1/health/").json()["trading_halted"] is True
+
+
+def test_an_error_ib_reports_on_a_working_order_does_not_record_it_cancelled_while_it_works(
+    resting, api_client, ib_runtime
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="still-live"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    broker_id = api_client.get(f"/api/v1/orders/{order_id}/").json()["broker_order_id"]
+    # What IB answers to a modification it refuses: an error on the order, which keeps working unchanged.
+    resting.send_error(201, "Order rejected - reason:The modification is not accepted.", req_id=broker_id, client_id=1)
+    ib_runtime.adapter.open_orders()  # a round trip on the same socket: the error has been handled before it
+    ib_runtime.recorder.wait_idle()
+
+    assert [o.status for o in resting.orders() if o.order_ref == "still-live"] == ["Submitted"]
+    assert _status(api_client, order_id) == "submitted"
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(
+        lambda: [o.status for o in resting.orders() if o.order_ref == "still-live"] == ["Cancelled"], message="sent"
+    )
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+
+
+def test_open_orders_asked_twice_at_once_are_both_answered(resting, api_client, ib_runtime):
+    # The halt sweep and a reconciliation may ask at the same moment; ib_async keeps one such request at a time.
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="asked-twice"), format="json")
+    wait_for(lambda: _status(api_client, placed.json()["id"]) == "submitted", message="resting")
+    resting.faults.delay(16, 0.5)  # reqAllOpenOrders answered late, so the second is sent before the first answer
+    answers: list = []
+    askers = [threading.Thread(target=lambda: answers.append(ib_runtime.adapter.open_orders())) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(30)
+    assert [[o.order_ref for o in answer] for answer in answers] == [["asked-twice"], ["asked-twice"]]
