@@ -292,24 +292,24 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
         order = _order_for_ref(report.order_ref)
         if order is None:
             continue
+        terms, changed_at = order_terms_changed(order)
+        if changed_at is not None and changed_at >= snapshot.session_started:
+            continue
+        held = dict(terms, quantity=report.quantity)
+        if order.order_type in _LIMITED and report.limit_price is not None:
+            held["limit_price"] = report.limit_price
+        if order.order_type in _STOPPED and report.stop_price is not None:
+            held["stop_price"] = report.stop_price
+        if held == terms:
+            continue  # the common case: read only, no transaction
         with transaction.atomic(durable=True):
             ledger_write_lock()
             latest = order_latest_event(order)
             ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
             if latest is None or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
                 continue
-            if not _same_broker_order(order, latest, **ids):
-                continue
-            terms, changed_at = order_terms_changed(order)
-            if changed_at is not None and changed_at >= snapshot.session_started:
-                continue
-            held = dict(terms, quantity=report.quantity)
-            if order.order_type in _LIMITED and report.limit_price is not None:
-                held["limit_price"] = report.limit_price
-            if order.order_type in _STOPPED and report.stop_price is not None:
-                held["stop_price"] = report.stop_price
-            if held == terms:
-                continue
+            if not _same_broker_order(order, latest, **ids) or order_terms_changed(order) != (terms, changed_at):
+                continue  # another client's order, or modified meanwhile
             order_event_append(
                 order,
                 status=latest.status,
