@@ -185,10 +185,10 @@ class BrokerOrderStatus:
     reason: str = ""
     error_code: int | None = None
     at: datetime | None = None
-    # The terms the broker works the order with (reconciliation: a change sent but never recorded).
-    total_quantity: Decimal | None = None
+    # The terms the broker holds (reconciliation snapshots only; None in live reports).
+    quantity: Decimal | None = None
     limit_price: Decimal | None = None
-    stop_price: Decimal | None = None  # the stop trigger of STP and STP LMT orders only
+    stop_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +205,7 @@ class BrokerExecution:
     price: Decimal
     executed_at: datetime
     exchange: str = ""
+    client_id: int | None = None  # the IB client that placed the order (0 or None: not reported)
 
 
 @dataclass(frozen=True, slots=True)

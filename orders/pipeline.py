@@ -28,6 +28,7 @@ from typing import Any
 from django.db import close_old_connections, connection, transaction
 
 from audit.services import ledger_transaction
+from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
 logger = logging.getLogger(__name__)
 MAX_GROUP = 64  # placements admitted in one commit
@@ -69,6 +70,8 @@ class Command:
     admit: Callable[[AdmissionGroup], Any] | None = None
     after_commit: Callable[[Any], Any] | None = None
     on_refused: Callable[[Exception], None] | None = None
+    # Run even when its caller stopped waiting (a halt must take effect); others are dropped unstarted.
+    keep: bool = False
     future: Future = field(default_factory=Future)
 
 
@@ -83,7 +86,7 @@ class OrderPipeline:
         self.sent_ids: SentIds = SentIds()
 
     # -- callers --------------------------------------------------------------------------------
-    def execute(self, command: Command, timeout: float = RESULT_TIMEOUT_S) -> Any:
+    def execute(self, command: Command, timeout: float | None = None) -> Any:
         """Queue `command` and wait for its result (its exception is raised here).
 
         A caller already inside a database transaction runs the command in its own thread (still one
@@ -97,10 +100,29 @@ class OrderPipeline:
             return command.future.result(0)
         self._ensure_started()
         self._queue.put(command)
-        return command.future.result(timeout)
+        timeout = RESULT_TIMEOUT_S if timeout is None else timeout
+        try:
+            return command.future.result(timeout)
+        except TimeoutError:
+            if command.future.done():
+                raise  # the command's own error
+        # Still waiting behind slow broker calls (each bounded by IB_REQUEST_TIMEOUT, which may be longer
+        # than this wait): say so plainly, and never let it run later behind its caller's back.
+        if not command.keep and command.future.cancel():
+            raise BrokerUnavailable(
+                f"The order pipeline is waiting on a slow broker; nothing was done within {timeout:g}s. Try again.",
+                code=ErrorCode.BROKER_TIMEOUT,
+                details={"timeout_s": timeout, "done": False},
+            )
+        raise BrokerUnavailable(
+            f"The broker did not answer within {timeout:g}s; the request "
+            + ("is queued and takes effect when it runs." if command.keep else "is on its way: see the ledger."),
+            code=ErrorCode.BROKER_TIMEOUT,
+            details={"timeout_s": timeout, "done": None},
+        )
 
-    def run(self, fn: Callable[[], Any], timeout: float = RESULT_TIMEOUT_S) -> Any:
-        return self.execute(Command(run=fn), timeout)
+    def run(self, fn: Callable[[], Any], timeout: float | None = None, *, keep: bool = False) -> Any:
+        return self.execute(Command(run=fn, keep=keep), timeout)
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued before this call has run (tests, shutdown)."""
@@ -144,12 +166,15 @@ class OrderPipeline:
         connection.close()
 
     def _run_alone(self, command: Command) -> None:
+        if not command.future.set_running_or_notify_cancel():
+            return  # its caller gave up waiting before it started
         try:
             command.future.set_result(command.run() if command.run else None)
         except BaseException as exc:  # handed to the caller, never kills the thread
             command.future.set_exception(exc)
 
     def _run_group(self, group: list[Command]) -> None:
+        group = [command for command in group if command.future.set_running_or_notify_cancel()]
         if not group:
             return
         admitted: list[tuple[Command, Any]] = []

@@ -350,7 +350,8 @@ class IbAdapter:
 
     def open_orders(self) -> tuple[BrokerOrderStatus, ...]:
         async def run(ib: IB) -> tuple[BrokerOrderStatus, ...]:
-            trades = await ib.reqAllOpenOrdersAsync()
+            async with self.worker.orders_request:
+                trades = await ib.reqAllOpenOrdersAsync()
             # Only this client hears status changes of its own orders: other clients' trades kept from an
             # earlier request would stay "open" forever, so for those trust only the fresh answer.
             own = [t for t in ib.openTrades() if t.order.clientId == self.worker.client_id]

@@ -223,27 +223,33 @@ def pnl(account: str, p: Any | None) -> PnLInfo:
     )
 
 
-def order_status(trade: Any, *, at: datetime | None = None) -> BrokerOrderStatus:
+def order_status(trade: Any, *, at: datetime | None = None, terms: bool = False) -> BrokerOrderStatus:
+    """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
+    this connection has just changed)."""
     order, st = trade.order, trade.orderStatus
     reason, code = "", None
     if trade.log:
         last = trade.log[-1]
         reason, code = last.message or "", (last.errorCode or None)
+    held = {}
+    if terms:
+        held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}
+        if order.orderType in ("STP", "STP LMT"):  # elsewhere auxPrice is a trail amount or an offset
+            held["stop_price"] = price(order.auxPrice)
     return BrokerOrderStatus(
+        **held,
         order_ref=order.orderRef or "",
         broker_order_id=int(order.orderId),
         perm_id=int(order.permId) or None,
         client_id=int(order.clientId) if order.clientId is not None else None,
         status=st.status or "",
-        filled=dec(st.filled) or Decimal(0),
+        # A completed order (reqCompletedOrders) has no status message: its filled quantity is on the order.
+        filled=dec(st.filled) or size(order.filledQuantity) or Decimal(0),
         remaining=dec(st.remaining),
         average_fill_price=price(st.avgFillPrice) or None,
         reason=reason,
         error_code=code,
         at=at,
-        total_quantity=size(order.totalQuantity),
-        limit_price=price(order.lmtPrice),
-        stop_price=price(order.auxPrice) if order.orderType in ("STP", "STP LMT") else None,
     )
 
 
@@ -262,6 +268,7 @@ def execution(fill: Any) -> BrokerExecution:
         price=dec(e.price) or Decimal(0),
         executed_at=utc(e.time) or datetime.now(UTC),
         exchange=e.exchange or "",
+        client_id=int(e.clientId) if e.clientId else None,
     )
 
 

@@ -20,14 +20,23 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from ib_async import IB, Contract, Ticker
 from ib_async.wrapper import RequestError
 
-from brokers.adapter import BrokerConnectionChanged, BrokerHealth, BrokerSnapshot, ContractInfo, Quote
+from brokers.adapter import (
+    BrokerConnectionChanged,
+    BrokerExecution,
+    BrokerHealth,
+    BrokerOrderStatus,
+    BrokerSnapshot,
+    ContractInfo,
+    Quote,
+)
 from brokers.ib import pacing, translate
 from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
@@ -36,6 +45,7 @@ T = TypeVar("T")
 
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
+HEARTBEAT_S = 5.0
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
@@ -66,6 +76,32 @@ def classify_connect_failure(exc: BaseException, ib: IB) -> str:
     return "error"
 
 
+def _with_average_price(report: BrokerOrderStatus, executions: tuple[BrokerExecution, ...]) -> BrokerOrderStatus:
+    """A completed order comes without its average fill price: the one of its executions."""
+    if report.average_fill_price is not None or not report.filled or not report.perm_id:
+        return report
+    own = [e for e in executions if e.perm_id == report.perm_id]
+    shares = sum((e.quantity for e in own), Decimal(0))
+    if shares != report.filled:
+        return report  # not all of them in today's executions
+    return replace(report, average_fill_price=sum((e.quantity * e.price for e in own), Decimal(0)) / shares)
+
+
+WORKING_AT_BROKER = ("PreSubmitted", "Submitted")
+ORDER_CANCELLED_CODE = 202
+
+
+def _cancelled_by_client(trade: Any) -> bool:
+    """Whether ib_async itself marked a working order Cancelled because IB reported an error on it.
+
+    ib_async does so for any error on an order, but on an order the broker had accepted the error may be a
+    refused modification, and the order keeps working with its old terms (202 is a real cancel)."""
+    if trade.orderStatus.status != "Cancelled" or not trade.log:
+        return False
+    code = trade.log[-1].errorCode
+    return bool(code) and code != ORDER_CANCELLED_CODE and any(e.status in WORKING_AT_BROKER for e in trade.log[:-1])
+
+
 class IbWorker:
     def __init__(
         self,
@@ -88,6 +124,12 @@ class IbWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        # ib_async answers one open-orders (or completed-orders) request at a time: a second one sent while the
+        # first waits takes its place, and the first never completes. Held on the loop around them.
+        self.orders_request = asyncio.Lock()
+        # How often a connected gateway must answer a request, and within how long (None: request_timeout).
+        self.heartbeat_s = HEARTBEAT_S
+        self.heartbeat_timeout_s: float | None = None
         self._stopping = False
         self._disconnected: asyncio.Event | None = None
         self.ib: IB | None = None
@@ -185,13 +227,36 @@ class IbWorker:
                     continue
                 delay = BACKOFF_START_S
                 await self._on_connected()
-                await self._disconnected.wait()
+                heartbeat = asyncio.ensure_future(self._heartbeat())
+                try:
+                    await self._disconnected.wait()
+                finally:
+                    heartbeat.cancel()
                 if not self._stopping:
                     self.down_reason = "connection_lost"
                     self._mark_down(self.last_error or "connection lost")
                     self.reconnects += 1
         finally:
             watchdog.cancel()
+
+    async def _heartbeat(self) -> None:
+        """A gateway that stops answering (hung, or a socket that died without closing) counts as a lost
+        connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
+        ib = self.ib
+        while ib is not None and ib.isConnected():
+            await asyncio.sleep(self.heartbeat_s)
+            timeout = self.heartbeat_timeout_s or self.request_timeout
+            try:
+                with pacing.urgent():  # its wait behind queued reads is not the gateway's silence
+                    await asyncio.wait_for(ib.reqCurrentTimeAsync(), timeout)
+            except TimeoutError:
+                self.last_error = f"the gateway did not answer for {timeout:g}s"
+                logger.warning("IB gateway at %s:%s stopped answering; reconnecting", self.host, self.port)
+                if ib.isConnected():
+                    ib.disconnect()  # the supervisor reconnects and reconciles
+                return
+            except Exception:  # a lost connection ends the loop; another error is not the gateway's silence
+                logger.debug("heartbeat request failed", exc_info=True)
 
     async def _on_connected(self) -> None:
         ib = self.ib
@@ -232,16 +297,22 @@ class IbWorker:
         """The broker's view of every order and execution of the account (on the worker loop)."""
         ib = self.ib
         with pacing.urgent():  # orders wait for reconciliation: it goes ahead of queued market data requests
-            open_trades = await ib.reqAllOpenOrdersAsync()
-            completed = await ib.reqCompletedOrdersAsync(False)
+            async with self.orders_request:
+                open_trades = await ib.reqAllOpenOrdersAsync()
+                completed = await ib.reqCompletedOrdersAsync(False)
             fills = await ib.reqExecutionsAsync()
         seen: dict[tuple, Any] = {}
-        for trade in [*completed, *open_trades, *ib.trades()]:
+        # A working order ib_async marked Cancelled itself is left to the broker's own answers above.
+        for trade in [*completed, *open_trades, *(t for t in ib.trades() if not _cancelled_by_client(t))]:
             key = (trade.order.permId or None, trade.order.clientId, trade.order.orderId, trade.order.orderRef)
             seen[key] = trade
         # What-if previews are not orders: they must never be matched to an intent.
-        orders = tuple(translate.order_status(t) for t in seen.values() if t.order.orderRef and not t.order.whatIf)
         executions = tuple(translate.execution(f) for f in fills)
+        orders = tuple(
+            _with_average_price(translate.order_status(t, terms=True), executions)
+            for t in seen.values()
+            if t.order.orderRef and not t.order.whatIf
+        )
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
         return BrokerSnapshot(
             orders=orders,
@@ -304,8 +375,19 @@ class IbWorker:
             asyncio.ensure_future(self._request_reconciliation())
 
     def _on_order_status(self, trade) -> None:
-        if trade.order.orderRef and not trade.order.whatIf:
-            self._sink(translate.order_status(trade, at=datetime.now(UTC)))
+        if not trade.order.orderRef or trade.order.whatIf:
+            return
+        if _cancelled_by_client(trade):
+            # Not the broker's word: ask the broker what it holds (reconciliation records the truth).
+            logger.warning(
+                "IB reported error %s on working order %s (%s); checking with the broker",
+                trade.log[-1].errorCode,
+                trade.order.orderId,
+                trade.order.orderRef,
+            )
+            asyncio.ensure_future(self._request_reconciliation())
+            return
+        self._sink(translate.order_status(trade, at=datetime.now(UTC)))
 
     def _on_exec(self, trade, fill) -> None:
         self._sink(translate.execution(fill))

@@ -20,6 +20,8 @@ Fill model
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +55,8 @@ OUTSIDE_RTH_TYPES = {"LMT", "STP LMT", "LIT", "TRAIL LIMIT"}
 LIMITED = {"LMT", "STP LMT", "LOC", "LIT", "TRAIL LIMIT"}
 SUPPORTED_TIFS = {"DAY", "GTC", "IOC", "FOK", "OPG", "GTD"}
 WORKING = {"PreSubmitted", "Submitted"}
+
+_ENGINES = itertools.count()  # engines started in this process, so two never share execution ids
 
 
 @dataclass
@@ -156,7 +160,9 @@ class OrderEngine:
         self.max_order_id: dict[int, int] = {}
         self._next_perm = 1_000_000 + (seed % 1000) * 10_000
         self._exec_seq = 0
-        self._exec_prefix = f"{0xE000 + seed % 0x1000:08x}"
+        # IB never reuses an execution id: a gateway started again (same seed, an empty book) must not
+        # repeat the ids of the one before, or a client deduplicating by execution id drops new fills.
+        self._exec_prefix = f"{(time.time_ns() // 1000 + next(_ENGINES)) & 0xFFFFFFFF:08x}"
 
     # -- ids
     def next_valid_id(self, client_id: int) -> int:

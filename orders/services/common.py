@@ -245,14 +245,15 @@ def order_request_of(order: Order, **overrides) -> OrderRequest:
     return OrderRequest(**{**fields, **overrides})
 
 
-def order_terms_set(order: Order) -> tuple[dict[str, Decimal | None], datetime]:
-    """Quantity and prices in force (the intent, overridden by the latest modification) and when they were set."""
+def order_terms(order: Order) -> dict[str, Decimal | None]:
+    """Quantity and prices in force: the intent, overridden by the latest modification."""
+    return order_terms_changed(order)[0]
+
+
+def order_terms_changed(order: Order) -> tuple[dict[str, Decimal | None], datetime | None]:
+    """The terms in force, and when they were last changed (None: never, they are the intent's)."""
     for event in order.events.all().order_by("-id"):
         modified = (event.data or {}).get("modified")
         if modified:
             return {k: (Decimal(v) if v is not None else None) for k, v in modified.items()}, event.at
-    return {
-        "quantity": order.quantity,
-        "limit_price": order.limit_price,
-        "stop_price": order.stop_price,
-    }, order.created_at
+    return {"quantity": order.quantity, "limit_price": order.limit_price, "stop_price": order.stop_price}, None

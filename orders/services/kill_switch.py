@@ -67,7 +67,7 @@ def trading_halt(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:
             logger.warning("trading halted while the broker is unreachable (%s): the sweep cancels on reconnect", exc)
         return row
 
-    return pipeline().run(halt)
+    return pipeline().run(halt, keep=True)
 
 
 def trading_resume(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:

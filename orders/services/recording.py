@@ -27,7 +27,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
-from orders.services.common import decimal_json, order_event_append, order_terms_set
+from orders.services.common import decimal_json, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
 
@@ -94,8 +94,40 @@ def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderS
     return latest is None or not (
         latest.status == status
         and latest.filled_quantity == report.filled
-        and latest.broker_order_id == report.broker_order_id
+        and (not report.broker_order_id or latest.broker_order_id == report.broker_order_id)
+        # The permanent id is learned once: it tells this order from another client's with the same orderRef.
+        and (latest.perm_id is not None or not report.perm_id)
     )
+
+
+def _placed_by(order: Order, latest: OrderEvent) -> int | None:
+    """The IB client id the order was placed through, as its events recorded it."""
+    recorded = (latest.data or {}).get("client_id")
+    if recorded is not None:
+        return int(recorded)
+    for data in OrderEvent.objects.filter(order=order).order_by("-id").values_list("data", flat=True):
+        if data and data.get("client_id") is not None:
+            return int(data["client_id"])
+    return None
+
+
+def _same_broker_order(
+    order: Order, latest: OrderEvent | None, *, perm_id: int | None, broker_order_id: int | None, client_id: int | None
+) -> bool:
+    """Whether a report naming this order's orderRef is about this order, not about another order that
+    carries the same reference (IB lets any client of the account use any orderRef). Decided by what
+    both sides know: the permanent id, else the order id and the client that placed it (completed
+    orders come with neither order id nor client id)."""
+    if latest is None:
+        return True
+    if perm_id and latest.perm_id:
+        return perm_id == latest.perm_id
+    if broker_order_id and latest.broker_order_id:
+        if broker_order_id != latest.broker_order_id:
+            return False
+        placed_by = _placed_by(order, latest)
+        return client_id is None or placed_by is None or client_id == placed_by
+    return True
 
 
 def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
@@ -115,6 +147,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
         if latest is not None and latest.status == S.SIMULATED:
             logger.error("broker reports order %s that was recorded as simulated", order.pk)
             return None
+        ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
+        if not _same_broker_order(order, latest, **ids):
+            return None  # another client's order with our orderRef
         if not _status_is_news(latest, status, report):
             return None
         reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
@@ -124,12 +159,13 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             source=Source.WORKER,
             reason=reason,
             code=str(report.error_code or ""),
-            broker_order_id=report.broker_order_id,
+            # A completed order is reported with neither order id nor client id: keep the ones recorded.
+            broker_order_id=report.broker_order_id or None,
             perm_id=report.perm_id,
             filled=report.filled,
             remaining=report.remaining,
             average_fill_price=report.average_fill_price,
-            data={"client_id": report.client_id} if report.client_id is not None else None,
+            data={"client_id": report.client_id} if report.client_id is not None and report.broker_order_id else None,
             strict=False,
             latest=latest,
         )
@@ -141,6 +177,11 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
         if fill_by_exec_id(execution.exec_id) is not None:
             return None
         order = _order_for_ref(execution.order_ref)
+        ids = {"perm_id": execution.perm_id, "broker_order_id": execution.broker_order_id}
+        if order is not None and not _same_broker_order(
+            order, order_latest_event(order), **ids, client_id=execution.client_id
+        ):
+            order = None  # another client's order with our orderRef: the account's fill, not this order's
         fill = Fill.objects.create(
             exec_id=execution.exec_id,
             order=order,
@@ -229,58 +270,62 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> i
     return resolved
 
 
-# The prices IB works as sent; a trailing order's prices move at the broker, so only its quantity counts.
-_LIMIT_TYPES = ("LMT", "STP_LMT", "LOC")
-_STOP_TYPES = ("STP", "STP_LMT")
+# The prices IB works as sent, by the ledger's order type; a trailing order's prices move at the broker,
+# so only its quantity counts.
+_LIMITED, _STOPPED = ("LMT", "STP_LMT", "LOC"), ("STP", "STP_LMT")
 
 
-def _terms_from_broker(snapshot: BrokerSnapshot) -> int:
-    """Working orders the broker holds with other terms than the ledger: a modify that reached the broker
-    on an earlier connection but was never recorded (the process died between the send and the commit).
-    The broker's terms are the ones in force: record them, so a later modify, the gates and the console
-    start from them. Nothing is sent."""
+def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
+    """Working orders whose quantity or prices at the broker differ from the ledger's (a modification
+    that never reached it: lost with the connection, or refused) are recorded with the broker's terms.
+
+    A modification made on the connection the snapshot came through is left alone: the broker may have
+    answered the snapshot before it received the change."""
     if snapshot.session_started is None:
         return 0
-    recorded = 0
+    corrected = 0
     for report in snapshot.orders:
-        status = from_ib(report.status, filled=report.filled, remaining=report.remaining)
-        quantity = report.total_quantity
-        if quantity is None or status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
+        if report.quantity is None or from_ib(report.status, filled=report.filled, remaining=report.remaining) not in (
+            S.SUBMITTED,
+            S.PARTIALLY_FILLED,
+        ):
             continue
         order = _order_for_ref(report.order_ref)
         if order is None:
             continue
+        terms, changed_at = order_terms_changed(order)
+        if changed_at is not None and changed_at >= snapshot.session_started:
+            continue
+        held = dict(terms, quantity=report.quantity)
+        if order.order_type in _LIMITED and report.limit_price is not None:
+            held["limit_price"] = report.limit_price
+        if order.order_type in _STOPPED and report.stop_price is not None:
+            held["stop_price"] = report.stop_price
+        if held == terms:
+            continue  # the common case: read only, no transaction
         with transaction.atomic(durable=True):
             ledger_write_lock()
             latest = order_latest_event(order)
-            terms, set_at = order_terms_set(order)
-            if (
-                latest is None
-                or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED)
-                or set_at >= snapshot.session_started
-            ):
-                continue  # finished, or changed on this connection: this process records its own changes
-            at_broker = {
-                "quantity": quantity,
-                "limit_price": report.limit_price if order.order_type in _LIMIT_TYPES else terms["limit_price"],
-                "stop_price": report.stop_price if order.order_type in _STOP_TYPES else terms["stop_price"],
-            }
-            if at_broker == terms:
+            ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
+            if latest is None or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
                 continue
-            if order_event_append(
+            if not _same_broker_order(order, latest, **ids) or order_terms_changed(order) != (terms, changed_at):
+                continue  # another client's order, or modified meanwhile
+            order_event_append(
                 order,
                 status=latest.status,
                 source=Source.WORKER,
-                reason="After reconnecting, the broker works this order with other terms than recorded "
-                "(a change sent before a restart): the broker's terms are recorded.",
-                data={"modified": {k: decimal_json(v) for k, v in at_broker.items()}, "from_broker": True},
-                remaining=max(quantity - latest.filled_quantity, Decimal(0)),
+                code="terms_at_broker",
+                reason="After reconnecting, the broker holds this order with other terms than recorded "
+                "(a modification did not reach it): recorded as the broker holds it.",
+                data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
+                remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
                 audit_event=events.ORDER_MODIFIED,
                 strict=False,
                 latest=latest,
-            ):
-                recorded += 1
-    return recorded
+            )
+            corrected += 1
+    return corrected
 
 
 def order_sent_record(*, sent: OrderSent) -> None:
@@ -323,7 +368,9 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     """
     counts = {"status_events": 0, "fills": 0, "commissions": 0, "unknown": 0}
     seen_refs = {o.order_ref for o in snapshot.orders} | {e.order_ref for e in snapshot.executions}
-    for report in snapshot.orders:
+    # Reports naming an order id first: they teach the ledger its orders' permanent ids, by which the
+    # completed orders (reported without order id or client id) are told from other clients' ones.
+    for report in sorted(snapshot.orders, key=lambda report: not report.broker_order_id):
         if order_status_apply(report=report):
             counts["status_events"] += 1
     for execution in snapshot.executions:
@@ -337,7 +384,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     from orders.selectors import order_queryset
 
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
-    counts["terms_from_broker"] = _terms_from_broker(snapshot)
+    counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:

@@ -49,7 +49,7 @@ from orders.services.common import (
     order_contract,
     order_event_append,
     order_request_of,
-    order_terms_set,
+    order_terms,
     request_hash,
 )
 from orders.services.recording import order_ref_remember, order_refs_forget
@@ -617,8 +617,3 @@ def _require_own_connection(order: Order, adapter) -> None:
             http_status=409,
             details={"client_id": placed_by},
         )
-
-
-def order_terms(order: Order) -> dict[str, Decimal | None]:
-    """Quantity and prices in force: the intent, overridden by the latest modification."""
-    return order_terms_set(order)[0]

@@ -496,7 +496,7 @@ def test_a_cancel_is_on_record_under_the_actor_who_asked_even_when_the_broker_an
     from tests.conftest import wait_for
 
     order = _resting("cx-2")
-    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    broker_id = order.events.filter(status=S.SUBMITTED).first().broker_order_id
     assert services.order_cancel(order_id=order.pk, actor=OPERATOR) == order
     requested = AuditEntry.objects.get(event="order.cancel_requested")
     assert (requested.actor_label, requested.target_id) == ("operator", str(order.pk))
@@ -727,7 +727,7 @@ def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, q
     from tests.conftest import wait_for
 
     order = _resting("mod-2")
-    broker_id = order.events.get(status=S.SUBMITTED).broker_order_id
+    broker_id = order.events.filter(status=S.SUBMITTED).first().broker_order_id
     services.order_modify(order_id=order.pk, actor=OPERATOR, quantity=Decimal(5), limit_price=Decimal("186.00"))
     wait_for(lambda: len(quiet_market.received_orders()) == 2, message="the change at the gateway")
     change = quiet_market.received_orders()[-1]

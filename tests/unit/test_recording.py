@@ -311,7 +311,7 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "commissions": 1,
         "unknown": 0,
         "not_at_broker": 0,
-        "terms_from_broker": 0,
+        "terms_at_broker": 0,
     }
     assert statuses(order) == [S.PENDING_SUBMIT, S.FILLED]
     assert services.orders_reconcile(snapshot=broker) == {
@@ -320,7 +320,7 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "commissions": 0,
         "unknown": 0,
         "not_at_broker": 0,
-        "terms_from_broker": 0,
+        "terms_at_broker": 0,
     }
     entries = AuditEntry.objects.filter(event="broker.reconciled").order_by("seq")
     assert [(e.actor_kind, e.target_type) for e in entries] == [("system", "gateway")] * 2
@@ -359,7 +359,7 @@ def test_reconciliation_records_the_terms_the_broker_works_an_order_with(
     held = {"total_quantity": D(10), "limit_price": D("189.50"), "stop_price": terms.get("stop_price"), **at_broker}
     broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
     counts = services.orders_reconcile(snapshot=broker)
-    assert counts["terms_from_broker"] == (1 if in_force else 0)
+    assert counts["terms_at_broker"] == (1 if in_force else 0)
     assert services.order_terms(order) == (
         in_force or {k: getattr(order, k) for k in ("quantity", "limit_price", "stop_price")}
     )
@@ -367,7 +367,7 @@ def test_reconciliation_records_the_terms_the_broker_works_an_order_with(
         event = order.events.order_by("-id").first()
         assert (event.status, event.source, event.remaining_quantity) == (S.SUBMITTED, "worker", in_force["quantity"])
         assert AuditEntry.objects.filter(event="order.modified", target_id=str(order.pk), actor_kind="system").exists()
-    assert services.orders_reconcile(snapshot=broker)["terms_from_broker"] == 0  # once
+    assert services.orders_reconcile(snapshot=broker)["terms_at_broker"] == 0  # once
 
 
 def test_reconciliation_leaves_terms_changed_on_this_connection_to_the_process_that_changed_them(frozen_clock):
@@ -376,7 +376,7 @@ def test_reconciliation_leaves_terms_changed_on_this_connection_to_the_process_t
     OrderEventFactory(order=order, status=S.SUBMITTED, data={"modified": {"quantity": "10", "limit_price": "188"}})
     held = {"total_quantity": D(10), "limit_price": D("189.50")}
     broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
-    assert services.orders_reconcile(snapshot=broker)["terms_from_broker"] == 0
+    assert services.orders_reconcile(snapshot=broker)["terms_at_broker"] == 0
     assert services.order_terms(order)["limit_price"] == D("188")
 
 
@@ -435,7 +435,8 @@ def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen
         pending_at(frozen_clock, timedelta(hours=1), "unknown-1", S.UNKNOWN),
         pending_at(frozen_clock, timedelta(hours=1), "filled-1", S.FILLED),
     ]
-    reported = report("reported", "Submitted", broker_order_id=kept[1].events.get().broker_order_id)
+    known = kept[1].events.get()
+    reported = report("reported", "Submitted", broker_order_id=known.broker_order_id, perm_id=known.perm_id)
     assert services.orders_reconcile(snapshot=snapshot(orders=[reported]))["not_at_broker"] == 0  # no session
     counts = services.orders_reconcile(snapshot=snapshot(orders=[reported], session_started=started))
     assert counts["not_at_broker"] == 4
@@ -533,3 +534,108 @@ def test_an_order_committed_for_the_broker_replaces_an_older_one_remembered_unde
     newer = OrderFactory(client_order_id="reused-ref", account="DU2")
     recording.order_ref_remember(newer)
     assert recording._order_for_ref("reused-ref") == newer
+
+
+# -- another client's order carrying our orderRef ---------------------------------------------------------
+# IB lets any client of the account use any orderRef: reports are told apart by the permanent id, else
+# by the order id and the client that placed it (completed orders are reported without either).
+def acknowledged():
+    """An order the broker acknowledged (ack recorded: order id and client id, no permanent id yet)."""
+    order = sent_order()
+    services.order_sent_record(
+        sent=OrderSent(order_id=order.pk, broker_order_id=7, perm_id=None, client_id=1, actor=BOT)
+    )
+    return order
+
+
+def test_the_first_report_with_a_permanent_id_records_it():
+    order = acknowledged()
+    assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is not None
+    assert (statuses(order), order.events.order_by("-id").first().perm_id) == (
+        [S.PENDING_SUBMIT, S.SUBMITTED, S.SUBMITTED],
+        700,
+    )
+    assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is None  # learned once
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"client_id": 77, "broker_order_id": 7, "perm_id": None},  # same order id, another client
+        {"client_id": 77, "broker_order_id": 4, "perm_id": None},
+        {"client_id": 1, "broker_order_id": 8, "perm_id": None},  # our client, another order id
+        {"client_id": 0, "broker_order_id": 0, "perm_id": 701},  # a completed order: only its permanent id
+    ],
+)
+def test_another_clients_order_with_our_order_ref_leaves_ours_alone(foreign):
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    before = statuses(order)
+    assert services.order_status_apply(report=report("ref-1", "Cancelled", remaining=D(0), **foreign)) is None
+    assert (
+        services.order_status_apply(report=report("ref-1", "Filled", filled=D(10), remaining=D(0), **foreign)) is None
+    )
+    assert statuses(order) == before
+
+
+def test_reconciliation_learns_permanent_ids_before_it_reads_completed_orders():
+    # Acknowledged, then the connection dropped before any status: the ledger knows no permanent id yet.
+    order = acknowledged()
+    foreign_done = report("ref-1", "Cancelled", broker_order_id=0, client_id=0, perm_id=701, remaining=D(0))
+    ours_working = report("ref-1", "Submitted", perm_id=700)
+    services.orders_reconcile(snapshot=snapshot(orders=[foreign_done, ours_working]))
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.perm_id) == (S.SUBMITTED, 700)
+
+
+def test_our_completed_order_keeps_the_order_id_and_client_it_was_placed_with():
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    services.order_status_apply(report=report("ref-1", "Inactive", broker_order_id=0, client_id=0, perm_id=700))
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.broker_order_id, latest.data) == (S.INACTIVE, 7, {})
+    assert services.order_client_id(order) == 1
+
+
+def test_a_fill_of_another_clients_order_with_our_order_ref_is_the_accounts_not_ours():
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    foreign = services.fill_record(execution=execution("e-9", "ref-1", broker_order_id=4, perm_id=701, client_id=77))
+    assert (foreign.order, foreign.order_ref) == (None, "ref-1")
+    ours = services.fill_record(execution=execution("e-10", "ref-1", broker_order_id=7, perm_id=700, client_id=1))
+    assert ours.order == order
+
+
+# -- terms the broker holds --------------------------------------------------------------------------------
+def modified(order, quantity: str, at):
+    """A modification recorded at `at` (it reached the connection then)."""
+    OrderEventFactory(
+        order=order,
+        status=S.SUBMITTED,
+        broker_order_id=7,
+        perm_id=700,
+        data={"modified": {"quantity": quantity, "limit_price": "181", "stop_price": None}},
+        at=at,
+    )
+
+
+@pytest.mark.parametrize(("changed_ago", "corrected"), [(timedelta(minutes=2), True), (timedelta(seconds=30), False)])
+def test_a_modification_the_broker_does_not_hold_is_recorded_as_the_broker_holds_it(changed_ago, corrected):
+    """Made on an earlier connection: the broker's terms are recorded. Made on this one: the broker may not
+    have had it yet when it answered, so it is left alone."""
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    modified(order, "12", NOW - changed_ago)
+    held = report("ref-1", "Submitted", perm_id=700, quantity=D(10), limit_price=D("181.0"))
+    counts = services.orders_reconcile(snapshot=snapshot(orders=[held], session_started=NOW - timedelta(minutes=1)))
+    assert counts["terms_at_broker"] == int(corrected)
+    assert services.order_terms(order)["quantity"] == (10 if corrected else 12)
+    if corrected:
+        latest = order.events.order_by("-id").first()
+        assert (latest.status, latest.code, latest.remaining_quantity) == (S.SUBMITTED, "terms_at_broker", 10)
+        assert (
+            services.orders_reconcile(snapshot=snapshot(orders=[held], session_started=NOW - timedelta(minutes=1)))[
+                "terms_at_broker"
+            ]
+            == 0
+        )

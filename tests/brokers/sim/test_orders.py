@@ -197,3 +197,19 @@ def test_received_orders_record_everything(gw, ib, aapl):
     assert t.order.orderRef == "abc"
     [open_trade] = ib.reqOpenOrders()
     assert open_trade.order.orderRef == "abc" and open_trade.order.tif == "GTC"
+
+
+def test_a_gateway_started_again_never_repeats_an_execution_id(sim_gateway_factory, connect):
+    # IB's execution ids are unique; clients deduplicate fills by them. A gateway restarted with the same
+    # seed starts from an empty book and the same order and permanent ids, but new execution ids.
+    exec_ids = []
+    for _ in range(2):
+        gateway = sim_gateway_factory(seed=7)
+        ib = connect(gateway, client_id=1)
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        trade = ib.placeOrder(aapl, MarketOrder("BUY", 1))
+        wait_until(ib, lambda t=trade: t.fills)
+        exec_ids.append(trade.fills[0].execution.execId)
+        ib.disconnect()
+        gateway.stop()
+    assert exec_ids[0] != exec_ids[1]

@@ -1,0 +1,268 @@
+"""The ledger against what the broker holds, when the gateway misbehaves or other clients share the account.
+
+Each test drives the REST API, lets the simulated gateway (real TCP, the real ib_async worker) drop,
+stall or serve other clients, and then compares the ledger with what an independent ib_async client
+(client id 77) reads from the broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from ib_async import IB, LimitOrder, Stock
+
+from brokers import runtime
+from brokers.sim.server import SimGateway
+from ibkrgw.errors import BrokerUnavailable
+from orders import pipeline as pipeline_module
+from orders.models import Fill, Order, OrderEvent
+from orders.pipeline import Command, pipeline
+from orders.services import order_terms
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRICE = Decimal("190.00")
+
+
+def _order(**overrides) -> dict:
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "LMT", "limit_price": "181.00"}
+    return {**body, **overrides}
+
+
+@pytest.fixture
+def resting(ib_runtime, sim_gateway, orders_enabled):
+    """Limit orders below the market rest (the market does not move by itself)."""
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", PRICE)
+    return sim_gateway
+
+
+@pytest.fixture
+def other_client(resting):
+    """Another program of the account, on its own ib_async connection."""
+    ib = IB()
+    ib.connect("127.0.0.1", resting.port, clientId=77, timeout=10)
+    yield ib
+    ib.disconnect()
+
+
+def _status(api_client, order_id) -> str:
+    return api_client.get(f"/api/v1/orders/{order_id}/").json()["status"]
+
+
+def _reconnect(gateway, rt) -> None:
+    """The gateway drops every connection; the worker reconnects and reconciles."""
+    gateway.faults.refuse_connections(1)
+    gateway.faults.drop_all_connections()
+    wait_for(lambda: not rt.worker.reconciled.is_set(), timeout=30, message="disconnected")
+    wait_for(lambda: rt.worker.reconciled.is_set(), timeout=40, message="reconnected and reconciled")
+    rt.recorder.wait_idle()
+
+
+def test_another_clients_orders_with_our_order_ref_leave_our_order_as_the_broker_holds_it(
+    resting, api_client, ib_runtime, other_client
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="shared-ref"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    # Another program uses the same orderRef (IB does not stop it): one order it cancels, one that fills.
+    cancelled = LimitOrder("BUY", 1, 185.0, orderRef="shared-ref")
+    other_client.placeOrder(Stock("AAPL", "SMART", "USD"), cancelled)
+    other_client.cancelOrder(cancelled)
+    filled = other_client.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 2, 195.0, orderRef="shared-ref"))
+    wait_for(lambda: other_client.sleep(0.02) or filled.isDone(), message="the other client's order filled")
+    _reconnect(resting, ib_runtime)  # reconciliation reads every client's open and completed orders
+
+    ours = [o for o in resting.orders() if o.order_ref == "shared-ref" and o.client_id == 1]
+    assert [o.status for o in ours] == ["Submitted"]  # still working at the broker
+    body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (body["status"], body["fills"], body["filled_quantity"]) == ("submitted", [], "0")
+    # The other client's execution is the account's, recorded once, under no order of ours.
+    assert list(Fill.objects.values_list("order_id", "quantity")) == [(None, Decimal(2))]
+    # And the order is still ours to cancel.
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+
+
+def test_fills_after_the_gateway_restarted_with_an_empty_book_are_recorded(resting, api_client, ib_runtime):
+    before = api_client.post("/api/v1/orders/", _order(client_order_id="rs-1", limit_price="195.00"), format="json")
+    wait_for(lambda: _status(api_client, before.json()["id"]) == "filled", message="first order filled")
+    port = resting.port
+    resting.stop()
+    wait_for(lambda: not ib_runtime.worker.reconciled.is_set(), timeout=30, message="disconnected")
+    fresh = SimGateway(host="127.0.0.1", port=port, trading_hours="always", ib_limits=False)  # same seed
+    fresh.start()
+    try:
+        fresh.set_price("AAPL", PRICE)
+        wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=40, message="reconnected to the new gateway")
+        after = api_client.post("/api/v1/orders/", _order(client_order_id="rs-2", limit_price="195.00"), format="json")
+        order_id = after.json()["id"]
+        wait_for(lambda: _status(api_client, order_id) == "filled", message="second order filled")
+        ib_runtime.recorder.wait_idle()
+        assert [f["quantity"] for f in api_client.get(f"/api/v1/orders/{order_id}/").json()["fills"]] == ["1"]
+    finally:
+        fresh.stop()
+
+
+def test_a_modification_lost_with_the_connection_is_recorded_as_the_broker_holds_the_order(
+    resting, api_client, ib_runtime
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="lost-mod", quantity="2"), format="json")
+    order_id = order_id.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.delay(3, 60)  # the gateway stalls on placeOrder (which carries modifications) ...
+    changed = api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "3"}, format="json")
+    assert changed.status_code == 200, changed.content  # handed to the connection
+    assert order_terms(Order.objects.get(pk=order_id))["quantity"] == 3
+    resting.faults.clear()
+    _reconnect(resting, ib_runtime)  # ... and drops the connection before acting on it
+
+    [held] = [o for o in resting.orders() if o.order_ref == "lost-mod"]
+    assert (held.status, held.total_quantity) == ("Submitted", 2)
+    body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (body["status"], body["remaining_quantity"], body["events"][-1]["code"]) == (
+        "submitted",
+        "2",
+        "terms_at_broker",
+    )
+    assert order_terms(Order.objects.get(pk=order_id))["quantity"] == 2
+    # A later price change keeps the quantity the broker holds.
+    repriced = api_client.patch(f"/api/v1/orders/{order_id}/", {"limit_price": "182.00"}, format="json")
+    assert repriced.status_code == 200, repriced.content
+    wait_for(
+        lambda: (
+            [(r.total_quantity, r.lmt_price) for r in resting.received_orders() if r.order_ref == "lost-mod"][-1]
+            == (2, Decimal("182"))
+        ),
+        message="repriced at the broker",
+    )
+
+
+def test_fills_while_disconnected_are_reconciled_with_their_quantities_and_price(
+    sim_gateway_factory, api_client, orders_enabled
+):
+    # Each price move fills at most 5 shares, and the market moves only when the test moves it.
+    gateway = sim_gateway_factory(partial_fill_threshold=5, tick_interval=3600)
+    gateway.set_price("AAPL", PRICE)
+    runtime.start(host="127.0.0.1", port=gateway.port, client_id=1)
+    rt = runtime.current()
+    try:
+        wait_for(lambda: rt.worker.reconciled.is_set(), message="connected")
+        done, part = (
+            api_client.post(
+                "/api/v1/orders/", _order(client_order_id=ref, quantity=qty, limit_price="186.00"), format="json"
+            ).json()["id"]
+            for ref, qty in (("away-10", "10"), ("away-12", "12"))
+        )
+        wait_for(lambda: _status(api_client, done) == _status(api_client, part) == "submitted", message="resting")
+        gateway.faults.refuse_connections(1)
+        gateway.faults.drop_all_connections()
+        wait_for(lambda: not rt.worker.reconciled.is_set(), message="disconnected")
+        for _ in range(2):  # 5 + 5 shares each while the gateway cannot tell us
+            gateway.set_price("AAPL", Decimal("185.00"))
+        wait_for(lambda: rt.worker.reconciled.is_set(), timeout=30, message="reconnected and reconciled")
+        rt.recorder.wait_idle()
+        held = {o.order_ref: o for o in gateway.orders()}
+        for order_id, ref in ((done, "away-10"), (part, "away-12")):
+            body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+            broker = held[ref]
+            assert (body["status"], Decimal(body["filled_quantity"])) == (
+                "filled" if broker.status == "Filled" else "partially_filled",
+                broker.filled,
+            ), body
+            assert Decimal(body["average_fill_price"]) == broker.avg_fill_price
+            assert sum(Decimal(f["quantity"]) for f in body["fills"]) == broker.filled == 10
+    finally:
+        runtime.stop()
+
+
+def test_a_gateway_that_stops_answering_is_treated_as_down_until_it_answers_again(resting, api_client, ib_runtime):
+    worker = ib_runtime.worker
+    worker.heartbeat_s, worker.heartbeat_timeout_s = 0.1, 1.0
+    for msg_id in range(1, 110):  # every request is answered ten minutes late: the gateway is hung
+        resting.faults.delay(msg_id, 600)
+    wait_for(lambda: worker.state != "connected", timeout=15, message="the silence noticed")
+    health = api_client.get("/api/v1/health/").json()
+    assert (health["status"], health["gateway"]["connected"]) == ("degraded", False)
+    refused = api_client.post("/api/v1/orders/", _order(client_order_id="hung-1"), format="json")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "broker_unavailable")
+    assert [o for o in resting.received_orders() if o.order_ref == "hung-1"] == []
+    resting.faults.clear()
+    wait_for(lambda: worker.reconciled.is_set(), timeout=60, message="answering again, reconnected")
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="hung-2"), format="json")
+    assert placed.status_code == 201, placed.content
+    wait_for(lambda: _status(api_client, placed.json()["id"]) == "submitted", message="at the broker")
+
+
+@pytest.fixture
+def slow_broker_calls(settings, monkeypatch):
+    """Broker calls may take longer than a request waits for the order pipeline (IB_REQUEST_TIMEOUT up to
+    600 s against a 30 s wait); here 5 s against 1 s."""
+    settings.IB_REQUEST_TIMEOUT = 5
+    monkeypatch.setattr(pipeline_module, "RESULT_TIMEOUT_S", 1.0)
+
+
+def test_requests_stuck_behind_a_slow_broker_call_answer_504_and_are_not_run_later(
+    slow_broker_calls, resting, api_client, ib_runtime
+):
+    ib_runtime.worker.heartbeat_s = 3600  # the stall is the subject here, not its detection
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="stuck-1"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.delay(16, 600)  # reqAllOpenOrders, as the halt sweep sends it, goes unanswered
+    started = threading.Event()
+    blocker = Command(run=lambda: started.set() or runtime.adapter().open_orders())
+
+    def wait_on_it() -> None:
+        with pytest.raises(BrokerUnavailable):  # IB's answer never comes: broker_timeout
+            pipeline().execute(blocker, 30)
+
+    threading.Thread(target=wait_on_it, daemon=True).start()
+    wait_for(started.is_set, message="the pipeline waits on the broker")
+
+    cancel = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert (cancel.status_code, cancel.json()["error"]["code"]) == (504, "broker_timeout"), cancel.content
+    assert cancel.json()["error"]["details"]["done"] is False
+    halt = api_client.post("/api/v1/trading/halt/", {"reason": "stuck"}, format="json")
+    assert (halt.status_code, halt.json()["error"]["details"]["done"]) == (504, None)  # a halt stays queued
+
+    resting.faults.clear()
+    wait_for(blocker.future.done, timeout=15, message="the slow call timed out")
+    pipeline().drain()
+    assert {c.order_id for c in resting.received_cancels()} == {None}  # the halt's global cancel, not the 504's
+    assert not OrderEvent.objects.filter(order_id=order_id, status="cancel_pending", source="rest").exists()
+    assert api_client.get("/api/v1/health/").json()["trading_halted"] is True
+
+
+def test_an_error_ib_reports_on_a_working_order_does_not_record_it_cancelled_while_it_works(
+    resting, api_client, ib_runtime
+):
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="still-live"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    broker_id = api_client.get(f"/api/v1/orders/{order_id}/").json()["broker_order_id"]
+    # What IB answers to a modification it refuses: an error on the order, which keeps working unchanged.
+    resting.send_error(201, "Order rejected - reason:The modification is not accepted.", req_id=broker_id, client_id=1)
+    ib_runtime.adapter.open_orders()  # a round trip on the same socket: the error has been handled before it
+    ib_runtime.recorder.wait_idle()
+
+    assert [o.status for o in resting.orders() if o.order_ref == "still-live"] == ["Submitted"]
+    assert _status(api_client, order_id) == "submitted"
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(
+        lambda: [o.status for o in resting.orders() if o.order_ref == "still-live"] == ["Cancelled"], message="sent"
+    )
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+
+
+def test_open_orders_asked_twice_at_once_are_both_answered(resting, api_client, ib_runtime):
+    # The halt sweep and a reconciliation may ask at the same moment; ib_async keeps one such request at a time.
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="asked-twice"), format="json")
+    wait_for(lambda: _status(api_client, placed.json()["id"]) == "submitted", message="resting")
+    resting.faults.delay(16, 0.5)  # reqAllOpenOrders answered late, so the second is sent before the first answer
+    answers: list = []
+    askers = [threading.Thread(target=lambda: answers.append(ib_runtime.adapter.open_orders())) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(30)
+    assert [[o.order_ref for o in answer] for answer in answers] == [["asked-twice"], ["asked-twice"]]
