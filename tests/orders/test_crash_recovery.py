@@ -127,7 +127,7 @@ def test_a_modify_the_broker_got_before_the_crash_is_in_force_in_the_ledger_afte
         assert len([o for o in sim_gateway.received_orders() if not o.what_if]) == 2  # nothing sent again
         # Another reconciliation finds nothing more to record.
         events_before = OrderEvent.objects.filter(order=order).count()
-        assert services.orders_reconcile(snapshot=runtime.current().adapter.snapshot())["terms_from_broker"] == 0
+        assert services.orders_reconcile(snapshot=runtime.current().adapter.snapshot())["terms_at_broker"] == 0
         assert OrderEvent.objects.filter(order=order).count() == events_before
     finally:
         runtime.stop()

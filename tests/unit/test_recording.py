@@ -341,7 +341,7 @@ def working_order(frozen_clock, order_type: str, **terms):
     ("order_type", "terms", "at_broker", "in_force"),
     [
         ("LMT", {}, {"limit_price": D("188")}, {"quantity": D(10), "limit_price": D("188"), "stop_price": None}),
-        ("LMT", {}, {"total_quantity": D(12)}, {"quantity": D(12), "limit_price": D("189.5"), "stop_price": None}),
+        ("LMT", {}, {"quantity": D(12)}, {"quantity": D(12), "limit_price": D("189.5"), "stop_price": None}),
         (
             "STP_LMT",
             {"stop_price": D(180)},
@@ -356,7 +356,7 @@ def test_reconciliation_records_the_terms_the_broker_works_an_order_with(
     frozen_clock, order_type, terms, at_broker, in_force
 ):
     order = working_order(frozen_clock, order_type, **terms)
-    held = {"total_quantity": D(10), "limit_price": D("189.50"), "stop_price": terms.get("stop_price"), **at_broker}
+    held = {"quantity": D(10), "limit_price": D("189.50"), "stop_price": terms.get("stop_price"), **at_broker}
     broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
     counts = services.orders_reconcile(snapshot=broker)
     assert counts["terms_at_broker"] == (1 if in_force else 0)
@@ -374,7 +374,7 @@ def test_reconciliation_leaves_terms_changed_on_this_connection_to_the_process_t
     order = working_order(frozen_clock, "LMT")
     # A modify recorded after this connection was made, newer than what the snapshot saw of the broker.
     OrderEventFactory(order=order, status=S.SUBMITTED, data={"modified": {"quantity": "10", "limit_price": "188"}})
-    held = {"total_quantity": D(10), "limit_price": D("189.50")}
+    held = {"quantity": D(10), "limit_price": D("189.50")}
     broker = snapshot(orders=[report("ref-1", **held)], session_started=NOW - timedelta(seconds=5))
     assert services.orders_reconcile(snapshot=broker)["terms_at_broker"] == 0
     assert services.order_terms(order)["limit_price"] == D("188")
