@@ -341,6 +341,9 @@ class IbAdapter:
 
         self.worker.call(run, urgent=True)
 
+    def orders_recheck(self) -> None:
+        self.worker.recheck_soon()
+
     def order_sends_blocked(self, *, blocked: bool) -> None:
         async def run(ib: IB) -> None:
             self.worker.sends_blocked = blocked

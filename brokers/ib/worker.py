@@ -293,6 +293,21 @@ class IbWorker:
             return
         self._sink(snapshot)
 
+    def recheck_soon(self) -> None:
+        """Fetch the broker's orders and executions and reconcile them while connected, without holding new
+        orders back (unlike a reconnect's reconciliation): for an answer that never came."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and self.reconciled.is_set():
+            asyncio.run_coroutine_threadsafe(self._recheck(), loop)
+
+    async def _recheck(self) -> None:
+        try:
+            snapshot = await asyncio.wait_for(self.broker_snapshot(), self.request_timeout)
+        except Exception as exc:  # the next reconnect reconciles anyway
+            logger.warning("could not fetch the broker's orders to re-check them: %s", exc)
+            return
+        self._sink(snapshot)
+
     async def broker_snapshot(self) -> BrokerSnapshot:
         """The broker's view of every order and execution of the account (on the worker loop)."""
         ib = self.ib

@@ -266,3 +266,24 @@ def test_open_orders_asked_twice_at_once_are_both_answered(resting, api_client, 
     for asker in askers:
         asker.join(30)
     assert [[o.order_ref for o in answer] for answer in answers] == [["asked-twice"], ["asked-twice"]]
+
+
+def test_a_cancel_the_broker_never_answers_is_checked_with_it_and_does_not_stay_pending(
+    resting, api_client, ib_runtime, monkeypatch
+):
+    from orders.services import rechecks
+
+    monkeypatch.setattr(rechecks, "STALE_CANCEL_S", 1.0)
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="lost-cancel"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.never_answer(4)  # the gateway loses the cancel; the connection stays up
+    cancel = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert cancel.status_code == 200, cancel.content
+    assert _status(api_client, order_id) == "cancel_pending"
+    # No reconnect: the unanswered cancel is checked with the broker, which still works the order.
+    wait_for(lambda: _status(api_client, order_id) == "submitted", timeout=30, message="the broker's answer")
+    assert ib_runtime.worker.reconnects == 0
+    assert [o.status for o in resting.orders() if o.order_ref == "lost-cancel"] == ["Submitted"]
+    resting.faults.clear()
+    assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled on the second try")
