@@ -319,11 +319,6 @@ class BrokerAdapter(Protocol):
 
     def orders_cancel_all(self) -> None: ...
 
-    def orders_recheck(self) -> None:
-        """Soon: ask the broker for its orders and executions and reconcile them, without holding new
-        orders back (an answer that never came while the connection stayed up)."""
-        ...
-
     def order_sends_blocked(self, *, blocked: bool) -> None:
         """Close (or open) the connection to new orders and modifications; cancels still pass.
         The kill switch closes it on the IB thread before its global cancel, so no order can

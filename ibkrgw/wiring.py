@@ -14,7 +14,6 @@ from brokers import events
 from brokers.adapter import BrokerCommission, BrokerExecution, BrokerOrderStatus, BrokerSnapshot, Quote
 
 HALT_SWEEP_EVERY_S = 1.0
-RECHECK_EVERY_S = 5.0  # unanswered cancels (orders.services.rechecks)
 APPROVAL_EXPIRY_EVERY_S = 5.0
 
 
@@ -34,7 +33,6 @@ def connect() -> None:
     # Chores of the process that owns the IB connection.
     events.add_chore("orders.expire_pending", orders.orders_expire_pending, every_s=APPROVAL_EXPIRY_EVERY_S)
     events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
-    events.add_chore("orders.recheck_stale_cancels", orders.orders_recheck_stale_cancels, every_s=RECHECK_EVERY_S)
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
 
     events.add_health_section(_trading_health)

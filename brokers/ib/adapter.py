@@ -329,9 +329,11 @@ class IbAdapter:
             for trade in ib.openTrades():
                 if trade.order.orderId == broker_order_id and trade.order.clientId == self.worker.client_id:
                     ib.cancelOrder(trade.order)
-                    return
-            # Our own client id, not in this session's trades (e.g. placed before a restart).
-            ib.client.cancelOrder(broker_order_id, "")
+                    break
+            else:
+                # Our own client id, not in this session's trades (e.g. placed before a restart).
+                ib.client.cancelOrder(broker_order_id, "")
+            self.worker.cancel_sent(broker_order_id)  # after ib_async's own (local) status change
 
         self.worker.call(run, urgent=True)
 
@@ -340,9 +342,6 @@ class IbAdapter:
             ib.reqGlobalCancel()
 
         self.worker.call(run, urgent=True)
-
-    def orders_recheck(self) -> None:
-        self.worker.recheck_soon()
 
     def order_sends_blocked(self, *, blocked: bool) -> None:
         async def run(ib: IB) -> None:

@@ -46,6 +46,9 @@ T = TypeVar("T")
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
 HEARTBEAT_S = 5.0
+# A cancel the broker has not answered this long (no status of the order since) is checked with it.
+UNANSWERED_CANCEL_S = 30.0
+UNANSWERED_CANCEL_RECHECKS = 3
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
@@ -130,6 +133,10 @@ class IbWorker:
         # How often a connected gateway must answer a request, and within how long (None: request_timeout).
         self.heartbeat_s = HEARTBEAT_S
         self.heartbeat_timeout_s: float | None = None
+        # Our cancels the broker has not answered yet: broker order id -> (since when, rechecks so far).
+        # Loop thread only.
+        self.unanswered_cancel_s = UNANSWERED_CANCEL_S
+        self._cancels_sent: dict[int, tuple[float, int]] = {}
         self._stopping = False
         self._disconnected: asyncio.Event | None = None
         self.ib: IB | None = None
@@ -243,8 +250,10 @@ class IbWorker:
         """A gateway that stops answering (hung, or a socket that died without closing) counts as a lost
         connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
         ib = self.ib
+        self._cancels_sent.clear()  # a new connection's reconciliation settles the older ones
         while ib is not None and ib.isConnected():
             await asyncio.sleep(self.heartbeat_s)
+            self._recheck_unanswered_cancels()
             timeout = self.heartbeat_timeout_s or self.request_timeout
             try:
                 with pacing.urgent():  # its wait behind queued reads is not the gateway's silence
@@ -293,12 +302,26 @@ class IbWorker:
             return
         self._sink(snapshot)
 
-    def recheck_soon(self) -> None:
-        """Fetch the broker's orders and executions and reconcile them while connected, without holding new
-        orders back (unlike a reconnect's reconciliation): for an answer that never came."""
-        loop = self._loop
-        if loop is not None and loop.is_running() and self.reconciled.is_set():
-            asyncio.run_coroutine_threadsafe(self._recheck(), loop)
+    def cancel_sent(self, order_id: int) -> None:
+        """Our cancel of this order left: its answer (any status of the order) is awaited."""
+        self._cancels_sent[order_id] = (time.monotonic(), 0)
+
+    def _recheck_unanswered_cancels(self) -> None:
+        """A cancel the broker left unanswered while the connection stayed up (a lost request) would leave the
+        order `cancel_pending` until the next reconnect: ask the broker for its orders instead (a
+        reconciliation that does not hold new orders back), and again after every further period."""
+        now = time.monotonic()
+        stale = [oid for oid, (sent, _) in self._cancels_sent.items() if now - sent >= self.unanswered_cancel_s]
+        if not stale or not self.reconciled.is_set():
+            return
+        for order_id in stale:
+            rechecks = self._cancels_sent[order_id][1] + 1
+            if rechecks < UNANSWERED_CANCEL_RECHECKS:
+                self._cancels_sent[order_id] = (now, rechecks)
+            else:  # an order IB no longer reports at all: the next reconnect's reconciliation settles it
+                del self._cancels_sent[order_id]
+        logger.warning("IB has not answered the cancel of order(s) %s; asking for its orders", stale)
+        asyncio.ensure_future(self._recheck())
 
     async def _recheck(self) -> None:
         try:
@@ -390,6 +413,8 @@ class IbWorker:
             asyncio.ensure_future(self._request_reconciliation())
 
     def _on_order_status(self, trade) -> None:
+        if trade.order.clientId == self.client_id:
+            self._cancels_sent.pop(trade.order.orderId, None)  # the broker answered (whatever it said)
         if not trade.order.orderRef or trade.order.whatIf:
             return
         if _cancelled_by_client(trade):

@@ -274,9 +274,6 @@ class RemoteAdapter:
     def orders_cancel_all(self) -> None:
         self.call("orders_cancel_all")
 
-    def orders_recheck(self) -> None:
-        """Only the owner sends cancels, so only the owner awaits their answers and re-checks them."""
-
     def order_sends_blocked(self, *, blocked: bool) -> None:
         self.call("order_sends_blocked", blocked=blocked)
 

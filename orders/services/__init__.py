@@ -7,7 +7,6 @@ publishes on commit. Rows are only ever appended: an order's state is its latest
 from orders.services.approval import order_approve, order_reject_approval, orders_expire_pending
 from orders.services.common import SubmitResult, request_hash
 from orders.services.kill_switch import halt_progress, trading_halt, trading_halt_sweep, trading_resume
-from orders.services.rechecks import orders_recheck_stale_cancels
 from orders.services.recording import (
     commission_record,
     fill_record,
@@ -46,7 +45,6 @@ __all__ = [
     "refusal_record",
     "orders_expire_pending",
     "orders_reconcile",
-    "orders_recheck_stale_cancels",
     "request_hash",
     "trading_halt",
     "trading_resume",

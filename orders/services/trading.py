@@ -38,7 +38,7 @@ from orders.selectors import (
     order_with_rows,
     trading_halted,
 )
-from orders.services import checks, rechecks
+from orders.services import checks
 from orders.services.common import (
     SubmitResult,
     broker_request_for,
@@ -480,7 +480,6 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
                     target_id=str(order.pk),
                     data={"broker_order_id": broker_id},
                 )
-        rechecks.cancel_awaiting(order.pk)  # should the broker never answer, it is asked (not left pending)
         return order
 
     return pipeline().run(cancel)

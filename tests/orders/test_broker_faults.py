@@ -271,9 +271,8 @@ def test_open_orders_asked_twice_at_once_are_both_answered(resting, api_client, 
 def test_a_cancel_the_broker_never_answers_is_checked_with_it_and_does_not_stay_pending(
     resting, api_client, ib_runtime, monkeypatch
 ):
-    from orders.services import rechecks
-
-    monkeypatch.setattr(rechecks, "STALE_CANCEL_S", 1.0)
+    monkeypatch.setattr(ib_runtime.worker, "unanswered_cancel_s", 1.0)
+    monkeypatch.setattr(ib_runtime.worker, "heartbeat_s", 0.5)
     order_id = api_client.post("/api/v1/orders/", _order(client_order_id="lost-cancel"), format="json").json()["id"]
     wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
     resting.faults.never_answer(4)  # the gateway loses the cancel; the connection stays up
