@@ -215,6 +215,9 @@ def _latest_switch_with_seal() -> QuerySet:
 
 
 _LATEST_SWITCH = PreparedRead(_latest_switch_with_seal, params=[])
+_ANY_SWITCH_SEAL = PreparedRead(
+    lambda: LedgerSeal.objects.filter(table=_SWITCH_TABLE).values_list("seq", flat=True)[:1], params=[]
+)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ def trading_switch_state() -> TradingSwitchState:
     until an admin resumes, which writes a new sealed row. `audit_verify` names the row."""
     row = _LATEST_SWITCH.first()
     if row is None:
-        if not LedgerSeal.objects.filter(table=_SWITCH_TABLE).exists():
+        if _ANY_SWITCH_SEAL.first() is None:
             return TradingSwitchState(halted=False)  # never halted nor resumed
         return _untrusted("its rows are gone but their seals are not")
     *columns, sealed_pk, sealed_content = row
