@@ -312,6 +312,10 @@ class BrokerAdapter(Protocol):
 
     def order_place(self, *, request: BrokerOrderRequest) -> OrderAck: ...
 
+    def order_perm_id(self, *, broker_order_id: int) -> int | None:
+        """IB's permanent id for an order this client placed, if the broker has reported it yet (no round trip)."""
+        ...
+
     @property
     def client_id(self) -> int: ...
 

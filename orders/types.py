@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -67,3 +68,5 @@ class OrderSent:
     actor: Actor
     written: threading.Event = field(default_factory=threading.Event, compare=False)
     order: Any = field(default=None, compare=False, repr=False)  # the committed Order row that was sent
+    # IB's permanent id as known when the acknowledgement is written (the broker's first report brings it).
+    perm_id_now: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)

@@ -318,6 +318,13 @@ class IbAdapter:
 
         return self.worker.call(run, urgent=True)
 
+    def order_perm_id(self, *, broker_order_id: int) -> int | None:
+        # Read from the caller's thread: one dict lookup and one attribute of ib_async's state, each
+        # atomic; at worst the id arrives just after and the broker's report records it instead.
+        ib = self.worker.ib
+        trade = ib.wrapper.trades.get((self.worker.client_id, broker_order_id)) if ib is not None else None
+        return (trade.order.permId or None) if trade is not None else None
+
     @property
     def client_id(self) -> int:
         return self.worker.client_id

@@ -268,6 +268,9 @@ class RemoteAdapter:
     def order_place(self, *, request: BrokerOrderRequest) -> OrderAck:
         return self.call("order_place", request=request)
 
+    def order_perm_id(self, *, broker_order_id: int) -> int | None:
+        return None  # not worth a round trip to the owner: the broker's report records it
+
     def order_cancel(self, *, broker_order_id: int) -> None:
         self.call("order_cancel", broker_order_id=broker_order_id)
 

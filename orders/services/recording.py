@@ -338,13 +338,15 @@ def order_sent_record(*, sent: OrderSent) -> None:
             raise Order.DoesNotExist(f"order {sent.order_id} is not in the ledger")
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.PENDING_SUBMIT:
+            # The broker has often reported the permanent id by now: recorded here, its report adds no event.
+            perm_id = sent.perm_id or (sent.perm_id_now() if sent.perm_id_now is not None else None)
             order_event_append(
                 order,
                 status=S.SUBMITTED,
                 actor=sent.actor,
                 source=sent.actor.source,
                 broker_order_id=sent.broker_order_id,
-                perm_id=sent.perm_id,
+                perm_id=perm_id,
                 data={"client_id": sent.client_id},
                 audit_event=events.ORDER_SENT,
                 latest=latest,

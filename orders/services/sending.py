@@ -9,6 +9,7 @@ with the statuses arriving at the same moment; the caller waits for it outside t
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.db import transaction
@@ -75,6 +76,7 @@ def order_send(
         client_id=ack.client_id,
         actor=actor,
         order=order,
+        perm_id_now=functools.partial(adapter.order_perm_id, broker_order_id=ack.broker_order_id),
     )
     rt = runtime.current()
     if rt is None:

@@ -94,6 +94,21 @@ def test_limit_order_rests_then_fills_when_the_price_crosses(ib_runtime, api_cli
     assert fill.price <= Decimal("185.00")
 
 
+def test_the_connection_knows_the_permanent_id_the_broker_reported(ib_runtime, api_client, sim_gateway, orders_enabled):
+    # What the acknowledgement records when the broker's first report came before it was written.
+    from brokers import runtime
+
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    body = _order(client_order_id="perm-1", order_type="LMT", limit_price="185.00")
+    order_id = api_client.post("/api/v1/orders/", body, format="json").json()["id"]
+    wait_for(lambda: OrderEvent.objects.filter(order_id=order_id, perm_id__isnull=False).exists(), message="perm id")
+    (received,) = [o for o in sim_gateway.received_orders() if o.order_ref == "perm-1"]
+    broker_order_id = api_client.get(f"/api/v1/orders/{order_id}/").json()["broker_order_id"]
+    assert runtime.adapter().order_perm_id(broker_order_id=broker_order_id) == received.perm_id is not None
+    assert runtime.adapter().order_perm_id(broker_order_id=broker_order_id + 1000) is None
+
+
 def test_stop_order_triggers(ib_runtime, api_client, sim_gateway, orders_enabled):
     sim_gateway.pause_market()
     sim_gateway.set_price("MSFT", Decimal("420.00"))

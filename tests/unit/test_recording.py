@@ -558,6 +558,18 @@ def test_the_first_report_with_a_permanent_id_records_it():
     assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is None  # learned once
 
 
+def test_an_acknowledgement_written_after_the_brokers_first_report_carries_its_permanent_id():
+    # The broker's report usually arrives while the acknowledgement waits for the recorder: one event.
+    order = sent_order()
+    services.order_sent_record(
+        sent=OrderSent(
+            order_id=order.pk, broker_order_id=7, perm_id=None, client_id=1, actor=BOT, perm_id_now=lambda: 700
+        )
+    )
+    assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is None
+    assert (statuses(order), order.events.order_by("-id").first().perm_id) == ([S.PENDING_SUBMIT, S.SUBMITTED], 700)
+
+
 @pytest.mark.parametrize(
     "foreign",
     [
