@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     THROTTLED = "throttled"
     INTERNAL_ERROR = "internal_error"
     CLIENT_TOO_SLOW = "client_too_slow"
+    RESUME_TOO_LATE = "resume_too_late"
     REQUEST_TOO_LARGE = "request_too_large"
     # broker
     BROKER_UNAVAILABLE = "broker_unavailable"

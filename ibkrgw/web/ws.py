@@ -7,6 +7,7 @@ Close codes (the websocket close frame; an `{"type": "error", ...}` frame explai
   their password changed (checked at the client's messages and every AUTH_RECHECK_S while it only
   listens);
 - 4403 authenticated, but the key or user lacks the scope the stream needs;
+- 4400 the connect URL asks for what the stream cannot do (orders: a bad `?after_seq=`);
 - 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
   ordered backlog (orders stream) overflowed.
 
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_PERMISSION_DENIED = 4403
+CLOSE_INVALID_REQUEST = 4400
 CLOSE_TOO_SLOW = 4008
 CLIENT_TOO_SLOW = ErrorCode.CLIENT_TOO_SLOW
 
@@ -256,7 +258,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # Streams are mostly listened to, not talked to: a key revoked or a session ended while its
         # client stays silent must end the stream too, not only at the client's next message.
         self._auth_watch = asyncio.get_running_loop().create_task(self._watch_credential())
-        await self.opened()
+        try:
+            await self.opened()
+        except GatewayError as exc:
+            # The connect URL asked for what the stream cannot do: end it first (nothing of it goes out), then say why.
+            await self._end(CLOSE_INVALID_REQUEST, error_frame(exc.code, exc.message, exc.details))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch closes stale database connections (a thread hop) before every message;
@@ -297,7 +303,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- hooks --------------------------------------------------------------------------------
     async def opened(self) -> None:
-        """Set up after a successful, authenticated accept."""
+        """Set up after a successful, authenticated accept. A GatewayError closes the socket with 4400
+        (after its error frame); `closed()` is still called."""
 
     async def closed(self) -> None:
         """Release everything `opened()` and the actions took; called once."""
