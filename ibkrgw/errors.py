@@ -134,7 +134,7 @@ def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> 
     return Response(exc.as_dict(), status=exc.http_status, headers=headers)
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Render every error as `{"error": {"code", "message", "details"}}`."""
     if isinstance(exc, GatewayError):
         headers = {}
