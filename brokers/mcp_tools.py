@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework import serializers
+
 from brokers import selectors
 from brokers.api import AccountQueryInput
 from brokers.payloads import (
@@ -19,6 +21,7 @@ from brokers.payloads import (
 from ibkrgw.actors import Actor
 from ibkrgw.web import fields
 from ibkrgw.web.mcp import McpPrompt, NoInput, bounded_list, list_schema, mcp_tool
+from ibkrgw.web.serializers import StrictBodyMixin
 
 POSITIONS_DEFAULT_LIMIT = 50
 POSITIONS_MAX_LIMIT = 500
@@ -79,6 +82,12 @@ def get_pnl(query: AccountQueryInput, actor: Actor) -> dict[str, Any]:
     return pnl_payload(selectors.pnl_get(account=query.validated_data["account"]))
 
 
+class PositionPromptInput(StrictBodyMixin, serializers.Serializer):
+    """check_position's argument, held to the tools' symbol rules before it becomes prompt text."""
+
+    symbol = fields.symbol_field()
+
+
 def check_position(symbol: str) -> str:
     return f"""Check my position in {symbol}:
 1. list_positions with symbol={symbol}: quantity, average cost, market value, unrealized P&L.
@@ -95,6 +104,7 @@ PROMPTS = [
         title="Check a position",
         description="Position, quote and working orders for one symbol, summarised; changes nothing.",
         render=check_position,
+        input=PositionPromptInput,
     )
 ]
 

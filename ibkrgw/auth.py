@@ -10,11 +10,15 @@ import hashlib
 import threading
 import time
 from collections import deque
+from importlib import import_module
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
+from django.utils.crypto import constant_time_compare
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
@@ -89,6 +93,34 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request) -> str:
         # Makes DRF answer 401 (not 403) to unauthenticated requests.
         return KEYWORD
+
+
+def session_signs_in(session_key: str | None, user_pk: Any) -> bool:
+    """True while session `session_key` still signs in the user `user_pk` as Django would on a request:
+    not logged out, flushed or expired, the user still there and active, the password unchanged (the
+    session's auth hash, also under a SECRET_KEY_FALLBACKS key).
+
+    Read-only, unlike `django.contrib.auth.get_user`, which flushes a session it rejects and moves one
+    verified by a fallback key to a new session key: a websocket cannot give the browser a new cookie.
+    """
+    if not session_key:
+        return False
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        signed_in = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except KeyError:  # no such session (logged out, flushed, expired) or nobody signed in
+        return False
+    if signed_in != user_pk or backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return False
+    user = load_backend(backend_path).get_user(user_pk)  # None for an inactive user (ModelBackend)
+    if user is None or not user.is_active:
+        return False
+    session_hash = session.get(HASH_SESSION_KEY)
+    if not session_hash:
+        return False
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return any(constant_time_compare(session_hash, known) for known in hashes)
 
 
 def principal_allows(user: AbstractBaseUser | AnonymousUser | None, key: ScopedAPIKey | None, scope: str) -> bool:

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     THROTTLED = "throttled"
     INTERNAL_ERROR = "internal_error"
     CLIENT_TOO_SLOW = "client_too_slow"
+    RESUME_TOO_LATE = "resume_too_late"
     REQUEST_TOO_LARGE = "request_too_large"
     # broker
     BROKER_UNAVAILABLE = "broker_unavailable"
@@ -133,7 +134,7 @@ def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> 
     return Response(exc.as_dict(), status=exc.http_status, headers=headers)
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Render every error as `{"error": {"code", "message", "details"}}`."""
     if isinstance(exc, GatewayError):
         headers = {}

@@ -16,6 +16,8 @@ service or selector -> the entity's payload. Everything around the body lives he
 * the body runs in a worker thread (the ORM is sync), between `close_old_connections()` calls;
 * any error becomes an MCP tool error (`isError`) carrying the REST error body
   `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself;
+* a prompt's arguments pass its input serializer (the tools' own fields) before it is rendered; a
+  bad one is an `invalid_params` error carrying the same REST error body, never prompt text;
 * resources can be subscribed to (`resources/subscribe`): `ResourceWatch` polls the ledger and
   sends `notifications/resources/updated` when an order changes or the trading status does.
 
@@ -34,6 +36,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from importlib import import_module
 from typing import Any, Literal
@@ -362,6 +365,25 @@ def _add_prompt(server: MCPServer, prompt: McpPrompt) -> None:
     server.prompt(name=prompt.name, title=prompt.title, description=prompt.description)(prompt.render)
 
 
+def prompt_arguments(prompt: McpPrompt, arguments: dict[str, Any]) -> dict[str, str]:
+    """The arguments `prompt.render` gets: accepted by the prompt's input serializer, as text. A missing,
+    unknown or bad argument raises the error a bad resource read raises (invalid params, REST's body)."""
+    try:
+        check_json(arguments)
+        data = prompt.input(data=arguments)
+        data.is_valid(raise_exception=True)
+    except Exception as exc:
+        payload = _jsonable(exception_handler(exc, {"view": f"mcp:prompt:{prompt.name}"}).data)
+        logger.info("mcp prompt %s: %s", prompt.name, payload["error"]["code"])
+        raise MCPError(code=INVALID_PARAMS, message=payload["error"]["message"], data=payload) from None
+    return {name: _prompt_text(value) for name, value in data.validated_data.items()}
+
+
+def _prompt_text(value: Any) -> str:
+    # Decimals as plain numbers ("410.5", not "410.50000000" or "1E+1"), as the tools answer them.
+    return format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
+
+
 @dataclass
 class Registry:
     tools: list[McpTool] = field(default_factory=list)
@@ -407,6 +429,7 @@ def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]])
 
 class GatewayMCPServer(MCPServer):
     gateway_tools: dict[str, McpTool]
+    gateway_prompts: dict[str, McpPrompt]
     withheld_tools: set[str]  # trade tools left out in read-only mode
     transport: Transport
     watch: ResourceWatch
@@ -416,6 +439,13 @@ class GatewayMCPServer(MCPServer):
         if params.name in self.gateway_tools:
             return await super()._handle_call_tool(ctx, params)
         return _result(_no_such_tool(params.name, self.withheld_tools), uuid.uuid4().hex, error=True)
+
+    async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
+        """Arguments are checked before the SDK sees them, so a missing one is refused like a bad one."""
+        prompt = self.gateway_prompts.get(params.name)
+        if prompt is not None:
+            params = params.model_copy(update={"arguments": prompt_arguments(prompt, params.arguments or {})})
+        return await super()._handle_get_prompt(ctx, params)
 
     async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
         """Over HTTP, only the tools the caller's API key may call (a read key sees no trade tool)."""
@@ -441,6 +471,7 @@ def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> 
     )
     server.gateway_tools = {tool.name: tool for tool in registry.tools}
     server.withheld_tools = {tool.name for tool in collect().tools} - set(server.gateway_tools)
+    server.gateway_prompts = {prompt.name: prompt for prompt in registry.prompts}
     server.transport = transport
     for resource in registry.resources:
         _add_resource(server, resource)

@@ -25,7 +25,7 @@ from ibkrgw.web.fields import (
     symbol_field,
 )
 from ibkrgw.web.listing import ListQuery
-from ibkrgw.web.serializers import FieldsOncePerThread, StrictBodyMixin, ledger_decimal
+from ibkrgw.web.serializers import FieldsOncePerThread, StrictBodyMixin, ledger_decimal, positive_ledger_decimal
 from marketdata.api import SEC_TYPES
 from orders import selectors, services
 from orders.models import OrderStatus
@@ -62,7 +62,7 @@ class OrderCreateInput(FieldsOncePerThread, StrictBodyMixin, serializers.Seriali
     multiplier = multiplier_field(required=False, default="")
     con_id = StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1)
     action = serializers.ChoiceField(choices=ACTIONS)
-    quantity = ledger_decimal(min_value=Decimal("0.00000001"))
+    quantity = positive_ledger_decimal()
     order_type = serializers.ChoiceField(choices=ORDER_TYPES)
     limit_price = ledger_decimal(required=False, allow_null=True, default=None)
     stop_price = ledger_decimal(required=False, allow_null=True, default=None)
@@ -89,9 +89,9 @@ class OrderCreateInput(FieldsOncePerThread, StrictBodyMixin, serializers.Seriali
 
 
 class OrderModifyInput(StrictBodyMixin, serializers.Serializer):
-    quantity = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
-    limit_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
-    stop_price = ledger_decimal(required=False, min_value=Decimal("0.00000001"))
+    quantity = positive_ledger_decimal(required=False)
+    limit_price = positive_ledger_decimal(required=False)
+    stop_price = positive_ledger_decimal(required=False)
 
     def validate(self, attrs):
         if not attrs:

@@ -7,7 +7,6 @@ switch is for an admin user only, and settings come from the environment of the 
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -17,9 +16,9 @@ from rest_framework import serializers
 from brokers import runtime
 from ibkrgw.actors import Actor
 from ibkrgw.errors import GatewayError
-from ibkrgw.web.fields import StrictIntegerField
+from ibkrgw.web.fields import StrictIntegerField, symbol_field
 from ibkrgw.web.mcp import McpPrompt, McpResource, bounded_list, for_agents, list_schema, mcp_tool
-from ibkrgw.web.serializers import StrictQueryMixin, ledger_decimal
+from ibkrgw.web.serializers import StrictBodyMixin, StrictQueryMixin, positive_ledger_decimal
 from orders import selectors, services
 from orders.api import FillListQuery, OrderCreateInput, OrderListQuery
 from orders.models import Fill, OrderEvent, TradingSwitchEvent
@@ -32,6 +31,7 @@ from orders.payloads import (
     preview_output,
     trading_switch_payload,
 )
+from orders.types import ACTIONS
 
 TRADING_STATUS_URI = "ibkr://trading-status"
 ORDER_URI = "ibkr://orders/{order_id}"
@@ -75,17 +75,11 @@ class OrderIdInput(StrictQueryMixin, serializers.Serializer):
 
 class ModifyInput(StrictQueryMixin, serializers.Serializer):
     order_id = serializers.UUIDField(help_text="The working order's id (a UUID).")
-    quantity = ledger_decimal(
-        required=False,
-        min_value=Decimal("0.00000001"),
-        help_text="New total quantity (shares/contracts), not below what has already filled.",
+    quantity = positive_ledger_decimal(
+        required=False, help_text="New total quantity (shares/contracts), not below what has already filled."
     )
-    limit_price = ledger_decimal(
-        required=False, min_value=Decimal("0.00000001"), help_text="New limit price (orders that have one)."
-    )
-    stop_price = ledger_decimal(
-        required=False, min_value=Decimal("0.00000001"), help_text="New stop price (orders that have one)."
-    )
+    limit_price = positive_ledger_decimal(required=False, help_text="New limit price (orders that have one).")
+    stop_price = positive_ledger_decimal(required=False, help_text="New stop price (orders that have one).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
@@ -297,6 +291,15 @@ RESOURCES = [
 
 
 # -- prompts -------------------------------------------------------------------------------------
+class LimitOrderPromptInput(StrictBodyMixin, serializers.Serializer):
+    """place_limit_order_safely's arguments, held to place_order's own rules before they become prompt text."""
+
+    symbol = symbol_field()
+    action = serializers.ChoiceField(choices=ACTIONS)
+    quantity = positive_ledger_decimal()
+    limit_price = positive_ledger_decimal()
+
+
 def place_limit_order_safely(symbol: str, action: str, quantity: str, limit_price: str) -> str:
     return f"""Place a {action} limit order for {quantity} {symbol} at {limit_price}, safely:
 1. Read ibkr://trading-status: trading mode, whether orders reach the broker, the kill switch and the
@@ -316,6 +319,7 @@ PROMPTS = [
         title="Place a limit order safely",
         description="Check status and quote, preview, ask for confirmation, then place with an idempotency key.",
         render=place_limit_order_safely,
+        input=LimitOrderPromptInput,
         trade=True,
     )
 ]

@@ -97,10 +97,14 @@ class McpResource:
 
 @dataclass(frozen=True)
 class McpPrompt:
+    """A prompt; `render(**arguments)` gets the arguments only after `input` (a DRF serializer built from
+    the tools' own fields) accepted them, so nothing unchecked is pasted into the text an agent follows."""
+
     name: str
     title: str
     description: str
     render: Callable[..., str]
+    input: type[serializers.Serializer]
     trade: bool = False
 
 

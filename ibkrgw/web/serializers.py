@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.utils.functional import cached_property
@@ -130,6 +131,14 @@ def ledger_decimal(**kwargs) -> serializers.DecimalField:
     """The ledger's precision (20 digits, 8 places): order quantities and prices in, previews out.
     Plain ASCII decimals only: "٣", "４" or "1_0" must never become a quantity."""
     return StrictDecimalField(max_digits=20, decimal_places=8, **kwargs)
+
+
+LEDGER_MIN_POSITIVE = Decimal("0.00000001")  # the smallest amount the ledger's 8 places can hold
+
+
+def positive_ledger_decimal(**kwargs) -> serializers.DecimalField:
+    """A quantity or price that must be above zero, at the ledger's precision."""
+    return ledger_decimal(min_value=LEDGER_MIN_POSITIVE, **kwargs)
 
 
 def price_field() -> serializers.DecimalField:

@@ -2,9 +2,12 @@
 
 Close codes (the websocket close frame; an `{"type": "error", ...}` frame explains each first):
 
-- 4401 not authenticated: no valid API key or session at connect, or the key was revoked or expired
-  since (checked at the client's messages and every KEY_RECHECK_S while it only listens);
+- 4401 not authenticated: no valid API key or session at connect, or it stopped being valid since:
+  the key revoked or expired; the session logged out, flushed or expired, its user deactivated or
+  their password changed (checked at the client's messages and every AUTH_RECHECK_S while it only
+  listens);
 - 4403 authenticated, but the key or user lacks the scope the stream needs;
+- 4400 the connect URL asks for what the stream cannot do (orders: a bad `?after_seq=`);
 - 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
   ordered backlog (orders stream) overflowed.
 
@@ -21,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar
 
 from channels.consumer import get_handler_name
@@ -30,7 +34,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ibkrgw import limits, metrics
-from ibkrgw.auth import principal_allows
+from ibkrgw.auth import principal_allows, session_signs_in
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.models import Scope, ScopedAPIKey
 
@@ -38,11 +42,12 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_PERMISSION_DENIED = 4403
+CLOSE_INVALID_REQUEST = 4400
 CLOSE_TOO_SLOW = 4008
 CLIENT_TOO_SLOW = ErrorCode.CLIENT_TOO_SLOW
 
 MAX_MESSAGE_BYTES = 64 * 1024
-KEY_RECHECK_S = 30.0  # how stale our view of an API key's revocation may get
+AUTH_RECHECK_S = 30.0  # how stale our view of a key's revocation or a session's end may get
 
 
 class ErrorFrame(TypedDict):
@@ -240,20 +245,24 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self._open = False
-        self._key_checked_at = time.monotonic()
+        self._auth_checked_at = time.monotonic()
         await self.accept()
         denial = self._denial()
         if denial is not None:
             await self._refuse(*denial)
             return
+        self._credential = Credential.of(self.scope)
         self._open = True
         self._main_task = asyncio.current_task()
         metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).inc()
-        if self.scope.get("api_key") is not None:
-            # Streams are mostly listened to, not talked to: a key revoked or expired while its client
-            # stays silent must end the stream too, not only at the client's next message.
-            self._key_watch = asyncio.get_running_loop().create_task(self._watch_key())
-        await self.opened()
+        # Streams are mostly listened to, not talked to: a key revoked or a session ended while its
+        # client stays silent must end the stream too, not only at the client's next message.
+        self._auth_watch = asyncio.get_running_loop().create_task(self._watch_credential())
+        try:
+            await self.opened()
+        except GatewayError as exc:
+            # The connect URL asked for what the stream cannot do: end it first (nothing of it goes out), then say why.
+            await self._end(CLOSE_INVALID_REQUEST, error_frame(exc.code, exc.message, exc.details))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch closes stale database connections (a thread hop) before every message;
@@ -270,9 +279,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if not self._open:
             return
         if not await self._still_allowed():
-            await self._refuse(
-                CLOSE_NOT_AUTHENTICATED, ErrorCode.NOT_AUTHENTICATED, "The API key was revoked or has expired."
-            )
+            logger.info("websocket %s: %s is no longer valid; closing", self.stream, self._credential.label)
+            await self._refuse(CLOSE_NOT_AUTHENTICATED, ErrorCode.NOT_AUTHENTICATED, self._credential.ended)
             return
         try:
             message = self._parse(text_data, bytes_data)
@@ -295,7 +303,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- hooks --------------------------------------------------------------------------------
     async def opened(self) -> None:
-        """Set up after a successful, authenticated accept."""
+        """Set up after a successful, authenticated accept. A GatewayError closes the socket with 4400
+        (after its error frame); `closed()` is still called."""
 
     async def closed(self) -> None:
         """Release everything `opened()` and the actions took; called once."""
@@ -323,15 +332,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
 
     async def _still_allowed(self) -> bool:
-        """Cheap re-check on every message (as Paperless' StatusConsumer does); the key's revocation
-        is read from the database at most every KEY_RECHECK_S."""
+        """Cheap re-check on every message (as Paperless' StatusConsumer does); whether the key or the
+        session is still valid is read from the database at most every AUTH_RECHECK_S."""
         if self._denial() is not None:
             return False
         key = self.scope.get("api_key")
-        if key is None or time.monotonic() - self._key_checked_at < KEY_RECHECK_S:
+        if time.monotonic() - self._auth_checked_at < AUTH_RECHECK_S:
             return not (key is not None and key.has_expired)
-        self._key_checked_at = time.monotonic()
-        return await database_sync_to_async(_key_usable)(key.pk)
+        self._auth_checked_at = time.monotonic()
+        return await database_sync_to_async(_credential_valid)(self._credential)
 
     async def _refuse(self, close_code: int, code: ErrorCode, message: str) -> None:
         await self.send_frame(error_frame(code, message))
@@ -361,18 +370,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _watch_key(self) -> None:
-        key = self.scope["api_key"]
+    async def _watch_credential(self) -> None:
+        credential = self._credential
         while True:
-            await asyncio.sleep(KEY_RECHECK_S)
+            await asyncio.sleep(AUTH_RECHECK_S)
             try:
-                usable = await database_sync_to_async(_key_usable, thread_sensitive=False)(key.pk)
+                valid = await database_sync_to_async(_credential_valid, thread_sensitive=False)(credential)
             except Exception:  # the database is away: keep the stream, ask again next time
-                logger.warning("websocket %s: could not re-check API key %s", self.stream, key.prefix, exc_info=True)
+                logger.warning("websocket %s: could not re-check %s", self.stream, credential.label, exc_info=True)
                 continue
-            if not usable:
-                message = "The API key was revoked or has expired."
-                await self._end(CLOSE_NOT_AUTHENTICATED, error_frame(ErrorCode.NOT_AUTHENTICATED, message))
+            self._auth_checked_at = time.monotonic()
+            if not valid:
+                logger.info("websocket %s: %s is no longer valid; closing", self.stream, credential.label)
+                await self._end(CLOSE_NOT_AUTHENTICATED, error_frame(ErrorCode.NOT_AUTHENTICATED, credential.ended))
                 return
 
     async def _teardown(self) -> None:
@@ -380,12 +390,43 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return
         self._open = False
         metrics.WEBSOCKET_CLIENTS.labels(stream=self.stream).dec()
-        watch = getattr(self, "_key_watch", None)
+        watch = getattr(self, "_auth_watch", None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
         await self.closed()
 
 
-def _key_usable(pk: Any) -> bool:
-    key = ScopedAPIKey.objects.filter(pk=pk).first()
-    return key is not None and not key.revoked and not key.has_expired
+@dataclass(frozen=True)
+class Credential:
+    """What admitted a socket: an API key, or a browser session signing in a user. Re-read while the
+    socket stays open, so that a revoked key and an ended session close it alike."""
+
+    label: str  # for the logs: the key's prefix or the user's name, never a secret
+    key_pk: Any = None
+    session_key: str | None = None
+    user_pk: Any = None
+
+    @classmethod
+    def of(cls, scope: dict[str, Any]) -> Credential:
+        key = scope.get("api_key")
+        if key is not None:
+            return cls(label=f"API key {key.prefix}", key_pk=key.pk)
+        user, session = scope["user"], scope.get("session")
+        return cls(
+            label=f"the session of {user.get_username()}",
+            session_key=getattr(session, "session_key", None),
+            user_pk=user.pk,
+        )
+
+    @property
+    def ended(self) -> str:
+        if self.key_pk is not None:
+            return "The API key was revoked or has expired."
+        return "The session has ended: signed out or expired, the password changed or the user deactivated."
+
+
+def _credential_valid(credential: Credential) -> bool:
+    if credential.key_pk is not None:
+        key = ScopedAPIKey.objects.filter(pk=credential.key_pk).first()
+        return key is not None and not key.revoked and not key.has_expired
+    return session_signs_in(credential.session_key, credential.user_pk)

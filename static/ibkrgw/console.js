@@ -51,16 +51,16 @@
   let backoff = 500;
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${window.location.host}/ws/orders/`);
+    // After a reconnect, ask in the URL for what was missed (before any live event can arrive, so
+    // everything comes in order); the first connection starts from now.
+    const lastSeq = window.ibkrgwConsole.lastSeq;
+    const resume = lastSeq > 0 ? `?after_seq=${lastSeq}` : "";
+    socket = new WebSocket(`${scheme}://${window.location.host}/ws/orders/${resume}`);
     socket.addEventListener("open", () => {
       backoff = 500;
       window.ibkrgwConsole.connected = true;
       streamState.textContent = "live";
       streamState.classList.add("ibkrgw-stream-on");
-      // After a reconnect, ask for what was missed; the first connection starts from now.
-      if (window.ibkrgwConsole.lastSeq > 0) {
-        socket.send(JSON.stringify({ action: "resume", after_seq: window.ibkrgwConsole.lastSeq }));
-      }
     });
     socket.addEventListener("message", (message) => {
       let frame;
@@ -74,6 +74,8 @@
       window.ibkrgwConsole.connected = false;
       streamState.classList.remove("ibkrgw-stream-on");
       if (event.code === 4401 || event.code === 4403) { streamState.textContent = "live: not allowed"; return; }
+      // A seq this ledger never reached (another database): start again from now.
+      if (event.code === 4400) { window.ibkrgwConsole.lastSeq = 0; }
       streamState.textContent = "live: reconnecting";
       window.setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 10000);

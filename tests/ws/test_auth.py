@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.test import Client
+from django.utils import timezone
 
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web import ws as ws_module
@@ -64,19 +70,114 @@ async def test_a_foreign_origin_is_refused_before_the_handshake(ws_key):
     assert not connected_  # closed before accept: a real server answers the handshake with 403
 
 
+def _signed_in(username: str = "viewer") -> Client:
+    """A browser's session: a Django test client signed in as a new (non-staff) user."""
+    user = get_user_model().objects.create_user(username, password="pw-only-for-this-test")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _with_session(path: str, client: Client):
+    return communicator(path, headers=[(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
+
+
+def _count_rechecks(monkeypatch) -> list[bool]:
+    """Re-check credentials every 50 ms instead of every 30 s; the list records each answer."""
+    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.05)
+    checks: list[bool] = []
+    credential_valid = ws_module._credential_valid
+
+    def counted(credential):
+        checks.append(valid := credential_valid(credential))
+        return valid
+
+    monkeypatch.setattr(ws_module, "_credential_valid", counted)
+    return checks
+
+
 async def test_a_browser_session_is_accepted(transactional_db):
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
-    def login_cookie() -> str:
-        user = get_user_model().objects.create_user("viewer", password="pw-only-for-this-test")
-        client = Client()
-        client.force_login(user)
-        return client.cookies["sessionid"].value
-
-    session = await sync_to_async(login_cookie)()
-    ws = communicator("/ws/orders/", headers=[(b"cookie", f"sessionid={session}".encode())])
+    client = await sync_to_async(_signed_in)()
+    ws = _with_session("/ws/orders/", client)
     assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
+
+
+def _log_out(client: Client) -> None:
+    client.logout()
+
+
+def _deactivate(client: Client) -> None:
+    get_user_model().objects.filter(username="viewer").update(is_active=False)
+
+
+def _change_password(client: Client) -> None:
+    user = get_user_model().objects.get(username="viewer")
+    user.set_password("another-pw-only-for-this-test")
+    user.save()
+
+
+def _expire(client: Client) -> None:
+    Session.objects.filter(session_key=client.session.session_key).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+
+
+SESSION_ENDINGS = [_log_out, _deactivate, _change_password, _expire]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("end_session", SESSION_ENDINGS, ids=lambda f: f.__name__.strip("_"))
+async def test_a_session_that_ends_while_its_browser_only_listens_ends_the_stream(
+    path, end_session, transactional_db, monkeypatch
+):
+    checks = _count_rechecks(monkeypatch)
+    client = await sync_to_async(_signed_in)()
+    ws = _with_session(path, client)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    # A session still signed in survives its re-checks.
+    await eventually(lambda: len(checks) >= 3, message="three session re-checks")
+    assert all(checks)
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+
+    await sync_to_async(end_session)(client)
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "not_authenticated"
+    assert "session has ended" in error["message"]
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["type"] == "websocket.close" and closing["code"] == 4401
+
+
+@pytest.mark.parametrize("end_session", SESSION_ENDINGS, ids=lambda f: f.__name__.strip("_"))
+async def test_a_session_that_ended_is_refused_at_its_next_message(end_session, transactional_db, monkeypatch):
+    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.0)
+    client = await sync_to_async(_signed_in)()
+    ws = _with_session("/ws/quotes/", client)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+
+    await sync_to_async(end_session)(client)
+    await ws.send_json_to({"action": "ping"})
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "not_authenticated"
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["code"] == 4401
+
+
+async def test_another_users_session_ending_does_not_end_a_stream(transactional_db, monkeypatch):
+    # Only the socket's own session and user count: others signing in or out change nothing.
+    checks = _count_rechecks(monkeypatch)
+    client = await sync_to_async(_signed_in)()
+    ws = _with_session("/ws/orders/", client)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    other = await sync_to_async(_signed_in)("other")
+    await sync_to_async(other.logout)()
+    await eventually(lambda: len(checks) >= 3, message="three session re-checks")
+    assert all(checks)
     await ws.send_json_to({"action": "ping"})
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
     await ws.disconnect()
@@ -84,7 +185,7 @@ async def test_a_browser_session_is_accepted(transactional_db):
 
 async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_key, monkeypatch):
     # Auth is re-checked on each message; revocation is read from the database (here: every time).
-    monkeypatch.setattr(ws_module, "KEY_RECHECK_S", 0.0)
+    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.0)
     ws = await connected("/ws/quotes/", ws_key)
     await ws.send_json_to({"action": "ping"})
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
@@ -100,15 +201,7 @@ async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_k
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_key_revoked_while_its_client_only_listens_ends_the_stream(path, ws_key, monkeypatch):
     # The orders stream is listened to, not talked to: revocation must not wait for a message that never comes.
-    monkeypatch.setattr(ws_module, "KEY_RECHECK_S", 0.05)
-    checks: list[bool] = []
-    key_usable = ws_module._key_usable
-
-    def counted(pk):
-        checks.append(usable := key_usable(pk))
-        return usable
-
-    monkeypatch.setattr(ws_module, "_key_usable", counted)
+    checks = _count_rechecks(monkeypatch)
     ws = await connected(path, ws_key)
     # A usable key survives its re-checks.
     await eventually(lambda: len(checks) >= 3, message="three key re-checks")

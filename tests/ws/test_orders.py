@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 
 from audit.models import AuditEntry
 from orders.models import Fill
-from tests.ws.conftest import TIMEOUT, connected, receive_until
+from tests.ws.conftest import TIMEOUT, communicator, connected, receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,7 +133,7 @@ async def test_resume_replays_exactly_the_missed_events_then_live(
     await second.disconnect()
 
 
-async def test_resume_does_not_repeat_events_already_sent_live(
+async def test_a_late_resume_never_sends_an_older_event_after_a_newer_one(
     ib_runtime, api_client, sim_gateway, orders_enabled, ws_key
 ):
     sim_gateway.pause_market()
@@ -141,15 +141,80 @@ async def test_resume_does_not_repeat_events_already_sent_live(
     await _settled(before)
     before_seqs = await sync_to_async(_ledger_seqs_after)(0)
 
+    # Live events first, then a resume from before all of them.
     ws = await connected("/ws/orders/", ws_key)
-    during = await _place(api_client, "ws-during")
-    live = await _events_until_settled(ws, during)
+    seen = await _events_until_settled(ws, await _place(api_client, "ws-during"))
     await ws.send_json_to({"action": "resume", "after_seq": 0})
-    resumed, replayed = await receive_until(ws, lambda f: f["type"] == "resumed")
-    # Only what happened before the connection; the live events are not sent twice.
-    assert [f["seq"] for f in replayed] == before_seqs
-    assert not {f["seq"] for f in replayed} & {f["seq"] for f in live}
+    refusal, more = await receive_until(ws, lambda f: f["type"] == "error")
+    seen += more
+    assert refusal["code"] == "resume_too_late"
+    sent_after = refusal["details"]["sent_after_seq"]
+    assert refusal["details"]["after_seq"] == 0 and before_seqs[-1] <= sent_after < seen[0]["seq"]
+    assert "?after_seq=0" in refusal["message"]
+
+    # The stream goes on: every frame the client sees is in seq order, with no gap and no duplicate.
+    seen += await _events_until_settled(ws, await _place(api_client, "ws-after"))
+    assert all(f["type"] in ("order", "fill") for f in seen)
+    seqs = [f["seq"] for f in seen]
+    assert seqs == sorted(set(seqs))
+    assert seqs == await sync_to_async(_ledger_seqs_after)(sent_after)
     await ws.disconnect()
+
+    # Nothing is lost: reconnecting with ?after_seq=0 delivers every event after 0, in order.
+    again = await connected("/ws/orders/?after_seq=0", ws_key)
+    resumed, replayed = await receive_until(again, lambda f: f["type"] == "resumed")
+    assert [f["seq"] for f in replayed] == await sync_to_async(_ledger_seqs_after)(0) == before_seqs + seqs
+    assert resumed["replayed"] == len(replayed)
+    await again.disconnect()
+
+
+async def test_a_late_resume_that_misses_nothing_is_answered(
+    ib_runtime, api_client, sim_gateway, orders_enabled, ws_key
+):
+    sim_gateway.pause_market()
+    ws = await connected("/ws/orders/", ws_key)
+    live = await _events_until_settled(ws, await _place(api_client, "ws-late-ok"))
+    last = live[-1]["seq"]
+    # From the last event seen, or from just before the first one: nothing older is missing.
+    for after in (last, live[0]["seq"] - 1):
+        await ws.send_json_to({"action": "resume", "after_seq": after})
+        resumed = await ws.receive_json_from(timeout=TIMEOUT)
+        assert resumed == {"type": "resumed", "after_seq": after, "replayed": 0, "last_seq": last}
+    await ws.disconnect()
+
+
+async def test_resuming_in_the_connect_url_replays_then_streams_live(
+    ib_runtime, api_client, sim_gateway, orders_enabled, ws_key
+):
+    sim_gateway.pause_market()
+    first = await _place(api_client, "ws-url-1")
+    await _settled(first)
+    last_seen = (await sync_to_async(_ledger_seqs_after)(0))[-1]
+    missed_order = await _place(api_client, "ws-url-2")
+    await _settled(missed_order)
+    missed = await sync_to_async(_ledger_seqs_after)(last_seen)
+
+    ws = await connected(f"/ws/orders/?after_seq={last_seen}", ws_key)
+    resumed, replayed = await receive_until(ws, lambda f: f["type"] == "resumed")
+    assert [f["seq"] for f in replayed] == missed
+    assert resumed == {"type": "resumed", "after_seq": last_seen, "replayed": len(missed), "last_seq": missed[-1]}
+    live = await _events_until_settled(ws, await _place(api_client, "ws-url-3"))
+    seqs = [f["seq"] for f in replayed + live]
+    assert seqs == await sync_to_async(_ledger_seqs_after)(last_seen)  # in order, no gap, no duplicate
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["after_seq=x", "after_seq=-1", "after_seq=", "after_seq=1&after_seq=2", "after_seq=%D9%A3", "after_seq=1e3"],
+)
+async def test_a_bad_after_seq_in_the_connect_url_closes_with_4400(ws_key, query):
+    ws = communicator(f"/ws/orders/?{query}", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "invalid_request" and "after_seq" in error["details"]["fields"], error
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["type"] == "websocket.close" and closing["code"] == 4400
 
 
 async def test_resume_with_a_bad_after_seq_is_invalid_request_and_the_socket_stays_open(ws_key):
@@ -191,4 +256,24 @@ async def test_resume_beyond_the_ledger_is_invalid_request_not_silence(ws_key):
     await ws.send_json_to({"action": "resume", "after_seq": last})
     resumed = await ws.receive_json_from(timeout=TIMEOUT)
     assert resumed == {"type": "resumed", "after_seq": last, "replayed": 0, "last_seq": last}
+    await ws.disconnect()
+
+
+async def test_an_after_seq_beyond_the_ledger_in_the_connect_url_closes_with_4400(ws_key):
+    last = await sync_to_async(_gateway_entry)()
+    ws = communicator(f"/ws/orders/?after_seq={last + 1}", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "invalid_request" and error["details"]["last_seq"] == last, error
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["type"] == "websocket.close" and closing["code"] == 4400
+    # The API key may share the query string; a seq the ledger has is a place to resume from.
+    ws = communicator(f"/ws/orders/?api_key={ws_key}&after_seq={last}")
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {
+        "type": "resumed",
+        "after_seq": last,
+        "replayed": 0,
+        "last_seq": last,
+    }
     await ws.disconnect()
