@@ -57,6 +57,13 @@ async def receive_until(ws: WebsocketCommunicator, predicate, timeout: float = T
         seen.append(frame)
 
 
+async def sent_before_end(ws: WebsocketCommunicator, timeout: float = TIMEOUT) -> dict:
+    """The next message the consumer sent, also once it has ended itself (a server-side close): the
+    communicator's own receive raises the application's end first, even with messages still queued."""
+    async with asyncio.timeout(timeout):
+        return await ws.output_queue.get()
+
+
 async def eventually(predicate, timeout: float = TIMEOUT, message: str = "condition"):
     """Poll a cheap, thread-safe predicate from async code."""
     deadline = time.monotonic() + timeout

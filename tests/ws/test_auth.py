@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web import ws as ws_module
-from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected, eventually
+from tests.ws.conftest import ORIGIN, TIMEOUT, communicator, connected, eventually, sent_before_end
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,10 +145,10 @@ async def test_a_session_that_ends_while_its_browser_only_listens_ends_the_strea
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
 
     await sync_to_async(end_session)(client)
-    error = await ws.receive_json_from(timeout=TIMEOUT)
+    error = json.loads((await sent_before_end(ws))["text"])
     assert error["code"] == "not_authenticated"
     assert "session has ended" in error["message"]
-    closing = await ws.receive_output(timeout=TIMEOUT)
+    closing = await sent_before_end(ws)
     assert closing["type"] == "websocket.close" and closing["code"] == 4401
 
 
@@ -209,9 +210,9 @@ async def test_a_key_revoked_while_its_client_only_listens_ends_the_stream(path,
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
 
     await sync_to_async(lambda: ScopedAPIKey.objects.filter(name="ws-read").update(revoked=True))()
-    error = await ws.receive_json_from(timeout=TIMEOUT)
+    error = json.loads((await sent_before_end(ws))["text"])
     assert error["code"] == "not_authenticated"
-    closing = await ws.receive_output(timeout=TIMEOUT)
+    closing = await sent_before_end(ws)
     assert closing["type"] == "websocket.close" and closing["code"] == 4401
 
 
