@@ -67,3 +67,4 @@ class OrderSent:
     actor: Actor
     written: threading.Event = field(default_factory=threading.Event, compare=False)
     order: Any = field(default=None, compare=False, repr=False)  # the committed Order row that was sent
+    connection: str = ""  # the broker connection it went out on
