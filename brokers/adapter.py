@@ -145,6 +145,9 @@ class BrokerOrderRequest:
     parent_broker_order_id: int | None = None
     transmit: bool = True
     broker_order_id: int | None = None  # set to modify a working order
+    # A bracket's later leg goes out only on the connection its entry went out on (`OrderAck.connection`):
+    # on another one, the entry's group may be gone or held with prices that are no longer current.
+    connection: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ class OrderAck:
     perm_id: int | None
     status: str  # IB status at acknowledgement time
     client_id: int  # order ids are per IB client id: only this client may modify or cancel it
+    connection: str = ""  # the broker connection it went out on (a new one after every reconnect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,7 @@ class BrokerSnapshot:
     # When the connection the snapshot came through was made: orders acknowledged before it that the
     # broker reports neither working nor completed are no longer held by the broker.
     session_started: datetime | None = None
+    connection: str = ""  # the connection it came through (`OrderAck.connection`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,3 +341,8 @@ class BrokerAdapter(Protocol):
     def account_risk(self, *, account: str) -> AccountRisk: ...
 
     def snapshot(self) -> BrokerSnapshot: ...
+
+    def orders_recheck(self) -> None:
+        """Have the broker's orders reconciled soon (behind what was sent before), without holding new
+        orders back: after a send whose outcome is unknown. Returns at once."""
+        ...

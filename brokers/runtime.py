@@ -175,7 +175,9 @@ def _recorder_handlers(worker) -> dict[type, Any]:
     def reconciled(snapshot: BrokerSnapshot) -> None:
         if reconcile is not None:
             reconcile(snapshot)
-        worker.reconciled.set()  # only now may new orders be sent
+        # Only now may new orders be sent; not on a snapshot of a connection lost since (a late re-check).
+        if snapshot.connection in ("", worker.connection_id):
+            worker.reconciled.set()
 
     handlers[BrokerSnapshot] = reconciled
     handlers[BrokerConnectionChanged] = lambda change: broker_connection_record(

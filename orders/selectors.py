@@ -74,6 +74,18 @@ def order_list_open(*, account: str | None = None) -> QuerySet[Order]:
     return qs.filter(account=account) if account else qs
 
 
+def bracket_entries_open() -> list[Order]:
+    """Bracket entries with a leg (the entry or an exit) the ledger does not show finished, with their exits."""
+    legs = (
+        Order.objects.exclude(role="")
+        .annotate(current_status=_latest_event("status"))
+        .filter(current_status__in=WORKING)
+        .values_list("pk", "parent_id")
+    )
+    entries = {parent or pk for pk, parent in legs}
+    return list(Order.objects.filter(pk__in=entries).prefetch_related("children").order_by("created_at"))
+
+
 _SAMPLE_TIME = datetime(2000, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # a sample no query here uses itself
 _BY_ORDER_ID = (Order._meta.pk, uuid.UUID(int=1))  # the one parameter of the reads keyed by an order's id
 # Read for every order and every broker report: compiled once per connection.

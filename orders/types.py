@@ -70,3 +70,4 @@ class OrderSent:
     order: Any = field(default=None, compare=False, repr=False)  # the committed Order row that was sent
     # IB's permanent id as known when the acknowledgement is written (the broker's first report brings it).
     perm_id_now: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+    connection: str = ""  # the broker connection it went out on

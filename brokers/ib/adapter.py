@@ -31,7 +31,7 @@ from brokers.adapter import (
 from brokers.ib import translate
 from brokers.ib.errors import HISTORICAL_PACING_RETRY_S, is_no_market_data_permission
 from brokers.ib.worker import IbWorker
-from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 
 DELAYED = 3
 # IB's historical-data pacing: at most 60 requests in any 10 minutes.
@@ -306,6 +306,13 @@ class IbAdapter:
                     http_status=423,
                     details={"gate": "kill_switch"},
                 )
+            if request.connection and request.connection != self.worker.connection_id:
+                # Checked on the IB thread, where the connection changes: a bracket never straddles two.
+                raise BrokerUnavailable(
+                    "The connection this bracket's entry went out on was lost; its other legs are not sent "
+                    "on a new one.",
+                    details={"state": self.worker.state},
+                )
             if request.broker_order_id:
                 _require_modifiable(ib, request.broker_order_id, self.worker.client_id)
             trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
@@ -314,6 +321,7 @@ class IbAdapter:
                 perm_id=trade.order.permId or None,
                 status=trade.orderStatus.status,
                 client_id=self.worker.client_id,
+                connection=self.worker.connection_id,
             )
 
         return self.worker.call(run, urgent=True)
@@ -402,3 +410,6 @@ class IbAdapter:
 
     def snapshot(self) -> BrokerSnapshot:
         return self.worker.call(lambda ib: self.worker.broker_snapshot())
+
+    def orders_recheck(self) -> None:
+        self.worker.run_soon(lambda ib: self.worker.recheck())

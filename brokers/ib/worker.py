@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -150,6 +151,7 @@ class IbWorker:
         self.reconnects = 0
         self.accounts: tuple[str, ...] = ()
         self.server_version: int | None = None
+        self.connection_id = ""  # new at every connect: what was sent on an earlier connection is told apart
         self.reconciled = threading.Event()
         # The kill switch's latch: while set, placeOrder is refused on this thread (cancels still pass).
         self.sends_blocked = False
@@ -269,6 +271,7 @@ class IbWorker:
 
     async def _on_connected(self) -> None:
         ib = self.ib
+        self.connection_id = uuid.uuid4().hex
         self.accounts = tuple(ib.managedAccounts())
         self.server_version = ib.client.serverVersion()
         self.ib.reqMarketDataType(self.market_data_type)
@@ -323,6 +326,12 @@ class IbWorker:
         logger.warning("IB has not answered the cancel of order(s) %s; asking for its orders", stale)
         asyncio.ensure_future(self._recheck())
 
+    def recheck(self) -> None:
+        """On the loop: reconcile the broker's orders, behind every request sent before (a reconnect's
+        reconciliation, if one is due, does it anyway)."""
+        if self.reconciled.is_set():
+            asyncio.ensure_future(self._recheck())
+
     async def _recheck(self) -> None:
         try:
             snapshot = await asyncio.wait_for(self.broker_snapshot(), self.request_timeout)
@@ -358,6 +367,7 @@ class IbWorker:
             commissions=commissions,
             taken_at=datetime.now(UTC),
             session_started=self.connected_since,
+            connection=self.connection_id,
         )
 
     def _mark_down(self, reason: str) -> None:

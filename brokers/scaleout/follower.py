@@ -289,6 +289,9 @@ class RemoteAdapter:
     def snapshot(self) -> BrokerSnapshot:
         return self.call("snapshot")
 
+    def orders_recheck(self) -> None:
+        self.call("orders_recheck")
+
     # -- quote subscriptions ----------------------------------------------------------------------
     def take_subscriptions(self) -> list[tuple[ContractInfo, int]]:
         """Hand this process's watchers over (it now owns the connection) and stop syncing them."""

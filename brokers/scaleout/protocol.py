@@ -47,7 +47,7 @@ SYNC_EVERY_S = 2.0  # a follower re-sends its quote subscriptions this often...
 FOLLOWER_TTL_S = 10.0  # ...and the owner drops them when it has not heard from it for this long
 SERVER_THREADS = 32
 # Answered from the owner's memory on its loop: no IB round trip, so no acceptance message.
-INSTANT = frozenset({"health", "orders_allowed", "quote_cached", "managed_accounts", "quote_sync"})
+INSTANT = frozenset({"health", "orders_allowed", "quote_cached", "managed_accounts", "quote_sync", "orders_recheck"})
 CALLS = frozenset(
     {
         "health",
@@ -67,6 +67,7 @@ CALLS = frozenset(
         "open_orders",
         "account_risk",
         "snapshot",
+        "orders_recheck",
         "orders_allowed",
         "quote_sync",
     }

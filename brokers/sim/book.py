@@ -185,6 +185,12 @@ class OrderEngine:
             raise Reject(201, f"Order rejected - reason:Invalid order type '{req.order_type}' was entered.")
         if req.tif not in SUPPORTED_TIFS:
             raise Reject(201, f"Order rejected - reason:Invalid time in force '{req.tif}'.")
+        # IB error list, 113: the close auction takes day orders only; 111: an opening order (tif OPG) is a
+        # market or limit order (market/limit on open), any other type does not go with that time in force.
+        if req.order_type in ("MOC", "LOC") and req.tif != "DAY":
+            raise Reject(113, "The Tif option should be set to DAY for MOC and LOC orders.")
+        if req.tif == "OPG" and req.order_type not in ("MKT", "LMT"):
+            raise Reject(111, "The TIF (Tif type) and the order type are incompatible.")
         # IB error list: 434 "The order size cannot be zero"; 10268-10270 unsupported attributes.
         if req.total_quantity is None or req.total_quantity == 0:
             raise Reject(434, "The order size cannot be zero")

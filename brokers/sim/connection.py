@@ -6,10 +6,14 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from . import messages as M
 from .protocol import MIN_SERVER_VERSION, Cursor, ProtocolError, parse_version_range, read_frame
 from .session import Session
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .faults import Faults
 
 log = logging.getLogger("brokers.sim")
 
@@ -28,6 +32,8 @@ def request_id(msg_id: int, fields: list[str]) -> int:
 
 
 class Connections:
+    faults: Faults  # the gateway's (SimGateway)
+
     # fault plumbing (called on the loop by Faults)
     def _drop_all(self) -> None:
         for s in list(self.sessions):
@@ -187,6 +193,8 @@ class Connections:
             return
         try:
             handler(s, Cursor(fields))
+            if self.faults.drops_after(msg_id):
+                self._drop_all()
         except ProtocolError as exc:
             log.warning("client %s: malformed message %s: %s", s.client_id, msg_id, exc)
             s.send(

@@ -20,6 +20,7 @@ class Faults:
         self._lock = threading.Lock()
         self._delays: dict[int, float] = {}
         self._swallow: set[int] = set()
+        self._drop_after: dict[int, int] = {}
         self._refuse_until = 0.0
 
     # -- configuration
@@ -32,6 +33,12 @@ class Faults:
         """Silently swallow requests with this msgId."""
         with self._lock:
             self._swallow.add(int(msg_id))
+
+    def drop_after(self, msg_id: int, count: int = 1) -> None:
+        """Close every client socket right after handling the ``count``-th next request with this msgId:
+        requests a client sent behind it are never read (a gateway that dies in the middle of a burst)."""
+        with self._lock:
+            self._drop_after[int(msg_id)] = int(count)
 
     def refuse_connections(self, seconds: float) -> None:
         """Stop listening for ``seconds`` (clients get ConnectionRefusedError), then listen again."""
@@ -47,6 +54,7 @@ class Faults:
         with self._lock:
             self._delays.clear()
             self._swallow.clear()
+            self._drop_after.clear()
             self._refuse_until = 0.0
 
     # -- queried by the server
@@ -57,6 +65,18 @@ class Faults:
     def swallows(self, msg_id: int) -> bool:
         with self._lock:
             return msg_id in self._swallow
+
+    def drops_after(self, msg_id: int) -> bool:
+        """Whether handling this request is the moment to drop every connection (counts it)."""
+        with self._lock:
+            left = self._drop_after.get(msg_id)
+            if left is None:
+                return False
+            if left > 1:
+                self._drop_after[msg_id] = left - 1
+                return False
+            del self._drop_after[msg_id]
+            return True
 
     def refusing(self) -> bool:
         with self._lock:

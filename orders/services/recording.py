@@ -27,6 +27,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
+from orders.services.brackets import BRACKET_INCOMPLETE, brackets_incomplete_withdraw
 from orders.services.common import decimal_json, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
@@ -153,12 +154,15 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
         if not _status_is_news(latest, status, report):
             return None
         reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
+        code = str(report.error_code or "")
+        if status == S.CANCELLED and latest is not None and latest.code == BRACKET_INCOMPLETE:
+            reason, code = latest.reason, latest.code  # the broker confirms our withdrawal: say why it was made
         return order_event_append(
             order,
             status=status,
             source=Source.WORKER,
             reason=reason,
-            code=str(report.error_code or ""),
+            code=code,
             # A completed order is reported with neither order id nor client id: keep the ones recorded.
             broker_order_id=report.broker_order_id or None,
             perm_id=report.perm_id,
@@ -385,6 +389,10 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     grace = timezone.now() - timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
     from orders.selectors import order_queryset
 
+    # Before the orders gone from the broker: a withdrawn bracket's legs say why they stopped.
+    counts["bracket_incomplete"] = brackets_incomplete_withdraw(
+        snapshot=snapshot, process_started_at=PROCESS_STARTED_AT
+    )
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
     counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)

@@ -5,12 +5,15 @@ not connected (the broker cannot have it) -> `rejected`; refused by the kill swi
 `rejected` with `trading_halted`; any other failure -> `unknown` for reconciliation, never re-sent.
 The acknowledgement (`submitted` with the broker's order id) is written by the recorder, together
 with the statuses arriving at the same moment; the caller waits for it outside the pipeline.
+A bracket's legs go out on one connection; when one cannot be sent, the bracket is withdrawn, never
+completed later (`orders.services.brackets`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 
 from django.db import transaction
 
@@ -22,6 +25,12 @@ from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
+from orders.services.brackets import (
+    BRACKET_INCOMPLETE,
+    bracket_entry_sent,
+    bracket_send_stopped,
+    legs_in_send_order,
+)
 from orders.services.common import broker_request_for_order, order_event_append
 from orders.services.recording import order_sent_record
 from orders.types import OrderSent
@@ -36,17 +45,18 @@ def order_send(
     *,
     parent_broker_order_id: int | None = None,
     transmit: bool = True,
+    connection: str = "",
 ) -> OrderSent | None:
     """Place one recorded intent at the broker. The acknowledgement, or None when the outcome is unknown.
 
+    `connection`: only on that broker connection (a bracket's later legs follow their entry's).
     Raises BrokerUnavailable (not connected) and the kill switch's 423 after recording `rejected`."""
     adapter = runtime.adapter()
     try:
-        ack = adapter.order_place(
-            request=broker_request_for_order(
-                order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
-            )
+        request = broker_request_for_order(
+            order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
         )
+        ack = adapter.order_place(request=replace(request, connection=connection))
     except (BrokerUnavailable, GatewayError) as exc:
         never_sent = isinstance(exc, BrokerUnavailable) and exc.code == ErrorCode.BROKER_UNAVAILABLE
         halted = exc.code == ErrorCode.TRADING_HALTED
@@ -77,6 +87,7 @@ def order_send(
         actor=actor,
         order=order,
         perm_id_now=functools.partial(adapter.order_perm_id, broker_order_id=ack.broker_order_id),
+        connection=ack.connection,
     )
     rt = runtime.current()
     if rt is None:
@@ -106,10 +117,10 @@ def order_send_with_exits(
 ) -> list[OrderSent]:
     """Send an order; a bracket as IB expects: the entry and its exits, only the last one transmitting.
 
+    All on the connection the entry went out on. When a leg cannot be sent, the bracket stops there: the
+    legs after it are never sent, and the ones sent are withdrawn (`orders.services.brackets`).
     `children`: the bracket's exits when the caller has just recorded them (else they are read)."""
-    children = sorted(children, key=lambda child: child.role) if children is not None else None
-    if children is None:
-        children = list(order.children.order_by("role"))
+    children = legs_in_send_order(children if children is not None else order.children.all())
     if not children:
         sent = order_send(order, contract, actor)
         return [sent] if sent else []
@@ -118,20 +129,28 @@ def order_send_with_exits(
     except GatewayError:
         _exits_not_sent(children, actor)
         raise
-    if entry is None:
-        _exits_not_sent(children, actor)
+    if entry is None:  # the broker may hold it untransmitted: reconciliation settles it with its exits
+        bracket_send_stopped(sent=[], unsent=children, actor=actor)
         return []
+    bracket_entry_sent(entry)
     acks = [entry]
     for i, child in enumerate(children):
-        sent = order_send(
-            child,
-            contract,
-            actor,
-            parent_broker_order_id=entry.broker_order_id,
-            transmit=i == len(children) - 1,
-        )
-        if sent:
-            acks.append(sent)
+        try:
+            sent = order_send(
+                child,
+                contract,
+                actor,
+                parent_broker_order_id=entry.broker_order_id,
+                transmit=i == len(children) - 1,
+                connection=entry.connection,
+            )
+        except GatewayError:
+            bracket_send_stopped(sent=acks, unsent=children[i + 1 :], actor=actor)
+            raise
+        if sent is None:
+            bracket_send_stopped(sent=acks, unsent=children[i + 1 :], actor=actor)
+            return acks
+        acks.append(sent)
     return acks
 
 
@@ -144,6 +163,7 @@ def _exits_not_sent(children: list[Order], actor: Actor) -> None:
                 status=S.REJECTED,
                 actor=actor,
                 source=actor.source,
+                code=BRACKET_INCOMPLETE,
                 reason="The bracket's entry was not placed, so this exit was not sent.",
                 audit_event=events.ORDER_REJECTED,
                 strict=False,

@@ -286,3 +286,90 @@ def test_a_cancel_the_broker_never_answers_is_checked_with_it_and_does_not_stay_
     resting.faults.clear()
     assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
     wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled on the second try")
+
+
+BRACKET = {
+    "client_order_id": "cut",
+    "symbol": "AAPL",
+    "action": "BUY",
+    "quantity": "1",
+    "order_type": "LMT",
+    "limit_price": "185.00",
+    "take_profit": "195.00",
+    "stop_loss": "181.00",
+}
+LEGS = ("cut", "cut.sl", "cut.tp")  # in the order they are sent: the last one transmits the bracket
+WORKING_AT_IB = ("PendingSubmit", "PreSubmitted", "Submitted")
+
+
+def _broker_legs(port: int) -> dict[str, str]:
+    """The status of each leg the broker holds, by orderRef, as an independent client reads it."""
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=78, timeout=10)
+    try:
+        trades = [*ib.reqCompletedOrders(False), *ib.reqAllOpenOrders()]
+        return {t.order.orderRef: t.orderStatus.status for t in trades if t.order.orderRef in LEGS}
+    finally:
+        ib.disconnect()
+
+
+def _ledger_legs() -> dict[str, OrderEvent]:
+    """The latest event of each leg, by client_order_id."""
+    return {ref: OrderEvent.objects.filter(order__client_order_id=ref).latest("id") for ref in LEGS}
+
+
+def _reconnected(rt) -> bool:
+    return rt.worker.reconnects >= 1 and rt.worker.reconciled.is_set()
+
+
+@pytest.mark.parametrize("legs_received", [1, 2], ids=["entry", "entry and stop"])
+def test_a_bracket_cut_off_between_its_legs_is_withdrawn_and_never_completed(
+    resting, api_client, ib_runtime, legs_received
+):
+    # The gateway takes the first legs (the entry, held untransmitted, perhaps the first exit too) and drops
+    # every connection: the legs sent behind them are never read, so the broker holds an entry nothing will
+    # ever transmit.
+    resting.faults.drop_after(3, legs_received)
+    placed = api_client.post("/api/v1/orders/", BRACKET, format="json")
+    # Handed to the connection before it was found gone (201), or refused at a leg once it was (503).
+    assert placed.status_code in (201, 503), placed.content
+    wait_for(lambda: _reconnected(ib_runtime), timeout=40, message="reconnected and reconciled")
+    held = LEGS[:legs_received]
+    # The legs the broker held are cancelled there; nothing of the bracket works any more.
+    wait_for(
+        lambda: _broker_legs(resting.port) == dict.fromkeys(held, "Cancelled"),
+        timeout=30,
+        message="the held legs cancelled at the broker",
+    )
+    # The other legs were never sent, not even on the new connection (their prices may be stale).
+    assert [o.order_ref for o in resting.received_orders() if not o.what_if] == list(held)
+    ib_runtime.recorder.wait_idle()
+    wait_for(
+        lambda: all(e.status in ("cancelled", "rejected") for e in _ledger_legs().values()),
+        timeout=30,
+        message="every leg settled in the ledger",
+    )
+    # The ledger is the broker's view: cancelled where the broker held the leg, never working anywhere.
+    legs = _ledger_legs()
+    assert {ref: legs[ref].status for ref in held} == dict.fromkeys(held, "cancelled")
+    assert {ref: legs[ref].code for ref in held} == dict.fromkeys(held, "bracket_incomplete")
+    assert all(event.reason for event in legs.values()), {ref: (e.status, e.code) for ref, e in legs.items()}
+    entry = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut').pk}/").json()
+    assert [entry["status"], *(child["status"] for child in entry["children"])] == [
+        legs[ref].status for ref in ("cut", "cut.sl", "cut.tp")
+    ]
+
+
+def test_a_bracket_sent_in_full_before_the_connection_dropped_keeps_working(resting, api_client, ib_runtime):
+    resting.faults.drop_after(3, 3)  # all three legs reach the broker: the last one transmits the bracket
+    placed = api_client.post("/api/v1/orders/", BRACKET, format="json")
+    assert placed.status_code == 201, placed.content
+    wait_for(lambda: _reconnected(ib_runtime), timeout=40, message="reconnected and reconciled")
+    ib_runtime.recorder.wait_idle()
+    at_broker = _broker_legs(resting.port)
+    assert set(at_broker) == set(LEGS) and set(at_broker.values()) <= {"PreSubmitted", "Submitted"}
+    assert {ref: event.status for ref, event in _ledger_legs().items()} == dict.fromkeys(LEGS, "submitted")
+    assert not OrderEvent.objects.filter(code="bracket_incomplete").exists()
+    resting.set_price("AAPL", Decimal("184.50"))  # the entry fills; its exits take over
+    wait_for(lambda: _ledger_legs()["cut"].status == "filled", message="the entry filled")
+    assert _broker_legs(resting.port) == {"cut": "Filled", "cut.sl": "Submitted", "cut.tp": "Submitted"}

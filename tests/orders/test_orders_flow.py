@@ -218,6 +218,38 @@ def test_every_gate_blocks_with_its_code_and_nothing_is_sent(
         assert entry.data["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_order(order_type="MOC", tif="GTC"), "MOC orders must have tif DAY."),
+        (_order(order_type="LOC", limit_price="189.00", tif="GTC"), "LOC orders must have tif DAY."),
+        (_order(order_type="MOC", tif="OPG"), "MOC orders must have tif DAY."),
+        (
+            _order(order_type="STP", stop_price="195.00", tif="OPG"),
+            "tif OPG is only for MKT and LMT orders (market/limit on open).",
+        ),
+    ],
+    ids=["MOC GTC", "LOC GTC", "MOC OPG", "STP OPG"],
+)
+def test_auction_orders_ib_would_refuse_for_their_tif_are_refused_before_the_broker(
+    ib_runtime, api_client, sim_gateway, orders_enabled, body, message
+):
+    # IB rejects these (error 113 for MOC/LOC not DAY, 111 for OPG with another type than MKT or LMT):
+    # the gateway refuses them itself, with its own stable code, and sends nothing.
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    response = api_client.post("/api/v1/orders/", body, format="json")
+    assert response.status_code == 422, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["message"], error["details"]) == (
+        "invalid_order",
+        message,
+        {"gate": "validation", "field": "tif"},
+    )
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+    assert Order.objects.count() == 0
+
+
 def test_account_mode_mismatch_blocks(ib_runtime, api_client, sim_gateway, settings):
     settings.TRADING_MODE = "live"
     settings.ORDERS_ENABLED = True

@@ -16,6 +16,7 @@ from ibkrgw.errors import ErrorCode, GatewayError
 from orders import services
 from orders.models import Order
 from orders.models import OrderStatus as S
+from orders.services.brackets import NOT_SENT
 from orders.types import OrderRequest
 from tests.conftest import pipeline_queued, wait_for
 from tests.factories import OrderEventFactory
@@ -1179,17 +1180,24 @@ def test_a_bracket_whose_entry_send_is_unknown_sends_none_of_its_exits(ib_runtim
         entry = services.order_submit(request=bracket, actor=BOT).order
         assert _statuses(entry) == [S.PENDING_SUBMIT, S.UNKNOWN]
     finally:
+        ib_runtime.worker.request_timeout = 10  # the broker's orders are checked below
         release.set()
     for child in entry.children.all():
         assert _statuses(child) == [S.PENDING_SUBMIT, S.REJECTED]
         rejection = child.events.order_by("-id").first()
-        assert (rejection.reason, rejection.source) == (
-            "The bracket's entry was not placed, so this exit was not sent.",
-            "rest",
-        )
+        assert (rejection.reason, rejection.code, rejection.source) == (NOT_SENT, "bracket_incomplete", "rest")
         assert AuditEntry.objects.get(event="order.rejected", target_id=str(child.pk)).actor_label == "bot"
     wait_for(lambda: quiet_market.received_orders(), message="the late entry")
     assert [o.order_ref for o in quiet_market.received_orders()] == ["br-u"]
+    # The broker holds the late entry untransmitted, for good: a check of its orders finds it, and it is
+    # cancelled there.
+    wait_for(
+        lambda: [o.status for o in quiet_market.orders() if o.order_ref == "br-u"] == ["Cancelled"],
+        timeout=15,
+        message="the late entry cancelled at the broker",
+    )
+    wait_for(lambda: _statuses(entry)[-1] == S.CANCELLED, message="the late entry cancelled in the ledger")
+    assert entry.events.order_by("-id").first().code == "bracket_incomplete"
 
 
 def test_a_bracket_is_sent_leg_by_leg_under_its_actor(ib_runtime, quiet_market, orders_enabled):

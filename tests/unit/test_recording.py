@@ -19,7 +19,7 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from orders import services
 from orders.models import Commission, Fill
 from orders.models import OrderStatus as S
-from orders.services import recording
+from orders.services import brackets, recording
 from orders.types import OrderSent
 from tests.factories import FillFactory, OrderEventFactory, OrderFactory
 from tests.unit.builders import NOW
@@ -286,13 +286,14 @@ def test_an_acknowledgement_of_an_order_not_in_the_ledger_is_refused():
 
 
 # -- reconciliation -------------------------------------------------------------------------------------
-def snapshot(orders=(), executions=(), commissions=(), session_started=None) -> BrokerSnapshot:
+def snapshot(orders=(), executions=(), commissions=(), session_started=None, connection="") -> BrokerSnapshot:
     return BrokerSnapshot(
         orders=tuple(orders),
         executions=tuple(executions),
         commissions=tuple(commissions),
         taken_at=NOW,
         session_started=session_started,
+        connection=connection,
     )
 
 
@@ -310,6 +311,7 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "fills": 2,
         "commissions": 1,
         "unknown": 0,
+        "bracket_incomplete": 0,
         "not_at_broker": 0,
         "terms_at_broker": 0,
     }
@@ -319,6 +321,7 @@ def test_reconciliation_brings_in_what_the_broker_holds_once():
         "fills": 0,
         "commissions": 0,
         "unknown": 0,
+        "bracket_incomplete": 0,
         "not_at_broker": 0,
         "terms_at_broker": 0,
     }
@@ -651,3 +654,63 @@ def test_a_modification_the_broker_does_not_hold_is_recorded_as_the_broker_holds
             ]
             == 0
         )
+
+
+# -- brackets cut off between their legs ----------------------------------------------------------------
+def bracket(*, transmitted: bool = False):
+    """A bracket whose entry and stop exit were acknowledged; its take-profit, the leg that transmits it,
+    was still to be sent (or reached the broker: `transmitted`)."""
+    entry = OrderFactory(client_order_id="br", role="entry")
+    stop = OrderFactory(client_order_id="br.sl", role="stop_loss", parent=entry, action="SELL")
+    take = OrderFactory(client_order_id="br.tp", role="take_profit", parent=entry, action="SELL")
+    for i, leg in enumerate((entry, stop, take)):
+        OrderEventFactory(order=leg, status=S.PENDING_SUBMIT)
+        if leg is not take:
+            OrderEventFactory(order=leg, status=S.SUBMITTED, broker_order_id=7 + i)
+    if transmitted:
+        OrderEventFactory(order=take, status=S.SUBMITTED, broker_order_id=9, perm_id=900)
+    return entry, stop, take
+
+
+def test_a_bracket_an_earlier_process_left_without_its_last_leg_is_withdrawn_leg_by_leg():
+    entry, stop, take = bracket()  # the process died between the legs; the broker holds none of them now
+    counts = services.orders_reconcile(snapshot=snapshot(session_started=NOW - timedelta(minutes=1)))
+    assert (counts["bracket_incomplete"], counts["not_at_broker"], counts["unknown"]) == (3, 0, 0)
+    latest = {leg.role: leg.events.order_by("-id").first() for leg in (entry, stop, take)}
+    assert {role: (e.status, e.code, e.source) for role, e in latest.items()} == {
+        "entry": (S.CANCELLED, "bracket_incomplete", "worker"),
+        "stop_loss": (S.CANCELLED, "bracket_incomplete", "worker"),
+        "take_profit": (S.REJECTED, "bracket_incomplete", "worker"),
+    }
+    assert latest["entry"].reason.endswith(
+        "the broker does not hold this leg; it is not working and is never sent later."
+    )
+    assert latest["take_profit"].reason.endswith("this leg was not sent, and is never sent later.")
+    assert services.orders_reconcile(snapshot=snapshot())["bracket_incomplete"] == 0  # once
+
+
+def test_a_bracket_whose_last_leg_reached_the_broker_is_left_to_the_broker():
+    entry, stop, take = bracket(transmitted=True)
+    assert services.orders_reconcile(snapshot=snapshot())["bracket_incomplete"] == 0
+    assert [statuses(leg)[-1] for leg in (entry, stop, take)] == [S.SUBMITTED] * 3
+
+
+@pytest.mark.parametrize(("now_on", "withdrawn"), [("conn-1", False), ("conn-2", True)])
+def test_a_bracket_this_process_sent_is_withdrawn_only_once_its_connection_is_gone(monkeypatch, now_on, withdrawn):
+    """On the connection it went out on, its last leg may still be on its way; on another one, never."""
+    entry, stop, take = bracket()
+    monkeypatch.setattr(recording, "PROCESS_STARTED_AT", NOW - timedelta(hours=1))
+    brackets.bracket_entry_sent(sent(entry, connection="conn-1"))
+    counts = services.orders_reconcile(snapshot=snapshot(connection=now_on))
+    assert counts["bracket_incomplete"] == (3 if withdrawn else 0)
+    assert [statuses(leg)[-1] for leg in (entry, stop, take)] == (
+        [S.CANCELLED, S.CANCELLED, S.REJECTED] if withdrawn else [S.SUBMITTED, S.SUBMITTED, S.PENDING_SUBMIT]
+    )
+
+
+def test_the_broker_confirming_a_withdrawn_leg_s_cancel_keeps_the_reason():
+    entry, _, _ = bracket()
+    OrderEventFactory(order=entry, status=S.CANCEL_PENDING, code="bracket_incomplete", reason=brackets.HELD_CANCELLED)
+    services.order_status_apply(report=report("br", "Cancelled", broker_order_id=7))
+    latest = entry.events.order_by("-id").first()
+    assert (latest.status, latest.code, latest.reason) == (S.CANCELLED, "bracket_incomplete", brackets.HELD_CANCELLED)

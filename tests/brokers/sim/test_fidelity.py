@@ -480,6 +480,50 @@ def test_ib_error_codes(sim, ib, aapl, allow_ib_errors):
     wait_until(ib, lambda: 327 in _codes(errors))
 
 
+_TIF_DAY_ONLY = "The Tif option should be set to DAY for MOC and LOC orders."
+_TIF_INCOMPATIBLE = "The TIF (Tif type) and the order type are incompatible."
+
+
+@pytest.mark.parametrize(
+    ("order", "code", "text"),
+    [
+        (Order(action="BUY", totalQuantity=10, orderType="MOC", tif="GTC"), 113, _TIF_DAY_ONLY),
+        (Order(action="BUY", totalQuantity=10, orderType="LOC", lmtPrice=189.0, tif="GTC"), 113, _TIF_DAY_ONLY),
+        (Order(action="SELL", totalQuantity=10, orderType="MOC", tif="IOC"), 113, _TIF_DAY_ONLY),
+        (Order(action="SELL", totalQuantity=10, orderType="MOC", tif="OPG"), 113, _TIF_DAY_ONLY),
+        (Order(action="BUY", totalQuantity=10, orderType="STP", auxPrice=195.0, tif="OPG"), 111, _TIF_INCOMPATIBLE),
+    ],
+    ids=["MOC GTC", "LOC GTC", "MOC IOC", "MOC OPG", "STP OPG"],
+)
+def test_auction_orders_with_the_wrong_tif_are_rejected_as_ib_does(sim, ib, aapl, allow_ib_errors, order, code, text):
+    # IB error list ("Message codes"): 113 "The Tif option should be set to DAY for MOC and LOC orders.";
+    # 111 "The TIF (Tif type) and the order type are incompatible." (tif OPG: market or limit on open only).
+    # A rejected order is reported Inactive, with the error on its order id.
+    errors = _errors(ib)
+    trade = ib.placeOrder(aapl, order)
+    wait_until(ib, lambda: _codes(errors, trade.order.orderId) and trade.isDone())
+    assert [(c, m) for rid, c, m in errors if rid == trade.order.orderId] == [(code, text)]
+    assert trade.orderStatus.status == "Inactive"
+    assert [(o.order_type, o.status) for o in sim.orders()] == [(order.orderType, "Inactive")]
+    assert sim.executions() == []
+
+
+def test_auction_orders_with_their_own_tif_are_accepted(sim, ib, aapl):
+    # The orders IB takes: MOC and LOC for the day, market and limit on open.
+    errors = _errors(ib)
+    trades = [
+        ib.placeOrder(aapl, order)
+        for order in (
+            Order(action="BUY", totalQuantity=10, orderType="MOC", tif="DAY"),
+            Order(action="BUY", totalQuantity=10, orderType="LOC", lmtPrice=189.0, tif="DAY"),
+            Order(action="BUY", totalQuantity=10, orderType="MKT", tif="OPG"),
+            Order(action="BUY", totalQuantity=10, orderType="LMT", lmtPrice=189.0, tif="OPG"),
+        )
+    ]
+    wait_until(ib, lambda: all(t.orderStatus.status == "Submitted" for t in trades))
+    assert _codes(errors) == []
+
+
 # ------------------------------------------------------------------ IB's own client (ibapi)
 
 

@@ -1,0 +1,193 @@
+"""Brackets cut off between their legs are withdrawn, never completed later.
+
+IB holds a bracket's entry (and an exit sent before the last) untransmitted until the last leg arrives
+with transmit=True. A bracket whose sending stopped before that (the connection lost between legs, a leg
+that could not be sent, the process gone) would leave legs held at the broker for good while the ledger
+shows them working. Its remaining legs are never sent later (on another connection, with prices that
+may no longer be current). Instead every leg ends with the code `bracket_incomplete`: the legs the
+broker holds are cancelled there, the ones it does not hold are `cancelled` (acknowledged before) or
+`rejected` (never acknowledged).
+
+At the moment a leg cannot be sent, the sender stops (`bracket_send_stopped`); what the broker holds is
+settled by reconciliation (`brackets_incomplete_withdraw`), which only looks at brackets whose sending
+is over: stopped by the sender, sent on a connection that is gone, or made by an earlier process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from datetime import datetime
+
+from django.db import transaction
+
+from audit import events
+from brokers import runtime
+from brokers.adapter import BrokerOrderStatus, BrokerSnapshot
+from ibkrgw.actors import Actor, Source
+from ibkrgw.errors import GatewayError
+from orders.models import Order, OrderEvent
+from orders.models import OrderStatus as S
+from orders.selectors import bracket_entries_open, order_latest_event
+from orders.services.common import order_event_append
+from orders.state import TERMINAL, from_ib
+from orders.types import OrderSent
+
+logger = logging.getLogger(__name__)
+
+BRACKET_INCOMPLETE = "bracket_incomplete"
+_WHY = "The bracket was not sent in full (its sending stopped before the last leg transmitted it)"
+NOT_SENT = f"{_WHY}: this leg was not sent, and is never sent later."
+HELD_CANCELLED = f"{_WHY}: the broker held this leg untransmitted; it is cancelled there."
+NOT_HELD = f"{_WHY}: the broker does not hold this leg; it is not working and is never sent later."
+_ACCEPTED = (S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED)  # the broker took the leg (it transmitted the bracket)
+_HELD = (S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING)
+
+# The connection each bracket entry this process sent went out on (its legs follow it on that one only).
+_SENT_ON: OrderedDict = OrderedDict()
+_SENT_ON_LOCK = threading.Lock()
+_SENT_ON_MAX = 10_000
+
+
+def legs_in_send_order(children) -> list[Order]:
+    """A bracket's exits in the order they are sent: the last one transmits the bracket."""
+    return sorted(children, key=lambda child: child.role)
+
+
+def bracket_entry_sent(entry: OrderSent) -> None:
+    with _SENT_ON_LOCK:
+        _SENT_ON[entry.order_id] = entry.connection
+        if len(_SENT_ON) > _SENT_ON_MAX:
+            _SENT_ON.popitem(last=False)
+
+
+# -- the sender --------------------------------------------------------------------------------------
+def bracket_send_stopped(*, sent: list[OrderSent], unsent: list[Order], actor: Actor) -> None:
+    """A leg could not be sent (or its outcome is unknown): the legs after it are never sent, and the legs
+    already sent (held by the broker, untransmitted) are cancelled now if the connection takes the cancel,
+    else by the reconciliation after the reconnect. A leg whose outcome is unknown is settled by a
+    re-check of the broker's orders. Runs on the order pipeline's thread."""
+    with transaction.atomic(durable=True):
+        for leg in unsent:
+            order_event_append(
+                leg,
+                status=S.REJECTED,
+                actor=actor,
+                source=actor.source,
+                code=BRACKET_INCOMPLETE,
+                reason=NOT_SENT,
+                audit_event=events.ORDER_REJECTED,
+                strict=False,
+            )
+    for ack in sent:
+        try:
+            runtime.adapter().order_cancel(broker_order_id=ack.broker_order_id)
+        except GatewayError as exc:
+            logger.warning("bracket leg %s: cancel not sent (%s); reconciliation cancels it", ack.order_id, exc)
+            continue
+        with transaction.atomic(durable=True):
+            order_event_append(
+                ack.order,
+                status=S.CANCEL_PENDING,
+                actor=actor,
+                source=actor.source,
+                code=BRACKET_INCOMPLETE,
+                reason=HELD_CANCELLED,
+                # The recorder may not have written the acknowledgement yet: the ids are on this event too.
+                broker_order_id=ack.broker_order_id,
+                data={"client_id": ack.client_id},
+                audit_event=events.ORDER_CANCEL_REQUESTED,
+                strict=False,
+            )
+    try:
+        runtime.adapter().orders_recheck()
+    except GatewayError as exc:  # not connected: the reconnect reconciles
+        logger.warning("bracket: no re-check of the broker's orders (%s)", exc)
+
+
+# -- reconciliation ----------------------------------------------------------------------------------
+def brackets_incomplete_withdraw(*, snapshot: BrokerSnapshot, process_started_at: datetime) -> int:
+    """Withdraw every bracket whose sending is over and whose last leg never reached the broker: cancel at
+    the broker the legs it holds, settle the others. Returns the number of legs settled or cancelled."""
+    reports: dict[str, list[BrokerOrderStatus]] = {}
+    for report in snapshot.orders:
+        reports.setdefault(report.order_ref, []).append(report)
+    done = 0
+    for entry in bracket_entries_open():
+        legs = [entry, *legs_in_send_order(entry.children.all())]
+        if not _sending_over(entry, legs, snapshot, process_started_at) or _transmitted(legs[-1], reports):
+            continue
+        logger.warning("bracket %s was not sent in full: withdrawing its legs", entry.client_order_id)
+        for leg in legs:
+            done += _withdraw_leg(leg, reports.get(leg.client_order_id, []))
+    return done
+
+
+def _sending_over(entry: Order, legs: list[Order], snapshot: BrokerSnapshot, process_started_at: datetime) -> bool:
+    """No leg of it can still be on its way: the sender stopped it, the connection its entry went out on is
+    gone (its other legs never go out on another), or an earlier process made it."""
+    if OrderEvent.objects.filter(order__in=legs, code=BRACKET_INCOMPLETE).exists():
+        return True
+    with _SENT_ON_LOCK:
+        sent_on = _SENT_ON.get(entry.pk)
+    if sent_on is not None:
+        return sent_on != snapshot.connection
+    return entry.created_at < process_started_at
+
+
+def _transmitted(last: Order, reports: dict[str, list[BrokerOrderStatus]]) -> bool:
+    """Whether the broker ever took the leg that transmits the bracket (then it released the whole group)."""
+    if any(
+        from_ib(r.status, filled=r.filled, remaining=r.remaining) in _ACCEPTED
+        for r in reports.get(last.client_order_id, [])
+    ):
+        return True
+    # Only the broker's own reports bring the permanent id (the acknowledgement records it once one has).
+    return OrderEvent.objects.filter(order=last, perm_id__isnull=False, status__in=_ACCEPTED).exists()
+
+
+def _withdraw_leg(leg: Order, reports: list[BrokerOrderStatus]) -> int:
+    latest = order_latest_event(leg)
+    if latest is None or latest.status in TERMINAL:
+        return 0
+    held = [
+        r for r in reports if r.broker_order_id and from_ib(r.status, filled=r.filled, remaining=r.remaining) in _HELD
+    ]
+    if not held:
+        never_acknowledged = latest.status in (S.PENDING_SUBMIT, S.UNKNOWN)
+        with transaction.atomic(durable=True):
+            appended = order_event_append(
+                leg,
+                status=S.REJECTED if never_acknowledged else S.CANCELLED,
+                source=Source.WORKER,
+                code=BRACKET_INCOMPLETE,
+                reason=NOT_SENT if never_acknowledged else NOT_HELD,
+                audit_event=events.ORDER_REJECTED if never_acknowledged else events.ORDER_STATUS_CHANGED,
+                strict=False,
+            )
+        return int(appended is not None)
+    try:
+        adapter = runtime.adapter()
+        for report in held:
+            if report.client_id not in (None, adapter.client_id):
+                logger.warning("bracket leg %s is held by IB client %s: not ours to cancel", leg.pk, report.client_id)
+                return 0
+            adapter.order_cancel(broker_order_id=report.broker_order_id)
+    except GatewayError as exc:
+        logger.warning("bracket leg %s: cancel not sent (%s); the next reconciliation retries", leg.pk, exc)
+        return 0
+    with transaction.atomic(durable=True):
+        latest = order_latest_event(leg)
+        if latest is not None and latest.status == S.CANCEL_PENDING and latest.code == BRACKET_INCOMPLETE:
+            return 1
+        order_event_append(
+            leg,
+            status=S.CANCEL_PENDING,
+            source=Source.WORKER,
+            code=BRACKET_INCOMPLETE,
+            reason=HELD_CANCELLED,
+            audit_event=events.ORDER_CANCEL_REQUESTED,
+            strict=False,
+        )
+    return 1
