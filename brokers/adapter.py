@@ -196,6 +196,17 @@ class BrokerOrderStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerOrderWithdrawn:
+    """A new order the kill switch took back before it left the gateway (it waited for IB's message
+    budget): the broker never received it."""
+
+    order_ref: str
+    broker_order_id: int
+    client_id: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerExecution:
     exec_id: str
     order_ref: str

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _lock = threading.Lock()
-_handlers: dict[type, Callable[[Any], None]] = {}
+_handlers: dict[type, Callable[[Any], object]] = {}
 _batchable: set[type] = set()
 _chores: dict[str, Chore] = {}
 _health_sections: list[Callable[[], dict[str, Any]]] = []
@@ -29,9 +29,9 @@ class Chore:
     every_s: float
 
 
-def subscribe(event_type: type, handler: Callable[[Any], None], *, batchable: bool = False) -> None:
-    """`handler(event)` writes one broker event. `batchable`: it opens only plain (non-durable)
-    transactions, so the recorder may group a burst of such events in one commit."""
+def subscribe(event_type: type, handler: Callable[[Any], object], *, batchable: bool = False) -> None:
+    """`handler(event)` writes one broker event (what it returns is not used). `batchable`: it opens
+    only plain (non-durable) transactions, so the recorder may group a burst of such events in one commit."""
     with _lock:
         _handlers[event_type] = handler
         if batchable:
@@ -40,11 +40,11 @@ def subscribe(event_type: type, handler: Callable[[Any], None], *, batchable: bo
             _batchable.discard(event_type)
 
 
-def handlers() -> dict[type, Callable[[Any], None]]:
+def handlers() -> dict[type, Callable[[Any], object]]:
     return dict(_handlers)
 
 
-def handler_for(event_type: type) -> Callable[[Any], None] | None:
+def handler_for(event_type: type) -> Callable[[Any], object] | None:
     return _handlers.get(event_type)
 
 

@@ -27,7 +27,7 @@ MAX_BATCH = 500
 
 
 class Recorder:
-    def __init__(self, handlers: dict[type, Callable[[Any], None]], batchable: frozenset[type] = frozenset()) -> None:
+    def __init__(self, handlers: dict[type, Callable[[Any], object]], batchable: frozenset[type] = frozenset()) -> None:
         self.handlers = handlers
         # Types whose handlers are safe to nest in one outer transaction (no durable blocks inside).
         self.batchable = set(batchable)

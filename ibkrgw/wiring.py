@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from brokers import events
-from brokers.adapter import BrokerCommission, BrokerExecution, BrokerOrderStatus, BrokerSnapshot, Quote
+from brokers.adapter import (
+    BrokerCommission,
+    BrokerExecution,
+    BrokerOrderStatus,
+    BrokerOrderWithdrawn,
+    BrokerSnapshot,
+    Quote,
+)
 
 HALT_SWEEP_EVERY_S = 1.0
 APPROVAL_EXPIRY_EVERY_S = 5.0
@@ -28,6 +35,7 @@ def connect() -> None:
     events.subscribe(BrokerExecution, lambda execution: orders.fill_record(execution=execution), batchable=True)
     events.subscribe(BrokerCommission, lambda c: orders.commission_record(commission=c), batchable=True)
     events.subscribe(OrderSent, lambda sent: orders.order_sent_record(sent=sent), batchable=True)
+    events.subscribe(BrokerOrderWithdrawn, lambda w: orders.order_withdrawn_record(withdrawn=w), batchable=True)
     events.subscribe(BrokerSnapshot, lambda snapshot: orders.orders_reconcile(snapshot=snapshot))
 
     # Chores of the process that owns the IB connection.

@@ -28,7 +28,7 @@ from brokers.adapter import (
     PositionInfo,
     Quote,
 )
-from brokers.ib import translate
+from brokers.ib import pacing, translate
 from brokers.ib.errors import HISTORICAL_PACING_RETRY_S, is_no_market_data_permission
 from brokers.ib.worker import IbWorker
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
@@ -354,13 +354,16 @@ class IbAdapter:
 
     def orders_cancel_all(self) -> None:
         async def run(ib: IB) -> None:
-            ib.reqGlobalCancel()
+            with pacing.immediately():  # the kill switch's cancel waits behind nothing
+                ib.reqGlobalCancel()
 
         self.worker.call(run, urgent=True)
 
     def order_sends_blocked(self, *, blocked: bool) -> None:
         async def run(ib: IB) -> None:
             self.worker.sends_blocked = blocked
+            if blocked:  # and what passed the latch before it closed but still waits to be sent, never is
+                self.worker.withdraw_unsent_orders()
 
         # Also while disconnected: the latch must hold when the connection comes back.
         self.worker.call(run, require_connected=False)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ib_async import IB, Contract, Ticker
+from ib_async import IB, Contract, OrderStatus, Ticker, TradeLogEntry
 from ib_async.wrapper import RequestError
 
 from brokers.adapter import (
@@ -34,6 +34,7 @@ from brokers.adapter import (
     BrokerExecution,
     BrokerHealth,
     BrokerOrderStatus,
+    BrokerOrderWithdrawn,
     BrokerSnapshot,
     ContractInfo,
     Quote,
@@ -325,6 +326,41 @@ class IbWorker:
                 del self._cancels_sent[order_id]
         logger.warning("IB has not answered the cancel of order(s) %s; asking for its orders", stale)
         asyncio.ensure_future(self._recheck())
+
+    def withdraw_unsent_orders(self) -> None:
+        """On the loop, as the kill switch's latch closes: this client's new orders still queued for IB's
+        message budget are taken back, never sent. Only an order the broker has not reported on and never
+        modified qualifies: then its one queued placeOrder is its placement, not a change of an order
+        the broker holds. The ledger records them cancelled; ib_async counts them done."""
+        ib = self.ib
+        if ib is None:
+            return
+        trades = ib.wrapper.trades
+
+        def unsent(order_id: int) -> bool:
+            trade = trades.get((self.client_id, order_id))
+            return (
+                trade is not None
+                and trade.orderStatus.status == OrderStatus.PendingSubmit
+                and not trade.order.permId
+                and not any(entry.message == "Modify" for entry in trade.log)
+            )
+
+        withdrawn = pacing.withdraw_queued_orders(ib, unsent)
+        now = datetime.now(UTC)
+        for order_id in withdrawn:
+            trade = trades[(self.client_id, order_id)]
+            trade.orderStatus.status = OrderStatus.Cancelled  # not among ib_async's open trades any more
+            trade.log.append(
+                TradeLogEntry(now, OrderStatus.Cancelled, "withdrawn by the kill switch before it was sent")
+            )
+            self._sink(
+                BrokerOrderWithdrawn(
+                    order_ref=trade.order.orderRef or "", broker_order_id=order_id, client_id=self.client_id, at=now
+                )
+            )
+        if withdrawn:
+            logger.warning("kill switch: %d order(s) taken back before they left for the broker", len(withdrawn))
 
     def recheck(self) -> None:
         """On the loop: reconcile the broker's orders, behind every request sent before (a reconnect's

@@ -12,6 +12,7 @@ from orders.services.recording import (
     fill_record,
     order_sent_record,
     order_status_apply,
+    order_withdrawn_record,
     orders_reconcile,
 )
 from orders.services.refusals import refusal_record
@@ -40,6 +41,7 @@ __all__ = [
     "order_reject_approval",
     "order_sent_record",
     "order_status_apply",
+    "order_withdrawn_record",
     "order_submit",
     "order_terms",
     "refusal_record",

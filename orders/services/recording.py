@@ -19,10 +19,12 @@ from brokers.adapter import (
     BrokerCommission,
     BrokerExecution,
     BrokerOrderStatus,
+    BrokerOrderWithdrawn,
     BrokerSnapshot,
 )
 from ibkrgw import metrics
 from ibkrgw.actors import Actor, Source
+from ibkrgw.errors import ErrorCode
 from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
@@ -170,6 +172,37 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             remaining=report.remaining,
             average_fill_price=report.average_fill_price,
             data={"client_id": report.client_id} if report.client_id is not None and report.broker_order_id else None,
+            strict=False,
+            latest=latest,
+        )
+
+
+WITHDRAWN_BY_HALT = (
+    "The kill switch took this order back before it left the gateway (it was waiting for IB's message "
+    "budget): the broker never received it."
+)
+
+
+def order_withdrawn_record(*, withdrawn: BrokerOrderWithdrawn) -> OrderEvent | None:
+    """A sent order the kill switch took back before it reached the broker: `cancelled`, code trading_halted."""
+    order = _order_for_ref(withdrawn.order_ref)
+    if order is None:
+        return None
+    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+        ledger_write_lock()
+        latest = order_latest_event(order)
+        if latest is None or latest.status not in (S.PENDING_SUBMIT, S.SUBMITTED):
+            return None
+        ids = {"perm_id": None, "broker_order_id": withdrawn.broker_order_id, "client_id": withdrawn.client_id}
+        if not _same_broker_order(order, latest, **ids):
+            return None
+        return order_event_append(
+            order,
+            status=S.CANCELLED,
+            source=Source.WORKER,
+            code=ErrorCode.TRADING_HALTED,
+            reason=WITHDRAWN_BY_HALT,
+            broker_order_id=withdrawn.broker_order_id,
             strict=False,
             latest=latest,
         )

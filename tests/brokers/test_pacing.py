@@ -57,3 +57,46 @@ def test_without_urgency_the_queue_is_first_in_first_out(sim_gateway):
         assert len(ib.client._msgQ) < 45  # it went out last
     finally:
         ib.disconnect()
+
+
+def test_the_kill_switchs_global_cancel_goes_out_ahead_of_everything_queued(sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    ib = _connected(sim_gateway.port)
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        working = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+        _until(ib, lambda: working.orderStatus.status == "Submitted")
+        _queue_reads(ib, spy, 300)  # over 13 s of IB's budget
+        with pacing.urgent():
+            queued = ib.placeOrder(aapl, LimitOrder("BUY", 2, 181.0))  # first in line, but the budget is spent
+        with pacing.immediately():
+            ib.reqGlobalCancel()
+        _until(ib, lambda: working.orderStatus.status == "Cancelled")
+        assert queued.orderStatus.status == "PendingSubmit" and len(ib.client._msgQ) > 500  # all of it still waits
+        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
+    finally:
+        ib.disconnect()
+
+
+def test_queued_new_orders_are_taken_back_and_urgent_messages_still_go_first(sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    ib = _connected(sim_gateway.port)
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        _queue_reads(ib, spy, 300)
+        with pacing.urgent():
+            taken_back = [ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0)) for _ in range(3)]
+        ids = {t.order.orderId for t in taken_back}
+        assert sorted(pacing.withdraw_queued_orders(ib, lambda order_id: order_id in ids)) == sorted(ids)
+        with pacing.urgent():
+            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+            ib.cancelOrder(trade.order)
+        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]  # none of the three
+        assert len(ib.client._msgQ) > 300  # ahead of the reads
+    finally:
+        ib.disconnect()

@@ -419,3 +419,35 @@ def test_orders_and_the_kill_switch_overtake_a_flood_of_market_data_requests(res
     )
     # All of that went ahead of the reads, which are still waiting their turn.
     assert len(queued) > 500
+
+
+def test_a_halt_takes_back_orders_still_waiting_for_the_message_budget(resting, no_halt_sweep, api_client, ib_runtime):
+    """Orders already answered `submitted` may still wait behind IB's message budget (a burst): once the
+    halt has answered, none of them reaches the broker. They are recorded cancelled (trading_halted)."""
+    warm = api_client.post("/api/v1/orders/", _order(client_order_id="warm"), format="json")
+    assert warm.status_code == 201, warm.content  # the contract and its quote are known from here on
+    client = ib_runtime.worker.ib.client
+    budget = client.MaxRequests, client.RequestsInterval
+    client.MaxRequests, client.RequestsInterval = 1, 5.0  # one message per 5 s: the orders below queue up
+    try:
+        placed = [
+            api_client.post("/api/v1/orders/", _order(client_order_id=f"queued-{i}"), format="json") for i in range(4)
+        ]
+        assert [p.status_code for p in placed] == [201] * 4, [p.content for p in placed]
+        assert {p.json()["status"] for p in placed} == {"submitted"}
+        halted = api_client.post("/api/v1/trading/halt/", {"reason": "burst"}, format="json")
+        assert halted.status_code == 200, halted.content
+        pipeline().drain()
+        wait_for(lambda: not client._msgQ, timeout=30, message="nothing left to send")
+    finally:
+        client.MaxRequests, client.RequestsInterval = budget
+    ib_runtime.recorder.wait_idle()
+    received = {o.order_ref for o in _sent(resting)}
+    ledger = {o.client_order_id: o for o in Order.objects.filter(client_order_id__startswith="queued-")}
+    withdrawn = {
+        ref for ref, order in ledger.items() if order.events.filter(status="cancelled", code="trading_halted").exists()
+    }
+    assert withdrawn, "the halt came while orders were queued"
+    assert withdrawn.isdisjoint(received)  # never sent, also after the queue drained
+    assert withdrawn | (received & set(ledger)) == set(ledger)  # every order: at the broker, or taken back
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")

@@ -17,6 +17,7 @@ from brokers.adapter import (
     BrokerHealth,
     BrokerOrderRequest,
     BrokerOrderStatus,
+    BrokerOrderWithdrawn,
     BrokerSnapshot,
     ContractInfo,
     ContractSpec,
@@ -148,6 +149,7 @@ SAMPLES = [
     ),
     OrderAck(broker_order_id=2**40, perm_id=None, status="PreSubmitted", client_id=1),
     STATUS,
+    BrokerOrderWithdrawn(order_ref="so-1", broker_order_id=8, client_id=1, at=AT),
     EXECUTION,
     COMMISSION,
     BrokerSnapshot(

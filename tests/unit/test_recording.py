@@ -14,7 +14,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEntry
-from brokers.adapter import BrokerCommission, BrokerExecution, BrokerOrderStatus, BrokerSnapshot
+from brokers.adapter import (
+    BrokerCommission,
+    BrokerExecution,
+    BrokerOrderStatus,
+    BrokerOrderWithdrawn,
+    BrokerSnapshot,
+)
 from ibkrgw.actors import Actor, ActorKind, Source
 from orders import services
 from orders.models import Commission, Fill
@@ -559,6 +565,28 @@ def test_the_first_report_with_a_permanent_id_records_it():
         700,
     )
     assert services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700)) is None  # learned once
+
+
+def test_an_order_the_kill_switch_took_back_is_cancelled_once_and_only_before_the_broker_reported():
+    taken_back = acknowledged()
+    withdrawn = BrokerOrderWithdrawn(order_ref="ref-1", broker_order_id=7, client_id=1, at=NOW)
+    event = services.order_withdrawn_record(withdrawn=withdrawn)
+    assert (event.status, event.code, event.source) == (S.CANCELLED, "trading_halted", Source.WORKER)
+    assert services.order_withdrawn_record(withdrawn=withdrawn) is None  # once
+    assert statuses(taken_back) == [S.PENDING_SUBMIT, S.SUBMITTED, S.CANCELLED]
+
+
+@pytest.mark.parametrize(
+    "withdrawn",
+    [
+        BrokerOrderWithdrawn(order_ref="ref-1", broker_order_id=7, client_id=77, at=NOW),  # another client's
+        BrokerOrderWithdrawn(order_ref="ref-1", broker_order_id=8, client_id=1, at=NOW),  # another order id
+    ],
+)
+def test_a_withdrawal_of_another_order_with_our_reference_changes_nothing(withdrawn):
+    order = acknowledged()
+    assert services.order_withdrawn_record(withdrawn=withdrawn) is None
+    assert statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED]
 
 
 def test_an_acknowledgement_written_after_the_brokers_first_report_carries_its_permanent_id():
