@@ -15,12 +15,13 @@ The kill switch goes further. When its latch closes, new orders still waiting fo
 taken back (`withdraw_queued_orders`), with any change or cancel of theirs queued behind them: the
 broker never receives them. Its global cancel goes out at
 once (`immediately`), ahead of everything and over ib_async's 45 a second: one message within the
-margin to IB's 50, so the halt is at the broker before anything queued.
+margin to IB's 50, so the halt is at the broker before anything queued. At most one a second goes
+over the budget: another one (a halt repeated at once) is first in line instead.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -67,13 +68,25 @@ class OrdersFirstClient(Client):
         super().reset()  # empties the queue
         self._ahead = 0
 
+    def _sent_within_interval(self) -> deque[float]:
+        times, now = self._timeQ, getLoop().time()
+        while times and now - times[0] > self.RequestsInterval:
+            times.popleft()
+        return times
+
     def sendMsg(self, msg: str | None) -> None:  # ib_async calls it with None to drain
-        if msg and _immediate.get():
-            self.conn.sendMsg(self._prefix(msg.encode()))
-            self._timeQ.append(getLoop().time())  # it counts against the budget of what follows
-            return
         queued = self._msgQ
-        if msg and _urgent.get():
+        if msg and _immediate.get():
+            if len(self._sent_within_interval()) <= self.MaxRequests or not self.MaxRequests:
+                self.conn.sendMsg(self._prefix(msg.encode()))
+                self._timeQ.append(getLoop().time())  # it counts against the budget of what follows
+                return
+            # One went over the budget within the last second already (a halt repeated, a sweep): more
+            # could reach IB's 50, which disconnects. This one is first in line instead.
+            queued.insert(0, msg)
+            self._ahead += 1
+            msg = None
+        elif msg and _urgent.get():
             queued.insert(self._ahead, msg)  # behind the urgent ones already waiting: they keep their order
             self._ahead += 1
             msg = None  # sent by the drain below as the budget allows, from the front

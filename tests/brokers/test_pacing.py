@@ -134,3 +134,24 @@ def test_an_order_is_taken_back_with_its_queued_change_and_cancel(sim_gateway):
         assert len(ib.client._msgQ) > 300  # the next urgent ones still went ahead of the reads
     finally:
         ib.disconnect()
+
+
+def test_global_cancels_in_a_row_go_over_the_budget_once_and_then_first_in_line(sim_gateway):
+    """A halt repeated in a hurry (a script calling it in a loop) must not take the connection over
+    IB's 50 messages a second, which disconnects: one goes out over the budget, the rest wait first."""
+    ib = _connected(sim_gateway.port)
+    client = ib.client
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        _queue_reads(ib, spy, 300)  # this second's budget is spent
+        in_last_second = []
+        for _ in range(5):
+            with pacing.immediately():
+                ib.reqGlobalCancel()
+            now = client._timeQ[-1]
+            in_last_second.append(len([t for t in client._timeQ if now - t <= client.RequestsInterval]))
+        assert max(in_last_second) <= client.MaxRequests + 1
+        _until(ib, lambda: len([c for c in sim_gateway.received_cancels() if c.order_id is None]) == 5)
+        assert len(client._msgQ) > 300  # all five went ahead of the reads
+    finally:
+        ib.disconnect()
