@@ -12,13 +12,16 @@ overtakes queued reads. Among the urgent messages, and among the others, the ord
 and so is the budget: only who waits changes. A preview's what-if is a read.
 
 The kill switch goes further. When its latch closes, new orders still waiting for the budget are
-taken back (`withdraw_queued_orders`): the broker never receives them. Its global cancel goes out at
+taken back (`withdraw_queued_orders`), with any change or cancel of theirs queued behind them: the
+broker never receives them. Its global cancel goes out at
 once (`immediately`), ahead of everything and over ib_async's 45 a second: one message within the
-margin to IB's 50, so the halt is at the broker before anything queued.
+margin to IB's 50, so the halt is at the broker before anything queued. At most one a second goes
+over the budget: another one (a halt repeated at once) is first in line instead.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +31,7 @@ from ib_async.client import Client
 from ib_async.util import getLoop
 
 PLACE_ORDER = "3"  # the message id of placeOrder (a new order, or a modification of one)
+CANCEL_ORDER = "4"
 
 # Set by the task sending on an order's behalf; a context variable, so other tasks on the loop are unaffected.
 _urgent: ContextVar[bool] = ContextVar("ib_message_urgent", default=False)
@@ -64,13 +68,25 @@ class OrdersFirstClient(Client):
         super().reset()  # empties the queue
         self._ahead = 0
 
+    def _sent_within_interval(self) -> deque[float]:
+        times, now = self._timeQ, getLoop().time()
+        while times and now - times[0] > self.RequestsInterval:
+            times.popleft()
+        return times
+
     def sendMsg(self, msg: str | None) -> None:  # ib_async calls it with None to drain
-        if msg and _immediate.get():
-            self.conn.sendMsg(self._prefix(msg.encode()))
-            self._timeQ.append(getLoop().time())  # it counts against the budget of what follows
-            return
         queued = self._msgQ
-        if msg and _urgent.get():
+        if msg and _immediate.get():
+            if len(self._sent_within_interval()) <= self.MaxRequests or not self.MaxRequests:
+                self.conn.sendMsg(self._prefix(msg.encode()))
+                self._timeQ.append(getLoop().time())  # it counts against the budget of what follows
+                return
+            # One went over the budget within the last second already (a halt repeated, a sweep): more
+            # could reach IB's 50, which disconnects. This one is first in line instead.
+            queued.insert(0, msg)
+            self._ahead += 1
+            msg = None
+        elif msg and _urgent.get():
             queued.insert(self._ahead, msg)  # behind the urgent ones already waiting: they keep their order
             self._ahead += 1
             msg = None  # sent by the drain below as the budget allows, from the front
@@ -85,17 +101,33 @@ def orders_first(ib: IB) -> IB:
     return ib
 
 
-def withdraw_queued_orders(ib: IB, unsent: Callable[[int], bool]) -> list[int]:
-    """Take back the queued placeOrder messages of the orders `unsent` names (by order id): they are
-    never sent. Returns those order ids. Run on the IB thread, which alone sends from the queue."""
+def _order_message(msg: str) -> tuple[str, int | None]:
+    """(message id, order id) of a queued placeOrder or cancelOrder; (message id, None) for any other."""
+    fields = msg.split("\0", 3)
+    if fields[0] == PLACE_ORDER and len(fields) > 1 and fields[1].isdigit():
+        return PLACE_ORDER, int(fields[1])
+    if fields[0] == CANCEL_ORDER and len(fields) > 2 and fields[2].isdigit():  # after the message's version
+        return CANCEL_ORDER, int(fields[2])
+    return fields[0], None
+
+
+def withdraw_queued_orders(ib: IB, unsent: Callable[[int, int], bool]) -> list[int]:
+    """Take back the queued messages of the orders `unsent(order id, its placeOrder messages still queued)`
+    names: every placeOrder and cancelOrder of theirs is never sent. Returns those order ids. Run on the
+    IB thread, which alone sends from the queue."""
     client = ib.client
     if not isinstance(client, OrdersFirstClient):
         return []
-    kept, withdrawn, ahead = [], [], client._ahead
+    places: Counter[int] = Counter()
+    for msg in client._msgQ:
+        msg_id, order_id = _order_message(msg)
+        if msg_id == PLACE_ORDER and order_id is not None:
+            places[order_id] += 1
+    withdrawn = [order_id for order_id, queued in places.items() if unsent(order_id, queued)]
+    taken = set(withdrawn)
+    kept, ahead = [], client._ahead
     for position, msg in enumerate(client._msgQ):
-        msg_id, order_id, _ = (msg.split("\0", 2) + ["", ""])[:3]
-        if msg_id == PLACE_ORDER and order_id.isdigit() and unsent(int(order_id)):
-            withdrawn.append(int(order_id))
+        if _order_message(msg)[1] in taken:
             if position < client._ahead:
                 ahead -= 1
         else:

@@ -329,21 +329,23 @@ class IbWorker:
 
     def withdraw_unsent_orders(self) -> None:
         """On the loop, as the kill switch's latch closes: this client's new orders still queued for IB's
-        message budget are taken back, never sent. Only an order the broker has not reported on and never
-        modified qualifies: then its one queued placeOrder is its placement, not a change of an order
-        the broker holds. The ledger records them cancelled; ib_async counts them done."""
+        message budget are taken back, never sent, with their changes and cancels queued behind them. An
+        order qualifies while the broker has not reported on it and its placement is still queued: all of
+        its placeOrder messages (the placement and one per modification) wait. The ledger records them
+        cancelled; ib_async counts them done."""
         ib = self.ib
         if ib is None:
             return
         trades = ib.wrapper.trades
+        not_reported = (OrderStatus.PendingSubmit, OrderStatus.PendingCancel, OrderStatus.Cancelled)
 
-        def unsent(order_id: int) -> bool:
+        def unsent(order_id: int, queued: int) -> bool:
             trade = trades.get((self.client_id, order_id))
             return (
                 trade is not None
-                and trade.orderStatus.status == OrderStatus.PendingSubmit
+                and trade.orderStatus.status in not_reported
                 and not trade.order.permId
-                and not any(entry.message == "Modify" for entry in trade.log)
+                and queued == 1 + sum(entry.message == "Modify" for entry in trade.log)
             )
 
         withdrawn = pacing.withdraw_queued_orders(ib, unsent)

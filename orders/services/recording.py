@@ -191,7 +191,7 @@ def order_withdrawn_record(*, withdrawn: BrokerOrderWithdrawn) -> OrderEvent | N
     with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
         ledger_write_lock()
         latest = order_latest_event(order)
-        if latest is None or latest.status not in (S.PENDING_SUBMIT, S.SUBMITTED):
+        if latest is None or latest.status not in (S.PENDING_SUBMIT, S.SUBMITTED, S.CANCEL_PENDING):
             return None
         ids = {"perm_id": None, "broker_order_id": withdrawn.broker_order_id, "client_id": withdrawn.client_id}
         if not _same_broker_order(order, latest, **ids):

@@ -91,12 +91,67 @@ def test_queued_new_orders_are_taken_back_and_urgent_messages_still_go_first(sim
         with pacing.urgent():
             taken_back = [ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0)) for _ in range(3)]
         ids = {t.order.orderId for t in taken_back}
-        assert sorted(pacing.withdraw_queued_orders(ib, lambda order_id: order_id in ids)) == sorted(ids)
+        assert sorted(pacing.withdraw_queued_orders(ib, lambda order_id, _queued: order_id in ids)) == sorted(ids)
         with pacing.urgent():
             trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
             ib.cancelOrder(trade.order)
         _until(ib, lambda: trade.orderStatus.status == "Cancelled")
         assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]  # none of the three
         assert len(ib.client._msgQ) > 300  # ahead of the reads
+    finally:
+        ib.disconnect()
+
+
+def test_an_order_is_taken_back_with_its_queued_change_and_cancel(sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    ib = _connected(sim_gateway.port)
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        _queue_reads(ib, spy, 300)
+        with pacing.urgent():
+            changed = ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0))
+            changed.order.lmtPrice = 182.0
+            ib.placeOrder(aapl, changed.order)  # its modification, queued behind it
+            cancelled = ib.placeOrder(aapl, LimitOrder("BUY", 6, 181.0))
+            ib.cancelOrder(cancelled.order)
+        queued: dict[int, int] = {}
+
+        def unsent(order_id: int, places: int) -> bool:
+            queued[order_id] = places
+            return True
+
+        taken = pacing.withdraw_queued_orders(ib, unsent)
+        assert sorted(taken) == sorted([changed.order.orderId, cancelled.order.orderId])
+        assert queued == {changed.order.orderId: 2, cancelled.order.orderId: 1}  # placements and modifications
+        with pacing.urgent():
+            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+            ib.cancelOrder(trade.order)
+        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
+        assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]  # not the taken one's
+        assert len(ib.client._msgQ) > 300  # the next urgent ones still went ahead of the reads
+    finally:
+        ib.disconnect()
+
+
+def test_global_cancels_in_a_row_go_over_the_budget_once_and_then_first_in_line(sim_gateway):
+    """A halt repeated in a hurry (a script calling it in a loop) must not take the connection over
+    IB's 50 messages a second, which disconnects: one goes out over the budget, the rest wait first."""
+    ib = _connected(sim_gateway.port)
+    client = ib.client
+    try:
+        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
+        _queue_reads(ib, spy, 300)  # this second's budget is spent
+        in_last_second = []
+        for _ in range(5):
+            with pacing.immediately():
+                ib.reqGlobalCancel()
+            now = client._timeQ[-1]
+            in_last_second.append(len([t for t in client._timeQ if now - t <= client.RequestsInterval]))
+        assert max(in_last_second) <= client.MaxRequests + 1
+        _until(ib, lambda: len([c for c in sim_gateway.received_cancels() if c.order_id is None]) == 5)
+        assert len(client._msgQ) > 300  # all five went ahead of the reads
     finally:
         ib.disconnect()

@@ -21,6 +21,7 @@ from brokers.sim.server import SimGateway
 from ibkrgw.models import ScopedAPIKey
 from orders.models import Order, OrderEvent
 from orders.pipeline import pipeline
+from orders.selectors import order_latest_event
 from orders.services import order_terms, refusals
 from tests.conftest import wait_for
 
@@ -93,6 +94,11 @@ def no_halt_sweep(monkeypatch):
 def _sent(gateway: SimGateway) -> list:
     """Orders the gateway received, what-if previews left out."""
     return [o for o in gateway.received_orders() if not o.what_if]
+
+
+def _orders_queued(client) -> list[str]:
+    """The order messages (placeOrder, cancelOrder) still waiting in ib_async's queue."""
+    return [m for m in client._msgQ if m.split("\0", 1)[0] in ("3", "4")]
 
 
 def _halt(key: str, reason: str = "race"):
@@ -450,4 +456,37 @@ def test_a_halt_takes_back_orders_still_waiting_for_the_message_budget(resting, 
     assert withdrawn, "the halt came while orders were queued"
     assert withdrawn.isdisjoint(received)  # never sent, also after the queue drained
     assert withdrawn | (received & set(ledger)) == set(ledger)  # every order: at the broker, or taken back
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
+
+
+def test_a_halt_takes_back_a_queued_order_also_once_its_cancel_is_queued(
+    resting, no_halt_sweep, api_client, ib_runtime
+):
+    """An order still waiting for the message budget that its owner cancelled meanwhile is still unsent:
+    the halt takes back its placement with its cancel, so it never reaches the broker after the global
+    cancel (a marketable one would execute there before its own cancel arrived)."""
+    warm = api_client.post("/api/v1/orders/", _order(client_order_id="warm"), format="json")
+    assert warm.status_code == 201, warm.content
+    client = ib_runtime.worker.ib.client
+    budget = client.MaxRequests, client.RequestsInterval
+    client.MaxRequests, client.RequestsInterval = 1, 5.0  # one message per 5 s: the order below queues up
+    try:
+        first = api_client.post("/api/v1/orders/", _order(client_order_id="first"), format="json")
+        assert first.status_code == 201, first.content  # spends the budget: what follows waits
+        placed = api_client.post("/api/v1/orders/", _order(client_order_id="queued"), format="json")
+        assert placed.status_code == 201, placed.content
+        cancelled = api_client.post(f"/api/v1/orders/{placed.json()['id']}/cancel/", format="json")
+        assert cancelled.status_code == 200, cancelled.content
+        assert cancelled.json()["status"] == "cancel_pending"
+        halted = api_client.post("/api/v1/trading/halt/", {"reason": "burst"}, format="json")
+        assert halted.status_code == 200, halted.content
+        pipeline().drain()
+        wait_for(lambda: not _orders_queued(client), timeout=30, message="no order message left to send")
+    finally:
+        client.MaxRequests, client.RequestsInterval = budget
+    ib_runtime.recorder.wait_idle()
+    assert "queued" not in {o.order_ref for o in _sent(resting)}
+    order = Order.objects.get(client_order_id="queued")
+    wait_for(lambda: order_latest_event(order).status == "cancelled", timeout=15, message="recorded cancelled")
+    assert order.events.filter(status="cancelled", code="trading_halted").exists()
     wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
