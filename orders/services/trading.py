@@ -591,7 +591,8 @@ def _contract_with_rules(order: Order) -> ContractInfo:
     """The order's contract with its trading rules (minimum tick), from the contract cache."""
     recorded = order_contract(order)
     try:
-        cached = contract_resolve_one(spec=contract_spec_for(order_request_of(order)))
+        # On the order's behalf: should it need the broker, it goes ahead of queued market-data reads.
+        cached = contract_resolve_one(spec=contract_spec_for(order_request_of(order)), for_order=True)
     except (GatewayError, BrokerUnavailable):
         cached = None
     return cached or recorded

@@ -490,3 +490,30 @@ def test_a_halt_takes_back_a_queued_order_also_once_its_cancel_is_queued(
     wait_for(lambda: order_latest_event(order).status == "cancelled", timeout=15, message="recorded cancelled")
     assert order.events.filter(status="cancelled", code="trading_halted").exists()
     wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
+
+
+def test_a_modification_overtakes_a_flood_of_market_data_requests(resting, api_client, ib_runtime):
+    """A modify looks its contract and quote up on the order's behalf too: it does not wait behind reads."""
+    from brokers.adapter import ContractSpec
+    from marketdata.services import contract_resolve_one
+
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="modified-in-a-flood"), format="json")
+    assert placed.status_code == 201, placed.content
+    contracts = [contract_resolve_one(spec=ContractSpec(symbol=s)) for s in ("MSFT", "SPY", "QQQ", "TSLA", "NVDA")]
+    adapter = runtime.adapter()
+    for _ in range(200):  # 2000 messages: about 44 s of IB's budget
+        for contract in contracts:
+            adapter.quote_subscribe(contract=contract)
+        for contract in contracts:
+            adapter.quote_unsubscribe(con_id=contract.con_id)
+    queued = ib_runtime.worker.ib.client._msgQ
+    wait_for(lambda: len(queued) > 1500, message="the requests are queued behind IB's budget")
+
+    modified = api_client.patch(f"/api/v1/orders/{placed.json()['id']}/", {"quantity": "3"}, format="json")
+    assert modified.status_code == 200, modified.content
+    wait_for(
+        lambda: [o.order.totalQuantity for o in broker_working(resting.port)] == [3],
+        timeout=15,
+        message="the broker works the new quantity",
+    )
+    assert len(queued) > 500  # the reads still wait their turn
