@@ -22,6 +22,7 @@ class Faults:
         self._swallow: set[int] = set()
         self._drop_after: dict[int, int] = {}
         self._refuse_until = 0.0
+        self._rejects: dict[str, str] = {}
 
     # -- configuration
     def delay(self, msg_id: int, seconds: float) -> None:
@@ -40,6 +41,12 @@ class Faults:
         with self._lock:
             self._drop_after[int(msg_id)] = int(count)
 
+    def reject_order(self, order_ref: str, reason: str = "The order is not accepted.") -> None:
+        """Reject the next new order with this orderRef as IB rejects one: error 201 "Order rejected -
+        reason:...", the order kept as Inactive. A held bracket leg sent before it stays held."""
+        with self._lock:
+            self._rejects[order_ref] = f"Order rejected - reason:{reason}"
+
     def refuse_connections(self, seconds: float) -> None:
         """Stop listening for ``seconds`` (clients get ConnectionRefusedError), then listen again."""
         with self._lock:
@@ -55,6 +62,7 @@ class Faults:
             self._delays.clear()
             self._swallow.clear()
             self._drop_after.clear()
+            self._rejects.clear()
             self._refuse_until = 0.0
 
     # -- queried by the server
@@ -77,6 +85,11 @@ class Faults:
                 return False
             del self._drop_after[msg_id]
             return True
+
+    def rejection(self, order_ref: str) -> str:
+        """IB's rejection text for a new order with this orderRef, if one is due (once), else ''."""
+        with self._lock:
+            return self._rejects.pop(order_ref, "")
 
     def refusing(self) -> bool:
         with self._lock:

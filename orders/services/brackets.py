@@ -10,7 +10,9 @@ broker holds are cancelled there, the ones it does not hold are `cancelled` (ack
 
 At the moment a leg cannot be sent, the sender stops (`bracket_send_stopped`); what the broker holds is
 settled by reconciliation (`brackets_incomplete_withdraw`), which only looks at brackets whose sending
-is over: stopped by the sender, sent on a connection that is gone, or made by an earlier process.
+is over: stopped by the sender, sent on a connection that is gone, made by an earlier process, or whose
+transmitting leg the broker refused (rejected: the recorder then has the broker's orders re-checked,
+`bracket_leg_refused`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ HELD_CANCELLED = f"{_WHY}: the broker held this leg untransmitted; it is cancell
 NOT_HELD = f"{_WHY}: the broker does not hold this leg; it is not working and is never sent later."
 _ACCEPTED = (S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED)  # the broker took the leg (it transmitted the bracket)
 _HELD = (S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING)
+# How a leg the broker did not take ends: rejected (IB: Inactive, or Cancelled with the rejection's error).
+_REFUSED = (S.REJECTED, S.INACTIVE, S.CANCELLED)
 
 # The connection each bracket entry this process sent went out on (its legs follow it on that one only).
 _SENT_ON: OrderedDict = OrderedDict()
@@ -100,6 +104,23 @@ def bracket_send_stopped(*, sent: list[OrderSent], unsent: list[Order], actor: A
                 audit_event=events.ORDER_CANCEL_REQUESTED,
                 strict=False,
             )
+    _orders_recheck()
+
+
+# -- the recorder ------------------------------------------------------------------------------------
+def bracket_leg_refused(order: Order, *, status: str, before: str | None) -> None:
+    """The recorder recorded `status` for `order`: when that ends the leg that transmits a bracket without
+    the broker taking it, the broker still holds the bracket's other legs untransmitted, and nothing else
+    would release them while the connection stays up. Has the broker's orders re-checked once the
+    recorder's transaction commits: that reconciliation withdraws the bracket (no broker call here)."""
+    if order.parent_id is None or status not in _REFUSED or before in _REFUSED:
+        return
+    last = legs_in_send_order(Order.objects.filter(parent_id=order.parent_id))[-1]
+    if last.pk == order.pk and not _transmitted(order, {}):  # an exit of a working bracket ended: no news
+        transaction.on_commit(_orders_recheck)
+
+
+def _orders_recheck() -> None:
     try:
         runtime.adapter().orders_recheck()
     except GatewayError as exc:  # not connected: the reconnect reconciles
@@ -126,8 +147,12 @@ def brackets_incomplete_withdraw(*, snapshot: BrokerSnapshot, process_started_at
 
 def _sending_over(entry: Order, legs: list[Order], snapshot: BrokerSnapshot, process_started_at: datetime) -> bool:
     """No leg of it can still be on its way: the sender stopped it, the connection its entry went out on is
-    gone (its other legs never go out on another), or an earlier process made it."""
+    gone (its other legs never go out on another), an earlier process made it, or its transmitting leg
+    ended (whether the broker ever took that leg, `_transmitted` tells)."""
     if OrderEvent.objects.filter(order__in=legs, code=BRACKET_INCOMPLETE).exists():
+        return True
+    latest = order_latest_event(legs[-1])
+    if latest is not None and latest.status in _REFUSED:
         return True
     with _SENT_ON_LOCK:
         sent_on = _SENT_ON.get(entry.pk)

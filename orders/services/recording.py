@@ -29,7 +29,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
-from orders.services.brackets import BRACKET_INCOMPLETE, brackets_incomplete_withdraw
+from orders.services.brackets import BRACKET_INCOMPLETE, bracket_leg_refused, brackets_incomplete_withdraw
 from orders.services.common import decimal_json, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
@@ -159,7 +159,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
         code = str(report.error_code or "")
         if status == S.CANCELLED and latest is not None and latest.code == BRACKET_INCOMPLETE:
             reason, code = latest.reason, latest.code  # the broker confirms our withdrawal: say why it was made
-        return order_event_append(
+        appended = order_event_append(
             order,
             status=status,
             source=Source.WORKER,
@@ -175,6 +175,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             strict=False,
             latest=latest,
         )
+        if appended is not None:
+            bracket_leg_refused(order, status=status, before=latest.status if latest is not None else None)
+        return appended
 
 
 WITHDRAWN_BY_HALT = (

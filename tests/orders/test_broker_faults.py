@@ -373,3 +373,34 @@ def test_a_bracket_sent_in_full_before_the_connection_dropped_keeps_working(rest
     resting.set_price("AAPL", Decimal("184.50"))  # the entry fills; its exits take over
     wait_for(lambda: _ledger_legs()["cut"].status == "filled", message="the entry filled")
     assert _broker_legs(resting.port) == {"cut": "Filled", "cut.sl": "Submitted", "cut.tp": "Submitted"}
+
+
+def test_a_bracket_whose_transmitting_leg_the_broker_rejects_is_withdrawn_at_once(resting, api_client, ib_runtime):
+    # The broker holds the entry and the stop untransmitted and rejects the leg that would transmit them;
+    # the connection stays up.
+    resting.faults.reject_order("cut.tp", "The take-profit price is not accepted.")
+    placed = api_client.post("/api/v1/orders/", BRACKET, format="json")
+    assert placed.status_code == 201, placed.content
+    # No reconnect: the rejection has the broker's orders checked, and the held legs are cancelled there.
+    wait_for(
+        lambda: _broker_legs(resting.port) == {"cut": "Cancelled", "cut.sl": "Cancelled", "cut.tp": "Inactive"},
+        timeout=30,
+        message="nothing of the bracket held at the broker",
+    )
+    wait_for(
+        lambda: all(e.status in ("cancelled", "rejected") for e in _ledger_legs().values()),
+        timeout=30,
+        message="every leg settled in the ledger",
+    )
+    assert ib_runtime.worker.reconnects == 0
+    # Every leg is finished in the ledger, and says why; the refused leg keeps the broker's word in its history.
+    legs = _ledger_legs()
+    assert {ref: (event.status, event.code) for ref, event in legs.items()} == dict.fromkeys(
+        LEGS, ("cancelled", "bracket_incomplete")
+    )
+    assert all(event.reason for event in legs.values())
+    refused = OrderEvent.objects.filter(order__client_order_id="cut.tp").values_list("status", "source")
+    assert ("inactive", "worker") in refused
+    assert [o.order_ref for o in resting.received_orders() if not o.what_if] == list(LEGS)  # nothing sent again
+    entry = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut').pk}/").json()
+    assert [entry["status"], *(child["status"] for child in entry["children"])] == ["cancelled"] * 3

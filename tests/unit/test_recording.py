@@ -742,3 +742,34 @@ def test_the_broker_confirming_a_withdrawn_leg_s_cancel_keeps_the_reason():
     services.order_status_apply(report=report("br", "Cancelled", broker_order_id=7))
     latest = entry.events.order_by("-id").first()
     assert (latest.status, latest.code, latest.reason) == (S.CANCELLED, "bracket_incomplete", brackets.HELD_CANCELLED)
+
+
+@pytest.mark.parametrize(
+    ("ref", "transmitted", "rechecks"),
+    [("br.tp", False, 1), ("br.sl", False, 0), ("br.tp", True, 0)],
+    ids=["transmitting leg refused", "another leg", "exit of a transmitted bracket"],
+)
+def test_a_bracket_s_transmitting_leg_the_broker_refuses_has_the_broker_s_orders_checked(
+    django_capture_on_commit_callbacks, ref, transmitted, rechecks
+):
+    """The connection stays up: nothing else would release the legs the broker holds untransmitted."""
+    bracket(transmitted=transmitted)
+    refused = report(ref, "Inactive", broker_order_id=9 if ref == "br.tp" else 8, perm_id=900 if transmitted else None)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.order_status_apply(report=refused) is not None
+    assert [c.__name__ for c in callbacks].count("_orders_recheck") == rechecks
+
+
+def test_a_bracket_whose_transmitting_leg_the_broker_refused_is_withdrawn_on_its_own_connection(monkeypatch):
+    entry, stop, take = bracket()
+    monkeypatch.setattr(recording, "PROCESS_STARTED_AT", NOW - timedelta(hours=1))
+    brackets.bracket_entry_sent(sent(entry, connection="conn-1"))
+    refused = report("br.tp", "Inactive", broker_order_id=9, perm_id=None)
+    services.order_status_apply(report=refused)
+    counts = services.orders_reconcile(snapshot=snapshot(orders=[refused], connection="conn-1"))
+    assert counts["bracket_incomplete"] == 3
+    latest = {leg.role: leg.events.order_by("-id").first() for leg in (entry, stop, take)}
+    assert {role: (e.status, e.code) for role, e in latest.items()} == dict.fromkeys(
+        ("entry", "stop_loss", "take_profit"), (S.CANCELLED, "bracket_incomplete")
+    )
+    assert S.INACTIVE in statuses(take)  # the broker's refusal stays in the leg's history

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import messages as M
 from ..account import commission_for
@@ -16,11 +16,16 @@ from ..records import SimCancelRecord, SimOrderRecord
 from ..session import Session
 from ..universe import Instrument
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..faults import Faults
+
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
 
 
 class OrderRequests:
+    faults: Faults  # the gateway's (SimGateway)
+
     def _order_targets(self, o: SimOrder) -> list[Session]:
         return [
             s
@@ -85,6 +90,9 @@ class OrderRequests:
             elif existing is not None or req.order_id <= self.engine.max_order_id.get(cid, 0):
                 raise Reject(103, f"Duplicate order id {req.order_id}")
             else:
+                rejection = self.faults.rejection(req.order_ref)
+                if rejection:
+                    raise Reject(201, rejection)
                 self._check_margin(req, inst, None)
                 perm_id = self.engine.place(cid, req, inst).perm_id
         except Reject as rej:

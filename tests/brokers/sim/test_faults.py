@@ -4,7 +4,7 @@ import asyncio
 import time
 
 import pytest
-from ib_async import IB
+from ib_async import IB, LimitOrder, Stock
 
 from .conftest import wait_until
 
@@ -98,3 +98,22 @@ def test_connectivity_notices(gw, connect):
         gw.send_connectivity(code)
     wait_until(ib, lambda: codes == [1100, 1102, 1101])
     assert ib.isConnected()
+
+
+def test_reject_order_rejects_the_next_new_order_with_that_ref_once(gw, connect, allow_ib_errors):
+    ib = connect(gw)
+    errors = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append((req_id, code, msg))
+    gw.faults.reject_order("no-1", "Not today.")
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    other = ib.placeOrder(aapl, LimitOrder("BUY", 1, 100.00, orderRef="other"))
+    refused = ib.placeOrder(aapl, LimitOrder("BUY", 1, 100.00, orderRef="no-1"))
+    wait_until(ib, lambda: errors and refused.orderStatus.status == "Inactive")
+    assert errors == [(refused.order.orderId, 201, "Order rejected - reason:Not today.")]
+    again = ib.placeOrder(aapl, LimitOrder("BUY", 1, 100.00, orderRef="no-1"))  # only the next one
+    wait_until(ib, lambda: again.orderStatus.status == other.orderStatus.status == "Submitted")
+    assert sorted((o.order_ref, o.status) for o in gw.orders()) == [
+        ("no-1", "Inactive"),
+        ("no-1", "Submitted"),
+        ("other", "Submitted"),
+    ]
