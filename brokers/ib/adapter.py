@@ -34,6 +34,8 @@ from brokers.ib.worker import IbWorker
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 
 DELAYED = 3
+# IB statuses of an order the broker has taken (its permanent id then stands for that).
+_TAKEN = frozenset({"PreSubmitted", "Submitted", "PendingCancel", "Filled"})
 # IB's historical-data pacing: at most 60 requests in any 10 minutes.
 HISTORICAL_WINDOW_S, HISTORICAL_MAX_REQUESTS = 600, 60
 # Account values ib_async keeps from the account updates it subscribes to at connect (AccountRisk).
@@ -327,11 +329,14 @@ class IbAdapter:
         return self.worker.call(run, urgent=True)
 
     def order_perm_id(self, *, broker_order_id: int) -> int | None:
-        # Read from the caller's thread: one dict lookup and one attribute of ib_async's state, each
-        # atomic; at worst the id arrives just after and the broker's report records it instead.
+        # Read from the caller's thread: one dict lookup and two attributes of ib_async's state, each
+        # atomic; at worst the id arrives just after and the broker's report records it instead. Only
+        # for an order the broker took: a refused one's id comes with the report of its refusal.
         ib = self.worker.ib
         trade = ib.wrapper.trades.get((self.worker.client_id, broker_order_id)) if ib is not None else None
-        return (trade.order.permId or None) if trade is not None else None
+        if trade is None or trade.orderStatus.status not in _TAKEN:
+            return None
+        return trade.order.permId or None
 
     @property
     def client_id(self) -> int:
