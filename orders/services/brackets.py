@@ -23,6 +23,7 @@ from collections import OrderedDict
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 
 from audit import events
 from brokers import runtime
@@ -108,6 +109,21 @@ def bracket_send_stopped(*, sent: list[OrderSent], unsent: list[Order], actor: A
 
 
 # -- the recorder ------------------------------------------------------------------------------------
+def withdrawal_of(order: Order, latest: OrderEvent | None) -> tuple[str, str] | None:
+    """(reason, code) for the broker's cancel of a bracket leg while its bracket is being withdrawn: the
+    withdrawal is why it was cancelled. The broker's confirmation may be recorded before the leg's own
+    `cancel_pending` (the sender cancels a sent leg right after it settled the unsent ones)."""
+    if latest is not None and latest.code == BRACKET_INCOMPLETE:
+        return latest.reason, latest.code
+    if not order.role:
+        return None
+    root = order.parent_id or order.pk
+    withdrawing = OrderEvent.objects.filter(
+        Q(order_id=root) | Q(order__parent_id=root), code=BRACKET_INCOMPLETE
+    ).exists()
+    return (HELD_CANCELLED, BRACKET_INCOMPLETE) if withdrawing else None
+
+
 def bracket_leg_refused(order: Order, *, status: str, before: str | None) -> None:
     """The recorder recorded `status` for `order`: when that ends the leg that transmits a bracket without
     the broker taking it, the broker still holds the bracket's other legs untransmitted, and nothing else

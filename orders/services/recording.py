@@ -29,7 +29,7 @@ from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
-from orders.services.brackets import BRACKET_INCOMPLETE, bracket_leg_refused, brackets_incomplete_withdraw
+from orders.services.brackets import bracket_leg_refused, brackets_incomplete_withdraw, withdrawal_of
 from orders.services.common import decimal_json, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
@@ -157,8 +157,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             return None
         reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
         code = str(report.error_code or "")
-        if status == S.CANCELLED and latest is not None and latest.code == BRACKET_INCOMPLETE:
-            reason, code = latest.reason, latest.code  # the broker confirms our withdrawal: say why it was made
+        withdrawal = withdrawal_of(order, latest) if status == S.CANCELLED else None
+        if withdrawal is not None:
+            reason, code = withdrawal  # the broker confirms our withdrawal of a bracket: say why it was made
         appended = order_event_append(
             order,
             status=status,

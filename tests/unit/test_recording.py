@@ -736,6 +736,23 @@ def test_a_bracket_this_process_sent_is_withdrawn_only_once_its_connection_is_go
     )
 
 
+def test_the_broker_confirming_a_withdrawn_leg_s_cancel_before_its_cancel_pending_keeps_the_reason():
+    # The sender settled the unsent leg, then cancelled the sent entry; the broker's confirmation was
+    # recorded before the entry's own cancel_pending.
+    entry, _, take = bracket()
+    OrderEventFactory(order=take, status=S.REJECTED, code="bracket_incomplete", reason=brackets.NOT_SENT)
+    services.order_status_apply(report=report("br", "Cancelled", broker_order_id=7))
+    latest = entry.events.order_by("-id").first()
+    assert (latest.status, latest.code, latest.reason) == (S.CANCELLED, "bracket_incomplete", brackets.HELD_CANCELLED)
+
+
+def test_a_bracket_leg_cancelled_outside_a_withdrawal_says_what_the_broker_said():
+    entry, _, _ = bracket()
+    services.order_status_apply(report=report("br", "Cancelled", broker_order_id=7, error_code=202))
+    latest = entry.events.order_by("-id").first()
+    assert (latest.status, latest.code) == (S.CANCELLED, "202")
+
+
 def test_the_broker_confirming_a_withdrawn_leg_s_cancel_keeps_the_reason():
     entry, _, _ = bracket()
     OrderEventFactory(order=entry, status=S.CANCEL_PENDING, code="bracket_incomplete", reason=brackets.HELD_CANCELLED)
