@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 BRACKET_INCOMPLETE = "bracket_incomplete"
 _WHY = "The bracket was not sent in full (its sending stopped before the last leg transmitted it)"
 NOT_SENT = f"{_WHY}: this leg was not sent, and is never sent later."
+ENTRY_NOT_PLACED = "The bracket's entry was not placed, so this exit was not sent."
 HELD_CANCELLED = f"{_WHY}: the broker held this leg untransmitted; it is cancelled there."
 NOT_HELD = f"{_WHY}: the broker does not hold this leg; it is not working and is never sent later."
 _ACCEPTED = (S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED)  # the broker took the leg (it transmitted the bracket)
@@ -68,23 +69,28 @@ def bracket_entry_sent(entry: OrderSent) -> None:
 
 
 # -- the sender --------------------------------------------------------------------------------------
-def bracket_send_stopped(*, sent: list[OrderSent], unsent: list[Order], actor: Actor) -> None:
-    """A leg could not be sent (or its outcome is unknown): the legs after it are never sent, and the legs
-    already sent (held by the broker, untransmitted) are cancelled now if the connection takes the cancel,
-    else by the reconciliation after the reconnect. A leg whose outcome is unknown is settled by a
-    re-check of the broker's orders. Runs on the order pipeline's thread."""
+def legs_not_sent(legs: list[Order], actor: Actor, *, reason: str = NOT_SENT) -> None:
+    """Legs never sent, and never to be: `rejected` with code bracket_incomplete, in one transaction."""
     with transaction.atomic(durable=True):
-        for leg in unsent:
+        for leg in legs:
             order_event_append(
                 leg,
                 status=S.REJECTED,
                 actor=actor,
                 source=actor.source,
                 code=BRACKET_INCOMPLETE,
-                reason=NOT_SENT,
+                reason=reason,
                 audit_event=events.ORDER_REJECTED,
                 strict=False,
             )
+
+
+def bracket_send_stopped(*, sent: list[OrderSent], unsent: list[Order], actor: Actor) -> None:
+    """A leg could not be sent (or its outcome is unknown): the legs after it are never sent, and the legs
+    already sent (held by the broker, untransmitted) are cancelled now if the connection takes the cancel,
+    else by the reconciliation after the reconnect. A leg whose outcome is unknown is settled by a
+    re-check of the broker's orders. Runs on the order pipeline's thread."""
+    legs_not_sent(unsent, actor)
     for ack in sent:
         try:
             runtime.adapter().order_cancel(broker_order_id=ack.broker_order_id)

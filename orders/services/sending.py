@@ -26,10 +26,11 @@ from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
 from orders.services.brackets import (
-    BRACKET_INCOMPLETE,
+    ENTRY_NOT_PLACED,
     bracket_entry_sent,
     bracket_send_stopped,
     legs_in_send_order,
+    legs_not_sent,
 )
 from orders.services.common import broker_request_for_order, order_event_append
 from orders.services.recording import order_sent_record
@@ -127,7 +128,7 @@ def order_send_with_exits(
     try:
         entry = order_send(order, contract, actor, transmit=False)
     except GatewayError:
-        _exits_not_sent(children, actor)
+        legs_not_sent(children, actor, reason=ENTRY_NOT_PLACED)
         raise
     if entry is None:  # the broker may hold it untransmitted: reconciliation settles it with its exits
         bracket_send_stopped(sent=[], unsent=children, actor=actor)
@@ -152,19 +153,3 @@ def order_send_with_exits(
             return acks
         acks.append(sent)
     return acks
-
-
-def _exits_not_sent(children: list[Order], actor: Actor) -> None:
-    """The entry never reached the broker for sure, so its exits are not sent at all."""
-    with transaction.atomic(durable=True):
-        for child in children:
-            order_event_append(
-                child,
-                status=S.REJECTED,
-                actor=actor,
-                source=actor.source,
-                code=BRACKET_INCOMPLETE,
-                reason="The bracket's entry was not placed, so this exit was not sent.",
-                audit_event=events.ORDER_REJECTED,
-                strict=False,
-            )
