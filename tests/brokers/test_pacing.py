@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from ib_async import IB, LimitOrder, Stock
 
 from brokers.ib import pacing
@@ -29,22 +30,29 @@ def _until(ib: IB, done, timeout: float = 15.0) -> None:
     assert done()
 
 
-def test_urgent_messages_overtake_queued_reads_and_keep_their_own_order(sim_gateway):
+@pytest.fixture
+def resting(sim_gateway):
+    """(client, SPY, AAPL): a pacing client on a gateway whose AAPL stays at 190 (buys at 181 rest)."""
     sim_gateway.pause_market()
     sim_gateway.set_price("AAPL", Decimal("190.00"))
     ib = _connected(sim_gateway.port)
     try:
         [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
         [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-        _queue_reads(ib, spy, 300)  # 600 messages: over 13 s of IB's 45 a second
-        with pacing.urgent():
-            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
-            ib.cancelOrder(trade.order)  # sent after the order, so it finds the order at the broker
-        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
-        assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]
-        assert len(ib.client._msgQ) > 300  # the reads queued first are still waiting their turn
+        yield ib, spy, aapl
     finally:
         ib.disconnect()
+
+
+def test_urgent_messages_overtake_queued_reads_and_keep_their_own_order(resting, sim_gateway):
+    ib, spy, aapl = resting
+    _queue_reads(ib, spy, 300)  # 600 messages: over 13 s of IB's 45 a second
+    with pacing.urgent():
+        trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+        ib.cancelOrder(trade.order)  # sent after the order, so it finds the order at the broker
+    _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]
+    assert len(ib.client._msgQ) > 300  # the reads queued first are still waiting their turn
 
 
 def test_without_urgency_the_queue_is_first_in_first_out(sim_gateway):
@@ -59,81 +67,60 @@ def test_without_urgency_the_queue_is_first_in_first_out(sim_gateway):
         ib.disconnect()
 
 
-def test_the_kill_switchs_global_cancel_goes_out_ahead_of_everything_queued(sim_gateway):
-    sim_gateway.pause_market()
-    sim_gateway.set_price("AAPL", Decimal("190.00"))
-    ib = _connected(sim_gateway.port)
-    try:
-        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
-        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-        working = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
-        _until(ib, lambda: working.orderStatus.status == "Submitted")
-        _queue_reads(ib, spy, 300)  # over 13 s of IB's budget
-        with pacing.urgent():
-            queued = ib.placeOrder(aapl, LimitOrder("BUY", 2, 181.0))  # first in line, but the budget is spent
-        with pacing.immediately():
-            ib.reqGlobalCancel()
-        _until(ib, lambda: working.orderStatus.status == "Cancelled")
-        assert queued.orderStatus.status == "PendingSubmit" and len(ib.client._msgQ) > 500  # all of it still waits
-        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
-    finally:
-        ib.disconnect()
+def test_the_kill_switchs_global_cancel_goes_out_ahead_of_everything_queued(resting, sim_gateway):
+    ib, spy, aapl = resting
+    working = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+    _until(ib, lambda: working.orderStatus.status == "Submitted")
+    _queue_reads(ib, spy, 300)  # over 13 s of IB's budget
+    with pacing.urgent():
+        queued = ib.placeOrder(aapl, LimitOrder("BUY", 2, 181.0))  # first in line, but the budget is spent
+    with pacing.immediately():
+        ib.reqGlobalCancel()
+    _until(ib, lambda: working.orderStatus.status == "Cancelled")
+    assert queued.orderStatus.status == "PendingSubmit" and len(ib.client._msgQ) > 500  # all of it still waits
+    assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
 
 
-def test_queued_new_orders_are_taken_back_and_urgent_messages_still_go_first(sim_gateway):
-    sim_gateway.pause_market()
-    sim_gateway.set_price("AAPL", Decimal("190.00"))
-    ib = _connected(sim_gateway.port)
-    try:
-        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
-        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-        _queue_reads(ib, spy, 300)
-        with pacing.urgent():
-            taken_back = [ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0)) for _ in range(3)]
-        ids = {t.order.orderId for t in taken_back}
-        assert sorted(pacing.withdraw_queued_orders(ib, lambda order_id, _queued: order_id in ids)) == sorted(ids)
-        with pacing.urgent():
-            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
-            ib.cancelOrder(trade.order)
-        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
-        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]  # none of the three
-        assert len(ib.client._msgQ) > 300  # ahead of the reads
-    finally:
-        ib.disconnect()
+def test_queued_new_orders_are_taken_back_and_urgent_messages_still_go_first(resting, sim_gateway):
+    ib, spy, aapl = resting
+    _queue_reads(ib, spy, 300)
+    with pacing.urgent():
+        taken_back = [ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0)) for _ in range(3)]
+    ids = {t.order.orderId for t in taken_back}
+    assert sorted(pacing.withdraw_queued_orders(ib, lambda order_id, _queued: order_id in ids)) == sorted(ids)
+    with pacing.urgent():
+        trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+        ib.cancelOrder(trade.order)
+    _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]  # none of the three
+    assert len(ib.client._msgQ) > 300  # ahead of the reads
 
 
-def test_an_order_is_taken_back_with_its_queued_change_and_cancel(sim_gateway):
-    sim_gateway.pause_market()
-    sim_gateway.set_price("AAPL", Decimal("190.00"))
-    ib = _connected(sim_gateway.port)
-    try:
-        [spy] = ib.qualifyContracts(Stock("SPY", "SMART", "USD"))
-        [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-        _queue_reads(ib, spy, 300)
-        with pacing.urgent():
-            changed = ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0))
-            changed.order.lmtPrice = 182.0
-            ib.placeOrder(aapl, changed.order)  # its modification, queued behind it
-            cancelled = ib.placeOrder(aapl, LimitOrder("BUY", 6, 181.0))
-            ib.cancelOrder(cancelled.order)
-        queued: dict[int, int] = {}
+def test_an_order_is_taken_back_with_its_queued_change_and_cancel(resting, sim_gateway):
+    ib, spy, aapl = resting
+    _queue_reads(ib, spy, 300)
+    with pacing.urgent():
+        changed = ib.placeOrder(aapl, LimitOrder("BUY", 5, 181.0))
+        changed.order.lmtPrice = 182.0
+        ib.placeOrder(aapl, changed.order)  # its modification, queued behind it
+        cancelled = ib.placeOrder(aapl, LimitOrder("BUY", 6, 181.0))
+        ib.cancelOrder(cancelled.order)
+    queued: dict[int, int] = {}
 
-        def unsent(order_id: int, places: int) -> bool:
-            queued[order_id] = places
-            return True
+    def unsent(order_id: int, places: int) -> bool:
+        queued[order_id] = places
+        return True
 
-        taken = pacing.withdraw_queued_orders(ib, unsent)
-        assert sorted(taken) == sorted([changed.order.orderId, cancelled.order.orderId])
-        assert queued == {changed.order.orderId: 2, cancelled.order.orderId: 1}  # placements and modifications
-        with pacing.urgent():
-            trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
-            ib.cancelOrder(trade.order)
-        _until(ib, lambda: trade.orderStatus.status == "Cancelled")
-        assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
-        assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]  # not the taken one's
-        assert len(ib.client._msgQ) > 300  # the next urgent ones still went ahead of the reads
-    finally:
-        ib.disconnect()
+    taken = pacing.withdraw_queued_orders(ib, unsent)
+    assert sorted(taken) == sorted([changed.order.orderId, cancelled.order.orderId])
+    assert queued == {changed.order.orderId: 2, cancelled.order.orderId: 1}  # placements and modifications
+    with pacing.urgent():
+        trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 181.0))
+        ib.cancelOrder(trade.order)
+    _until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert [o.total_quantity for o in sim_gateway.received_orders()] == [Decimal(1)]
+    assert [c.order_id for c in sim_gateway.received_cancels()] == [trade.order.orderId]  # not the taken one's
+    assert len(ib.client._msgQ) > 300  # the next urgent ones still went ahead of the reads
 
 
 def test_global_cancels_in_a_row_go_over_the_budget_once_and_then_first_in_line(sim_gateway):

@@ -8,6 +8,7 @@ independent ib_async connection, which orders are working.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from decimal import Decimal
 
 import pytest
@@ -391,22 +392,29 @@ def test_refusals_are_audited_within_a_bound(resting, api_client):
     assert AuditEntry.objects.filter(event="request.refused").count() == 30
 
 
-def test_orders_and_the_kill_switch_overtake_a_flood_of_market_data_requests(resting, api_client, ib_runtime):
-    """A client subscribing and unsubscribing quotes in a loop (a read-scope websocket can) queues many
-    seconds of requests at IB's 45 messages/s; an order, its quote, the halt's global cancel and the
-    sweep's look at the broker's orders still reach the broker while that queue waits."""
+def _flood_market_data(rt) -> deque:
+    """Queue 2000 quote subscribe/unsubscribe requests (about 44 s of IB's budget), as a client churning
+    quotes in a loop can; returns the connection's outgoing queue once they wait in it."""
     from brokers.adapter import ContractSpec
     from marketdata.services import contract_resolve_one
 
     contracts = [contract_resolve_one(spec=ContractSpec(symbol=s)) for s in ("MSFT", "SPY", "QQQ", "TSLA", "NVDA")]
     adapter = runtime.adapter()
-    for _ in range(200):  # 2000 messages: about 44 s of IB's budget
+    for _ in range(200):
         for contract in contracts:
             adapter.quote_subscribe(contract=contract)
         for contract in contracts:
             adapter.quote_unsubscribe(con_id=contract.con_id)
-    queued = ib_runtime.worker.ib.client._msgQ
+    queued = rt.worker.ib.client._msgQ
     wait_for(lambda: len(queued) > 1500, message="the requests are queued behind IB's budget")
+    return queued
+
+
+def test_orders_and_the_kill_switch_overtake_a_flood_of_market_data_requests(resting, api_client, ib_runtime):
+    """A client subscribing and unsubscribing quotes in a loop (a read-scope websocket can) queues many
+    seconds of requests at IB's 45 messages/s; an order, its quote, the halt's global cancel and the
+    sweep's look at the broker's orders still reach the broker while that queue waits."""
+    queued = _flood_market_data(ib_runtime)
 
     placed = api_client.post("/api/v1/orders/", _order(client_order_id="through-the-flood"), format="json")
     assert placed.status_code == 201, placed.content
@@ -494,20 +502,9 @@ def test_a_halt_takes_back_a_queued_order_also_once_its_cancel_is_queued(
 
 def test_a_modification_overtakes_a_flood_of_market_data_requests(resting, api_client, ib_runtime):
     """A modify looks its contract and quote up on the order's behalf too: it does not wait behind reads."""
-    from brokers.adapter import ContractSpec
-    from marketdata.services import contract_resolve_one
-
     placed = api_client.post("/api/v1/orders/", _order(client_order_id="modified-in-a-flood"), format="json")
     assert placed.status_code == 201, placed.content
-    contracts = [contract_resolve_one(spec=ContractSpec(symbol=s)) for s in ("MSFT", "SPY", "QQQ", "TSLA", "NVDA")]
-    adapter = runtime.adapter()
-    for _ in range(200):  # 2000 messages: about 44 s of IB's budget
-        for contract in contracts:
-            adapter.quote_subscribe(contract=contract)
-        for contract in contracts:
-            adapter.quote_unsubscribe(con_id=contract.con_id)
-    queued = ib_runtime.worker.ib.client._msgQ
-    wait_for(lambda: len(queued) > 1500, message="the requests are queued behind IB's budget")
+    queued = _flood_market_data(ib_runtime)
 
     modified = api_client.patch(f"/api/v1/orders/{placed.json()['id']}/", {"quantity": "3"}, format="json")
     assert modified.status_code == 200, modified.content
