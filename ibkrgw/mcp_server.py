@@ -45,6 +45,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections
@@ -322,18 +324,25 @@ class ResourceWatch:
             # to tool handlers only (ctx.notify_resource_updated), so publish on it directly.
             await self.server._subscriptions.publish(ResourceUpdated(uri=uri))
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        """Poll every WATCH_INTERVAL_S. Started with `TaskGroup.start`, it is ready once its first poll has
+        noted where the ledger is: a change made after the server answers anything is always notified."""
+        await self._poll_once()
+        task_status.started()
         while True:
             await anyio.sleep(WATCH_INTERVAL_S)
-            # Polled with no subscriber too: a change right after a subscription must not be taken as the baseline.
-            uris = set(self.subscribers)
-            try:
-                changed = await anyio.to_thread.run_sync(self._poll, uris)
-            except Exception:
-                logger.exception("mcp: resource watch failed")
-                continue
-            for uri in sorted(changed):
-                await self.notify(uri)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        # Polled with no subscriber too: a change right after a subscription must not be taken as the baseline.
+        uris = set(self.subscribers)
+        try:
+            changed = await anyio.to_thread.run_sync(self._poll, uris)
+        except Exception:
+            logger.exception("mcp: resource watch failed")
+            return
+        for uri in sorted(changed):
+            await self.notify(uri)
 
 
 def _with_fresh_connection(fn: Callable[..., Any], *args: Any) -> Any:

@@ -151,7 +151,7 @@ async def serve_stdio(server: GatewayMCPServer) -> None:
     lowlevel = server._lowlevel_server
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
-        tg.start_soon(server.watch.run)
+        await tg.start(server.watch.run)  # the ledger's baseline before the first request
         async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
         tg.cancel_scope.cancel()  # the client closed stdin
@@ -181,6 +181,6 @@ async def serve_http(server: GatewayMCPServer, *, host: str, port: int) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, stop)
-        tg.start_soon(server.watch.run)
+        await tg.start(server.watch.run)  # the ledger's baseline before the first request
         await uv.serve()
         tg.cancel_scope.cancel()

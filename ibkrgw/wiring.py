@@ -63,9 +63,9 @@ def _trading_health() -> dict[str, Any]:
 
     try:
         switch = trading_switch_state()
+        progress = halt_progress()
     except Exception:  # database down: health says so in its own section
         return {"trading_halted": None, "halt": None}
-    progress = halt_progress()
     halt: dict[str, Any] | None = None
     if switch.halted:
         working = progress.working_orders

@@ -2,7 +2,8 @@
 
 Nothing here is ever updated or deleted (see `audit.ledger` and `audit.triggers`): state changes
 are new `OrderEvent` rows, a commission is a new `Commission` row next to its `Fill`, and the kill
-switch is the latest `TradingSwitchEvent`.
+switch is the latest `TradingSwitchEvent`. The one exception, `HaltSweep`, is outside the ledger: a
+display of what the halt sweep last saw, overwritten by every sweep.
 """
 
 from __future__ import annotations
@@ -193,3 +194,19 @@ class TradingSwitchEvent(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{'halted' if self.halted else 'resumed'} at {self.at:%Y-%m-%d %H:%M:%S} by {self.actor_label}"
+
+
+class HaltSweep(models.Model):
+    """What the last halt sweep saw at the broker, one row shared by every process: the sweep runs only
+    where the IB connection is, and any process's health and console show its progress. Not part of
+    the ledger (overwritten; the sweeps that found orders are audited as `trading.halt_sweep`)."""
+
+    ROW = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True)
+    working_orders = models.IntegerField(null=True, help_text="Orders still working at the broker; null: not checked.")
+    checked_at = models.DateTimeField(null=True)
+    error = models.TextField(blank=True, default="", help_text="Why the last sweep could not look, if it could not.")
+
+    def __str__(self) -> str:
+        return f"halt sweep: {self.working_orders} working at {self.checked_at}"

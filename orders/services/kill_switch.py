@@ -10,7 +10,6 @@ until the broker confirms that none is.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,7 +21,7 @@ from audit.services import audit_record
 from brokers import runtime
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
-from orders.models import TradingSwitchEvent
+from orders.models import HaltSweep, TradingSwitchEvent
 from orders.pipeline import pipeline
 from orders.selectors import trading_halted
 
@@ -38,18 +37,24 @@ class HaltProgress:
     error: str = ""
 
 
-_progress = HaltProgress(working_orders=None, checked_at=None)
-_progress_lock = threading.Lock()
+NOT_CHECKED = HaltProgress(working_orders=None, checked_at=None)
 
 
 def halt_progress() -> HaltProgress:
-    return _progress
+    """What the last sweep saw, the same in every process (the sweep runs where the IB connection is)."""
+    row = HaltSweep.objects.filter(pk=HaltSweep.ROW).values_list("working_orders", "checked_at", "error").first()
+    return NOT_CHECKED if row is None else HaltProgress(*row)
 
 
 def _set_progress(progress: HaltProgress) -> None:
-    global _progress
-    with _progress_lock:
-        _progress = progress
+    HaltSweep.objects.update_or_create(
+        pk=HaltSweep.ROW,
+        defaults={
+            "working_orders": progress.working_orders,
+            "checked_at": progress.checked_at,
+            "error": progress.error,
+        },
+    )
 
 
 # -- kill switch -------------------------------------------------------------------------------
@@ -58,7 +63,6 @@ def trading_halt(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:
 
     def halt() -> TradingSwitchEvent:
         row = _trading_switch_record(halted=True, actor=actor, reason=reason)
-        _set_progress(HaltProgress(working_orders=None, checked_at=None))
         try:
             adapter = runtime.adapter()
             adapter.order_sends_blocked(blocked=True)
@@ -77,7 +81,6 @@ def trading_resume(*, actor: Actor, reason: str = "") -> TradingSwitchEvent:
 
     def resume() -> TradingSwitchEvent:
         row = _trading_switch_record(halted=False, actor=actor, reason=reason)
-        _set_progress(HaltProgress(working_orders=None, checked_at=None))
         try:
             runtime.adapter().order_sends_blocked(blocked=False)
         except GatewayError:
@@ -101,7 +104,7 @@ def trading_halt_sweep() -> HaltProgress | None:
                 return None
             working = adapter.open_orders()
         except GatewayError as exc:
-            progress = HaltProgress(working_orders=_progress.working_orders, checked_at=None, error=exc.message)
+            progress = HaltProgress(working_orders=halt_progress().working_orders, checked_at=None, error=exc.message)
             _set_progress(progress)
             return progress if halted else None
         if working:
@@ -133,6 +136,7 @@ def _trading_switch_record(*, halted: bool, actor: Actor, reason: str) -> Tradin
             source=actor.source,
             correlation_id=actor.correlation_id,
         )
+        _set_progress(NOT_CHECKED)  # a new halt (or a resume) starts with nothing checked yet
         audit_record(
             event=events.TRADING_HALTED if halted else events.TRADING_RESUMED,
             actor=actor,

@@ -177,3 +177,32 @@ def test_an_owner_that_stops_cleanly_hands_over_without_waiting_for_expiry(clust
     # The lease would only expire after 300 s: a handover within the wait means it was released.
     wait_for(lambda: lease_holder_pid(cluster.env) == follower.pid, timeout=60, interval=0.2, message="handover")
     wait_for(lambda: _ready(cluster.api(follower)), timeout=30, interval=0.2, message="connected and reconciled")
+
+
+def test_a_halt_through_the_follower_shows_the_owners_sweep_in_both_processes(cluster, sim_gateway):
+    from decimal import Decimal
+
+    owner, follower = cluster.owner_and_follower()
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    api = cluster.api(follower)
+    body = {"client_order_id": "resting-1", "symbol": "AAPL", "action": "BUY", "quantity": "1"}
+    status, placed = api.post("/api/v1/orders/", body | {"order_type": "LMT", "limit_price": "185.00"})
+    assert status == 201, placed
+    wait_for(lambda: _status(api, placed["id"]) == "submitted", message="resting at the broker")
+
+    status, _ = api.post("/api/v1/trading/halt/", {"reason": "drill"})
+    assert status == 200
+    wait_for(lambda: _status(api, placed["id"]) == "cancelled", message="cancelled by the halt")
+    # The sweep runs only in the owner; each process's health reports what it saw.
+    for process in (owner, follower):
+        process_api = cluster.api(process)
+        wait_for(
+            lambda process_api=process_api: process_api.get("/api/v1/health/")[1]["halt"]["state"] == "done",
+            timeout=20,
+            message="the halt's sweep confirmed nothing is working",
+        )
+        health = process_api.get("/api/v1/health/")[1]
+        assert health["trading_halted"] is True
+        assert health["halt"]["working_orders"] == 0 and health["halt"]["checked_at"] is not None
+    assert [o.status for o in sim_gateway.orders() if o.order_ref == "resting-1"] == ["Cancelled"]
