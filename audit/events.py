@@ -46,6 +46,9 @@ ORDER_REJECTED = register("order.rejected", "The broker rejected an order.")
 ORDER_CANCEL_REQUESTED = register("order.cancel_requested", "A cancel of an order was requested.")
 ORDER_MODIFIED = register("order.modified", "A modification of a working order was sent.")
 ORDER_UNKNOWN = register("order.unknown", "An order's outcome is not known; it needs reconciliation.")
+ORDER_CLOSED = register(
+    "order.closed", "An order of unknown outcome was cancelled on request after the broker showed no trace of it."
+)
 ORDER_APPROVED = register("order.approved", "An operator approved an order waiting for approval.")
 ORDER_APPROVAL_REJECTED = register("order.approval_rejected", "An operator rejected an order waiting for approval.")
 ORDER_EXPIRED = register("order.expired", "An order waiting for approval expired.")

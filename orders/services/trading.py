@@ -8,13 +8,16 @@ order. A preview runs the same chain as a dry run and reports every gate that wo
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from audit import events
 from audit.services import audit_record, ledger_write_lock
@@ -454,6 +457,8 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
         adapter = runtime.adapter()
         broker_id = _broker_id(order)
         _require_own_connection(order, adapter)
+        if broker_id is None and latest.status == S.UNKNOWN:
+            return _cancel_unknown(order, latest, actor, adapter)
         if broker_id is None:
             raise GatewayError(
                 ErrorCode.ORDER_STATE_CONFLICT,
@@ -483,6 +488,51 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
         return order
 
     return pipeline().run(cancel)
+
+
+def _cancel_unknown(order: Order, latest: OrderEvent, actor: Actor, adapter) -> Order:
+    """Cancel an order whose send has an unknown outcome: the broker is asked what it holds first.
+
+    With no trace of the order at the broker (not working, not among its completed orders, no execution)
+    it is recorded `cancelled` (code `not_at_broker`): it is working nowhere and is never sent. With a
+    trace, the broker's reports are reconciled first and the caller is told to cancel again once they show.
+    """
+    settles_at = latest.at + timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
+    if timezone.now() < settles_at:
+        # A send that timed out a moment ago may still reach the broker: asking now would prove nothing.
+        wait_s = math.ceil((settles_at - timezone.now()).total_seconds())
+        raise GatewayError(
+            ErrorCode.ORDER_STATE_CONFLICT,
+            f"This order's send may still be on its way to the broker; cancel it again in {wait_s} s.",
+            http_status=409,
+            details={"status": S.UNKNOWN, "retry_after_s": wait_s},
+        )
+    snapshot = adapter.snapshot()  # raises (nothing recorded) when the broker cannot be asked
+    ref = order.client_order_id
+    if any(report.order_ref == ref for report in snapshot.orders) or any(
+        execution.order_ref == ref for execution in snapshot.executions
+    ):
+        adapter.orders_recheck()
+        raise GatewayError(
+            ErrorCode.ORDER_STATE_CONFLICT,
+            "The broker reports this order: its status is being brought up to date from the broker's reports. "
+            "Cancel it again once it shows.",
+            http_status=409,
+            details={"status": S.UNKNOWN, "at_broker": True},
+        )
+    with transaction.atomic(durable=True):
+        order_event_append(
+            order,
+            status=S.CANCELLED,
+            actor=actor,
+            source=actor.source,
+            code="not_at_broker",
+            reason=f"Cancelled by {actor.label}: the broker has no trace of this order (not working, not among its "
+            "completed orders, no execution it still reports); it was never sent again.",
+            audit_event=events.ORDER_CLOSED,
+            strict=False,
+        )
+    return order
 
 
 def _broker_id(order: Order) -> int | None:

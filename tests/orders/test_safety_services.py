@@ -549,6 +549,60 @@ def test_an_order_the_broker_never_acknowledged_is_not_cancelled_by_guesswork(ib
     assert quiet_market.received_cancels() == []
 
 
+def _unknown_order(minutes_ago: float):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    order = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    OrderEventFactory(order=order, status=S.UNKNOWN, at=timezone.now() - timedelta(minutes=minutes_ago))
+    return order
+
+
+def test_an_unknown_order_the_broker_has_no_trace_of_is_cancelled_on_request(ib_runtime, quiet_market):
+    order = _unknown_order(minutes_ago=10)
+    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN, S.CANCELLED]
+    closed = order.events.order_by("-id").first()
+    assert (closed.code, closed.source) == ("not_at_broker", "admin")
+    assert closed.reason.startswith("Cancelled by operator: the broker has no trace of this order")
+    assert AuditEntry.objects.get(event="order.closed", target_id=str(order.pk)).actor_label == "operator"
+    assert quiet_market.received_cancels() == []  # nothing to cancel there
+
+
+def test_an_unknown_order_the_broker_reports_is_not_closed_but_reconciled(ib_runtime, quiet_market):
+    from ib_async import IB, LimitOrder, Stock
+
+    from tests.conftest import wait_for
+
+    order = _unknown_order(minutes_ago=10)
+    outside = IB()  # the order as the broker holds it (sent by a process that died before it heard back)
+    outside.connect("127.0.0.1", quiet_market.port, clientId=7, timeout=5)
+    try:
+        outside.placeOrder(
+            Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 10, 185.0, orderRef=order.client_order_id, tif="GTC")
+        )
+        wait_for(lambda: [o.order_ref for o in quiet_market.orders()] == [order.client_order_id], message="at broker")
+    finally:
+        outside.disconnect()
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert (excinfo.value.code, excinfo.value.http_status) == (ErrorCode.ORDER_STATE_CONFLICT, 409)
+    assert excinfo.value.details == {"status": "unknown", "at_broker": True}
+    assert S.CANCELLED not in _statuses(order)
+    assert not AuditEntry.objects.filter(event="order.closed").exists()
+
+
+def test_an_unknown_order_whose_send_may_still_arrive_is_not_closed_yet(ib_runtime, quiet_market, settings):
+    settings.IB_REQUEST_TIMEOUT = 10
+    order = _unknown_order(minutes_ago=0)
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert excinfo.value.http_status == 409
+    assert excinfo.value.details["status"] == "unknown" and 0 < excinfo.value.details["retry_after_s"] <= 20
+    assert _statuses(order) == [S.PENDING_SUBMIT, S.UNKNOWN]
+
+
 # -- buying power, quotes and what the broker says ---------------------------------------------------
 def test_the_buying_power_estimate_uses_the_account_s_available_funds(ib_runtime, quiet_market, settings):
     settings.RISK_MAX_ORDER_QUANTITY = Decimal(10**9)
