@@ -433,6 +433,7 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
     def cancel() -> Order:
         order = order_get_or_error(order_id=order_id)
         latest = order_latest_event(order)
+        assert latest is not None  # noqa: S101 - every order has its intent event
         if latest.status == S.PENDING_APPROVAL:
             with transaction.atomic(durable=True):
                 order_event_append(
