@@ -188,5 +188,5 @@ class LedgerSealAdmin(AppendOnlyAdmin):
     list_filter = ("table",)
     search_fields = ("=row_pk", "=seal_hash")
     ordering = ("-seq",)
-    fields = (*SEAL_HASHED_FIELDS, "seal_hash")
+    fields = (*SEAL_HASHED_FIELDS, "seal_hash", "mac")
     readonly_fields = fields

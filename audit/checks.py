@@ -1,4 +1,5 @@
-"""System check `audit.E001`: the append-only triggers of the ledger tables are in place.
+"""System checks of the ledger. `audit.W001`: the seal key is derived from SECRET_KEY on a live gateway.
+`audit.E001`: the append-only triggers of the ledger tables are in place.
 
 It is a database check, so it only looks at a database when one is named:
 `manage.py check --database default` (and `migrate`, which passes its database). While that
@@ -13,12 +14,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
 from audit.triggers import missing_triggers
+
+
+@register(Tags.security)
+def check_ledger_seal_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if settings.LEDGER_SEAL_KEY or settings.DEBUG or settings.TRADING_MODE != "live":
+        return []
+    return [
+        Warning(
+            "LEDGER_SEAL_KEY is not set: the ledger's seals are keyed with a key derived from SECRET_KEY, so "
+            "rotating SECRET_KEY makes every seal written before unverifiable (audit_verify reports them).",
+            hint="Set LEDGER_SEAL_KEY to a long random value kept outside the database (openssl rand -hex 32), "
+            "with the current SECRET_KEY in LEDGER_SEAL_KEY_FALLBACKS so the seals written so far still verify.",
+            id="audit.W001",
+        )
+    ]
 
 
 def ledger_triggers_missing(using: str = DEFAULT_DB_ALIAS) -> list[str]:

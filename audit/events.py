@@ -79,3 +79,9 @@ BROKER_RECONCILED = register("broker.reconciled", "Orders, fills and commissions
 APIKEY_CREATED = register("apikey.created", "An API key was created.")
 APIKEY_REVOKED = register("apikey.revoked", "An API key was revoked.")
 SETTINGS_LOADED = register("settings.loaded", "The gateway started with these safety settings.")
+
+# -- the ledger --------------------------------------------------------------------------------
+LEDGER_SEALS_KEYED = register(
+    "ledger.seals_keyed",
+    "An upgrade keyed the ledger's seals: the seals before this entry are vouched for under the seal key as of then.",
+)

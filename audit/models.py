@@ -58,6 +58,8 @@ class LedgerSeal(AppendOnlyModel):
     content = models.TextField()
     prev_hash = models.CharField(max_length=64)
     seal_hash = models.CharField(max_length=64)
+    # HMAC-SHA256 of seal_hash under the seal key; NULL on seals written before the key existed.
+    mac = models.CharField(max_length=64, null=True, blank=True)
 
     class Meta:
         ordering = ["seq"]

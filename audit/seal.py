@@ -18,20 +18,31 @@ database stores (SQLite keeps 15 significant digits of a decimal, PostgreSQL reo
 A seal's hash is `sha256(canonical_json({seq, table, row_pk, content, prev_hash}))`, the first
 seal's `prev_hash` is `GENESIS_HASH`. The last seal (its seq and hash) is the ledger's *head*: an
 operator who keeps a copy of it elsewhere can later prove nothing before it was rewritten.
+
+A seal's `mac` is `HMAC-SHA256(seal key, seal_hash)`. The hash alone can be recomputed by anyone
+who can write the database; the MAC only by whoever holds the seal key, which is kept outside it
+(`LEDGER_SEAL_KEY`, else derived from `SECRET_KEY`; see `seal_keys`). Seals written before the key
+existed have no MAC: the upgrade's first keyed seal (its `ledger.seals_keyed` audit entry) vouches
+for them, its hash chaining over theirs, and every seal after it must carry a valid MAC.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from django.apps import apps as global_apps
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.utils.crypto import salted_hmac
 
 from audit.chain import GENESIS_HASH, ChainBreak, canonical_json
 from ibkrgw.prepared import PreparedRead
@@ -150,6 +161,7 @@ class Seal:
     content: str
     prev_hash: str
     seal_hash: str = ""
+    mac: str | None = None
 
 
 def seal_hash(seal: Any) -> str:
@@ -157,20 +169,80 @@ def seal_hash(seal: Any) -> str:
     return hashlib.sha256(canonical_json(payload).encode("ascii")).hexdigest()
 
 
+# -- the seal key ---------------------------------------------------------------------------------
+_KEY_SALT = "ibkrgw.audit.seal"
+
+
+@lru_cache(maxsize=16)
+def _derived_key(secret: str) -> bytes:
+    # The seals get a key of their own, so no other HMAC made from the same secret ever equals a MAC.
+    return salted_hmac(_KEY_SALT, "ledger seal key", secret=secret, algorithm="sha256").digest()
+
+
+def seal_keys() -> list[bytes]:
+    """The seal key, first (new seals are made with it), then the earlier ones still accepted when verifying.
+
+    Each comes from a secret outside the database: `LEDGER_SEAL_KEY`, or `SECRET_KEY` when that is
+    unset; the fallbacks are `LEDGER_SEAL_KEY_FALLBACKS` (and, without `LEDGER_SEAL_KEY`,
+    `SECRET_KEY_FALLBACKS`), earlier values of either."""
+    current = settings.LEDGER_SEAL_KEY
+    secrets = [current or settings.SECRET_KEY, *settings.LEDGER_SEAL_KEY_FALLBACKS]
+    if not current:
+        secrets += settings.SECRET_KEY_FALLBACKS
+    return [_derived_key(secret) for secret in secrets]
+
+
+def seal_mac(hash_hex: str, key: bytes) -> str:
+    return hmac.new(key, hash_hex.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def mac_valid(hash_hex: str, mac: str, keys: Sequence[bytes]) -> bool:
+    """Whether `mac` is the MAC of the seal hash `hash_hex` under one of `keys`."""
+    given = mac.encode("utf-8")  # bytes: whatever a forger stored, the comparison neither fails nor leaks
+    return any(hmac.compare_digest(seal_mac(hash_hex, key).encode("ascii"), given) for key in keys)
+
+
+# The audit entry the upgrade to keyed seals writes first (audit/migrations/0004): seals before it have no MAC.
+SEALS_KEYED_EVENT = "ledger.seals_keyed"  # audit.events.LEDGER_SEALS_KEYED
+MAC_MISSING = "no MAC: sealed without the seal key, after the ledger's seals became keyed"
+MAC_UNVOUCHED = (
+    f"no MAC, and no {SEALS_KEYED_EVENT} entry of an upgrade follows to vouch for it: sealed without the seal key"
+)
+MAC_NOT_OURS = (
+    "MAC mismatch: not made with this gateway's seal key (forged, or sealed under a key no longer "
+    "configured: see LEDGER_SEAL_KEY_FALLBACKS)"
+)
+
+
+def _is_upgrade_entry(seal: Any) -> bool:
+    if seal.table != "audit_auditentry":
+        return False
+    try:
+        return json.loads(seal.content).get("event") == SEALS_KEYED_EVENT
+    except (ValueError, AttributeError):
+        return False
+
+
 SEAL_TABLE = "audit_ledgerseal"
-_SEAL_COLUMNS = ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash")
+_SEAL_COLUMNS = ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash", "mac")
 # Constant SQL, quoted the same way on SQLite and PostgreSQL ("table" is a keyword).
 _LAST_SEAL_SQL = 'SELECT "seq", "seal_hash" FROM "audit_ledgerseal" ORDER BY "seq" DESC LIMIT 1'
 _INSERT_SEAL_SQL = (
+    'INSERT INTO "audit_ledgerseal" ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash", "mac") '
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+# Seals as they were written before the seal key existed (the migration that introduced seals).
+_INSERT_UNKEYED_SEAL_SQL = (
     'INSERT INTO "audit_ledgerseal" ("seq", "table", "row_pk", "content", "prev_hash", "seal_hash") '
     "VALUES (%s, %s, %s, %s, %s, %s)"
 )
 
 
-def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> list[Seal]:
+def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str, keyed: bool = True) -> list[Seal]:
     """Append one seal per row (rows just inserted, in this transaction, after `lock_ledger`) and return them.
 
-    Plain SQL on the seal table (two statements), so a migration can call it with historical models.
+    Plain SQL on the seal table (two statements), so a migration can call it with historical models;
+    `keyed=False` writes seals without a MAC, for the migration that ran before the MAC column existed.
     """
     if not pks:
         return []
@@ -183,23 +255,29 @@ def seal_rows(model: type[models.Model], pks: Sequence[Any], *, using: str) -> l
         if key not in contents:
             raise RuntimeError(f"{table} row {key} is not in the database: cannot seal it")
         rows.append((table, key, contents[key]))
-    return _append_seals(rows, using)
+    return _append_seals(rows, using, keyed=keyed)
 
 
-def _append_seals(rows: list[tuple[str, str, str]], using: str) -> list[Seal]:
+def _append_seals(rows: list[tuple[str, str, str]], using: str, *, keyed: bool = True) -> list[Seal]:
     """Chain (table, row pk, content) after the last seal: one read, one insert for all of them."""
     if not rows:
         return []
+    key = seal_keys()[0] if keyed else None
     with connections[using].cursor() as cursor:
         cursor.execute(_LAST_SEAL_SQL)
         last = cursor.fetchone()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         seals = []
-        for table, key, content in rows:
-            unhashed = Seal(seq=seq, table=table, row_pk=key, content=content, prev_hash=prev_hash)
-            seals.append(Seal(seq, table, key, content, prev_hash, seal_hash(unhashed)))
-            seq, prev_hash = seq + 1, seals[-1].seal_hash
-        cursor.executemany(_INSERT_SEAL_SQL, [tuple(getattr(seal, c) for c in _SEAL_COLUMNS) for seal in seals])
+        for table, row_pk, content in rows:
+            hashed = seal_hash(Seal(seq=seq, table=table, row_pk=row_pk, content=content, prev_hash=prev_hash))
+            mac = seal_mac(hashed, key) if key is not None else None
+            seals.append(Seal(seq, table, row_pk, content, prev_hash, hashed, mac))
+            seq, prev_hash = seq + 1, hashed
+        columns = _SEAL_COLUMNS if keyed else _SEAL_COLUMNS[:-1]
+        cursor.executemany(
+            _INSERT_SEAL_SQL if keyed else _INSERT_UNKEYED_SEAL_SQL,
+            [tuple(getattr(seal, c) for c in columns) for seal in seals],
+        )
     return seals
 
 
@@ -261,13 +339,19 @@ def _seal_pending(pending: list[tuple[type[models.Model], Any]], using: str) -> 
     _append_seals(rows, using)
 
 
-def verify_seal_chain(seals: Iterable[Any]) -> ChainBreak | None:
-    """Walk seals in seq order from 1; the first gap, wrong `prev_hash` or wrong `seal_hash`, or None.
+def verify_seal_chain(seals: Iterable[Any], keys: Sequence[bytes] | None = None) -> ChainBreak | None:
+    """Walk seals in seq order from 1; the first gap, wrong `prev_hash`, wrong `seal_hash` or bad MAC, or None.
 
-    The break's `event` names the sealed row ("<table> pk=<pk>").
+    Every seal needs a MAC made with one of `keys` (default: `seal_keys()`), except the seals of a
+    ledger written before the seal key existed: those precede the `ledger.seals_keyed` audit entry
+    that the upgrade wrote as its first keyed seal, whose hash chains over theirs. The break's
+    `event` names the sealed row ("<table> pk=<pk>").
     """
+    keys = seal_keys() if keys is None else keys
     expected_seq = 1
     expected_prev = GENESIS_HASH
+    keyed_from = None
+    first_unkeyed: ChainBreak | None = None  # the first seal without a MAC, while no keyed seal came yet
     for seal in seals:
         where = f"{seal.table} pk={seal.row_pk}"
         if seal.seq != expected_seq:
@@ -276,6 +360,16 @@ def verify_seal_chain(seals: Iterable[Any]) -> ChainBreak | None:
             return ChainBreak(seal.seq, where, "prev_hash mismatch: it is not the previous seal's hash")
         if seal_hash(seal) != seal.seal_hash:
             return ChainBreak(seal.seq, where, "hash mismatch: the seal was changed after it was written")
+        if seal.mac is None:
+            if keyed_from is not None:
+                return ChainBreak(seal.seq, where, f"{MAC_MISSING} at seal seq {keyed_from}")
+            first_unkeyed = first_unkeyed or ChainBreak(seal.seq, where, MAC_UNVOUCHED)
+        elif not mac_valid(seal.seal_hash, seal.mac, keys):
+            return ChainBreak(seal.seq, where, MAC_NOT_OURS)
+        elif keyed_from is None:
+            if first_unkeyed is not None and not _is_upgrade_entry(seal):
+                return first_unkeyed
+            keyed_from = seal.seq
         expected_seq += 1
         expected_prev = seal.seal_hash
-    return None
+    return first_unkeyed if keyed_from is None else None

@@ -4,7 +4,8 @@
 `LedgerReport` listing problems in the order found, each naming what broke:
 
 1. the audit log's own hash chain is broken (`audit.chain`);
-2. the seal chain is broken: a seal was changed, removed or re-ordered (`audit.seal`);
+2. the seal chain is broken: a seal was changed, removed or re-ordered, or (once seals are keyed)
+   its MAC is missing or was not made with the seal key (`audit.seal`);
 3. per ledger table, row by row: a row whose content differs from its seal (and which columns),
    a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted);
 4. optionally, an anchor (a head recorded elsewhere earlier) that the chain no longer contains;
@@ -173,7 +174,7 @@ def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anch
     if broken is not None:
         report.problems.append(
             f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}. "
-            f"{report.seals - 1} seals before it verified."
+            f"{max(min(report.seals, broken.seq) - 1, 0)} seals before it verified."
         )
         # The rest of the seals were not read: count them for the per-table comparison.
         per_table = Counter(dict(LedgerSeal.objects.using(using).values_list("table").annotate(n=models.Count("seq"))))

@@ -143,6 +143,14 @@ RISK_DUPLICATE_WINDOW_S = env_int("RISK_DUPLICATE_WINDOW_S", 5, minimum=0)
 # ---------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me-for-any-shared-deployment")
+# The ledger's seal key (docs/audit.md): kept outside the database, so that someone who can write the
+# database but does not hold it cannot forge a ledger row that verifies. Unset: derived from SECRET_KEY
+# (rotating SECRET_KEY then needs its old value in LEDGER_SEAL_KEY_FALLBACKS). Fallbacks: earlier values
+# of LEDGER_SEAL_KEY (or of SECRET_KEY), still accepted when seals are verified, never used for new ones.
+LEDGER_SEAL_KEY = env.str("LEDGER_SEAL_KEY", default="").strip() or None
+if LEDGER_SEAL_KEY is not None and len(LEDGER_SEAL_KEY) < 32:
+    raise ImproperlyConfigured("LEDGER_SEAL_KEY is too short; use at least 32 characters (e.g. openssl rand -hex 32)")
+LEDGER_SEAL_KEY_FALLBACKS = [key.strip() for key in env.list("LEDGER_SEAL_KEY_FALLBACKS", default=[]) if key.strip()]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"])
 

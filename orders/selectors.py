@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from audit.models import LedgerSeal
-from audit.seal import content_of, pk_text
+from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
 from orders.models import Commission, Fill, Order, OrderEvent, RecordedRows, TradingSwitchEvent
@@ -214,21 +214,21 @@ _SWITCH_TABLE = TradingSwitchEvent._meta.db_table
 _SWITCH_COLUMNS = [field.attname for field in TradingSwitchEvent._meta.concrete_fields]
 
 
-def _latest_switch_with_seal() -> QuerySet:
-    # The newest row and the newest kill-switch seal in one statement, so both come from one snapshot.
+_SEAL_COLUMNS = ("row_pk", "content", "seq", "prev_hash", "mac")
+
+
+def _newest_switch_seal_and_row() -> QuerySet:
+    # The newest kill-switch seal and the newest row in one statement, so both come from one snapshot.
+    # Led by the seal: one read of the switch's seals, and the row's columns by primary key.
+    rows = TradingSwitchEvent.objects.order_by("-id")
+    newest_row = {f"row_{name}": Subquery(rows.values(name)[:1]) for name in _SWITCH_COLUMNS}
     seals = LedgerSeal.objects.filter(table=_SWITCH_TABLE).order_by("-seq")
-    return (
-        TradingSwitchEvent.objects.annotate(
-            sealed_pk=Subquery(seals.values("row_pk")[:1]), sealed_content=Subquery(seals.values("content")[:1])
-        )
-        .order_by("-id")
-        .values_list(*_SWITCH_COLUMNS, "sealed_pk", "sealed_content")[:1]
-    )
+    return seals.annotate(**newest_row).values_list(*_SEAL_COLUMNS, *newest_row)[:1]
 
 
-_LATEST_SWITCH = PreparedRead(_latest_switch_with_seal, params=[])
-_ANY_SWITCH_SEAL = PreparedRead(
-    lambda: LedgerSeal.objects.filter(table=_SWITCH_TABLE).values_list("seq", flat=True)[:1], params=[]
+_LATEST_SWITCH = PreparedRead(_newest_switch_seal_and_row, params=[])
+_NEWEST_SWITCH_ROW = PreparedRead(
+    lambda: TradingSwitchEvent.objects.order_by("-id").values_list("id", flat=True)[:1], params=[]
 )
 
 
@@ -245,25 +245,37 @@ _untrusted_logged = [""]
 
 
 def trading_switch_state() -> TradingSwitchState:
-    """The kill switch, as its latest row says, provided that row is the newest one sealed, unchanged.
+    """The kill switch, as its latest row says, provided that row is the newest one sealed, unchanged,
+    and its seal carries a MAC made with the seal key.
 
     Anyone who can write the database could otherwise release a halt with one INSERT (a row saying
     "resumed"), or by deleting or rewriting the halt row. Such a row has no seal, or differs from
-    it, or leaves the newest seal naming a row that is gone: the switch then fails closed (halted)
-    until an admin resumes, which writes a new sealed row. `audit_verify` names the row."""
-    row = _LATEST_SWITCH.first()
-    if row is None:
-        if _ANY_SWITCH_SEAL.first() is None:
+    it, or leaves the newest seal naming a row that is gone, or has a seal computed without the
+    key: the switch then fails closed (halted) until an admin resumes, which writes a new sealed
+    row. `audit_verify` names the row."""
+    found = _LATEST_SWITCH.first()
+    if found is None:  # no kill-switch row was ever sealed
+        newest_pk = _NEWEST_SWITCH_ROW.first()
+        if newest_pk is None:
             return TradingSwitchState(halted=False)  # never halted nor resumed
+        return _untrusted(f"its newest row {pk_text(newest_pk)} is not the one sealed last (no row is sealed)")
+    sealed_pk, sealed_content, sealed_seq, sealed_prev, sealed_mac = found[: len(_SEAL_COLUMNS)]
+    values = dict(zip(_SWITCH_COLUMNS, found[len(_SEAL_COLUMNS) :], strict=True))
+    if values["id"] is None:
         return _untrusted("its rows are gone but their seals are not")
-    *columns, sealed_pk, sealed_content = row
-    values = dict(zip(_SWITCH_COLUMNS, columns, strict=True))
     pk = pk_text(values["id"])
     if sealed_pk != pk:
-        newest = f"the newest sealed row is {sealed_pk}" if sealed_pk is not None else "no row is sealed"
-        return _untrusted(f"its newest row {pk} is not the one sealed last ({newest})")
-    if content_of(TradingSwitchEvent, values) != sealed_content:
+        return _untrusted(f"its newest row {pk} is not the one sealed last (the newest sealed row is {sealed_pk})")
+    content = content_of(TradingSwitchEvent, values)
+    if content != sealed_content:
         return _untrusted(f"its newest row {pk} differs from its seal")
+    # The MAC covers the hash of these very fields: one hash and one HMAC per read.
+    # (Kill-switch rows sealed before the key existed were stated again under it by audit/0004.)
+    if sealed_mac is None:
+        return _untrusted(f"its newest row {pk} has a seal without a MAC (not made with the seal key)")
+    hashed = seal_hash(Seal(sealed_seq, _SWITCH_TABLE, pk, content, sealed_prev))
+    if not mac_valid(hashed, sealed_mac, seal_keys()):
+        return _untrusted(f"its newest row {pk} has a seal whose MAC was not made with this gateway's seal key")
     return TradingSwitchState(halted=bool(values["halted"]))
 
 

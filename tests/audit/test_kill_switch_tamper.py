@@ -1,9 +1,10 @@
 """The kill switch trusts only its newest sealed row: a halt cannot be released by editing the database.
 
 Someone with write access to the database file could otherwise resume trading with one INSERT of a
-row saying "resumed", or by deleting or rewriting the halt row. `audit_verify` names each of these,
-but the running gateway must not act on them meanwhile: the switch stays halted (and says why) until
-an admin resumes, which writes a new sealed row.
+row saying "resumed" (with or without a seal computed the way the application computes it), or by
+deleting or rewriting the halt row. `audit_verify` names each of these, but the running gateway must
+not act on them meanwhile: the switch stays halted (and says why) until an admin resumes, which
+writes a new sealed row. Only a seal whose MAC was made with the seal key counts.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from orders import services
 from orders.models import TradingSwitchEvent
 from orders.selectors import trading_halted, trading_switch_state
-from tests.audit.test_ledger_seal import drop_trigger, raw, rewrite_around_triggers, verify
+from tests.audit.test_ledger_seal import append_plain_seal, drop_trigger, raw, rewrite_around_triggers, verify
 from tests.conftest import wait_for
 from tests.factories import TradingSwitchEventFactory
 
 ADMIN = Actor(kind=ActorKind.USER, label="admin", source=Source.ADMIN, is_admin=True)
+OTHER_KEY = b"a key that is not this gateway's seal key"
 
 
 def forge_resume() -> int:
@@ -32,6 +34,14 @@ def forge_resume() -> int:
         [False, timezone.now()],
     )
     return TradingSwitchEvent.objects.order_by("-id").values_list("pk", flat=True)[0]
+
+
+def forge_resume_with_seal(key: bytes | None = None) -> int:
+    """A forged "resumed" row and a seal for it chained after the head, hashed as the application does
+    (the attack a keyless chain let through), with no MAC or one made with `key`."""
+    pk = forge_resume()
+    append_plain_seal(TradingSwitchEvent, pk, key=key)
+    return pk
 
 
 def release_by_rewriting(halt: TradingSwitchEvent) -> None:
@@ -53,11 +63,20 @@ def release_by_deleting_every_row(halt: TradingSwitchEvent) -> None:
     ("tamper", "found"),
     [
         (lambda halt: forge_resume(), "is not the one sealed last"),
+        (lambda halt: forge_resume_with_seal(), "has a seal without a MAC"),
+        (lambda halt: forge_resume_with_seal(key=OTHER_KEY), "not made with this gateway's seal key"),
         (release_by_rewriting, "differs from its seal"),
         (release_by_deleting, "is not the one sealed last"),
         (release_by_deleting_every_row, "rows are gone"),
     ],
-    ids=["forged-resume-row", "halt-row-rewritten", "halt-row-deleted", "every-row-deleted"],
+    ids=[
+        "forged-resume-row",
+        "forged-resume-row-with-a-plain-seal",
+        "forged-resume-row-sealed-under-another-key",
+        "halt-row-rewritten",
+        "halt-row-deleted",
+        "every-row-deleted",
+    ],
 )
 def test_a_halt_released_behind_the_applications_back_still_holds(tamper, found):
     TradingSwitchEventFactory(halted=False)  # an earlier resume, sealed: deleting the halt leaves it newest

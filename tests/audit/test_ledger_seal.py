@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
 from audit.models import AuditEntry, LedgerSeal
-from audit.seal import GENESIS_HASH, Seal, seal_hash, sealed_models
+from audit.seal import GENESIS_HASH, Seal, pk_text, read_contents, seal_hash, seal_keys, seal_mac, sealed_models
 from audit.triggers import APPEND_ONLY_TABLES, create_triggers
 from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEvent
 from tests.factories import (
@@ -84,6 +84,22 @@ def rewrite_around_triggers(table: str, pk, column: str, value) -> None:
             raw(f"UPDATE {table} SET {column} = %s WHERE id = %s", [value, pk])
         finally:
             raw("SET session_replication_role = origin")
+
+
+def append_plain_seal(model, pk, *, key: bytes | None = None, mac: str | None = None) -> int:
+    """Seal a row with raw SQL after the head, hashed exactly as the application does: what anyone who can
+    write the database can do. Its MAC: none, one made with `key`, or `mac` as given. Returns the seal's seq."""
+    content = read_contents(model, [pk], connection.alias)[pk_text(pk)]
+    last = raw("SELECT seq, seal_hash FROM audit_ledgerseal ORDER BY seq DESC LIMIT 1")
+    seq, prev_hash = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS_HASH)
+    seal = Seal(seq, model._meta.db_table, pk_text(pk), content, prev_hash)
+    hashed = seal_hash(seal)
+    raw(
+        'INSERT INTO audit_ledgerseal (seq, "table", row_pk, content, prev_hash, seal_hash, mac) '
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [seq, seal.table, seal.row_pk, content, prev_hash, hashed, seal_mac(hashed, key) if key else mac],
+    )
+    return seq
 
 
 def small_ledger() -> dict:
@@ -351,8 +367,14 @@ def test_rewriting_a_row_and_its_seal_breaks_the_seal_chain(ledger_triggers_drop
     )
     code, out = verify()
     assert code == 1
-    assert f"seal chain BROKEN at seal seq {seal.seq + 1}" in out and "prev_hash mismatch" in out
+    # Without the seal key, the rewritten seal's own MAC gives it away.
+    assert f"seal chain BROKEN at seal seq {seal.seq} (orders_fill pk={fill.pk}): MAC mismatch" in out
     assert f"orders_fill pk={fill.pk}: row differs" not in out  # the row matches its forged seal
+    # Even with the key, the next seal still chains to the old hash.
+    raw("UPDATE audit_ledgerseal SET mac = %s WHERE seq = %s", [seal_mac(seal_hash(forged), seal_keys()[0]), seal.seq])
+    code, out = verify()
+    assert code == 1
+    assert f"seal chain BROKEN at seal seq {seal.seq + 1}" in out and "prev_hash mismatch" in out
 
 
 @pytest.mark.django_db
@@ -366,7 +388,7 @@ def test_an_anchored_head_catches_a_rewrite_of_the_whole_chain_and_a_truncation(
     anchor = f"{head['seq']}:{head['sha256']}"
     assert verify("--anchor", anchor)[0] == 0
 
-    # Someone holding the file rewrites a fill and recomputes every seal from it onwards.
+    # Someone holding the file *and the seal key* rewrites a fill and recomputes every seal from it onwards.
     drop_trigger("orders_fill", "update")
     drop_trigger("audit_ledgerseal", "update")
     fill = rows["fill"]
@@ -378,11 +400,11 @@ def test_an_anchored_head_catches_a_rewrite_of_the_whole_chain_and_a_truncation(
         forged = Seal(seal.seq, seal.table, seal.row_pk, content, prev or seal.prev_hash)
         prev = seal_hash(forged)
         raw(
-            "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s, prev_hash = %s WHERE seq = %s",
-            [content, prev, forged.prev_hash, seal.seq],
+            "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s, prev_hash = %s, mac = %s WHERE seq = %s",
+            [content, prev, forged.prev_hash, seal_mac(prev, seal_keys()[0]), seal.seq],
         )
     restore_triggers(*APPEND_ONLY_TABLES)
-    assert verify()[0] == 0  # internally consistent: only something kept outside can tell
+    assert verify()[0] == 0  # internally consistent, and keyed: only something kept outside can tell
     code, out = verify("--anchor", anchor)
     assert code == 1
     assert f"anchor seq={head['seq']} sha256={head['sha256']}" in out and "rewritten" in out

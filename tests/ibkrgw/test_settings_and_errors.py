@@ -27,6 +27,7 @@ def _start_with(**env) -> subprocess.CompletedProcess:
         ("MARKET_DATA_TYPE", "7", "out of range"),
         ("RISK_MAX_ORDER_NOTIONAL", "lots", "decimal"),
         ("CHANNEL_LAYER_URL", "http://x", "redis://"),
+        ("LEDGER_SEAL_KEY", "too-short", "at least 32 characters"),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_variable(name, value, allowed):
