@@ -346,6 +346,7 @@ class IbAdapter:
         """Cancel an order this IB client placed (order ids are only unique per client id)."""
 
         async def run(ib: IB) -> None:
+            self.worker.cancels_sending([broker_order_id])
             for trade in ib.openTrades():
                 if trade.order.orderId == broker_order_id and trade.order.clientId == self.worker.client_id:
                     ib.cancelOrder(trade.order)
@@ -359,6 +360,8 @@ class IbAdapter:
 
     def orders_cancel_all(self) -> None:
         async def run(ib: IB) -> None:
+            own = self.worker.client_id
+            self.worker.cancels_sending(t.order.orderId for t in ib.openTrades() if t.order.clientId == own)
             with pacing.immediately():  # the kill switch's cancel waits behind nothing
                 ib.reqGlobalCancel()
 

@@ -1,6 +1,9 @@
-"""IB error codes -> our stable error codes and HTTP statuses."""
+"""IB error codes -> our stable error codes and HTTP statuses; IB's errors on orders, kept as their reasons."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
 
 from ib_async.wrapper import RequestError
 
@@ -38,3 +41,66 @@ def translate_request_error(exc: RequestError) -> GatewayError:
     if code in CONNECTIVITY:
         return BrokerUnavailable(f"IB reports a connectivity problem: {message}", details=details)
     return GatewayError(ErrorCode.BROKER_ERROR, f"IB rejected the request: {message}", http_status=502, details=details)
+
+
+# What ib_async's wrapper.error takes for warnings on an order (it keeps working), with 2100-2199; 110 (a price
+# off the tick) is a rejection on a new order.
+ORDER_WARNINGS = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167})
+INVALID_PRICE = 110
+ORDER_CANCELLED = 202  # "Order Canceled - reason:...": IB's cancel, or its confirmation of ours
+ORDER_ERRORS_MAX = 5_000
+
+
+def is_order_warning(code: int, *, new_order: bool) -> bool:
+    if code == INVALID_PRICE and new_order:
+        return False
+    return code in ORDER_WARNINGS or 2100 <= code < 2200
+
+
+class OrderErrors:
+    """IB's latest error on each order of one client, by order id: why the broker stopped the order (rejected
+    it, cancelled it, left it inactive), whether the error came before the status or after it.
+
+    The newest `max_orders` of each kind are kept. Warnings are no reason, nor is IB's confirmation (202) of
+    a cancel we sent; an error on an order the broker reports working again (a refused modification)
+    explains no later stop. Used on the IB worker's loop only."""
+
+    def __init__(self, max_orders: int = ORDER_ERRORS_MAX) -> None:
+        self.max_orders = max_orders
+        self._errors: OrderedDict[int, tuple[int, str]] = OrderedDict()
+        self._own_cancels: OrderedDict[int, None] = OrderedDict()
+
+    def note(self, order_id: int, code: int, text: str, *, new_order: bool) -> bool:
+        """Remember IB's error on this order; False when it is no reason to stop it. `new_order`: the broker
+        has never reported the order working."""
+        if is_order_warning(code, new_order=new_order):
+            return False
+        if code == ORDER_CANCELLED and order_id in self._own_cancels:
+            return False
+        self._keep(self._errors, order_id, (code, text))
+        return True
+
+    def own_cancel(self, order_id: int) -> None:
+        """We are cancelling this order: the stop that follows is ours, and no earlier error explains it."""
+        self._errors.pop(order_id, None)
+        self._keep(self._own_cancels, order_id, None)
+
+    def working(self, order_id: int) -> None:
+        """The broker reports the order working: an error before this stopped nothing."""
+        self._errors.pop(order_id, None)
+
+    def of(self, order_id: int) -> tuple[int, str] | None:
+        return self._errors.get(order_id)
+
+    def clear(self) -> None:
+        self._errors.clear()
+        self._own_cancels.clear()
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    def _keep(self, memory: OrderedDict[int, Any], order_id: int, value: Any) -> None:
+        memory[order_id] = value
+        memory.move_to_end(order_id)
+        while len(memory) > self.max_orders:
+            memory.popitem(last=False)

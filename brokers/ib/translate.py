@@ -223,14 +223,13 @@ def pnl(account: str, p: Any | None) -> PnLInfo:
     )
 
 
-def order_status(trade: Any, *, at: datetime | None = None, terms: bool = False) -> BrokerOrderStatus:
+def order_status(
+    trade: Any, *, at: datetime | None = None, terms: bool = False, error: tuple[int, str] | None = None
+) -> BrokerOrderStatus:
     """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
-    this connection has just changed)."""
+    this connection has just changed). `error`: IB's (code, text) that explains the order's stop."""
     order, st = trade.order, trade.orderStatus
-    reason, code = "", None
-    if trade.log:
-        last = trade.log[-1]
-        reason, code = last.message or "", (last.errorCode or None)
+    code, reason = error if error is not None else (None, "")
     held = {}
     if terms:
         held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}

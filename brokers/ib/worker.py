@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from brokers.adapter import (
     Quote,
 )
 from brokers.ib import pacing, translate
+from brokers.ib.errors import ORDER_CANCELLED, OrderErrors
 from ibkrgw.errors import BrokerUnavailable, ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -93,18 +94,28 @@ def _with_average_price(report: BrokerOrderStatus, executions: tuple[BrokerExecu
 
 
 WORKING_AT_BROKER = ("PreSubmitted", "Submitted")
-ORDER_CANCELLED_CODE = 202
+STOPPED = ("Cancelled", "ApiCancelled", "Inactive")  # IB's statuses of an order it stopped (or never took)
+
+
+def _marked_by_client(trade: Any) -> bool:
+    """Whether ib_async itself marked the order Cancelled for IB's error on it (ib_async does so for any
+    error on an order it does not consider done)."""
+    if trade.orderStatus.status != "Cancelled" or not trade.log:
+        return False
+    last = trade.log[-1]
+    return bool(last.errorCode) and last.status == "Cancelled"
 
 
 def _cancelled_by_client(trade: Any) -> bool:
     """Whether ib_async itself marked a working order Cancelled because IB reported an error on it.
 
-    ib_async does so for any error on an order, but on an order the broker had accepted the error may be a
-    refused modification, and the order keeps working with its old terms (202 is a real cancel)."""
-    if trade.orderStatus.status != "Cancelled" or not trade.log:
-        return False
-    code = trade.log[-1].errorCode
-    return bool(code) and code != ORDER_CANCELLED_CODE and any(e.status in WORKING_AT_BROKER for e in trade.log[:-1])
+    On an order the broker had accepted the error may be a refused modification, and the order keeps
+    working with its old terms (202 is a real cancel)."""
+    return (
+        _marked_by_client(trade)
+        and trade.log[-1].errorCode != ORDER_CANCELLED
+        and any(e.status in WORKING_AT_BROKER for e in trade.log[:-1])
+    )
 
 
 class IbWorker:
@@ -139,6 +150,8 @@ class IbWorker:
         # Loop thread only.
         self.unanswered_cancel_s = UNANSWERED_CANCEL_S
         self._cancels_sent: dict[int, tuple[float, int]] = {}
+        # IB's errors on this client's orders, the reasons for their stops (loop thread only).
+        self.order_errors = OrderErrors()
         self._stopping = False
         self._disconnected: asyncio.Event | None = None
         self.ib: IB | None = None
@@ -273,6 +286,7 @@ class IbWorker:
     async def _on_connected(self) -> None:
         ib = self.ib
         self.connection_id = uuid.uuid4().hex
+        self.order_errors.clear()  # order ids are the connection's (a restarted gateway may use them again)
         self.accounts = tuple(ib.managedAccounts())
         self.server_version = ib.client.serverVersion()
         self.ib.reqMarketDataType(self.market_data_type)
@@ -309,6 +323,12 @@ class IbWorker:
     def cancel_sent(self, order_id: int) -> None:
         """Our cancel of this order left: its answer (any status of the order) is awaited."""
         self._cancels_sent[order_id] = (time.monotonic(), 0)
+
+    def cancels_sending(self, order_ids: Iterable[int]) -> None:
+        """On the loop, right before our cancel of these orders (or the global cancel) leaves: IB's
+        confirmation is no reason of the broker's, and an earlier error on them does not explain the cancel."""
+        for order_id in order_ids:
+            self.order_errors.own_cancel(order_id)
 
     def _recheck_unanswered_cancels(self) -> None:
         """A cancel the broker left unanswered while the connection stayed up (a lost request) would leave the
@@ -393,8 +413,14 @@ class IbWorker:
             seen[key] = trade
         # What-if previews are not orders: they must never be matched to an intent.
         executions = tuple(translate.execution(f) for f in fills)
+        # A completed order comes without its order id: its permanent id names it.
+        own_by_perm = {
+            t.order.permId: t.order.orderId
+            for t in (ib.trades() if ib is not None else ())
+            if t.order.clientId == self.client_id and t.order.orderId and t.order.permId
+        }
         orders = tuple(
-            _with_average_price(translate.order_status(t, terms=True), executions)
+            _with_average_price(self._order_report(t, terms=True, own_by_perm=own_by_perm), executions)
             for t in seen.values()
             if t.order.orderRef and not t.order.whatIf
         )
@@ -442,6 +468,8 @@ class IbWorker:
             self._disconnected.set()
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
+        if req_id > 0:
+            self._on_order_error(req_id, code, message)
         if code == CLIENT_ID_IN_USE:
             # IB says why before the connect attempt times out: show the real cause at once.
             self._clash = self.last_error = f"{code}: {message}"
@@ -460,6 +488,38 @@ class IbWorker:
                     self._resubscribe(sub)
             asyncio.ensure_future(self._request_reconciliation())
 
+    def _on_order_error(self, order_id: int, code: int, message: str) -> None:
+        """IB's error on one of this client's orders is kept as the reason for its stop. ib_async handles the
+        error first: it marks an order it does not consider done Cancelled (`_on_order_status` leaves that
+        to this handler, which follows at once) and skips one already done, as IB usually reports the stop
+        just before the error: that stop is reported again, with IB's words."""
+        trade = self.ib.wrapper.trades.get((self.client_id, order_id)) if self.ib is not None else None
+        if trade is None or not trade.order.orderRef or trade.order.whatIf:
+            return  # not an order (a request id), or not one of ours
+        new_order = not any(e.status in WORKING_AT_BROKER for e in trade.log)
+        noted = self.order_errors.note(order_id, code, message, new_order=new_order)
+        if (
+            (noted or _marked_by_client(trade))
+            and trade.orderStatus.status in STOPPED
+            and not _cancelled_by_client(trade)
+        ):
+            self._sink(self._order_report(trade, at=datetime.now(UTC)))
+
+    def _order_report(
+        self, trade: Any, *, at: datetime | None = None, terms: bool = False, own_by_perm: dict[int, int] | None = None
+    ) -> BrokerOrderStatus:
+        """The broker's status of an order, with IB's error that explains its stop (if the order is ours).
+        A working status forgets an earlier error on the order: it stopped nothing."""
+        order, status = trade.order, trade.orderStatus.status
+        own = order.clientId == self.client_id and order.orderId
+        order_id = order.orderId if own else (own_by_perm or {}).get(order.permId)
+        error = None
+        if order_id and status in WORKING_AT_BROKER:
+            self.order_errors.working(order_id)
+        elif order_id and status in STOPPED:
+            error = self.order_errors.of(order_id)
+        return translate.order_status(trade, at=at, terms=terms, error=error)
+
     def _on_order_status(self, trade) -> None:
         if trade.order.clientId == self.client_id:
             self._cancels_sent.pop(trade.order.orderId, None)  # the broker answered (whatever it said)
@@ -475,7 +535,9 @@ class IbWorker:
             )
             asyncio.ensure_future(self._request_reconciliation())
             return
-        self._sink(translate.order_status(trade, at=datetime.now(UTC)))
+        if _marked_by_client(trade):
+            return  # IB's error on a new order (or its cancel): `_on_order_error` records it, with IB's words
+        self._sink(self._order_report(trade, at=datetime.now(UTC)))
 
     def _on_exec(self, trade, fill) -> None:
         self._sink(translate.execution(fill))

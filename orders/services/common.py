@@ -168,18 +168,20 @@ def order_event_append(
     audit_event: str = events.ORDER_STATUS_CHANGED,
     strict: bool = True,
     latest: OrderEvent | None = None,
+    restate: bool = False,
 ) -> OrderEvent | None:
     """Append a state transition checked against the state machine. Call inside a transaction.
 
     Returns None (and appends nothing) when the transition is not allowed and `strict` is False.
     `latest`: the order's latest event, when the caller has just read it in this transaction.
+    `restate`: the event repeats the order's status, in any state, to add what the broker said about it.
     """
     # Under the writers' lock, so the transition is checked against the true latest event (on
     # PostgreSQL a concurrent writer could otherwise commit one between this read and the insert).
     ledger_write_lock()
     latest = latest or order_latest_event(order)
     current = latest.status if latest else None
-    if current is not None and not can_transition(current, status):
+    if current is not None and not can_transition(current, status) and not (restate and status == current):
         if strict:
             raise GatewayError(
                 ErrorCode.ORDER_STATE_CONFLICT,

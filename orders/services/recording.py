@@ -103,6 +103,22 @@ def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderS
     )
 
 
+_STOPS = (S.CANCELLED, S.INACTIVE)  # how the broker stops an order (or refuses it): its reason is kept
+
+
+def _explains_stop(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
+    """Whether the report brings IB's error on a stop already recorded without it: IB usually reports the
+    status first and the error (the rejection, its cancel's reason) right after."""
+    return (
+        latest is not None
+        and report.error_code is not None
+        and status in _STOPS
+        and latest.status == status
+        and latest.source == Source.WORKER
+        and not latest.code
+    )
+
+
 def _placed_by(order: Order, latest: OrderEvent) -> int | None:
     """The IB client id the order was placed through, as its events recorded it."""
     recorded = (latest.data or {}).get("client_id")
@@ -153,11 +169,11 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
         ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
         if not _same_broker_order(order, latest, **ids):
             return None  # another client's order with our orderRef
-        if not _status_is_news(latest, status, report):
+        explains = _explains_stop(latest, status, report)
+        if not explains and not _status_is_news(latest, status, report):
             return None
-        reason = report.reason if status in (S.CANCELLED, S.INACTIVE) else ""
-        code = str(report.error_code or "")
-        withdrawal = withdrawal_of(order, latest) if status == S.CANCELLED else None
+        reason, code = (report.reason, str(report.error_code or "")) if status in _STOPS else ("", "")
+        withdrawal = withdrawal_of(order, latest) if status == S.CANCELLED and not explains else None
         if withdrawal is not None:
             reason, code = withdrawal  # the broker confirms our withdrawal of a bracket: say why it was made
         appended = order_event_append(
@@ -175,8 +191,9 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
             data={"client_id": report.client_id} if report.client_id is not None and report.broker_order_id else None,
             strict=False,
             latest=latest,
+            restate=explains,
         )
-        if appended is not None:
+        if appended is not None and not explains:
             bracket_leg_refused(order, status=status, before=latest.status if latest is not None else None)
         return appended
 

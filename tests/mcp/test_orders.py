@@ -90,6 +90,20 @@ def test_cancelling_a_working_order_twice_is_no_error(armed, quiet_market):
     assert len([c for c in quiet_market.received_cancels()]) == 1
 
 
+def test_an_order_the_broker_rejects_shows_ib_s_code_and_text_to_an_agent(armed, quiet_market):
+    quiet_market.faults.reject_order("mcp-rej", "The order is not accepted.")
+    order = armed.json("place_order", _resting("mcp-rej"))
+
+    def events() -> list[tuple[str, str, str]]:
+        return [
+            (e["status"], e["code"], e["reason"]) for e in armed.json("get_order", {"order_id": order["id"]})["events"]
+        ]
+
+    rejected = ("inactive", "201", "Order rejected - reason:The order is not accepted.")
+    wait_for(lambda: rejected in events(), message="the rejection's reason")
+    assert _status(armed, order["id"]) == "inactive"
+
+
 def test_modify_order_changes_the_working_order_at_the_broker_through_the_gates(armed, quiet_market):
     order = armed.json("place_order", _resting("modify-1"))
     wait_for(lambda: _status(armed, order["id"]) == "submitted", message="resting at the broker")

@@ -399,8 +399,14 @@ def test_a_bracket_whose_transmitting_leg_the_broker_rejects_is_withdrawn_at_onc
         LEGS, ("cancelled", "bracket_incomplete")
     )
     assert all(event.reason for event in legs.values())
-    refused = OrderEvent.objects.filter(order__client_order_id="cut.tp").values_list("status", "source")
-    assert ("inactive", "worker") in refused
+    refused = OrderEvent.objects.filter(order__client_order_id="cut.tp").values_list(
+        "status", "source", "code", "reason"
+    )
+    assert ("inactive", "worker", "201", "Order rejected - reason:The take-profit price is not accepted.") in refused
+    tp = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut.tp').pk}/").json()
+    assert ("201", "Order rejected - reason:The take-profit price is not accepted.") in [
+        (event["code"], event["reason"]) for event in tp["events"]
+    ]
     assert [o.order_ref for o in resting.received_orders() if not o.what_if] == list(LEGS)  # nothing sent again
     entry = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut').pk}/").json()
     assert [entry["status"], *(child["status"] for child in entry["children"])] == ["cancelled"] * 3

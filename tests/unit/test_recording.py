@@ -122,8 +122,57 @@ def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, ours):
 
 def test_a_working_order_s_reason_is_not_news():
     sent_order()
-    event = services.order_status_apply(report=report("ref-1", reason="something", client_id=None))
-    assert (event.reason, event.data) == ("", {})
+    event = services.order_status_apply(report=report("ref-1", reason="something", error_code=201, client_id=None))
+    assert (event.reason, event.code, event.data) == ("", "", {})
+
+
+REJECTED_TEXT = "Order rejected - reason:The order is not accepted."
+
+
+@pytest.mark.parametrize(
+    ("status", "ours", "code", "text"),
+    [
+        ("Inactive", S.INACTIVE, 201, REJECTED_TEXT),
+        ("Cancelled", S.CANCELLED, 202, "Order Canceled - reason:IOC order remainder cancelled"),
+    ],
+)
+def test_ib_s_error_after_the_stop_it_explains_is_recorded_once_with_it(status, ours, code, text):
+    # IB reports the status first and its error right after: the stop is recorded, then its reason.
+    order = sent_order()
+    stop = services.order_status_apply(report=report("ref-1", status))
+    assert (stop.status, stop.code, stop.reason) == (ours, "", "")
+    explained = services.order_status_apply(report=report("ref-1", status, reason=text, error_code=code))
+    assert (explained.status, explained.code, explained.reason, explained.source) == (ours, str(code), text, "worker")
+    assert (explained.broker_order_id, explained.perm_id, explained.filled_quantity) == (7, 700, 0)
+    # Once: the same report again (or from reconciliation), and a report without the error, add nothing.
+    assert services.order_status_apply(report=report("ref-1", status, reason=text, error_code=code)) is None
+    assert services.order_status_apply(report=report("ref-1", status)) is None
+    assert statuses(order) == [S.PENDING_SUBMIT, ours, ours]
+    entry = AuditEntry.objects.filter(event="order.status_changed").latest("seq")
+    assert (entry.data["previous"], entry.data["status"], entry.data["code"]) == (ours, ours, str(code))
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [("worker", "bracket_incomplete"), ("worker", "not_at_broker"), ("worker", "201"), ("rest", "")],
+    ids=["bracket withdrawn", "not at broker", "reason known", "not the broker's stop"],
+)
+def test_a_stop_recorded_with_its_reason_or_not_from_the_broker_takes_no_other(source, code):
+    order = OrderEventFactory(status=S.CANCELLED, source=source, code=code, order__client_order_id="ref-1").order
+    assert (
+        services.order_status_apply(report=report("ref-1", "Cancelled", reason=REJECTED_TEXT, error_code=201)) is None
+    )
+    assert statuses(order) == [S.CANCELLED]
+
+
+def test_reconciliation_records_ib_s_reason_for_a_stop():
+    order = sent_order()
+    counts = services.orders_reconcile(
+        snapshot=snapshot(orders=[report("ref-1", "Inactive", reason=REJECTED_TEXT, error_code=201)])
+    )
+    assert counts["status_events"] == 1
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.code, latest.reason) == (S.INACTIVE, "201", REJECTED_TEXT)
 
 
 def test_reports_that_name_no_order_of_ours_or_say_nothing_record_nothing():

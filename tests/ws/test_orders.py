@@ -204,6 +204,26 @@ async def test_resuming_in_the_connect_url_replays_then_streams_live(
     await ws.disconnect()
 
 
+async def test_an_order_the_broker_rejects_streams_ib_s_code_and_text(
+    ib_runtime, api_client, sim_gateway, orders_enabled, ws_key
+):
+    sim_gateway.faults.reject_order("ws-rej", "The order is not accepted.")
+    ws = await connected("/ws/orders/", ws_key)
+    order_id = await _place(api_client, "ws-rej")
+
+    def explained(frame: dict) -> bool:
+        order = frame.get("order") or {}
+        return order.get("id") == order_id and any(
+            (e["status"], e["code"], e["reason"])
+            == ("inactive", "201", "Order rejected - reason:The order is not accepted.")
+            for e in order["events"]
+        )
+
+    frame, _ = await receive_until(ws, explained)
+    assert (frame["type"], frame["order"]["status"]) == ("order", "inactive")
+    await ws.disconnect()
+
+
 @pytest.mark.parametrize(
     "query",
     ["after_seq=x", "after_seq=-1", "after_seq=", "after_seq=1&after_seq=2", "after_seq=%D9%A3", "after_seq=1e3"],
