@@ -19,7 +19,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         {S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.INACTIVE, S.SUBMITTED}
     ),
     S.CANCEL_PENDING: frozenset({S.CANCELLED, S.FILLED, S.PARTIALLY_FILLED, S.SUBMITTED, S.CANCEL_PENDING, S.INACTIVE}),
-    S.INACTIVE: frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.CANCEL_PENDING, S.INACTIVE}),
+    S.INACTIVE: frozenset(
+        {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.CANCEL_PENDING, S.INACTIVE, S.REJECTED}
+    ),
 }
 for _terminal in TERMINAL:
     ALLOWED[_terminal] = frozenset()
@@ -29,10 +31,20 @@ def can_transition(current: str, new: str) -> bool:
     return new in ALLOWED.get(current, frozenset())
 
 
-def from_ib(status: str, *, filled: Decimal, remaining: Decimal | None) -> str | None:
-    """Our status for an IB order status, or None when it says nothing new (e.g. ApiPending)."""
+# IB's error "Order rejected - reason:...": the order is dead at the broker (IB shows it Inactive).
+IB_ORDER_REJECTED = 201
+
+
+def from_ib(status: str, *, filled: Decimal, remaining: Decimal | None, error_code: int | None = None) -> str | None:
+    """Our status for an IB order status, or None when it says nothing new (e.g. ApiPending).
+
+    `error_code`: IB's error that stopped the order, if any. An order IB stopped with "Order rejected"
+    is `rejected` (final), whichever came first: the error (ib_async then marks it Cancelled) or IB's
+    Inactive. Inactive without it may come back (an order held, say), so it stays `inactive`."""
     if status == "Filled" or (remaining == 0 and filled > 0):
         return S.FILLED
+    if error_code == IB_ORDER_REJECTED and status in ("Inactive", "Cancelled", "ApiCancelled"):
+        return S.REJECTED
     if status in ("Cancelled", "ApiCancelled"):
         return S.CANCELLED
     if status == "PendingCancel":

@@ -103,7 +103,7 @@ def _status_is_news(latest: OrderEvent | None, status: str, report: BrokerOrderS
     )
 
 
-_STOPS = (S.CANCELLED, S.INACTIVE)  # how the broker stops an order (or refuses it): its reason is kept
+_STOPS = (S.CANCELLED, S.INACTIVE, S.REJECTED)  # how the broker stops an order (or refuses it): its reason is kept
 
 
 def _explains_stop(latest: OrderEvent | None, status: str, report: BrokerOrderStatus) -> bool:
@@ -154,7 +154,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
 
     Runs in a plain transaction so the recorder can group a burst of events into one commit.
     """
-    status = from_ib(report.status, filled=report.filled, remaining=report.remaining)
+    status = from_ib(report.status, filled=report.filled, remaining=report.remaining, error_code=report.error_code)
     if status is None:
         return None
     order = _order_for_ref(report.order_ref)

@@ -99,9 +99,9 @@ def test_an_order_the_broker_rejects_shows_ib_s_code_and_text_to_an_agent(armed,
             (e["status"], e["code"], e["reason"]) for e in armed.json("get_order", {"order_id": order["id"]})["events"]
         ]
 
-    rejected = ("inactive", "201", "Order rejected - reason:The order is not accepted.")
+    rejected = ("rejected", "201", "Order rejected - reason:The order is not accepted.")
     wait_for(lambda: rejected in events(), message="the rejection's reason")
-    assert _status(armed, order["id"]) == "inactive"
+    assert _status(armed, order["id"]) == "rejected"
 
 
 def test_modify_order_changes_the_working_order_at_the_broker_through_the_gates(armed, quiet_market):

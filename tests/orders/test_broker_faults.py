@@ -393,20 +393,26 @@ def test_a_bracket_whose_transmitting_leg_the_broker_rejects_is_withdrawn_at_onc
         message="every leg settled in the ledger",
     )
     assert ib_runtime.worker.reconnects == 0
-    # Every leg is finished in the ledger, and says why; the refused leg keeps the broker's word in its history.
+    # Every leg is finished in the ledger, and says why: the refused leg with the broker's word, the others
+    # withdrawn with the bracket.
     legs = _ledger_legs()
-    assert {ref: (event.status, event.code) for ref, event in legs.items()} == dict.fromkeys(
-        LEGS, ("cancelled", "bracket_incomplete")
-    )
+    assert {ref: (event.status, event.code) for ref, event in legs.items()} == {
+        "cut": ("cancelled", "bracket_incomplete"),
+        "cut.sl": ("cancelled", "bracket_incomplete"),
+        "cut.tp": ("rejected", "201"),
+    }
     assert all(event.reason for event in legs.values())
     refused = OrderEvent.objects.filter(order__client_order_id="cut.tp").values_list(
         "status", "source", "code", "reason"
     )
-    assert ("inactive", "worker", "201", "Order rejected - reason:The take-profit price is not accepted.") in refused
+    assert ("rejected", "worker", "201", "Order rejected - reason:The take-profit price is not accepted.") in refused
     tp = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut.tp').pk}/").json()
     assert ("201", "Order rejected - reason:The take-profit price is not accepted.") in [
         (event["code"], event["reason"]) for event in tp["events"]
     ]
     assert [o.order_ref for o in resting.received_orders() if not o.what_if] == list(LEGS)  # nothing sent again
     entry = api_client.get(f"/api/v1/orders/{Order.objects.get(client_order_id='cut').pk}/").json()
-    assert [entry["status"], *(child["status"] for child in entry["children"])] == ["cancelled"] * 3
+    assert {entry["status"], *(child["status"] for child in entry["children"] if child["role"] != "take_profit")} == {
+        "cancelled"
+    }
+    assert [child["status"] for child in entry["children"] if child["role"] == "take_profit"] == ["rejected"]

@@ -54,12 +54,12 @@ def test_an_order_the_broker_rejects_shows_ib_s_code_and_text(resting, api_clien
     order_id = placed.json()["id"]
     text = "Order rejected - reason:The order size is not accepted."
 
-    wait_for(lambda: ("inactive", "201", text) in _events(api_client, order_id), message="the rejection's reason")
+    wait_for(lambda: ("rejected", "201", text) in _events(api_client, order_id), message="the rejection's reason")
     _settled(ib_runtime)
     body = _body(api_client, order_id)
-    assert body["status"] == "inactive"  # as IB holds it
+    assert body["status"] == "rejected"  # final: IB shows it Inactive, never to work again
     latest = body["events"][-1]
-    assert (latest["status"], latest["code"], latest["reason"], latest["source"]) == ("inactive", "201", text, "worker")
+    assert (latest["status"], latest["code"], latest["reason"], latest["source"]) == ("rejected", "201", text, "worker")
     assert [o.status for o in resting.orders() if o.order_ref == "rej-1"] == ["Inactive"]
 
 
@@ -71,9 +71,9 @@ def test_a_rejection_ib_reports_before_any_status_keeps_its_text(resting, api_cl
     # ... and then refuses it with an error on its order id, before any status of it.
     resting.send_error(201, "Order rejected - reason:Trading is not allowed.", req_id=broker_id, client_id=1)
 
-    wait_for(lambda: _body(api_client, order_id)["status"] == "cancelled", message="the rejection recorded")
+    wait_for(lambda: _body(api_client, order_id)["status"] == "rejected", message="the rejection recorded")
     _settled(ib_runtime)
-    assert _events(api_client, order_id)[-1] == ("cancelled", "201", "Order rejected - reason:Trading is not allowed.")
+    assert _events(api_client, order_id)[-1] == ("rejected", "201", "Order rejected - reason:Trading is not allowed.")
 
 
 def test_ib_s_own_cancel_keeps_its_reason(resting, api_client, ib_runtime):

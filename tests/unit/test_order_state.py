@@ -20,7 +20,7 @@ ALLOWED = {
     S.SUBMITTED: BROKER,
     S.PARTIALLY_FILLED: {S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.INACTIVE, S.SUBMITTED},
     S.CANCEL_PENDING: {S.CANCELLED, S.FILLED, S.PARTIALLY_FILLED, S.SUBMITTED, S.CANCEL_PENDING, S.INACTIVE},
-    S.INACTIVE: {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.CANCEL_PENDING, S.INACTIVE},
+    S.INACTIVE: {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.CANCEL_PENDING, S.INACTIVE, S.REJECTED},
     S.FILLED: set(),
     S.CANCELLED: set(),
     S.REJECTED: set(),
@@ -97,3 +97,17 @@ Z = Decimal(0)
 )
 def test_ib_statuses_map_onto_ours(status, filled, remaining, expected):
     assert from_ib(status, filled=filled, remaining=remaining) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "error_code", "expected"),
+    [
+        ("Inactive", 201, S.REJECTED),  # IB's "Order rejected": final
+        ("Cancelled", 201, S.REJECTED),  # the same rejection, reported first (ib_async marks the order Cancelled)
+        ("Inactive", 399, S.INACTIVE),  # another error: IB may still work the order
+        ("Cancelled", 202, S.CANCELLED),
+        ("Submitted", 201, S.SUBMITTED),  # working after all: the error stopped nothing
+    ],
+)
+def test_ib_s_rejection_makes_a_stopped_order_rejected(status, error_code, expected):
+    assert from_ib(status, filled=Z, remaining=Decimal(10), error_code=error_code) == expected

@@ -111,13 +111,19 @@ def test_nothing_left_to_fill_is_filled_whatever_the_status_says():
     assert (event.status, event.filled_quantity, event.remaining_quantity) == (S.FILLED, 10, 0)
 
 
-@pytest.mark.parametrize(("status", "ours"), [("Cancelled", S.CANCELLED), ("Inactive", S.INACTIVE)])
-def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, ours):
+@pytest.mark.parametrize(
+    ("status", "code", "ours"),
+    [
+        ("Cancelled", 201, S.REJECTED),  # IB's rejection arrived first: ib_async marked the order Cancelled
+        ("Inactive", 201, S.REJECTED),
+        ("Cancelled", 202, S.CANCELLED),
+        ("Inactive", 399, S.INACTIVE),  # not a rejection: IB may yet work the order
+    ],
+)
+def test_the_broker_s_reason_is_kept_when_it_stops_an_order(status, code, ours):
     sent_order()
-    event = services.order_status_apply(
-        report=report("ref-1", status, reason="Order rejected - margin", error_code=201)
-    )
-    assert (event.status, event.reason, event.code) == (ours, "Order rejected - margin", "201")
+    event = services.order_status_apply(report=report("ref-1", status, reason="IB's words", error_code=code))
+    assert (event.status, event.reason, event.code) == (ours, "IB's words", str(code))
 
 
 def test_a_working_order_s_reason_is_not_news():
@@ -130,26 +136,26 @@ REJECTED_TEXT = "Order rejected - reason:The order is not accepted."
 
 
 @pytest.mark.parametrize(
-    ("status", "ours", "code", "text"),
+    ("status", "stopped", "explained", "code", "text"),
     [
-        ("Inactive", S.INACTIVE, 201, REJECTED_TEXT),
-        ("Cancelled", S.CANCELLED, 202, "Order Canceled - reason:IOC order remainder cancelled"),
+        ("Inactive", S.INACTIVE, S.REJECTED, 201, REJECTED_TEXT),  # the rejection makes the Inactive final
+        ("Cancelled", S.CANCELLED, S.CANCELLED, 202, "Order Canceled - reason:IOC order remainder cancelled"),
     ],
 )
-def test_ib_s_error_after_the_stop_it_explains_is_recorded_once_with_it(status, ours, code, text):
-    # IB reports the status first and its error right after: the stop is recorded, then its reason.
+def test_ib_s_error_after_the_stop_it_explains_is_recorded_once_with_it(status, stopped, explained, code, text):
+    # IB's error may come right after the status it explains: the stop is recorded, then its reason.
     order = sent_order()
     stop = services.order_status_apply(report=report("ref-1", status))
-    assert (stop.status, stop.code, stop.reason) == (ours, "", "")
-    explained = services.order_status_apply(report=report("ref-1", status, reason=text, error_code=code))
-    assert (explained.status, explained.code, explained.reason, explained.source) == (ours, str(code), text, "worker")
-    assert (explained.broker_order_id, explained.perm_id, explained.filled_quantity) == (7, 700, 0)
+    assert (stop.status, stop.code, stop.reason) == (stopped, "", "")
+    event = services.order_status_apply(report=report("ref-1", status, reason=text, error_code=code))
+    assert (event.status, event.code, event.reason, event.source) == (explained, str(code), text, "worker")
+    assert (event.broker_order_id, event.perm_id, event.filled_quantity) == (7, 700, 0)
     # Once: the same report again (or from reconciliation), and a report without the error, add nothing.
     assert services.order_status_apply(report=report("ref-1", status, reason=text, error_code=code)) is None
     assert services.order_status_apply(report=report("ref-1", status)) is None
-    assert statuses(order) == [S.PENDING_SUBMIT, ours, ours]
+    assert statuses(order) == [S.PENDING_SUBMIT, stopped, explained]
     entry = AuditEntry.objects.filter(event="order.status_changed").latest("seq")
-    assert (entry.data["previous"], entry.data["status"], entry.data["code"]) == (ours, ours, str(code))
+    assert (entry.data["previous"], entry.data["status"], entry.data["code"]) == (stopped, explained, str(code))
 
 
 @pytest.mark.parametrize(
@@ -172,7 +178,7 @@ def test_reconciliation_records_ib_s_reason_for_a_stop():
     )
     assert counts["status_events"] == 1
     latest = order.events.order_by("-id").first()
-    assert (latest.status, latest.code, latest.reason) == (S.INACTIVE, "201", REJECTED_TEXT)
+    assert (latest.status, latest.code, latest.reason) == (S.REJECTED, "201", REJECTED_TEXT)
 
 
 def test_reports_that_name_no_order_of_ours_or_say_nothing_record_nothing():

@@ -215,12 +215,12 @@ async def test_an_order_the_broker_rejects_streams_ib_s_code_and_text(
         order = frame.get("order") or {}
         return order.get("id") == order_id and any(
             (e["status"], e["code"], e["reason"])
-            == ("inactive", "201", "Order rejected - reason:The order is not accepted.")
+            == ("rejected", "201", "Order rejected - reason:The order is not accepted.")
             for e in order["events"]
         )
 
     frame, _ = await receive_until(ws, explained)
-    assert (frame["type"], frame["order"]["status"]) == ("order", "inactive")
+    assert (frame["type"], frame["order"]["status"]) == ("order", "rejected")
     await ws.disconnect()
 
 

@@ -96,12 +96,14 @@ class OrderRequests:
                 self._check_margin(req, inst, None)
                 perm_id = self.engine.place(cid, req, inst).perm_id
         except Reject as rej:
+            # As IB does: the error first, then the rejected order as it now stands (Inactive).
+            s.send(M.error(s.version, req.order_id, rej.code, rej.message))
             if not req.what_if and rej.code != 103:
                 rec = self.engine.reject_record(cid, req, inst)
                 if rec is not None:
                     perm_id = rec.perm_id
+                    s.send(M.open_order(s.version, rec))
                     s.send(M.order_status(rec))
-            s.send(M.error(s.version, req.order_id, rej.code, rej.message))
         finally:
             self._received.append(
                 SimOrderRecord(
