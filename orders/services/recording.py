@@ -296,24 +296,34 @@ def commission_record(*, commission: BrokerCommission) -> Commission | None:
     return row
 
 
-def _orders_gone_from_broker(snapshot: BrokerSnapshot, seen_refs: set[str]) -> int:
+def _orders_gone_from_broker(snapshot: BrokerSnapshot) -> int:
     """Orders the broker acknowledged on an earlier connection and now reports neither working nor
-    completed (a restarted gateway, a day order gone overnight) are no longer working anywhere."""
+    completed (a restarted gateway, a day order gone overnight) are no longer working anywhere.
+
+    A report or execution that carries an order's orderRef but is another client's order (IB lets any client
+    use any orderRef) does not keep it: it is told apart as the recorder tells it apart."""
     if snapshot.session_started is None:
         return 0
     from orders.selectors import order_queryset
 
+    by_ref: dict[str, list[BrokerOrderStatus | BrokerExecution]] = {}
+    reports: list[BrokerOrderStatus | BrokerExecution] = [*snapshot.orders, *snapshot.executions]
+    for reported in reports:
+        by_ref.setdefault(reported.order_ref, []).append(reported)
     resolved = 0
-    gone = (
-        order_queryset()
-        .filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
-        .exclude(client_order_id__in=seen_refs)
-    )
+    gone = order_queryset().filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
     for order in gone:
         with transaction.atomic(durable=True):
             latest = order_latest_event(order)
             if latest is None or latest.at >= snapshot.session_started:
                 continue  # acknowledged on this connection: the broker's own reports will follow
+            if any(
+                _same_broker_order(
+                    order, latest, perm_id=r.perm_id, broker_order_id=r.broker_order_id, client_id=r.client_id
+                )
+                for r in by_ref.get(order.client_order_id, ())
+            ):
+                continue  # the broker still reports it
             if order_event_append(
                 order,
                 status=S.CANCELLED,
@@ -447,7 +457,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     counts["bracket_incomplete"] = brackets_incomplete_withdraw(
         snapshot=snapshot, process_started_at=PROCESS_STARTED_AT
     )
-    counts["not_at_broker"] = _orders_gone_from_broker(snapshot, seen_refs)
+    counts["not_at_broker"] = _orders_gone_from_broker(snapshot)
     counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
     for order in stuck:

@@ -517,6 +517,24 @@ def test_orders_a_new_session_of_the_broker_no_longer_holds_are_cancelled(frozen
     )
 
 
+def test_another_client_s_order_with_our_order_ref_does_not_keep_ours_working(frozen_clock):
+    frozen_clock.move_to(NOW - timedelta(hours=1))
+    gone = OrderEventFactory(status=S.SUBMITTED, broker_order_id=7, perm_id=700, order__client_order_id="shared").order
+    kept = OrderEventFactory(status=S.SUBMITTED, broker_order_id=8, perm_id=800, order__client_order_id="kept").order
+    frozen_clock.move_to(NOW)
+    # IB lets any client use any orderRef: a TWS user's order, and its fill, carry the first one's.
+    theirs = report("shared", "Submitted", broker_order_id=3, perm_id=999, client_id=0)
+    their_fill = execution("0000e0d5.theirs.01.01", "shared", perm_id=999, broker_order_id=3)
+    ours = report("kept", "Submitted", broker_order_id=8, perm_id=800)
+    counts = services.orders_reconcile(
+        snapshot=snapshot(orders=[theirs, ours], executions=[their_fill], session_started=NOW - timedelta(minutes=1))
+    )
+    assert counts["not_at_broker"] == 1
+    assert statuses(gone) == [S.SUBMITTED, S.CANCELLED]
+    assert gone.events.order_by("-id").first().code == "not_at_broker"
+    assert statuses(kept) == [S.SUBMITTED]
+
+
 def test_intents_are_each_judged_whatever_comes_first(settings, monkeypatch, frozen_clock):
     settings.IB_REQUEST_TIMEOUT = 10
     monkeypatch.setattr(recording, "PROCESS_STARTED_AT", NOW - timedelta(minutes=5))
