@@ -192,8 +192,9 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
 
             # -- charts: candles with the fill marked, and the equity series (screenshot-free checks)
             operator.goto(f"{url}/admin/console/charts/?symbol=AAPL")
+            # As few bars as one: minutes after the session opened, the two hours shown hold only those minutes.
             operator.wait_for_function(
-                "window.ibkrgwCharts && window.ibkrgwCharts.price && window.ibkrgwCharts.price.bars > 10"
+                "window.ibkrgwCharts && window.ibkrgwCharts.price && window.ibkrgwCharts.price.bars >= 1"
                 " && window.ibkrgwCharts.price.markers >= 1",
                 timeout=WAIT_MS,
             )
@@ -212,7 +213,7 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
                 "document.querySelectorAll('#ibkrgw-price-chart canvas').length"
             )
             bars, canvases = (int(n) for n in drawn.split(":"))
-            assert bars > 10 and canvases >= 1
+            assert bars >= 1 and canvases >= 1
             assert operator.locator("#ibkrgw-price-chart").get_attribute("data-markers") != "0"
 
             # -- halt: the header of every page says so

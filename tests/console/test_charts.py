@@ -29,7 +29,7 @@ def test_price_chart_has_bars_and_marks_each_fill(ib_runtime, sim_gateway, order
             lambda o=order: OrderEvent.objects.filter(order=o, status="filled").exists(), message=f"{action} filled"
         )
     data = staff_client.get(reverse("admin:ibkrgw_chart_price"), {"symbol": "aapl"}).json()
-    assert data["symbol"] == "AAPL" and len(data["bars"]) > 10
+    assert data["symbol"] == "AAPL" and data["bars"]  # as few as one, minutes after the session opened
     times = [bar["time"] for bar in data["bars"]]
     assert times == sorted(set(times))
     shapes = sorted(m["shape"] for m in data["markers"])
