@@ -242,6 +242,15 @@ class TradingSwitchState:
 
 
 _untrusted_logged = [""]
+# The newest kill-switch seal this process has trusted. Seals are only appended: a newest one with a lower seq
+# means the newest rows were deleted together with their seals (a shorter chain, valid in itself), which
+# would bring back an older "resumed" row. The memory lasts as long as the process (anchors cover restarts).
+_newest_switch_seal_trusted = [0]
+
+
+def kill_switch_memory_forget() -> None:
+    """Forget the newest kill-switch seal trusted: for a database that starts over (each test's)."""
+    _newest_switch_seal_trusted[0] = 0
 
 
 def trading_switch_state() -> TradingSwitchState:
@@ -254,7 +263,17 @@ def trading_switch_state() -> TradingSwitchState:
     key: the switch then fails closed (halted) until an admin resumes, which writes a new sealed
     row. `audit_verify` names the row."""
     found = _LATEST_SWITCH.first()
-    if found is None:  # no kill-switch row was ever sealed
+    trusted_before = _newest_switch_seal_trusted[0]
+    if (found is None or found[2] < trusted_before) and not _switch_seal_exists(trusted_before):
+        # The seal this process trusted is gone: rows deleted with their seals. (Were it still there, this read
+        # would merely have started before a newer row was committed.)
+        if found is None:
+            return _untrusted(f"its seals are gone (this process trusted seal {trusted_before})")
+        return _untrusted(
+            f"its newest seal went back from seal {trusted_before} to seal {found[2]} "
+            "(newer rows deleted with their seals)"
+        )
+    if found is None:  # no kill-switch row is sealed
         newest_pk = _NEWEST_SWITCH_ROW.first()
         if newest_pk is None:
             return TradingSwitchState(halted=False)  # never halted nor resumed
@@ -276,7 +295,12 @@ def trading_switch_state() -> TradingSwitchState:
     hashed = seal_hash(Seal(sealed_seq, _SWITCH_TABLE, pk, content, sealed_prev))
     if not mac_valid(hashed, sealed_mac, seal_keys()):
         return _untrusted(f"its newest row {pk} has a seal whose MAC was not made with this gateway's seal key")
+    _newest_switch_seal_trusted[0] = max(_newest_switch_seal_trusted[0], sealed_seq)
     return TradingSwitchState(halted=bool(values["halted"]))
+
+
+def _switch_seal_exists(seq: int) -> bool:
+    return seq == 0 or LedgerSeal.objects.filter(seq=seq, table=_SWITCH_TABLE).exists()
 
 
 def _untrusted(why: str) -> TradingSwitchState:

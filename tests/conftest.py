@@ -85,10 +85,12 @@ def _no_read_throttling_unless_asked(settings):
 def _fresh_contract_memory():
     # Each test has a fresh database; the process-local contract cache must not outlive it.
     from marketdata.services import contract_cache_clear
+    from orders.selectors import kill_switch_memory_forget
     from orders.services.recording import order_refs_forget
 
     contract_cache_clear()
     order_refs_forget()
+    kill_switch_memory_forget()
 
 
 @pytest.fixture

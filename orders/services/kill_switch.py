@@ -23,7 +23,7 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import HaltSweep, TradingSwitchEvent
 from orders.pipeline import pipeline
-from orders.selectors import trading_halted
+from orders.selectors import kill_switch_memory_forget, trading_halted
 
 logger = logging.getLogger(__name__)
 
@@ -143,4 +143,7 @@ def _trading_switch_record(*, halted: bool, actor: Actor, reason: str) -> Tradin
             target_type="trading",
             data={"reason": reason},
         )
+    # This process wrote the newest row: it is trusted from its own seal on, even if the seal chain was cut
+    # short behind the application's back before it (an admin's resume is how trading comes back from that).
+    kill_switch_memory_forget()
     return row

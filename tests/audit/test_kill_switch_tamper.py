@@ -53,6 +53,21 @@ def release_by_deleting(halt: TradingSwitchEvent) -> None:
     raw("DELETE FROM orders_tradingswitchevent WHERE id = %s", [halt.pk])
 
 
+def release_by_deleting_with_its_seal(halt: TradingSwitchEvent) -> None:
+    """The halt row and its seal deleted: the seal chain is shorter but valid, its newest row the older resume."""
+    for table in ("orders_tradingswitchevent", "audit_ledgerseal"):
+        drop_trigger(table, "delete")
+    raw("DELETE FROM audit_ledgerseal WHERE \"table\" = 'orders_tradingswitchevent' AND row_pk = %s", [str(halt.pk)])
+    raw("DELETE FROM orders_tradingswitchevent WHERE id = %s", [halt.pk])
+
+
+def release_by_deleting_every_row_and_seal(halt: TradingSwitchEvent) -> None:
+    for table in ("orders_tradingswitchevent", "audit_ledgerseal"):
+        drop_trigger(table, "delete")
+    raw("DELETE FROM audit_ledgerseal WHERE \"table\" = 'orders_tradingswitchevent'")
+    raw("DELETE FROM orders_tradingswitchevent")
+
+
 def release_by_deleting_every_row(halt: TradingSwitchEvent) -> None:
     drop_trigger("orders_tradingswitchevent", "delete")
     raw("DELETE FROM orders_tradingswitchevent")
@@ -68,6 +83,8 @@ def release_by_deleting_every_row(halt: TradingSwitchEvent) -> None:
         (release_by_rewriting, "differs from its seal"),
         (release_by_deleting, "is not the one sealed last"),
         (release_by_deleting_every_row, "rows are gone"),
+        (release_by_deleting_with_its_seal, "went back from seal"),
+        (release_by_deleting_every_row_and_seal, "its seals are gone"),
     ],
     ids=[
         "forged-resume-row",
@@ -76,6 +93,8 @@ def release_by_deleting_every_row(halt: TradingSwitchEvent) -> None:
         "halt-row-rewritten",
         "halt-row-deleted",
         "every-row-deleted",
+        "halt-row-deleted-with-its-seal",
+        "every-row-deleted-with-its-seal",
     ],
 )
 def test_a_halt_released_behind_the_applications_back_still_holds(tamper, found):
@@ -90,7 +109,7 @@ def test_a_halt_released_behind_the_applications_back_still_holds(tamper, found)
     assert found in state.untrusted
     assert verify()[0] == 1  # and the ledger check names it
     # An admin's resume is a new sealed row: trusted again.
-    TradingSwitchEventFactory(halted=False)
+    services.trading_resume(actor=ADMIN, reason="checked")
     state = trading_switch_state()
     assert (state.halted, state.untrusted) == (False, "")
 
