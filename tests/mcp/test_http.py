@@ -11,11 +11,8 @@ import pytest
 
 from audit.models import AuditEntry
 from brokers.sim.server import SimGateway
-from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from orders.models import Order
-from orders.services import trading_halt
-from tests.conftest import wait_for
 from tests.mcp.conftest import http_mcp, http_process, mcp_env, payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,15 +92,6 @@ def test_http_trade_key_places_a_simulated_order_in_its_own_name(mcp_url, mcp_si
     assert [o for o in mcp_sim.received_orders() if not o.what_if] == []
     entry = AuditEntry.objects.get(event="order.simulated", target_id=order["id"])
     assert (entry.actor_kind, entry.correlation_id) == ("mcp", result.meta["correlation_id"])
-
-
-def test_http_subscriber_is_notified_of_a_halt(mcp_url, transactional_db):
-    _, secret = _key("read")
-    with http_mcp(mcp_url, secret) as client:
-        client.subscribe("ibkr://trading-status")
-        trading_halt(actor=Actor.system(label="operator"), reason="test")
-        wait_for(lambda: "ibkr://trading-status" in client.updated, message="notified over HTTP")
-        assert client.resource("ibkr://trading-status")["trading_halted"] is True
 
 
 def test_http_reads_a_chunked_body_of_undeclared_size_and_refuses_one_over_the_limit(mcp_url, transactional_db):

@@ -142,17 +142,6 @@ def test_a_subscribed_order_resource_is_notified_of_the_fill(armed, quiet_market
     assert set(armed.updated) == {uri}  # nothing about resources nobody subscribed to
 
 
-def test_a_subscribed_trading_status_is_notified_of_a_halt(armed):
-    assert armed.resource("ibkr://trading-status")["trading_halted"] is False
-    armed.subscribe("ibkr://trading-status")
-    armed.updated.clear()
-    trading_halt(actor=Actor.system(label="operator"), reason="test")
-    wait_for(lambda: "ibkr://trading-status" in armed.updated, message="notified of the halt")
-    status = armed.resource("ibkr://trading-status")
-    assert status["trading_halted"] is True
-    assert status["orders_reach_broker"] is False
-
-
 def test_subscribing_to_an_unknown_resource_is_refused(armed):
     with pytest.raises(Exception, match="No resource"):
         armed.subscribe("ibkr://orders/00000000-0000-0000-0000-000000000000")
