@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 
 from audit import events
@@ -39,6 +40,12 @@ class SubmitResult:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def late_send_window() -> timedelta:
+    """How long after an order's send timed out it may still reach the broker (the worker's own timeout on
+    the call, then the broker's on the message); later, the broker's silence about it means something."""
+    return timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
+
+
 def request_hash(request: OrderRequest) -> str:
     return hashlib.sha256(json.dumps(request.canonical(), sort_keys=True).encode()).hexdigest()
 

@@ -6,10 +6,8 @@ import copy
 import logging
 import threading
 from collections import OrderedDict
-from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,7 +28,7 @@ from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
 from orders.services.brackets import bracket_leg_refused, brackets_incomplete_withdraw, withdrawal_of
-from orders.services.common import decimal_json, order_event_append, order_terms_changed
+from orders.services.common import decimal_json, late_send_window, order_event_append, order_terms_changed
 from orders.state import from_ib
 from orders.types import OrderSent
 
@@ -450,7 +448,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
         if commission_record(commission=commission):
             counts["commissions"] += 1
     # Intents this process can't still be sending: made before it started, or long ago.
-    grace = timezone.now() - timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
+    grace = timezone.now() - late_send_window()
     from orders.selectors import order_queryset
 
     # Before the orders gone from the broker: a withdrawn bracket's legs say why they stopped.

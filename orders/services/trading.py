@@ -12,7 +12,6 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -49,6 +48,7 @@ from orders.services.common import (
     contract_spec_for,
     decimal_json,
     gate_block_record,
+    late_send_window,
     order_contract,
     order_event_append,
     order_request_of,
@@ -498,7 +498,7 @@ def _cancel_unknown(order: Order, latest: OrderEvent, actor: Actor, adapter) -> 
     it is recorded `cancelled` (code `not_at_broker`): it is working nowhere and is never sent. With a
     trace, the broker's reports are reconciled first and the caller is told to cancel again once they show.
     """
-    settles_at = latest.at + timedelta(seconds=2 * settings.IB_REQUEST_TIMEOUT)
+    settles_at = latest.at + late_send_window()
     if timezone.now() < settles_at:
         # A send that timed out a moment ago may still reach the broker: asking now would prove nothing.
         wait_s = math.ceil((settles_at - timezone.now()).total_seconds())
