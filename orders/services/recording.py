@@ -311,17 +311,22 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot) -> int:
     resolved = 0
     gone = order_queryset().filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
     for order in gone:
+        # Read outside a write transaction: most working orders are still reported, and need none. An event
+        # appended meanwhile is this connection's, which the check below leaves alone anyway.
+        same_ref = by_ref.get(order.client_order_id, ())
+        if same_ref:
+            known = order_latest_event(order)
+            if any(
+                _same_broker_order(
+                    order, known, perm_id=r.perm_id, broker_order_id=r.broker_order_id, client_id=r.client_id
+                )
+                for r in same_ref
+            ):
+                continue  # the broker still reports it
         with transaction.atomic(durable=True):
             latest = order_latest_event(order)
             if latest is None or latest.at >= snapshot.session_started:
                 continue  # acknowledged on this connection: the broker's own reports will follow
-            if any(
-                _same_broker_order(
-                    order, latest, perm_id=r.perm_id, broker_order_id=r.broker_order_id, client_id=r.client_id
-                )
-                for r in by_ref.get(order.client_order_id, ())
-            ):
-                continue  # the broker still reports it
             if order_event_append(
                 order,
                 status=S.CANCELLED,
