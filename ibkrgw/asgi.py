@@ -14,13 +14,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from brokers import runtime  # noqa: E402
 from ibkrgw.fastlane import FastLane  # noqa: E402
 from ibkrgw.limits import ChunkedBodyLimit  # noqa: E402
+from ibkrgw.orderlane import OrderLane  # noqa: E402
 from ibkrgw.routing import websocket_urlpatterns  # noqa: E402
 from ibkrgw.ws_auth import ApiKeyOrSessionAuthMiddleware, BrowserOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # The reads programs poll are answered before Django when they can be, exactly as Django would.
-        "http": ChunkedBodyLimit(FastLane(django_asgi_app)),
+        # The reads programs poll and the orders they place are answered before Django's middleware when
+        # they can be, exactly as Django would answer them.
+        "http": ChunkedBodyLimit(OrderLane(FastLane(django_asgi_app), executor=django_asgi_app.executor)),
         "websocket": BrowserOriginValidator(ApiKeyOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -52,11 +52,91 @@ PROBE_REFRESH_AFTER_S = 0.5
 Plan = Callable[[], Awaitable[Any]]
 
 
-class FastLane:
+class Lane:
+    """What every lane before Django shares: the Host check, the correlation id, the response
+    headers and the request metrics of the full stack."""
+
+    method = "GET"
+    allow = b"GET, HEAD, OPTIONS"
+
     def __init__(self, app) -> None:
         self.app = app
         self._hosts: dict[bytes, bool] = {}
         self._metrics: dict[tuple[str, int], tuple] = {}
+
+    def _host_ok(self, host: bytes | None) -> bool:
+        if host is None:
+            return False
+        ok = self._hosts.get(host)
+        if ok is None:
+            domain, _port = split_domain_port(host.decode("latin-1"))
+            ok = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+            if len(self._hosts) < 1000:
+                self._hosts[host] = ok
+        return ok
+
+    @staticmethod
+    def _correlation_id(headers: dict[bytes, bytes]) -> str:
+        supplied = headers.get(b"x-correlation-id", b"").decode("latin-1")
+        return supplied if _SAFE_ID.match(supplied) else uuid.uuid4().hex
+
+    async def _respond(self, send, status: int, body: bytes, cid: str, extra: list[tuple[bytes, bytes]]) -> None:
+        """The answer with the headers the full stack sends with the same JSON."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"vary", b"Accept"),
+                    (b"allow", self.allow),
+                    *extra,
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                    (b"x-correlation-id", cid.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _count(self, view: str, status: int, size_in: int, size_out: int, seconds: float) -> None:
+        """The request metrics django-prometheus's middleware records for the same request."""
+        children = self._metrics.get((view, status))
+        if children is None:
+            from django_prometheus.middleware import Metrics
+
+            m = Metrics.get_instance()
+            method = self.method
+            children = self._metrics[(view, status)] = (
+                m.requests_total,
+                m.responses_total,
+                m.requests_latency_before,
+                m.requests_by_method.labels(method=method),
+                m.requests_by_transport.labels(transport="http"),
+                m.requests_body_bytes,
+                m.requests_by_view_transport_method.labels(view=view, transport="http", method=method),
+                m.responses_by_status.labels(status=str(status)),
+                m.responses_by_status_view_method.labels(status=str(status), view=view, method=method),
+                m.responses_by_charset.labels(charset="utf-8"),
+                m.responses_body_bytes,
+                m.requests_latency_by_view_method.labels(view=view, method=method),
+            )
+        (total, responses, latency_before, by_method, by_transport, body_in, by_view, by_status, by_status_view,
+         by_charset, body_out, latency) = children  # fmt: skip
+        for counter in (total, responses, by_method, by_transport, by_view, by_status, by_status_view, by_charset):
+            counter.inc()
+        body_in.observe(size_in)
+        body_out.observe(size_out)
+        latency_before.observe(seconds)
+        latency.observe(seconds)
+
+
+class FastLane(Lane):
+    def __init__(self, app) -> None:
+        super().__init__(app)
         self._serializers: dict[str, Any] = {}
         self._rendered: dict[tuple[str, str], tuple[tuple, bytes]] = {}
         self._probe_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-probe")
@@ -234,8 +314,7 @@ class FastLane:
         )
         if not throttle.allow_request(caller, None):
             return False  # the full stack answers 429 with Retry-After from the same window
-        supplied = headers.get(b"x-correlation-id", b"").decode("latin-1")
-        cid = supplied if _SAFE_ID.match(supplied) else uuid.uuid4().hex
+        cid = self._correlation_id(headers)
         token = correlation_id_var.set(cid)
         extra: list[tuple[bytes, bytes]] = []
         try:
@@ -250,68 +329,9 @@ class FastLane:
         finally:
             correlation_id_var.reset(token)
         body = data if isinstance(data, bytes) else render_json(data)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"vary", b"Accept"),
-                    (b"allow", b"GET, HEAD, OPTIONS"),
-                    *extra,
-                    (b"x-frame-options", b"DENY"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                    (b"x-correlation-id", cid.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        self._count(view, status, len(body), time.perf_counter() - started)
+        await self._respond(send, status, body, cid, extra)
+        self._count(view, status, 0, len(body), time.perf_counter() - started)
         return True
-
-    def _host_ok(self, host: bytes | None) -> bool:
-        if host is None:
-            return False
-        ok = self._hosts.get(host)
-        if ok is None:
-            domain, _port = split_domain_port(host.decode("latin-1"))
-            ok = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-            if len(self._hosts) < 1000:
-                self._hosts[host] = ok
-        return ok
-
-    def _count(self, view: str, status: int, size: int, seconds: float) -> None:
-        """The request metrics django-prometheus's middleware records for the same request."""
-        children = self._metrics.get((view, status))
-        if children is None:
-            from django_prometheus.middleware import Metrics
-
-            m = Metrics.get_instance()
-            children = self._metrics[(view, status)] = (
-                m.requests_total,
-                m.responses_total,
-                m.requests_latency_before,
-                m.requests_by_method.labels(method="GET"),
-                m.requests_by_transport.labels(transport="http"),
-                m.requests_body_bytes,
-                m.requests_by_view_transport_method.labels(view=view, transport="http", method="GET"),
-                m.responses_by_status.labels(status=str(status)),
-                m.responses_by_status_view_method.labels(status=str(status), view=view, method="GET"),
-                m.responses_by_charset.labels(charset="utf-8"),
-                m.responses_body_bytes,
-                m.requests_latency_by_view_method.labels(view=view, method="GET"),
-            )
-        (total, responses, latency_before, by_method, by_transport, body_in, by_view, by_status, by_status_view,
-         by_charset, body_out, latency) = children  # fmt: skip
-        for counter in (total, responses, by_method, by_transport, by_view, by_status, by_status_view, by_charset):
-            counter.inc()
-        body_in.observe(0)
-        body_out.observe(size)
-        latency_before.observe(seconds)
-        latency.observe(seconds)
 
 
 def _forwarded_for(scope, headers: dict[bytes, bytes]) -> dict[str, str]:
