@@ -7,8 +7,10 @@ Orders are enabled, so an order that slipped through would be sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from functools import cache
 from typing import Any
 
 import pytest
@@ -264,3 +266,27 @@ async def test_mcp_tool_arguments(armed, tool, field, value):
     assert result.is_error, result.content[0].text[:300]
     error = assert_error_shape(json.loads(result.content[0].text))
     assert error["code"] in ("invalid_request", "not_found", "order_not_found"), error
+
+
+# -- the order lane (a program's POST orders/ answered before Django's middleware) -----------------------
+@cache
+def _order_lane():
+    from ibkrgw.orderlane import OrderLane
+    from ibkrgw.web.handler import get_pooled_asgi_application
+
+    django_app = get_pooled_asgi_application()
+    return OrderLane(django_app, executor=django_app.executor)
+
+
+@FUZZ
+@given(field=st.sampled_from([*ORDER_FIELDS, "extra"]), value=hs.hostile_value())
+def test_order_lane_bodies_with_a_hostile_field(armed, field, value):
+    from ibkrgw.models import ScopedAPIKey
+    from tests.ibkrgw.test_orderlane import auth, post
+
+    key = ScopedAPIKey.objects.create_key(name="lane-fuzz", scope="trade")[1]
+    asyncio.run(post(_order_lane(), {**ORDER, "quantity": "0"}, headers=auth(key)))  # verifies the key: 400
+    status, headers, body = asyncio.run(post(_order_lane(), hs.body({**ORDER, field: value}), headers=auth(key)))
+    assert 400 <= status < 500, (status, body)
+    assert headers["content-type"].startswith("application/json")
+    assert_error_shape(body)

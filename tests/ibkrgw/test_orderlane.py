@@ -79,14 +79,14 @@ def trade_key(transactional_db):
     return ScopedAPIKey.objects.create_key(name="lane", scope="trade")[1]
 
 
-def _auth(secret: str) -> list[tuple[bytes, bytes]]:
+def auth(secret: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Api-Key {secret}".encode())]
 
 
 async def _warm(lane, secret: str) -> None:
     """The first request with a key verifies it through the full stack; the lane trusts it afterwards."""
     fast, _ = lane
-    status, _, body = await post(fast, {**ORDER, "client_order_id": "warm"}, headers=_auth(secret))
+    status, _, body = await post(fast, {**ORDER, "client_order_id": "warm"}, headers=auth(secret))
     assert status == 201, body
 
 
@@ -98,11 +98,11 @@ async def test_an_order_is_placed_by_the_lane_as_the_full_stack_places_it(lane, 
     fast, django_app = lane
     await _warm(lane, trade_key)
     calls = django_app.calls
-    status, headers, body = await post(fast, {**ORDER, "client_order_id": "lane-1"}, headers=_auth(trade_key))
+    status, headers, body = await post(fast, {**ORDER, "client_order_id": "lane-1"}, headers=auth(trade_key))
     assert django_app.calls == calls, "the full stack answered an order the lane should have"
     # A query string sends the same order through the full stack, which ignores it.
     full_status, full_headers, full_body = await post(
-        django_app.app, {**ORDER, "client_order_id": "full-1"}, query=b"x=1", headers=_auth(trade_key)
+        django_app.app, {**ORDER, "client_order_id": "full-1"}, query=b"x=1", headers=auth(trade_key)
     )
     assert status == full_status == 201
     assert {k: v for k, v in headers.items() if k not in VOLATILE} == {
@@ -119,13 +119,13 @@ async def test_an_order_is_placed_by_the_lane_as_the_full_stack_places_it(lane, 
 async def test_the_same_key_twice_answers_the_first_order(lane, trade_key):
     fast, django_app = lane
     await _warm(lane, trade_key)
-    first = await post(fast, {**ORDER, "client_order_id": "again"}, headers=_auth(trade_key))
-    second = await post(fast, {**ORDER, "client_order_id": "again"}, headers=_auth(trade_key))
+    first = await post(fast, {**ORDER, "client_order_id": "again"}, headers=auth(trade_key))
+    second = await post(fast, {**ORDER, "client_order_id": "again"}, headers=auth(trade_key))
     assert (first[0], second[0]) == (201, 200)
     assert first[2]["id"] == second[2]["id"]
-    reused = await post(fast, {**ORDER, "quantity": "3", "client_order_id": "again"}, headers=_auth(trade_key))
+    reused = await post(fast, {**ORDER, "quantity": "3", "client_order_id": "again"}, headers=auth(trade_key))
     assert reused[0] == 422 and reused[2]["error"]["code"] == "idempotency_key_reused"
-    header = await post(fast, ORDER, headers=[*_auth(trade_key), (b"idempotency-key", b"again")])
+    header = await post(fast, ORDER, headers=[*auth(trade_key), (b"idempotency-key", b"again")])
     assert header[0] == 200 and header[2]["id"] == first[2]["id"]
     assert await sync_to_async(Order.objects.filter(client_order_id="again").count)() == 1
 
@@ -137,11 +137,11 @@ async def test_a_blocked_order_gets_the_full_stacks_error_and_one_audit_entry(la
     before = len(await sync_to_async(_entries)(events.GATE_BLOCKED))
     calls = django_app.calls
     status, headers, body = await post(
-        fast, {**ORDER, "quantity": "11", "client_order_id": "big"}, headers=_auth(trade_key)
+        fast, {**ORDER, "quantity": "11", "client_order_id": "big"}, headers=auth(trade_key)
     )
     assert django_app.calls == calls
     too_big = {**ORDER, "quantity": "11", "client_order_id": "big-full"}
-    full = await post(django_app.app, too_big, query=b"x=1", headers=_auth(trade_key))
+    full = await post(django_app.app, too_big, query=b"x=1", headers=auth(trade_key))
     assert status == full[0] == 422
     assert body["error"]["code"] == full[2]["error"]["code"] == "risk_max_quantity"
     blocked = await sync_to_async(_entries)(events.GATE_BLOCKED)
@@ -157,7 +157,7 @@ async def test_a_halt_refuses_lane_orders_with_423(lane, trade_key):
     fast, _ = lane
     await _warm(lane, trade_key)
     await sync_to_async(trading_halt)(actor=Actor.system(), reason="test")
-    status, _, body = await post(fast, {**ORDER, "client_order_id": "halted"}, headers=_auth(trade_key))
+    status, _, body = await post(fast, {**ORDER, "client_order_id": "halted"}, headers=auth(trade_key))
     assert status == 423 and body["error"]["code"] == "trading_halted"
     assert not await sync_to_async(Order.objects.filter(client_order_id="halted").exists)()
 
@@ -178,7 +178,7 @@ async def test_a_refused_body_is_answered_and_audited_by_the_full_stack(lane, tr
     await _warm(lane, trade_key)
     before = len(await sync_to_async(_entries)(events.REQUEST_REFUSED))
     calls = django_app.calls
-    status, _, answer = await post(fast, body, headers=_auth(trade_key))
+    status, _, answer = await post(fast, body, headers=auth(trade_key))
     assert django_app.calls == calls + 1
     assert status == 400 and answer["error"]["code"] == code
     assert len(await sync_to_async(_entries)(events.REQUEST_REFUSED)) == before + 1
@@ -188,8 +188,8 @@ async def test_a_service_refusal_leaves_one_audit_entry_through_either_door(lane
     fast, django_app = lane
     await _warm(lane, trade_key)
     before = len(await sync_to_async(_entries)(events.REQUEST_REFUSED))
-    status, _, answer = await post(fast, {**ORDER, "symbol": "NOSUCHSYM"}, headers=_auth(trade_key))
-    full = await post(django_app.app, {**ORDER, "symbol": "NOSUCHSYM"}, query=b"x=1", headers=_auth(trade_key))
+    status, _, answer = await post(fast, {**ORDER, "symbol": "NOSUCHSYM"}, headers=auth(trade_key))
+    full = await post(django_app.app, {**ORDER, "symbol": "NOSUCHSYM"}, query=b"x=1", headers=auth(trade_key))
     assert status == full[0] and answer["error"]["code"] == full[2]["error"]["code"]
     assert 400 <= status < 500
     refused = await sync_to_async(_entries)(events.REQUEST_REFUSED)
@@ -203,13 +203,13 @@ async def test_anything_unusual_goes_to_the_full_stack(lane, trade_key, transact
     await _warm(lane, trade_key)
     read_key = await sync_to_async(lambda: ScopedAPIKey.objects.create_key(name="reader", scope="read")[1])()
     unusual = [
-        ({"headers": _auth(read_key)}, 403),  # not yet verified in this process
-        ({"headers": _auth(read_key)}, 403),  # verified now, but its scope is read
-        ({"headers": [*_auth(trade_key), *_auth(trade_key)]}, None),  # a header given twice
-        ({"headers": [*_auth(trade_key), (b"cookie", b"sessionid=abc")]}, None),
-        ({"headers": [*_auth(trade_key), (b"accept", b"text/html")]}, None),
-        ({"headers": _auth(trade_key), "query": b"dry=1"}, None),
-        ({"headers": _auth(trade_key), "parts": 3}, None),  # a body in parts
+        ({"headers": auth(read_key)}, 403),  # not yet verified in this process
+        ({"headers": auth(read_key)}, 403),  # verified now, but its scope is read
+        ({"headers": [*auth(trade_key), *auth(trade_key)]}, None),  # a header given twice
+        ({"headers": [*auth(trade_key), (b"cookie", b"sessionid=abc")]}, None),
+        ({"headers": [*auth(trade_key), (b"accept", b"text/html")]}, None),
+        ({"headers": auth(trade_key), "query": b"dry=1"}, None),
+        ({"headers": auth(trade_key), "parts": 3}, None),  # a body in parts
         ({"headers": [(b"authorization", b"Api-Key nope.nope")]}, 401),
         ({"headers": [(b"authorization", b"Bearer x")]}, 401),
     ]
@@ -231,6 +231,6 @@ async def test_lane_orders_are_counted_in_the_request_metrics(lane, trade_key):
     labels = {"status": "201", "view": "order-list", "method": "POST"}
     before = REGISTRY.get_sample_value(name, labels) or 0
     calls = django_app.calls
-    await post(fast, {**ORDER, "client_order_id": "counted"}, headers=_auth(trade_key))
+    await post(fast, {**ORDER, "client_order_id": "counted"}, headers=auth(trade_key))
     assert django_app.calls == calls
     assert REGISTRY.get_sample_value(name, labels) == before + 1

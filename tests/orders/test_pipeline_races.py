@@ -7,11 +7,13 @@ independent ib_async connection, which orders are working.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from ib_async import IB, OrderStatus
 from rest_framework.test import APIClient
@@ -514,3 +516,48 @@ def test_a_modification_overtakes_a_flood_of_market_data_requests(resting, api_c
         message="the broker works the new quantity",
     )
     assert len(queued) > 500  # the reads still wait their turn
+
+
+# -- the same races through the order lane (a program's POST before Django's middleware) ------------
+def _lane():
+    from ibkrgw.orderlane import OrderLane
+    from tests.ibkrgw.test_fastlane import CountingApp
+
+    django_app = CountingApp()
+    return OrderLane(django_app, executor=django_app.app.executor), django_app
+
+
+async def test_the_rate_limit_is_exact_under_fifty_concurrent_orders_through_the_lane(resting, settings):
+    from tests.ibkrgw.test_orderlane import auth, post
+
+    fast, django_app = _lane()
+    key = await sync_to_async(_key)()
+    await post(fast, _order(quantity="0"), headers=auth(key))  # refused (400) by the full stack, which verifies the key
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 30
+    calls = django_app.calls
+    answers = await asyncio.gather(
+        *(post(fast, _order(client_order_id=f"rate-{i}"), headers=auth(key)) for i in range(50))
+    )
+    assert django_app.calls == calls, "every order should have been placed by the lane"
+    codes = sorted(status for status, _, _ in answers)
+    assert codes == [201] * 30 + [429] * 20, codes
+    assert {body["error"]["code"] for status, _, body in answers if status == 429} == {"risk_rate_limit"}
+    await sync_to_async(pipeline().drain)()
+    assert await sync_to_async(Order.objects.count)() == 30
+    await asyncio.to_thread(wait_for, lambda: len(_sent(resting)) >= 30, timeout=20, message="thirty at the gateway")
+    assert len(_sent(resting)) == 30
+
+
+async def test_the_duplicate_window_holds_for_ten_identical_orders_through_the_lane(resting):
+    from tests.ibkrgw.test_orderlane import auth, post
+
+    fast, django_app = _lane()
+    key = await sync_to_async(_key)()
+    await post(fast, _order(quantity="0"), headers=auth(key))
+    calls = django_app.calls
+    answers = await asyncio.gather(*(post(fast, _order(), headers=auth(key)) for _ in range(10)))
+    assert django_app.calls == calls
+    assert sorted(status for status, _, _ in answers) == [201] + [409] * 9, [body for _, _, body in answers]
+    await sync_to_async(pipeline().drain)()
+    await asyncio.to_thread(wait_for, lambda: _sent(resting), timeout=20, message="one order at the gateway")
+    assert len(_sent(resting)) == 1
