@@ -104,31 +104,59 @@ def _orders_queued(client) -> list[str]:
     return [m for m in client._msgQ if m.split("\0", 1)[0] in ("3", "4")]
 
 
+def _warm(key: str) -> None:
+    """Resolve the contract and take a quote (a preview records nothing), so the orders raced against a
+    halt reach the pipeline within the race's milliseconds instead of all waiting on the first lookup."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    response = client.post("/api/v1/orders/preview/", _order(), format="json")
+    assert response.status_code == 200 and response.json()["would_be"] == "submitted", response.content
+
+
 def _halt(key: str, reason: str = "race"):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
     return client.post("/api/v1/trading/halt/", {"reason": reason}, format="json")
 
 
-@pytest.mark.parametrize("halt_after_s", [0.03, 0.1])
-def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_sweep, halt_after_s):
+def _halt_once_recorded(n: int, key: str, answers: list) -> threading.Thread:
+    """A thread that halts trading as soon as `n` orders are in the ledger: the rest are still in flight."""
+
+    def run() -> None:
+        try:
+            wait_for(lambda: Order.objects.count() >= n, timeout=30, interval=0.001, message=f"{n} orders recorded")
+            answers.append(_halt(key))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("halt_after_orders", [1, 8])
+def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_sweep, halt_after_orders):
     key = _key()
+    _warm(key)
     halt_response: list = []
+    halting = _halt_once_recorded(halt_after_orders, key, halt_response)
 
-    def place(client, i):
-        if i == 0:
-            threading.Timer(halt_after_s, lambda: halt_response.append(_halt(key))).start()
-        return client.post("/api/v1/orders/", _order(client_order_id=f"race-{i}"), format="json")
+    def four_in_turn(client, i):  # a stream of orders from each client: the halt lands among them
+        return [
+            client.post("/api/v1/orders/", _order(client_order_id=f"race-{i}-{j}"), format="json") for j in range(4)
+        ]
 
-    responses = concurrently(20, place, key=key)
-    wait_for(lambda: halt_response, timeout=30, message="halt answered")
+    responses = [r for stream in concurrently(5, four_in_turn, key=key) for r in stream]
+    halting.join(30)
     assert halt_response[0].status_code == 200, halt_response[0].content
     pipeline().drain()
     _no_server_errors(responses)
     # Every order was either refused by the kill switch (423) or reached the broker before its global cancel.
-    assert {r.status_code for r in responses} <= {201, 423}, [r.content for r in responses]
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {201, 423}, [r.content for r in responses]
+    assert codes.count(201) >= halt_after_orders, codes
     wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
-    refused = {f"race-{i}" for i, r in enumerate(responses) if r.status_code == 423}
+    refused = {f"race-{i // 4}-{i % 4}" for i, r in enumerate(responses) if r.status_code == 423}
     assert refused.isdisjoint(o.order_ref for o in resting.received_orders())
 
 
@@ -561,3 +589,33 @@ async def test_the_duplicate_window_holds_for_ten_identical_orders_through_the_l
     await sync_to_async(pipeline().drain)()
     await asyncio.to_thread(wait_for, lambda: _sent(resting), timeout=20, message="one order at the gateway")
     assert len(_sent(resting)) == 1
+
+
+@pytest.mark.parametrize("halt_after_orders", [1, 8])
+async def test_a_halt_behind_lane_orders_in_flight_leaves_nothing_working(resting, no_halt_sweep, halt_after_orders):
+    from tests.ibkrgw.test_orderlane import auth, post
+
+    fast, django_app = _lane()
+    key = await sync_to_async(_key)()
+    await post(fast, _order(quantity="0"), headers=auth(key))  # verifies the key (400)
+    await sync_to_async(_warm)(key)
+    halt_response: list = []
+    halting = _halt_once_recorded(halt_after_orders, key, halt_response)
+    calls = django_app.calls
+
+    async def four_in_turn(i: int) -> list:  # a stream of orders from each client: the halt lands among them
+        return [await post(fast, _order(client_order_id=f"race-{i}-{j}"), headers=auth(key)) for j in range(4)]
+
+    answers = [answer for stream in await asyncio.gather(*(four_in_turn(i) for i in range(5))) for answer in stream]
+    await asyncio.to_thread(halting.join, 30)
+    assert halt_response[0].status_code == 200, halt_response[0].content
+    assert django_app.calls == calls
+    await sync_to_async(pipeline().drain)()
+    codes = [status for status, _, _ in answers]
+    assert set(codes) <= {201, 423}, answers
+    assert codes.count(201) >= halt_after_orders, codes
+    await asyncio.to_thread(
+        wait_for, lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker"
+    )
+    refused = {f"race-{i // 4}-{i % 4}" for i, (status, _, _) in enumerate(answers) if status == 423}
+    assert refused.isdisjoint(o.order_ref for o in resting.received_orders())
