@@ -44,7 +44,15 @@ request_logger = logging.getLogger("django.request")
 ROUTE = "/api/v1/orders/"
 VIEW = "order-list"  # the route's name, as django-prometheus labels it
 # Headers the full stack reads: given twice, Django would join them; the full stack decides then.
-_SINGLE = (b"host", b"authorization", b"content-type", b"content-length", b"accept", b"idempotency-key")
+_SINGLE = (
+    b"host",
+    b"authorization",
+    b"content-type",
+    b"content-length",
+    b"accept",
+    b"idempotency-key",
+    b"x-correlation-id",
+)
 Answer = tuple[int, Any, list[tuple[bytes, bytes]]]
 
 
@@ -64,11 +72,12 @@ class OrderLane(Lane):
         if read is None:  # longer than it declared: the full stack cannot read it either
             return await self.app(scope, receive, send)
         replay, _size = read
-        message = await replay()
-        if message["type"] != "http.request" or message.get("more_body"):
-            replay = _prepend(message, replay)  # a disconnect, or a body in parts: the full stack's way
-            return await self.app(scope, replay, send)
-        body: bytes = message.get("body", b"")
+        messages = [await replay()]
+        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body"):
+            messages.append(await replay())  # the body in parts, as a client's packets brought it
+        if messages[-1]["type"] != "http.request":  # the client went away: the full stack's way
+            return await self.app(scope, _prepend(messages, replay), send)
+        body = b"".join(message.get("body", b"") for message in messages)
         headers = dict(scope["headers"])
         started = time.perf_counter()
         cid = self._correlation_id(headers)
@@ -81,7 +90,7 @@ class OrderLane(Lane):
         finally:
             correlation_id_var.reset(token)
         if answer is None:
-            return await self.app(scope, _prepend(message, replay), send)
+            return await self.app(scope, _prepend(messages, replay), send)
         status, data, extra = answer
         if status >= 400:
             log = request_logger.error if status >= 500 else request_logger.warning
@@ -170,11 +179,11 @@ def _audit_refusal(exc: GatewayError, actor, body: Any) -> None:
         logger.exception("could not audit a refused order request")
 
 
-def _prepend(message: dict, receive):
-    """A `receive` that gives `message` first, then what `receive` gives."""
-    pending = [message]
+def _prepend(messages: list[dict], receive):
+    """A `receive` that gives `messages` first, then what `receive` gives."""
+    pending = list(messages)
 
     async def replay() -> dict:
-        return pending.pop() if pending else await receive()
+        return pending.pop(0) if pending else await receive()
 
     return replay

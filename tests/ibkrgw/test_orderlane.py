@@ -209,7 +209,7 @@ async def test_anything_unusual_goes_to_the_full_stack(lane, trade_key, transact
         ({"headers": [*auth(trade_key), (b"cookie", b"sessionid=abc")]}, None),
         ({"headers": [*auth(trade_key), (b"accept", b"text/html")]}, None),
         ({"headers": auth(trade_key), "query": b"dry=1"}, None),
-        ({"headers": auth(trade_key), "parts": 3}, None),  # a body in parts
+        ({"headers": [*auth(trade_key), (b"x-correlation-id", b"a"), (b"x-correlation-id", b"b")]}, None),
         ({"headers": [(b"authorization", b"Api-Key nope.nope")]}, 401),
         ({"headers": [(b"authorization", b"Bearer x")]}, 401),
     ]
@@ -234,3 +234,23 @@ async def test_lane_orders_are_counted_in_the_request_metrics(lane, trade_key):
     await post(fast, {**ORDER, "client_order_id": "counted"}, headers=auth(trade_key))
     assert django_app.calls == calls
     assert REGISTRY.get_sample_value(name, labels) == before + 1
+
+
+async def test_a_body_in_parts_is_placed_by_the_lane(lane, trade_key):
+    fast, django_app = lane
+    await _warm(lane, trade_key)
+    calls = django_app.calls
+    status, _, body = await post(fast, {**ORDER, "client_order_id": "parts"}, headers=auth(trade_key), parts=3)
+    assert django_app.calls == calls
+    assert status == 201 and body["client_order_id"] == "parts"
+
+
+async def test_a_revoked_key_places_nothing_through_the_lane(lane, trade_key):
+    fast, django_app = lane
+    await _warm(lane, trade_key)
+    key = await sync_to_async(ScopedAPIKey.objects.get)(prefix=trade_key.split(".")[0])
+    key.revoked = True  # as the admin revokes it
+    await sync_to_async(key.save)()
+    status, _, body = await post(fast, {**ORDER, "client_order_id": "revoked"}, headers=auth(trade_key))
+    assert status == 401 and body["error"]["code"] == "not_authenticated"
+    assert not await sync_to_async(Order.objects.filter(client_order_id="revoked").exists)()
