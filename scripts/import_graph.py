@@ -60,6 +60,9 @@ DOOR_MODULES = (
     "ibkrgw.console",
     "ibkrgw.asgi",
     "ibkrgw.ws_auth",
+    # The REST door's lanes before Django: they answer requests exactly as the REST views would.
+    "ibkrgw.fastlane",
+    "ibkrgw.orderlane",
 )
 
 
