@@ -143,17 +143,22 @@ class OrderLane(Lane):
 
         try:
             data = limits.loads(body)
+            if not isinstance(data, dict):
+                return None
+            serializer = OrderCreateInput(data=data)
+            if not serializer.is_valid():
+                return None
+            request = serializer.to_request()
+            actor = actor_for(AnonymousUser(), key, Source.REST)
+            key_header = headers.get(b"idempotency-key", b"").decode("latin-1") or None
         except GatewayError:
+            return None  # the full stack refuses it in the error shape, and audits the refusal
+        except Exception:
+            # Nothing has been done yet: a bug here must not cost the caller an answer.
+            logger.exception("order lane failed before placing; answering through the full stack")
             return None
-        if not isinstance(data, dict):
-            return None
-        serializer = OrderCreateInput(data=data)
-        if not serializer.is_valid():
-            return None
-        actor = actor_for(AnonymousUser(), key, Source.REST)
-        key_header = headers.get(b"idempotency-key", b"").decode("latin-1") or None
         try:
-            result = services.order_submit(request=serializer.to_request(), actor=actor, idempotency_key=key_header)
+            result = services.order_submit(request=request, actor=actor, idempotency_key=key_header)
         except GatewayError as exc:
             if 400 <= exc.http_status < 500 and not getattr(exc, "audited", False):
                 _audit_refusal(exc, actor, data)

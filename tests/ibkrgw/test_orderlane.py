@@ -254,3 +254,20 @@ async def test_a_revoked_key_places_nothing_through_the_lane(lane, trade_key):
     status, _, body = await post(fast, {**ORDER, "client_order_id": "revoked"}, headers=auth(trade_key))
     assert status == 401 and body["error"]["code"] == "not_authenticated"
     assert not await sync_to_async(Order.objects.filter(client_order_id="revoked").exists)()
+
+
+async def test_a_fault_before_the_order_is_placed_hands_it_to_the_full_stack(lane, trade_key, monkeypatch):
+    from orders.api import OrderCreateInput
+
+    fast, django_app = lane
+    await _warm(lane, trade_key)
+
+    def broken(self):
+        raise RuntimeError("a bug in the lane's own steps")
+
+    monkeypatch.setattr(OrderCreateInput, "to_request", broken)
+    calls = django_app.calls
+    status, _, body = await post(fast, {**ORDER, "client_order_id": "fault"}, headers=auth(trade_key))
+    assert django_app.calls == calls + 1  # the full stack answered (with the same bug: a 500 in the error shape)
+    assert status == 500 and body["error"]["code"] == "internal_error"
+    assert not await sync_to_async(Order.objects.filter(client_order_id="fault").exists)()
