@@ -7,7 +7,6 @@ with the IB runtime connected to the simulated gateway over TCP.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -15,6 +14,7 @@ from asgiref.sync import sync_to_async
 from ibkrgw.fastlane import FastLane
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web.handler import get_pooled_asgi_application
+from tests.asgi import asgi_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,38 +35,7 @@ class CountingApp:
 
 
 async def get(app, path: str, *, query: bytes = b"", headers: list[tuple[bytes, bytes]] = ()) -> tuple:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    sent: list[dict] = []
-    body_given = asyncio.Event()
-
-    async def receive():
-        if not body_given.is_set():
-            body_given.set()
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected until the answer is sent
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    is_json = headers_out.get("content-type", "").startswith("application/json")
-    return start["status"], headers_out, json.loads(body) if body and is_json else body
+    return await asgi_call(app, "GET", path, query=query, headers=headers)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the simulated gateway over TCP and the ledger in the test database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -15,8 +14,9 @@ from asgiref.sync import sync_to_async
 from audit import events
 from audit.models import AuditEntry
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.orderlane import OrderLane
+from ibkrgw.orderlane import ROUTE, OrderLane
 from orders.models import Order
+from tests.asgi import asgi_call
 from tests.ibkrgw.test_fastlane import VOLATILE, CountingApp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,46 +26,8 @@ ORDER = {"symbol": "MSFT", "action": "BUY", "quantity": "2", "order_type": "MKT"
 
 async def post(app, body, *, query: bytes = b"", headers: list[tuple[bytes, bytes]] = (), parts: int = 1) -> tuple:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/orders/",
-        "raw_path": b"/api/v1/orders/",
-        "root_path": "",
-        "query_string": query,
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(raw)).encode()),
-            *headers,
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    size = -(-len(raw) // parts)
-    chunks = [raw[i : i + size] for i in range(0, len(raw), size)] or [b""]
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)
-    ]
-    sent: list[dict] = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.Event().wait()  # the client stays connected until the answer is sent
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = sent[0]
-    out = b"".join(m.get("body", b"") for m in sent[1:])
-    headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    is_json = headers_out.get("content-type", "").startswith("application/json")
-    return start["status"], headers_out, json.loads(out) if is_json else out
+    framing = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    return await asgi_call(app, "POST", ROUTE, query=query, headers=[*framing, *headers], body=raw, parts=parts)
 
 
 @pytest.fixture
