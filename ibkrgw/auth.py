@@ -60,6 +60,15 @@ def api_key_cached(raw: str) -> ScopedAPIKey | None:
     return None if key.has_expired else key
 
 
+def api_key_in_header_cached(authorization: bytes) -> ScopedAPIKey | None:
+    """The recently verified key an `Authorization: Api-Key <key>` header value names, without the
+    database (the lanes before Django); None for any other header or a key not verified lately."""
+    prefix = KEYWORD.encode() + b" "
+    if not authorization.startswith(prefix):
+        return None
+    return api_key_cached(authorization[len(prefix) :].strip().decode("latin-1"))
+
+
 def api_key_from_string(raw: str) -> ScopedAPIKey | None:
     """The usable key matching `raw`, or None (revoked, expired or unknown keys are None)."""
     if not raw or "." not in raw or len(raw) > 200:

@@ -130,6 +130,13 @@ _DRF_CODES: dict[type, ErrorCode] = {
 }
 
 
+def retry_after(exc: GatewayError) -> str | None:
+    """The Retry-After header for a refusal that says when to try again (whole seconds, rounded up)."""
+    if "retry_after_s" not in exc.details:
+        return None
+    return str(int(exc.details["retry_after_s"]) + 1)
+
+
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
     return Response(exc.as_dict(), status=exc.http_status, headers=headers)
 
@@ -137,10 +144,8 @@ def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Render every error as `{"error": {"code", "message", "details"}}`."""
     if isinstance(exc, GatewayError):
-        headers = {}
-        if "retry_after_s" in exc.details:
-            headers["Retry-After"] = str(int(exc.details["retry_after_s"]) + 1)
-        return error_response(exc, headers)
+        wait = retry_after(exc)
+        return error_response(exc, {"Retry-After": wait} if wait else {})
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from ibkrgw.actors import correlation_id_var
-from ibkrgw.errors import GatewayError
+from ibkrgw.errors import GatewayError, retry_after
 from ibkrgw.middleware import _SAFE_ID
 from ibkrgw.web.render import render_json
 
@@ -285,7 +285,7 @@ class FastLane(Lane):
 
     # -- one request -------------------------------------------------------------------------
     async def _serve(self, scope, send, route: str) -> bool:
-        from ibkrgw.auth import KEYWORD, ReadRateThrottle, api_key_cached
+        from ibkrgw.auth import ReadRateThrottle, api_key_in_header_cached
 
         headers = dict(scope["headers"])
         if headers.get(b"accept") not in _JSON_ACCEPT or not self._host_ok(headers.get(b"host")):
@@ -293,10 +293,7 @@ class FastLane(Lane):
         authorization = headers.get(b"authorization")
         key = None
         if authorization is not None:
-            prefix = KEYWORD.encode() + b" "
-            if not authorization.startswith(prefix):
-                return False
-            key = api_key_cached(authorization[len(prefix) :].strip().decode("latin-1"))
+            key = api_key_in_header_cached(authorization)
             if key is None:
                 return False
         elif b"cookie" in headers:
@@ -322,8 +319,9 @@ class FastLane(Lane):
                 status, data = 200, await make()
             except GatewayError as exc:
                 status, data = exc.http_status, exc.as_dict()
-                if "retry_after_s" in exc.details:
-                    extra.append((b"retry-after", str(int(exc.details["retry_after_s"]) + 1).encode()))
+                wait = retry_after(exc)
+                if wait:
+                    extra.append((b"retry-after", wait.encode()))
                 log = request_logger.error if status >= 500 else request_logger.warning
                 log("%s: %s", HTTPStatus(status).phrase, scope["path"], extra={"status_code": status})
         finally:

@@ -34,7 +34,7 @@ from django.db import close_old_connections
 
 from ibkrgw import limits
 from ibkrgw.actors import correlation_id_var
-from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.errors import ErrorCode, GatewayError, retry_after
 from ibkrgw.fastlane import _JSON_ACCEPT, Lane
 from ibkrgw.web.render import render_json
 
@@ -101,7 +101,7 @@ class OrderLane(Lane):
 
     def _key(self, scope) -> Any:
         """The API key placing this order, when the lane can answer it; else None."""
-        from ibkrgw.auth import KEYWORD, api_key_cached
+        from ibkrgw.auth import api_key_in_header_cached
         from ibkrgw.models import Scope
 
         if scope["path"] != ROUTE or scope.get("root_path") or scope.get("query_string"):
@@ -117,11 +117,7 @@ class OrderLane(Lane):
             return None
         if not self._host_ok(headers.get(b"host")):
             return None
-        prefix = KEYWORD.encode() + b" "
-        authorization = headers.get(b"authorization", b"")
-        if not authorization.startswith(prefix):
-            return None
-        key = api_key_cached(authorization[len(prefix) :].strip().decode("latin-1"))
+        key = api_key_in_header_cached(headers.get(b"authorization", b""))
         return key if key is not None and key.allows(Scope.TRADE) else None
 
     def _place(self, key, headers: dict[bytes, bytes], body: bytes) -> Answer | None:
@@ -161,27 +157,21 @@ class OrderLane(Lane):
             result = services.order_submit(request=request, actor=actor, idempotency_key=key_header)
         except GatewayError as exc:
             if 400 <= exc.http_status < 500 and not getattr(exc, "audited", False):
-                _audit_refusal(exc, actor, data)
-            extra = []
-            if "retry_after_s" in exc.details:
-                extra.append((b"retry-after", str(int(exc.details["retry_after_s"]) + 1).encode()))
-            return exc.http_status, exc.as_dict(), extra
+                services.refusal_record(
+                    code=str(exc.code),
+                    message=exc.message,
+                    details=exc.details,
+                    actor=actor,
+                    action="create",
+                    body=data,
+                )
+            wait = retry_after(exc)
+            return exc.http_status, exc.as_dict(), [(b"retry-after", wait.encode())] if wait else []
         except Exception:
             logger.exception("unhandled error in %s", "OrderViewSet")
             internal = {"error": {"code": str(ErrorCode.INTERNAL_ERROR), "message": "Internal error.", "details": {}}}
             return 500, internal, []
         return (200 if result.replayed else 201), order_output(result.order), []
-
-
-def _audit_refusal(exc: GatewayError, actor, body: Any) -> None:
-    from orders import services
-
-    try:
-        services.refusal_record(
-            code=str(exc.code), message=exc.message, details=exc.details, actor=actor, action="create", body=body
-        )
-    except Exception:  # auditing a refusal must never turn it into a 500
-        logger.exception("could not audit a refused order request")
 
 
 def _prepend(messages: list[dict], receive):

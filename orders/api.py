@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 
 from django.http import QueryDict
@@ -39,8 +38,6 @@ from orders.payloads import (
     trading_switch_payload,
 )
 from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
-
-logger = logging.getLogger(__name__)
 
 
 class OrderCreateInput(FieldsOncePerThread, StrictBodyMixin, serializers.Serializer):
@@ -143,17 +140,14 @@ class RefusalsAudited:
                 body = self.request.data
             except Exception:  # the body itself was the problem
                 body = None
-            try:
-                services.refusal_record(
-                    code=str(error.get("code", "invalid_request")),
-                    message=str(error.get("message", "")),
-                    details=error.get("details"),
-                    actor=request_actor(self.request),
-                    action=action,
-                    body=body,
-                )
-            except Exception:  # auditing a refusal must never turn it into a 500
-                logger.exception("could not audit a refused order request")
+            services.refusal_record(
+                code=str(error.get("code", "invalid_request")),
+                message=str(error.get("message", "")),
+                details=error.get("details"),
+                actor=request_actor(self.request),
+                action=action,
+                body=body,
+            )
         return response
 
 

@@ -9,6 +9,7 @@ cut to MAX_EXCERPT characters). Refusals over the bound are counted and written 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from audit.services import audit_record
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 
+logger = logging.getLogger(__name__)
 REFUSALS_PER_ACTOR_PER_MINUTE = 30
 REFUSALS_PER_MINUTE = 300
 MAX_EXCERPT = 1000
@@ -58,7 +60,17 @@ def _excerpt(body: Any) -> str:
 
 
 def refusal_record(*, code: str, message: str, details: Any, actor: Actor, action: str, body: Any) -> None:
-    """Audit one refused order request (place, modify, cancel, preview of a place, halt)."""
+    """Audit one refused order request (place, modify, cancel, preview of a place, halt).
+
+    Never raises: the door calling it is answering the refusal, which a failure to audit it must not
+    turn into a 500 (the failure is logged)."""
+    try:
+        _refusal_write(code=code, message=message, details=details, actor=actor, action=action, body=body)
+    except Exception:
+        logger.exception("could not audit a refused order request")
+
+
+def _refusal_write(*, code: str, message: str, details: Any, actor: Actor, action: str, body: Any) -> None:
     metrics.GATE_BLOCKS.labels(code=code).inc()
     allowed, flush = _admit(f"{actor.kind}:{actor.label}")
     if not allowed and not flush:

@@ -7,6 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from audit.models import AuditEntry
 from ibkrgw.actors import Actor, ActorKind, Source
@@ -143,3 +144,13 @@ def test_the_window_ends_exactly_a_minute_after_it_started(monkeypatch):
     refuse()
     assert len(recorded()) == 2
     assert recorded("request.refusals_suppressed")[0].data["suppressed_by_actor"] == {"api_key:bot": 1}
+
+
+def test_a_refusal_that_cannot_be_written_is_logged_and_the_refusal_still_answered(caplog):
+    # A transaction already broken by an earlier error: the audit write fails inside it.
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic(savepoint=False):
+            raise IntegrityError("an earlier write failed")
+        refuse()  # the door answering the refusal gets no exception
+    assert "could not audit a refused order request" in caplog.text
+    assert recorded() == []

@@ -27,12 +27,13 @@ def test_drop_all_connections(gw, connect, allow_ib_errors):
 
 
 def test_refuse_connections(gw, connect, allow_ib_errors):
-    gw.faults.refuse_connections(0.5)
+    # Long enough that even a loaded machine's first connect falls inside it; the loop below waits it out.
+    gw.faults.refuse_connections(2.0)
     ib = IB()
     with pytest.raises(ConnectionRefusedError):
         ib.connect("127.0.0.1", gw.port, clientId=1, timeout=2)
     ib.disconnect()
-    for _ in range(100):  # retry until the listener is back
+    for _ in range(200):  # retry until the listener is back
         try:
             ib = connect(gw, client_id=1)
             break
