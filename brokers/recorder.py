@@ -2,9 +2,9 @@
 
 The IB worker puts frozen dataclasses on `Recorder.queue`; this thread hands each one to the
 service registered for its type, in arrival order (so an execution is always recorded before
-its commission). Events that arrive together are written in one transaction (each in its own
-savepoint), so a burst of statuses and fills costs one commit and takes the write lock once; a lone
-event is written the same way, its rows sealed together as it commits.
+its commission). Events that arrive together are written in one transaction, so a burst of statuses
+and fills costs one commit and takes the write lock once; a lone event is written the same way, its
+rows sealed together as it commits.
 A failing write is retried on its own, then logged loudly; it never stops the thread.
 """
 
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 
 from audit.services import ledger_transaction
 
@@ -85,22 +85,20 @@ class Recorder:
         self._write_together(run)
 
     def _write_together(self, items: list[Any]) -> None:
+        """The burst in one transaction, its rows sealed together before it commits. Events almost
+        never fail, so none gets a savepoint of its own (two statements each): should one fail, the
+        whole burst is rolled back and each event is written on its own, as a lone event is."""
         if not items:
             return
         close_old_connections()
-        failed: list[Any] = []
         try:
-            with ledger_transaction():  # the burst's rows are sealed together before it commits
+            with ledger_transaction():
                 for item in items:
-                    try:
-                        with transaction.atomic():
-                            self.handlers[type(item)](item)
-                    except Exception:
-                        failed.append(item)
+                    self.handlers[type(item)](item)
+            return
         except Exception:
             logger.warning("batched write failed; writing %d events one by one", len(items), exc_info=True)
-            failed = items
-        for item in failed:
+        for item in items:
             self._handle(item)
 
     def _handle(self, item: Any) -> None:

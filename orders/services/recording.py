@@ -158,7 +158,7 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
     order = _order_for_ref(report.order_ref)
     if order is None:
         return None
-    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+    with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
         ledger_write_lock()  # the latest event read below stays the latest until this commits
         latest = order_latest_event(order)
         if latest is not None and latest.status == S.SIMULATED:
@@ -207,7 +207,7 @@ def order_withdrawn_record(*, withdrawn: BrokerOrderWithdrawn) -> OrderEvent | N
     order = _order_for_ref(withdrawn.order_ref)
     if order is None:
         return None
-    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+    with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
         ledger_write_lock()
         latest = order_latest_event(order)
         if latest is None or latest.status not in (S.PENDING_SUBMIT, S.SUBMITTED, S.CANCEL_PENDING):
@@ -229,7 +229,7 @@ def order_withdrawn_record(*, withdrawn: BrokerOrderWithdrawn) -> OrderEvent | N
 
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
-    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+    with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
         if fill_by_exec_id(execution.exec_id) is not None:
             return None
         order = _order_for_ref(execution.order_ref)
@@ -272,7 +272,7 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
 
 
 def commission_record(*, commission: BrokerCommission) -> Commission | None:
-    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+    with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
         fill = fill_by_exec_id(commission.exec_id)
         if fill is None or commission_recorded(commission.exec_id):
             return None
@@ -401,7 +401,7 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
 
 def order_sent_record(*, sent: OrderSent) -> None:
     """Append `submitted` with the broker's order id (unless a broker status already moved the order on)."""
-    with transaction.atomic(savepoint=False):  # in a burst, the recorder's savepoint is this event's
+    with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
         ledger_write_lock()  # the latest event read below stays the latest until this commits
         # The sender hands over the committed row it sent; read it only when it did not.
         order = sent.order if sent.order is not None else order_row(sent.order_id)
