@@ -16,4 +16,6 @@ scripts/typecheck.sh
 .venv/bin/python manage.py makemigrations --check --dry-run
 .venv/bin/python manage.py check --fail-level WARNING
 .venv/bin/python manage.py spectacular --validate --fail-on-warn --file /dev/null
-.venv/bin/python -m pytest "$@"
+# Two worker processes by default (each test has its own database, ports and simulator); TEST_WORKERS=0 runs
+# the suite in this process, as does `-n 0` among the arguments.
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@"
