@@ -1,11 +1,15 @@
 """Database triggers that make the ledger tables append-only even for raw SQL.
 
 Every table in `APPEND_ONLY_TABLES` gets triggers `<table>_no_update` and `<table>_no_delete`
-(and on PostgreSQL `<table>_no_truncate`) that abort the statement with the message
-`append-only: <table>`:
+(and on PostgreSQL `<table>_no_truncate`, on SQLite `<table>_no_replace`) that abort the statement
+with the message `append-only: <table>`:
 
 - SQLite: `BEFORE UPDATE/DELETE ... BEGIN SELECT RAISE(ABORT, ...); END`. (SQLite has no
   TRUNCATE; `DROP TABLE` fires no triggers, so migrations can still remove a table.)
+  `INSERT OR REPLACE` deletes the row it conflicts with without firing delete triggers (unless a
+  connection turns on `recursive_triggers`), so `<table>_no_replace` refuses, `BEFORE INSERT`, a row
+  whose primary key or any unique key is already taken. A plain duplicate insert is refused by the
+  same trigger instead of the constraint: an IntegrityError either way.
 - PostgreSQL: `BEFORE UPDATE/DELETE` row triggers and a `BEFORE TRUNCATE` statement trigger,
   all calling the shared plpgsql function `ledger_append_only()`.
 
@@ -52,7 +56,7 @@ APPEND_ONLY_TABLES: tuple[str, ...] = (
 )
 # operation -> trigger level, per vendor
 _OPERATIONS: dict[str, dict[str, str]] = {
-    "sqlite": {"update": "ROW", "delete": "ROW"},
+    "sqlite": {"update": "ROW", "delete": "ROW", "replace": "ROW"},
     "postgresql": {"update": "ROW", "delete": "ROW", "truncate": "STATEMENT"},
 }
 PG_FUNCTION = "ledger_append_only"
@@ -92,11 +96,18 @@ def create_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None
     operations = _operations(vendor)
     quote = schema_editor.quote_name
     if vendor == "sqlite":
+        refuse = f"BEGIN SELECT RAISE(ABORT, 'append-only: {table}'); END"
         for op in operations:
-            schema_editor.execute(
-                f"CREATE TRIGGER IF NOT EXISTS {quote(table + '_no_' + op)} BEFORE {op.upper()} ON {quote(table)} "
-                f"BEGIN SELECT RAISE(ABORT, 'append-only: {table}'); END"
-            )
+            name = quote(f"{table}_no_{op}")
+            if op == "replace":
+                # Re-made each time: its condition names the table's keys as they are now.
+                schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+                taken = _sqlite_key_taken(schema_editor, table)
+                schema_editor.execute(f"CREATE TRIGGER {name} BEFORE INSERT ON {quote(table)} WHEN {taken} {refuse}")
+            else:
+                schema_editor.execute(
+                    f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {op.upper()} ON {quote(table)} {refuse}"
+                )
     else:
         schema_editor.execute(_PG_FUNCTION_SQL)
         for op, level in operations.items():
@@ -106,6 +117,35 @@ def create_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None
                 f"CREATE TRIGGER {name} BEFORE {op.upper()} ON {quote(table)} "
                 f"FOR EACH {level} EXECUTE FUNCTION {PG_FUNCTION}()"
             )
+
+
+def _sqlite_key_taken(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
+    """A condition on NEW: the row's primary key or one of its unique keys is already in `table`."""
+    quote = schema_editor.quote_name
+    checks = []
+    for key in _sqlite_unique_keys(schema_editor, table):
+        same = " AND ".join(f"{quote(column)} = NEW.{quote(column)}" for column in key)
+        # Names only: the table is a known ledger table, the columns come from SQLite's catalogue.
+        checks.append(f"EXISTS (SELECT 1 FROM {quote(table)} WHERE {same})")  # noqa: S608
+    return " OR ".join(checks)
+
+
+def _sqlite_unique_keys(schema_editor: BaseDatabaseSchemaEditor, table: str) -> list[list[str]]:
+    """The columns of `table`'s primary key and of each of its unique constraints (SQLite's catalogue).
+    Partial unique indexes are left out: their condition would have to be repeated."""
+    quote = schema_editor.quote_name
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(f"PRAGMA table_info({quote(table)})")  # cid, name, type, notnull, default, pk position
+        primary = [row[1] for row in sorted((row for row in cursor.fetchall() if row[5]), key=lambda row: row[5])]
+        keys = [primary] if primary else []
+        cursor.execute(f"PRAGMA index_list({quote(table)})")  # seq, name, unique, origin, partial
+        for _seq, index, unique, _origin, partial in cursor.fetchall():
+            if unique and not partial:
+                cursor.execute(f"PRAGMA index_info({quote(index)})")  # seqno, cid, column name
+                columns = [row[2] for row in cursor.fetchall()]
+                if columns not in keys:
+                    keys.append(columns)
+    return keys
 
 
 def drop_triggers(schema_editor: BaseDatabaseSchemaEditor, table: str) -> None:

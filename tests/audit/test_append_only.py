@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, connection, models, transaction
 
-from audit.models import AuditEntry
+from audit.models import AuditEntry, LedgerSeal
 from ibkrgw.errors import AppendOnlyViolation
 from orders.models import Commission, Fill, Order, OrderEvent, TradingSwitchEvent
 from tests.factories import (
@@ -131,3 +131,53 @@ def test_truncate_is_refused_on_postgresql(model):
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # run the pending FK checks of this test's inserts now
         cursor.execute(f"TRUNCATE {model._meta.db_table} CASCADE")
     assert model.objects.exists()
+
+
+def _replace(table: str, values: dict) -> None:
+    columns = ", ".join(connection.ops.quote_name(column) for column in values)
+    marks = ", ".join(["%s"] * len(values))
+    # Its own savepoint, so the test's transaction stays usable after the refusal.
+    refused = pytest.raises(DatabaseError, match=f"append-only: {table}")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
+
+
+def _stored(table: str, pk_column: str, pk_value) -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {table} WHERE {pk_column} = %s", [pk_value])
+        names = [column[0] for column in cursor.description]
+        return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def _seal_of_a_new_entry() -> int:
+    audit_entry()
+    return LedgerSeal.objects.order_by("-seq").values_list("seq", flat=True)[0]
+
+
+@pytest.mark.parametrize("model", [*LEDGER, LedgerSeal], ids=lambda m: m.__name__)
+def test_insert_or_replace_over_a_row_is_refused_on_sqlite(model):
+    # SQLite's REPLACE deletes the row it conflicts with without firing delete triggers.
+    if connection.vendor != "sqlite":
+        pytest.skip("INSERT OR REPLACE is SQLite's")
+    row = _row(model) if model in LEDGER else LedgerSeal.objects.filter(seq=_seal_of_a_new_entry()).get()
+    table, pk = model._meta.db_table, model._meta.pk
+    before = _stored(table, pk.column, pk.get_db_prep_value(row.pk, connection))
+    changed = next(name for name, value in before.items() if isinstance(value, str) and name != pk.column)
+    _replace(table, {**before, changed: "rewritten"})
+    assert _stored(table, pk.column, pk.get_db_prep_value(row.pk, connection)) == before
+
+
+def test_insert_or_replace_over_a_unique_key_is_refused_on_sqlite():
+    # A new primary key but a key another row holds: REPLACE would delete that row.
+    if connection.vendor != "sqlite":
+        pytest.skip("INSERT OR REPLACE is SQLite's")
+    fill = FillFactory()
+    order = OrderFactory()
+    counts = (Fill.objects.count(), Order.objects.count())
+    row = _stored("orders_fill", "id", fill.pk)
+    _replace("orders_fill", {**row, "id": fill.pk + 1000, "price": "1"})
+    row = _stored("orders_order", "id", order.pk.hex)
+    _replace("orders_order", {**row, "id": "f" * 32, "quantity": "500"})
+    assert Fill.objects.get(pk=fill.pk).price == fill.price
+    assert Order.objects.get(pk=order.pk).quantity == order.quantity
+    assert (Fill.objects.count(), Order.objects.count()) == counts

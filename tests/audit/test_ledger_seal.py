@@ -71,19 +71,28 @@ def restore_triggers(*tables: str) -> None:
 
 
 def rewrite_around_triggers(table: str, pk, column: str, value) -> None:
-    """Change one column of a row without touching the triggers (they stay in place and enabled)."""
+    """Change one column of a row, leaving the update and delete triggers in place and enabled.
+
+    SQLite: INSERT OR REPLACE, with the trigger that refuses it dropped for that statement only and
+    made again (someone who can write the database file can do that; the triggers look untouched)."""
     if connection.vendor == "sqlite":
         (row,) = raw(f"SELECT * FROM {table} WHERE id = %s", [pk])
         columns = [c.name for c in connection.introspection.get_table_description(connection.cursor(), table)]
         values = [value if name == column else old for name, old in zip(columns, row, strict=True)]
-        marks = ", ".join(["%s"] * len(columns))
-        raw(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
+        drop_trigger(table, "replace")
+        replace_row(table, columns, values)
+        restore_triggers(table)
     else:
         raw("SET session_replication_role = replica")
         try:
             raw(f"UPDATE {table} SET {column} = %s WHERE id = %s", [value, pk])
         finally:
             raw("SET session_replication_role = origin")
+
+
+def replace_row(table: str, columns: list[str], values: list) -> None:
+    marks = ", ".join(["%s"] * len(columns))
+    raw(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
 
 
 def append_plain_seal(model, pk, *, key: bytes | None = None, mac: str | None = None) -> int:
