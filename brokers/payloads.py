@@ -77,6 +77,17 @@ class HaltStateOutput(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
+class LedgerGuardOutput(serializers.Serializer):
+    guarded = serializers.BooleanField(
+        help_text="Every append-only trigger of the ledger is in place: raw SQL cannot change or remove a row."
+    )
+    missing_triggers = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="<table>.<trigger> of each trigger dropped or disabled since the last migrate (audit_verify "
+        "then tells whether anything was changed through the gap).",
+    )
+
+
 class HealthOutput(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     gateway = GatewayStateOutput()
@@ -87,6 +98,7 @@ class HealthOutput(serializers.Serializer):
     halt = HaltStateOutput(allow_null=True, required=False, help_text="while halted: the global cancel's progress")
     reconciliation = serializers.ChoiceField(choices=["pending", "done"])
     database = DatabaseStateOutput()
+    ledger = LedgerGuardOutput(allow_null=True, required=False, help_text="null: the database could not be asked")
 
 
 class AccountValueOutput(serializers.Serializer):

@@ -8,6 +8,7 @@ its health sections and the way ticks are published to other processes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from brokers import events
@@ -20,6 +21,7 @@ from brokers.adapter import (
     Quote,
 )
 
+logger = logging.getLogger(__name__)
 HALT_SWEEP_EVERY_S = 1.0
 APPROVAL_EXPIRY_EVERY_S = 5.0
 
@@ -44,6 +46,7 @@ def connect() -> None:
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
 
     events.add_health_section(_trading_health)
+    events.add_health_section(_ledger_health)
     # Health's probe is shared for a second; a halt or resume made in this process shows at once.
     from django.db.models.signals import post_save
 
@@ -55,6 +58,26 @@ def connect() -> None:
         return quote_group_name(quote.con_id), dict(quote_message(quote, stale=False))
 
     events.set_quote_publication(publication)
+
+
+_missing_reported: list[frozenset[str]] = [frozenset()]
+
+
+def _ledger_health() -> dict[str, Any]:
+    """Whether the ledger's append-only triggers are all still there (someone with the database can drop one)."""
+    from django.db import connection
+
+    from audit.triggers import missing_triggers
+
+    try:
+        missing = missing_triggers(connection)
+    except Exception:  # database down: health says so in its own section
+        return {"ledger": None}
+    if frozenset(missing) != _missing_reported[0]:
+        _missing_reported[0] = frozenset(missing)
+        if missing:
+            logger.error("ledger triggers missing or disabled: %s (run manage.py audit_verify)", ", ".join(missing))
+    return {"ledger": {"guarded": not missing, "missing_triggers": missing}}
 
 
 def _trading_health() -> dict[str, Any]:

@@ -41,3 +41,25 @@ def test_every_ledger_table_is_covered_when_all_triggers_are_dropped(ledger_trig
 def test_the_check_only_looks_at_databases_it_is_given(ledger_triggers_dropped):
     # A plain `manage.py check` must stay fast and offline.
     assert check_ledger_triggers(databases=None) == []
+
+
+@pytest.fixture
+def fresh_health():
+    from brokers.selectors import health_probe_forget
+
+    health_probe_forget()
+    yield
+    health_probe_forget()
+
+
+def test_health_says_whether_the_ledger_is_still_guarded(client, fresh_health, caplog):
+    from brokers.selectors import health_probe_forget
+
+    assert client.get("/api/v1/health/").json()["ledger"] == {"guarded": True, "missing_triggers": []}
+    with connection.cursor() as cursor:  # as someone with the database would
+        on_table = " ON orders_order" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"DROP TRIGGER orders_order_no_update{on_table}")
+    health_probe_forget()  # health's probe is shared for a second: ask again now
+    ledger = client.get("/api/v1/health/").json()["ledger"]
+    assert ledger == {"guarded": False, "missing_triggers": ["orders_order.orders_order_no_update"]}
+    assert "ledger triggers missing or disabled: orders_order.orders_order_no_update" in caplog.text
