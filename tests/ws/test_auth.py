@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -83,6 +84,18 @@ def _with_session(path: str, client: Client):
     return communicator(path, headers=[(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
 
 
+def _checked_at_every_message(monkeypatch) -> None:
+    """Credentials read from the database at each message. The re-check of a silent client (its own test
+    below) is kept out of the way: with no pause between its checks it could end the stream before the
+    message these tests send, and they are about that message."""
+
+    async def never(self) -> None:
+        await asyncio.Event().wait()  # cancelled when the stream closes, like the real watch
+
+    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.0)
+    monkeypatch.setattr(ws_module.StreamConsumer, "_watch_credential", never)
+
+
 def _count_rechecks(monkeypatch) -> list[bool]:
     """Re-check credentials every 50 ms instead of every 30 s; the list records each answer."""
     monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.05)
@@ -154,7 +167,7 @@ async def test_a_session_that_ends_while_its_browser_only_listens_ends_the_strea
 
 @pytest.mark.parametrize("end_session", SESSION_ENDINGS, ids=lambda f: f.__name__.strip("_"))
 async def test_a_session_that_ended_is_refused_at_its_next_message(end_session, transactional_db, monkeypatch):
-    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.0)
+    _checked_at_every_message(monkeypatch)
     client = await sync_to_async(_signed_in)()
     ws = _with_session("/ws/quotes/", client)
     assert (await ws.connect(timeout=TIMEOUT))[0]
@@ -186,7 +199,7 @@ async def test_another_users_session_ending_does_not_end_a_stream(transactional_
 
 async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_key, monkeypatch):
     # Auth is re-checked on each message; revocation is read from the database (here: every time).
-    monkeypatch.setattr(ws_module, "AUTH_RECHECK_S", 0.0)
+    _checked_at_every_message(monkeypatch)
     ws = await connected("/ws/quotes/", ws_key)
     await ws.send_json_to({"action": "ping"})
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
