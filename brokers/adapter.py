@@ -188,6 +188,8 @@ class BrokerOrderStatus:
     average_fill_price: Decimal | None
     reason: str = ""
     error_code: int | None = None
+    # IB's error stopped the order before the broker ever reported it working: it refused a new order.
+    refused: bool = False
     at: datetime | None = None
     # The terms the broker holds (reconciliation snapshots only; None in live reports).
     quantity: Decimal | None = None

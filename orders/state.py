@@ -35,15 +35,24 @@ def can_transition(current: str, new: str) -> bool:
 IB_ORDER_REJECTED = 201
 
 
-def from_ib(status: str, *, filled: Decimal, remaining: Decimal | None, error_code: int | None = None) -> str | None:
+def from_ib(
+    status: str,
+    *,
+    filled: Decimal,
+    remaining: Decimal | None,
+    error_code: int | None = None,
+    refused: bool = False,
+) -> str | None:
     """Our status for an IB order status, or None when it says nothing new (e.g. ApiPending).
 
     `error_code`: IB's error that stopped the order, if any. An order IB stopped with "Order rejected"
     is `rejected` (final), whichever came first: the error (ib_async then marks it Cancelled) or IB's
-    Inactive. Inactive without it may come back (an order held, say), so it stays `inactive`."""
+    Inactive. So is one that `refused`: stopped by IB's error before the broker ever reported it working
+    (203 "not available for this account", 103 "duplicate order id", ...). Inactive without either may
+    come back (an order held, say), so it stays `inactive`."""
     if status == "Filled" or (remaining == 0 and filled > 0):
         return S.FILLED
-    if error_code == IB_ORDER_REJECTED and status in ("Inactive", "Cancelled", "ApiCancelled"):
+    if (error_code == IB_ORDER_REJECTED or refused) and status in ("Inactive", "Cancelled", "ApiCancelled"):
         return S.REJECTED
     if status in ("Cancelled", "ApiCancelled"):
         return S.CANCELLED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from ib_async.wrapper import RequestError
@@ -57,6 +58,13 @@ def is_order_warning(code: int, *, new_order: bool) -> bool:
     return code in ORDER_WARNINGS or 2100 <= code < 2200
 
 
+@dataclass(frozen=True, slots=True)
+class OrderError:
+    code: int
+    text: str
+    refused: bool  # it stopped a new order the broker had never reported working
+
+
 class OrderErrors:
     """IB's latest error on each order of one client, by order id: why the broker stopped the order (rejected
     it, cancelled it, left it inactive), whether the error came before the status or after it.
@@ -67,7 +75,7 @@ class OrderErrors:
 
     def __init__(self, max_orders: int = ORDER_ERRORS_MAX) -> None:
         self.max_orders = max_orders
-        self._errors: OrderedDict[int, tuple[int, str]] = OrderedDict()
+        self._errors: OrderedDict[int, OrderError] = OrderedDict()
         self._own_cancels: OrderedDict[int, None] = OrderedDict()
 
     def note(self, order_id: int, code: int, text: str, *, new_order: bool) -> bool:
@@ -77,7 +85,8 @@ class OrderErrors:
             return False
         if code == ORDER_CANCELLED and order_id in self._own_cancels:
             return False
-        self._keep(self._errors, order_id, (code, text))
+        # IB's own "cancelled" (202) stays a cancel; any other error stopping a new order refused it.
+        self._keep(self._errors, order_id, OrderError(code, text, refused=new_order and code != ORDER_CANCELLED))
         return True
 
     def own_cancel(self, order_id: int) -> None:
@@ -89,7 +98,7 @@ class OrderErrors:
         """The broker reports the order working: an error before this stopped nothing."""
         self._errors.pop(order_id, None)
 
-    def of(self, order_id: int) -> tuple[int, str] | None:
+    def of(self, order_id: int) -> OrderError | None:
         return self._errors.get(order_id)
 
     def clear(self) -> None:

@@ -28,6 +28,7 @@ from brokers.adapter import (
     PositionInfo,
     Quote,
 )
+from brokers.ib.errors import OrderError
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.limits import wire_unsafe_reason
 
@@ -224,12 +225,11 @@ def pnl(account: str, p: Any | None) -> PnLInfo:
 
 
 def order_status(
-    trade: Any, *, at: datetime | None = None, terms: bool = False, error: tuple[int, str] | None = None
+    trade: Any, *, at: datetime | None = None, terms: bool = False, error: OrderError | None = None
 ) -> BrokerOrderStatus:
     """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
-    this connection has just changed). `error`: IB's (code, text) that explains the order's stop."""
+    this connection has just changed). `error`: IB's error that explains the order's stop."""
     order, st = trade.order, trade.orderStatus
-    code, reason = error if error is not None else (None, "")
     held = {}
     if terms:
         held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}
@@ -246,8 +246,9 @@ def order_status(
         filled=dec(st.filled) or size(order.filledQuantity) or Decimal(0),
         remaining=dec(st.remaining),
         average_fill_price=price(st.avgFillPrice) or None,
-        reason=reason,
-        error_code=code,
+        reason=error.text if error is not None else "",
+        error_code=error.code if error is not None else None,
+        refused=error.refused if error is not None else False,
         at=at,
     )
 

@@ -152,7 +152,13 @@ def order_status_apply(*, report: BrokerOrderStatus) -> OrderEvent | None:
 
     Runs in a plain transaction so the recorder can group a burst of events into one commit.
     """
-    status = from_ib(report.status, filled=report.filled, remaining=report.remaining, error_code=report.error_code)
+    status = from_ib(
+        report.status,
+        filled=report.filled,
+        remaining=report.remaining,
+        error_code=report.error_code,
+        refused=report.refused,
+    )
     if status is None:
         return None
     order = _order_for_ref(report.order_ref)

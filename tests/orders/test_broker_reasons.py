@@ -76,6 +76,26 @@ def test_a_rejection_ib_reports_before_any_status_keeps_its_text(resting, api_cl
     assert _events(api_client, order_id)[-1] == ("rejected", "201", "Order rejected - reason:Trading is not allowed.")
 
 
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (203, "The security is not available or allowed for this account."),
+        (103, "Duplicate order id"),
+    ],
+)
+def test_another_error_that_stops_a_new_order_is_a_rejection_with_its_code(code, text, resting, api_client, ib_runtime):
+    # IB refuses new orders with other codes than 201 too: the order never worked at the broker.
+    resting.faults.never_answer(3)
+    ref = f"refused-{code}"
+    order_id = api_client.post("/api/v1/orders/", _order(ref), format="json").json()["id"]
+    wait_for(lambda: _body(api_client, order_id)["broker_order_id"] is not None, message="handed to the connection")
+    resting.send_error(code, text, req_id=_body(api_client, order_id)["broker_order_id"], client_id=1)
+
+    wait_for(lambda: _body(api_client, order_id)["status"] == "rejected", message="the refusal recorded")
+    _settled(ib_runtime)
+    assert _events(api_client, order_id)[-1] == ("rejected", str(code), text)
+
+
 def test_ib_s_own_cancel_keeps_its_reason(resting, api_client, ib_runtime):
     # An IOC limit below the market: IB cancels what it could not fill at once, and says why (202).
     order_id = api_client.post("/api/v1/orders/", _order("ioc-1", tif="IOC"), format="json").json()["id"]

@@ -111,3 +111,19 @@ def test_ib_statuses_map_onto_ours(status, filled, remaining, expected):
 )
 def test_ib_s_rejection_makes_a_stopped_order_rejected(status, error_code, expected):
     assert from_ib(status, filled=Z, remaining=Decimal(10), error_code=error_code) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("Cancelled", S.REJECTED),  # ib_async marks a new order Cancelled on IB's error: IB refused it
+        ("Inactive", S.REJECTED),
+        ("ApiCancelled", S.REJECTED),
+        ("Submitted", S.SUBMITTED),  # working after all: the error stopped nothing
+        ("Filled", S.FILLED),
+    ],
+)
+def test_an_error_that_stopped_a_new_order_makes_it_rejected(status, expected):
+    assert from_ib(status, filled=Z, remaining=Decimal(10), error_code=203, refused=True) == expected
+    if expected == S.REJECTED:  # the same stop of an order that had worked is the broker's cancel or hold
+        assert from_ib(status, filled=Z, remaining=Decimal(10), error_code=203) != S.REJECTED
