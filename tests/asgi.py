@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 
-async def asgi_call(
+async def asgi_exchange(
     app,
     method: str,
     path: str,
@@ -16,8 +16,8 @@ async def asgi_call(
     headers: list[tuple[bytes, bytes]] | tuple = (),
     body: bytes = b"",
     parts: int = 1,
-) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, JSON body or raw bytes); the body is sent in `parts` messages."""
+) -> tuple[dict, bytes]:
+    """(the response's start message, its whole body); the request body is sent in `parts` messages."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -48,8 +48,13 @@ async def asgi_call(
         sent.append(message)
 
     await app(scope, receive, send)
-    start = sent[0]
-    out = b"".join(m.get("body", b"") for m in sent[1:])
+    assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body", False)  # a whole answer
+    return sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def asgi_call(app, method: str, path: str, **request: Any) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body or raw bytes) of `asgi_exchange`."""
+    start, out = await asgi_exchange(app, method, path, **request)
     headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
     is_json = headers_out.get("content-type", "").startswith("application/json")
     return start["status"], headers_out, json.loads(out) if out and is_json else out

@@ -22,45 +22,20 @@ from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from ibkrgw.web.handler import get_pooled_asgi_application
 from orders.pipeline import pipeline
+from tests.asgi import asgi_exchange
 from tests.conftest import pipeline_queued, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def call(app, method: str, path: str, *, body: bytes = b"", headers=()) -> tuple[int, dict, bytes]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode()), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    sent: list[dict] = []
-    given = asyncio.Event()
-
-    async def receive():
-        if not given.is_set():
-            given.set()
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected until the answer is sent
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = sent[0]
-    assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body", False)
-    out: dict[str, list[str]] = {}
+    """(status, every header with all its values, body) of one request with its Content-Length."""
+    length = [(b"content-length", str(len(body)).encode())]
+    start, out = await asgi_exchange(app, method, path, body=body, headers=[*length, *headers])
+    values: dict[str, list[str]] = {}
     for name, value in start["headers"]:
-        out.setdefault(name.decode().lower(), []).append(value.decode("latin-1"))
-    return start["status"], out, b"".join(m.get("body", b"") for m in sent[1:])
+        values.setdefault(name.decode().lower(), []).append(value.decode("latin-1"))
+    return start["status"], values, out
 
 
 def key(scope: str) -> list[tuple[bytes, bytes]]:
