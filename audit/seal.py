@@ -347,29 +347,49 @@ def verify_seal_chain(seals: Iterable[Any], keys: Sequence[bytes] | None = None)
     that the upgrade wrote as its first keyed seal, whose hash chains over theirs. The break's
     `event` names the sealed row ("<table> pk=<pk>").
     """
-    keys = seal_keys() if keys is None else keys
-    expected_seq = 1
-    expected_prev = GENESIS_HASH
-    keyed_from = None
-    first_unkeyed: ChainBreak | None = None  # the first seal without a MAC, while no keyed seal came yet
+    walk = SealChainWalk(keys)
     for seal in seals:
+        broken = walk.feed(seal)
+        if broken is not None:
+            return broken
+    return walk.end()
+
+
+class SealChainWalk:
+    """`verify_seal_chain` one seal at a time, so a walk can be spread over many short steps.
+
+    `feed` each seal in seq order from 1: it returns the break that seal makes, if any. `end()` once
+    the last seal was fed returns what only the end can tell (seals without a MAC that no upgrade
+    entry vouched for), or None."""
+
+    def __init__(self, keys: Sequence[bytes] | None = None) -> None:
+        self.keys = seal_keys() if keys is None else keys
+        self.expected_seq = 1
+        self.expected_prev = GENESIS_HASH
+        self.keyed_from: int | None = None
+        self.first_unkeyed: ChainBreak | None = None  # the first seal without a MAC, while no keyed seal came yet
+
+    def feed(self, seal: Any) -> ChainBreak | None:
         where = f"{seal.table} pk={seal.row_pk}"
-        if seal.seq != expected_seq:
-            return ChainBreak(seal.seq, where, f"gap: expected seq {expected_seq}, found {seal.seq}")
-        if seal.prev_hash != expected_prev:
+        if seal.seq != self.expected_seq:
+            return ChainBreak(seal.seq, where, f"gap: expected seq {self.expected_seq}, found {seal.seq}")
+        if seal.prev_hash != self.expected_prev:
             return ChainBreak(seal.seq, where, "prev_hash mismatch: it is not the previous seal's hash")
         if seal_hash(seal) != seal.seal_hash:
             return ChainBreak(seal.seq, where, "hash mismatch: the seal was changed after it was written")
         if seal.mac is None:
-            if keyed_from is not None:
-                return ChainBreak(seal.seq, where, f"{MAC_MISSING} at seal seq {keyed_from}")
-            first_unkeyed = first_unkeyed or ChainBreak(seal.seq, where, MAC_UNVOUCHED)
-        elif not mac_valid(seal.seal_hash, seal.mac, keys):
+            if self.keyed_from is not None:
+                return ChainBreak(seal.seq, where, f"{MAC_MISSING} at seal seq {self.keyed_from}")
+            self.first_unkeyed = self.first_unkeyed or ChainBreak(seal.seq, where, MAC_UNVOUCHED)
+        elif not mac_valid(seal.seal_hash, seal.mac, self.keys):
             return ChainBreak(seal.seq, where, MAC_NOT_OURS)
-        elif keyed_from is None:
-            if first_unkeyed is not None and not _is_upgrade_entry(seal):
-                return first_unkeyed
-            keyed_from = seal.seq
-        expected_seq += 1
-        expected_prev = seal.seal_hash
-    return first_unkeyed if keyed_from is None else None
+        elif self.keyed_from is None:
+            if self.first_unkeyed is not None and not _is_upgrade_entry(seal):
+                return self.first_unkeyed
+            self.keyed_from = seal.seq
+        self.expected_seq += 1
+        self.expected_prev = seal.seal_hash
+        return None
+
+    def end(self) -> ChainBreak | None:
+        return self.first_unkeyed if self.keyed_from is None else None

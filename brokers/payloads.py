@@ -77,6 +77,21 @@ class HaltStateOutput(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
+class LedgerWatchOutput(serializers.Serializer):
+    intact = serializers.BooleanField(
+        help_text="No problem found by the last complete pass nor so far by this one (see problems)."
+    )
+    passes = serializers.IntegerField(help_text="Complete passes over the seals and every ledger row since start.")
+    checked_to_seq = serializers.IntegerField(help_text="The seal seq the current pass has verified up to.")
+    last_pass_at = serializers.DateTimeField(allow_null=True, help_text="When the last pass ended (UTC).")
+    problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the last complete pass and this one found (the first 20), in audit_verify's words: a "
+        "row that differs from its seal and how, a row gone, a row without a seal, a broken seal chain.",
+    )
+    problem_count = serializers.IntegerField(help_text="How many problems in all (counted up to 1000 per pass).")
+
+
 class LedgerGuardOutput(serializers.Serializer):
     guarded = serializers.BooleanField(
         help_text="Every append-only trigger of the ledger is in place: raw SQL cannot change or remove a row."
@@ -85,6 +100,11 @@ class LedgerGuardOutput(serializers.Serializer):
         child=serializers.CharField(),
         help_text="<table>.<trigger> of each trigger dropped or disabled since the last migrate (audit_verify "
         "then tells whether anything was changed through the gap).",
+    )
+    watch = LedgerWatchOutput(
+        allow_null=True,
+        help_text="The seals re-verified a slice at a time (LEDGER_WATCH_ROWS every LEDGER_WATCH_EVERY_S), by "
+        "the process that owns the IB connection; null in other processes or with the watch off.",
     )
 
 

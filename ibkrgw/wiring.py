@@ -27,6 +27,9 @@ APPROVAL_EXPIRY_EVERY_S = 5.0
 
 
 def connect() -> None:
+    from django.conf import settings
+
+    from audit.watch import ledger_watch_step
     from ibkrgw.console.snapshots import account_snapshot_record
     from marketdata.groups import quote_group_name, quote_message
     from orders import services as orders
@@ -44,6 +47,7 @@ def connect() -> None:
     events.add_chore("orders.expire_pending", orders.orders_expire_pending, every_s=APPROVAL_EXPIRY_EVERY_S)
     events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
+    events.add_chore("audit.ledger_watch", ledger_watch_step, every_s=settings.LEDGER_WATCH_EVERY_S)
 
     events.add_health_section(_trading_health)
     events.add_health_section(_ledger_health)
@@ -64,10 +68,12 @@ _missing_reported: list[frozenset[str]] = [frozenset()]
 
 
 def _ledger_health() -> dict[str, Any]:
-    """Whether the ledger's append-only triggers are all still there (someone with the database can drop one)."""
+    """Whether the ledger's append-only triggers are all still there (someone with the database can drop one),
+    and what this process's watch over the seals has found."""
     from django.db import connection
 
     from audit.triggers import missing_triggers
+    from audit.watch import ledger_watch_state
 
     try:
         missing = missing_triggers(connection)
@@ -77,7 +83,23 @@ def _ledger_health() -> dict[str, Any]:
         _missing_reported[0] = frozenset(missing)
         if missing:
             logger.error("ledger triggers missing or disabled: %s (run manage.py audit_verify)", ", ".join(missing))
-    return {"ledger": {"guarded": not missing, "missing_triggers": missing}}
+    watch = ledger_watch_state()
+    return {
+        "ledger": {
+            "guarded": not missing,
+            "missing_triggers": missing,
+            "watch": None
+            if watch is None
+            else {
+                "intact": not watch.problems,
+                "passes": watch.passes,
+                "checked_to_seq": watch.checked_to_seq,
+                "last_pass_at": watch.last_pass_at,
+                "problems": watch.problems,
+                "problem_count": watch.problem_count,
+            },
+        }
+    }
 
 
 def _trading_health() -> dict[str, Any]:

@@ -79,6 +79,13 @@ def _no_read_throttling_unless_asked(settings):
     read_throttle_reset()
     api_key_cache_clear()
     settings.API_READ_RATE = "1000000/min"
+    # The ledger watch of an in-process runtime would re-read whatever a test does to its ledger (rows
+    # rewritten on purpose, tables emptied at teardown) and log it: off, except where tests/audit/test_watch.py
+    # runs it.
+    settings.LEDGER_WATCH_ROWS = 0
+    from audit.watch import ledger_watch_forget
+
+    ledger_watch_forget()
 
 
 @pytest.fixture(autouse=True)

@@ -55,11 +55,12 @@ def fresh_health():
 def test_health_says_whether_the_ledger_is_still_guarded(client, fresh_health, caplog):
     from brokers.selectors import health_probe_forget
 
-    assert client.get("/api/v1/health/").json()["ledger"] == {"guarded": True, "missing_triggers": []}
+    # No watch runs in this process (no IB connection here): `watch` is null.
+    assert client.get("/api/v1/health/").json()["ledger"] == {"guarded": True, "missing_triggers": [], "watch": None}
     with connection.cursor() as cursor:  # as someone with the database would
         on_table = " ON orders_order" if connection.vendor == "postgresql" else ""
         cursor.execute(f"DROP TRIGGER orders_order_no_update{on_table}")
     health_probe_forget()  # health's probe is shared for a second: ask again now
     ledger = client.get("/api/v1/health/").json()["ledger"]
-    assert ledger == {"guarded": False, "missing_triggers": ["orders_order.orders_order_no_update"]}
+    assert ledger == {"guarded": False, "missing_triggers": ["orders_order.orders_order_no_update"], "watch": None}
     assert "ledger triggers missing or disabled: orders_order.orders_order_no_update" in caplog.text

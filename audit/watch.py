@@ -1,0 +1,211 @@
+"""The running gateway's own watch over its ledger: `audit_verify`'s seal checks, a slice at a time.
+
+The triggers refuse raw changes, and health says when one is missing; but someone who can write the
+database can drop a trigger, change a row and put the trigger back, and only a verification of the
+seals finds that. `manage.py audit_verify` reads the whole ledger at once; this reads a bounded slice
+per step (`LEDGER_WATCH_ROWS` seals, and as many rows of one table), run by the process that owns
+the IB connection every `LEDGER_WATCH_EVERY_S` seconds, so trading never waits behind it:
+
+1. the seal chain, walked from seq 1 to the head, then again from 1 (a pass): each seal's hash,
+   link and MAC;
+2. the row each walked seal names, read as stored: a row that differs from its seal (and which
+   columns), or that is gone;
+3. each ledger table's rows, in primary-key order, a slice per step in turn: a row that has no seal
+   (inserted behind the application's back).
+
+What it finds is logged once as an error and shown in `GET health/` (`ledger.watch`), until a whole
+pass no longer finds it. The audit log's own chain is not walked here: every audit entry is itself
+a sealed row, so a changed entry shows as a row that differs from its seal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS, models
+from django.utils import timezone
+
+from audit.models import LedgerSeal
+from audit.seal import SealChainWalk, pk_text, read_contents, sealed_models
+from audit.verify import describe_difference
+
+logger = logging.getLogger(__name__)
+MAX_SHOWN = 20  # problems shown in health
+MAX_KEPT = 1000  # problems remembered per pass and logged per process: a ledger rewritten wholesale stays bounded
+
+
+@dataclass
+class WatchState:
+    passes: int = 0  # complete passes (see the module docstring)
+    checked_to_seq: int = 0  # how far the current pass has walked the seals
+    last_pass_at: datetime | None = None
+    problems: list[str] = field(default_factory=list)  # the first MAX_SHOWN
+    problem_count: int = 0  # all of them (counted up to MAX_KEPT per pass)
+
+
+class LedgerWatch:
+    """The watch's walk and what it found; `step()` is called by one thread, `state()` by any."""
+
+    def __init__(self, *, rows: int | None = None, using: str = DEFAULT_DB_ALIAS) -> None:
+        self._rows = rows  # None: LEDGER_WATCH_ROWS, read at each step
+        self.using = using
+        self._lock = threading.Lock()
+        self._tables = sealed_models()
+        self._found: dict[str, None] = {}  # this pass's problems, in the order found
+        self._previous: dict[str, None] = {}  # the last complete pass's problems
+        self._logged: set[str] = set()
+        self._passes = 0
+        self._last_pass_at: datetime | None = None
+        self._start_pass()
+
+    def _start_pass(self) -> None:
+        self._walk = SealChainWalk()
+        self._cursor = 0  # the last seal seq walked in this pass
+        self._seals_done = False  # the walk reached the head, or stopped at a break
+        self._table_index = 0
+        self._row_cursor: Any = None  # the last primary key checked in the current table
+        self._rows_done = not self._tables
+
+    @property
+    def rows(self) -> int:
+        return settings.LEDGER_WATCH_ROWS if self._rows is None else self._rows
+
+    # -- one step ---------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Check the next slice of seals and of one table's rows; a pass ends when both are through."""
+        if not self._seals_done:
+            self._walk_seals()
+        if not self._rows_done:
+            self._rows_have_seals()
+        if self._seals_done and self._rows_done:
+            with self._lock:
+                self._previous, self._found = self._found, {}
+                self._passes += 1
+                self._last_pass_at = timezone.now()
+            self._start_pass()
+
+    def state(self) -> WatchState:
+        with self._lock:
+            seen = list({**self._previous, **self._found})
+            return WatchState(self._passes, self._cursor, self._last_pass_at, seen[:MAX_SHOWN], len(seen))
+
+    def _walk_seals(self) -> None:
+        seals = list(LedgerSeal.objects.using(self.using).filter(seq__gt=self._cursor).order_by("seq")[: self.rows])
+        walked = []
+        for seal in seals:
+            broken = self._walk.feed(seal)
+            if broken is not None:  # the seals after a break cannot be trusted to chain: next pass
+                self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
+                self._seals_done = True
+                break
+            walked.append(seal)
+            self._cursor = seal.seq
+        self._compare_rows(walked)
+        if len(seals) < self.rows and not self._seals_done:  # at the head
+            self._seals_done = True
+            if (broken := self._walk.end()) is not None:
+                self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
+
+    def _compare_rows(self, seals: list[LedgerSeal]) -> None:
+        """Each seal's row, as stored, against the content it sealed."""
+        by_table: dict[str, list[LedgerSeal]] = {}
+        for seal in seals:
+            by_table.setdefault(seal.table, []).append(seal)
+        models_by_table = {model._meta.db_table: model for model in self._tables}
+        for table, table_seals in by_table.items():
+            model = models_by_table.get(table)
+            if model is None:
+                self._report(f"seal seq {table_seals[0].seq} names table {table!r}, which is not a ledger table")
+                continue
+            keys = []
+            for seal in table_seals:
+                try:
+                    keys.append(model._meta.pk.to_python(seal.row_pk))
+                except ValidationError:
+                    pass  # a forged seal naming a key this table cannot have: its row is gone below
+            contents = read_contents(model, keys, self.using)
+            for seal in table_seals:
+                found = contents.get(seal.row_pk)
+                if found is None:
+                    self._report(
+                        f"{table} pk={seal.row_pk}: row is gone (sealed at seq {seal.seq}): deleted, "
+                        "or an older backup restored"
+                    )
+                elif found != seal.content:
+                    self._report(
+                        f"{table} pk={seal.row_pk}: row differs from its seal (seal seq {seal.seq}): "
+                        f"{describe_difference(seal.content, found)}"
+                    )
+
+    def _rows_have_seals(self) -> None:
+        """The next slice of the current table's rows: each has a seal."""
+        model: type[models.Model] = self._tables[self._table_index]
+        table = model._meta.db_table
+        rows = model._base_manager.using(self.using).order_by("pk")
+        if self._row_cursor is not None:
+            rows = rows.filter(pk__gt=self._row_cursor)
+        pks = list(rows.values_list("pk", flat=True)[: self.rows])
+        keys = [pk_text(pk) for pk in pks]
+        sealed = set(
+            LedgerSeal.objects.using(self.using).filter(table=table, row_pk__in=keys).values_list("row_pk", flat=True)
+        )
+        for key in keys:
+            if key not in sealed:
+                self._report(
+                    f"{table} pk={key}: row has no seal: inserted behind the application's back "
+                    "(raw SQL, a restored backup) or its seal was deleted"
+                )
+        if len(pks) == self.rows:
+            self._row_cursor = pks[-1]
+            return
+        self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
+        self._rows_done = self._table_index == len(self._tables)
+
+    def _report(self, problem: str) -> None:
+        with self._lock:
+            if len(self._found) < MAX_KEPT:
+                self._found[problem] = None
+        if problem in self._logged or len(self._logged) > MAX_KEPT:
+            return
+        self._logged.add(problem)
+        if len(self._logged) > MAX_KEPT:
+            logger.error(
+                "ledger watch: more than %d problems; no more are logged: run manage.py audit_verify", MAX_KEPT
+            )
+        else:
+            logger.error("ledger watch: %s (run manage.py audit_verify for the whole report)", problem)
+
+
+_watch: list[LedgerWatch | None] = [None]
+_watch_lock = threading.Lock()
+
+
+def ledger_watch() -> LedgerWatch:
+    """This process's watch (made on first use)."""
+    with _watch_lock:
+        watch = _watch[0]
+        if watch is None:
+            watch = _watch[0] = LedgerWatch()
+        return watch
+
+
+def ledger_watch_step() -> None:
+    if settings.LEDGER_WATCH_ROWS:  # 0: the watch is off
+        ledger_watch().step()
+
+
+def ledger_watch_forget() -> None:
+    """Start over with a new watch (tests: each has a fresh database)."""
+    with _watch_lock:
+        _watch[0] = None
+
+
+def ledger_watch_state() -> WatchState | None:
+    """What this process's watch has found so far, or None when it does not run here."""
+    return _watch[0].state() if _watch[0] is not None else None

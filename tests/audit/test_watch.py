@@ -1,0 +1,158 @@
+"""The running gateway's watch over its ledger: what `audit_verify` finds, found a slice at a time.
+
+Each kind of tampering `audit_verify` names, done here the same way (raw SQL, triggers dropped and put
+back), is found by the watch's passes and shown in `GET health/`, while the triggers look untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import override_settings
+
+from audit.models import LedgerSeal
+from audit.seal import Seal, seal_hash
+from audit.watch import LedgerWatch, ledger_watch, ledger_watch_step
+from tests.audit.test_ledger_seal import (
+    drop_trigger,
+    raw,
+    rewrite_around_triggers,
+    small_ledger,
+    uuid_column,
+    verify,
+)
+from tests.conftest import wait_for
+
+
+def one_pass(watch: LedgerWatch, limit: int = 1000) -> int:
+    """Step `watch` until it completes a pass; how many steps that took."""
+    start = watch.state().passes
+    for steps in range(1, limit + 1):
+        watch.step()
+        if watch.state().passes > start:
+            return steps
+    pytest.fail("the watch never completed a pass")
+
+
+@pytest.mark.django_db
+def test_a_clean_ledger_passes_a_bounded_slice_at_a_time():
+    for _ in range(3):
+        small_ledger()
+    seals = LedgerSeal.objects.count()
+    watch = LedgerWatch(rows=4)
+    reached = []
+    for _ in range(4):
+        watch.step()
+        reached.append(watch.state().checked_to_seq)
+    assert reached == [4, 8, 12, 16]  # never more than its slice per step
+    steps = 4 + one_pass(watch)
+    assert steps >= seals // 4
+    state = watch.state()
+    assert (state.passes, state.problems, state.checked_to_seq) == (1, [], 0)
+    assert state.last_pass_at is not None and state.last_pass_at.tzinfo is not None
+    assert verify()[0] == 0  # the watch agrees with audit_verify
+
+
+@pytest.mark.django_db
+def test_a_fill_rewritten_around_the_triggers_is_found_while_the_triggers_look_untouched(client, caplog):
+    fill = small_ledger()["fill"]
+    rewrite_around_triggers("orders_fill", fill.pk, "price", "1.00")
+    with override_settings(LEDGER_WATCH_ROWS=3), caplog.at_level(logging.ERROR, logger="audit.watch"):
+        while ledger_watch().state().passes == 0:
+            ledger_watch_step()
+    expected = f"orders_fill pk={fill.pk}: row differs from its seal (seal seq "
+    [problem] = ledger_watch().state().problems
+    assert problem.startswith(expected) and problem.endswith('price: sealed "189.42", now "1"')
+    assert problem in caplog.text
+    ledger = client.get("/api/v1/health/").json()["ledger"]
+    assert ledger["guarded"] is True  # every trigger is back in place: only the seals tell
+    assert ledger["watch"]["intact"] is False
+    assert ledger["watch"]["problems"] == [problem]
+    assert ledger["watch"]["problem_count"] == 1
+    assert ledger["watch"]["passes"] >= 1
+
+
+@pytest.mark.django_db
+def test_problems_stay_shown_on_later_passes_and_are_logged_once(caplog):
+    order = small_ledger()["order"]
+    rewrite_around_triggers("orders_order", uuid_column(order.pk), "quantity", "999")
+    watch = LedgerWatch(rows=2)
+    with caplog.at_level(logging.ERROR, logger="audit.watch"):
+        for _ in range(3):
+            one_pass(watch)
+            [problem] = watch.state().problems
+            assert f"orders_order pk={order.pk}: row differs from its seal" in problem
+            assert 'quantity: sealed "10", now "999"' in problem
+    assert caplog.text.count("row differs from its seal") == 1
+
+
+@pytest.mark.django_db
+def test_a_deleted_row_and_a_row_inserted_with_raw_sql_are_found():
+    rows = small_ledger()
+    drop_trigger("orders_tradingswitchevent", "delete")
+    raw("DELETE FROM orders_tradingswitchevent WHERE id = %s", [rows["switch"].pk])
+    raw(
+        "INSERT INTO orders_fill (exec_id, order_id, account, symbol, side, quantity, price, executed_at, "
+        "exchange, order_ref, created_at) VALUES (%s, %s, %s, 'AAPL', 'SLD', 10, 250, %s, '', '', %s)",
+        ["forged.1", uuid_column(rows["order"].pk), "DU1234567", rows["fill"].executed_at, rows["fill"].created_at],
+    )
+    forged = raw("SELECT id FROM orders_fill WHERE exec_id = 'forged.1'")[0][0]
+    watch = LedgerWatch(rows=2)
+    one_pass(watch)
+    problems = watch.state().problems
+    assert any(p.startswith(f"orders_tradingswitchevent pk={rows['switch'].pk}: row is gone") for p in problems)
+    assert any(p.startswith(f"orders_fill pk={forged}: row has no seal") for p in problems)
+    assert len(problems) == 2
+
+
+@pytest.mark.django_db
+def test_a_ledger_rewritten_wholesale_costs_bounded_memory_and_log(ledger_triggers_dropped, monkeypatch, caplog):
+    monkeypatch.setattr("audit.watch.MAX_KEPT", 3)
+    for _ in range(3):
+        small_ledger()
+    raw("DELETE FROM audit_ledgerseal")  # every row now has no seal: 18 problems
+    watch = LedgerWatch(rows=5)
+    with caplog.at_level(logging.ERROR, logger="audit.watch"):
+        one_pass(watch)
+        one_pass(watch)
+    state = watch.state()
+    assert state.problem_count == 3 and len(state.problems) == 3
+    assert all("row has no seal" in problem for problem in state.problems)
+    assert caplog.text.count("row has no seal") == 3
+    assert caplog.text.count("more than 3 problems; no more are logged") == 1
+
+
+@pytest.mark.django_db
+def test_a_rewritten_seal_breaks_the_chain_and_the_walk_starts_over(ledger_triggers_dropped):
+    rows = small_ledger()
+    fill = rows["fill"]
+    raw("UPDATE orders_fill SET price = %s WHERE id = %s", ["1.00", fill.pk])
+    seal = LedgerSeal.objects.get(table="orders_fill", row_pk=str(fill.pk))
+    forged = Seal(seal.seq, seal.table, seal.row_pk, seal.content.replace('"189.42"', '"1"'), seal.prev_hash)
+    raw(
+        "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s WHERE seq = %s",
+        [forged.content, seal_hash(forged), seal.seq],
+    )
+    watch = LedgerWatch(rows=100)
+    for _ in range(2):  # each pass stops at the break and the next walks from seq 1 again
+        one_pass(watch)
+        problems = watch.state().problems
+        assert f"seal chain BROKEN at seal seq {seal.seq} (orders_fill pk={fill.pk}): MAC mismatch" in problems[0]
+    assert watch.state().passes == 2
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_running_gateway_finds_a_rewritten_fill_by_itself(ib_runtime, client, settings):
+    """The housekeeping thread of the process that owns the IB connection runs the watch."""
+    settings.LEDGER_WATCH_ROWS = 500
+    fill = small_ledger()["fill"]
+    rewrite_around_triggers("orders_fill", fill.pk, "price", "1.00")
+
+    def found():
+        watch = client.get("/api/v1/health/").json()["ledger"]["watch"]
+        return watch is not None and not watch["intact"] and watch
+
+    watch = wait_for(found, timeout=30, interval=0.2, message="the watch to find the rewritten fill")
+    assert f"orders_fill pk={fill.pk}: row differs from its seal" in watch["problems"][0]
