@@ -11,7 +11,9 @@ the IB connection every `LEDGER_WATCH_EVERY_S` seconds, so trading never waits b
 2. the row each walked seal names, read as stored: a row that differs from its seal (and which
    columns), or that is gone;
 3. each ledger table's rows, in primary-key order, a slice per step in turn: a row that has no seal
-   (inserted behind the application's back).
+   (inserted behind the application's back);
+4. the head: a chain that now ends before a seal an earlier pass walked was cut short (the newest
+   rows deleted together with their seals), which `audit_verify` only finds against an anchor.
 
 What it finds is logged once as an error and shown in `GET health/` (`ledger.watch`), until a whole
 pass no longer finds it. The audit log's own chain is not walked here: every audit entry is itself
@@ -62,6 +64,7 @@ class LedgerWatch:
         self._logged: set[str] = set()
         self._passes = 0
         self._last_pass_at: datetime | None = None
+        self._highest = 0  # the newest seal this process has walked: the chain can only grow past it
         self._start_pass()
 
     def _start_pass(self) -> None:
@@ -111,6 +114,12 @@ class LedgerWatch:
             self._seals_done = True
             if (broken := self._walk.end()) is not None:
                 self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
+            if self._cursor < self._highest:
+                self._report(
+                    f"seal chain cut short: it ends at seal seq {self._cursor}, but this process walked seal seq "
+                    f"{self._highest} before: the newest rows were deleted with their seals, or an older backup restored"
+                )
+            self._highest = max(self._highest, self._cursor)
 
     def _compare_rows(self, seals: list[LedgerSeal]) -> None:
         """Each seal's row, as stored, against the content it sealed."""

@@ -13,10 +13,12 @@ from django.test import override_settings
 
 from audit.models import LedgerSeal
 from audit.seal import Seal, seal_hash
+from audit.triggers import APPEND_ONLY_TABLES
 from audit.watch import LedgerWatch, ledger_watch, ledger_watch_step
 from tests.audit.test_ledger_seal import (
     drop_trigger,
     raw,
+    restore_triggers,
     rewrite_around_triggers,
     small_ledger,
     uuid_column,
@@ -140,6 +142,25 @@ def test_a_rewritten_seal_breaks_the_chain_and_the_walk_starts_over(ledger_trigg
         problems = watch.state().problems
         assert f"seal chain BROKEN at seal seq {seal.seq} (orders_fill pk={fill.pk}): MAC mismatch" in problems[0]
     assert watch.state().passes == 2
+
+
+@pytest.mark.django_db
+def test_the_newest_rows_deleted_with_their_seals_are_found_as_a_chain_cut_short(ledger_triggers_dropped):
+    small_ledger()
+    watch = LedgerWatch(rows=100)
+    one_pass(watch)
+    assert watch.state().problems == []
+    last = LedgerSeal.objects.order_by("-seq").first()
+    assert last.table == "audit_auditentry"  # small_ledger's last row: an audit entry
+    # The newest audit entry and its seal removed together: the chain left is whole, only shorter.
+    raw("DELETE FROM audit_auditentry WHERE seq = (SELECT MAX(seq) FROM audit_auditentry)")
+    raw("DELETE FROM audit_ledgerseal WHERE seq = %s", [last.seq])
+    restore_triggers(*APPEND_ONLY_TABLES)
+    assert verify()[0] == 0  # audit_verify alone, without an anchor, cannot tell
+    one_pass(watch)
+    [problem] = watch.state().problems
+    assert problem.startswith(f"seal chain cut short: it ends at seal seq {last.seq - 1}, ")
+    assert f"walked seal seq {last.seq} before" in problem
 
 
 @pytest.mark.slow
