@@ -25,7 +25,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +35,7 @@ from django.http.request import split_domain_port, validate_host
 from ibkrgw.actors import correlation_id_var
 from ibkrgw.errors import GatewayError, retry_after
 from ibkrgw.middleware import _SAFE_ID
+from ibkrgw.web.handler import DatabaseThreadPool
 from ibkrgw.web.render import render_json
 
 logger = logging.getLogger(__name__)
@@ -139,8 +139,12 @@ class FastLane(Lane):
         super().__init__(app)
         self._serializers: dict[str, Any] = {}
         self._rendered: dict[tuple[str, str], tuple[tuple, bytes]] = {}
-        self._probe_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-probe")
+        self._probe_executor = DatabaseThreadPool(max_workers=1, thread_name_prefix="health-probe")
         self._probe_refreshing = False
+
+    def shutdown(self) -> None:
+        """Stop the health probe's thread and close its database connection (tests build a lane each)."""
+        self._probe_executor.shutdown()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):

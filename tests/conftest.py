@@ -100,6 +100,22 @@ def _fresh_contract_memory():
     kill_switch_memory_forget()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, whose drop at the end PostgreSQL refuses while sessions use it: the
+    threads that live as long as the process (the order pipeline's, asgiref's for sync_to_async) close
+    their connections first."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from orders.pipeline import pipeline
+
+    with django_db_blocker.unblock():  # each thread closes its own (connections are per thread)
+        pipeline().run(connections.close_all)  # it would reconnect when next used
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
 @pytest.fixture
 def sim_gateway(sim_gateway_factory):
     """A simulated gateway whose stocks start at their base prices (see `anchor_stock_prices`)."""
@@ -126,6 +142,24 @@ def _client_with_key(scope: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
     return client
+
+
+@pytest.fixture
+def pooled_app():
+    """Builds the Django application `ibkrgw.asgi` serves (ibkrgw.web.handler), or one with `threads`
+    request threads; when the test ends their database connections are closed and the threads stopped."""
+    from ibkrgw.web.handler import PooledASGIHandler, get_pooled_asgi_application
+
+    built: list[PooledASGIHandler] = []
+
+    def build(threads: int | None = None) -> PooledASGIHandler:
+        app = get_pooled_asgi_application() if threads is None else PooledASGIHandler(threads=threads)
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        app.shutdown()
 
 
 @pytest.fixture

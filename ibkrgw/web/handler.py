@@ -34,6 +34,7 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
+from django.db import connections
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
@@ -56,14 +57,43 @@ def response_headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+class DatabaseThreadPool(ThreadPoolExecutor):
+    """A thread pool whose threads' database connections are closed when it shuts down.
+
+    Each thread keeps its connection between tasks (CONN_MAX_AGE) and nothing closes it when the thread
+    ends: a process that builds pools and drops them (the tests do) would keep a PostgreSQL session open
+    for every thread they ever had.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        opened: list = []  # each thread's connection objects; the threads must not hold the pool itself
+        self._thread_connections = opened
+        super().__init__(max_workers, thread_name_prefix, initializer=lambda: opened.extend(connections.all()))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        if not wait:
+            return  # the threads may still be using them
+        while self._thread_connections:
+            conn = self._thread_connections.pop()
+            conn.inc_thread_sharing()  # its thread has ended: closing it from here is safe
+            conn.close()
+
+
 class PooledASGIHandler(ASGIHandler):
     def __init__(self, threads: int | None = None) -> None:
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)  # the chain runs in the request's thread, no adaptation
-        self.executor = ThreadPoolExecutor(
+        self.executor = DatabaseThreadPool(
             max_workers=threads or settings.WEB_THREADS, thread_name_prefix="http-request"
         )
-        self.halt_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="http-halt")
+        self.halt_executor = DatabaseThreadPool(max_workers=2, thread_name_prefix="http-halt")
+
+    def shutdown(self) -> None:
+        """Stop the request threads (after the requests in progress) and close their database connections.
+        A server keeps its application for the life of the process; tests that build one call this."""
+        self.executor.shutdown()
+        self.halt_executor.shutdown()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

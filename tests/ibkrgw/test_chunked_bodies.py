@@ -13,7 +13,6 @@ from asgiref.sync import sync_to_async
 
 from ibkrgw.limits import ChunkedBodyLimit
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.web.handler import get_pooled_asgi_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,9 +58,9 @@ def _split(data: bytes, size: int = CHUNK) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-async def test_a_chunked_body_over_the_limit_is_413_and_the_rest_is_never_read(settings):
+async def test_a_chunked_body_over_the_limit_is_413_and_the_rest_is_never_read(settings, pooled_app):
     settings.REQUEST_MAX_BODY_BYTES = 1024 * 1024
-    app = ChunkedBodyLimit(get_pooled_asgi_application())
+    app = ChunkedBodyLimit(pooled_app())
     chunks = _split(b" " * (10 * 1024 * 1024))
     status, body, read = await post_chunked(app, "/api/v1/orders/", chunks, [(b"content-type", b"application/json")])
     assert status == 413
@@ -70,13 +69,11 @@ async def test_a_chunked_body_over_the_limit_is_413_and_the_rest_is_never_read(s
     assert read <= 1024 * 1024 + CHUNK  # stopped at the limit, not after buffering 10 MB
 
 
-async def test_a_chunked_order_within_the_limit_is_placed_whole(ib_runtime):
+async def test_a_chunked_order_within_the_limit_is_placed_whole(ib_runtime, pooled_app):
     _, secret = await sync_to_async(ScopedAPIKey.objects.create_key)(name="chunked", scope="trade")
     order = {"client_order_id": "chunked-1", "symbol": "AAPL", "action": "BUY", "quantity": "3", "order_type": "MKT"}
     chunks = _split(json.dumps(order).encode(), size=7)  # split mid-token: only the whole body parses
     headers = [(b"content-type", b"application/json"), (b"authorization", f"Api-Key {secret}".encode())]
-    status, body, _ = await post_chunked(
-        ChunkedBodyLimit(get_pooled_asgi_application()), "/api/v1/orders/", chunks, headers
-    )
+    status, body, _ = await post_chunked(ChunkedBodyLimit(pooled_app()), "/api/v1/orders/", chunks, headers)
     assert status == 201, body
     assert (body["client_order_id"], body["quantity"], body["status"]) == ("chunked-1", "3", "simulated")

@@ -13,7 +13,6 @@ from asgiref.sync import sync_to_async
 
 from ibkrgw.fastlane import FastLane
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.web.handler import get_pooled_asgi_application
 from tests.asgi import asgi_call
 from tests.conftest import wait_for
 
@@ -23,10 +22,10 @@ VOLATILE = {"x-correlation-id", "content-length"}
 
 
 class CountingApp:
-    """The Django application, counting the requests that reach it."""
+    """The Django application (from the `pooled_app` fixture), counting the requests that reach it."""
 
-    def __init__(self) -> None:
-        self.app = get_pooled_asgi_application()
+    def __init__(self, app) -> None:
+        self.app = app
         self.calls = 0
 
     async def __call__(self, scope, receive, send):
@@ -39,9 +38,11 @@ async def get(app, path: str, *, query: bytes = b"", headers: list[tuple[bytes, 
 
 
 @pytest.fixture
-def lane(ib_runtime):
-    django_app = CountingApp()
-    return FastLane(django_app), django_app
+def lane(ib_runtime, pooled_app):
+    django_app = CountingApp(pooled_app())
+    fast = FastLane(django_app)
+    yield fast, django_app
+    fast.shutdown()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from audit import events
 from audit.services import audit_record
 from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.web.handler import get_pooled_asgi_application
 from orders.pipeline import pipeline
 from tests.asgi import asgi_exchange
 from tests.conftest import pipeline_queued, wait_for
@@ -43,8 +42,8 @@ def key(scope: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Api-Key {secret}".encode()), (b"content-type", b"application/json")]
 
 
-async def test_a_request_waiting_on_the_order_pipeline_holds_up_no_other_request(ib_runtime):
-    app = get_pooled_asgi_application()
+async def test_a_request_waiting_on_the_order_pipeline_holds_up_no_other_request(ib_runtime, pooled_app):
+    app = pooled_app()
     trade, read = await sync_to_async(key)("trade"), await sync_to_async(key)("read")
     release, busy = threading.Event(), threading.Event()
 
@@ -76,8 +75,8 @@ async def test_a_request_waiting_on_the_order_pipeline_holds_up_no_other_request
     assert headers["content-type"] == ["application/json"]
 
 
-async def test_a_streamed_export_arrives_whole_and_cookies_and_headers_reach_the_client(django_user_model):
-    app = get_pooled_asgi_application()
+async def test_a_streamed_export_arrives_whole_and_cookies_and_headers_reach_the_client(django_user_model, pooled_app):
+    app = pooled_app()
 
     def setup() -> str:
         for n in range(3):
@@ -106,8 +105,8 @@ async def test_a_streamed_export_arrives_whole_and_cookies_and_headers_reach_the
     assert b"csrfmiddlewaretoken" in body
 
 
-async def test_bad_requests_get_the_error_shape_through_the_pool():
-    app = get_pooled_asgi_application()
+async def test_bad_requests_get_the_error_shape_through_the_pool(pooled_app):
+    app = pooled_app()
     trade = await sync_to_async(key)("trade")
     status, headers, body = await call(app, "POST", "/api/v1/orders/", body=b"{not json", headers=trade)
     assert status == 400
@@ -119,10 +118,8 @@ async def test_bad_requests_get_the_error_shape_through_the_pool():
     assert json.loads(body)["error"]["code"] == "not_found"
 
 
-async def test_a_halt_does_not_wait_for_a_thread_behind_the_orders_it_stops(ib_runtime):
-    from ibkrgw.web.handler import PooledASGIHandler
-
-    app = PooledASGIHandler(threads=2)  # two order requests fill it
+async def test_a_halt_does_not_wait_for_a_thread_behind_the_orders_it_stops(ib_runtime, pooled_app):
+    app = pooled_app(threads=2)  # two order requests fill it
     trade = await sync_to_async(key)("trade")
     release, busy = threading.Event(), threading.Event()
     blocker = threading.Thread(target=lambda: pipeline().run(lambda: (busy.set(), release.wait(30)), timeout=60))

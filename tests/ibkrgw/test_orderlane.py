@@ -31,8 +31,8 @@ async def post(app, body, *, query: bytes = b"", headers: list[tuple[bytes, byte
 
 
 @pytest.fixture
-def lane(ib_runtime):
-    django_app = CountingApp()
+def lane(ib_runtime, pooled_app):
+    django_app = CountingApp(pooled_app())
     return OrderLane(django_app, executor=django_app.app.executor), django_app
 
 

@@ -547,18 +547,18 @@ def test_a_modification_overtakes_a_flood_of_market_data_requests(resting, api_c
 
 
 # -- the same races through the order lane (a program's POST before Django's middleware) ------------
-def _lane():
+def _lane(pooled_app):
     from ibkrgw.orderlane import OrderLane
     from tests.ibkrgw.test_fastlane import CountingApp
 
-    django_app = CountingApp()
+    django_app = CountingApp(pooled_app())
     return OrderLane(django_app, executor=django_app.app.executor), django_app
 
 
-async def test_the_rate_limit_is_exact_under_fifty_concurrent_orders_through_the_lane(resting, settings):
+async def test_the_rate_limit_is_exact_under_fifty_concurrent_orders_through_the_lane(resting, settings, pooled_app):
     from tests.ibkrgw.test_orderlane import auth, post
 
-    fast, django_app = _lane()
+    fast, django_app = _lane(pooled_app)
     key = await sync_to_async(_key)()
     await post(fast, _order(quantity="0"), headers=auth(key))  # refused (400) by the full stack, which verifies the key
     settings.RISK_MAX_ORDERS_PER_MINUTE = 30
@@ -576,10 +576,10 @@ async def test_the_rate_limit_is_exact_under_fifty_concurrent_orders_through_the
     assert len(_sent(resting)) == 30
 
 
-async def test_the_duplicate_window_holds_for_ten_identical_orders_through_the_lane(resting):
+async def test_the_duplicate_window_holds_for_ten_identical_orders_through_the_lane(resting, pooled_app):
     from tests.ibkrgw.test_orderlane import auth, post
 
-    fast, django_app = _lane()
+    fast, django_app = _lane(pooled_app)
     key = await sync_to_async(_key)()
     await post(fast, _order(quantity="0"), headers=auth(key))
     calls = django_app.calls
@@ -592,10 +592,12 @@ async def test_the_duplicate_window_holds_for_ten_identical_orders_through_the_l
 
 
 @pytest.mark.parametrize("halt_after_orders", [1, 8])
-async def test_a_halt_behind_lane_orders_in_flight_leaves_nothing_working(resting, no_halt_sweep, halt_after_orders):
+async def test_a_halt_behind_lane_orders_in_flight_leaves_nothing_working(
+    resting, no_halt_sweep, halt_after_orders, pooled_app
+):
     from tests.ibkrgw.test_orderlane import auth, post
 
-    fast, django_app = _lane()
+    fast, django_app = _lane(pooled_app)
     key = await sync_to_async(_key)()
     await post(fast, _order(quantity="0"), headers=auth(key))  # verifies the key (400)
     await sync_to_async(_warm)(key)
