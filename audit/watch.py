@@ -3,14 +3,14 @@
 The triggers refuse raw changes, and health says when one is missing; but someone who can write the
 database can drop a trigger, change a row and put the trigger back, and only a verification of the
 seals finds that. `manage.py audit_verify` reads the whole ledger at once; this reads a bounded slice
-per step (`LEDGER_WATCH_ROWS` seals, and as many rows of one table), run by the process that owns
+per step (`LEDGER_WATCH_ROWS` seals, and as many rows), run by the process that owns
 the IB connection every `LEDGER_WATCH_EVERY_S` seconds, so trading never waits behind it:
 
 1. the seal chain, walked from seq 1 to the head, then again from 1 (a pass): each seal's hash,
    link and MAC;
 2. the row each walked seal names, read as stored: a row that differs from its seal (and which
    columns), or that is gone;
-3. each ledger table's rows, in primary-key order, a slice per step in turn: a row that has no seal
+3. each ledger table's rows, in primary-key order, table after table: a row that has no seal
    (inserted behind the application's back);
 4. the head: a chain that now ends before a seal an earlier pass walked was cut short (the newest
    rows deleted together with their seals), which `audit_verify` only finds against an anchor.
@@ -117,7 +117,8 @@ class LedgerWatch:
             if self._cursor < self._highest:
                 self._report(
                     f"seal chain cut short: it ends at seal seq {self._cursor}, but this process walked seal seq "
-                    f"{self._highest} before: the newest rows were deleted with their seals, or an older backup restored"
+                    f"{self._highest} before: the newest rows were deleted with their seals, or an older backup "
+                    "restored"
                 )
             self._highest = max(self._highest, self._cursor)
 
@@ -153,28 +154,33 @@ class LedgerWatch:
                     )
 
     def _rows_have_seals(self) -> None:
-        """The next slice of the current table's rows: each has a seal."""
-        model: type[models.Model] = self._tables[self._table_index]
-        table = model._meta.db_table
-        rows = model._base_manager.using(self.using).order_by("pk")
-        if self._row_cursor is not None:
-            rows = rows.filter(pk__gt=self._row_cursor)
-        pks = list(rows.values_list("pk", flat=True)[: self.rows])
-        keys = [pk_text(pk) for pk in pks]
-        sealed = set(
-            LedgerSeal.objects.using(self.using).filter(table=table, row_pk__in=keys).values_list("row_pk", flat=True)
-        )
-        for key in keys:
-            if key not in sealed:
-                self._report(
-                    f"{table} pk={key}: row has no seal: inserted behind the application's back "
-                    "(raw SQL, a restored backup) or its seal was deleted"
-                )
-        if len(pks) == self.rows:
-            self._row_cursor = pks[-1]
-            return
-        self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
-        self._rows_done = self._table_index == len(self._tables)
+        """The next slice of rows, table after table (LEDGER_WATCH_ROWS in all): each has a seal."""
+        budget = self.rows
+        while budget > 0 and not self._rows_done:
+            model: type[models.Model] = self._tables[self._table_index]
+            table = model._meta.db_table
+            rows = model._base_manager.using(self.using).order_by("pk")
+            if self._row_cursor is not None:
+                rows = rows.filter(pk__gt=self._row_cursor)
+            pks = list(rows.values_list("pk", flat=True)[:budget])
+            keys = [pk_text(pk) for pk in pks]
+            sealed = set(
+                LedgerSeal.objects.using(self.using)
+                .filter(table=table, row_pk__in=keys)
+                .values_list("row_pk", flat=True)
+            )
+            for key in keys:
+                if key not in sealed:
+                    self._report(
+                        f"{table} pk={key}: row has no seal: inserted behind the application's back "
+                        "(raw SQL, a restored backup) or its seal was deleted"
+                    )
+            if len(pks) == budget:  # the budget is spent inside this table: go on from here next step
+                self._row_cursor = pks[-1]
+                return
+            budget -= len(pks)
+            self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
+            self._rows_done = self._table_index == len(self._tables)
 
     def _report(self, problem: str) -> None:
         with self._lock:
