@@ -18,8 +18,9 @@ service or selector -> the entity's payload. Everything around the body lives he
   `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself;
 * a prompt's arguments pass its input serializer (the tools' own fields) before it is rendered; a
   bad one is an `invalid_params` error carrying the same REST error body, never prompt text;
-* resources can be subscribed to (`resources/subscribe`): `ResourceWatch` polls the ledger and
-  sends `notifications/resources/updated` when an order changes or the trading status does.
+* resources can be subscribed to (`resources/subscribe`, or `subscriptions/listen` on the newest
+  protocol): `ResourceWatch` polls the ledger and sends `notifications/resources/updated` when an
+  order changes or the trading status does.
 
 How the server is reached (stdio, HTTP with its Origin and key checks, shutdown on signals) is in
 `ibkrgw.mcp_transport`.
@@ -293,8 +294,8 @@ class ResourceWatch:
     (order events, fills and kill-switch rows after the last seen id).
     """
 
-    changed: Callable[[dict[str, Any], set[str]], set[str]]
-    subscribers: dict[str, set[Any]] = field(default_factory=dict)
+    changed: Callable[[dict[str, Any]], set[str]]
+    subscribers: dict[str, set[Any]] = field(default_factory=dict)  # resources/subscribe sessions, by URI
     state: dict[str, Any] = field(default_factory=dict)
     server: MCPServer | None = None
 
@@ -306,10 +307,10 @@ class ResourceWatch:
         if not self.subscribers.get(uri):
             self.subscribers.pop(uri, None)
 
-    def _poll(self, uris: set[str]) -> set[str]:
+    def _poll(self) -> set[str]:
         close_old_connections()
         try:
-            return self.changed(self.state, uris)
+            return self.changed(self.state)
         finally:
             close_old_connections()
 
@@ -320,8 +321,9 @@ class ResourceWatch:
             except Exception:  # the client went away: forget it
                 self.unsubscribe(uri, session)
         if self.server is not None:
-            # Clients on the newest protocol listen with subscriptions/listen; the SDK offers its bus
-            # to tool handlers only (ctx.notify_resource_updated), so publish on it directly.
+            # Clients on the newest protocol listen with subscriptions/listen, and each listen stream keeps
+            # the events of the URIs it asked for. The SDK offers its bus to tool handlers only
+            # (ctx.notify_resource_updated), so publish on it directly.
             await self.server._subscriptions.publish(ResourceUpdated(uri=uri))
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
@@ -335,9 +337,9 @@ class ResourceWatch:
 
     async def _poll_once(self) -> None:
         # Polled with no subscriber too: a change right after a subscription must not be taken as the baseline.
-        uris = set(self.subscribers)
+        # Every changed URI is published: which listen streams want it is known to the SDK's listen handler only.
         try:
-            changed = await anyio.to_thread.run_sync(self._poll, uris)
+            changed = await anyio.to_thread.run_sync(self._poll)
         except Exception:
             logger.exception("mcp: resource watch failed")
             return
@@ -398,7 +400,7 @@ class Registry:
     tools: list[McpTool] = field(default_factory=list)
     resources: list[McpResource] = field(default_factory=list)
     prompts: list[McpPrompt] = field(default_factory=list)
-    watchers: list[Callable[[dict[str, Any], set[str]], set[str]]] = field(default_factory=list)
+    watchers: list[Callable[[dict[str, Any]], set[str]]] = field(default_factory=list)
     known_uris: list[Callable[[str], bool]] = field(default_factory=list)
 
 
@@ -426,11 +428,11 @@ def collect(*, read_only: bool = False) -> Registry:
     return registry
 
 
-def _changed_any(watchers: list[Callable[[dict[str, Any], set[str]], set[str]]]):
-    def changed(state: dict[str, Any], uris: set[str]) -> set[str]:
+def _changed_any(watchers: list[Callable[[dict[str, Any]], set[str]]]):
+    def changed(state: dict[str, Any]) -> set[str]:
         found: set[str] = set()
         for index, watcher in enumerate(watchers):
-            found |= watcher(state.setdefault(str(index), {}), uris)
+            found |= watcher(state.setdefault(str(index), {}))
         return found
 
     return changed

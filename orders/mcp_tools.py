@@ -260,8 +260,8 @@ def _broker_state() -> tuple[bool, bool]:
     return status["broker_connected"], status["broker_ready"]
 
 
-def resources_changed(state: dict[str, Any], uris: set[str]) -> set[str]:
-    """Which of `uris` changed since the last call: an order with a new event or fill, or the trading
+def resources_changed(state: dict[str, Any]) -> set[str]:
+    """The resources that changed since the last call: each order with a new event or fill, and the trading
     status (a kill-switch row, or the broker connecting, disconnecting or becoming ready)."""
     changed = {ORDER_URI.format(order_id=row[1]) for row in _new_rows(state, "event", OrderEvent.objects, "order_id")}
     changed |= {ORDER_URI.format(order_id=row[1]) for row in _new_rows(state, "fill", Fill.objects, "order_id")}
@@ -269,7 +269,7 @@ def resources_changed(state: dict[str, Any], uris: set[str]) -> set[str]:
     if _new_rows(state, "switch", TradingSwitchEvent.objects) or state.get("broker", broker) != broker:
         changed.add(TRADING_STATUS_URI)
     state["broker"] = broker
-    return changed & uris
+    return changed
 
 
 RESOURCES = [

@@ -13,10 +13,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
 from mcp_types import CallToolResult, Implementation, ResourceUpdatedNotification, Tool
 
 from brokers.sim.server import SimGateway
@@ -40,8 +43,9 @@ class McpClient:
 
     portal: BlockingPortal
     session: ClientSession
-    server_info: Implementation
+    server_info: Implementation | None  # None on the newest protocol (server/discover has none)
     updated: list[str]  # URIs of the notifications/resources/updated received, in order
+    listening: list[Future] = field(default_factory=list)  # listen streams, closed with the session
 
     def call(self, tool: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         return self.portal.call(self.session.call_tool, tool, arguments or {})
@@ -61,6 +65,24 @@ class McpClient:
 
     def subscribe(self, uri: str) -> None:
         self.portal.call(self.session.subscribe_resource, uri)
+
+    def listen(self, *uris: str, trading: bool = False) -> list[str]:
+        """Open a `subscriptions/listen` stream (the newest protocol's subscriptions) for `uris`; returns the
+        list the URIs of its `resources/updated` events are appended to, once the server acknowledged it."""
+        events: list[str] = []
+        acknowledged = threading.Event()
+
+        async def stream() -> None:
+            async with listen(self.session, resource_subscriptions=list(uris)) as subscription:
+                acknowledged.set()
+                async for event in subscription:
+                    events.append(str(event.uri))
+
+        self.listening.append(self.portal.start_task_soon(stream))
+        wait_for(lambda: acknowledged.is_set() or self.listening[-1].done(), message="subscriptions/acknowledged")
+        if self.listening[-1].done():
+            self.listening[-1].result()  # the listen request's error
+        return events
 
     def wait_ready(self) -> None:
         """Connected and reconciled: the state in which the gateway accepts orders."""
@@ -86,7 +108,9 @@ def mcp_env(sim: SimGateway | None, client_id: int, **extra: str) -> dict[str, s
 
 
 @contextmanager
-def mcp_session(transport: AbstractAsyncContextManager[Any]) -> Iterator[McpClient]:
+def mcp_session(transport: AbstractAsyncContextManager[Any], *, modern: bool = False) -> Iterator[McpClient]:
+    """A session on `transport`: the handshake of protocol 2025-11-25 (`initialize`), or, `modern`, the newest
+    protocol's `server/discover` (2026-07-28: no `resources/subscribe`, `subscriptions/listen` instead)."""
     updated: list[str] = []
 
     async def on_message(message: Any) -> None:
@@ -100,14 +124,19 @@ def mcp_session(transport: AbstractAsyncContextManager[Any]) -> Iterator[McpClie
                 ClientSession(read, write, read_timeout_seconds=30, message_handler=on_message)
             )
         )
-        initialized = portal.call(session.initialize)
-        yield McpClient(portal, session, initialized.server_info, updated)
+        server_info = None if modern and portal.call(session.discover) else portal.call(session.initialize).server_info
+        client = McpClient(portal, session, server_info, updated)
+        try:
+            yield client
+        finally:
+            for task in client.listening:
+                task.cancel()
 
 
 @contextmanager
-def stdio_mcp(env: dict[str, str], *args: str) -> Iterator[McpClient]:
+def stdio_mcp(env: dict[str, str], *args: str, modern: bool = False) -> Iterator[McpClient]:
     params = StdioServerParameters(command=sys.executable, args=["manage.py", "mcp", *args], cwd=ROOT, env=env)
-    with mcp_session(stdio_client(params)) as client:
+    with mcp_session(stdio_client(params), modern=modern) as client:
         yield client
 
 

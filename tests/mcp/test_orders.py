@@ -36,6 +36,15 @@ def armed(django_db_setup, mcp_sim: SimGateway) -> Iterator[McpClient]:
 
 
 @pytest.fixture(scope="module")
+def armed_modern(django_db_setup, mcp_sim: SimGateway) -> Iterator[McpClient]:
+    """The same, to a client on the newest protocol (2026-07-28)."""
+    with stdio_mcp(mcp_env(mcp_sim, client_id=63, ORDERS_ENABLED="true"), modern=True) as client:
+        assert client.session.protocol_version == "2026-07-28"
+        client.wait_ready()
+        yield client
+
+
+@pytest.fixture(scope="module")
 def held(django_db_setup, mcp_sim: SimGateway) -> Iterator[McpClient]:
     """An MCP server whose orders wait for an operator's approval."""
     env = mcp_env(mcp_sim, client_id=65, ORDERS_ENABLED="true", APPROVAL_REQUIRED_FOR="mcp")
@@ -140,6 +149,23 @@ def test_a_subscribed_order_resource_is_notified_of_the_fill(armed, quiet_market
     assert Decimal(filled["filled_quantity"]) == 10
     assert len(filled["fills"]) >= 1
     assert set(armed.updated) == {uri}  # nothing about resources nobody subscribed to
+
+
+def test_a_listening_client_is_told_of_the_fill_of_the_order_it_listens_to(armed_modern, quiet_market):
+    """The newest protocol's subscriptions (`subscriptions/listen`): a stream that names the order's URI."""
+    order = armed_modern.json("place_order", _resting("listen-1"))
+    other = armed_modern.json("place_order", _resting("listen-2"))
+    uri = f"ibkr://orders/{order['id']}"
+    wait_for(lambda: _status(armed_modern, order["id"]) == "submitted", message="resting at the broker")
+    events = armed_modern.listen(uri)
+
+    quiet_market.set_price("AAPL", Decimal("181.00"))  # both limits at 182 now fill
+
+    wait_for(lambda: uri in events, message="a resources/updated event on the listen stream")
+    wait_for(lambda: _status(armed_modern, other["id"]) == "filled", message="the other order filled too")
+    wait_for(lambda: armed_modern.resource(uri)["status"] == "filled", message="resource shows the fill")
+    assert set(events) == {uri}  # the other order's fill is not on this stream
+    assert set(armed_modern.updated) == {uri}  # (the session hands the stream's notifications on as well)
 
 
 def test_subscribing_to_an_unknown_resource_is_refused(armed):
