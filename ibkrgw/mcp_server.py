@@ -60,6 +60,7 @@ from mcp_types import (
     INVALID_PARAMS,
     CallToolResult,
     EmptyResult,
+    ListPromptsResult,
     ListToolsResult,
     SubscribeRequestParams,
     TextContent,
@@ -467,6 +468,17 @@ class GatewayMCPServer(MCPServer):
         key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
         allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
         return ListToolsResult(tools=allowed)
+
+    async def _handle_list_prompts(self, ctx: Any, params: Any) -> ListPromptsResult:
+        """Over HTTP, a read key is not offered the prompts that walk an agent through trading either."""
+        result = await super()._handle_list_prompts(ctx, params)
+        if self.transport != "http":
+            return result
+        headers = getattr(ctx.request, "headers", None) or {}
+        key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
+        trades = key is not None and key.allows(KeyScope.TRADE)
+        allowed = [p for p in result.prompts if trades or not self.gateway_prompts[p.name].trade]
+        return ListPromptsResult(prompts=allowed)
 
 
 def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> GatewayMCPServer:
