@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -16,8 +17,11 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from brokers.sim.server import SimGateway
+from ibkrgw.actors import Actor
 from ibkrgw.models import ScopedAPIKey
 from orders.models import Order
+from orders.services import trading_halt
+from tests.conftest import wait_for
 from tests.mcp.conftest import http_process, mcp_env, payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,3 +81,24 @@ def test_a_default_sdk_client_places_an_order_and_gets_errors_in_the_rest_shape(
         prompts = {prompt.name for prompt in portal.call(client.list_prompts).prompts}
         assert prompts == {"check_position", "place_limit_order_safely"}
     assert Order.objects.filter(client_order_id="modern-1").count() == 1
+
+
+def test_a_default_sdk_client_listening_over_http_is_told_of_a_halt(mcp_url, transactional_db):
+    status = "ibkr://trading-status"
+    events: list[str] = []
+    with modern_client(mcp_url, "read") as (portal, client):
+        acknowledged = threading.Event()
+
+        async def stream() -> None:
+            async with client.listen(resource_subscriptions=[status]) as subscription:
+                acknowledged.set()
+                async for event in subscription:
+                    events.append(str(event.uri))
+
+        listening = portal.start_task_soon(stream)
+        wait_for(lambda: acknowledged.is_set() or listening.done(), message="subscriptions/acknowledged")
+        assert not listening.done(), listening.exception()
+        trading_halt(actor=Actor.system(label="operator"), reason="test")
+        wait_for(lambda: status in events, message="a resources/updated event for the trading status")
+        assert json.loads(portal.call(client.read_resource, status).contents[0].text)["trading_halted"] is True
+        listening.cancel()
