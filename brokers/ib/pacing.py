@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from ib_async import IB
 from ib_async.client import Client
@@ -45,7 +45,7 @@ def urgent() -> Iterator[None]:
     try:
         yield
     finally:
-        _urgent.reset(token)
+        _reset(_urgent, token)
 
 
 @contextmanager
@@ -56,7 +56,16 @@ def immediately() -> Iterator[None]:
     try:
         yield
     finally:
-        _immediate.reset(token)
+        _reset(_immediate, token)
+
+
+def _reset(var: ContextVar[bool], token: Token[bool]) -> None:
+    try:
+        var.reset(token)
+    except ValueError:
+        # A task dropped unfinished (a request abandoned at shutdown) is closed by the garbage collector from
+        # another context: the context its flag was set in is gone with it, so there is nothing to restore.
+        pass
 
 
 class OrdersFirstClient(Client):

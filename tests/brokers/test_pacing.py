@@ -142,3 +142,22 @@ def test_global_cancels_in_a_row_go_over_the_budget_once_and_then_first_in_line(
         assert len(client._msgQ) > 300  # all five went ahead of the reads
     finally:
         ib.disconnect()
+
+
+def test_a_task_dropped_unfinished_and_closed_from_elsewhere_leaves_no_error():
+    """An order's task abandoned mid-send (a shutdown) is closed by the garbage collector in another context."""
+    import contextvars
+
+    class Pending:
+        def __await__(self):
+            yield  # suspends the task, which is dropped here
+
+    async def sending() -> None:
+        with pacing.urgent():
+            await Pending()
+
+    task = sending()
+    contextvars.copy_context().run(task.send, None)  # started in one context...
+    assert pacing._urgent.get() is False
+    task.close()  # ...closed in this one, without an error
+    assert pacing._urgent.get() is False
