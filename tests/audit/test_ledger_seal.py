@@ -95,6 +95,29 @@ def replace_row(table: str, columns: list[str], values: list) -> None:
     raw(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
 
 
+def forge_fill(order, like: Fill) -> int:
+    """A fill nobody traded, inserted with raw SQL (INSERT is what the triggers allow); its pk."""
+    raw(
+        "INSERT INTO orders_fill (exec_id, order_id, account, symbol, side, quantity, price, executed_at, "
+        "exchange, order_ref, created_at) VALUES (%s, %s, %s, 'AAPL', 'SLD', 10, 250, %s, '', '', %s)",
+        ["forged.1", uuid_column(order.pk), "DU1234567", like.executed_at, like.created_at],
+    )
+    return Fill.objects.get(exec_id="forged.1").pk
+
+
+def rewrite_fill_with_its_seal(fill) -> tuple[LedgerSeal, Seal]:
+    """Set `fill`'s price (189.42) to 1 and rewrite its seal to match, hash recomputed, MAC left as it was
+    (with the update triggers dropped); returns the seal as it was and as it was rewritten."""
+    raw("UPDATE orders_fill SET price = %s WHERE id = %s", ["1.00", fill.pk])
+    seal = LedgerSeal.objects.get(table="orders_fill", row_pk=str(fill.pk))
+    forged = Seal(seal.seq, seal.table, seal.row_pk, seal.content.replace('"189.42"', '"1"'), seal.prev_hash)
+    raw(
+        "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s WHERE seq = %s",
+        [forged.content, seal_hash(forged), seal.seq],
+    )
+    return seal, forged
+
+
 def append_plain_seal(model, pk, *, key: bytes | None = None, mac: str | None = None) -> int:
     """Seal a row with raw SQL after the head, hashed exactly as the application does: what anyone who can
     write the database can do. Its MAC: none, one made with `key`, or `mac` as given. Returns the seal's seq."""
@@ -322,16 +345,10 @@ def test_a_row_deleted_after_dropping_a_trigger_is_named():
 @pytest.mark.django_db
 def test_a_row_inserted_with_raw_sql_is_named():
     rows = small_ledger()
-    # INSERT is what the triggers allow: the application's own writes are inserts.
-    raw(
-        "INSERT INTO orders_fill (exec_id, order_id, account, symbol, side, quantity, price, executed_at, "
-        "exchange, order_ref, created_at) VALUES (%s, %s, %s, 'AAPL', 'SLD', 10, 250, %s, '', '', %s)",
-        ["forged.1", uuid_column(rows["order"].pk), "DU1234567", rows["fill"].executed_at, rows["fill"].created_at],
-    )
-    forged = Fill.objects.get(exec_id="forged.1")
+    forged = forge_fill(rows["order"], rows["fill"])  # INSERT is what the triggers allow
     code, out = verify()
     assert code == 1
-    assert f"orders_fill pk={forged.pk}: row has no seal" in out
+    assert f"orders_fill pk={forged}: row has no seal" in out
 
 
 @pytest.mark.django_db
@@ -367,13 +384,7 @@ def test_a_missing_trigger_alone_fails_verification():
 def test_rewriting_a_row_and_its_seal_breaks_the_seal_chain(ledger_triggers_dropped):
     rows = small_ledger()
     fill = rows["fill"]
-    raw("UPDATE orders_fill SET price = %s WHERE id = %s", ["1.00", fill.pk])
-    seal = LedgerSeal.objects.get(table="orders_fill", row_pk=str(fill.pk))
-    forged = Seal(seal.seq, seal.table, seal.row_pk, seal.content.replace('"189.42"', '"1"'), seal.prev_hash)
-    raw(
-        "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s WHERE seq = %s",
-        [forged.content, seal_hash(forged), seal.seq],
-    )
+    seal, forged = rewrite_fill_with_its_seal(fill)
     code, out = verify()
     assert code == 1
     # Without the seal key, the rewritten seal's own MAC gives it away.

@@ -17,21 +17,11 @@ from audit.seal import SEALS_KEYED_EVENT
 from orders.models import Fill
 from orders.selectors import trading_switch_state
 from tests.audit.test_kill_switch_tamper import forge_resume_with_seal
-from tests.audit.test_ledger_seal import append_plain_seal, raw, small_ledger, uuid_column, verify
+from tests.audit.test_ledger_seal import append_plain_seal, forge_fill, small_ledger, verify
 from tests.factories import TradingSwitchEventFactory
 
 OLD_KEY = "an-earlier-seal-key-0123456789abcdef"
 NEW_KEY = "the-current-seal-key-0123456789abcdef"
-
-
-def forge_fill(order, like: Fill) -> int:
-    """A fill nobody traded, inserted with raw SQL (INSERT is what the triggers allow)."""
-    raw(
-        "INSERT INTO orders_fill (exec_id, order_id, account, symbol, side, quantity, price, executed_at, "
-        "exchange, order_ref, created_at) VALUES (%s, %s, %s, 'AAPL', 'SLD', 10, 250, %s, '', '', %s)",
-        ["forged.1", uuid_column(order.pk), "DU1234567", like.executed_at, like.created_at],
-    )
-    return Fill.objects.get(exec_id="forged.1").pk
 
 
 @pytest.mark.django_db

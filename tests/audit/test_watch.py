@@ -12,14 +12,15 @@ import pytest
 from django.test import override_settings
 
 from audit.models import LedgerSeal
-from audit.seal import Seal, seal_hash
 from audit.triggers import APPEND_ONLY_TABLES
 from audit.watch import LedgerWatch, ledger_watch, ledger_watch_step
 from tests.audit.test_ledger_seal import (
     drop_trigger,
+    forge_fill,
     raw,
     restore_triggers,
     rewrite_around_triggers,
+    rewrite_fill_with_its_seal,
     small_ledger,
     uuid_column,
     verify,
@@ -94,12 +95,7 @@ def test_a_deleted_row_and_a_row_inserted_with_raw_sql_are_found():
     rows = small_ledger()
     drop_trigger("orders_tradingswitchevent", "delete")
     raw("DELETE FROM orders_tradingswitchevent WHERE id = %s", [rows["switch"].pk])
-    raw(
-        "INSERT INTO orders_fill (exec_id, order_id, account, symbol, side, quantity, price, executed_at, "
-        "exchange, order_ref, created_at) VALUES (%s, %s, %s, 'AAPL', 'SLD', 10, 250, %s, '', '', %s)",
-        ["forged.1", uuid_column(rows["order"].pk), "DU1234567", rows["fill"].executed_at, rows["fill"].created_at],
-    )
-    forged = raw("SELECT id FROM orders_fill WHERE exec_id = 'forged.1'")[0][0]
+    forged = forge_fill(rows["order"], rows["fill"])
     watch = LedgerWatch(rows=2)
     one_pass(watch)
     problems = watch.state().problems
@@ -129,13 +125,7 @@ def test_a_ledger_rewritten_wholesale_costs_bounded_memory_and_log(ledger_trigge
 def test_a_rewritten_seal_breaks_the_chain_and_the_walk_starts_over(ledger_triggers_dropped):
     rows = small_ledger()
     fill = rows["fill"]
-    raw("UPDATE orders_fill SET price = %s WHERE id = %s", ["1.00", fill.pk])
-    seal = LedgerSeal.objects.get(table="orders_fill", row_pk=str(fill.pk))
-    forged = Seal(seal.seq, seal.table, seal.row_pk, seal.content.replace('"189.42"', '"1"'), seal.prev_hash)
-    raw(
-        "UPDATE audit_ledgerseal SET content = %s, seal_hash = %s WHERE seq = %s",
-        [forged.content, seal_hash(forged), seal.seq],
-    )
+    seal, _ = rewrite_fill_with_its_seal(fill)
     watch = LedgerWatch(rows=100)
     for _ in range(2):  # each pass stops at the break and the next walks from seq 1 again
         one_pass(watch)
