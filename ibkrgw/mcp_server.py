@@ -464,8 +464,7 @@ class GatewayMCPServer(MCPServer):
         result = await super()._handle_list_tools(ctx, params)
         if self.transport != "http":
             return result
-        headers = getattr(ctx.request, "headers", None) or {}
-        key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
+        key = await self._caller_key(ctx)
         allowed = [t for t in result.tools if key is not None and key.allows(self.gateway_tools[t.name].scope)]
         return ListToolsResult(tools=allowed)
 
@@ -474,11 +473,16 @@ class GatewayMCPServer(MCPServer):
         result = await super()._handle_list_prompts(ctx, params)
         if self.transport != "http":
             return result
-        headers = getattr(ctx.request, "headers", None) or {}
-        key = await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
+        key = await self._caller_key(ctx)
         trades = key is not None and key.allows(KeyScope.TRADE)
         allowed = [p for p in result.prompts if trades or not self.gateway_prompts[p.name].trade]
         return ListPromptsResult(prompts=allowed)
+
+    @staticmethod
+    async def _caller_key(ctx: Any) -> ScopedAPIKey | None:
+        """The API key of the HTTP request behind `ctx`, looked up again (a revoked key counts at once)."""
+        headers = getattr(ctx.request, "headers", None) or {}
+        return await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))
 
 
 def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> GatewayMCPServer:

@@ -141,7 +141,7 @@ def stdio_mcp(env: dict[str, str], *args: str, modern: bool = False) -> Iterator
 
 
 @asynccontextmanager
-async def _http_transport(url: str, key: str) -> AsyncIterator[Any]:
+async def http_transport(url: str, key: str) -> AsyncIterator[Any]:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Api-Key {key}"}, timeout=30) as http,
         streamable_http_client(url, http_client=http) as streams,
@@ -151,7 +151,7 @@ async def _http_transport(url: str, key: str) -> AsyncIterator[Any]:
 
 @contextmanager
 def http_mcp(url: str, key: str) -> Iterator[McpClient]:
-    with mcp_session(_http_transport(url, key)) as client:
+    with mcp_session(http_transport(url, key)) as client:
         yield client
 
 

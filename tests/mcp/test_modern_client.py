@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import httpx2
 import pytest
 from anyio.from_thread import start_blocking_portal
 from mcp.client.client import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from brokers.sim.server import SimGateway
 from ibkrgw.actors import Actor
@@ -22,7 +19,7 @@ from ibkrgw.models import ScopedAPIKey
 from orders.models import Order
 from orders.services import trading_halt
 from tests.conftest import wait_for
-from tests.mcp.conftest import http_process, mcp_env, payload
+from tests.mcp.conftest import http_process, http_transport, mcp_env, payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TRADE_TOOLS = {"place_order", "modify_order", "cancel_order"}
@@ -34,21 +31,12 @@ def mcp_url(django_db_setup, mcp_sim: SimGateway) -> Iterator[str]:
         yield url
 
 
-@asynccontextmanager
-async def _http(url: str, secret: str) -> AsyncIterator[Any]:
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Api-Key {secret}"}, timeout=30) as http,
-        streamable_http_client(url, http_client=http) as streams,
-    ):
-        yield streams
-
-
 @contextmanager
 def modern_client(url: str, scope: str):
     """A default `Client` over HTTP with a new API key of `scope`; yields (portal, client)."""
     _, secret = ScopedAPIKey.objects.create_key(name=f"modern-{scope}", scope=scope)
     with start_blocking_portal() as portal:
-        client = portal.wrap_async_context_manager(Client(_http(url, secret), read_timeout_seconds=30))
+        client = portal.wrap_async_context_manager(Client(http_transport(url, secret), read_timeout_seconds=30))
         with client as connected:
             yield portal, connected
 
