@@ -93,6 +93,22 @@ def describe_difference(sealed: str, found: str) -> str:
     return "; ".join(parts) or "the stored text differs"
 
 
+# What is wrong with one row, in the same words wherever it is found (here and in `audit.watch`).
+def row_unsealed(table: str, pk: str) -> str:
+    return (
+        f"{table} pk={pk}: row has no seal: inserted behind the application's back "
+        "(raw SQL, a restored backup) or its seal was deleted"
+    )
+
+
+def row_differs(table: str, pk: str, seq: int, sealed: str, found: str) -> str:
+    return f"{table} pk={pk}: row differs from its seal (seal seq {seq}): {describe_difference(sealed, found)}"
+
+
+def row_gone(table: str, pk: str, seq: int) -> str:
+    return f"{table} pk={pk}: row is gone (sealed at seq {seq}): deleted, or an older backup restored"
+
+
 def _verify_table(
     model: type[models.Model], using: str, chunk_size: int, sealed_count: int, report: LedgerReport
 ) -> None:
@@ -111,19 +127,13 @@ def _verify_table(
         }
         for key, values in zip(keys, chunk, strict=True):
             if key not in sealed:
-                report.problems.append(
-                    f"{table} pk={key}: row has no seal: inserted behind the application's back "
-                    "(raw SQL, a restored backup) or its seal was deleted"
-                )
+                report.problems.append(row_unsealed(table, key))
                 continue
             matched += 1
             seq, content = sealed[key]
             found = content_of(model, values)
             if found != content:
-                report.problems.append(
-                    f"{table} pk={key}: row differs from its seal (seal seq {seq}): "
-                    f"{describe_difference(content, found)}"
-                )
+                report.problems.append(row_differs(table, key, seq, content, found))
     report.rows[table] = count
     if sealed_count > matched:
         # Some seals have no row: find which, a chunk of seals at a time.
@@ -140,9 +150,7 @@ def _verify_table(
             present = {pk_text(pk) for pk in existing}
             for seq, row_pk in chunk:
                 if row_pk not in present:
-                    report.problems.append(
-                        f"{table} pk={row_pk}: row is gone (sealed at seq {seq}): deleted, or an older backup restored"
-                    )
+                    report.problems.append(row_gone(table, row_pk, seq))
 
 
 def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anchor: Head | None = None) -> LedgerReport:

@@ -33,9 +33,10 @@ from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, models
 from django.utils import timezone
 
+from audit.chain import ChainBreak
 from audit.models import LedgerSeal
 from audit.seal import SealChainWalk, pk_text, read_contents, sealed_models
-from audit.verify import describe_difference
+from audit.verify import row_differs, row_gone, row_unsealed
 
 logger = logging.getLogger(__name__)
 MAX_SHOWN = 20  # problems shown in health
@@ -59,6 +60,7 @@ class LedgerWatch:
         self.using = using
         self._lock = threading.Lock()
         self._tables = sealed_models()
+        self._models_by_table = {model._meta.db_table: model for model in self._tables}
         self._found: dict[str, None] = {}  # this pass's problems, in the order found
         self._previous: dict[str, None] = {}  # the last complete pass's problems
         self._logged: set[str] = set()
@@ -104,7 +106,7 @@ class LedgerWatch:
         for seal in seals:
             broken = self._walk.feed(seal)
             if broken is not None:  # the seals after a break cannot be trusted to chain: next pass
-                self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
+                self._chain_broken(broken)
                 self._seals_done = True
                 break
             walked.append(seal)
@@ -113,7 +115,7 @@ class LedgerWatch:
         if len(seals) < self.rows and not self._seals_done:  # at the head
             self._seals_done = True
             if (broken := self._walk.end()) is not None:
-                self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
+                self._chain_broken(broken)
             if self._cursor < self._highest:
                 self._report(
                     f"seal chain cut short: it ends at seal seq {self._cursor}, but this process walked seal seq "
@@ -127,9 +129,8 @@ class LedgerWatch:
         by_table: dict[str, list[LedgerSeal]] = {}
         for seal in seals:
             by_table.setdefault(seal.table, []).append(seal)
-        models_by_table = {model._meta.db_table: model for model in self._tables}
         for table, table_seals in by_table.items():
-            model = models_by_table.get(table)
+            model = self._models_by_table.get(table)
             if model is None:
                 self._report(f"seal seq {table_seals[0].seq} names table {table!r}, which is not a ledger table")
                 continue
@@ -143,15 +144,9 @@ class LedgerWatch:
             for seal in table_seals:
                 found = contents.get(seal.row_pk)
                 if found is None:
-                    self._report(
-                        f"{table} pk={seal.row_pk}: row is gone (sealed at seq {seal.seq}): deleted, "
-                        "or an older backup restored"
-                    )
+                    self._report(row_gone(table, seal.row_pk, seal.seq))
                 elif found != seal.content:
-                    self._report(
-                        f"{table} pk={seal.row_pk}: row differs from its seal (seal seq {seal.seq}): "
-                        f"{describe_difference(seal.content, found)}"
-                    )
+                    self._report(row_differs(table, seal.row_pk, seal.seq, seal.content, found))
 
     def _rows_have_seals(self) -> None:
         """The next slice of rows, table after table (LEDGER_WATCH_ROWS in all): each has a seal."""
@@ -171,16 +166,16 @@ class LedgerWatch:
             )
             for key in keys:
                 if key not in sealed:
-                    self._report(
-                        f"{table} pk={key}: row has no seal: inserted behind the application's back "
-                        "(raw SQL, a restored backup) or its seal was deleted"
-                    )
+                    self._report(row_unsealed(table, key))
             if len(pks) == budget:  # the budget is spent inside this table: go on from here next step
                 self._row_cursor = pks[-1]
                 return
             budget -= len(pks)
             self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
             self._rows_done = self._table_index == len(self._tables)
+
+    def _chain_broken(self, broken: ChainBreak) -> None:
+        self._report(f"seal chain BROKEN at seal seq {broken.seq} ({broken.event}): {broken.reason}")
 
     def _report(self, problem: str) -> None:
         with self._lock:
