@@ -7,6 +7,7 @@ or, later, sent over a channel layer to the process that owns the IB connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -328,7 +329,13 @@ class BrokerAdapter(Protocol):
 
     def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview: ...
 
-    def order_place(self, *, request: BrokerOrderRequest) -> OrderAck: ...
+    def order_place(self, *, request: BrokerOrderRequest, on_ack: Callable[[OrderAck], None] | None = None) -> OrderAck:
+        """Hand the order to the broker connection and return its acknowledgement.
+
+        `on_ack`, if given, is called with the acknowledgement the moment the order is handed over,
+        before any report of the broker about it is published: what the caller queues for the ledger
+        there comes before the order's statuses and fills. It must be quick and must not raise."""
+        ...
 
     def order_perm_id(self, *, broker_order_id: int) -> int | None:
         """IB's permanent id for an order this client placed, if the broker has reported it yet (no round trip)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.conf import settings
@@ -32,6 +34,8 @@ from brokers.ib import pacing, translate
 from brokers.ib.errors import HISTORICAL_PACING_RETRY_S, is_no_market_data_permission
 from brokers.ib.worker import IbWorker
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
+
+logger = logging.getLogger(__name__)
 
 DELAYED = 3
 # IB statuses of an order the broker has taken (its permanent id then stands for that).
@@ -298,7 +302,7 @@ class IbAdapter:
 
         return self.worker.call(run)
 
-    def order_place(self, *, request: BrokerOrderRequest) -> OrderAck:
+    def order_place(self, *, request: BrokerOrderRequest, on_ack: Callable[[OrderAck], None] | None = None) -> OrderAck:
         async def run(ib: IB) -> OrderAck:
             # Checked on the IB thread, where the kill switch closes the latch before its global cancel.
             if self.worker.sends_blocked:
@@ -318,13 +322,21 @@ class IbAdapter:
             if request.broker_order_id:
                 _require_modifiable(ib, request.broker_order_id, self.worker.client_id)
             trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
-            return OrderAck(
+            ack = OrderAck(
                 broker_order_id=trade.order.orderId,
                 perm_id=trade.order.permId or None,
                 status=trade.orderStatus.status,
                 client_id=self.worker.client_id,
                 connection=self.worker.connection_id,
             )
+            if on_ack is not None:
+                # Here on the IB thread, before this thread reads the broker's answer: whatever the caller
+                # queues for the ledger now precedes the order's statuses and fills.
+                try:
+                    on_ack(ack)
+                except Exception:
+                    logger.exception("order %s: acknowledgement callback failed", ack.broker_order_id)
+            return ack
 
         return self.worker.call(run, urgent=True)
 

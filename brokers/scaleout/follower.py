@@ -265,8 +265,11 @@ class RemoteAdapter:
     def order_preview(self, *, request: BrokerOrderRequest) -> OrderPreview:
         return self.call("order_preview", request=request)
 
-    def order_place(self, *, request: BrokerOrderRequest) -> OrderAck:
-        return self.call("order_place", request=request)
+    def order_place(self, *, request: BrokerOrderRequest, on_ack: Callable[[OrderAck], None] | None = None) -> OrderAck:
+        ack = self.call("order_place", request=request)
+        if on_ack is not None:
+            on_ack(ack)  # the owner's own ledger writer records its broker's reports; nothing here to precede
+        return ack
 
     def order_perm_id(self, *, broker_order_id: int) -> int | None:
         return None  # not worth a round trip to the owner: the broker's report records it

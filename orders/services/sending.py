@@ -4,7 +4,9 @@ An intent is committed before its send. What happens after the send is recorded 
 not connected (the broker cannot have it) -> `rejected`; refused by the kill switch's latch ->
 `rejected` with `trading_halted`; any other failure -> `unknown` for reconciliation, never re-sent.
 The acknowledgement (`submitted` with the broker's order id) is written by the recorder, together
-with the statuses arriving at the same moment; the caller waits for it outside the pipeline.
+with the statuses arriving at the same moment; the caller waits for it outside the pipeline. It is
+queued from the broker connection's own thread as the order is handed over, so the ledger records
+the order sent before any status or fill the broker reports for it.
 A bracket's legs go out on one connection; when one cannot be sent, the bracket is withdrawn, never
 completed later (`orders.services.brackets`).
 """
@@ -19,7 +21,7 @@ from django.db import transaction
 
 from audit import events
 from brokers import runtime
-from brokers.adapter import ContractInfo
+from brokers.adapter import BrokerAdapter, ContractInfo, OrderAck
 from ibkrgw.actors import Actor
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import Order
@@ -53,11 +55,19 @@ def order_send(
     `connection`: only on that broker connection (a bracket's later legs follow their entry's).
     Raises BrokerUnavailable (not connected) and the kill switch's 423 after recording `rejected`."""
     adapter = runtime.adapter()
+    rt = runtime.current()
+    queued: list[OrderSent] = []
+
+    def queue_for_ledger(ack: OrderAck) -> None:
+        if rt is not None:
+            queued.append(_order_sent(order, ack, actor, adapter))
+            rt.recorder.put(queued[-1])
+
     try:
         request = broker_request_for_order(
             order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
         )
-        ack = adapter.order_place(request=replace(request, connection=connection))
+        ack = adapter.order_place(request=replace(request, connection=connection), on_ack=queue_for_ledger)
     except (BrokerUnavailable, GatewayError) as exc:
         never_sent = isinstance(exc, BrokerUnavailable) and exc.code == ErrorCode.BROKER_UNAVAILABLE
         halted = exc.code == ErrorCode.TRADING_HALTED
@@ -80,7 +90,18 @@ def order_send(
         _record_unknown(order, actor, exc)
         return None
     pipeline().sent_ids[order.pk] = (ack.broker_order_id, ack.client_id)
-    sent = OrderSent(
+    if queued:
+        return queued[0]
+    sent = _order_sent(order, ack, actor, adapter)
+    if rt is None:
+        order_sent_record(sent=sent)
+    else:
+        rt.recorder.put(sent)  # the adapter did not call back (it failed): queued late rather than never
+    return sent
+
+
+def _order_sent(order: Order, ack: OrderAck, actor: Actor, adapter: BrokerAdapter) -> OrderSent:
+    return OrderSent(
         order_id=order.pk,
         broker_order_id=ack.broker_order_id,
         perm_id=ack.perm_id,
@@ -90,12 +111,6 @@ def order_send(
         perm_id_now=functools.partial(adapter.order_perm_id, broker_order_id=ack.broker_order_id),
         connection=ack.connection,
     )
-    rt = runtime.current()
-    if rt is None:
-        order_sent_record(sent=sent)
-    else:
-        rt.recorder.put(sent)
-    return sent
 
 
 def _record_unknown(order: Order, actor: Actor, exc: Exception) -> None:

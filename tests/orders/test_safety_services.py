@@ -1174,6 +1174,46 @@ def test_a_placed_order_is_answered_with_the_brokers_acknowledgement(ib_runtime,
     assert (latest.status, latest.broker_order_id) == (S.SUBMITTED, placed.order_id)
 
 
+def test_the_ledger_records_an_order_sent_before_the_fill_the_broker_reports_for_it(
+    ib_runtime, quiet_market, settings, monkeypatch
+):
+    # The sending thread resumes late (a busy machine): by then the broker has acknowledged and filled the
+    # order and the recorder has written the fill. The ledger still tells it in the order it happened.
+    from audit.models import AuditEntry
+    from brokers import runtime
+    from orders.models import Fill
+    from tests.conftest import wait_for
+
+    services.order_submit(request=_request("warm-4"), actor=BOT)  # the contract cached, the quote streamed
+    settings.ORDERS_ENABLED = True
+    adapter_type = type(runtime.adapter())
+    place = adapter_type.order_place
+
+    def place_then_stall(self, **kwargs):
+        ack = place(self, **kwargs)
+        wait_for(
+            lambda: Fill.objects.filter(order__client_order_id=kwargs["request"].order_ref).exists(),
+            message="the broker's fill recorded while the sender stalls",
+        )
+        return ack
+
+    monkeypatch.setattr(adapter_type, "order_place", place_then_stall)
+    order = services.order_submit(request=_request("late-1"), actor=BOT).order
+    assert _statuses(order) == [S.PENDING_SUBMIT, S.SUBMITTED, S.FILLED]
+    (fill,) = Fill.objects.filter(order=order)
+    story = (
+        AuditEntry.objects.filter(target_id__in=[str(order.pk), fill.exec_id])
+        .exclude(event="commission.recorded")  # IB reports it after the fill, whenever it is known
+        .order_by("seq")
+    )
+    assert [entry.event for entry in story] == [
+        "order.submitted",
+        "order.sent",
+        "fill.recorded",
+        "order.status_changed",
+    ]
+
+
 def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_runtime, quiet_market, settings):
     # The recorder is busy (a burst of fills, a slow disk): the order is at the broker, the ledger does not
     # show it yet. A cancel must still reach the broker, with the order id the send got back.
@@ -1200,7 +1240,7 @@ def test_a_send_that_fails_unexpectedly_is_recorded_unknown_and_never_resent(
     services.order_submit(request=_request("warm-3"), actor=BOT)
     settings.ORDERS_ENABLED = True
 
-    def broken(self, *, request):
+    def broken(self, *, request, on_ack=None):
         raise RuntimeError("decoder lost its place")
 
     monkeypatch.setattr(type(runtime.adapter()), "order_place", broken)
