@@ -1230,6 +1230,34 @@ def test_an_order_can_be_cancelled_before_its_acknowledgement_is_recorded(ib_run
     assert quiet_market.orders()[0].status == "Cancelled"
 
 
+def test_an_acknowledgement_the_ib_thread_could_not_queue_is_still_recorded(
+    ib_runtime, quiet_market, settings, monkeypatch, caplog
+):
+    # Queuing the acknowledgement from the IB thread failed (a bug, memory): the order is at the broker, so the
+    # send must neither fail nor be recorded `unknown`; the acknowledgement is queued once the send returns.
+    from orders.services import sending
+
+    settings.ORDERS_ENABLED = True
+    make = sending._order_sent
+    calls = []
+
+    def fails_first(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("could not build the acknowledgement")
+        return make(*args)
+
+    monkeypatch.setattr(sending, "_order_sent", fails_first)
+    order = services.order_submit(
+        request=_request("ack-2", order_type="LMT", limit_price=Decimal("185.00")), actor=BOT
+    ).order
+    (placed,) = [o for o in quiet_market.received_orders() if not o.what_if]
+    latest = order.events.order_by("-id").first()
+    assert (latest.status, latest.broker_order_id) == (S.SUBMITTED, placed.order_id)
+    assert len(calls) == 2
+    assert "acknowledgement callback failed" in caplog.text
+
+
 def test_a_send_that_fails_unexpectedly_is_recorded_unknown_and_never_resent(
     ib_runtime, quiet_market, settings, monkeypatch
 ):
