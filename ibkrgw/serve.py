@@ -20,19 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args = parser.parse_args(argv)
 
-    import gc
-
     import uvicorn
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
     os.environ["IBKRGW_SERVER"] = "uvicorn"  # settings: no daphne app (Twisted) in this process
-    from ibkrgw.asgi import application  # Django set up, the broker runtime started
-
-    # What start-up allocated lives as long as the process: out of the collector's sight, its full passes
-    # (which stop every thread, orders in flight included) walk only what the process made since.
-    gc.freeze()
     uvicorn.run(
-        application,
+        "ibkrgw.asgi:application",
         host=args.host,
         port=args.port,
         loop="uvloop",

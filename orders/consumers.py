@@ -78,20 +78,31 @@ class OrderStreamConsumer(StreamConsumer):
     stream = "orders"
     actions = ("resume", "ping")
 
-    async def opened(self) -> None:
-        self.replaying = False
-        self.held: list[tuple[int, str]] = []  # live frames that arrive during a replay
-        self.outbox: OrderedOutbox[str] = OrderedOutbox(
-            self._send_text, max_backlog=MAX_BACKLOG, max_send_s=self.max_send_s, on_stalled=self.drop_slow_client
-        )
+    async def connect(self) -> None:
+        # Listen before the client is told it is connected, holding what arrives until the stream opens: a
+        # client that connects and then places an order receives every event of it.
+        self.replaying = True  # live frames wait in `held` (while connecting, and during a replay)
+        self.held: list[tuple[int, str]] = []
         self.hub = order_hubs.get()
         # The client has (received here, or told us it has) every event up to `cursor`; each later one
         # reaches us live. `floor` is None until this socket sends an event; then every event it sent
         # is after `floor`, so nothing at or before `floor` may follow any more.
         self.cursor = await self.hub.attach(self)
         self.floor: int | None = None
+        try:
+            await super().connect()
+        finally:
+            if not self._open:  # refused, or closed while opening: it never streams
+                self.hub.detach(self)
+
+    async def opened(self) -> None:
+        self.outbox: OrderedOutbox[str] = OrderedOutbox(
+            self._send_text, max_backlog=MAX_BACKLOG, max_send_s=self.max_send_s, on_stalled=self.drop_slow_client
+        )
         after = _after_seq_in_url(self.scope)
-        if after is not None:
+        if after is None:
+            self._release_held()
+        else:
             await self._resume(after)
 
     async def closed(self) -> None:
@@ -134,10 +145,13 @@ class OrderStreamConsumer(StreamConsumer):
             }
             await self.outbox.put(dumps(resumed))
         finally:
-            self.replaying = False
-            held, self.held = self.held, []
-            for seq, text in held:
-                self._enqueue(seq, text)
+            self._release_held()
+
+    def _release_held(self) -> None:
+        self.replaying = False
+        held, self.held = self.held, []
+        for seq, text in held:
+            self._enqueue(seq, text)
 
     async def _ledger_page(self, after: int, until: int) -> list[LedgerFrame]:
         return await database_sync_to_async(ledger_frames_after, thread_sensitive=False)(
@@ -158,12 +172,12 @@ class OrderStreamConsumer(StreamConsumer):
 
     def offer_event(self, seq: int, text: str) -> None:
         """From the hub, in seq order; never blocks."""
-        if not self._open:
-            return
         if self.replaying:
             self.held.append((seq, text))
             if len(self.held) > MAX_BACKLOG:
                 self._too_slow()
+            return
+        if not self._open:
             return
         self._enqueue(seq, text)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -166,6 +167,34 @@ async def test_a_late_resume_never_sends_an_older_event_after_a_newer_one(
     assert [f["seq"] for f in replayed] == await sync_to_async(_ledger_seqs_after)(0) == before_seqs + seqs
     assert resumed["replayed"] == len(replayed)
     await again.disconnect()
+
+
+async def test_a_client_that_places_an_order_as_soon_as_it_is_connected_receives_all_of_its_events(
+    ib_runtime, api_client, sim_gateway, orders_enabled, ws_key, monkeypatch
+):
+    # The server is slow to start listening for this socket (a busy event loop): it holds the listening
+    # until the order's first events are already in the ledger, or, when the client is not yet told it is
+    # connected by then (it cannot place anything), for a second. Either way the client sees every event.
+    from orders.publish import OrderHub
+
+    sim_gateway.pause_market()
+    placed = asyncio.Event()
+    attach = OrderHub.attach
+
+    async def slow_attach(hub, listener):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(placed.wait(), timeout=1.0)
+        return await attach(hub, listener)
+
+    monkeypatch.setattr(OrderHub, "attach", slow_attach)
+    ws = await connected("/ws/orders/", ws_key)
+    order_id = await _place(api_client, "ws-at-once")
+    placed.set()
+    frames = await _events_until_settled(ws, order_id)
+    events = [f["event"] for f in frames if f["type"] == "order"]
+    assert events[:2] == ["order.submitted", "order.sent"]
+    assert [f["seq"] for f in frames] == await sync_to_async(_ledger_seqs_after)(frames[0]["seq"] - 1)
+    await ws.disconnect()
 
 
 async def test_a_late_resume_that_misses_nothing_is_answered(
