@@ -29,3 +29,10 @@ application = ProtocolTypeRouter(
 
 if os.environ.get("IBKRGW_NO_BROKER") != "1":
     runtime.start()
+
+if os.environ.get("IBKRGW_SERVER") == "uvicorn":  # the production server (ibkrgw.serve), set up by now
+    import gc
+
+    # What start-up allocated lives as long as the process: out of the collector's sight, its full passes
+    # (which stop every thread, orders in flight included) walk only what the process made since.
+    gc.freeze()
