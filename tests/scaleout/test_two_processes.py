@@ -198,7 +198,10 @@ def test_a_halt_through_the_follower_shows_the_owners_sweep_in_both_processes(cl
     for process in (owner, follower):
         process_api = cluster.api(process)
         wait_for(
-            lambda process_api=process_api: process_api.get("/api/v1/health/")[1]["halt"]["state"] == "done",
+            # `halt` is null until this process's health has seen the halt (its probe may be a moment old).
+            lambda process_api=process_api: (
+                (process_api.get("/api/v1/health/")[1]["halt"] or {}).get("state") == "done"
+            ),
             timeout=20,
             message="the halt's sweep confirmed nothing is working",
         )
