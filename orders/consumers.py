@@ -81,6 +81,7 @@ class OrderStreamConsumer(StreamConsumer):
     async def connect(self) -> None:
         # Listen before the client is told it is connected, holding what arrives until the stream opens: a
         # client that connects and then places an order receives every event of it.
+        self._open = False
         self.replaying = True  # live frames wait in `held` (while connecting, and during a replay)
         self.held: list[tuple[int, str]] = []
         self.hub = order_hubs.get()
