@@ -60,8 +60,9 @@ def order_send(
 
     def queue_for_ledger(ack: OrderAck) -> None:
         if rt is not None:
-            queued.append(_order_sent(order, ack, actor, adapter))
-            rt.recorder.put(queued[-1])
+            sent = _order_sent(order, ack, actor, adapter)
+            rt.recorder.put(sent)
+            queued.append(sent)  # only once it is on the recorder's queue: else it is queued below
 
     try:
         request = broker_request_for_order(
