@@ -30,6 +30,11 @@ class GateBlocked(GatewayError):
         self.gate = gate
 
 
+def plain(value: Decimal) -> str:
+    """A number as a person writes it in a message: 175, not 175.00000000 (requests carry 8 places)."""
+    return format(value.normalize(), "f")
+
+
 def invalid(message: str, **details) -> GateBlocked:
     return GateBlocked("validation", ErrorCode.INVALID_ORDER, message, details=details)
 
@@ -66,14 +71,27 @@ def gate_order_shape(request: OrderRequest) -> None:
         raise invalid(f"{t} orders must have tif DAY.", field="tif")
     if tif == "OPG" and t not in ("MKT", "LMT"):
         raise invalid("tif OPG is only for MKT and LMT orders (market/limit on open).", field="tif")
-    if request.sec_type in INTEGER_QUANTITY_SEC_TYPES and request.quantity != request.quantity.to_integral_value():
-        raise invalid(f"{request.sec_type} quantities must be whole numbers.", field="quantity")
+    gate_whole_quantity(request, request.sec_type)
     if (
         request.sec_type in ("OPT", "FOP")
         and not request.con_id
         and not (request.expiry and request.strike and request.right)
     ):
         raise invalid("Options need expiry, strike and right (or con_id).", field="expiry")
+
+
+def gate_whole_quantity(request: OrderRequest, sec_type: str) -> None:
+    """Futures, options and bonds trade in whole contracts. Checked against the request's sec_type and
+    again against the resolved contract's, which a request naming only a con_id does not state."""
+    if sec_type in INTEGER_QUANTITY_SEC_TYPES and request.quantity != request.quantity.to_integral_value():
+        raise invalid(f"{sec_type} quantities must be whole numbers.", field="quantity")
+
+
+def gate_bracket_approval(request: OrderRequest, *, approval_required: bool) -> None:
+    if request.is_bracket and approval_required and orders_armed():
+        raise invalid(
+            "Brackets cannot wait for approval yet: place the entry alone, or ask an operator.", field="take_profit"
+        )
 
 
 BRACKET_ENTRY_TYPES = ("MKT", "LMT")
@@ -99,10 +117,12 @@ def gate_bracket_shape(request: OrderRequest, reference: Decimal | None) -> None
     buying = request.action in ("BUY", "BUY_TO_COVER")
     if request.take_profit is not None and (request.take_profit <= entry if buying else request.take_profit >= entry):
         raise invalid(
-            f"take_profit must be {'above' if buying else 'below'} the entry price {entry}.", field="take_profit"
+            f"take_profit must be {'above' if buying else 'below'} the entry price {plain(entry)}.", field="take_profit"
         )
     if request.stop_loss is not None and (request.stop_loss >= entry if buying else request.stop_loss <= entry):
-        raise invalid(f"stop_loss must be {'below' if buying else 'above'} the entry price {entry}.", field="stop_loss")
+        raise invalid(
+            f"stop_loss must be {'below' if buying else 'above'} the entry price {plain(entry)}.", field="stop_loss"
+        )
 
 
 def gate_tick_size(request: OrderRequest, contract: ContractInfo) -> None:
@@ -115,7 +135,7 @@ def gate_tick_size(request: OrderRequest, contract: ContractInfo) -> None:
             raise GateBlocked(
                 "validation",
                 ErrorCode.INVALID_TICK_SIZE,
-                f"{name} {value} is not a multiple of the minimum tick {tick.normalize()}.",
+                f"{name} {plain(value)} is not a multiple of the minimum tick {plain(tick)}.",
                 details={"field": name, "min_tick": str(tick.normalize())},
             )
 
@@ -224,7 +244,7 @@ def gate_max_quantity(request: OrderRequest) -> None:
         raise GateBlocked(
             "risk",
             ErrorCode.RISK_MAX_QUANTITY,
-            f"quantity {request.quantity} exceeds RISK_MAX_ORDER_QUANTITY {settings.RISK_MAX_ORDER_QUANTITY}.",
+            f"quantity {plain(request.quantity)} exceeds RISK_MAX_ORDER_QUANTITY {settings.RISK_MAX_ORDER_QUANTITY}.",
             details={"limit": str(settings.RISK_MAX_ORDER_QUANTITY)},
         )
 
@@ -307,7 +327,7 @@ def gate_collar(request: OrderRequest, ref: Decimal) -> None:
             raise GateBlocked(
                 "risk",
                 ErrorCode.RISK_PRICE_COLLAR,
-                f"{name} {price} is {deviation:.2f}% from the reference price {ref}; the collar is "
+                f"{name} {plain(price)} is {deviation:.2f}% from the reference price {plain(ref)}; the collar is "
                 f"{settings.RISK_PRICE_COLLAR_PCT}%.",
                 details={
                     "field": name,

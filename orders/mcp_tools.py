@@ -52,8 +52,8 @@ OrderInput = for_agents(
         "expiry": "Options and futures: YYYYMMDD (or YYYYMM).",
         "strike": "Options only: the strike price.",
         "action": "BUY or SELL (SELL_SHORT/BUY_TO_COVER).",
-        "quantity": 'How many shares or contracts (a count, not money), e.g. "10". Whole numbers for stocks and '
-        "options.",
+        "quantity": 'How many shares or contracts (a count, not money), e.g. "10". Whole numbers for futures, '
+        "options and bonds; stocks may take fractions where the broker allows them.",
         "order_type": "Which prices to give: MKT none; LMT limit_price; STP stop_price; STP_LMT stop_price and "
         "limit_price; MOC none (tif DAY); LOC limit_price (tif DAY); TRAIL trail_amount or trail_percent; "
         "TRAIL_LIMIT limit_price and trail_amount or trail_percent. A price not listed for the type is an error.",

@@ -46,6 +46,8 @@ class Checks:
     legs: list[tuple[str, OrderRequest]] = field(default_factory=list)
     # What the broker is asked for an order goes ahead of queued reads; a preview is a read.
     for_order: bool = True
+    # The caller's orders wait for an operator (APPROVAL_REQUIRED_FOR), which a bracket cannot do yet.
+    approval_required: bool = False
     contract: ContractInfo | None = None
     quote: Quote | None = None
     reference: Decimal | None = None
@@ -78,8 +80,16 @@ def shape(c: Checks) -> None:
     gates.gate_bracket_shape(c.request, None)
 
 
+def bracket_approval(c: Checks) -> None:
+    gates.gate_bracket_approval(c.request, approval_required=c.approval_required)
+
+
 def contract(c: Checks) -> None:
     c.contract = contract_resolve_one(spec=contract_spec_for(c.request), for_order=c.for_order)
+
+
+def whole_quantity(c: Checks) -> None:
+    gates.gate_whole_quantity(c.request, _need_contract(c).sec_type)
 
 
 def _need_contract(c: Checks) -> ContractInfo:
@@ -153,7 +163,9 @@ ESSENTIAL = frozenset({contract})
 # The order: validation -> account mode -> risk -> arming. Shared-state checks follow in the pipeline.
 PLACE_STEPS: list[Callable[[Checks], None]] = [
     shape,
+    bracket_approval,
     contract,
+    whole_quantity,
     tick_size,
     trading_hours,
     account_managed,
@@ -170,6 +182,7 @@ PLACE_STEPS: list[Callable[[Checks], None]] = [
 # A recorded order sent or changed later (approval, modify): the same checks, minus what cannot change.
 EXISTING_ORDER_STEPS: list[Callable[[Checks], None]] = [
     shape,
+    whole_quantity,
     tick_size,
     account_mode,
     max_quantity,

@@ -113,7 +113,13 @@ def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str |
     """Run every gate without recording or sending anything; ask the broker for a what-if."""
     request, supplied_key = _keyed_request(request, idempotency_key)
     account = request.account
-    trip = checks.Checks(request=request, account=account, legs=bracket_children(request), for_order=False)
+    trip = checks.Checks(
+        request=request,
+        account=account,
+        legs=bracket_children(request),
+        for_order=False,
+        approval_required=actor.kind in settings.APPROVAL_REQUIRED_FOR,
+    )
     blocks = trip.collect(checks.PLACE_STEPS)
     digest = request_hash(request)
     try:
@@ -177,15 +183,13 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     replay = _replay_or_refuse(request, actor, account, digest)
     if replay is not None:
         return replay
-    trip = checks.Checks(request=request, account=account, legs=bracket_children(request))
+    trip = checks.Checks(
+        request=request,
+        account=account,
+        legs=bracket_children(request),
+        approval_required=actor.kind in settings.APPROVAL_REQUIRED_FOR,
+    )
     try:
-        if request.is_bracket and gates.orders_armed() and actor.kind in settings.APPROVAL_REQUIRED_FOR:
-            raise GateBlocked(
-                "validation",
-                ErrorCode.INVALID_ORDER,
-                "Brackets cannot wait for approval yet: place the entry alone, or ask an operator.",
-                details={"field": "take_profit"},
-            )
         trip.run(checks.PLACE_STEPS)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=account)

@@ -396,6 +396,34 @@ def test_preview_reports_what_place_would_refuse(resting, api_client, settings):
     assert Order.objects.count() == 1
 
 
+def test_an_option_named_by_its_con_id_alone_still_needs_a_whole_quantity(resting, api_client):
+    found = api_client.get("/api/v1/contracts/?symbol=AAPL&sec_type=OPT").json()[0]
+    assert found["sec_type"] == "OPT"
+    body = {"con_id": found["con_id"], "action": "BUY", "quantity": "1.5", "order_type": "MKT"}
+    preview = api_client.post("/api/v1/orders/preview/", body, format="json").json()
+    assert [(b["code"], b["details"]["field"]) for b in preview["blocks"]] == [("invalid_order", "quantity")]
+    placed = api_client.post("/api/v1/orders/", {**body, "client_order_id": "opt-frac"}, format="json")
+    assert placed.status_code == 422, placed.content
+    assert placed.json()["error"]["code"] == "invalid_order"
+    assert placed.json()["error"]["details"]["field"] == "quantity"
+    whole = api_client.post("/api/v1/orders/", {**body, "quantity": "2", "client_order_id": "opt-2"}, format="json")
+    assert whole.status_code == 201, whole.content
+    assert [(o.order_ref, o.total_quantity) for o in _sent(resting)] == [("opt-2", 2)]
+
+
+def test_preview_reports_that_a_bracket_cannot_wait_for_approval(resting, api_client, settings):
+    settings.APPROVAL_REQUIRED_FOR = frozenset({"api_key"})
+    bracket = _order(limit_price="189.00", take_profit="195.00", stop_loss="185.00")
+    preview = api_client.post("/api/v1/orders/preview/", bracket, format="json").json()
+    assert preview["ok"] is False and preview["would_be"] == "refused"
+    (block,) = preview["blocks"]
+    placed = api_client.post("/api/v1/orders/", {**bracket, "client_order_id": "br-appr"}, format="json")
+    assert placed.status_code == block["http_status"] == 422, placed.content
+    assert placed.json()["error"]["code"] == block["code"] == "invalid_order"
+    assert placed.json()["error"]["message"] == block["message"]
+    assert Order.objects.count() == 0 and _sent(resting) == []
+
+
 def test_buying_power_comes_from_the_streamed_account_values(resting, api_client, settings):
     settings.RISK_MAX_ORDER_QUANTITY = 10**9
     settings.RISK_MAX_ORDER_NOTIONAL = Decimal(10**12)
