@@ -7,7 +7,8 @@
 2. the seal chain is broken: a seal was changed, removed or re-ordered, or (once seals are keyed)
    its MAC is missing or was not made with the seal key (`audit.seal`);
 3. per ledger table, row by row: a row whose content differs from its seal (and which columns),
-   a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted);
+   a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted),
+   a value that cannot be read or is stored in a form the gateway never writes (`audit.stored`);
 4. optionally, an anchor (a head recorded elsewhere earlier) that the chain no longer contains;
 5. an append-only trigger is missing or disabled (raw UPDATE/DELETE would no longer be refused).
 
@@ -28,7 +29,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from audit.chain import verify_chain
 from audit.models import AuditEntry, LedgerSeal
-from audit.seal import _columns, content_of, pk_text, sealed_models, verify_seal_chain
+from audit.seal import sealed_models, verify_seal_chain
+from audit.stored import StoredTable
 from audit.triggers import missing_triggers
 
 
@@ -105,6 +107,10 @@ def row_differs(table: str, pk: str, seq: int, sealed: str, found: str) -> str:
     return f"{table} pk={pk}: row differs from its seal (seal seq {seq}): {describe_difference(sealed, found)}"
 
 
+def row_malformed(table: str, pk: str, problems: tuple[str, ...]) -> str:
+    return f"{table} pk={pk}: row changed behind the application's back: {'; '.join(problems)}"
+
+
 def row_gone(table: str, pk: str, seq: int) -> str:
     return f"{table} pk={pk}: row is gone (sealed at seq {seq}): deleted, or an older backup restored"
 
@@ -113,42 +119,43 @@ def _verify_table(
     model: type[models.Model], using: str, chunk_size: int, sealed_count: int, report: LedgerReport
 ) -> None:
     table = model._meta.db_table
-    attnames = [attname for attname, _ in _columns(model)]
-    pk_attname = model._meta.pk.attname
+    stored = StoredTable(model, using)
     seals = LedgerSeal.objects.using(using).filter(table=table)
-    rows = model._base_manager.using(using).order_by("pk").values(*attnames).iterator(chunk_size=chunk_size)
     count = matched = 0
-    for chunk in _chunks(rows, chunk_size):
+    after = None
+    while chunk := stored.page(after=after, limit=chunk_size):
+        after = chunk[-1].stored_pk
         count += len(chunk)
-        keys = [pk_text(values[pk_attname]) for values in chunk]
         sealed = {
             pk: (seq, content)
-            for pk, seq, content in seals.filter(row_pk__in=keys).values_list("row_pk", "seq", "content")
+            for pk, seq, content in seals.filter(row_pk__in=[row.pk for row in chunk]).values_list(
+                "row_pk", "seq", "content"
+            )
         }
-        for key, values in zip(keys, chunk, strict=True):
-            if key not in sealed:
-                report.problems.append(row_unsealed(table, key))
+        for row in chunk:
+            if row.problems:
+                report.problems.append(row_malformed(table, row.pk, row.problems))
+            if row.pk not in sealed:
+                report.problems.append(row_unsealed(table, row.pk))
                 continue
             matched += 1
-            seq, content = sealed[key]
-            found = content_of(model, values)
-            if found != content:
-                report.problems.append(row_differs(table, key, seq, content, found))
+            seq, content = sealed[row.pk]
+            if row.content is not None and row.content != content:
+                report.problems.append(row_differs(table, row.pk, seq, content, row.content))
     report.rows[table] = count
     if sealed_count > matched:
         # Some seals have no row: find which, a chunk of seals at a time.
         pk_field = model._meta.pk
         ordered = seals.order_by("seq").values_list("seq", "row_pk").iterator(chunk_size=chunk_size)
-        for chunk in _chunks(ordered, chunk_size):
+        for seal_chunk in _chunks(ordered, chunk_size):
             wanted = []
-            for _, row_pk in chunk:
+            for _, row_pk in seal_chunk:
                 try:
                     wanted.append(pk_field.to_python(row_pk))
                 except ValidationError:
                     pass  # a forged seal naming a key this table cannot have: reported as gone below
-            existing = model._base_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True)
-            present = {pk_text(pk) for pk in existing}
-            for seq, row_pk in chunk:
+            present = stored.rows(wanted)
+            for seq, row_pk in seal_chunk:
                 if row_pk not in present:
                     report.problems.append(row_gone(table, row_pk, seq))
 

@@ -9,7 +9,8 @@ the IB connection every `LEDGER_WATCH_EVERY_S` seconds, so trading never waits b
 1. the seal chain, walked from seq 1 to the head, then again from 1 (a pass): each seal's hash,
    link and MAC;
 2. the row each walked seal names, read as stored: a row that differs from its seal (and which
-   columns), or that is gone;
+   columns), that is gone, or that holds a value that cannot be read or is stored in a form the
+   gateway never writes (`audit.stored`);
 3. each ledger table's rows, in primary-key order, table after table: a row that has no seal
    (inserted behind the application's back);
 4. the head: a chain that now ends before a seal an earlier pass walked was cut short (the newest
@@ -22,6 +23,7 @@ a sealed row, so a changed entry shows as a row that differs from its seal.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -35,8 +37,9 @@ from django.utils import timezone
 
 from audit.chain import ChainBreak
 from audit.models import LedgerSeal
-from audit.seal import SealChainWalk, pk_text, read_contents, sealed_models
-from audit.verify import row_differs, row_gone, row_unsealed
+from audit.seal import SealChainWalk, sealed_models
+from audit.stored import StoredTable
+from audit.verify import row_differs, row_gone, row_malformed, row_unsealed
 
 logger = logging.getLogger(__name__)
 MAX_SHOWN = 20  # problems shown in health
@@ -61,6 +64,7 @@ class LedgerWatch:
         self._lock = threading.Lock()
         self._tables = sealed_models()
         self._models_by_table = {model._meta.db_table: model for model in self._tables}
+        self._stored_tables: dict[type[models.Model], StoredTable] = {}
         self._found: dict[str, None] = {}  # this pass's problems, in the order found
         self._previous: dict[str, None] = {}  # the last complete pass's problems
         self._logged: set[str] = set()
@@ -102,16 +106,20 @@ class LedgerWatch:
 
     def _walk_seals(self) -> None:
         seals = list(LedgerSeal.objects.using(self.using).filter(seq__gt=self._cursor).order_by("seq")[: self.rows])
-        walked = []
+        walk = copy.copy(self._walk)  # kept only once the slice's rows were read too: a failed read is retried
+        walked, broken = [], None
         for seal in seals:
-            broken = self._walk.feed(seal)
+            broken = walk.feed(seal)
             if broken is not None:  # the seals after a break cannot be trusted to chain: next pass
-                self._chain_broken(broken)
-                self._seals_done = True
                 break
             walked.append(seal)
-            self._cursor = seal.seq
         self._compare_rows(walked)
+        self._walk = walk
+        if walked:
+            self._cursor = walked[-1].seq
+        if broken is not None:
+            self._chain_broken(broken)
+            self._seals_done = True
         if len(seals) < self.rows and not self._seals_done:  # at the head
             self._seals_done = True
             if (broken := self._walk.end()) is not None:
@@ -140,13 +148,22 @@ class LedgerWatch:
                     keys.append(model._meta.pk.to_python(seal.row_pk))
                 except ValidationError:
                     pass  # a forged seal naming a key this table cannot have: its row is gone below
-            contents = read_contents(model, keys, self.using)
+            rows = self._stored(model).rows(keys)
             for seal in table_seals:
-                found = contents.get(seal.row_pk)
+                found = rows.get(seal.row_pk)
                 if found is None:
                     self._report(row_gone(table, seal.row_pk, seal.seq))
-                elif found != seal.content:
-                    self._report(row_differs(table, seal.row_pk, seal.seq, seal.content, found))
+                    continue
+                if found.problems:
+                    self._report(row_malformed(table, found.pk, found.problems))
+                if found.content is not None and found.content != seal.content:
+                    self._report(row_differs(table, seal.row_pk, seal.seq, seal.content, found.content))
+
+    def _stored(self, model: type[models.Model]) -> StoredTable:
+        stored = self._stored_tables.get(model)
+        if stored is None:
+            stored = self._stored_tables[model] = StoredTable(model, self.using)
+        return stored
 
     def _rows_have_seals(self) -> None:
         """The next slice of rows, table after table (LEDGER_WATCH_ROWS in all): each has a seal."""
@@ -154,11 +171,8 @@ class LedgerWatch:
         while budget > 0 and not self._rows_done:
             model: type[models.Model] = self._tables[self._table_index]
             table = model._meta.db_table
-            rows = model._base_manager.using(self.using).order_by("pk")
-            if self._row_cursor is not None:
-                rows = rows.filter(pk__gt=self._row_cursor)
-            pks = list(rows.values_list("pk", flat=True)[:budget])
-            keys = [pk_text(pk) for pk in pks]
+            rows = self._stored(model).page(after=self._row_cursor, limit=budget)
+            keys = [row.pk for row in rows]
             sealed = set(
                 LedgerSeal.objects.using(self.using)
                 .filter(table=table, row_pk__in=keys)
@@ -167,10 +181,10 @@ class LedgerWatch:
             for key in keys:
                 if key not in sealed:
                     self._report(row_unsealed(table, key))
-            if len(pks) == budget:  # the budget is spent inside this table: go on from here next step
-                self._row_cursor = pks[-1]
+            if len(rows) == budget:  # the budget is spent inside this table: go on from here next step
+                self._row_cursor = rows[-1].stored_pk
                 return
-            budget -= len(pks)
+            budget -= len(rows)
             self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
             self._rows_done = self._table_index == len(self._tables)
 

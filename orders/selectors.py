@@ -262,7 +262,10 @@ def trading_switch_state() -> TradingSwitchState:
     it, or leaves the newest seal naming a row that is gone, or has a seal computed without the
     key: the switch then fails closed (halted) until an admin resumes, which writes a new sealed
     row. `audit_verify` names the row."""
-    found = _LATEST_SWITCH.first()
+    try:
+        found = _LATEST_SWITCH.first()
+    except (TypeError, ValueError):  # a value written behind the application's back that no converter can read
+        return _untrusted("its newest row holds a value that cannot be read")
     trusted_before = _newest_switch_seal_trusted[0]
     if (found is None or found[2] < trusted_before) and not _switch_seal_exists(trusted_before):
         # The seal this process trusted is gone: rows deleted with their seals. (Were it still there, this read
@@ -285,7 +288,10 @@ def trading_switch_state() -> TradingSwitchState:
     pk = pk_text(values["id"])
     if sealed_pk != pk:
         return _untrusted(f"its newest row {pk} is not the one sealed last (the newest sealed row is {sealed_pk})")
-    content = content_of(TradingSwitchEvent, values)
+    try:
+        content = content_of(TradingSwitchEvent, values)
+    except (TypeError, ValueError):
+        return _untrusted(f"its newest row {pk} holds a value that cannot be read")
     if content != sealed_content:
         return _untrusted(f"its newest row {pk} differs from its seal")
     # The MAC covers the hash of these very fields: one hash and one HMAC per read.
@@ -333,4 +339,8 @@ def orders_since(*, account: str, since: datetime) -> int:
 
 
 def trading_switch_latest() -> TradingSwitchEvent | None:
-    return TradingSwitchEvent.objects.order_by("-id").first()
+    """The newest kill-switch row, for display; None also when it cannot be read (see trading_switch_state)."""
+    try:
+        return TradingSwitchEvent.objects.order_by("-id").first()
+    except (TypeError, ValueError):
+        return None

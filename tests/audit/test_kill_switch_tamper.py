@@ -12,12 +12,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from ibkrgw.actors import Actor, ActorKind, Source
 from orders import services
 from orders.models import TradingSwitchEvent
-from orders.selectors import trading_halted, trading_switch_state
+from orders.selectors import trading_halted, trading_switch_latest, trading_switch_state
 from tests.audit.test_ledger_seal import append_plain_seal, drop_trigger, raw, rewrite_around_triggers, verify
 from tests.conftest import wait_for
 from tests.factories import TradingSwitchEventFactory
@@ -112,6 +113,22 @@ def test_a_halt_released_behind_the_applications_back_still_holds(tamper, found)
     services.trading_resume(actor=ADMIN, reason="checked")
     state = trading_switch_state()
     assert (state.halted, state.untrusted) == (False, "")
+
+
+@pytest.mark.django_db
+def test_a_switch_row_rewritten_into_a_value_that_cannot_be_read_holds_trading_halted():
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL checks the type of every value it stores")
+    resumed = TradingSwitchEventFactory(halted=False)
+    rewrite_around_triggers("orders_tradingswitchevent", resumed.pk, "at", "2026-13-45 99:00:00")
+    state = trading_switch_state()
+    assert state.halted is True
+    assert "holds a value that cannot be read" in state.untrusted
+    assert trading_switch_latest() is None  # what the console and the MCP status show of it: no row, halted
+    code, out = verify()
+    assert code == 1 and f"orders_tradingswitchevent pk={resumed.pk}: row changed" in out
+    services.trading_resume(actor=ADMIN, reason="checked")
+    assert trading_switch_state().halted is False
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ with `session_replication_role = replica` (which leaves them in place, so only t
 from __future__ import annotations
 
 import json
+from datetime import timedelta, timezone
 from decimal import Decimal
 from io import StringIO
 
@@ -369,6 +370,52 @@ def test_an_older_backup_of_one_table_restored_is_named():
     assert "trigger" not in out
     for event in later:
         assert f"orders_orderevent pk={event.pk}: row is gone" in out
+
+
+def text_stored_database() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL checks the type of every value it stores, and stores each value one way")
+
+
+@pytest.mark.django_db
+def test_a_value_that_cannot_be_read_is_named_and_the_rest_of_the_ledger_is_still_verified():
+    text_stored_database()
+    rows = small_ledger()
+    order, fill = rows["order"], rows["fill"]
+    rewrite_around_triggers("orders_order", uuid_column(order.pk), "quantity", "abc")
+    rewrite_around_triggers("orders_fill", fill.pk, "price", "1.00")
+    rewrite_around_triggers("orders_fill", fill.pk, "executed_at", "2026-13-45 99:00:00")
+    code, out = verify()
+    assert code == 1
+    assert (
+        f'orders_order pk={order.pk}: row changed behind the application\'s back: quantity holds "abc", '
+        "which is not a valid DecimalField"
+    ) in out
+    assert f"orders_fill pk={fill.pk}: row changed behind the application's back: executed_at holds" in out
+    assert f"orders_commission pk={rows['commission'].pk}" not in out  # the rows after them were read, and match
+
+
+@pytest.mark.django_db
+def test_a_key_or_a_time_written_in_another_form_of_the_same_value_is_named():
+    """SQLite compares the stored text: the same value written another way still matches its seal's content,
+    but the gateway's lookups no longer find it (an order loses its events, a time window miscounts)."""
+    text_stored_database()
+    rows = small_ledger()
+    order, event, fill = rows["order"], rows["event"], rows["fill"]
+    assert verify()[0] == 0
+    rewrite_around_triggers("orders_orderevent", event.pk, "order_id", order.pk.hex.upper())
+    minus_one_hour = fill.created_at.astimezone(timezone(timedelta(hours=-1))).isoformat(" ")
+    rewrite_around_triggers("orders_fill", fill.pk, "created_at", minus_one_hour)
+    assert not OrderEvent.objects.filter(order=order).exists()  # what the rewrite did to the gateway's view
+    code, out = verify()
+    assert code == 1
+    assert (
+        f"orders_orderevent pk={event.pk}: row changed behind the application's back: order_id is stored as "
+        f'"{order.pk.hex.upper()}", a form the gateway never writes ("{order.pk.hex}")'
+    ) in out
+    assert f"orders_fill pk={fill.pk}: row changed behind the application's back: created_at is stored as \"" in out
+    assert "row differs" not in out  # the values are the same: only how they are stored changed
+    rewrite_around_triggers("orders_orderevent", event.pk, "order_id", order.pk.hex)  # the test database checks keys
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from audit.models import LedgerSeal
@@ -88,6 +89,28 @@ def test_problems_stay_shown_on_later_passes_and_are_logged_once(caplog):
             assert f"orders_order pk={order.pk}: row differs from its seal" in problem
             assert 'quantity: sealed "10", now "999"' in problem
     assert caplog.text.count("row differs from its seal") == 1
+
+
+@pytest.mark.django_db
+def test_a_value_that_cannot_be_read_does_not_hide_the_other_changes_of_its_slice(client):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL checks the type of every value it stores")
+    rows = small_ledger()
+    order, event, fill = rows["order"], rows["event"], rows["fill"]
+    rewrite_around_triggers("orders_order", uuid_column(order.pk), "quantity", "abc")
+    rewrite_around_triggers("orders_fill", fill.pk, "price", "1.00")
+    rewrite_around_triggers("orders_orderevent", event.pk, "order_id", order.pk.hex.upper())
+    with override_settings(LEDGER_WATCH_ROWS=100):  # one slice holds them all
+        one_pass(ledger_watch())
+    problems = ledger_watch().state().problems
+    assert f'orders_order pk={order.pk}: row changed behind the application\'s back: quantity holds "abc"' in "".join(
+        problems
+    )
+    assert any(p.startswith(f"orders_fill pk={fill.pk}: row differs from its seal") for p in problems)
+    assert any(p.startswith(f"orders_orderevent pk={event.pk}: row changed") and "order_id" in p for p in problems)
+    assert len(problems) == 3
+    assert client.get("/api/v1/health/").json()["ledger"]["watch"]["intact"] is False
+    rewrite_around_triggers("orders_orderevent", event.pk, "order_id", order.pk.hex)  # the test database checks keys
 
 
 @pytest.mark.django_db
