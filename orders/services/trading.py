@@ -587,6 +587,7 @@ def order_modify(
             _require_modifiable(fresh)
             if new_terms["quantity"] < fresh.filled_quantity:
                 raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
+            _require_bracket_kept(order, new_terms)  # here, so two legs changed at once are checked one after the other
             checks.existing_order_gates(halted=trading_halted())
         except GatewayError as exc:
             gate_block_record(exc, request=request, actor=actor, account=order.account)
@@ -630,6 +631,36 @@ def order_modify(
         return order
 
     return pipeline().run(modify)
+
+
+def _require_bracket_kept(order: Order, new_terms: dict[str, Decimal | None]) -> None:
+    """A bracket stays one bracket: its legs keep one quantity (an exit larger than the position would open a
+    new one), and while its entry waits, each exit stays on its side of the entry, as when it was placed. Once
+    the entry has filled, its exits protect a position: moving them (a stop up to break-even) is the trader's."""
+    if not order.role:
+        return
+    if new_terms["quantity"] != order_terms(order)["quantity"]:
+        raise gates.invalid(
+            "A bracket's entry and exits share one quantity: cancel the bracket and place it again to change it.",
+            field="quantity",
+        )
+    entry = order if order.parent_id is None else order.parent
+    assert entry is not None  # noqa: S101 - an exit has its entry
+    entry_latest = order_latest_event(entry)
+    if entry_latest is None or entry_latest.filled_quantity > 0 or entry_latest.status in TERMINAL:
+        return
+    terms = {entry.role: new_terms if entry.pk == order.pk else order_terms(entry)}
+    for leg in Order.objects.filter(parent=entry):
+        latest = order_latest_event(leg)
+        if latest is not None and latest.status not in TERMINAL:
+            terms[leg.role] = new_terms if leg.pk == order.pk else order_terms(leg)
+    shape = order_request_of(
+        entry,
+        limit_price=terms["entry"]["limit_price"],
+        take_profit=terms["take_profit"]["limit_price"] if "take_profit" in terms else None,
+        stop_loss=terms["stop_loss"]["stop_price"] if "stop_loss" in terms else None,
+    )
+    gates.gate_bracket_shape(shape, None)
 
 
 def _require_modifiable(latest: OrderEvent) -> None:

@@ -344,6 +344,48 @@ def test_modify_runs_the_tick_size_gate(resting, api_client):
     assert [r for r in resting.received_orders() if r.order_ref == "tick-1" and r.lmt_price != Decimal("181")] == []
 
 
+def test_a_bracket_leg_keeps_the_brackets_quantity_and_its_side_of_the_entry(resting, api_client):
+    placed = api_client.post(
+        "/api/v1/orders/",
+        _order(client_order_id="keep", limit_price="185.00", take_profit="195.00", stop_loss="181.00"),
+        format="json",
+    )
+    assert placed.status_code == 201, placed.content
+    entry_id = placed.json()["id"]
+    legs = {c["role"]: c["id"] for c in placed.json()["children"]}
+    wait_for(
+        lambda: (
+            {c["status"] for c in api_client.get(f"/api/v1/orders/{entry_id}/").json()["children"]} == {"submitted"}
+        ),
+        message="exits working",
+    )
+
+    def patch(order_id, **terms):
+        return api_client.patch(f"/api/v1/orders/{order_id}/", terms, format="json")
+
+    refused = [
+        (legs["stop_loss"], {"quantity": "200"}, "quantity"),  # an exit larger than the position: a new short
+        (entry_id, {"quantity": "50"}, "quantity"),  # 49 shares without exits
+        (entry_id, {"limit_price": "196.00"}, "take_profit"),  # the entry above its take-profit
+        (legs["stop_loss"], {"stop_price": "186.00"}, "stop_loss"),  # the stop above the entry
+        (legs["take_profit"], {"limit_price": "184.00"}, "take_profit"),
+    ]
+    for order_id, terms, field in refused:
+        response = patch(order_id, **terms)
+        assert response.status_code == 422, (terms, response.content)
+        assert (response.json()["error"]["code"], response.json()["error"]["details"]["field"]) == (
+            "invalid_order",
+            field,
+        )
+    assert patch(entry_id, limit_price="186.00").status_code == 200  # still between its exits
+    at_broker = {o.order_ref: o for o in _sent(resting)}  # the latest of each leg's sends
+    assert {ref: (o.total_quantity, o.lmt_price, o.aux_price) for ref, o in at_broker.items()} == {
+        "keep": (1, Decimal("186.00"), None),
+        "keep.tp": (1, Decimal("195.00"), None),
+        "keep.sl": (1, None, Decimal("181.00")),
+    }
+
+
 @pytest.mark.parametrize(
     ("exits", "code", "field"),
     [
