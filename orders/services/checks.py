@@ -203,18 +203,43 @@ class SharedState:
     duplicate_recent: bool
 
 
-def shared_state(*, account: str, digest: str, supplied_key: bool, group: AdmissionGroup | None = None) -> SharedState:
+def same_order(request: OrderRequest, contract: ContractInfo) -> dict[str, Any]:
+    """What makes two orders one order for the duplicate window: the contract they resolved to and their
+    terms, however the request spelled the contract (defaults spelled out, or a con_id instead)."""
+    return {
+        "con_id": contract.con_id,
+        "action": request.action,
+        "quantity": request.quantity,
+        "order_type": request.order_type,
+        "limit_price": request.limit_price,
+        "stop_price": request.stop_price,
+        "trail_amount": request.trail_amount,
+        "trail_percent": request.trail_percent,
+        "tif": request.tif,
+        "outside_rth": request.outside_rth,
+    }
+
+
+def same_order_key(account: str, terms: dict[str, Any]) -> tuple:
+    """The key under which an admission group counts the orders it added with these terms."""
+    return ("same_order", account, tuple(sorted(terms.items())))
+
+
+def shared_state(
+    *, account: str, terms: dict[str, Any], supplied_key: bool, group: AdmissionGroup | None = None
+) -> SharedState:
     """The kill switch, the last minute's orders and the duplicate window, as the ledger has them now.
 
-    Inside the pipeline `group` reads each fact once per commit and adds what the group's earlier
-    placements added; a preview reads them afresh."""
+    `terms`: the order columns an earlier order must share to be the same order (`same_order`). Inside
+    the pipeline `group` reads each fact once per commit and adds what the group's earlier placements
+    added; a preview reads them afresh."""
     group = group or AdmissionGroup()
     since = timezone.now() - timedelta(seconds=60)
     duplicate = False
     if not supplied_key and settings.RISK_DUPLICATE_WINDOW_S > 0:
         window = timezone.now() - timedelta(seconds=settings.RISK_DUPLICATE_WINDOW_S)
-        duplicate = group.added.get(("digest", account, digest), 0) > 0 or (
-            Order.objects.filter(account=account, request_hash=digest, created_at__gte=window).exists()
+        duplicate = group.added.get(same_order_key(account, terms), 0) > 0 or (
+            Order.objects.filter(account=account, parent__isnull=True, created_at__gte=window, **terms).exists()
         )
     counted = group.once(("orders", account), lambda: orders_since(account=account, since=since))
     return SharedState(

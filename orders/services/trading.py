@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 GENERATED_ID_PREFIX = "gw-"
 CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SENT_RECORD_WAIT_S = 2.0
+# A bracket "<key>" places its exits as "<key>.tp" and "<key>.sl": no other order may take those keys.
+BRACKET_EXIT_SUFFIXES = (".tp", ".sl")
 INTENT_REASONS = {
     S.SIMULATED: "ORDERS_ENABLED=false: recorded, not sent",
     S.PENDING_APPROVAL: "Waiting for an operator to approve it in the admin.",
@@ -85,6 +87,13 @@ def _keyed_request(request: OrderRequest, idempotency_key: str | None) -> tuple[
         raise GatewayError(
             ErrorCode.INVALID_REQUEST,
             "client_order_id / Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            details={"fields": ["client_order_id"]},
+        )
+    if key.endswith(BRACKET_EXIT_SUFFIXES):
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST,
+            f"client_order_id / Idempotency-Key may not end in {' or '.join(BRACKET_EXIT_SUFFIXES)}: "
+            "those name a bracket's exits.",
             details={"fields": ["client_order_id"]},
         )
     request = replace(request, client_order_id=key or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:24]}")
@@ -126,7 +135,9 @@ def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str |
         _replay(account, request.client_order_id, digest)
     except GatewayError as exc:
         blocks.append(exc)
-    state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key)
+    # With the contract unknown (the broker down), the same request as typed is still the same order.
+    terms = checks.same_order(request, trip.contract) if trip.contract is not None else {"request_hash": digest}
+    state = checks.shared_state(account=account, terms=terms, supplied_key=supplied_key)
     for gate in checks.shared_state_gates(state, legs=1 + len(trip.legs)):
         try:
             gate()
@@ -196,6 +207,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         raise
     assert trip.contract is not None  # noqa: S101 - the contract step ran
     contract = trip.contract
+    terms = checks.same_order(request, contract)
     status = _first_status(actor)
 
     def admit(group: AdmissionGroup) -> tuple[Order, bool]:
@@ -205,7 +217,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
             replay = _replay(account, request.client_order_id, digest)
             assert replay is not None  # noqa: S101 - it was recorded in this transaction
             return replay.order, True
-        state = checks.shared_state(account=account, digest=digest, supplied_key=supplied_key, group=group)
+        state = checks.shared_state(account=account, terms=terms, supplied_key=supplied_key, group=group)
         legs = 1 + len(trip.legs)
         for gate in checks.shared_state_gates(state, legs=legs):
             gate()
@@ -214,7 +226,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         order = _record_intent(request, contract, account, digest, trip, actor, status)
         group.add(key, 1)
         group.add(("orders", account), legs)
-        group.add(("digest", account, digest), 1)
+        group.add(checks.same_order_key(account, terms), 1)
         return order, False
 
     def send(admitted: tuple[Order, bool]) -> tuple[Order, bool, list[OrderSent]]:

@@ -217,6 +217,34 @@ def test_the_duplicate_window_lets_one_of_ten_identical_orders_through(resting):
     assert len(_sent(resting)) == 1
 
 
+def test_the_duplicate_window_sees_the_same_order_however_its_contract_is_spelled(resting, api_client):
+    first = api_client.post("/api/v1/orders/", _order(), format="json")
+    assert first.status_code == 201, first.content
+    spellings = [
+        {"exchange": "SMART"},
+        {"currency": "USD"},
+        {"primary_exchange": "NASDAQ"},
+        {"con_id": first.json()["con_id"]},
+    ]
+    for spelled in spellings:
+        again = api_client.post("/api/v1/orders/", _order(**spelled), format="json")
+        assert again.status_code == 409, (spelled, again.content)
+        assert again.json()["error"]["code"] == "possible_duplicate"
+    assert api_client.post("/api/v1/orders/", _order(quantity="2"), format="json").status_code == 201
+    wait_for(lambda: len(_sent(resting)) == 2, message="two distinct orders at the gateway")
+
+
+def test_keys_of_a_brackets_exits_are_reserved_for_them(resting, api_client):
+    taken = api_client.post("/api/v1/orders/", _order(client_order_id="brk.tp"), format="json")
+    assert taken.status_code == 400, taken.content
+    assert taken.json()["error"]["code"] == "invalid_request"
+    assert api_client.post("/api/v1/orders/", _order(client_order_id="brk.sl"), format="json").status_code == 400
+    bracket = _order(client_order_id="brk", limit_price="185.00", take_profit="195.00", stop_loss="181.00")
+    placed = api_client.post("/api/v1/orders/", bracket, format="json")
+    assert placed.status_code == 201, placed.content
+    assert {c["client_order_id"] for c in placed.json()["children"]} == {"brk.tp", "brk.sl"}
+
+
 def test_a_cancel_during_an_outage_records_nothing_and_works_after(resting, api_client, ib_runtime):
     order_id = api_client.post("/api/v1/orders/", _order(client_order_id="out-1"), format="json").json()["id"]
     wait_for(

@@ -23,7 +23,19 @@ from tests.unit.builders import NOW, contract, order, quote
 D = Decimal
 ACCOUNT = "DU1234567"
 OTHER_ACCOUNT = "DU7654321"
-DIGEST = "d" * 64
+# The terms of an OrderFactory order (AAPL, BUY 10 LMT 189.50 DAY), as the duplicate window compares them.
+SAME = {
+    "con_id": 265598,
+    "action": "BUY",
+    "quantity": Decimal("10"),
+    "order_type": "LMT",
+    "limit_price": Decimal("189.50"),
+    "stop_price": None,
+    "trail_amount": None,
+    "trail_percent": None,
+    "tif": "DAY",
+    "outside_rth": False,
+}
 pytestmark = pytest.mark.usefixtures("limits", "frozen_clock")
 
 
@@ -142,7 +154,7 @@ def placed(frozen_clock, ago: timedelta, **fields):
 
 
 def state(*, supplied_key=False, group=None, account=ACCOUNT) -> SharedState:
-    return checks.shared_state(account=account, digest=DIGEST, supplied_key=supplied_key, group=group)
+    return checks.shared_state(account=account, terms=SAME, supplied_key=supplied_key, group=group)
 
 
 @pytest.mark.django_db
@@ -163,11 +175,14 @@ def test_the_last_minute_counts_the_account_s_orders_from_exactly_sixty_seconds_
 
 @pytest.mark.django_db
 def test_an_identical_order_of_the_account_within_the_window_is_a_duplicate(frozen_clock):
-    placed(frozen_clock, timedelta(seconds=5, microseconds=1), request_hash=DIGEST)
-    placed(frozen_clock, timedelta(seconds=1), request_hash=DIGEST, account=OTHER_ACCOUNT)
-    placed(frozen_clock, timedelta(seconds=1), request_hash="e" * 64)
+    placed(frozen_clock, timedelta(seconds=5, microseconds=1))
+    placed(frozen_clock, timedelta(seconds=1), account=OTHER_ACCOUNT)
+    placed(frozen_clock, timedelta(seconds=1), quantity=Decimal("11"))
+    placed(frozen_clock, timedelta(seconds=1), limit_price=Decimal("189.51"))
+    placed(frozen_clock, timedelta(seconds=1), con_id=272093)
     assert state().duplicate_recent is False
-    placed(frozen_clock, timedelta(seconds=5), request_hash=DIGEST)
+    # However the first request spelled its contract: the same contract and terms are the same order.
+    placed(frozen_clock, timedelta(seconds=5), symbol="", exchange="", currency="", request_hash="e" * 64)
     assert state().duplicate_recent is True
     assert state(supplied_key=True).duplicate_recent is False  # a chosen key places it on purpose
 
@@ -176,7 +191,7 @@ def test_an_identical_order_of_the_account_within_the_window_is_a_duplicate(froz
 @pytest.mark.parametrize(("window", "duplicate"), [(0, False), (1, True)])
 def test_a_duplicate_window_of_zero_turns_the_check_off(frozen_clock, settings, window, duplicate):
     settings.RISK_DUPLICATE_WINDOW_S = window
-    placed(frozen_clock, timedelta(0), request_hash=DIGEST)
+    placed(frozen_clock, timedelta(0))
     assert state().duplicate_recent is duplicate
 
 
@@ -190,11 +205,11 @@ def test_the_kill_switch_is_read_from_the_ledger():
 
 @pytest.mark.django_db
 def test_a_group_adds_what_its_earlier_placements_added(frozen_clock):
-    placed(frozen_clock, timedelta(seconds=1))
+    placed(frozen_clock, timedelta(seconds=1), quantity=Decimal("11"))
     group = AdmissionGroup()
     assert state(group=group) == SharedState(halted=False, orders_last_minute=1, duplicate_recent=False)
     group.add(("orders", ACCOUNT), 2)
-    group.add(("digest", ACCOUNT, DIGEST), 1)
+    group.add(checks.same_order_key(ACCOUNT, SAME), 1)
     assert state(group=group) == SharedState(halted=False, orders_last_minute=3, duplicate_recent=True)
     assert state(group=group, supplied_key=True).duplicate_recent is False
     assert state(group=group, account=OTHER_ACCOUNT) == SharedState(False, 0, False)
