@@ -8,6 +8,7 @@ Close codes (the websocket close frame; an `{"type": "error", ...}` frame explai
   listens);
 - 4403 authenticated, but the key or user lacks the scope the stream needs;
 - 4400 the connect URL asks for what the stream cannot do (orders: a bad `?after_seq=`);
+- 4404 there is no stream at that path (`NoSuchStream`);
 - 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
   ordered backlog (orders stream) overflowed.
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_PERMISSION_DENIED = 4403
 CLOSE_INVALID_REQUEST = 4400
+CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
 CLIENT_TOO_SLOW = ErrorCode.CLIENT_TOO_SLOW
 
@@ -430,3 +432,20 @@ def _credential_valid(credential: Credential) -> bool:
         key = ScopedAPIKey.objects.filter(pk=credential.key_pk).first()
         return key is not None and not key.revoked and not key.has_expired
     return session_signs_in(credential.session_key, credential.user_pk)
+
+
+class NoSuchStream(AsyncWebsocketConsumer):
+    """Any other websocket path: told which streams there are and closed (4404), as an unknown HTTP path
+    answers 404, instead of failing the handshake with a server error."""
+
+    streams: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, streams: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streams = streams
+
+    async def connect(self) -> None:
+        await self.accept()
+        where = ", ".join(self.streams)
+        await self.send(dumps(error_frame(ErrorCode.NOT_FOUND, f"No stream at this path; the streams are {where}.")))
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -50,6 +50,17 @@ async def test_an_unknown_api_key_is_refused_with_4401(path, transactional_db):
     assert error["code"] == "not_authenticated"
 
 
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/quotes", "/", "/api/v1/health/"])
+async def test_a_path_with_no_stream_is_told_so_and_closed_with_4404(path, ws_key):
+    ws = communicator(path, key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert (error["type"], error["code"]) == ("error", "not_found")
+    assert "/ws/quotes/" in error["message"] and "/ws/orders/" in error["message"]
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert (closing["type"], closing["code"]) == ("websocket.close", 4404)
+
+
 async def test_the_api_key_may_come_in_the_query_string(ws_key):
     ws = communicator(f"/ws/quotes/?api_key={ws_key}")
     assert (await ws.connect(timeout=TIMEOUT))[0]
