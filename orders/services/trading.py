@@ -144,7 +144,10 @@ def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str |
         except GatewayError as exc:
             blocks.append(exc)
     what_if, what_if_error = None, ""
-    if trip.contract is not None:
+    # The broker's what-if only for an order it could take: not one refused as malformed or for an account
+    # the gateway does not manage (the broker would only answer with an error of its own).
+    malformed = any(getattr(exc, "gate", "") == "validation" for exc in blocks)
+    if trip.contract is not None and not malformed:
         try:
             what_if = runtime.adapter().order_preview(request=broker_request_for(request, trip.contract, account))
             gates.gate_buying_power(what_if)

@@ -466,6 +466,15 @@ def test_preview_reports_what_place_would_refuse(resting, api_client, settings):
     assert Order.objects.count() == 1
 
 
+def test_preview_asks_the_broker_no_what_if_for_an_order_it_could_not_take(resting, api_client):
+    codes = _preview_codes(api_client, account="DU8888888")
+    assert "account_not_managed" in codes
+    assert _preview_codes(api_client, limit_price="181.003") == {"invalid_tick_size"}
+    assert resting.received_orders() == []  # neither reached the broker, not even as a what-if
+    assert _preview_codes(api_client) == set()
+    assert [o.what_if for o in resting.received_orders()] == [True]
+
+
 def test_an_option_named_by_its_con_id_alone_still_needs_a_whole_quantity(resting, api_client):
     found = api_client.get("/api/v1/contracts/?symbol=AAPL&sec_type=OPT").json()[0]
     assert found["sec_type"] == "OPT"
