@@ -87,6 +87,17 @@ def gate_whole_quantity(request: OrderRequest, sec_type: str) -> None:
         raise invalid(f"{sec_type} quantities must be whole numbers.", field="quantity")
 
 
+def gate_contract_matches(request: OrderRequest, contract: ContractInfo) -> None:
+    """A con_id names the contract alone; a symbol given beside it must be that contract's, or the order would
+    trade something other than what its sender read."""
+    if request.con_id and request.symbol and request.symbol.upper() != contract.symbol.upper():
+        raise invalid(
+            f"symbol {request.symbol} does not match con_id {request.con_id}, which is {contract.symbol}.",
+            field="symbol",
+            con_id_symbol=contract.symbol,
+        )
+
+
 def gate_bracket_approval(request: OrderRequest, *, approval_required: bool) -> None:
     if request.is_bracket and approval_required and orders_armed():
         raise invalid(

@@ -85,7 +85,9 @@ def bracket_approval(c: Checks) -> None:
 
 
 def contract(c: Checks) -> None:
-    c.contract = contract_resolve_one(spec=contract_spec_for(c.request), for_order=c.for_order)
+    found = contract_resolve_one(spec=contract_spec_for(c.request), for_order=c.for_order)
+    gates.gate_contract_matches(c.request, found)
+    c.contract = found
 
 
 def whole_quantity(c: Checks) -> None:

@@ -475,6 +475,20 @@ def test_preview_asks_the_broker_no_what_if_for_an_order_it_could_not_take(resti
     assert [o.what_if for o in resting.received_orders()] == [True]
 
 
+def test_a_symbol_that_is_not_its_con_id_s_contract_is_refused(resting, api_client):
+    msft = api_client.get("/api/v1/contracts/?symbol=MSFT").json()[0]["con_id"]
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="mix", con_id=msft), format="json")
+    assert placed.status_code == 422, placed.content
+    error = placed.json()["error"]
+    assert (error["code"], error["details"]["field"], error["details"]["con_id_symbol"]) == (
+        "invalid_order",
+        "symbol",
+        "MSFT",
+    )
+    assert "invalid_order" in _preview_codes(api_client, con_id=msft)
+    assert _sent(resting) == []
+
+
 def test_an_option_named_by_its_con_id_alone_still_needs_a_whole_quantity(resting, api_client):
     found = api_client.get("/api/v1/contracts/?symbol=AAPL&sec_type=OPT").json()[0]
     assert found["sec_type"] == "OPT"
