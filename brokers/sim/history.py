@@ -178,30 +178,38 @@ def make_bars(
     if estimate > MAX_BARS * (3 if daily else 1.5):
         raise OverflowError("too many bars")
     bars: list[Bar] = []
-    partial = False  # the newest bar ends inside a minute of a session still running at ``end``
+    # The minute ``end`` falls in has only partly happened: its bars hold what happened up to ``end``.
+    end_day, end_minute, end_frac = path.local_day_minute(end)
+    sub_minute = bar_s < 60
     day = start.astimezone(tz).date()
     while day <= end_local.date():
         session = _session(inst, day, rth)
         if session is not None:
             first_utc = utc_of(day, session[0], tz)
-            last = min(session[1], _minute_index(end, day, tz))
-            first = max(session[0], _minute_index(start, day, tz) if start > utc_of(day, 0, tz) else 0)
-            if last > first and first_utc < end:
-                partial = last < session[1] and last == _minute_index(end, day, tz)
+            if day == end_day:
+                last = max(session[0], min(session[1], end_minute))
+                running = session[0] <= end_minute < session[1] and end_frac > 0
+            else:
+                last = min(session[1], _minute_index(end, day, tz))
+                running = False
+            from_ = _minute_index(start, day, tz, floor=sub_minute) if start > utc_of(day, 0, tz) else 0
+            first = max(session[0], from_)
+            now_minute = _Partial(end_minute, end) if running and end_minute >= first else None
+            if (last > first or now_minute is not None) and first_utc < end:
                 if daily:
                     if not (unit == "S" and first_utc < start):
                         midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
-                        bars.append(_to_bar(inst, midnight, True, path.aggregate(day, session[0], last), what))
+                        whole = path.aggregate(day, session[0], last) if last > session[0] else None
+                        m = _join(whole, _partial_minute(path, day, now_minute, tz))
+                        if m is not None:
+                            bars.append(_to_bar(inst, midnight, True, m, what))
                 else:
-                    bars += _intraday(path, inst, day, first, last, session[0], bar_s, what, tz)
+                    bars += _intraday(path, inst, day, first, last, session[0], bar_s, what, tz, now_minute)
         if len(bars) > MAX_BARS:
             raise OverflowError("too many bars")
         day += timedelta(days=1)
-    if bars and partial and (end.second or end.microsecond) and what in ("TRADES", "ADJUSTED_LAST", "MIDPOINT"):
-        # The newest bar ends inside a minute: it closes at the path's price at ``end``, not the minute's end.
-        b = bars[-1]
-        price = max(inst.min_tick, round_to_tick(Decimal(str(round(path.price(end), 8))), inst.min_tick))
-        b.close, b.high, b.low = price, max(b.high, price), min(b.low, price)
+    if sub_minute:
+        bars = [b for b in bars if b.start >= start]  # bars of the window only, as for minute bars
     if bar_s > 86400:
         bars = _roll_up(bars, bar_s)
     return bars
@@ -229,10 +237,30 @@ def make_schedule(
     return out
 
 
-def _minute_index(t: datetime, day: date, tz: ZoneInfo) -> int:
-    """Minutes from ``day``'s local midnight to ``t`` (rounded up), clamped to the day."""
+def _minute_index(t: datetime, day: date, tz: ZoneInfo, floor: bool = False) -> int:
+    """Minutes from ``day``'s local midnight to ``t`` (rounded up, or down), clamped to the day."""
     seconds = (t - utc_of(day, 0, tz)).total_seconds()
-    return int(max(0, min(MINUTES, -(-seconds // 60))))
+    minutes = seconds // 60 if floor else -(-seconds // 60)
+    return int(max(0, min(MINUTES, minutes)))
+
+
+@dataclass(frozen=True)
+class _Partial:
+    minute: int  # the minute of the day that ``end`` falls in
+    end: datetime
+
+
+def _partial_minute(path: PricePath, day: date, partial: _Partial | None, tz: ZoneInfo) -> Minute | None:
+    if partial is None:
+        return None
+    return path.until(path.minute(day, partial.minute), utc_of(day, partial.minute, tz), partial.end, 60)
+
+
+def _join(a: Minute | None, b: Minute | None) -> Minute | None:
+    """Two consecutive stretches of the path as one."""
+    if a is None or b is None:
+        return a or b
+    return Minute(a.open, max(a.high, b.high), min(a.low, b.low), b.close, a.volume + b.volume)
 
 
 def _intraday(
@@ -245,7 +273,9 @@ def _intraday(
     bar_s: int,
     what: str,
     tz: ZoneInfo,
+    partial: _Partial | None = None,
 ) -> list[Bar]:
+    """Bars of minutes ``first``..``last - 1`` of ``day``, then those of the minute in progress (``partial``)."""
     out: list[Bar] = []
     if bar_s < 60:
         parts = 60 // bar_s
@@ -253,14 +283,28 @@ def _intraday(
             t0 = utc_of(day, i, tz)
             for k, m in enumerate(path.split(day, i, parts)):
                 out.append(_to_bar(inst, t0 + timedelta(seconds=k * bar_s), False, m, what))
+        if partial is not None:
+            t0 = utc_of(day, partial.minute, tz)
+            elapsed = (partial.end - t0).total_seconds()
+            for k, m in enumerate(path.split(day, partial.minute, parts)):
+                if k * bar_s >= elapsed:
+                    break
+                t = t0 + timedelta(seconds=k * bar_s)
+                if (k + 1) * bar_s > elapsed:
+                    m = path.until(m, t, partial.end, bar_s)
+                out.append(_to_bar(inst, t, False, m, what))
         return out
     step = bar_s // 60
     bucket = first // step * step
-    while bucket < last:
+    stop = last if partial is None else max(last, partial.minute + 1)
+    while bucket < stop:
         # IB bars are fixed intervals of the clock: the first one covers its whole interval, not the tail.
         a, b = max(bucket, session_start), min(bucket + step, last)
-        if b > a:
-            out.append(_to_bar(inst, utc_of(day, a, tz), False, path.aggregate(day, a, b), what))
+        m = path.aggregate(day, a, b) if b > a else None
+        if partial is not None and bucket <= partial.minute < bucket + step:
+            m = _join(m, _partial_minute(path, day, partial, tz))
+        if m is not None:
+            out.append(_to_bar(inst, utc_of(day, a, tz), False, m, what))
         bucket += step
     return out
 

@@ -170,7 +170,8 @@ class PricePath:
     def split(self, day: date, index: int, parts: int) -> list[Minute]:
         """Minute ``index`` cut into ``parts`` equal sub-bars (for bars shorter than a minute)."""
         m = self.minute(day, index)
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.inst.con_id, 4, (day - EPOCH).days, index])
+        day_key = (day - EPOCH).days & 0xFFFFFFFF  # seeds must not be negative (days before EPOCH)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.inst.con_id, 4, day_key, index])
         points = np.linspace(m.open, m.close, parts + 1)
         points[1:-1] += rng.standard_normal(parts - 1) * (m.high - m.low) * 0.2
         points = np.clip(points, m.low, m.high)
@@ -180,6 +181,20 @@ class PricePath:
             span = abs(rng.standard_normal()) * (m.high - m.low) * 0.1
             out.append(Minute(o, min(max(o, c) + span, m.high), max(min(o, c) - span, m.low), c, m.volume / parts))
         return out
+
+    def until(self, bar: Minute, since: datetime, t: datetime, seconds: float) -> Minute:
+        """The part of ``bar`` (which covers ``seconds`` from ``since``) that has happened by ``t``: it opens
+        as the bar, closes at the price at ``t``, and its high and low are those of the prices seen so far
+        (every quarter second, like the live ticks), all kept within the whole bar's range."""
+
+        def clamp(p: float) -> float:
+            return min(max(p, bar.low), bar.high)
+
+        elapsed = (t - since).total_seconds()
+        seen = [bar.open] + [clamp(self.price(since + timedelta(seconds=k / 4))) for k in range(1, int(elapsed * 4))]
+        close = clamp(self.price(t))
+        seen.append(close)
+        return Minute(bar.open, max(seen), min(seen), close, bar.volume * min(1.0, elapsed / seconds))
 
     def price(self, t: datetime) -> float:
         """The path's price at ``t``: interpolated within the minute, with a seeded sub-minute jitter."""

@@ -119,8 +119,9 @@ class HistoryRequests:
             return self._send_schedule(s, req_id, inst, end, dur, rth)
         if bar_s <= SMALL_BAR_S and self._paced(s, req_id, (inst.con_id, what, bar_s, end_text, duration, rth)):
             return
+        now = datetime.now(UTC)
         try:
-            bars = make_bars(self.market, inst, end, dur, bar_s, rth, what)
+            bars = make_bars(self.market, inst, end, dur, bar_s, rth, what, now=now)
         except OverflowError:
             return refuse(
                 162,
@@ -129,7 +130,7 @@ class HistoryRequests:
             )
         if not bars:
             return refuse(162, NO_DATA_TEXT)
-        end = min(end, datetime.now(UTC))
+        end = min(end, now)
         start_str = bars[0].start.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
         fields: list[Any] = [17, req_id, start_str, end.strftime("%Y%m%d %H:%M:%S") + " UTC", len(bars)]
         for b in bars:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from ib_async import Forex, Index, Stock
 
 from .conftest import wait_until
@@ -111,6 +112,37 @@ def test_historical_bars(sim_gateway_factory, version, connect):
     assert [b.close for b in again][: len(bars) - 1] == [b.close for b in bars][:-1]
     head = ib.reqHeadTimeStamp(aapl, "TRADES", True, 1)
     assert head.year == 2004
+
+
+@pytest.mark.parametrize("what", ["TRADES", "BID", "ASK", "MIDPOINT"])
+def test_historical_bars_hold_nothing_after_the_request_time(sim_gateway_factory, connect, what):
+    # Asked at 10:13:27 New York: "60 S" of "5 secs" are the twelve bars of the minute before, the last
+    # one (10:13:25) holding only its first two seconds; the 10:13 minute bar holds its first 27 seconds.
+    # Asked again once those bars are complete, they may only have grown.
+    ib = connect(sim_gateway_factory())
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    asked = datetime(2025, 6, 18, 14, 13, 27, tzinfo=UTC)
+
+    def bars(end: datetime, duration: str, size: str) -> list:
+        text = end.strftime("%Y%m%d-%H:%M:%S")
+        return ib.reqHistoricalData(aapl, text, duration, size, what, useRTH=False, formatDate=2, timeout=10)
+
+    secs = bars(asked, "60 S", "5 secs")
+    assert [b.date for b in secs] == [asked - timedelta(seconds=57 - 5 * k) for k in range(12)]
+    minutes = bars(asked, "300 S", "1 min")
+    assert minutes[-1].date == asked.replace(second=0)
+    later = asked + timedelta(minutes=2)
+    done_secs = {b.date: b for b in bars(later, "180 S", "5 secs")}
+    done_minute = {b.date: b for b in bars(later, "600 S", "1 min")}[minutes[-1].date]
+    for partial, whole in ((secs[-1], done_secs[secs[-1].date]), (minutes[-1], done_minute)):
+        assert partial.open == whole.open and whole.low <= partial.low <= partial.high <= whole.high
+    assert [(b.open, b.high, b.low, b.close) for b in secs[:-1]] == [
+        (b.open, b.high, b.low, b.close) for b in (done_secs[b.date] for b in secs[:-1])
+    ]
+    if what == "TRADES":
+        assert 0 < minutes[-1].volume < done_minute.volume
+    now = bars(datetime.now(UTC), "60 S", "5 secs")
+    assert now and now[-1].date <= datetime.now(UTC)
 
 
 def test_historical_errors_are_reported(gw, connect):
