@@ -23,6 +23,9 @@ class Faults:
         self._drop_after: dict[int, int] = {}
         self._refuse_until = 0.0
         self._rejects: dict[str, str] = {}
+        self._history_open = threading.Event()
+        self._history_open.set()
+        self._history_waiting = 0
 
     # -- configuration
     def delay(self, msg_id: int, seconds: float) -> None:
@@ -47,6 +50,19 @@ class Faults:
         with self._lock:
             self._rejects[order_ref] = f"Order rejected - reason:{reason}"
 
+    def hold_history(self) -> None:
+        """Keep historical answers (bars, schedules, histograms) in the making until ``release_history()``:
+        the gateway meanwhile serves everything else, as it does while it computes a large request."""
+        self._history_open.clear()
+
+    def release_history(self) -> None:
+        self._history_open.set()
+
+    def history_waiting(self) -> int:
+        """How many historical answers are being held."""
+        with self._lock:
+            return self._history_waiting
+
     def refuse_connections(self, seconds: float) -> None:
         """Stop listening for ``seconds`` (clients get ConnectionRefusedError), then listen again."""
         with self._lock:
@@ -64,6 +80,7 @@ class Faults:
             self._drop_after.clear()
             self._rejects.clear()
             self._refuse_until = 0.0
+        self._history_open.set()
 
     # -- queried by the server
     def delay_for(self, msg_id: int) -> float:
@@ -90,6 +107,18 @@ class Faults:
         """IB's rejection text for a new order with this orderRef, if one is due (once), else ''."""
         with self._lock:
             return self._rejects.pop(order_ref, "")
+
+    def history_gate(self) -> None:
+        """Called where historical answers are computed: waits while they are held (a minute at most)."""
+        if self._history_open.is_set():
+            return
+        with self._lock:
+            self._history_waiting += 1
+        try:
+            self._history_open.wait(60)
+        finally:
+            with self._lock:
+                self._history_waiting -= 1
 
     def refusing(self) -> bool:
         with self._lock:

@@ -126,6 +126,8 @@ class SimGateway(
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        # Historical answers are computed here, off the event loop (a few threads: the loop keeps its share).
+        self._history_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ibsim-history")
         self._cycle_no = 0
         self._account_dirty = False  # a fill changed the account; its values go out with the next batch
         self._handlers: dict[int, Callable[[Session, Cursor], None]] = {
@@ -259,6 +261,7 @@ class SimGateway(
             log.exception("ibsim shutdown")
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
+        self._history_pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> SimGateway:
         return self.start()

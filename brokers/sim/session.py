@@ -48,6 +48,8 @@ class Session:
     md_type: int = 1
     mkt: dict[int, Instrument] = field(default_factory=dict)
     bars: dict[int, BarSub] = field(default_factory=dict)
+    bars_pending: set[int] = field(default_factory=set)  # keepUpToDate requests whose bars are being computed
+    history_tail: asyncio.Task | None = None  # the last historical answer being computed, sent in request order
     acct_updates: bool = False
     positions: bool = False
     multi: set[int] = field(default_factory=set)
@@ -69,7 +71,7 @@ class Session:
 
     def drop_market_data(self) -> None:
         """What IB does on 1101 (connectivity restored, data lost): every subscription is gone."""
-        for subs in (self.mkt, self.bars, self.generic, self.rt_bars, self.tbt, self.depth):
+        for subs in (self.mkt, self.bars, self.bars_pending, self.generic, self.rt_bars, self.tbt, self.depth):
             subs.clear()
 
     _out: list[bytes] = field(default_factory=list)  # messages of this loop iteration, written together

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .. import messages as M
+from ..faults import Faults
 from ..history import (
     BAR_SIZES,
     HEAD_TIMESTAMP,
@@ -46,8 +51,14 @@ class HistoryRequests:
     market: Market
     ib_limits: bool
     hmds_log: list[tuple[float, tuple]]
+    faults: Faults
+
+    _history_pool: concurrent.futures.ThreadPoolExecutor
 
     def _resolve(self, spec: ContractSpec) -> Instrument | None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
         raise NotImplementedError
 
     def _paced(self, s: Session, req_id: int, key: tuple) -> bool:
@@ -120,67 +131,110 @@ class HistoryRequests:
         if bar_s <= SMALL_BAR_S and self._paced(s, req_id, (inst.con_id, what, bar_s, end_text, duration, rth)):
             return
         now = datetime.now(UTC)
-        try:
-            bars = make_bars(self.market, inst, end, dur, bar_s, rth, what, now=now)
-        except OverflowError:
-            return refuse(
-                162,
-                "Historical Market Data Service error message:Requested too many bars; use a larger "
-                "bar size or a shorter duration",
-            )
-        if not bars:
-            return refuse(162, NO_DATA_TEXT)
-        end = min(end, now)
-        start_str = bars[0].start.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
-        fields: list[Any] = [17, req_id, start_str, end.strftime("%Y%m%d %H:%M:%S") + " UTC", len(bars)]
-        for b in bars:
-            fields += [
-                format_bar_time(b.start, b.daily, format_date, inst.time_zone),
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.volume,
-                b.wap,
-                b.count,
-            ]
-        s.send(fields)
         if keep_up:
-            last = bars[-1]
-            s.bars[req_id] = BarSub(
-                inst,
-                bar_s,
-                format_date,
-                last.start.astimezone(UTC),
-                last.open,
-                last.high,
-                last.low,
-                last.close,
-                max(last.volume, D0),
-            )
+            s.bars_pending.add(req_id)
+
+        def compute() -> Callable[[], None]:
+            try:
+                bars = make_bars(self.market, inst, end, dur, bar_s, rth, what, now=now)
+            except OverflowError:
+                return lambda: refuse(
+                    162,
+                    "Historical Market Data Service error message:Requested too many bars; use a larger "
+                    "bar size or a shorter duration",
+                )
+            if not bars:
+                return lambda: refuse(162, NO_DATA_TEXT)
+            start_str = bars[0].start.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
+            last_str = min(end, now).strftime("%Y%m%d %H:%M:%S") + " UTC"
+            fields: list[Any] = [17, req_id, start_str, last_str, len(bars)]
+            for b in bars:
+                fields += [
+                    format_bar_time(b.start, b.daily, format_date, inst.time_zone),
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume,
+                    b.wap,
+                    b.count,
+                ]
+
+            def reply() -> None:
+                s.send(fields)
+                if keep_up and req_id in s.bars_pending:
+                    last = bars[-1]
+                    s.bars[req_id] = BarSub(
+                        inst,
+                        bar_s,
+                        format_date,
+                        last.start.astimezone(UTC),
+                        last.open,
+                        last.high,
+                        last.low,
+                        last.close,
+                        max(last.volume, D0),
+                    )
+                s.bars_pending.discard(req_id)
+
+            return reply
+
+        self._answer_later(s, req_id, compute)
+
+    def _answer_later(self, s: Session, req_id: int, compute: Callable[[], Callable[[], None]]) -> None:
+        """Compute a historical answer off the event loop, so a large request does not hold up other
+        clients, and send it once those of the connection's earlier requests have gone: ``compute`` runs
+        in the history thread and returns what to do on the loop."""
+
+        def work() -> Callable[[], None]:
+            self.faults.history_gate()
+            return compute()
+
+        loop = asyncio.get_running_loop()
+        result = loop.run_in_executor(self._history_pool, work)
+        previous = s.history_tail
+
+        async def deliver() -> None:
+            try:
+                reply = await result
+            except Exception:  # noqa: BLE001 - answered like any request that fails
+                log.exception("client %s: error computing historical data %s", s.client_id, req_id)
+                reply = partial(s.send, M.error(s.version, req_id, 321, "Error validating request."))
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            if not s.closed:
+                reply()
+
+        s.history_tail = self._spawn(deliver())
 
     def _send_schedule(
         self, s: Session, req_id: int, inst: Instrument, end: datetime, dur: tuple[int, str], rth: bool
     ) -> None:
         """The trading sessions in the window, in the instrument's time zone ('YYYYMMDD-HH:MM:SS')."""
-        sessions = make_schedule(self.market, inst, end, dur, rth)
-        if not sessions:
-            s.send(M.error(s.version, req_id, 162, NO_DATA_TEXT))
-            return
-        tz = ZoneInfo(inst.time_zone)
+        now = datetime.now(UTC)
 
-        def local(t: datetime) -> str:
-            return t.astimezone(tz).strftime("%Y%m%d-%H:%M:%S")
+        def compute() -> Callable[[], None]:
+            sessions = make_schedule(self.market, inst, end, dur, rth, now=now)
+            if not sessions:
+                return partial(s.send, M.error(s.version, req_id, 162, NO_DATA_TEXT))
+            tz = ZoneInfo(inst.time_zone)
 
-        first, last = sessions[0].start, sessions[-1].end
-        fields: list[Any] = [106, req_id, local(first), local(last), inst.time_zone, len(sessions)]
-        for session in sessions:
-            fields += [local(session.start), local(session.end), session.day.strftime("%Y%m%d")]
-        s.send(fields)
+            def local(t: datetime) -> str:
+                return t.astimezone(tz).strftime("%Y%m%d-%H:%M:%S")
+
+            first, last = sessions[0].start, sessions[-1].end
+            fields: list[Any] = [106, req_id, local(first), local(last), inst.time_zone, len(sessions)]
+            for session in sessions:
+                fields += [local(session.start), local(session.end), session.day.strftime("%Y%m%d")]
+            return partial(s.send, fields)
+
+        self._answer_later(s, req_id, compute)
 
     def _cancel_historical(self, s: Session, c: Cursor) -> None:
         c.skip(1)
-        s.bars.pop(c.int(), None)
+        req_id = c.int()
+        s.bars.pop(req_id, None)
+        s.bars_pending.discard(req_id)
 
     def _req_head_timestamp(self, s: Session, c: Cursor) -> None:
         req_id = c.int()
@@ -263,11 +317,16 @@ class HistoryRequests:
             s.send(M.error(s.version, req_id, 321, _validation(f"Invalid time period '{period}'")))
             return
         n, unit = int(match[1]), {"day": "D", "week": "W", "month": "M"}[match[2].lower()]
-        bars = make_bars(self.market, inst, datetime.now(UTC), (n, unit), 300, rth, "TRADES")
-        counts: Counter = Counter()
-        for b in bars:
-            counts[b.close] += max(int(b.volume), 0)
-        fields: list[Any] = [89, req_id, len(counts)]
-        for price in sorted(counts):
-            fields += [price, counts[price]]
-        s.send(fields)
+        now = datetime.now(UTC)
+
+        def compute() -> Callable[[], None]:
+            bars = make_bars(self.market, inst, now, (n, unit), 300, rth, "TRADES", now=now)
+            counts: Counter = Counter()
+            for b in bars:
+                counts[b.close] += max(int(b.volume), 0)
+            fields: list[Any] = [89, req_id, len(counts)]
+            for price in sorted(counts):
+                fields += [price, counts[price]]
+            return partial(s.send, fields)
+
+        self._answer_later(s, req_id, compute)

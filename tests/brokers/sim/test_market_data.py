@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -143,6 +144,26 @@ def test_historical_bars_hold_nothing_after_the_request_time(sim_gateway_factory
         assert 0 < minutes[-1].volume < done_minute.volume
     now = bars(datetime.now(UTC), "60 S", "5 secs")
     assert now and now[-1].date <= datetime.now(UTC)
+
+
+def test_a_large_history_request_does_not_hold_up_other_clients(sim_gateway_factory, connect):
+    # While one client's twenty years of daily bars are in the making, another client is answered.
+    gw = sim_gateway_factory()
+    backfill, other = connect(gw, client_id=1), connect(gw, client_id=2)
+    [aapl] = backfill.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    gw.faults.hold_history()
+    try:
+        history = asyncio.ensure_future(
+            backfill.reqHistoricalDataAsync(aapl, "", "20 Y", "1 day", "TRADES", useRTH=True, timeout=30)
+        )
+        wait_until(backfill, lambda: gw.faults.history_waiting() == 1, what="the history request held")
+        answered = asyncio.ensure_future(other.reqCurrentTimeAsync())
+        wait_until(other, answered.done, what="the other client's current time")
+        assert not history.done()
+    finally:
+        gw.faults.release_history()
+    wait_until(backfill, history.done, timeout=30, what="the history")
+    assert len(history.result()) > 4000
 
 
 def test_historical_errors_are_reported(gw, connect):
