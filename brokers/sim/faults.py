@@ -26,6 +26,8 @@ class Faults:
         self._history_open = threading.Event()
         self._history_open.set()
         self._history_waiting = 0
+        self._loop_free = threading.Event()
+        self._loop_free.set()
 
     # -- configuration
     def delay(self, msg_id: int, seconds: float) -> None:
@@ -63,6 +65,24 @@ class Faults:
         with self._lock:
             return self._history_waiting
 
+    def stall(self) -> None:
+        """Keep the gateway's event loop busy (nothing read, answered or ticked) until ``unstall()``, as a
+        slow handler would; returns once the loop is stalled."""
+        entered = threading.Event()
+        self._loop_free.clear()
+
+        def block() -> None:
+            entered.set()
+            self._loop_free.wait(60)
+
+        loop = self._gw._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(block)
+            entered.wait(10)
+
+    def unstall(self) -> None:
+        self._loop_free.set()
+
     def refuse_connections(self, seconds: float) -> None:
         """Stop listening for ``seconds`` (clients get ConnectionRefusedError), then listen again."""
         with self._lock:
@@ -81,6 +101,7 @@ class Faults:
             self._rejects.clear()
             self._refuse_until = 0.0
         self._history_open.set()
+        self._loop_free.set()
 
     # -- queried by the server
     def delay_for(self, msg_id: int) -> float:

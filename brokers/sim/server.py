@@ -232,6 +232,7 @@ class SimGateway(
             try:
                 loop.run_until_complete(self._listen())
                 self._spawn(self._ticker())
+                self._spawn(self._heartbeat())
             except BaseException as exc:  # report bind errors to start()
                 errors.append(exc)
                 started.set()

@@ -153,6 +153,26 @@ def test_more_than_50_messages_a_second_get_error_100_and_a_disconnect(sim):
     s.close()
 
 
+def test_messages_read_after_a_stall_do_not_count_against_the_rate_limit(sim, connect):
+    # A client well under the limit (30 messages, then 30 more a second later) while the gateway is busy:
+    # the gateway reads all 60 at once when it gets round to them, and answers them all.
+    ib = connect(sim)
+    answered: list[int] = []
+    ib.wrapper.currentTime = answered.append
+    sim.faults.stall()
+    try:
+        for _ in range(2):
+            for _ in range(30):
+                ib.client.reqCurrentTime()
+            time.sleep(1.1)
+    finally:
+        sim.faults.unstall()
+    wait_until(ib, lambda: len(answered) == 60 or not ib.isConnected(), what="the answers")
+    assert ib.isConnected() and len(answered) == 60
+    del ib.wrapper.currentTime  # ib_async's own again
+    assert ib.reqCurrentTime()
+
+
 def test_limits_can_be_switched_off_for_load_tests(sim_gateway_factory):
     quiet = sim_gateway_factory(ib_limits=False)
     s = _raw_session(quiet.port)
