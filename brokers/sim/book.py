@@ -316,7 +316,11 @@ class OrderEngine:
             return True
         return o.outside_rth and o.order_type in OUTSIDE_RTH_TYPES and state.extended
 
-    def modify(self, o: SimOrder, req: OrderRequest) -> None:
+    def modify(self, o: SimOrder, req: OrderRequest, inst: Instrument) -> None:
+        """Re-placing a working order under its id: IB lets price, quantity, time in force and the like change,
+        but not the side, the contract or the order type (105); a held order re-placed with transmit=True is
+        transmitted."""
+        self.check_same_order(o, req, inst)
         if req.total_quantity is not None and req.total_quantity < o.filled:
             raise Reject(201, "Order rejected - reason:The new quantity is below the filled quantity.")
         o.total_qty = req.total_quantity or o.total_qty
@@ -326,7 +330,19 @@ class OrderEngine:
         if req.trail_stop_price is not None:
             o.trail_stop = req.trail_stop_price
         self.sink.order_changed(o)
+        if o.held:
+            if req.transmit:  # like TWS: transmitting a held order sends it (and the bracket it holds back)
+                for member in self._bracket_to_release(o):
+                    member.held = False
+                    self._activate(member)
+            return
         self._after_submit(o)
+
+    @staticmethod
+    def check_same_order(o: SimOrder, req: OrderRequest, inst: Instrument) -> None:
+        if req.action != o.action or inst.con_id != o.inst.con_id or req.order_type != o.order_type:
+            # IB error list, 105; the order stays as it was.
+            raise Reject(105, "Order being modified does not match original order")
 
     def _after_submit(self, o: SimOrder) -> None:
         if o.tif == "FOK":

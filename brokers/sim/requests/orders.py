@@ -85,8 +85,11 @@ class OrderRequests:
             existing = self.engine.orders.get((cid, req.order_id))
             if existing is not None and existing.working:
                 perm_id = existing.perm_id
+                self.engine.check_same_order(existing, req, inst)
                 self._check_margin(req, inst, existing)
-                self.engine.modify(existing, req)
+                self.engine.modify(existing, req, inst)
+            elif existing is not None and existing.status == "Filled":
+                raise Reject(104, "Can't modify a filled order")
             elif existing is not None or req.order_id <= self.engine.max_order_id.get(cid, 0):
                 raise Reject(103, f"Duplicate order id {req.order_id}")
             else:
@@ -98,7 +101,7 @@ class OrderRequests:
         except Reject as rej:
             # As IB does: the error first, then the rejected order as it now stands (Inactive).
             s.send(M.error(s.version, req.order_id, rej.code, rej.message))
-            if not req.what_if and rej.code != 103:
+            if not req.what_if and rej.code not in (103, 104, 105):
                 rec = self.engine.reject_record(cid, req, inst)
                 if rec is not None:
                     perm_id = rec.perm_id

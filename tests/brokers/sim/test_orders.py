@@ -91,6 +91,39 @@ def test_cancel_and_modify(gw, ib, aapl):
     wait_until(ib, lambda: 10148 in errors)
 
 
+def test_a_held_order_is_transmitted_when_re_placed_with_transmit(gw, ib, aapl):
+    order = LimitOrder("BUY", 10, 150.00, transmit=False)
+    trade = ib.placeOrder(aapl, order)
+    wait_until(ib, lambda: trade.orderStatus.status == "PreSubmitted", what="held")
+    order.transmit = True
+    ib.placeOrder(aapl, order)
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted", what="transmitted")
+
+
+def test_modifying_side_contract_or_type_is_refused_and_a_filled_order_cannot_be_modified(gw, ib, aapl):
+    [msft] = ib.qualifyContracts(Stock("MSFT", "SMART", "USD"))
+    errors: list[tuple[int, int]] = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append((req_id, code))
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150.00))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    oid = trade.order.orderId
+    for contract, order in (
+        (aapl, LimitOrder("SELL", 10, 150.00, orderId=oid)),
+        (msft, LimitOrder("BUY", 10, 150.00, orderId=oid)),
+        (aapl, StopOrder("BUY", 10, 250.00, orderId=oid)),
+    ):
+        ib.client.placeOrder(oid, contract, order)
+    wait_until(ib, lambda: errors.count((oid, 105)) == 3, what="three 105s")
+    [state] = [o for o in gw.orders() if o.order_id == oid]
+    assert (state.con_id, state.action, state.order_type, state.status) == (aapl.conId, "BUY", "LMT", "Submitted")
+    filled = ib.placeOrder(aapl, MarketOrder("BUY", 10))
+    wait_until(ib, lambda: filled.orderStatus.status == "Filled")
+    filled.order.totalQuantity = 20
+    ib.client.placeOrder(filled.order.orderId, aapl, filled.order)
+    wait_until(ib, lambda: (filled.order.orderId, 104) in errors, what="104")
+    assert [o.total_quantity for o in gw.orders() if o.order_id == filled.order.orderId] == [10]
+
+
 def test_partial_fills_sum_up(gw, ib, aapl):
     trade = ib.placeOrder(aapl, MarketOrder("BUY", 1200))
     wait_until(ib, lambda: trade.orderStatus.status == "Filled", timeout=10)
@@ -165,13 +198,16 @@ def test_rejections(gw, ib, aapl):
 
 
 def test_duplicate_order_id_is_103(gw, ib, aapl):
-    trade = ib.placeOrder(aapl, MarketOrder("BUY", 1))
+    # The id of a cancelled order (a filled one gets 104, see above).
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, 150.00))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    ib.cancelOrder(trade.order)
     wait_until(ib, lambda: trade.isDone())
     errors = []
     ib.errorEvent += lambda req_id, code, msg, contract: errors.append((req_id, code))
     ib.client.placeOrder(trade.order.orderId, aapl, MarketOrder("BUY", 1))
     wait_until(ib, lambda: (trade.order.orderId, 103) in errors)
-    assert len(gw.executions()) == 1
+    assert not gw.executions()
 
 
 def test_received_orders_record_everything(gw, ib, aapl):
