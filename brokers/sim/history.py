@@ -187,24 +187,24 @@ def make_bars(
         if session is not None:
             first_utc = utc_of(day, session[0], tz)
             if day == end_day:
-                last = max(session[0], min(session[1], end_minute))
+                upto = max(session[0], min(session[1], end_minute))
                 running = session[0] <= end_minute < session[1] and end_frac > 0
             else:
-                last = min(session[1], _minute_index(end, day, tz))
+                upto = min(session[1], _minute_index(end, day, tz))
                 running = False
             from_ = _minute_index(start, day, tz, floor=sub_minute) if start > utc_of(day, 0, tz) else 0
             first = max(session[0], from_)
             now_minute = _Partial(end_minute, end) if running and end_minute >= first else None
-            if (last > first or now_minute is not None) and first_utc < end:
+            if (upto > first or now_minute is not None) and first_utc < end:
                 if daily:
                     if not (unit == "S" and first_utc < start):
                         midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
-                        whole = path.aggregate(day, session[0], last) if last > session[0] else None
+                        whole = path.aggregate(day, session[0], upto) if upto > session[0] else None
                         m = _join(whole, _partial_minute(path, day, now_minute, tz))
                         if m is not None:
                             bars.append(_to_bar(inst, midnight, True, m, what))
                 else:
-                    bars += _intraday(path, inst, day, first, last, session[0], bar_s, what, tz, now_minute)
+                    bars += _intraday(path, inst, day, first, upto, session[0], bar_s, what, tz, now_minute)
         if len(bars) > MAX_BARS:
             raise OverflowError("too many bars")
         day += timedelta(days=1)
@@ -286,13 +286,13 @@ def _intraday(
         if partial is not None:
             t0 = utc_of(day, partial.minute, tz)
             elapsed = (partial.end - t0).total_seconds()
-            for k, m in enumerate(path.split(day, partial.minute, parts)):
+            for k, sub in enumerate(path.split(day, partial.minute, parts)):
                 if k * bar_s >= elapsed:
                     break
                 t = t0 + timedelta(seconds=k * bar_s)
                 if (k + 1) * bar_s > elapsed:
-                    m = path.until(m, t, partial.end, bar_s)
-                out.append(_to_bar(inst, t, False, m, what))
+                    sub = path.until(sub, t, partial.end, bar_s)
+                out.append(_to_bar(inst, t, False, sub, what))
         return out
     step = bar_s // 60
     bucket = first // step * step
@@ -300,11 +300,11 @@ def _intraday(
     while bucket < stop:
         # IB bars are fixed intervals of the clock: the first one covers its whole interval, not the tail.
         a, b = max(bucket, session_start), min(bucket + step, last)
-        m = path.aggregate(day, a, b) if b > a else None
+        bar = path.aggregate(day, a, b) if b > a else None
         if partial is not None and bucket <= partial.minute < bucket + step:
-            m = _join(m, _partial_minute(path, day, partial, tz))
-        if m is not None:
-            out.append(_to_bar(inst, utc_of(day, a, tz), False, m, what))
+            bar = _join(bar, _partial_minute(path, day, partial, tz))
+        if bar is not None:
+            out.append(_to_bar(inst, utc_of(day, a, tz), False, bar, what))
         bucket += step
     return out
 

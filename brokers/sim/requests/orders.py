@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import messages as M
 from ..account import commission_for
-from ..book import Reject, SimExecution, SimOrder
+from ..book import OrderEngine, Reject, SimExecution, SimOrder
 from ..history import parse_end
 from ..protocol import Cursor, parse_place_order
 from ..records import SimCancelRecord, SimOrderRecord
@@ -85,7 +85,7 @@ class OrderRequests:
             existing = self.engine.orders.get((cid, req.order_id))
             if existing is not None and existing.working:
                 perm_id = existing.perm_id
-                self.engine.check_same_order(existing, req, inst)
+                OrderEngine.check_same_order(existing, req, inst)
                 self._check_margin(req, inst, existing)
                 self.engine.modify(existing, req, inst)
             elif existing is not None and existing.status == "Filled":
