@@ -76,6 +76,7 @@ class SimOrder:
     outside_rth: bool
     account: str
     oca_group: str = ""
+    oca_type: int = 0  # as sent: 1 cancels the rest of the group on a fill, 2 and 3 reduce it (0: not set)
     parent_id: int = 0
     trailing_percent: Decimal | None = None
     trail_stop: Decimal | None = None
@@ -246,6 +247,7 @@ class OrderEngine:
             req,
             inst,
             oca_group=req.oca_group,
+            oca_type=req.oca_type,
             parent_id=req.parent_id,
             trailing_percent=req.trailing_percent,
             trail_stop=req.trail_stop_price,
@@ -379,6 +381,14 @@ class OrderEngine:
         for child in self._children(o):  # a cancelled parent takes its bracket with it
             if child.working:
                 self._cancel(child, 202, "Order Canceled - reason:Parent order cancelled")
+
+    def _reduce(self, o: SimOrder, qty: Decimal) -> None:
+        """OCA types 2 and 3: a fill elsewhere in the group takes ``qty`` off this order's size."""
+        o.total_qty = max(o.filled, o.total_qty - qty)
+        if o.total_qty <= o.filled:
+            self._cancel(o, 202, "Order Canceled - reason:OCA group member filled")
+        else:
+            self.sink.order_changed(o)
 
     def _children(self, o: SimOrder) -> list[SimOrder]:
         return [x for x in self.orders.values() if x.client_id == o.client_id and x.parent_id == o.order_id]
@@ -519,12 +529,20 @@ class OrderEngine:
         )
         self.executions.append(ex)
         self.sink.filled(o, ex)
-        # One-cancels-all: the first fill cancels the rest of its OCA group, and (as at IB) the exits of
-        # one bracket, the children of one parent, are one such group even without an ocaGroup.
+        # OCA groups, by the filled order's ocaType (IB's Order.ocaType): 1 (or not set) cancels the rest of
+        # the group at the first fill; 2 and 3 reduce each other order of the group by the quantity filled,
+        # and one reduced to nothing is cancelled. (IB's "with block" of types 1 and 2 guards against
+        # overfills while orders are routed; here fills are immediate, so 2 and 3 act alike.) As at IB, the
+        # exits of one bracket, the children of one parent, are one cancelling group even without an ocaGroup.
         for other in list(self.orders.values()):
-            same_group = bool(o.oca_group) and other.oca_group == o.oca_group
-            siblings = bool(o.parent_id) and other.parent_id == o.parent_id
-            if other is not o and other.working and other.client_id == o.client_id and (same_group or siblings):
+            if other is o or not other.working or other.client_id != o.client_id:
+                continue
+            if o.oca_group and other.oca_group == o.oca_group:
+                if o.oca_type in (2, 3):
+                    self._reduce(other, qty)
+                else:
+                    self._cancel(other, 202, "Order Canceled - reason:OCA group member filled")
+            elif o.parent_id and other.parent_id == o.parent_id:
                 self._cancel(other, 202, "Order Canceled - reason:OCA group member filled")
         if o.status == "Filled":
             for child in self._children(o):

@@ -189,6 +189,11 @@ def order_status(o: SimOrder) -> Fields:
     ]
 
 
+def oca_type(o: SimOrder) -> int:
+    """The ocaType openOrder reports: as sent; not set, 1 in an OCA group (how it acts) and TWS's 3 outside one."""
+    return o.oca_type or (1 if o.oca_group else 3)
+
+
 def open_order(version: int, o: SimOrder, what_if: dict[str, Any] | None = None) -> Fields:
     """openOrder (5); ``what_if`` carries the OrderState margin/commission figures."""
     st = what_if or {}
@@ -255,7 +260,7 @@ def open_order(version: int, o: SimOrder, what_if: dict[str, Any] | None = None)
         0,
         0,
         UNSET_INT,
-        3,
+        oca_type(o),
         0,
         0,
         UNSET_DOUBLE,
@@ -374,7 +379,7 @@ def completed_order(version: int, o: SimOrder) -> Fields:
         0,
         0,
         UNSET_INT,
-        3,
+        oca_type(o),
         0,
         UNSET_DOUBLE,
         0,

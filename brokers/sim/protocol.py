@@ -197,6 +197,7 @@ class OrderRequest:
     algo_params: tuple[tuple[str, str], ...] = ()
     lmt_price_offset: Decimal | None = None
     cash_qty: Decimal | None = None
+    oca_type: int = 0  # 1 cancel the rest of the group on a fill, 2/3 reduce it by the fill (0: not set)
 
 
 def parse_place_order(fields: list[str], version: int) -> OrderRequest:
@@ -229,7 +230,9 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     c.skip(3)  # faGroup, faMethod, faPercentage
     if version < 177:
         c.skip(1)  # faProfile
-    c.skip(10)  # modelCode, shortSaleSlot, designatedLocation, exemptCode, ocaType, rule80A .. percentOffset
+    c.skip(4)  # modelCode, shortSaleSlot, designatedLocation, exemptCode
+    oca_type = c.int()
+    c.skip(5)  # rule80A, settlingFirm, allOrNone, minQty, percentOffset
     etrade_only, firm_quote_only, nbbo_cap = c.bool(), c.bool(), c.dec()
     c.skip(9)  # auctionStrategy .. overridePercentageConstraints, volatility, volatilityType
     if c.str():  # deltaNeutralOrderType
@@ -296,4 +299,5 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
         algo_params=tuple(algo_params),
         lmt_price_offset=lmt_offset,
         cash_qty=cash_qty,
+        oca_type=oca_type,
     )

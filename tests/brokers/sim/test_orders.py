@@ -249,3 +249,40 @@ def test_a_gateway_started_again_never_repeats_an_execution_id(sim_gateway_facto
         ib.disconnect()
         gateway.stop()
     assert exec_ids[0] != exec_ids[1]
+
+
+def test_oca_type_1_cancels_the_group_and_types_2_and_3_reduce_it(gw, ib, aapl, connect):
+    # TWS API Order.ocaType: 1 cancels the rest of the group at a fill; 2 (with block) and 3 (without)
+    # reduce the other orders of the group by the quantity filled; one reduced to nothing is cancelled.
+    cancel_first = ib.placeOrder(aapl, LimitOrder("BUY", 300, 185.00, ocaGroup="one", ocaType=1))
+    cancel_rest = ib.placeOrder(aapl, LimitOrder("BUY", 800, 180.00, ocaGroup="one", ocaType=1))
+    reduce_first = ib.placeOrder(aapl, LimitOrder("BUY", 300, 185.00, ocaGroup="two", ocaType=2))
+    reduced = ib.placeOrder(aapl, LimitOrder("BUY", 800, 180.00, ocaGroup="two", ocaType=2))
+    emptied = ib.placeOrder(aapl, LimitOrder("BUY", 300, 179.00, ocaGroup="two", ocaType=2))
+    trades = [cancel_first, cancel_rest, reduce_first, reduced, emptied]
+    wait_until(ib, lambda: all(t.orderStatus.status == "Submitted" for t in trades))
+    watcher = connect(gw, client_id=2)
+    assert {t.order.orderId: t.order.ocaType for t in watcher.reqAllOpenOrders()} == {
+        t.order.orderId: t.order.ocaType for t in trades
+    }
+    gw.set_price("AAPL", "184.50")
+    wait_until(ib, lambda: cancel_first.orderStatus.status == "Filled" and reduce_first.orderStatus.status == "Filled")
+    wait_until(ib, lambda: cancel_rest.orderStatus.status == "Cancelled" and emptied.orderStatus.status == "Cancelled")
+    wait_until(ib, lambda: reduced.orderStatus.remaining == 500)
+    assert reduced.orderStatus.status == "Submitted" and reduced.order.totalQuantity == 500
+    [still_open] = watcher.reqAllOpenOrders()
+    assert still_open.order.orderId == reduced.order.orderId
+    assert (still_open.order.totalQuantity, still_open.order.ocaGroup, still_open.order.ocaType) == (500, "two", 2)
+    gw.set_price("AAPL", "179.50")
+    wait_until(ib, lambda: reduced.orderStatus.status == "Filled")
+    assert reduced.orderStatus.filled == 500
+    assert gw.positions()[265598] == 300 + 300 + 500
+
+
+def test_oca_type_3_reduces_the_group_and_no_order_is_overfilled(gw, ib, aapl):
+    big = ib.placeOrder(aapl, LimitOrder("BUY", 400, 185.00, ocaGroup="three", ocaType=3))
+    small = ib.placeOrder(aapl, LimitOrder("BUY", 600, 184.00, ocaGroup="three", ocaType=3))
+    wait_until(ib, lambda: big.orderStatus.status == "Submitted" and small.orderStatus.status == "Submitted")
+    gw.set_price("AAPL", "183.00")  # both marketable: the group as a whole buys no more than 600
+    wait_until(ib, lambda: big.isDone() and small.isDone())
+    assert big.orderStatus.filled + small.orderStatus.filled == 600
