@@ -16,6 +16,8 @@ Fill model
   OPG orders rest until :meth:`OrderEngine.market_open` and fill in full there.
 * IOC fills what it can immediately and cancels the rest; FOK fills in full
   immediately or is cancelled.
+* GTD orders are cancelled when their goodTillDate passes; with exchange hours, DAY orders at the end of
+  their session. Both follow the engine's clock.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from .account import Account, commission_for
-from .calendar import SessionState
+from .calendar import SessionState, session_end
 from .market import Instrument, Market, round_to_tick
 from .protocol import OrderRequest
 
@@ -92,6 +94,8 @@ class SimOrder:
     lmt_price_offset: Decimal | None = None  # TRAIL LIMIT: limit = stop -/+ offset once triggered
     algo_strategy: str = ""
     awaiting_open: bool = False  # accepted while the market is closed: PreSubmitted until it may trade
+    good_till_date: str = ""  # GTD: as sent, echoed in openOrder
+    expires_at: datetime | None = None  # GTD: the goodTillDate; DAY: the end of its session (exchange hours)
 
     @property
     def remaining(self) -> Decimal:
@@ -132,6 +136,22 @@ class Reject(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def good_till(text: str) -> datetime:
+    """A goodTillDate: 'YYYYMMDD HH:MM:SS[ TZ]' (no zone: the login time zone, UTC here) or
+    'YYYYMMDD-HH:MM:SS' (UTC). ValueError when it is neither."""
+    text = text.strip()
+    if "-" in text and " " not in text:
+        return datetime.strptime(text, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+    parts = text.split()
+    if len(parts) not in (2, 3):
+        raise ValueError(text)
+    try:
+        tz = ZoneInfo(parts[2]) if len(parts) == 3 else UTC
+    except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(text) from exc
+    return datetime.strptime(" ".join(parts[:2]), "%Y%m%d %H:%M:%S").replace(tzinfo=tz).astimezone(UTC)
 
 
 def stamp(now: datetime) -> str:
@@ -188,6 +208,11 @@ class OrderEngine:
             raise Reject(201, f"Order rejected - reason:Invalid time in force '{req.tif}'.")
         # IB error list, 113: the close auction takes day orders only; 111: an opening order (tif OPG) is a
         # market or limit order (market/limit on open), any other type does not go with that time in force.
+        if req.tif == "GTD" and req.good_till_date:
+            try:
+                good_till(req.good_till_date)
+            except ValueError:
+                raise Reject(201, f"Order rejected - reason:Invalid good till date '{req.good_till_date}'.") from None
         if req.order_type in ("MOC", "LOC") and req.tif != "DAY":
             raise Reject(113, "The Tif option should be set to DAY for MOC and LOC orders.")
         if req.tif == "OPG" and req.order_type not in ("MKT", "LMT"):
@@ -256,7 +281,11 @@ class OrderEngine:
         )
         self.orders[(client_id, o.order_id)] = o
         self.note_order_id(client_id, o.order_id)
+        self._set_expiry(o, req.good_till_date)
         self.sink.order_changed(o)  # PreSubmitted
+        if self._expired(o):  # a goodTillDate already past: cancelled before it can trade
+            self._cancel(o, 202, "Order Canceled - reason:The good till date has already passed.")
+            return o
         if not req.transmit:
             o.held = True  # like TWS: kept until an order of its bracket arrives with transmit=True
             return o
@@ -264,6 +293,27 @@ class OrderEngine:
             member.held = False
             self._activate(member)
         return o
+
+    def _set_expiry(self, o: SimOrder, good_till_date: str) -> None:
+        """GTD orders expire at their goodTillDate (one without a date does not expire); DAY orders, with
+        exchange hours, at the end of the session they were placed in or for (never with hours "always")."""
+        o.good_till_date = good_till_date if o.tif == "GTD" else ""
+        if o.good_till_date:
+            o.expires_at = good_till(o.good_till_date)
+        elif o.tif == "DAY" and self.sessions is not None:
+            o.expires_at = session_end(o.inst, self.clock(), o.outside_rth)
+        else:
+            o.expires_at = None
+
+    def _expired(self, o: SimOrder) -> bool:
+        return o.expires_at is not None and self.clock() >= o.expires_at
+
+    def expire(self) -> None:
+        """Cancel the working orders whose time in force has run out (GTD date reached, DAY session over)."""
+        for o in list(self.orders.values()):
+            if o.working and self._expired(o):
+                reason = "GTD order expired" if o.tif == "GTD" else "DAY order expired at the end of the session"
+                self._cancel(o, 202, f"Order Canceled - reason:{reason}")
 
     def _bracket_to_release(self, o: SimOrder) -> list[SimOrder]:
         """The order plus the held parent and held siblings it transmits (parent first)."""
@@ -327,7 +377,10 @@ class OrderEngine:
             raise Reject(201, "Order rejected - reason:The new quantity is below the filled quantity.")
         o.total_qty = req.total_quantity or o.total_qty
         o.order_type, o.lmt_price, o.aux_price = req.order_type, req.lmt_price, req.aux_price
+        tif_changed = (req.tif, req.good_till_date, req.outside_rth) != (o.tif, o.good_till_date, o.outside_rth)
         o.tif, o.order_ref, o.outside_rth = req.tif, req.order_ref, req.outside_rth
+        if tif_changed:
+            self._set_expiry(o, req.good_till_date)
         o.trailing_percent = req.trailing_percent
         if req.trail_stop_price is not None:
             o.trail_stop = req.trail_stop_price
@@ -405,6 +458,7 @@ class OrderEngine:
 
     # -- evaluation
     def evaluate_all(self) -> None:
+        self.expire()
         for o in list(self.orders.values()):
             if o.awaiting_open and o.working and self._may_trade(o, self._session(o)):
                 o.awaiting_open = False

@@ -107,3 +107,26 @@ def trading_hours(inst: Instrument, today: date, rth: bool) -> str:
         else:
             out.append(f"{ds}:0400-{ds}:2000")
     return ";".join(out)
+
+
+def session_end(inst: Instrument, now: datetime, outside_rth: bool) -> datetime | None:
+    """When a DAY order placed at ``now`` expires: the close of the regular session in force or next (an
+    early close included); for a US stock order marked outsideRth, the end of IB's extended session that
+    day (20:00 New York). None for instruments without a calendar or dates beyond it."""
+    name = calendar_name(inst)
+    if name is None:
+        return None
+    import pandas as pd
+
+    cal = _calendar(name)
+    minute = pd.Timestamp(now).tz_convert("UTC").floor("min")
+    if minute < cal.first_minute or minute > cal.last_minute:
+        return None
+    if outside_rth and name == "XNYS" and inst.sec_type == "STK":
+        local = now.astimezone(NEW_YORK)
+        day = local.date()
+        if not (cal.is_session(pd.Timestamp(day)) and local.time() < EXTENDED[1]):
+            day = cal.date_to_session(pd.Timestamp(day + timedelta(days=1)), direction="next").date()
+        return datetime.combine(day, EXTENDED[1], NEW_YORK)
+    session = cal.minute_to_session(minute, direction="next")
+    return cal.session_close(session).to_pydatetime()

@@ -242,7 +242,7 @@ def open_order(version: int, o: SimOrder, what_if: dict[str, Any] | None = None)
         f.append("")  # faProfile
     f += [
         "",
-        "",
+        o.good_till_date,
         "",
         "",
         "",
@@ -363,7 +363,7 @@ def completed_order(version: int, o: SimOrder) -> Fields:
         f.append("")  # faProfile
     f += [
         "",
-        "",
+        o.good_till_date,
         "",
         "",
         "",
