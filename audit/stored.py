@@ -38,9 +38,11 @@ class StoredRow:
     problems: tuple[str, ...] = ()  # values that cannot be read, or are stored in a form never written
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value if isinstance(value, int | float | str) or value is None else str(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+def quoted(value: Any) -> str:
+    """A stored or sealed value as a report quotes it: JSON, cut short at 80 characters."""
+    plain = value if value is None or isinstance(value, int | float | str | list | dict) else str(value)
+    text = json.dumps(plain, ensure_ascii=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _stored_field(field: models.Field) -> models.Field:
@@ -69,6 +71,8 @@ class StoredTable:
         ]
         self._select = f"SELECT {', '.join(columns)} FROM {quote(self.table)}"  # noqa: S608 - names from the model
         self._pk_column = quote(str(self.pk_field.column))
+        self._pk_select = columns[self.pk_index]
+        self._quoted_table = quote(self.table)
         self._columns = [field.get_col(self.table) for field in self.fields]
         # Django's converters per column (the backend's, then the field's), as `.values()` applies them.
         self._converters = [
@@ -79,6 +83,14 @@ class StoredTable:
         """Up to `limit` rows in primary-key order, after the stored key `after` (a row's `stored_pk`)."""
         where, params = ("", []) if after is None else (f" WHERE {self._pk_column} > %s", [after])
         return self._read(f"{self._select}{where} ORDER BY {self._pk_column} LIMIT %s", [*params, limit])
+
+    def keys(self, *, after: Any = None, limit: int) -> list[tuple[str, Any]]:
+        """Up to `limit` keys in primary-key order after the stored key `after`: (as the seals name it, as stored)."""
+        where, params = ("", []) if after is None else (f" WHERE {self._pk_column} > %s", [after])
+        sql = f"SELECT {self._pk_select} FROM {self._quoted_table}{where} ORDER BY {self._pk_column} LIMIT %s"  # noqa: S608
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, [*params, limit])
+            return [(self._key_text(stored), stored) for (stored,) in cursor.fetchall()]
 
     def rows(self, pks: Sequence[Any]) -> dict[str, StoredRow]:
         """{pk as the seals name it: row} for these primary keys (values as the model holds them)."""
@@ -111,13 +123,13 @@ class StoredTable:
                     written = field.get_db_prep_value(value, connection, prepared=False)
             except Exception:  # noqa: BLE001 - whatever a hand-edited value makes a converter raise is this row's problem
                 kind = field.get_internal_type()
-                problems.append(f"{field.column} holds {_show(stored)}, which is not a valid {kind}")
+                problems.append(f"{field.column} holds {quoted(stored)}, which is not a valid {kind}")
                 value = _UNREADABLE
             else:
                 if written != stored:
                     problems.append(
-                        f"{field.column} is stored as {_show(stored)}, a form the gateway never writes "
-                        f"({_show(written)}): queries no longer find it as before"
+                        f"{field.column} is stored as {quoted(stored)}, a form the gateway never writes "
+                        f"({quoted(written)}): queries no longer find it as before"
                     )
             values[field.attname] = value
         key = values[self.pk_field.attname]
@@ -129,3 +141,15 @@ class StoredTable:
             except (TypeError, ValueError) as exc:  # e.g. a number column holding infinity
                 problems.append(f"cannot be sealed as stored: {exc}")
         return StoredRow(pk, raw[self.pk_index], content, tuple(problems))
+
+    def _key_text(self, stored: Any) -> str:
+        """A stored key as the seals name it; as stored when it cannot be read (then it has no seal either)."""
+        connection = connections[self.using]
+        col = self._columns[self.pk_index]
+        value = stored
+        try:
+            for converter in self._converters[self.pk_index]:
+                value = converter(value, col, connection)
+        except Exception:  # noqa: BLE001 - a hand-edited key is reported as unsealed under its stored text
+            return str(stored)
+        return pk_text(value)

@@ -30,7 +30,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from audit.chain import verify_chain
 from audit.models import AuditEntry, LedgerSeal
 from audit.seal import sealed_models, verify_seal_chain
-from audit.stored import StoredTable
+from audit.stored import StoredTable, quoted
 from audit.triggers import missing_triggers
 
 
@@ -74,11 +74,6 @@ def _chunks(iterable: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=True)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def describe_difference(sealed: str, found: str) -> str:
     """Which columns differ between two canonical contents, e.g. `price: sealed "189.42", now "1"`."""
     try:
@@ -91,7 +86,7 @@ def describe_difference(sealed: str, found: str) -> str:
     for column in sorted(before.keys() | after.keys()):
         old, new = before.get(column), after.get(column)
         if old != new:
-            parts.append(f"{column}: sealed {_show(old)}, now {_show(new)}")
+            parts.append(f"{column}: sealed {quoted(old)}, now {quoted(new)}")
     return "; ".join(parts) or "the stored text differs"
 
 

@@ -171,8 +171,8 @@ class LedgerWatch:
         while budget > 0 and not self._rows_done:
             model: type[models.Model] = self._tables[self._table_index]
             table = model._meta.db_table
-            rows = self._stored(model).page(after=self._row_cursor, limit=budget)
-            keys = [row.pk for row in rows]
+            found = self._stored(model).keys(after=self._row_cursor, limit=budget)
+            keys = [key for key, _ in found]
             sealed = set(
                 LedgerSeal.objects.using(self.using)
                 .filter(table=table, row_pk__in=keys)
@@ -181,10 +181,10 @@ class LedgerWatch:
             for key in keys:
                 if key not in sealed:
                     self._report(row_unsealed(table, key))
-            if len(rows) == budget:  # the budget is spent inside this table: go on from here next step
-                self._row_cursor = rows[-1].stored_pk
+            if len(found) == budget:  # the budget is spent inside this table: go on from here next step
+                self._row_cursor = found[-1][1]
                 return
-            budget -= len(rows)
+            budget -= len(found)
             self._table_index, self._row_cursor = self._table_index + 1, None  # this table is through
             self._rows_done = self._table_index == len(self._tables)
 

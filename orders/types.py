@@ -17,6 +17,19 @@ TIFS = ("DAY", "GTC", "IOC", "FOK", "OPG")
 # Our names -> IB's wire names.
 IB_ORDER_TYPE = {"STP_LMT": "STP LMT", "TRAIL_LIMIT": "TRAIL LIMIT"}
 IB_ACTION = {"BUY": "BUY", "BUY_TO_COVER": "BUY", "SELL": "SELL", "SELL_SHORT": "SELL"}
+# What an order does, apart from its contract, account and key: one list, so that the duplicate window and
+# an order row's request never disagree on what "the same order" means.
+ORDER_TERMS = (
+    "action",
+    "quantity",
+    "order_type",
+    "limit_price",
+    "stop_price",
+    "trail_amount",
+    "trail_percent",
+    "tif",
+    "outside_rth",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from orders.models import Order
 from orders.pipeline import AdmissionGroup
 from orders.selectors import orders_since, trading_halted
 from orders.services.common import contract_spec_for
-from orders.types import OrderRequest
+from orders.types import ORDER_TERMS, OrderRequest
 
 logger = logging.getLogger(__name__)
 ORDER_QUOTE_STREAMS = 20  # contracts whose quotes the order path keeps streaming (no snapshot per order)
@@ -208,18 +208,7 @@ class SharedState:
 def same_order(request: OrderRequest, contract: ContractInfo) -> dict[str, Any]:
     """What makes two orders one order for the duplicate window: the contract they resolved to and their
     terms, however the request spelled the contract (defaults spelled out, or a con_id instead)."""
-    return {
-        "con_id": contract.con_id,
-        "action": request.action,
-        "quantity": request.quantity,
-        "order_type": request.order_type,
-        "limit_price": request.limit_price,
-        "stop_price": request.stop_price,
-        "trail_amount": request.trail_amount,
-        "trail_percent": request.trail_percent,
-        "tif": request.tif,
-        "outside_rth": request.outside_rth,
-    }
+    return {"con_id": contract.con_id, **{name: getattr(request, name) for name in ORDER_TERMS}}
 
 
 def same_order_key(account: str, terms: dict[str, Any]) -> tuple:

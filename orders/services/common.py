@@ -28,7 +28,7 @@ from orders import publish
 from orders.models import Order, OrderEvent
 from orders.selectors import order_latest_event
 from orders.state import can_transition
-from orders.types import IB_ACTION, IB_ORDER_TYPE, OrderRequest
+from orders.types import IB_ACTION, IB_ORDER_TYPE, ORDER_TERMS, OrderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -237,17 +237,9 @@ def order_request_of(order: Order, **overrides) -> OrderRequest:
     """The request an order row was made from (intent fields), with `overrides` (e.g. modified terms)."""
     fields = {
         "symbol": order.symbol,
-        "action": order.action,
-        "quantity": order.quantity,
-        "order_type": order.order_type,
         "sec_type": order.sec_type,
         "con_id": order.con_id,
-        "limit_price": order.limit_price,
-        "stop_price": order.stop_price,
-        "trail_amount": order.trail_amount,
-        "trail_percent": order.trail_percent,
-        "tif": order.tif,
-        "outside_rth": order.outside_rth,
+        **{name: getattr(order, name) for name in ORDER_TERMS},
         "account": order.account,
         "client_order_id": order.client_order_id,
     }
