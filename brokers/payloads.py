@@ -33,16 +33,26 @@ class ContractOutput(serializers.Serializer):
     time_zone = serializers.CharField()
 
 
-class GatewayStateOutput(serializers.Serializer):
+KEY_ONLY = "Only with an API key or a signed-in operator."
+
+
+class PartialOutput(serializers.Serializer):
+    """Renders only the keys its dict has: health without credentials leaves its identifying fields out."""
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in super().to_representation(instance).items() if k in instance}
+
+
+class GatewayStateOutput(PartialOutput):
     state = serializers.CharField(help_text="not_started, connecting, connected, degraded, reconnecting, stopped")
-    address = serializers.CharField()
+    address = serializers.CharField(required=False, help_text=KEY_ONLY)
     connected = serializers.BooleanField()
-    server_version = serializers.IntegerField(allow_null=True)
-    client_id = serializers.IntegerField(allow_null=True)
-    accounts = serializers.ListField(child=serializers.CharField())
+    server_version = serializers.IntegerField(allow_null=True, required=False, help_text=KEY_ONLY)
+    client_id = serializers.IntegerField(allow_null=True, required=False, help_text=KEY_ONLY)
+    accounts = serializers.ListField(child=serializers.CharField(), required=False, help_text=KEY_ONLY)
     connected_since = serializers.DateTimeField(allow_null=True)
     down_since = serializers.DateTimeField(allow_null=True)
-    last_error = serializers.CharField(allow_blank=True)
+    last_error = serializers.CharField(allow_blank=True, required=False, help_text=KEY_ONLY)
     reconnects = serializers.IntegerField()
     down_reason = serializers.CharField(
         allow_blank=True,
@@ -55,14 +65,16 @@ class GatewayStateOutput(serializers.Serializer):
         help_text="With several web processes, whether this one holds the IB connection.",
     )
     lease_holder = serializers.CharField(
-        required=False, allow_null=True, help_text="host:pid:id of the process holding the IB connection lease."
+        required=False,
+        allow_null=True,
+        help_text="host:pid:id of the process holding the IB connection lease. " + KEY_ONLY,
     )
-    stale_subscriptions = serializers.ListField(child=serializers.CharField())
+    stale_subscriptions = serializers.ListField(child=serializers.CharField(), required=False, help_text=KEY_ONLY)
 
 
-class DatabaseStateOutput(serializers.Serializer):
+class DatabaseStateOutput(PartialOutput):
     ok = serializers.BooleanField()
-    detail = serializers.CharField()
+    detail = serializers.CharField(required=False, help_text=KEY_ONLY)
     vendor = serializers.CharField()
 
 
@@ -77,7 +89,7 @@ class HaltStateOutput(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
-class LedgerWatchOutput(serializers.Serializer):
+class LedgerWatchOutput(PartialOutput):
     intact = serializers.BooleanField(
         help_text="No problem found by the last complete pass nor so far by this one (see problems)."
     )
@@ -86,20 +98,22 @@ class LedgerWatchOutput(serializers.Serializer):
     last_pass_at = serializers.DateTimeField(allow_null=True, help_text="When the last pass ended (UTC).")
     problems = serializers.ListField(
         child=serializers.CharField(),
-        help_text="What the last complete pass and this one found (the first 20), in audit_verify's words: a "
-        "row that differs from its seal and how, a row gone, a row without a seal, a broken seal chain.",
+        required=False,
+        help_text=KEY_ONLY + " What the last complete pass and this one found (the first 20), in audit_verify's "
+        "words: a row that differs from its seal and how, a row gone, a row without a seal, a broken seal chain.",
     )
     problem_count = serializers.IntegerField(help_text="How many problems in all (counted up to 1000 per pass).")
 
 
-class LedgerGuardOutput(serializers.Serializer):
+class LedgerGuardOutput(PartialOutput):
     guarded = serializers.BooleanField(
         help_text="Every append-only trigger of the ledger is in place: raw SQL cannot change or remove a row."
     )
     missing_triggers = serializers.ListField(
         child=serializers.CharField(),
-        help_text="<table>.<trigger> of each trigger dropped or disabled since the last migrate (audit_verify "
-        "then tells whether anything was changed through the gap).",
+        required=False,
+        help_text=KEY_ONLY + " <table>.<trigger> of each trigger dropped or disabled since the last migrate "
+        "(audit_verify then tells whether anything was changed through the gap).",
     )
     watch = LedgerWatchOutput(
         allow_null=True,

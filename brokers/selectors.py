@@ -148,6 +148,33 @@ def health_get(probe: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+# What health tells only a caller with an API key (or a signed-in operator): who trades, where the gateway
+# is, and the ledger's problems by name. Load balancers and probes call health without credentials.
+_GATEWAY_PRIVATE = (
+    "address",
+    "server_version",
+    "client_id",
+    "accounts",
+    "last_error",
+    "lease_holder",
+    "stale_subscriptions",
+)
+
+
+def health_public(health: dict[str, Any]) -> dict[str, Any]:
+    """`health` as an unauthenticated caller sees it: every state and flag, no identifying detail."""
+    public = {**health, "gateway": {k: v for k, v in health["gateway"].items() if k not in _GATEWAY_PRIVATE}}
+    public["database"] = {k: v for k, v in health["database"].items() if k != "detail"}
+    ledger = health.get("ledger")
+    if ledger is not None:
+        watch = ledger["watch"]
+        public["ledger"] = {
+            "guarded": ledger["guarded"],
+            "watch": None if watch is None else {k: v for k, v in watch.items() if k != "problems"},
+        }
+    return public
+
+
 def account_default() -> str:
     """The account orders and account reads go to: IB_ACCOUNT, else the first managed account."""
     if settings.IB_ACCOUNT:

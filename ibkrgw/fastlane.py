@@ -176,7 +176,9 @@ class FastLane(Lane):
         from brokers import runtime
 
         if route == "health/":
-            return ("health", self._health) if query == b"" and self._probe() is not None else None
+            if query != b"" or self._probe() is None:
+                return None
+            return "health", lambda: self._health(public=key is None)
         if key is None:
             return None
         rt = runtime.current()
@@ -248,10 +250,11 @@ class FastLane(Lane):
         self._rendered[(read, account)] = (source, body)
         return body
 
-    async def _health(self):
-        from brokers.selectors import health_get
+    async def _health(self, *, public: bool):
+        from brokers.selectors import health_get, health_public
 
-        return self._serializer("health").to_representation(health_get(self._probe()))
+        health = health_get(self._probe())
+        return self._serializer("health").to_representation(health_public(health) if public else health)
 
     def _probe(self) -> dict | None:
         """Health's database probe if fresh; starts a background refresh as it ages."""

@@ -174,6 +174,12 @@ def read_client(transactional_db) -> APIClient:
 
 
 @pytest.fixture
+def read_client_in_test_transaction(db) -> APIClient:
+    """A `read` key's client for tests that run inside one rolled-back transaction."""
+    return _client_with_key("read")
+
+
+@pytest.fixture
 def admin_client(transactional_db) -> APIClient:
     from django.contrib.auth import get_user_model
 

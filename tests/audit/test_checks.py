@@ -52,10 +52,11 @@ def fresh_health():
     health_probe_forget()
 
 
-def test_health_says_whether_the_ledger_is_still_guarded(client, fresh_health, caplog):
+def test_health_says_whether_the_ledger_is_still_guarded(client, read_client_in_test_transaction, fresh_health, caplog):
     from brokers.selectors import health_probe_forget
 
     # No watch runs in this process (no IB connection here): `watch` is null.
+    anonymous, client = client, read_client_in_test_transaction
     assert client.get("/api/v1/health/").json()["ledger"] == {"guarded": True, "missing_triggers": [], "watch": None}
     with connection.cursor() as cursor:  # as someone with the database would
         on_table = " ON orders_order" if connection.vendor == "postgresql" else ""
@@ -63,4 +64,6 @@ def test_health_says_whether_the_ledger_is_still_guarded(client, fresh_health, c
     health_probe_forget()  # health's probe is shared for a second: ask again now
     ledger = client.get("/api/v1/health/").json()["ledger"]
     assert ledger == {"guarded": False, "missing_triggers": ["orders_order.orders_order_no_update"], "watch": None}
+    # Without credentials: that the ledger is unguarded, not which trigger is gone.
+    assert anonymous.get("/api/v1/health/").json()["ledger"] == {"guarded": False, "watch": None}
     assert "ledger triggers missing or disabled: orders_order.orders_order_no_update" in caplog.text

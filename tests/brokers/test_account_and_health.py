@@ -30,19 +30,37 @@ def _trade_at_gateway(port: int, contract, action: str, quantity: float) -> None
         ib.disconnect()
 
 
-def test_health_reports_connected_gateway(ib_runtime, client):
-    response = client.get("/api/v1/health/")
+def test_health_reports_connected_gateway(ib_runtime, read_client):
+    response = read_client.get("/api/v1/health/")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["gateway"]["connected"] is True
     assert body["gateway"]["server_version"] == 178
     assert body["gateway"]["accounts"] == ["DU1234567"]
+    assert body["gateway"]["address"].startswith("127.0.0.1:")
     assert body["trading_mode"] == "paper"
     assert body["orders_enabled"] is False
     assert body["reconciliation"] == "done"
     assert body["database"]["ok"] is True
     assert body["gateway"]["owner"] == "this_process"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/health/", "/api/v1/health/?format=json"])
+def test_health_without_credentials_tells_the_state_but_not_who_trades_or_where(ib_runtime, client, path):
+    """Load balancers call health without a key: they get every state and flag, and no account id, gateway
+    address, client id, error text or ledger problem by name (the fast lane and the full stack alike)."""
+    response = client.get(path, HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["gateway"]["connected"] is True
+    assert body["reconciliation"] == "done"
+    assert body["database"] == {"ok": True, "vendor": body["database"]["vendor"]}
+    for private in ("accounts", "address", "client_id", "server_version", "last_error", "stale_subscriptions"):
+        assert private not in body["gateway"]
+    assert "DU1234567" not in response.content.decode()
+    assert set(body["ledger"]) == {"guarded", "watch"}
 
 
 def test_health_without_a_broker_says_not_started(client):

@@ -175,6 +175,9 @@ async def test_health_without_credentials_is_answered_by_the_lane(lane):
     assert django_app.calls == calls
     full = await get(django_app.app, "/api/v1/health/")
     assert status == full[0] == 200 and body["gateway"]["state"] == full[2]["gateway"]["state"] == "connected"
+    # Both leave out what identifies the account and the gateway, and answer in the same shape.
+    assert "accounts" not in body["gateway"] and "address" not in body["gateway"]
+    assert _same_shape(body, full[2])
     # A session cookie means a signed-in person: the full stack's session authentication answers.
     await get(fast, "/api/v1/health/", headers=[(b"cookie", b"sessionid=abc")])
     assert django_app.calls == calls + 1
