@@ -288,6 +288,9 @@ class BrokerHealth:
     reconciled: bool
     down_reason: str = ""  # refused, login_pending, client_id_in_use, connection_lost, gateway_lost_ib_servers
     stale_subscriptions: tuple[str, ...] = field(default_factory=tuple)
+    stream_lines: int = 0  # market-data lines streams may hold (IB_MARKET_DATA_LINES less the reserve)
+    stream_lines_in_use: int = 0
+    streams_waiting: int = 0  # streams asked for while every line was in use: they get the next free one
 
 
 def as_dict(obj) -> dict:
@@ -312,6 +315,11 @@ class BrokerAdapter(Protocol):
         ...
 
     def quote_subscribe(self, *, contract: ContractInfo) -> None: ...
+
+    def quote_streams_without_line(self, *, con_ids: list[int]) -> list[int]:
+        """Those of `con_ids` not streamed yet that would find no free market-data line now (in order; a
+        moment's view: the connection's own count decides, and a stream without a line waits for one)."""
+        ...
 
     def quote_unsubscribe(self, *, con_id: int) -> None: ...
 

@@ -43,6 +43,14 @@ class PartialOutput(serializers.Serializer):
         return {k: v for k, v in super().to_representation(instance).items() if k in instance}
 
 
+class MarketDataLinesOutput(serializers.Serializer):
+    streams = serializers.IntegerField(
+        help_text="Lines streams may hold: IB_MARKET_DATA_LINES less MARKET_DATA_LINES_RESERVED (kept for snapshots)."
+    )
+    in_use = serializers.IntegerField()
+    waiting = serializers.IntegerField(help_text="Streams asked for while every line was in use: next in line.")
+
+
 class GatewayStateOutput(PartialOutput):
     state = serializers.CharField(help_text="not_started, connecting, connected, degraded, reconnecting, stopped")
     address = serializers.CharField(required=False, help_text=KEY_ONLY)
@@ -70,6 +78,7 @@ class GatewayStateOutput(PartialOutput):
         help_text="host:pid:id of the process holding the IB connection lease. " + KEY_ONLY,
     )
     stale_subscriptions = serializers.ListField(child=serializers.CharField(), required=False, help_text=KEY_ONLY)
+    market_data_lines = MarketDataLinesOutput()
 
 
 class DatabaseStateOutput(PartialOutput):

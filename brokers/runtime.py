@@ -155,6 +155,7 @@ def _owner_runtime(*, client_id: int | None = None, host: str | None = None, por
         throttle=settings.IB_THROTTLE,
         stale_after_s=settings.QUOTE_STALE_AFTER_S,
         sink=recorder.put,
+        stream_lines=settings.IB_MARKET_DATA_LINES - settings.MARKET_DATA_LINES_RESERVED,
     )
     recorder.handlers.update(_recorder_handlers(worker))
     recorder.start()

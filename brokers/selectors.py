@@ -103,6 +103,7 @@ def _gateway_state() -> dict[str, Any]:
             "reconnects": 0,
             "down_reason": "not_started",
             "stale_subscriptions": [],
+            "market_data_lines": {"streams": 0, "in_use": 0, "waiting": 0},
             "reconciled": False,
             "owner": "this_process",
         }
@@ -120,6 +121,11 @@ def _gateway_state() -> dict[str, Any]:
         "reconnects": h.reconnects,
         "down_reason": h.down_reason,
         "stale_subscriptions": list(h.stale_subscriptions),
+        "market_data_lines": {
+            "streams": h.stream_lines,
+            "in_use": h.stream_lines_in_use,
+            "waiting": h.streams_waiting,
+        },
         "reconciled": h.reconciled,
         # Which process holds the IB connection when several web processes share it (scale-out).
         "owner": "this_process" if rt.owner else "another_process",

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     CONTRACT_NOT_FOUND = "contract_not_found"
     CONTRACT_AMBIGUOUS = "contract_ambiguous"
     NO_MARKET_DATA = "no_market_data"
+    MARKET_DATA_LINES = "market_data_lines"
     HISTORICAL_LIMIT = "historical_limit"
     # orders: validation gate
     INVALID_ORDER = "invalid_order"

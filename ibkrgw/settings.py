@@ -113,6 +113,12 @@ IB_THROTTLE = env_bool("IB_THROTTLE", True)
 # such in market_data_type/delayed) instead of failing with no_market_data.
 DELAYED_DATA_FALLBACK = env_bool("DELAYED_DATA_FALLBACK", True)
 QUOTE_STALE_AFTER_S = env_int("QUOTE_STALE_AFTER_S", 10, minimum=1)
+# IB's market-data lines: how many contracts the account may stream at once (100 unless IB granted more).
+# Streams (websocket watchers, REST stream holds) get all but MARKET_DATA_LINES_RESERVED of them, which stay
+# free for snapshots (the prices the order gates check, REST quotes): a flood of watchers can neither make
+# IB refuse an order's price (error 101) nor churn resubscriptions until IB's pacing cuts the connection.
+IB_MARKET_DATA_LINES = env_int("IB_MARKET_DATA_LINES", 100, minimum=2, maximum=100_000)
+MARKET_DATA_LINES_RESERVED = env_int("MARKET_DATA_LINES_RESERVED", 10, minimum=1, maximum=IB_MARKET_DATA_LINES - 1)
 # "exchange": orders are checked against exchange calendars (closed markets, OPG after the open, MOC
 # after the cut-off). The built-in simulated market never closes, so "always" is its default.
 TRADING_HOURS = env_choice("TRADING_HOURS", "always" if IB_GATEWAY == "sim" else "exchange", ("exchange", "always"))

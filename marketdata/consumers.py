@@ -11,13 +11,15 @@ Server -> client:
     {"type": "error", "code", "message", "details"}   (the socket stays open)
     {"type": "pong"}
 A subscribe that names several contracts subscribes those that resolve and sends one error frame
-per one that does not (contract_not_found, contract_ambiguous, ...), then the acknowledgement.
+per one that does not (contract_not_found, contract_ambiguous, ...), or that finds no free
+market-data line to stream on (market_data_lines), then the acknowledgement.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from rest_framework import serializers
 
@@ -28,7 +30,7 @@ from ibkrgw.web.serializers import StrictBodyMixin
 from ibkrgw.web.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
 from marketdata.api import ContractQueryInput
 from marketdata.groups import QuoteMessage, hubs, quote_group_name
-from marketdata.services import contracts_resolve_each
+from marketdata.services import contracts_resolve_each, no_line_error, streams_without_line
 
 MAX_CONTRACTS_PER_MESSAGE = 100
 MAX_CONTRACTS_PER_CLIENT = 500
@@ -109,6 +111,12 @@ class QuoteStreamConsumer(StreamConsumer):
         new = {c.con_id: c for c in resolved if c.con_id not in self.watching}
         if len(self.watching) + len(new) > MAX_CONTRACTS_PER_CLIENT:
             raise invalid(f"At most {MAX_CONTRACTS_PER_CLIENT} contracts per connection.", watching=len(self.watching))
+        # Beyond the market-data lines for streams: refused by name (the socket stays open), not queued silently.
+        for contract in await sync_to_async(streams_without_line, thread_sensitive=False)(list(new.values())):
+            error = no_line_error(contract)
+            await self.send_frame(error_frame(error.code, error.message, error.details))
+            del new[contract.con_id]
+            resolved.remove(contract)
         for contract in new.values():
             self.watching[contract.con_id] = contract
             if shared_channel_layer():

@@ -219,7 +219,7 @@ def quote_get(*, spec: ContractSpec, stream: bool = False) -> tuple[ContractInfo
     cached = adapter.quote_cached(con_id=contract.con_id)
     if cached is not None:
         return contract, cached
-    if stream:
+    if stream and not streams_without_line([contract]):  # without a free line: a snapshot, from the reserve
         rest_stream_hold(contract)
         deadline = time.monotonic() + STREAM_FIRST_TICK_WAIT_S
         while time.monotonic() < deadline:
@@ -238,6 +238,22 @@ def bars_get(
         contract=contract, bar_size=bar_size, duration=duration, what_to_show=what_to_show, use_rth=use_rth
     )
     return contract, bars
+
+
+def streams_without_line(contracts: list[ContractInfo]) -> list[ContractInfo]:
+    """Those of `contracts` not streamed yet that would find no free market-data line now."""
+    refused = set(runtime.adapter().quote_streams_without_line(con_ids=[c.con_id for c in contracts]))
+    return [c for c in contracts if c.con_id in refused]
+
+
+def no_line_error(contract: ContractInfo) -> GatewayError:
+    return GatewayError(
+        ErrorCode.MARKET_DATA_LINES,
+        f"Every market-data line for streams is in use: {contract.symbol} cannot be streamed now. Stop watching "
+        "another contract, or ask for a snapshot (a REST quote without stream=true).",
+        http_status=429,
+        details={"symbol": contract.symbol, "con_id": contract.con_id},
+    )
 
 
 def rest_stream_hold(contract: ContractInfo) -> None:

@@ -159,6 +159,11 @@ class IbAdapter:
     def quote_unsubscribe(self, *, con_id: int) -> None:
         self.worker.run_soon(lambda ib: self.worker.unsubscribe_on_loop(con_id))
 
+    def quote_streams_without_line(self, *, con_ids: list[int]) -> list[int]:
+        free = self.worker.stream_lines_free()
+        new = [con_id for con_id in dict.fromkeys(con_ids) if not self.worker.streaming(con_id)]
+        return new[free:]
+
     def quote_cached(self, *, con_id: int) -> Quote | None:
         return self.worker.cached_quote(con_id)
 

@@ -64,6 +64,7 @@ class _Subscription:
     ticker: Ticker | None = None
     last_tick_monotonic: float = field(default_factory=time.monotonic)
     stale: bool = False
+    lined: bool = False  # holds one of the stream lines; otherwise it waits for one to come free
 
 
 def classify_connect_failure(exc: BaseException, ib: IB) -> str:
@@ -132,6 +133,7 @@ class IbWorker:
         throttle: bool,
         stale_after_s: float,
         sink: Callable[[Any], None],
+        stream_lines: int = 90,
     ) -> None:
         self.host, self.port, self.client_id, self.account = host, port, client_id, account
         self.connect_timeout, self.request_timeout = connect_timeout, request_timeout
@@ -169,7 +171,10 @@ class IbWorker:
         self.reconciled = threading.Event()
         # The kill switch's latch: while set, placeOrder is refused on this thread (cancels still pass).
         self.sends_blocked = False
-        self._subscriptions: dict[int, _Subscription] = {}
+        self._subscriptions: dict[int, _Subscription] = {}  # in subscription order (the oldest waits least)
+        # Market-data lines streams may hold; the count is written on the loop, read anywhere.
+        self.stream_lines = stream_lines
+        self.lines_in_use = 0
         self._quotes: dict[int, Quote] = {}
         self._quote_listeners: list[Callable[[Quote], None]] = []
         # Bumped (on the loop) whenever IB reports positions, portfolio, account values or P&L, or the
@@ -291,8 +296,9 @@ class IbWorker:
         self.server_version = ib.client.serverVersion()
         self.ib.reqMarketDataType(self.market_data_type)
         for sub in self._subscriptions.values():
-            sub.ticker = ib.reqMktData(translate.to_ib_contract(sub.contract))
-            sub.last_tick_monotonic = time.monotonic()
+            if sub.lined:
+                sub.ticker = ib.reqMktData(translate.to_ib_contract(sub.contract))
+                sub.last_tick_monotonic = time.monotonic()
         self.state = "connected"
         self.connected_since = datetime.now(UTC)
         self.down_since = None
@@ -485,7 +491,8 @@ class IbWorker:
             if code == CONNECTIVITY_RESTORED_DATA_LOST:
                 # IB dropped our market data: subscribe again.
                 for sub in self._subscriptions.values():
-                    self._resubscribe(sub)
+                    if sub.lined:
+                        self._resubscribe(sub)
             asyncio.ensure_future(self._request_reconciliation())
 
     def _on_order_error(self, order_id: int, code: int, message: str) -> None:
@@ -573,7 +580,7 @@ class IbWorker:
                 continue
             now = time.monotonic()
             for sub in self._subscriptions.values():
-                if now - sub.last_tick_monotonic > self.stale_after_s:
+                if sub.lined and now - sub.last_tick_monotonic > self.stale_after_s:
                     if not sub.stale:
                         logger.warning("quote subscription %s is stale; resubscribing", sub.contract.symbol)
                     sub.stale = True
@@ -672,8 +679,14 @@ class IbWorker:
         sub = self._subscriptions.get(contract.con_id)
         if sub is None:
             sub = self._subscriptions[contract.con_id] = _Subscription(contract=contract)
-            if self.ib.isConnected():
-                sub.ticker = self.ib.reqMktData(translate.to_ib_contract(contract))
+            if self.lines_in_use < self.stream_lines:
+                self._take_line(sub)
+            else:
+                logger.warning(
+                    "all %d market-data lines for streams are in use: %s waits for one to come free",
+                    self.stream_lines,
+                    contract.symbol,
+                )
         sub.watchers += 1
 
     def unsubscribe_on_loop(self, con_id: int) -> None:
@@ -686,6 +699,25 @@ class IbWorker:
             self._quotes.pop(con_id, None)
             if sub.ticker is not None and self.ib.isConnected():
                 self.ib.cancelMktData(sub.ticker.contract)
+            if sub.lined:
+                self.lines_in_use -= 1
+                waiting = next((s for s in self._subscriptions.values() if not s.lined), None)
+                if waiting is not None:
+                    self._take_line(waiting)
+
+    def _take_line(self, sub: _Subscription) -> None:
+        sub.lined = True
+        self.lines_in_use += 1
+        sub.last_tick_monotonic = time.monotonic()
+        if self.ib.isConnected():
+            sub.ticker = self.ib.reqMktData(translate.to_ib_contract(sub.contract))
+
+    def stream_lines_free(self) -> int:
+        """Lines a new stream could take now (read from any thread: a moment's view, the loop decides)."""
+        return max(0, self.stream_lines - self.lines_in_use)
+
+    def streaming(self, con_id: int) -> bool:
+        return con_id in self._subscriptions
 
     def cached_quote(self, con_id: int) -> Quote | None:
         return self._quotes.get(con_id)
@@ -719,4 +751,7 @@ class IbWorker:
             reconnects=self.reconnects,
             reconciled=self.reconciled.is_set(),
             stale_subscriptions=tuple(s.contract.symbol for s in list(self._subscriptions.values()) if s.stale),
+            stream_lines=self.stream_lines,
+            stream_lines_in_use=self.lines_in_use,
+            streams_waiting=len(self._subscriptions) - self.lines_in_use,
         )

@@ -229,6 +229,14 @@ class RemoteAdapter:
             self._subs_dirty = True
         self._rpc.loop.call_soon_threadsafe(self._sync_now)
 
+    def quote_streams_without_line(self, *, con_ids: list[int]) -> list[int]:
+        """As the owner last reported its lines (health is at most a moment old)."""
+        health = self.health()
+        free = max(0, health.stream_lines - health.stream_lines_in_use)
+        with self._subs_lock:
+            new = [con_id for con_id in dict.fromkeys(con_ids) if con_id not in self._subs]
+        return new[free:] if health.stream_lines else []
+
     def quote_unsubscribe(self, *, con_id: int) -> None:
         with self._subs_lock:
             contract, watchers = self._subs.get(con_id, (None, 0))

@@ -227,3 +227,73 @@ async def test_no_broker_in_this_process_is_broker_unavailable(ws_key):
     error = await ws.receive_json_from(timeout=TIMEOUT)
     assert error["code"] == "broker_unavailable"
     await ws.disconnect()
+
+
+@pytest.fixture
+def three_stream_lines(settings, sim_gateway):
+    """An account with 4 market-data lines (the gateway answers a fifth with error 101), one kept for snapshots:
+    3 for streams (set before the runtime starts)."""
+    sim_gateway.max_market_data_lines = 4
+    settings.IB_MARKET_DATA_LINES, settings.MARKET_DATA_LINES_RESERVED = 4, 1
+
+
+async def test_streams_beyond_the_market_data_lines_are_refused_by_name_and_never_reach_the_broker(
+    three_stream_lines, ib_runtime, sim_gateway, ws_key, read_client
+):
+    """Five contracts asked for with three lines free: three are streamed, the other two get an error frame
+    each (`market_data_lines`), and the broker is never asked for more lines than the account has."""
+    sim_gateway.pause_market()
+    ws = await connected("/ws/quotes/", ws_key)
+    await ws.send_json_to({"action": "subscribe", "symbols": ["AAPL", "MSFT", "TSLA", "NVDA", "SPY"]})
+    ack, before = await receive_until(ws, lambda f: f["type"] == "subscribed")
+    assert [c["symbol"] for c in ack["contracts"]] == ["AAPL", "MSFT", "TSLA"]
+    errors = [f for f in before if f["type"] == "error"]
+    assert [(f["code"], f["details"]["symbol"]) for f in errors] == [
+        ("market_data_lines", "NVDA"),
+        ("market_data_lines", "SPY"),
+    ]
+    await eventually(lambda: ib_runtime.worker.lines_in_use == 3, message="three lines taken")
+    assert sum(len(s.mkt) for s in list(sim_gateway.sessions)) == 3
+    health = ib_runtime.worker.health()
+    assert (health.stream_lines, health.stream_lines_in_use, health.streams_waiting) == (3, 3, 0)
+    # The reserved line still serves snapshots (the prices the order gates check): a REST quote that asks for
+    # a stream gets a snapshot instead of a refusal from the broker.
+    response = await asyncio.to_thread(read_client.get, "/api/v1/quotes/NVDA/?stream=true")
+    assert response.status_code == 200, response.content
+    assert response.json()["source"] == "snapshot" and response.json()["last"] is not None
+    assert ib_runtime.worker.lines_in_use == 3
+
+    # A line that comes free can be taken again.
+    await ws.send_json_to({"action": "unsubscribe", "symbols": ["AAPL"]})
+    await receive_until(ws, lambda f: f["type"] == "unsubscribed")
+    await eventually(lambda: ib_runtime.worker.lines_in_use == 2, message="AAPL's line back")
+    ack = await _subscribe(ws, "SPY")
+    assert [c["symbol"] for c in ack["contracts"]] == ["SPY"]
+    await eventually(lambda: sim_subscriptions(sim_gateway, 756733) == 1, message="SPY streamed")
+    await ws.disconnect()
+
+
+async def test_a_stream_asked_for_while_every_line_is_taken_waits_for_the_next_free_one(
+    three_stream_lines, ib_runtime, sim_gateway, ws_key
+):
+    """Two clients racing for the last line: the connection's own count decides. The one that finds no line
+    is not sent to the broker; it takes the first line that comes free."""
+    worker = ib_runtime.worker
+    first = await connected("/ws/quotes/", ws_key)
+    await _subscribe(first, "AAPL", "MSFT", "TSLA")
+    await eventually(lambda: worker.lines_in_use == 3, message="every line taken")
+    # As a client that checked a moment before the last line went would: straight to the worker.
+    nvda = await asyncio.to_thread(ib_runtime.adapter.resolve_contracts, spec=_spec("NVDA"))
+    ib_runtime.adapter.quote_subscribe(contract=nvda[0])
+    await eventually(lambda: worker.health().streams_waiting == 1, message="NVDA waiting")
+    assert sim_subscriptions(sim_gateway, 4815747) == 0
+    await first.send_json_to({"action": "unsubscribe", "symbols": ["MSFT"]})
+    await eventually(lambda: sim_subscriptions(sim_gateway, 4815747) == 1, message="NVDA gets MSFT's line")
+    assert worker.lines_in_use == 3 and worker.health().streams_waiting == 0
+    await first.disconnect()
+
+
+def _spec(symbol: str):
+    from brokers.adapter import ContractSpec
+
+    return ContractSpec(symbol=symbol, sec_type="STK", exchange="SMART", currency="USD")
