@@ -53,6 +53,8 @@ class ContractInfo:
     time_zone: str = ""
     trading_hours: str = ""
     liquid_hours: str = ""
+    min_size: Decimal | None = None  # the smallest order the broker takes (None: not reported)
+    size_increment: Decimal | None = None  # order sizes go in steps of this (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)

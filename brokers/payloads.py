@@ -30,6 +30,12 @@ class ContractOutput(serializers.Serializer):
     trading_class = serializers.CharField()
     long_name = serializers.CharField()
     min_tick = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, normalize_output=True)
+    min_size = serializers.DecimalField(
+        max_digits=20, decimal_places=10, allow_null=True, normalize_output=True, help_text="The smallest order size."
+    )
+    size_increment = serializers.DecimalField(
+        max_digits=20, decimal_places=10, allow_null=True, normalize_output=True, help_text="Size steps."
+    )
     time_zone = serializers.CharField()
 
 

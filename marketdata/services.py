@@ -75,7 +75,7 @@ def _info_to_json(info: ContractInfo) -> dict:
 
 def _info_from_json(data: dict) -> ContractInfo:
     values = dict(data)
-    for name in ("strike", "min_tick"):
+    for name in ("strike", "min_tick", "min_size", "size_increment"):
         values[name] = Decimal(values[name]) if values.get(name) not in (None, "") else None
     return ContractInfo(**values)
 

@@ -87,6 +87,24 @@ def gate_whole_quantity(request: OrderRequest, sec_type: str) -> None:
         raise invalid(f"{sec_type} quantities must be whole numbers.", field="quantity")
 
 
+def gate_size_rules(request: OrderRequest, contract: ContractInfo) -> None:
+    """The broker's size rules for the contract, where it reports them: the smallest order and the step
+    between sizes (whole shares unless the account may trade fractions)."""
+    quantity = request.quantity
+    if contract.min_size is not None and quantity < contract.min_size:
+        raise invalid(
+            f"{contract.symbol} orders are at least {plain(contract.min_size)}.",
+            field="quantity",
+            min_size=plain(contract.min_size),
+        )
+    if contract.size_increment is not None and quantity % contract.size_increment != 0:
+        raise invalid(
+            f"{contract.symbol} order sizes go in steps of {plain(contract.size_increment)}.",
+            field="quantity",
+            size_increment=plain(contract.size_increment),
+        )
+
+
 def gate_contract_matches(request: OrderRequest, contract: ContractInfo) -> None:
     """A con_id names the contract alone; a symbol given beside it must be that contract's, or the order would
     trade something other than what its sender read."""

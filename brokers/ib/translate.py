@@ -145,6 +145,8 @@ def contract_info(c: Contract, details: ContractDetails | None = None) -> Contra
         time_zone=(details.timeZoneId if details else "") or "",
         trading_hours=(details.tradingHours if details else "") or "",
         liquid_hours=(details.liquidHours if details else "") or "",
+        min_size=(dec(details.minSize) or None) if details else None,  # 0: not reported (older gateways)
+        size_increment=(dec(details.sizeIncrement) or None) if details else None,
     )
 
 

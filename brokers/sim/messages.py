@@ -112,8 +112,8 @@ def contract_data(version: int, req_id: int, inst: Instrument, exchange: str, to
     ]
     if version == 163:
         f.append("100")
-    if version >= 164:
-        f += ["1", "1", "100" if inst.sec_type == "STK" else "1"]
+    if version >= 164:  # size rules: US stocks trade in fractions down to 0.0001 share, the rest in whole units
+        f += ["0.0001", "0.0001", "100"] if inst.sec_type == "STK" else ["1", "1", "1"]
     return f
 
 

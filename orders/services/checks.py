@@ -91,7 +91,9 @@ def contract(c: Checks) -> None:
 
 
 def whole_quantity(c: Checks) -> None:
-    gates.gate_whole_quantity(c.request, _need_contract(c).sec_type)
+    contract = _need_contract(c)
+    gates.gate_whole_quantity(c.request, contract.sec_type)
+    gates.gate_size_rules(c.request, contract)
 
 
 def _need_contract(c: Checks) -> ContractInfo:

@@ -504,6 +504,28 @@ def test_an_option_named_by_its_con_id_alone_still_needs_a_whole_quantity(restin
     assert [(o.order_ref, o.total_quantity) for o in _sent(resting)] == [("opt-2", 2)]
 
 
+@pytest.mark.parametrize(
+    ("quantity", "detail"),
+    [("0.00001", {"min_size": "0.0001"}), ("1.00005", {"size_increment": "0.0001"})],
+)
+def test_a_stock_order_follows_the_size_rules_the_broker_reports(resting, api_client, quantity, detail):
+    """IB reports each contract's smallest order and size step (fractions of a US share down to 0.0001): an order
+    outside them is refused before it reaches the broker, by preview too; a fraction within them goes out."""
+    contract = api_client.get("/api/v1/contracts/?symbol=AAPL").json()[0]
+    assert (contract["min_size"], contract["size_increment"]) == ("0.0001", "0.0001")
+    body = _order(client_order_id=f"size-{quantity}", quantity=quantity)
+    preview = api_client.post("/api/v1/orders/preview/", body, format="json").json()
+    assert [(b["code"], b["details"]["field"]) for b in preview["blocks"]] == [("invalid_order", "quantity")]
+    placed = api_client.post("/api/v1/orders/", body, format="json")
+    assert placed.status_code == 422, placed.content
+    error = placed.json()["error"]
+    assert error["code"] == "invalid_order" and error["details"]["field"] == "quantity"
+    assert detail.items() <= error["details"].items()
+    fraction = api_client.post("/api/v1/orders/", _order(client_order_id="size-ok", quantity="0.5"), format="json")
+    assert fraction.status_code == 201, fraction.content
+    assert [o.order_ref for o in _sent(resting)] == ["size-ok"]
+
+
 def test_preview_reports_that_a_bracket_cannot_wait_for_approval(resting, api_client, settings):
     settings.APPROVAL_REQUIRED_FOR = frozenset({"api_key"})
     bracket = _order(limit_price="189.00", take_profit="195.00", stop_loss="185.00")
