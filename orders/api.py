@@ -290,8 +290,9 @@ class TradingHaltView(RefusalsAudited, APIView):
         return Response(trading_switch_payload(row))
 
 
-class TradingResumeView(APIView):
+class TradingResumeView(RefusalsAudited, APIView):
     permission_classes = [IsAdminUser]
+    audited_actions = ("post",)  # an attempt to release the kill switch without the right is on record
 
     @extend_schema(
         operation_id="trading_resume",

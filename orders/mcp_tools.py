@@ -127,7 +127,8 @@ def preview_order(data: OrderInput, actor: Actor) -> dict[str, Any]:
     `ok` is true only when no gate would block the order now; `blocks` lists every gate that would
     (kill switch, risk limits, price collar, tick size, a reused client_order_id...), each with the
     error code place_order would return; `would_be` is what placing it would do (simulated,
-    pending_approval, submitted or refused). Also the broker's what-if: commission, margin and
+    pending_approval, submitted or refused; replayed when its client_order_id already placed this very
+    order). Also the broker's what-if: commission, margin and
     equity impact, in the account's currency."""
     return preview_output(services.order_preview(request=data.to_request(), actor=actor))
 

@@ -131,7 +131,11 @@ class OrderEvent(AppendOnlyModel):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["order", "id"], name="orderevent_order_id_idx")]
+        indexes = [
+            models.Index(fields=["order", "id"], name="orderevent_order_id_idx"),
+            # The orders-per-minute gate counts approvals (held orders sent later) by their pending_submit events.
+            models.Index(fields=["at"], name="orderevent_submit_at_idx", condition=models.Q(status="pending_submit")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.order_id} -> {self.status}"

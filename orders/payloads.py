@@ -271,8 +271,9 @@ class GateBlockOutput(serializers.Serializer):
 class PreviewOutput(serializers.Serializer):
     ok = serializers.BooleanField(help_text="true when no gate would block this order now")
     would_be = serializers.ChoiceField(
-        choices=["simulated", "pending_approval", "submitted", "refused"],
-        help_text="what placing it now would do",
+        choices=["simulated", "pending_approval", "submitted", "refused", "replayed"],
+        help_text="what placing it now would do (replayed: this client_order_id already placed this very order; "
+        "place answers with it and no gate runs)",
     )
     blocks = GateBlockOutput(many=True, help_text="every gate that would block, in gate order")
     account = serializers.CharField()

@@ -14,7 +14,7 @@ from audit.models import LedgerSeal
 from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
-from orders.models import Commission, Fill, Order, OrderEvent, RecordedRows, TradingSwitchEvent
+from orders.models import Commission, Fill, Order, OrderEvent, OrderStatus, RecordedRows, TradingSwitchEvent
 from orders.state import WORKING
 
 logger = logging.getLogger(__name__)
@@ -334,8 +334,12 @@ _ORDERS_SINCE = PreparedRead(
 
 
 def orders_since(*, account: str, since: datetime) -> int:
-    """How many orders of `account` were recorded at or after `since` (the orders-per-minute gate)."""
-    return _ORDERS_SINCE.first(account, since) or 0
+    """How many orders of `account` went on their way at or after `since` (the orders-per-minute gate): those
+    recorded since, and held orders recorded earlier but approved since (sent now, so they count now)."""
+    approved = OrderEvent.objects.filter(
+        status=OrderStatus.PENDING_SUBMIT, at__gte=since, order__account=account, order__created_at__lt=since
+    ).count()
+    return (_ORDERS_SINCE.first(account, since) or 0) + approved
 
 
 def trading_switch_latest() -> TradingSwitchEvent | None:

@@ -12,10 +12,11 @@ from django.utils import timezone
 from audit import events
 from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import ErrorCode, GatewayError
+from orders import gates
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
-from orders.selectors import order_get_or_error, order_latest_event, order_queryset, trading_halted
+from orders.selectors import order_get_or_error, order_latest_event, order_queryset, orders_since, trading_halted
 from orders.services import checks
 from orders.services.common import (
     gate_block_record,
@@ -63,7 +64,7 @@ def order_approve(*, order_id, actor: Actor) -> Order:
     request = order_request_of(order)
     trip = checks.Checks(request=request, account=order.account, contract=contract)
     try:
-        trip.run(checks.EXISTING_ORDER_STEPS)
+        trip.run(checks.APPROVAL_STEPS)
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=order.account)
         raise
@@ -73,6 +74,11 @@ def order_approve(*, order_id, actor: Actor) -> Order:
         _refuse_expired(fresh)
         try:
             checks.existing_order_gates(halted=trading_halted())
+            # Sent now, so it counts now: an order held longer than the window counts again from its approval
+            # (orders_since counts it so from then on); one recorded within the window is counted already.
+            since = timezone.now() - timedelta(seconds=60)
+            adding = 1 if order.created_at < since else 0
+            gates.gate_orders_per_minute(orders_since(account=order.account, since=since), adding=adding)
         except GatewayError as exc:
             gate_block_record(exc, request=request, actor=actor, account=order.account)
             raise

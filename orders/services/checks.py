@@ -183,7 +183,8 @@ PLACE_STEPS: list[Callable[[Checks], None]] = [
     live_override,
     broker_ready,
 ]
-# A recorded order sent or changed later (approval, modify): the same checks, minus what cannot change.
+# A recorded order changed later (modify): the same checks, minus what cannot change. A resting order may be
+# changed while its market is closed, as at the broker.
 EXISTING_ORDER_STEPS: list[Callable[[Checks], None]] = [
     shape,
     whole_quantity,
@@ -197,6 +198,8 @@ EXISTING_ORDER_STEPS: list[Callable[[Checks], None]] = [
     live_override,
     broker_ready,
 ]
+# A held order approved: it goes out now, so the market must be open for it, as for a new order.
+APPROVAL_STEPS: list[Callable[[Checks], None]] = [shape, trading_hours, *EXISTING_ORDER_STEPS[1:]]
 
 
 # -- shared state, read inside the pipeline (or read-only by a preview) ---------------------------
@@ -246,9 +249,17 @@ def shared_state_gates(state: SharedState, *, legs: int) -> list[Callable[[], No
     """The shared-state gates in order, as calls (the pipeline raises at the first, a preview collects)."""
     return [
         lambda: gates.gate_kill_switch(state.halted),
+        armed_now,
         lambda: gates.gate_orders_per_minute(state.orders_last_minute, adding=legs),
         lambda: gates.gate_duplicate(state.duplicate_recent),
     ]
+
+
+def armed_now() -> None:
+    """The live override file, again at the order's turn: deleting it disarms at once, also for orders that
+    passed their checks and were waiting behind others."""
+    if gates.orders_armed():
+        gates.gate_live_override()
 
 
 def existing_order_gates(*, halted: bool) -> None:
@@ -258,6 +269,7 @@ def existing_order_gates(*, halted: bool) -> None:
         raise GateBlocked(
             "arming", ErrorCode.INVALID_ORDER, "Orders are disabled (ORDERS_ENABLED=false).", http_status=409
         )
+    gates.gate_live_override()
 
 
 # -- market data and account state the checks read ---------------------------------------------------

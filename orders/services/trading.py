@@ -114,7 +114,9 @@ class PreviewResult:
     account: str
     preview: OrderPreview | None  # the broker's what-if (commission, margin), when it could be had
     blocks: list[dict]  # every gate that would block, with the code place would return
-    would_be: str  # the status place would record: simulated, pending_approval, submitted or refused
+    # The status place would record: simulated, pending_approval, submitted or refused; or `replayed`: the key
+    # already placed this very order, and place would answer with it.
+    would_be: str
     what_if_error: str = ""
 
 
@@ -129,12 +131,21 @@ def order_preview(*, request: OrderRequest, actor: Actor, idempotency_key: str |
         for_order=False,
         approval_required=actor.kind in settings.APPROVAL_REQUIRED_FOR,
     )
-    blocks = trip.collect(checks.PLACE_STEPS)
     digest = request_hash(request)
+    replay: SubmitResult | None = None
+    reused: GatewayError | None = None
     try:
-        _replay(account, request.client_order_id, digest)
+        replay = _replay(account, request.client_order_id, digest)
     except GatewayError as exc:
-        blocks.append(exc)
+        reused = exc
+    if replay is not None:
+        # Place would answer with the order this key already placed, running no gate: so does its preview.
+        return PreviewResult(
+            contract=order_contract(replay.order), account=account, preview=None, blocks=[], would_be="replayed"
+        )
+    blocks = trip.collect(checks.PLACE_STEPS)
+    if reused is not None:
+        blocks.append(reused)
     # With the contract unknown (the broker down), the same request as typed is still the same order.
     terms = checks.same_order(request, trip.contract) if trip.contract is not None else {"request_hash": digest}
     state = checks.shared_state(account=account, terms=terms, supplied_key=supplied_key)
@@ -572,40 +583,46 @@ def order_modify(
     stop_price: Decimal | None = None,
 ) -> Order:
     """Change quantity or prices of a working order: the same gates as a new order, then the send;
-    the change is recorded only once it reached the broker connection."""
+    the change is recorded only once it reached the broker connection.
+
+    Only the terms given change; the others stay as they are when the change takes its turn in the
+    pipeline, so two changes racing each other both hold (each checked with the other's terms)."""
     order = order_get_or_error(order_id=order_id)
     latest = order_latest_event(order)
+    assert latest is not None  # noqa: S101 - every order has its intent event
     _require_modifiable(latest)
+    given = {"quantity": quantity, "limit_price": limit_price, "stop_price": stop_price}
+
+    def with_given(in_force: dict[str, Decimal | None]) -> dict[str, Decimal | None]:
+        return {name: value if value is not None else in_force[name] for name, value in given.items()}
+
     current = order_terms(order)
-    new_terms = {
-        "quantity": quantity if quantity is not None else current["quantity"],
-        "limit_price": limit_price if limit_price is not None else current["limit_price"],
-        "stop_price": stop_price if stop_price is not None else current["stop_price"],
-    }
-    if new_terms == current:
+    checked_terms = with_given(current)
+    if checked_terms == current:
         return order
-    request = order_request_of(order, **new_terms)
     contract = _contract_with_rules(order)
-    trip = checks.Checks(request=request, account=order.account, contract=contract)
-    try:
-        if new_terms["quantity"] < latest.filled_quantity:
-            raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
-        trip.run(checks.EXISTING_ORDER_STEPS)
-    except GatewayError as exc:
-        gate_block_record(exc, request=request, actor=actor, account=order.account)
-        raise
+    request, reference = _modification_checked(order, checked_terms, contract, latest, actor)
 
     def modify() -> Order:
         fresh = order_latest_event(order)
         assert fresh is not None  # noqa: S101 - every order has its intent event
+        in_force = order_terms(order)
+        new_terms = with_given(in_force)
+        if new_terms == in_force:
+            return order  # another change made it so meanwhile
+        new_request, new_reference = request, reference
+        if new_terms != checked_terms:
+            # Another change took effect since this one was checked: check the order they make together.
+            new_request, new_reference = _modification_checked(order, new_terms, contract, fresh, actor)
         try:
             _require_modifiable(fresh)
             if new_terms["quantity"] < fresh.filled_quantity:
                 raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
-            _require_bracket_kept(order, new_terms)  # here, so two legs changed at once are checked one after the other
+            # Here, so two legs changed at once are checked one after the other.
+            _require_bracket_kept(order, new_terms, new_reference)
             checks.existing_order_gates(halted=trading_halted())
         except GatewayError as exc:
-            gate_block_record(exc, request=request, actor=actor, account=order.account)
+            gate_block_record(exc, request=new_request, actor=actor, account=order.account)
             raise
         adapter = runtime.adapter()
         _require_own_connection(order, adapter)
@@ -648,10 +665,34 @@ def order_modify(
     return pipeline().run(modify)
 
 
-def _require_bracket_kept(order: Order, new_terms: dict[str, Decimal | None]) -> None:
+def _modification_checked(
+    order: Order,
+    terms: dict[str, Decimal | None],
+    contract: ContractInfo,
+    latest: OrderEvent,
+    actor: Actor,
+) -> tuple[OrderRequest, Decimal | None]:
+    """The order with `terms` through the gates of a new order (refusals audited), and the market price the
+    price checks used (a bracket's exits are kept on their side of a market entry by it)."""
+    request = order_request_of(order, **terms)
+    trip = checks.Checks(request=request, account=order.account, contract=contract)
+    quantity = terms["quantity"]
+    assert quantity is not None  # noqa: S101 - an order always has a quantity
+    try:
+        if quantity < latest.filled_quantity:
+            raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
+        trip.run(checks.EXISTING_ORDER_STEPS)
+    except GatewayError as exc:
+        gate_block_record(exc, request=request, actor=actor, account=order.account)
+        raise
+    return request, gates.reference_price(trip.quote)
+
+
+def _require_bracket_kept(order: Order, new_terms: dict[str, Decimal | None], reference: Decimal | None) -> None:
     """A bracket stays one bracket: its legs keep one quantity (an exit larger than the position would open a
-    new one), and while its entry waits, each exit stays on its side of the entry, as when it was placed. Once
-    the entry has filled, its exits protect a position: moving them (a stop up to break-even) is the trader's."""
+    new one), and while its entry waits, each exit stays on its side of the entry (a market entry's side: the
+    market price, as when it was placed). Once the entry has filled, its exits protect a position: moving them
+    (a stop up to break-even) is the trader's."""
     if not order.role:
         return
     if new_terms["quantity"] != order_terms(order)["quantity"]:
@@ -675,7 +716,7 @@ def _require_bracket_kept(order: Order, new_terms: dict[str, Decimal | None]) ->
         take_profit=terms["take_profit"]["limit_price"] if "take_profit" in terms else None,
         stop_loss=terms["stop_loss"]["stop_price"] if "stop_loss" in terms else None,
     )
-    gates.gate_bracket_shape(shape, None)
+    gates.gate_bracket_shape(shape, reference)
 
 
 def _require_modifiable(latest: OrderEvent) -> None:

@@ -103,3 +103,85 @@ def test_approval_reruns_the_kill_switch(ib_runtime, sim_gateway, approval_for_a
         services.order_approve(order_id=order.pk, actor=OPERATOR)
     assert exc.value.code == "trading_halted"
     assert _sent(sim_gateway) == []
+
+
+@pytest.fixture
+def recorded_two_minutes_ago(monkeypatch):
+    """Rows recorded inside this block get times two minutes back, as if recorded then (inserted so: nothing
+    about the append-only ledger is changed)."""
+    from contextlib import contextmanager
+
+    from orders.models import Order
+
+    @contextmanager
+    def block():
+        earlier = timezone.now() - timedelta(minutes=2)
+        with monkeypatch.context() as m:
+            # What a field's default makes (Django keeps it as `_get_default`).
+            m.setattr(Order._meta.get_field("created_at"), "_get_default", lambda: earlier)
+            m.setattr(OrderEvent._meta.get_field("at"), "_get_default", lambda: earlier)
+            yield
+
+    return block
+
+
+def test_approvals_count_against_the_orders_per_minute_limit(
+    ib_runtime, sim_gateway, approval_for_agents, recorded_two_minutes_ago, settings
+):
+    """Held orders recorded before the last minute go out when approved, so they count then: with a limit of 3,
+    two new orders leave room for one approval, not for all three (the admin's bulk approve included)."""
+    from decimal import Decimal
+
+    sim_gateway.pause_market()
+    settings.RISK_MAX_ORDERS_PER_MINUTE, settings.APPROVAL_TTL_S = 3, 600
+    with recorded_two_minutes_ago():
+        held = [_agent_order(f"old-{i}") for i in range(3)]
+    bot = Actor(kind=ActorKind.API_KEY, label="bot", source=Source.REST)
+    for i in range(2):
+        request = OrderRequest(
+            symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id=f"bot-{i}"
+        )
+        services.order_submit(request=request, actor=bot)
+    services.order_approve(order_id=held[0].pk, actor=OPERATOR)
+    for order in held[1:]:
+        with pytest.raises(GatewayError) as refused:
+            services.order_approve(order_id=order.pk, actor=OPERATOR)
+        assert refused.value.code == "risk_rate_limit"
+        assert _statuses(order) == ["pending_approval"]  # still held: approvable once the minute allows
+    assert sorted(_sent(sim_gateway)) == ["bot-0", "bot-1", "old-0"]
+    # A new order now finds the approval in its minute too.
+    with pytest.raises(GatewayError) as refused:
+        request = OrderRequest(
+            symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id="bot-2"
+        )
+        services.order_submit(request=request, actor=bot)
+    assert refused.value.code == "risk_rate_limit"
+
+
+def test_approving_an_order_held_within_the_minute_does_not_count_it_twice(
+    ib_runtime, sim_gateway, approval_for_agents, settings
+):
+    sim_gateway.pause_market()
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 2
+    held = [_agent_order(f"new-{i}") for i in range(2)]
+    for order in held:
+        services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert sorted(_sent(sim_gateway)) == ["new-0", "new-1"]
+
+
+def test_approval_refuses_an_order_the_market_hours_refuse(ib_runtime, sim_gateway, approval_for_agents, monkeypatch):
+    """Approved, a held order goes out now: a market order for the day is refused while the exchange is closed,
+    as a new one would be, and stays held."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from orders.services import checks
+
+    order = _agent_order("hours-1")
+    approval_for_agents.TRADING_HOURS = "exchange"
+    saturday = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+    monkeypatch.setattr(checks, "timezone", SimpleNamespace(now=lambda: saturday))
+    with pytest.raises(GatewayError) as refused:
+        services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert refused.value.code == "market_closed"
+    assert _statuses(order) == ["pending_approval"] and _sent(sim_gateway) == []

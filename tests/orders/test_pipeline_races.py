@@ -464,6 +464,10 @@ def test_preview_reports_what_place_would_refuse(resting, api_client, settings):
     real = api_client.post("/api/v1/orders/", _order(client_order_id="pv-2"), format="json")
     assert real.status_code == next(b["http_status"] for b in halted["blocks"] if b["code"] == "trading_halted")
     assert Order.objects.count() == 1
+    # The key that placed pv-1, with pv-1's body: place answers with that order (no gate runs), so does preview.
+    replay = api_client.post("/api/v1/orders/preview/", _order(client_order_id="pv-1"), format="json").json()
+    assert (replay["ok"], replay["would_be"], replay["blocks"]) == (True, "replayed", [])
+    assert api_client.post("/api/v1/orders/", _order(client_order_id="pv-1"), format="json").status_code == 200
 
 
 def test_preview_asks_the_broker_no_what_if_for_an_order_it_could_not_take(resting, api_client):
@@ -764,3 +768,130 @@ async def test_a_halt_behind_lane_orders_in_flight_leaves_nothing_working(
     )
     refused = {f"race-{i // 4}-{i % 4}" for i, (status, _, _) in enumerate(answers) if status == 423}
     assert refused.isdisjoint(o.order_ref for o in resting.received_orders())
+
+
+class PipelineHeld:
+    """Holds the order pipeline as a slow broker call ahead in it would (each bounded by IB_REQUEST_TIMEOUT)."""
+
+    def __enter__(self):
+        self.release, started = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            started.set()
+            self.release.wait(30)
+
+        self.thread = threading.Thread(target=lambda: pipeline().run(hold, timeout=40))
+        self.thread.start()
+        assert started.wait(10)
+        return self
+
+    def queued(self) -> int:
+        return pipeline()._queue.qsize()
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.thread.join(40)
+
+
+def _in_thread(results: dict, name: str, call) -> threading.Thread:
+    def run() -> None:
+        try:
+            results[name] = call()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_two_changes_of_one_order_racing_both_take_effect(resting, api_client):
+    """One PATCH lowers the quantity, another moves the price, both checked while the other waited: both
+    answered 200, so the broker and the ledger hold both changes (the later one does not undo the first)."""
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="both", quantity="10"), format="json")
+    order_id = placed.json()["id"]
+    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rest")
+    key = _key()
+    results: dict = {}
+
+    def patch(terms):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        return lambda: client.patch(f"/api/v1/orders/{order_id}/", terms, format="json")
+
+    with PipelineHeld() as held:
+        first = _in_thread(results, "quantity", patch({"quantity": "3"}))
+        wait_for(lambda: held.queued() == 1, message="the first change queued")
+        second = _in_thread(results, "price", patch({"limit_price": "182.00"}))
+        wait_for(lambda: held.queued() == 2, message="the second change queued")
+    first.join(30)
+    second.join(30)
+    assert [results[name].status_code for name in ("quantity", "price")] == [200, 200], results
+    pipeline().drain()
+    terms = order_terms(Order.objects.get(pk=order_id))
+    assert (terms["quantity"], terms["limit_price"]) == (Decimal(3), Decimal("182.00"))
+    assert {o.order_ref: o for o in resting.orders()}["both"].total_quantity == Decimal(3)
+    last_sent = [o for o in _sent(resting) if o.order_ref == "both"][-1]
+    assert (last_sent.total_quantity, last_sent.lmt_price) == (Decimal(3), Decimal("182.00"))
+
+
+def test_an_exit_of_a_waiting_market_entry_stays_on_its_side_of_the_market(resting, api_client):
+    """A market entry's side is the market price: a take-profit moved below it while the entry waits would fill
+    at once against the entry's fill, a certain loss. Refused, as placing it so would be."""
+    resting.halt("AAPL")  # the entry waits: nothing fills in a halted instrument
+    body = _order(client_order_id="mkt-b", order_type="MKT", take_profit="195.00", stop_loss="185.00")
+    body.pop("limit_price")
+    placed = api_client.post("/api/v1/orders/", body, format="json")
+    assert placed.status_code == 201, placed.content
+    legs = {c["role"]: c["id"] for c in placed.json()["children"]}
+    wait_for(
+        lambda: api_client.get(f"/api/v1/orders/{legs['take_profit']}/").json()["status"] == "submitted",
+        message="exits working",
+    )
+    moved = api_client.patch(f"/api/v1/orders/{legs['take_profit']}/", {"limit_price": "186.00"}, format="json")
+    assert moved.status_code == 422, moved.content
+    assert (moved.json()["error"]["code"], moved.json()["error"]["details"]["field"]) == (
+        "invalid_order",
+        "take_profit",
+    )
+    assert [o.lmt_price for o in _sent(resting) if o.order_ref == "mkt-b.tp"] == [Decimal("195.00")]
+    assert (
+        api_client.patch(f"/api/v1/orders/{legs['take_profit']}/", {"limit_price": "196.00"}, format="json").status_code
+        == 200
+    )
+
+
+@pytest.fixture
+def live_armed(settings, tmp_path, monkeypatch):
+    """Live mode with its override file; the simulated account counts as a live one here."""
+    from orders import gates
+
+    override = tmp_path / "ARMED"
+    override.write_text("armed")
+    settings.TRADING_MODE, settings.LIVE_TRADING_OVERRIDE_FILE = "live", str(override)
+    monkeypatch.setattr(gates, "PAPER_ACCOUNT_PREFIXES", ("XX",))
+    return override
+
+
+def test_deleting_the_live_override_disarms_orders_already_waiting_their_turn(resting, api_client, live_armed):
+    """An order past its checks and waiting behind a slow broker call is not sent once the file is gone."""
+    results: dict = {}
+    with PipelineHeld() as held:
+        waiting = _in_thread(
+            results, "order", lambda: api_client.post("/api/v1/orders/", _order(client_order_id="late"), format="json")
+        )
+        wait_for(lambda: held.queued() == 1, message="the order waiting its turn")
+        live_armed.unlink()
+    waiting.join(30)
+    assert results["order"].status_code == 403, results["order"].content
+    assert results["order"].json()["error"]["code"] == "live_override_missing"
+    pipeline().drain()
+    assert _sent(resting) == [] and Order.objects.count() == 0
+
+
+def test_a_refused_attempt_to_resume_trading_is_on_record(resting, api_client):
+    api_client.post("/api/v1/trading/halt/", {"reason": "drill"}, format="json")
+    refused = api_client.post("/api/v1/trading/resume/", {"reason": "let me"}, format="json")
+    assert refused.status_code == 403
+    entry = AuditEntry.objects.filter(event="request.refused").order_by("-seq").first()
+    assert entry is not None and entry.data["action"] == "post" and entry.data["code"] == "permission_denied"
