@@ -16,6 +16,8 @@ service or selector -> the entity's payload. Everything around the body lives he
 * the body runs in a worker thread (the ORM is sync), between `close_old_connections()` calls;
 * any error becomes an MCP tool error (`isError`) carrying the REST error body
   `{"error": {"code", "message", "details"}}`, rendered by the REST exception handler itself;
+* a refused call of a trade tool (bad arguments, a `read` key, an unknown order, a read-only
+  server) is audited as REST audits a refused order request (`orders.services.refusal_audit`);
 * a prompt's arguments pass its input serializer (the tools' own fields) before it is rendered; a
   bad one is an `invalid_params` error carrying the same REST error body, never prompt text;
 * resources can be subscribed to (`resources/subscribe`, or `subscriptions/listen` on the newest
@@ -114,19 +116,24 @@ def api_key_from_header(value: str | None) -> ScopedAPIKey | None:
     return api_key_from_string(value[len(prefix) :].strip())
 
 
-def _actor(transport: Transport, headers: Mapping[str, str], scope: KeyScope, correlation_id: str) -> Actor:
+def _actor(transport: Transport, headers: Mapping[str, str], correlation_id: str) -> tuple[Actor, ScopedAPIKey | None]:
+    """Who is calling, and over HTTP with which API key (401 without a usable one)."""
     if transport == "stdio":
         # The operator started this process on their own machine, as with any management command.
-        return Actor(kind=ActorKind.MCP, label="mcp:stdio", source=Source.MCP, correlation_id=correlation_id)
+        actor = Actor(kind=ActorKind.MCP, label="mcp:stdio", source=Source.MCP, correlation_id=correlation_id)
+        return actor, None
     key = api_key_from_header(headers.get("authorization"))
     if key is None:
         raise GatewayError(ErrorCode.NOT_AUTHENTICATED, "Invalid, expired or revoked API key.", http_status=401)
-    if not key.allows(scope):
+    label = f"mcp:{key.name} ({key.prefix})"
+    return Actor(kind=ActorKind.MCP, label=label, source=Source.MCP, correlation_id=correlation_id), key
+
+
+def _scope_check(key: ScopedAPIKey | None, scope: KeyScope) -> None:
+    if key is not None and not key.allows(scope):
         raise GatewayError(
             ErrorCode.PERMISSION_DENIED, f"This tool needs an API key with scope '{scope}'.", http_status=403
         )
-    label = f"mcp:{key.name} ({key.prefix})"
-    return Actor(kind=ActorKind.MCP, label=label, source=Source.MCP, correlation_id=correlation_id)
 
 
 def _jsonable(data: Any) -> Any:
@@ -180,14 +187,28 @@ def _result(payload: Any, correlation_id: str, *, error: bool = False) -> CallTo
 
 
 def run_tool(
-    tool: McpTool, arguments: dict[str, Any], *, transport: Transport, headers: Mapping[str, str]
+    tool: McpTool,
+    arguments: dict[str, Any],
+    *,
+    transport: Transport,
+    headers: Mapping[str, str],
+    refusal: GatewayError | None = None,
 ) -> CallToolResult:
-    """Run one call synchronously (in a worker thread). Never raises: errors become tool errors."""
+    """Run one call synchronously (in a worker thread). Never raises: errors become tool errors.
+
+    `refusal`: the call is refused with it before anything runs (a trade tool on a read-only server).
+    A trade tool's refusal is audited as REST audits a refused order request (`refusal_audit`)."""
+    from orders import services
+
     correlation_id = uuid.uuid4().hex
     token = correlation_id_var.set(correlation_id)
     close_old_connections()
+    actor: Actor | None = None
     try:
-        actor = _actor(transport, headers, tool.scope, correlation_id)
+        actor, key = _actor(transport, headers, correlation_id)
+        if refusal is not None:
+            raise refusal
+        _scope_check(key, tool.scope)
         check_json(arguments)  # depth, surrogates and control characters: the same limits as REST
         data = tool.input(data=arguments)
         data.is_valid(raise_exception=True)
@@ -196,9 +217,14 @@ def run_tool(
         return _result(payload, correlation_id)
     except Exception as exc:
         # The REST handler renders (and logs, when unexpected) every error with the same codes.
-        payload = _bounded_error(_jsonable(exception_handler(exc, {"view": f"mcp:{tool.name}"}).data))
+        response = exception_handler(exc, {"view": f"mcp:{tool.name}"})
+        payload = _bounded_error(_jsonable(response.data))
         if payload["error"]["code"] in (ErrorCode.BROKER_UNAVAILABLE, ErrorCode.BROKER_TIMEOUT):
             payload = _broker_cause(payload)
+        if actor is not None and tool.scope == KeyScope.TRADE:
+            services.refusal_audit(
+                exc, status=response.status_code, error=payload["error"], actor=actor, action=tool.name, body=arguments
+            )
         logger.info("mcp %s: %s", tool.name, payload["error"]["code"])
         return _result(payload, correlation_id, error=True)
     finally:
@@ -206,17 +232,18 @@ def run_tool(
         correlation_id_var.reset(token)
 
 
-def _no_such_tool(name: str, withheld: set[str]) -> dict[str, Any]:
+def _read_only_refusal(name: str) -> GatewayError:
+    return GatewayError(
+        ErrorCode.PERMISSION_DENIED,
+        f"{name} is not offered: this server is read-only.",
+        http_status=403,
+        details={"tool": name, "read_only": True},
+    )
+
+
+def _no_such_tool(name: str) -> dict[str, Any]:
     shown = name[:64]
-    if name in withheld:
-        error = GatewayError(
-            ErrorCode.PERMISSION_DENIED,
-            f"{shown} is not offered: this server is read-only.",
-            http_status=403,
-            details={"tool": shown, "read_only": True},
-        )
-    else:
-        error = GatewayError(ErrorCode.NOT_FOUND, f"No tool named {shown!r}.", http_status=404, details={"tool": shown})
+    error = GatewayError(ErrorCode.NOT_FOUND, f"No tool named {shown!r}.", http_status=404, details={"tool": shown})
     return error.as_dict()
 
 
@@ -442,7 +469,7 @@ def _changed_any(watchers: list[Callable[[dict[str, Any]], set[str]]]):
 class GatewayMCPServer(MCPServer):
     gateway_tools: dict[str, McpTool]
     gateway_prompts: dict[str, McpPrompt]
-    withheld_tools: set[str]  # trade tools left out in read-only mode
+    withheld_tools: dict[str, McpTool]  # trade tools left out in read-only mode
     transport: Transport
     watch: ResourceWatch
 
@@ -450,7 +477,20 @@ class GatewayMCPServer(MCPServer):
         """A tool that is not offered answers in the error shape of every other tool error, not SDK text."""
         if params.name in self.gateway_tools:
             return await super()._handle_call_tool(ctx, params)
-        return _result(_no_such_tool(params.name, self.withheld_tools), uuid.uuid4().hex, error=True)
+        withheld = self.withheld_tools.get(params.name)
+        if withheld is None:
+            return _result(_no_such_tool(params.name), uuid.uuid4().hex, error=True)
+        # Refused, and audited as any other refused order request.
+        headers = dict(getattr(ctx.request, "headers", None) or {}) if self.transport == "http" else {}
+        call = partial(
+            run_tool,
+            withheld,
+            dict(params.arguments or {}),
+            transport=self.transport,
+            headers=headers,
+            refusal=_read_only_refusal(withheld.name),
+        )
+        return await anyio.to_thread.run_sync(call)
 
     async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
         """Arguments are checked before the SDK sees them, so a missing one is refused like a bad one."""
@@ -497,7 +537,7 @@ def build_server(*, transport: Transport = "stdio", read_only: bool = False) -> 
         tools=[_sdk_tool(tool, transport) for tool in registry.tools],
     )
     server.gateway_tools = {tool.name: tool for tool in registry.tools}
-    server.withheld_tools = {tool.name for tool in collect().tools} - set(server.gateway_tools)
+    server.withheld_tools = {tool.name: tool for tool in collect().tools if tool.name not in server.gateway_tools}
     server.gateway_prompts = {prompt.name: prompt for prompt in registry.prompts}
     server.transport = transport
     for resource in registry.resources:

@@ -156,15 +156,9 @@ class OrderLane(Lane):
         try:
             result = services.order_submit(request=request, actor=actor, idempotency_key=key_header)
         except GatewayError as exc:
-            if 400 <= exc.http_status < 500 and not getattr(exc, "audited", False):
-                services.refusal_record(
-                    code=str(exc.code),
-                    message=exc.message,
-                    details=exc.details,
-                    actor=actor,
-                    action="create",
-                    body=data,
-                )
+            services.refusal_audit(
+                exc, status=exc.http_status, error=exc.as_dict()["error"], actor=actor, action="create", body=data
+            )
             wait = retry_after(exc)
             return exc.http_status, exc.as_dict(), [(b"retry-after", wait.encode())] if wait else []
         except Exception:

@@ -129,21 +129,16 @@ class RefusalsAudited:
     def handle_exception(self, exc):
         response = super().handle_exception(exc)  # type: ignore[misc]
         action = getattr(self, "action", None) or self.request.method.lower()
-        if (
-            400 <= response.status_code < 500
-            and response.status_code != 401
-            and action in self.audited_actions
-            and not getattr(exc, "audited", False)
-        ):
+        if action in self.audited_actions:
             error = (response.data or {}).get("error", {}) if isinstance(response.data, dict) else {}
             try:
                 body = self.request.data
             except Exception:  # the body itself was the problem
                 body = None
-            services.refusal_record(
-                code=str(error.get("code", "invalid_request")),
-                message=str(error.get("message", "")),
-                details=error.get("details"),
+            services.refusal_audit(
+                exc,
+                status=response.status_code,
+                error=error,
                 actor=request_actor(self.request),
                 action=action,
                 body=body,

@@ -15,7 +15,7 @@ from orders.services.recording import (
     order_withdrawn_record,
     orders_reconcile,
 )
-from orders.services.refusals import refusal_record
+from orders.services.refusals import refusal_audit, refusal_record
 from orders.services.trading import (
     PreviewResult,
     order_cancel,
@@ -44,6 +44,7 @@ __all__ = [
     "order_withdrawn_record",
     "order_submit",
     "order_terms",
+    "refusal_audit",
     "refusal_record",
     "orders_expire_pending",
     "orders_reconcile",

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import transaction
@@ -57,6 +58,24 @@ def _excerpt(body: Any) -> str:
     except (TypeError, ValueError, RecursionError):
         text = "<unprintable>"
     return text[:MAX_EXCERPT]
+
+
+def refusal_audit(
+    exc: BaseException, *, status: int, error: Mapping[str, Any], actor: Actor, action: str, body: Any
+) -> None:
+    """What every door (REST, the order lane, MCP) does with an order-changing request it refused with
+    `status` and the error body's `error`: a 4xx other than 401 (nobody to name) that no gate recorded
+    already (`exc.audited`) is recorded by `refusal_record`. Never raises."""
+    if not 400 <= status < 500 or status == 401 or getattr(exc, "audited", False):
+        return
+    refusal_record(
+        code=str(error.get("code", "invalid_request")),
+        message=str(error.get("message", "")),
+        details=error.get("details"),
+        actor=actor,
+        action=action,
+        body=body,
+    )
 
 
 def refusal_record(*, code: str, message: str, details: Any, actor: Actor, action: str, body: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 
 import httpx2
@@ -111,3 +112,44 @@ def test_http_reads_a_chunked_body_of_undeclared_size_and_refuses_one_over_the_l
     response = httpx2.post(mcp_url, content=huge, headers=headers)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def _refusals(actor_label: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(event="request.refused", actor_label=actor_label).order_by("seq"))
+
+
+def test_http_refused_order_requests_are_audited_as_over_rest(mcp_url, transactional_db):
+    """A trade tool's refusal leaves a request.refused entry naming the MCP caller, as REST does."""
+    read, read_secret = _key("read")
+    with http_mcp(mcp_url, read_secret) as client:
+        denied = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+        assert client.call("get_order", {"order_id": str(uuid.uuid4())}).is_error  # a read: not an order request
+    assert payload(denied)["error"]["code"] == "permission_denied"
+    (entry,) = _refusals(f"mcp:agent-read ({read.prefix})")
+    assert (entry.actor_kind, entry.source, entry.correlation_id) == ("mcp", "mcp", denied.meta["correlation_id"])
+    assert (entry.data["action"], entry.data["code"]) == ("place_order", "permission_denied")
+    assert json.loads(entry.data["request"])["symbol"] == "AAPL"
+
+    trade, trade_secret = _key("trade")
+    unknown = str(uuid.uuid4())
+    calls = [
+        ("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": "abc", "order_type": "MKT"}),
+        ("place_order", {"symbol": "AAPL", "action": "BUY", "qty": "1", "order_type": "MKT"}),
+        ("cancel_order", {"order_id": unknown}),
+        ("modify_order", {"order_id": unknown, "quantity": "2"}),
+    ]
+    with http_mcp(mcp_url, trade_secret) as client:
+        results = [client.call(tool, arguments) for tool, arguments in calls]
+    assert [payload(r)["error"]["code"] for r in results] == [
+        "invalid_request",
+        "invalid_request",
+        "order_not_found",
+        "order_not_found",
+    ]
+    entries = _refusals(f"mcp:agent-trade ({trade.prefix})")
+    assert [(e.data["action"], e.data["code"]) for e in entries] == [
+        (tool, payload(r)["error"]["code"]) for (tool, _), r in zip(calls, results, strict=True)
+    ]
+    assert [e.correlation_id for e in entries] == [r.meta["correlation_id"] for r in results]
+    assert "qty" in entries[1].data["details"]
+    assert not Order.objects.exists()

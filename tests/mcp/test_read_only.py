@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from audit.models import AuditEntry
 from orders.models import Order
 from tests.mcp.conftest import mcp_env, payload, stdio_mcp
 
@@ -32,3 +33,14 @@ def test_read_only_lists_no_write_tool_and_cannot_place(django_db_setup, mcp_sim
         assert payload(result)["error"]["code"] == "permission_denied"
         assert client.json("get_quote", {"symbol": "AAPL"})["con_id"] == mcp_sim.con_id("AAPL")
     assert not Order.objects.exists()
+
+
+def test_read_only_server_audits_a_refused_trade_tool(django_db_setup, mcp_sim):
+    """A trade tool the read-only server does not offer is refused, and the refusal audited as any other."""
+    with stdio_mcp(mcp_env(mcp_sim, client_id=53), "--read-only") as client:
+        result = client.call("cancel_order", {"order_id": "not-a-uuid"})
+    assert payload(result)["error"]["code"] == "permission_denied"
+    (entry,) = AuditEntry.objects.filter(event="request.refused")
+    assert (entry.actor_kind, entry.actor_label, entry.source) == ("mcp", "mcp:stdio", "mcp")
+    assert entry.correlation_id == result.meta["correlation_id"]
+    assert (entry.data["action"], entry.data["code"]) == ("cancel_order", "permission_denied")
