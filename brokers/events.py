@@ -18,6 +18,7 @@ _lock = threading.Lock()
 _handlers: dict[type, Callable[[Any], object]] = {}
 _batchable: set[type] = set()
 _chores: dict[str, Chore] = {}
+_stop_hooks: dict[str, Callable[[], Any]] = {}
 _health_sections: list[Callable[[], dict[str, Any]]] = []
 _quote_publication: list[Callable[[Any], tuple[str, dict[str, Any]]] | None] = [None]
 
@@ -60,6 +61,17 @@ def add_chore(name: str, run: Callable[[], Any], *, every_s: float) -> None:
 
 def chores() -> list[Chore]:
     return list(_chores.values())
+
+
+def add_stop_hook(name: str, run: Callable[[], Any]) -> None:
+    """Run `run()` once when this process's broker runtime stops (whichever role it had), e.g. to write
+    what would otherwise be lost with the process."""
+    with _lock:
+        _stop_hooks[name] = run
+
+
+def stop_hooks() -> list[tuple[str, Callable[[], Any]]]:
+    return list(_stop_hooks.items())
 
 
 def add_health_section(section: Callable[[], dict[str, Any]]) -> None:

@@ -353,6 +353,17 @@ def stop() -> None:
         _stop_owner(runtime)
     if cluster is not None:
         cluster.release()
+    if runtime is not None:
+        _run_stop_hooks()
+
+
+def _run_stop_hooks() -> None:
+    """The apps' last words (`brokers.events.add_stop_hook`), once the broker events are all recorded."""
+    for name, hook in events.stop_hooks():
+        try:
+            hook()
+        except Exception:
+            logger.exception("stop hook %s failed", name)
 
 
 def current() -> Runtime | None:

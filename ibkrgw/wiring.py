@@ -24,6 +24,7 @@ from brokers.adapter import (
 logger = logging.getLogger(__name__)
 HALT_SWEEP_EVERY_S = 1.0
 APPROVAL_EXPIRY_EVERY_S = 5.0
+REFUSALS_FLUSH_EVERY_S = 5.0
 
 
 def connect() -> None:
@@ -48,6 +49,9 @@ def connect() -> None:
     events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
     events.add_chore("audit.ledger_watch", ledger_watch_step, every_s=settings.LEDGER_WATCH_EVERY_S)
+    # Refusals over the audit bound: their count is written once the minute is over, and when the process stops.
+    events.add_chore("orders.refusals_flush", orders.refusals_flush, every_s=REFUSALS_FLUSH_EVERY_S)
+    events.add_stop_hook("orders.refusals_flush", lambda: orders.refusals_flush(final=True))
 
     events.add_health_section(_trading_health)
     events.add_health_section(_ledger_health)

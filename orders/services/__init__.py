@@ -15,7 +15,7 @@ from orders.services.recording import (
     order_withdrawn_record,
     orders_reconcile,
 )
-from orders.services.refusals import refusal_audit, refusal_record
+from orders.services.refusals import refusal_audit, refusal_record, refusals_flush
 from orders.services.trading import (
     PreviewResult,
     order_cancel,
@@ -46,6 +46,7 @@ __all__ = [
     "order_terms",
     "refusal_audit",
     "refusal_record",
+    "refusals_flush",
     "orders_expire_pending",
     "orders_reconcile",
     "request_hash",

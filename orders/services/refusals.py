@@ -3,7 +3,9 @@
 Bounded, so a flood of bad requests cannot fill the disk: at most REFUSALS_PER_ACTOR_PER_MINUTE
 entries per actor and REFUSALS_PER_MINUTE in all, per process, each at most a few KB (the request is
 cut to MAX_EXCERPT characters). Refusals over the bound are counted and written as one
-`request.refusals_suppressed` entry when the minute is over.
+`request.refusals_suppressed` entry once the minute is over: by the next refusal, or by
+`refusals_flush`, which the process that owns the IB connection runs every few seconds and every
+process runs when its broker runtime stops (so a restart does not lose the count).
 """
 
 from __future__ import annotations
@@ -33,17 +35,22 @@ _per_actor: dict[str, int] = {}
 _suppressed: dict[str, int] = {}
 
 
+def _window_end(now: float) -> dict[str, int]:
+    """With `_lock` held: when the window is over, start a new one and return the old one's suppressed counts."""
+    global _window_started
+    if now - _window_started < 60:
+        return {}
+    flush = dict(_suppressed)
+    _window_started = now
+    _per_actor.clear()
+    _suppressed.clear()
+    return flush
+
+
 def _admit(actor_key: str) -> tuple[bool, dict[str, int]]:
     """Whether this refusal may be recorded, and the last window's suppressed counts to write now."""
-    global _window_started
-    flush: dict[str, int] = {}
     with _lock:
-        now = time.monotonic()
-        if now - _window_started >= 60:
-            flush = dict(_suppressed)
-            _window_started = now
-            _per_actor.clear()
-            _suppressed.clear()
+        flush = _window_end(time.monotonic())
         over_actor = _per_actor.get(actor_key, 0) >= REFUSALS_PER_ACTOR_PER_MINUTE
         if over_actor or sum(_per_actor.values()) >= REFUSALS_PER_MINUTE:
             _suppressed[actor_key] = _suppressed.get(actor_key, 0) + 1
@@ -96,12 +103,7 @@ def _refusal_write(*, code: str, message: str, details: Any, actor: Actor, actio
         return
     with transaction.atomic():
         if flush:
-            audit_record(
-                event=events.REFUSALS_SUPPRESSED,
-                actor=Actor.system(),
-                target_type="order_request",
-                data={"suppressed_by_actor": flush, "window_s": 60},
-            )
+            _summary_write(flush)
         if not allowed:
             return
         audit_record(
@@ -116,6 +118,37 @@ def _refusal_write(*, code: str, message: str, details: Any, actor: Actor, actio
                 "request": _excerpt(body),
             },
         )
+
+
+def _summary_write(suppressed: dict[str, int]) -> None:
+    audit_record(
+        event=events.REFUSALS_SUPPRESSED,
+        actor=Actor.system(),
+        target_type="order_request",
+        data={"suppressed_by_actor": suppressed, "window_s": 60},
+    )
+
+
+def refusals_flush(*, final: bool = False) -> None:
+    """Write the suppressed counts of a window that is over, without waiting for another refusal; `final`
+    (the process is stopping): write the current window's counts too; the window goes on, so the bound
+    still holds for refusals that come later. Never raises: a failure is logged and the counts kept."""
+    with _lock:
+        flush = _window_end(time.monotonic())
+        if final and _suppressed:
+            for actor_key, count in _suppressed.items():
+                flush[actor_key] = flush.get(actor_key, 0) + count
+            _suppressed.clear()
+    if not flush:
+        return
+    try:
+        with transaction.atomic():
+            _summary_write(flush)
+    except Exception:
+        logger.exception("could not audit the suppressed refusals")
+        with _lock:  # written with the next flush
+            for actor_key, count in flush.items():
+                _suppressed[actor_key] = _suppressed.get(actor_key, 0) + count
 
 
 def bound_reset() -> None:

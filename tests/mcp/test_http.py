@@ -153,3 +153,18 @@ def test_http_refused_order_requests_are_audited_as_over_rest(mcp_url, transacti
     assert [e.correlation_id for e in entries] == [r.meta["correlation_id"] for r in results]
     assert "qty" in entries[1].data["details"]
     assert not Order.objects.exists()
+
+
+def test_http_server_writes_the_suppressed_refusal_count_when_it_stops(mcp_sim, transactional_db):
+    """A flood over the audit bound, then SIGTERM: the count is written before the process ends."""
+    key, secret = _key("trade")
+    env = {**mcp_env(mcp_sim, client_id=29), "HOME": os.environ.get("HOME", "/tmp")}
+    with http_process(env) as (url, process), http_mcp(url, secret) as client:
+        for i in range(35):
+            result = client.call("place_order", {"symbol": "AAPL", "action": "BUY", "quantity": f"bad-{i}"})
+            assert payload(result)["error"]["code"] == "invalid_request"
+        assert not AuditEntry.objects.filter(event="request.refusals_suppressed").exists()
+    assert process.returncode == 0
+    assert len(_refusals(f"mcp:agent-trade ({key.prefix})")) == 30
+    (summary,) = AuditEntry.objects.filter(event="request.refusals_suppressed")
+    assert summary.data == {"suppressed_by_actor": {f"mcp:mcp:agent-trade ({key.prefix})": 5}, "window_s": 60}
