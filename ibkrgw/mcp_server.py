@@ -493,8 +493,13 @@ class GatewayMCPServer(MCPServer):
         return await anyio.to_thread.run_sync(call)
 
     async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
-        """Arguments are checked before the SDK sees them, so a missing one is refused like a bad one."""
+        """Arguments are checked before the SDK sees them, so a missing one is refused like a bad one. Over HTTP a
+        trade prompt is, for a key without scope trade, a prompt that does not exist (as prompts/list says)."""
         prompt = self.gateway_prompts.get(params.name)
+        if prompt is not None and prompt.trade and self.transport == "http":
+            key = await self._caller_key(ctx)
+            if key is None or not key.allows(KeyScope.TRADE):
+                raise ValueError(f"Unknown prompt: {params.name}")  # the SDK's words for a prompt it does not have
         if prompt is not None:
             params = params.model_copy(update={"arguments": prompt_arguments(prompt, params.arguments or {})})
         return await super()._handle_get_prompt(ctx, params)

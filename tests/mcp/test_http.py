@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from audit.models import AuditEntry
 from brokers.sim.server import SimGateway
@@ -168,3 +169,24 @@ def test_http_server_writes_the_suppressed_refusal_count_when_it_stops(mcp_sim, 
     assert len(_refusals(f"mcp:agent-trade ({key.prefix})")) == 30
     (summary,) = AuditEntry.objects.filter(event="request.refusals_suppressed")
     assert summary.data == {"suppressed_by_actor": {f"mcp:mcp:agent-trade ({key.prefix})": 5}, "window_s": 60}
+
+
+def test_http_read_key_cannot_get_the_trade_prompt(mcp_url, transactional_db):
+    """prompts/get answers a read key as prompts/list does: the trade prompt does not exist for it."""
+    arguments = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "limit_price": "1"}
+    _, read_secret = _key("read")
+    with http_mcp(mcp_url, read_secret) as client:
+        with pytest.raises(MCPError) as refused:
+            client.portal.call(client.session.get_prompt, "place_limit_order_safely", arguments)
+        with pytest.raises(MCPError) as unknown:
+            client.portal.call(client.session.get_prompt, "no_such_prompt", arguments)
+        checked = client.portal.call(client.session.get_prompt, "check_position", {"symbol": "AAPL"})
+    assert (refused.value.error.code, refused.value.error.message) == (
+        unknown.value.error.code,
+        unknown.value.error.message.replace("no_such_prompt", "place_limit_order_safely"),
+    )
+    assert "AAPL" in checked.messages[0].content.text
+    _, trade_secret = _key("trade")
+    with http_mcp(mcp_url, trade_secret) as client:
+        allowed = client.portal.call(client.session.get_prompt, "place_limit_order_safely", arguments)
+    assert "limit order for 1 AAPL" in allowed.messages[0].content.text
