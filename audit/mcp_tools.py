@@ -9,7 +9,7 @@ from rest_framework import serializers
 from audit.api import AuditEntryOutput
 from audit.selectors import audit_list
 from ibkrgw.actors import Actor
-from ibkrgw.web.fields import StrictIntegerField
+from ibkrgw.web.fields import StrictDateTimeField, StrictIntegerField
 from ibkrgw.web.mcp import bounded_list, list_schema, mcp_tool
 from ibkrgw.web.serializers import StrictQueryMixin
 
@@ -28,7 +28,7 @@ class AuditInput(StrictQueryMixin, serializers.Serializer):
     event = serializers.CharField(
         max_length=64, required=False, help_text="One event name, e.g. order.sent, gate.blocked, trading.halted."
     )
-    since = serializers.DateTimeField(required=False, help_text="Only entries at or after this time (UTC).")
+    since = StrictDateTimeField(required=False, help_text="Only entries at or after this time (UTC).")
     limit = StrictIntegerField(
         required=False,
         default=DEFAULT_LIMIT,

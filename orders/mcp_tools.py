@@ -88,7 +88,7 @@ class ModifyInput(StrictQueryMixin, serializers.Serializer):
         return attrs
 
 
-def _bounded(limit_default: int) -> tuple[serializers.IntegerField, serializers.IntegerField]:
+def _bounded(limit_default: int) -> tuple[StrictIntegerField, StrictIntegerField]:
     limit = StrictIntegerField(
         required=False,
         default=limit_default,

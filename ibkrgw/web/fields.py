@@ -58,6 +58,17 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date and time in ASCII: DRF (Django's parser) also reads "٢٠٢٦-01-01T00:00:00Z"."""
+
+    default_error_messages = {"ascii": "A valid ISO 8601 datetime is required (ASCII digits only)."}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and not value.isascii():
+            self.fail("ascii")
+        return super().to_internal_value(value)
+
+
 def _pattern_field(pattern: str, message: str, **kwargs) -> serializers.CharField:
     # Validators go in through kwargs: DRF rebuilds declared fields from their kwargs on every use.
     # `$` is safe here: CharField strips surrounding whitespace (a trailing newline) before validating.

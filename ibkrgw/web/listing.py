@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from rest_framework import serializers
 
+from ibkrgw.web.fields import StrictDateTimeField, StrictIntegerField
 from ibkrgw.web.serializers import FieldsOncePerThread, StrictQueryMixin
 
 PAGING = ("limit", "offset")
@@ -23,10 +24,10 @@ class ListQuery(FieldsOncePerThread, StrictQueryMixin, serializers.Serializer):
     """Query parameters of a list: a subclass declares its own filters; the window and paging come last.
     Flat, so its fields are built once per thread (every list request validates one)."""
 
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(required=False, min_value=0)
+    since = StrictDateTimeField(required=False)
+    until = StrictDateTimeField(required=False)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=1000)
+    offset = StrictIntegerField(required=False, min_value=0)
 
     def get_fields(self):
         fields = super().get_fields()

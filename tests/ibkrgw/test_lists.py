@@ -69,3 +69,30 @@ def test_window_and_paging_come_after_a_list_own_filters():
     # The order parameters appear in (schema, error details): the list's filters first, then the window.
     assert list(OrderListQuery().fields) == ["status", "symbol", "account", "since", "until", "limit", "offset"]
     assert list(FillListQuery().fields) == ["order_id", "symbol", "account", "since", "until", "limit", "offset"]
+
+
+ARABIC_2026 = "\u0662\u0660\u0662\u0666"  # ٢٠٢٦: digits to Python's int() and Django's date parser, not to IB
+
+
+@pytest.mark.parametrize("path", ["/api/v1/orders/", "/api/v1/fills/", "/api/v1/audit/"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("limit", "\u0661"),  # ١
+        ("offset", "\u0661"),
+        ("limit", "\uff11"),  # １ (full width)
+        ("since", ARABIC_2026 + "-03-02T14:30:00Z"),
+        ("until", ARABIC_2026 + "-03-02T14:30:00Z"),
+    ],
+)
+def test_window_and_paging_take_ascii_digits_only(api_client, ledger, path, name, value):
+    response = api_client.get(path, {name: value})
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert list(error["details"]["fields"]) == [name]
+    assert "ASCII digits only" in error["details"]["fields"][name][0]
+    # The same value in ASCII digits is a window or a page.
+    ascii_value = value.replace(ARABIC_2026, "2026").replace("\u0661", "1").replace("\uff11", "1")
+    assert api_client.get(path, {name: ascii_value}).status_code == 200

@@ -244,3 +244,13 @@ def test_a_bad_check_position_prompt_symbol_is_invalid_request(mcp, symbol):
     assert set(unknown["details"]["fields"]) == {"account"}
     text = mcp.portal.call(mcp.session.get_prompt, "check_position", {"symbol": "BF.B"}).messages[0].content.text
     assert text.startswith("Check my position in BF.B:")
+
+
+@pytest.mark.parametrize("tool", ["list_orders", "list_fills", "list_audit_entries"])
+def test_list_windows_take_ascii_digits_only(mcp, tool):
+    result = mcp.call(tool, {"since": "\u0662\u0660\u0662\u0666-01-01T00:00:00Z"})  # ٢٠٢٦
+    assert result.is_error
+    error = payload(result)["error"]
+    assert error["code"] == "invalid_request"
+    assert list(error["details"]["fields"]) == ["since"]
+    assert not mcp.call(tool, {"since": "2026-01-01T00:00:00Z"}).is_error
