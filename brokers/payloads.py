@@ -138,7 +138,11 @@ class LedgerGuardOutput(PartialOutput):
 
 
 class HealthOutput(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    status = serializers.ChoiceField(
+        choices=["ok", "degraded"],
+        help_text="ok: the gateway is connected, the database answers and the ledger is guarded and intact "
+        "(ledger.guarded, ledger.watch.intact).",
+    )
     gateway = GatewayStateOutput()
     simulated_gateway = serializers.BooleanField()
     trading_mode = serializers.ChoiceField(choices=["paper", "live"])

@@ -141,7 +141,7 @@ def health_get(probe: dict[str, Any] | None = None) -> dict[str, Any]:
     gateway = _gateway_state()
     if "lease_holder" in probe:
         gateway["lease_holder"] = probe["lease_holder"]
-    healthy = probe["db_ok"] and gateway["connected"]
+    healthy = probe["db_ok"] and gateway["connected"] and not _ledger_tampered(probe["sections"].get("ledger"))
     return {
         "status": "ok" if healthy else "degraded",
         "gateway": gateway,
@@ -152,6 +152,15 @@ def health_get(probe: dict[str, Any] | None = None) -> dict[str, Any]:
         "database": {"ok": probe["db_ok"], "detail": probe["db_detail"], "vendor": probe["vendor"]},
         **probe["sections"],
     }
+
+
+def _ledger_tampered(ledger: dict[str, Any] | None) -> bool:
+    """A trigger is missing, or this process's watch found a row or seal that does not hold: a monitor that
+    reads only `status` must see it too."""
+    if ledger is None:  # the database could not be asked: `database.ok` says so
+        return False
+    watch = ledger.get("watch")
+    return not ledger["guarded"] or (watch is not None and not watch["intact"])
 
 
 # What health tells only a caller with an API key (or a signed-in operator): who trades, where the gateway

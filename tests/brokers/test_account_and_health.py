@@ -64,6 +64,60 @@ def test_health_without_credentials_tells_the_state_but_not_who_trades_or_where(
     assert set(body["ledger"]) == {"guarded", "watch"}
 
 
+def test_a_tampered_ledger_degrades_health(ib_runtime, client, read_client, settings, monkeypatch):
+    """A monitor that reads only `status` sees a missing trigger and what the ledger watch found, with a key or
+    without one (which still gets the flags, not the trigger's or the row's name)."""
+    from audit import watch as audit_watch
+    from audit.triggers import APPEND_ONLY_TABLES
+    from brokers.selectors import health_probe_forget
+    from tests.audit.test_ledger_seal import drop_trigger, restore_triggers, rewrite_around_triggers, small_ledger
+    from tests.audit.test_watch import one_pass
+
+    settings.LEDGER_WATCH_ROWS = 0  # the housekeeping thread leaves the watch to this test
+    watch = audit_watch.LedgerWatch(rows=500)
+    monkeypatch.setattr(audit_watch, "_watch", [watch])
+
+    def health() -> list[dict]:
+        health_probe_forget()  # health's probe is shared for a second: ask again now
+        return [c.get("/api/v1/health/", HTTP_ACCEPT="application/json").json() for c in (read_client, client)]
+
+    fill = small_ledger()["fill"]
+    one_pass(watch)
+    assert [(h["status"], h["ledger"]["guarded"], h["ledger"]["watch"]["intact"]) for h in health()] == [
+        ("ok", True, True)
+    ] * 2
+    drop_trigger("orders_fill", "delete")
+    try:
+        keyed, public = health()
+        assert (keyed["status"], keyed["ledger"]["missing_triggers"]) == (
+            "degraded",
+            ["orders_fill.orders_fill_no_delete"],
+        )
+        assert (public["status"], public["ledger"]["guarded"], "missing_triggers" in public["ledger"]) == (
+            "degraded",
+            False,
+            False,
+        )
+    finally:
+        restore_triggers(*APPEND_ONLY_TABLES)
+    assert [h["status"] for h in health()] == ["ok", "ok"]
+
+    rewrite_around_triggers("orders_fill", fill.pk, "price", "1.00")
+    one_pass(watch)
+    keyed, public = health()
+    assert (keyed["status"], keyed["ledger"]["guarded"], keyed["ledger"]["watch"]["intact"]) == (
+        "degraded",
+        True,
+        False,
+    )
+    assert keyed["ledger"]["watch"]["problems"]
+    assert (public["status"], public["ledger"]["watch"]["intact"], "problems" in public["ledger"]["watch"]) == (
+        "degraded",
+        False,
+        False,
+    )
+
+
 def test_health_without_a_broker_says_not_started(client):
     body = client.get("/api/v1/health/").json()
     assert body["gateway"]["state"] == "not_started"
