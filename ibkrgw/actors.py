@@ -21,6 +21,7 @@ class ActorKind(StrEnum):
     API_KEY = "api_key"
     MCP = "mcp"
     SYSTEM = "system"
+    ANONYMOUS = "anonymous"  # refused before anyone was authenticated (a session post without CSRF token)
 
 
 class Source(StrEnum):

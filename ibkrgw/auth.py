@@ -144,6 +144,9 @@ def actor_for(user, key, source: Source) -> Actor:
     cid = current_correlation_id()
     if isinstance(key, ScopedAPIKey):
         return Actor(kind=ActorKind.API_KEY, label=f"{key.name} ({key.prefix})", source=source, correlation_id=cid)
+    if user is None or not user.is_authenticated:
+        # Nobody: not an empty user name (DRF makes the user anonymous when authentication itself refused).
+        return Actor(kind=ActorKind.ANONYMOUS, label="anonymous", source=source, correlation_id=cid)
     return Actor(
         kind=ActorKind.USER,
         label=user.get_username(),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
 
 from audit.models import AuditEntry
 from brokers import events, runtime
@@ -61,3 +63,17 @@ def test_stopping_the_broker_runtime_writes_the_count(ib_runtime, api_client):
     assert _summaries() == [{"suppressed_by_actor": {_actor_key(): 3}, "window_s": 60}]
     _flood(api_client, 1)  # the window goes on: still over the bound, counted again
     assert AuditEntry.objects.filter(event="request.refused").count() == 30
+
+
+@pytest.mark.parametrize("path", ["/api/v1/orders/", "/api/v1/trading/halt/"])
+def test_a_session_post_refused_for_its_missing_csrf_token_is_audited_as_anonymous(path):
+    """The refusal comes before anyone is authenticated: nobody is named, not a user with an empty name."""
+    get_user_model().objects.create_user(username="operator", password="a-long-password-1", is_staff=True)
+    browser = Client(enforce_csrf_checks=True)  # as a cross-site form would post, with the session cookie
+    assert browser.login(username="operator", password="a-long-password-1")
+    response = browser.post(path, {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+    (entry,) = AuditEntry.objects.filter(event="request.refused")
+    assert (entry.actor_kind, entry.actor_label, entry.source) == ("anonymous", "anonymous", "rest")
+    assert "CSRF" in entry.data["message"]
