@@ -88,6 +88,9 @@ LOCAL_HOSTNAMES = ("127.0.0.1", "localhost", "::1")
 MAX_ERROR_CANDIDATES = 10
 CANDIDATE_KEYS = ("con_id", "symbol", "sec_type", "exchange", "currency", "expiry", "strike", "right", "local_symbol")
 WATCH_INTERVAL_S = 0.5
+# No resource URI is longer (ibkr://orders/<uuid> is 50): a longer one is unknown, and is echoed only in part.
+MAX_RESOURCE_URI = 256
+SHOWN_URI = 100
 
 INSTRUCTIONS = """\
 Interactive Brokers through ibkr-gateway. Orders pass the same gates as every other door: with the
@@ -297,6 +300,16 @@ def _read_resource(resource: McpResource, params: dict[str, str]) -> str:
         close_old_connections()
 
 
+def _shown_uri(uri: str) -> str:
+    return uri if len(uri) <= SHOWN_URI else uri[:SHOWN_URI] + "…"
+
+
+def _unknown_uri(uri: str, message: str) -> MCPError:
+    """An unknown resource URI, told back in part: a client sending 100 KB is not answered 100 KB."""
+    shown = _shown_uri(uri)
+    return MCPError(code=INVALID_PARAMS, message=message.format(uri=shown), data={"uri": shown, "uri_length": len(uri)})
+
+
 def _add_resource(server: MCPServer, resource: McpResource) -> None:
     params = [p for p in inspect.signature(resource.read).parameters]
 
@@ -386,8 +399,8 @@ def _with_fresh_connection(fn: Callable[..., Any], *args: Any) -> Any:
 def _install_subscriptions(server: MCPServer, watch: ResourceWatch, known: Callable[[str], bool]) -> None:
     async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        if not await anyio.to_thread.run_sync(_with_fresh_connection, known, uri):
-            raise MCPError(code=INVALID_PARAMS, message=f"No resource {uri} to subscribe to.", data={"uri": uri})
+        if len(uri) > MAX_RESOURCE_URI or not await anyio.to_thread.run_sync(_with_fresh_connection, known, uri):
+            raise _unknown_uri(uri, "No resource {uri} to subscribe to.")
         watch.subscribe(uri, ctx.session)
         return EmptyResult()
 
@@ -491,6 +504,14 @@ class GatewayMCPServer(MCPServer):
             refusal=_read_only_refusal(withheld.name),
         )
         return await anyio.to_thread.run_sync(call)
+
+    async def _handle_read_resource(self, ctx: Any, params: Any) -> Any:
+        """A URI longer than any resource's is unknown, and the answer (and the log) carries only its start."""
+        uri = str(params.uri)
+        if len(uri) > MAX_RESOURCE_URI:
+            logger.info("mcp: unknown resource %r (%d characters)", _shown_uri(uri), len(uri))
+            raise _unknown_uri(uri, "Unknown resource: {uri}")
+        return await super()._handle_read_resource(ctx, params)
 
     async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
         """Arguments are checked before the SDK sees them, so a missing one is refused like a bad one. Over HTTP a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -254,3 +255,23 @@ def test_list_windows_take_ascii_digits_only(mcp, tool):
     assert error["code"] == "invalid_request"
     assert list(error["details"]["fields"]) == ["since"]
     assert not mcp.call(tool, {"since": "2026-01-01T00:00:00Z"}).is_error
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "ibkr://orders/" + "a" * 100_000,  # matches the order template: refused by the order lookup
+        "ibkr://nothing/" + "b" * 100_000,  # no such resource at all
+        "ibkr://orders/" + "c" * 60 + "/" + "d" * 100_000,
+    ],
+)
+def test_an_unknown_resource_uri_is_echoed_only_in_part(mcp, uri):
+    with pytest.raises(MCPError) as refused:
+        mcp.resource(uri)
+    with pytest.raises(MCPError) as not_subscribed:
+        mcp.subscribe(uri)
+    for error in (refused.value.error, not_subscribed.value.error):
+        assert error.code == INVALID_PARAMS
+        assert len(error.message) < 1000
+        assert len(json.dumps(error.data)) < 2000
+        assert uri[:64] in error.message + json.dumps(error.data)
