@@ -9,18 +9,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Model
 from django.http import HttpRequest, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry, LedgerSeal
+from audit.readable import UNREADABLE_ERRORS, Unreadable, readable, unreadable_error
 from audit.seal import SEAL_HASHED_FIELDS
 
 
@@ -114,10 +118,49 @@ class CsvExportMixin:
         return response
 
 
+def unreadable_message(row: Unreadable, what: str) -> str:
+    return (
+        f"Ledger row {row}. It was changed behind the application's back and cannot be read as it was "
+        f"sealed, so {what}. Run manage.py audit_verify."
+    )
+
+
+class ReadableChangeList(ChangeList):
+    """A list page that shows every row it can read, and names above it each one it cannot (`audit.readable`)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        window = self.result_list.query
+        found = readable(self.queryset, start=window.low_mark, stop=window.high_mark)
+        self.result_list = found.rows  # iterated like the page's queryset
+        for row in found.named():
+            messages.error(request, unreadable_message(row, "this list leaves out the row it belongs to"))
+
+
 class AppendOnlyAdmin(admin.ModelAdmin):
-    """Base for the admin of every append-only model: it can list and show rows, nothing more."""
+    """Base for the admin of every append-only model: it can list and show rows, nothing more. A row that
+    cannot be read as sealed is named instead of taking the page down."""
 
     actions = None
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ReadableChangeList
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if isinstance(response, TemplateResponse):
+                response.render()  # here, so that a row read while rendering fails here too
+        except UNREADABLE_ERRORS as exc:
+            error = unreadable_error(self.get_queryset(request).filter(pk=object_id), exc)
+            for row in error.details["rows"]:
+                shown = Unreadable(row["table"], row["pk"], tuple(row["problems"]))
+                messages.error(request, unreadable_message(shown, "this page cannot show it"))
+            opts = self.model._meta
+            return redirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=self.admin_site.name)
+            )
+        return response
 
     def get_fields(self, request: HttpRequest, obj: Model | None = None):
         # Every page is read-only: decimals and times are shown as the lists show them.

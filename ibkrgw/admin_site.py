@@ -25,6 +25,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from audit.readable import Unreadable, readable
 from audit.selectors import gate_block_counts
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, Source
@@ -77,20 +78,27 @@ def _live_override() -> dict[str, Any] | None:
     return {"ok": True, "message": f"{settings.LIVE_TRADING_OVERRIDE_FILE} exists"}
 
 
-def _approval_queue() -> list[dict[str, Any]]:
+def _approval_queue(unreadable: list[Unreadable]) -> list[dict[str, Any]]:
     queue = []
-    for order in order_list(status=OrderStatus.PENDING_APPROVAL).order_by("created_at"):
+    waiting = readable(order_list(status=OrderStatus.PENDING_APPROVAL).order_by("created_at"))
+    unreadable += waiting.named()
+    for order in waiting.rows:
         held = list(order.events.all())[-1]  # prefetched; the hold is the latest event
         queue.append(reads.approval_item(order, held.at))
     return queue
 
 
 def dashboard_data() -> dict[str, Any]:
-    """Everything the dashboard shows, read through the selectors."""
+    """Everything the dashboard shows, read through the selectors. A ledger row that cannot be read as sealed
+    leaves its order or fill out of the lists and is named in `unreadable` (shown on top)."""
     today = _start_of_today()
     health = health_get()
     todays_orders = order_list(since=today)
     fills = fill_list(since=today)
+    latest_orders = readable(reads.with_fill_progress(todays_orders), stop=LATEST_ORDERS)
+    latest_fills = readable(fills, stop=LATEST_FILLS)
+    unreadable = latest_orders.named() + latest_fills.named()
+    approval_queue = _approval_queue(unreadable)
     return {
         "health": health,
         "live_override": _live_override(),
@@ -99,11 +107,12 @@ def dashboard_data() -> dict[str, Any]:
         "today": today,
         "order_counts": order_counts_by_status(since=today),
         "orders_today": todays_orders.count(),
-        "latest_orders": list(reads.with_fill_progress(todays_orders)[:LATEST_ORDERS]),
+        "latest_orders": latest_orders.rows,
         "fills_today": fills.count(),
-        "latest_fills": list(fills[:LATEST_FILLS]),
+        "latest_fills": latest_fills.rows,
+        "unreadable": list(dict.fromkeys(unreadable)),
         "gate_blocks": gate_block_counts(since=today),
-        "approval_queue": _approval_queue(),
+        "approval_queue": approval_queue,
         "account": reads.account_state(health),
         "chain": reads.chain_status(),
         "chart_symbols": _chart_symbols(),

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     ORDER_NOT_MODIFIABLE = "order_not_modifiable"
     # ledger
     LEDGER_APPEND_ONLY = "ledger_append_only"
+    LEDGER_UNREADABLE = "ledger_unreadable"
 
 
 class GatewayError(Exception):
@@ -115,6 +116,23 @@ class AppendOnlyViolation(GatewayError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.LEDGER_APPEND_ONLY, message)
+
+
+class LedgerUnreadable(GatewayError):
+    """A ledger row the answer needs cannot be read as it was sealed: it was changed behind the application's
+    back (`audit.readable`). 409, not 5xx: asking again answers the same until the ledger is repaired; the
+    request is fine, the row is not. Narrower filters (time window, symbol) read around the row."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        first = rows[0]
+        more = f" (and {len(rows) - 1} more row(s), listed in details.rows)" if len(rows) > 1 else ""
+        super().__init__(
+            ErrorCode.LEDGER_UNREADABLE,
+            f"Ledger row {first['table']} pk={first['pk']} cannot be read as it was sealed{more}: it was changed "
+            f"behind the application's back ({'; '.join(first['problems'])}). Run manage.py audit_verify.",
+            http_status=status.HTTP_409_CONFLICT,
+            details={"table": first["table"], "pk": first["pk"], "rows": rows, "verify": "manage.py audit_verify"},
+        )
 
 
 _DRF_CODES: dict[type, ErrorCode] = {

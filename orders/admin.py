@@ -253,16 +253,15 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     def preview_pretty(self, obj: Order) -> str:
         return json_block(obj.preview)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        order = self.get_object(request, object_id)
-        status = order.current_status if order is not None else None
-        extra = {
+    def render_change_form(self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None):
+        status = obj.current_status if obj is not None else None
+        context = {
             "can_cancel": status in ROW_CANCELLABLE,
             "can_modify": status in ROW_MODIFIABLE,
             "can_approve": status == OrderStatus.PENDING_APPROVAL,
-            **(extra_context or {}),
+            **context,
         }
-        return super().change_view(request, object_id, form_url, extra)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Cancel selected orders")
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Order]):

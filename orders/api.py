@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.readable import UNREADABLE_ERRORS, unreadable_error
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.web.fields import (
@@ -33,6 +34,7 @@ from orders.payloads import (
     OrderOutput,
     PreviewOutput,
     TradingSwitchOutput,
+    order_detail,
     order_output,
     preview_output,
     trading_switch_payload,
@@ -146,7 +148,21 @@ class RefusalsAudited:
         return response
 
 
-class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class LedgerList(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """A page of ledger rows; a row on it that cannot be read as sealed answers 409 ledger_unreadable naming it
+    (a page short of a row would pass for complete)."""
+
+    def list(self, request, *args, **kwargs):
+        try:
+            return super().list(request, *args, **kwargs)
+        except UNREADABLE_ERRORS as exc:
+            start, limit = getattr(self.paginator, "offset", None), getattr(self.paginator, "limit", None)
+            if start is None or limit is None:  # failed before paging: not a ledger row's doing
+                raise
+            raise unreadable_error(self.get_queryset(), exc, start=start, stop=start + limit) from exc
+
+
+class OrderViewSet(RefusalsAudited, LedgerList, mixins.RetrieveModelMixin):
     serializer_class = OrderOutput
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
     audited_actions = ("create", "partial_update", "cancel")
@@ -174,7 +190,7 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
 
     @extend_schema(
         parameters=[OrderListQuery],
-        responses={200: OrderOutput(many=True), 400: ERROR},
+        responses={200: OrderOutput(many=True), 400: ERROR, 409: ERROR},
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
@@ -182,9 +198,9 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
     def get_object(self):
         return selectors.order_get_or_error(order_id=self.kwargs["pk"])
 
-    @extend_schema(responses={200: OrderOutput, 404: ERROR})
+    @extend_schema(responses={200: OrderOutput, 404: ERROR, 409: ERROR})
     def retrieve(self, request, *args, **kwargs):
-        return super().retrieve(request, *args, **kwargs)
+        return Response(order_detail(self.kwargs["pk"]))
 
     @extend_schema(
         request=OrderCreateInput,
@@ -252,7 +268,7 @@ class OrderViewSet(RefusalsAudited, mixins.ListModelMixin, mixins.RetrieveModelM
         return Response(preview_output(result))
 
 
-class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class FillViewSet(LedgerList):
     serializer_class = FillOutput
 
     def get_queryset(self):
@@ -262,7 +278,7 @@ class FillViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         parameters=[FillListQuery],
-        responses={200: FillOutput(many=True), 400: ERROR},
+        responses={200: FillOutput(many=True), 400: ERROR, 409: ERROR},
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

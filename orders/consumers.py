@@ -3,6 +3,8 @@
 Server -> client, from the moment the socket opens, in seq order, no gap and no duplicate:
     {"type": "order", "seq", "event": <audit event>, "order": <OrderOutput, as GET orders/{id}/>}
     {"type": "fill", "seq", "event": <fill.recorded | commission.recorded>, "fill": <FillOutput, as GET fills/>}
+    {"type": "error", "seq", "event", "code": "ledger_unreadable", "message", "details"}  in the place of an
+        order or fill frame whose ledger row cannot be read as it was sealed (docs/audit.md); the stream goes on.
 
 Resuming after a reconnect, from the last seq N the client saw:
     /ws/orders/?after_seq=N               the way to resume: every event after N from the ledger, then
@@ -24,6 +26,7 @@ Client -> server:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any, TypedDict
 from urllib.parse import parse_qs
@@ -33,6 +36,8 @@ from channels.db import database_sync_to_async
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.web.ws import OrderedOutbox, StreamConsumer, dumps, invalid
 from orders.publish import LEDGER_PAGE, LedgerFrame, ledger_frames_after, ledger_last_seq, order_hubs
+
+logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 2000  # live frames queued for one client before it counts as too slow (close 4008)
 _SEQ_TEXT = re.compile(r"[0-9]{1,20}")  # ASCII digits; longer is beyond any ledger
@@ -88,7 +93,12 @@ class OrderStreamConsumer(StreamConsumer):
         # The client has (received here, or told us it has) every event up to `cursor`; each later one
         # reaches us live. `floor` is None until this socket sends an event; then every event it sent
         # is after `floor`, so nothing at or before `floor` may follow any more.
-        self.cursor = await self.hub.attach(self)
+        try:
+            self.cursor = await self.hub.attach(self)
+        except Exception:  # the ledger could not be read to start from: say so, as a failure while opening does
+            logger.exception("websocket %s: could not start reading the ledger", self.stream)
+            await self.refuse_internal_error()
+            return
         self.floor: int | None = None
         try:
             await super().connect()
@@ -108,7 +118,9 @@ class OrderStreamConsumer(StreamConsumer):
 
     async def closed(self) -> None:
         self.hub.detach(self)
-        await self.outbox.aclose()
+        outbox = getattr(self, "outbox", None)  # none when opening failed first
+        if outbox is not None:
+            await outbox.aclose()
 
     async def action_resume(self, message: dict[str, Any]) -> None:
         await self._resume(_after_seq(message))

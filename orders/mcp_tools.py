@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from brokers import runtime
 from ibkrgw.actors import Actor
-from ibkrgw.errors import GatewayError
+from ibkrgw.errors import GatewayError, LedgerUnreadable
 from ibkrgw.web.fields import StrictIntegerField, symbol_field
 from ibkrgw.web.mcp import McpPrompt, McpResource, bounded_list, for_agents, list_schema, mcp_tool
 from ibkrgw.web.serializers import StrictBodyMixin, StrictQueryMixin, positive_ledger_decimal
@@ -26,8 +26,9 @@ from orders.payloads import (
     FillOutput,
     OrderOutput,
     PreviewOutput,
+    ledger_page,
+    order_detail,
     order_output,
-    order_payload,
     preview_output,
     trading_switch_payload,
 )
@@ -112,7 +113,7 @@ class FillListInput(FillListQuery):
 
 def _page(queryset: QuerySet, query: serializers.Serializer, output: type[serializers.Serializer]) -> dict[str, Any]:
     limit, offset = query.validated_data["limit"], query.validated_data["offset"]
-    items = output(queryset[offset : offset + limit], many=True).data
+    items = ledger_page(queryset, output, start=offset, stop=offset + limit)
     return bounded_list(items, total=queryset.count(), offset=offset, limit=limit)
 
 
@@ -172,7 +173,7 @@ def get_order(data: OrderIdInput, actor: Actor) -> dict[str, Any]:
     """One order: its status, quantities, prices, every state change (`events`) and its fills.
 
     To wait for a change, subscribe to the resource ibkr://orders/{order_id} instead of polling."""
-    return order_payload(selectors.order_get_or_error(order_id=data.validated_data["order_id"]))
+    return order_detail(data.validated_data["order_id"])
 
 
 @mcp_tool(
@@ -228,7 +229,7 @@ def trading_status() -> dict[str, Any]:
 
 
 def order_resource(order_id: str) -> dict[str, Any]:
-    return order_payload(selectors.order_get_or_error(order_id=order_id))
+    return order_detail(order_id)
 
 
 def resource_known(uri: str) -> bool:
@@ -239,6 +240,8 @@ def resource_known(uri: str) -> bool:
         return False
     try:
         selectors.order_get_or_error(order_id=match.group(1))
+    except LedgerUnreadable:
+        return True  # it is there: reading it answers why it cannot be read
     except GatewayError:
         return False
     return True

@@ -10,8 +10,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
+from django.db.models import QuerySet
 from rest_framework import serializers
 
+from audit.readable import UNREADABLE_ERRORS, unreadable_error
 from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
 from ibkrgw.web.render import decimal_str
@@ -329,6 +331,29 @@ def order_output(order: Order) -> dict[str, Any]:
 
 def fill_payload(fill: Fill) -> dict[str, Any]:
     return FillOutput(fill).data
+
+
+def order_detail(order_id: Any) -> dict[str, Any]:
+    """One order as read now (REST's GET orders/{id}/, MCP's get_order and order resource): 404
+    order_not_found, or 409 ledger_unreadable naming the row of it that cannot be read as sealed."""
+    order = selectors.order_get_or_error(order_id=order_id)
+    try:
+        return order_payload(order)
+    except UNREADABLE_ERRORS as exc:  # a value only the rendering cannot take (text in an integer column)
+        raise unreadable_error(selectors.order_queryset().filter(pk=order.pk), exc) from exc
+
+
+def ledger_page(
+    queryset: QuerySet, output: type[serializers.Serializer], *, start: int, stop: int
+) -> list[dict[str, Any]]:
+    """A page of orders or fills for a program (MCP; REST's list views do the same around DRF's paging):
+    every row rendered, or 409 ledger_unreadable naming the rows that cannot be read as sealed. A page
+    short of a row would pass for complete (a position summed from fills, an order missed)."""
+    render = bound(output).to_representation
+    try:
+        return [render(row) for row in queryset[start:stop]]
+    except UNREADABLE_ERRORS as exc:
+        raise unreadable_error(queryset, exc, start=start, stop=stop) from exc
 
 
 def preview_output(result: PreviewResult) -> dict[str, Any]:

@@ -25,13 +25,17 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from ibkrgw.errors import LedgerUnreadable
 from ibkrgw.web.ws import LoopHubs, cancelling, dumps, shared_channel_layer
+
+if TYPE_CHECKING:
+    from audit.readable import Unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,18 @@ class FillFrame(TypedDict):
     fill: dict[str, Any]  # orders.payloads.FillOutput
 
 
-LedgerFrame = OrderFrame | FillFrame
+class UnreadableFrame(TypedDict):
+    """In the place of an order or fill frame whose row (or a row read with it) cannot be read as sealed."""
+
+    type: str  # "error"
+    seq: int
+    event: str
+    code: str  # "ledger_unreadable"
+    message: str
+    details: dict[str, Any]  # table, pk, rows (each table, pk, problems), verify, target_type, target_id
+
+
+LedgerFrame = OrderFrame | FillFrame | UnreadableFrame
 
 
 def ledger_last_seq() -> int:
@@ -98,8 +113,9 @@ def ledger_frames_after(*, after_seq: int, until_seq: int | None = None, limit: 
     only when an entry's order or fill row is missing.
     """
     from audit.models import AuditEntry
+    from audit.readable import readable
     from orders.models import Fill
-    from orders.payloads import fill_payload, order_payload
+    from orders.payloads import order_payload
     from orders.selectors import order_queryset
 
     entries = AuditEntry.objects.filter(seq__gt=after_seq, target_type__in=LEDGER_TARGETS).order_by("seq")
@@ -108,15 +124,45 @@ def ledger_frames_after(*, after_seq: int, until_seq: int | None = None, limit: 
     rows = list(entries.values_list("seq", "event", "target_type", "target_id")[:limit])
     order_ids = {_uuid(t) for _, _, kind, t in rows if kind == "order"} - {None}
     exec_ids = {t for _, _, kind, t in rows if kind == "fill"}
-    orders = {str(o.pk): o for o in order_queryset().filter(pk__in=order_ids)} if order_ids else {}
-    fills = {f.exec_id: f for f in Fill.objects.select_related("commission").filter(exec_id__in=exec_ids)}
+    # An order or fill that cannot be read as sealed is not left out: an error frame takes its place.
+    orders = readable(order_queryset().filter(pk__in=order_ids), lambda o: (str(o.pk), order_payload(o)))
+    fills = readable(Fill.objects.select_related("commission").filter(exec_id__in=exec_ids), _fill_by_exec_id)
+    order_payloads, fill_payloads = dict(orders.rows), dict(fills.rows)
+    unreadable = {str(pk): named for pk, named in orders.unreadable.items()}
+    if fills.unreadable:
+        exec_of = dict(Fill.objects.filter(pk__in=list(fills.unreadable)).values_list("pk", "exec_id"))
+        unreadable.update({exec_of[pk]: named for pk, named in fills.unreadable.items()})
     frames: list[LedgerFrame] = []
     for seq, event, kind, target_id in rows:
-        if kind == "order" and (order := orders.get(str(_uuid(target_id)))) is not None:
-            frames.append({"type": "order", "seq": seq, "event": event, "order": order_payload(order)})
-        elif kind == "fill" and (row := fills.get(target_id)) is not None:
-            frames.append({"type": "fill", "seq": seq, "event": event, "fill": fill_payload(row)})
+        key = str(_uuid(target_id)) if kind == "order" else target_id
+        if kind == "order" and (order := order_payloads.get(key)) is not None:
+            frames.append({"type": "order", "seq": seq, "event": event, "order": order})
+        elif kind == "fill" and (fill_row := fill_payloads.get(key)) is not None:
+            frames.append({"type": "fill", "seq": seq, "event": event, "fill": fill_row})
+        elif key in unreadable:
+            frames.append(_unreadable_frame(seq, event, kind, target_id, unreadable[key]))
     return frames
+
+
+def _fill_by_exec_id(row: Any) -> tuple[str, dict[str, Any]]:
+    from orders.payloads import fill_payload
+
+    return row.exec_id, fill_payload(row)
+
+
+def _unreadable_frame(
+    seq: int, event: str, kind: str, target_id: str, named: tuple[Unreadable, ...]
+) -> UnreadableFrame:
+    error = LedgerUnreadable([row.as_dict() for row in named])
+    details = {**error.details, "target_type": kind, "target_id": target_id}
+    return {
+        "type": "error",
+        "seq": seq,
+        "event": event,
+        "code": str(error.code),
+        "message": error.message,
+        "details": details,
+    }
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -153,6 +199,10 @@ class OrderHub:
         self._attaching += 1
         try:
             await asyncio.shield(self._started)
+        except Exception:
+            if self._started is not None and self._started.done():
+                self._started = None  # the next listener tries again
+            raise
         finally:
             self._attaching -= 1
         self._listeners.add(listener)

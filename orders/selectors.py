@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from audit.models import LedgerSeal
+from audit.readable import UNREADABLE_ERRORS, unreadable_error
 from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
@@ -35,15 +36,21 @@ def order_get(*, order_id) -> Order | None:
 
 
 def order_get_or_error(*, order_id) -> Order:
-    """The order, or 404 order_not_found (also for ids that are not UUIDs)."""
+    """The order, or 404 order_not_found (also for ids that are not UUIDs), or 409 ledger_unreadable
+    naming its row (or one of its events, fills or commissions) that cannot be read as sealed."""
     from ibkrgw.errors import ErrorCode, GatewayError
 
+    not_found = GatewayError(ErrorCode.ORDER_NOT_FOUND, "No such order.", http_status=404)
     try:
-        order = order_get(order_id=order_id)
-    except (ValueError, ValidationError):
-        order = None
+        pk = Order._meta.pk.to_python(order_id)
+    except ValidationError:
+        raise not_found from None
+    try:
+        order = order_get(order_id=pk)
+    except UNREADABLE_ERRORS as exc:
+        raise unreadable_error(order_queryset().filter(pk=pk), exc) from exc
     if order is None:
-        raise GatewayError(ErrorCode.ORDER_NOT_FOUND, "No such order.", http_status=404)
+        raise not_found
     return order
 
 

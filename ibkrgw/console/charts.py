@@ -12,6 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from audit.readable import readable
 from brokers.adapter import ContractSpec
 from ibkrgw.errors import GatewayError
 from marketdata.models import AccountSnapshot
@@ -51,9 +52,12 @@ def price_chart(symbol: str) -> dict[str, Any]:
     ]
     times = [p["time"] for p in points]
     markers = []
+    unreadable: list[str] = []
     if times:
         since = timezone.now() - timedelta(seconds=int(PRICE_DURATION.split()[0]))
-        for fill in reversed(fill_list(symbol=contract.symbol, since=min(since, bars[0].time))[:500]):
+        fills = readable(fill_list(symbol=contract.symbol, since=min(since, bars[0].time)), stop=500)
+        unreadable = [f"{row} (not marked; run manage.py audit_verify)" for row in fills.named()]
+        for fill in reversed(fills.rows):
             at = int(fill.executed_at.timestamp())
             # On the bar the fill happened in (the newest bar for a fill after it).
             bar_time = max((t for t in times if t <= at), default=times[0])
@@ -68,7 +72,8 @@ def price_chart(symbol: str) -> dict[str, Any]:
                 }
             )
     markers.sort(key=lambda m: m["time"])
-    return {"symbol": contract.symbol, "con_id": contract.con_id, "bars": points, "markers": markers}
+    chart = {"symbol": contract.symbol, "con_id": contract.con_id, "bars": points, "markers": markers}
+    return {**chart, "unreadable": unreadable} if unreadable else chart
 
 
 def equity_chart(account: str | None = None) -> dict[str, Any]:

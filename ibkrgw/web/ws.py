@@ -9,6 +9,7 @@ Close codes (the websocket close frame; an `{"type": "error", ...}` frame explai
 - 4403 authenticated, but the key or user lacks the scope the stream needs;
 - 4400 the connect URL asks for what the stream cannot do (orders: a bad `?after_seq=`);
 - 4404 there is no stream at that path (`NoSuchStream`);
+- 1011 the server failed while opening the stream (an `internal_error` frame first);
 - 4008 the client stayed behind: one frame could not be handed to it within `max_send_s`, or its
   ordered backlog (orders stream) overflowed.
 
@@ -46,6 +47,7 @@ CLOSE_PERMISSION_DENIED = 4403
 CLOSE_INVALID_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
+CLOSE_INTERNAL_ERROR = 1011  # the server failed while opening the stream (an `internal_error` frame first)
 CLIENT_TOO_SLOW = ErrorCode.CLIENT_TOO_SLOW
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -265,6 +267,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except GatewayError as exc:
             # The connect URL asked for what the stream cannot do: end it first (nothing of it goes out), then say why.
             await self._end(CLOSE_INVALID_REQUEST, error_frame(exc.code, exc.message, exc.details))
+        except Exception:
+            # A bug (or a database failing) while opening: the client is told, not left with a socket that dies.
+            logger.exception("websocket %s: unhandled error while opening the stream", self.stream)
+            await self._end(CLOSE_INTERNAL_ERROR, error_frame(ErrorCode.INTERNAL_ERROR, "Internal error.", {}))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch closes stale database connections (a thread hop) before every message;
@@ -348,6 +354,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send_frame(error_frame(code, message))
         await self.close(code=close_code)
         await self._teardown()
+
+    async def refuse_internal_error(self) -> None:
+        """Before the stream opened, the server failed: accept, an `internal_error` frame, close 1011."""
+        await self.accept()
+        await self.send_frame(error_frame(ErrorCode.INTERNAL_ERROR, "Internal error.", {}))
+        await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def drop_slow_client(self) -> None:
         """Disconnect a client that stays behind: a reason frame (best effort), close 4008, end the consumer."""

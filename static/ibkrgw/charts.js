@@ -51,7 +51,8 @@
         Object.assign(state, { bars: data.bars.length, markers: data.markers.length, symbol: data.symbol });
         el.dataset.points = String(data.bars.length);
         el.dataset.markers = String(data.markers.length);
-        note(el, data.error ? data.error : `${data.symbol}: ${data.bars.length} one-minute bars, ${data.markers.length} fill(s) marked.`);
+        const unreadable = (data.unreadable || []).map((row) => ` Ledger row ${row}.`).join("");
+        note(el, (data.error ? data.error : `${data.symbol}: ${data.bars.length} one-minute bars, ${data.markers.length} fill(s) marked.`) + unreadable);
       } catch (err) { note(el, `Price chart unavailable: ${err.message}`); }
     }
     draw();

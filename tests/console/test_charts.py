@@ -141,3 +141,19 @@ def test_the_snapshot_chore_records_the_streamed_account_value_and_asks_the_brok
     assert drawn[-1] == {"time": int(latest.taken_at.timestamp()), "value": float(net_liquidation)}
     recorded = AccountSnapshot.objects.filter(net_liquidation__isnull=False)
     assert len(drawn) == len({int(row.taken_at.timestamp()) for row in recorded}) >= 2
+
+
+def test_price_chart_names_a_fill_it_cannot_read_and_marks_the_others(ib_runtime, staff_client):
+    from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
+    from tests.factories import FillFactory
+
+    text_stored_database()
+    readable = FillFactory(quantity=Decimal(2))
+    tampered = FillFactory(quantity=Decimal(3))
+    rewrite_around_triggers("orders_fill", tampered.pk, "price", "abc")
+    response = staff_client.get(reverse("admin:ibkrgw_chart_price"), {"symbol": "AAPL"})
+    assert response.status_code == 200
+    data = response.json()
+    assert [m["text"] for m in data["markers"]] == [f"B 2 @ {readable.price.normalize():f}"]
+    (named,) = data["unreadable"]
+    assert named.startswith(f'orders_fill pk={tampered.pk}: price holds "abc"') and "audit_verify" in named

@@ -1,0 +1,174 @@
+"""Ledger rows for the doors, when one of them cannot be read.
+
+Someone who can write the database can leave a value in a ledger row that the application cannot
+read (text in a number or date column on SQLite, text in an integer column). Django's converters
+then raise while loading the row (or the rendering of it does), and the whole read fails with it:
+a list, an order with its fills, a websocket replay. `audit_verify` and the watch name such a row;
+the doors must not go blind because of it, and must not drop it without a word either:
+
+- `readable(queryset, render, start=, stop=)` reads and renders a window of a queryset as usual.
+  Only when that fails does it read the window again one row at a time: the rows that can be read
+  are kept, the ones that cannot are named (`Unreadable`: table, primary key and what is wrong),
+  together with the ledger rows read with them (an order's events, fills and commissions, a fill's
+  order). The operator console lists what it can and names the rest; the websocket stream sends an
+  error frame in the place of each unreadable entry.
+- `unreadable_error(queryset, exc, start=, stop=)`: the same finding as one error,
+  `LedgerUnreadable` (409 `ledger_unreadable`), for answers that are one unit (a REST response, an
+  MCP tool result), which a program could otherwise take as complete.
+
+A failure that no ledger row explains is re-raised as it was: a bug stays a bug. The rows are read
+as stored with `audit.stored`, the same reader `audit_verify` uses, and a readable row is also
+compared with its seal, so a row whose value only the rendering cannot take is named as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from audit.models import LedgerSeal
+from audit.seal import sealed_models
+from audit.stored import StoredTable
+from audit.verify import describe_difference
+from ibkrgw.errors import LedgerUnreadable
+
+# What a converter or a renderer raises on a value written behind the application's back: the decimal
+# converter's TypeError, the datetime converter's AttributeError (a text it cannot parse), ValueError from
+# UUIDs, integers and dates, InvalidOperation (an ArithmeticError) from decimals.
+UNREADABLE_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    ArithmeticError,
+    ValidationError,
+)
+RELATED_DEPTH = 2  # an order, its fills, their commissions
+
+T = TypeVar("T")
+M = TypeVar("M", bound=models.Model)
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """One ledger row that is not what was sealed, as stored."""
+
+    table: str
+    pk: str
+    problems: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "pk": self.pk, "problems": list(self.problems)}
+
+    def __str__(self) -> str:
+        return f"{self.table} pk={self.pk}: {'; '.join(self.problems)}"
+
+
+@dataclass
+class Readable(Generic[T]):
+    """A window of a list: the rows read (rendered), and per row that could not be, why (by primary key)."""
+
+    rows: list[T]
+    unreadable: dict[Any, tuple[Unreadable, ...]] = field(default_factory=dict)
+
+    def named(self) -> list[Unreadable]:
+        """Every ledger row found unreadable, each once, in the order found."""
+        return list(dict.fromkeys(row for rows in self.unreadable.values() for row in rows))
+
+
+@overload
+def readable(queryset: models.QuerySet[M], *, start: int = 0, stop: int | None = None) -> Readable[M]: ...
+
+
+@overload
+def readable(
+    queryset: models.QuerySet, render: Callable[[Any], T], *, start: int = 0, stop: int | None = None
+) -> Readable[T]: ...
+
+
+def readable(
+    queryset: models.QuerySet,
+    render: Callable[[Any], Any] | None = None,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+) -> Readable[Any]:
+    """`render` of each row of `queryset[start:stop]` (the rows themselves without it); the rows that cannot
+    be read named instead."""
+    if render is None:
+        render = _itself
+    window = queryset[start:stop]
+    try:
+        return Readable([render(row) for row in window])
+    except UNREADABLE_ERRORS:
+        pks = list(window.values_list("pk", flat=True))
+    found: Readable[Any] = Readable([])
+    for pk in pks:
+        try:
+            found.rows.extend(render(row) for row in queryset.filter(pk=pk))
+        except UNREADABLE_ERRORS:
+            named = locate(queryset.model, [pk], using=queryset.db)
+            if not named:
+                raise
+            found.unreadable[pk] = tuple(named)
+    return found
+
+
+def _itself(row: Any) -> Any:
+    return row
+
+
+def unreadable_error(
+    queryset: models.QuerySet, exc: Exception, *, start: int = 0, stop: int | None = None
+) -> LedgerUnreadable:
+    """The error naming the unreadable rows of `queryset[start:stop]` that made a read fail with `exc`;
+    `exc` itself when no ledger row explains it."""
+    pks = list(queryset[start:stop].values_list("pk", flat=True))
+    named = locate(queryset.model, pks, using=queryset.db)
+    if not named:
+        raise exc
+    return LedgerUnreadable([row.as_dict() for row in named])
+
+
+def locate(model: type[models.Model], pks: Sequence[Any], *, using: str) -> list[Unreadable]:
+    """The rows among `pks` of `model`, the ledger rows they point to and those read with them (its
+    events, fills, their commissions), that cannot be read or differ from their seals."""
+    ledger = set(sealed_models())
+    found = _unreadable(model, pks, using, ledger, RELATED_DEPTH)
+    for fk in model._meta.concrete_fields:  # what a list reads along (a fill's order, an exit's entry)
+        target = fk.related_model if fk.many_to_one or fk.one_to_one else None
+        if isinstance(target, type) and target in ledger:
+            keys = model._base_manager.using(using).filter(pk__in=pks).values_list(fk.attname, flat=True)
+            found += _unreadable(target, [key for key in keys if key is not None], using, ledger, 0)
+    return list(dict.fromkeys(found))
+
+
+def _unreadable(
+    model: type[models.Model], pks: Sequence[Any], using: str, ledger: set[type[models.Model]], depth: int
+) -> list[Unreadable]:
+    if not pks or model not in ledger:
+        return []
+    table = StoredTable(model, using)
+    rows = table.rows(pks)
+    sealed = dict(
+        LedgerSeal.objects.using(using)
+        .filter(table=table.table, row_pk__in=list(rows))
+        .values_list("row_pk", "content")
+    )
+    found = []
+    for pk, row in rows.items():
+        problems = list(row.problems)
+        if not problems and row.content is not None and pk in sealed and sealed[pk] != row.content:
+            problems.append(f"differs from its seal: {describe_difference(sealed[pk], row.content)}")
+        if problems:
+            found.append(Unreadable(table.table, pk, tuple(problems)))
+    if depth:
+        for relation in model._meta.related_objects:  # the rows pointing at these (events, fills, exits)
+            related = relation.related_model
+            if isinstance(related, type) and related in ledger:
+                children = related._base_manager.using(using).filter(**{f"{relation.field.name}__in": pks})
+                found += _unreadable(related, list(children.values_list("pk", flat=True)), using, ledger, depth - 1)
+    return found
