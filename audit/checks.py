@@ -1,5 +1,6 @@
 """System checks of the ledger. `audit.W001`: the seal key is derived from SECRET_KEY on a live gateway.
-`audit.E001`: the append-only triggers of the ledger tables are in place.
+`audit.E001`: the append-only triggers of the ledger tables are in place, enabled, and as the migrations
+wrote them (a same-named trigger that never fires is reported as altered, see `audit.triggers`).
 
 It is a database check, so it only looks at a database when one is named:
 `manage.py check --database default` (and `migrate`, which passes its database). While that
@@ -39,7 +40,8 @@ def check_ledger_seal_key(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 
 
 def ledger_triggers_missing(using: str = DEFAULT_DB_ALIAS) -> list[str]:
-    """The missing triggers as "<table>.<trigger>" (all of them before `migrate`); empty when all are there."""
+    """The triggers that do not guard their table: "<table>.<trigger>" when missing (all of them before
+    `migrate`), with " (disabled)" or " (altered)" after it when present but not as written; empty when all are."""
     return missing_triggers(connections[using])
 
 
@@ -60,9 +62,11 @@ def check_ledger_triggers(
         if missing:
             errors.append(
                 Error(
-                    f"Append-only triggers are missing in database {alias!r}: {', '.join(missing)}.",
-                    hint="A migration rebuilt a ledger table or someone dropped them. Add a migration with "
-                    "audit.triggers.ensure_triggers_operation(<tables>) (see audit/triggers.py) and migrate.",
+                    f"Append-only triggers are missing, disabled or altered in database {alias!r}: "
+                    f"{', '.join(missing)}.",
+                    hint="A migration rebuilt a ledger table, or someone dropped, disabled or replaced them (raw "
+                    "changes of those tables are then not refused: run manage.py audit_verify). Add a migration "
+                    "with audit.triggers.ensure_triggers_operation(<tables>) (see audit/triggers.py) and migrate.",
                     id="audit.E001",
                 )
             )

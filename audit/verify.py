@@ -10,7 +10,8 @@
    a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted),
    a value that cannot be read or is stored in a form the gateway never writes (`audit.stored`);
 4. optionally, an anchor (a head recorded elsewhere earlier) that the chain no longer contains;
-5. an append-only trigger is missing or disabled (raw UPDATE/DELETE would no longer be refused).
+5. an append-only trigger is missing, disabled, or altered (present, but not the trigger the migrations
+   write: e.g. a same-named one that never fires), so raw UPDATE/DELETE would no longer be refused.
 
 It reads without a transaction, so it can run on a live gateway: a row and its seal commit
 together, and rows are compared with seals read after them.
@@ -211,5 +212,7 @@ def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anch
     missing = missing_triggers(connection)
     if missing:
         names = ", ".join(missing)
-        report.problems.append(f"trigger(s) missing or disabled, raw changes of those tables are not refused: {names}")
+        report.problems.append(
+            f"trigger(s) missing, disabled or altered, raw changes of those tables are not refused: {names}"
+        )
     return report

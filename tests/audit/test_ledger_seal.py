@@ -328,7 +328,7 @@ def test_an_update_after_dropping_a_trigger_is_named_with_the_missing_trigger():
     raw("UPDATE orders_commission SET commission = %s WHERE id = %s", ["0.01", rows["commission"].pk])
     code, out = verify()
     assert code == 1
-    assert "missing or disabled" in out and "orders_commission.orders_commission_no_update" in out
+    assert "missing, disabled or altered" in out and "orders_commission.orders_commission_no_update" in out
     assert f"orders_commission pk={rows['commission'].pk}: row differs from its seal" in out
     assert 'commission: sealed "1", now "0.01"' in out
 
@@ -424,7 +424,7 @@ def test_a_missing_trigger_alone_fails_verification():
     drop_trigger("orders_fill", "delete")
     code, out = verify()
     assert code == 1
-    assert "missing or disabled" in out and "orders_fill.orders_fill_no_delete" in out
+    assert "missing, disabled or altered" in out and "orders_fill.orders_fill_no_delete" in out
 
 
 @pytest.mark.django_db
