@@ -127,8 +127,9 @@ class LedgerGuardOutput(PartialOutput):
     missing_triggers = serializers.ListField(
         child=serializers.CharField(),
         required=False,
-        help_text=KEY_ONLY + " <table>.<trigger> of each trigger dropped or disabled since the last migrate "
-        "(audit_verify then tells whether anything was changed through the gap).",
+        help_text=KEY_ONLY + " <table>.<trigger> of each trigger dropped since the last migrate, with ' (disabled)' "
+        "or ' (altered)' for one there but not firing as written (audit_verify then tells whether anything was "
+        "changed through the gap).",
     )
     watch = LedgerWatchOutput(
         allow_null=True,

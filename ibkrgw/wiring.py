@@ -86,7 +86,9 @@ def _ledger_health() -> dict[str, Any]:
     if frozenset(missing) != _missing_reported[0]:
         _missing_reported[0] = frozenset(missing)
         if missing:
-            logger.error("ledger triggers missing or disabled: %s (run manage.py audit_verify)", ", ".join(missing))
+            logger.error(
+                "ledger triggers missing, disabled or altered: %s (run manage.py audit_verify)", ", ".join(missing)
+            )
     watch = ledger_watch_state()
     return {
         "ledger": {

@@ -66,4 +66,4 @@ def test_health_says_whether_the_ledger_is_still_guarded(client, read_client_in_
     assert ledger == {"guarded": False, "missing_triggers": ["orders_order.orders_order_no_update"], "watch": None}
     # Without credentials: that the ledger is unguarded, not which trigger is gone.
     assert anonymous.get("/api/v1/health/").json()["ledger"] == {"guarded": False, "watch": None}
-    assert "ledger triggers missing or disabled: orders_order.orders_order_no_update" in caplog.text
+    assert "ledger triggers missing, disabled or altered: orders_order.orders_order_no_update" in caplog.text

@@ -778,9 +778,9 @@ class PipelineHeld:
 
         def hold() -> None:
             started.set()
-            self.release.wait(30)
+            self.release.wait(120)
 
-        self.thread = threading.Thread(target=lambda: pipeline().run(hold, timeout=40))
+        self.thread = threading.Thread(target=lambda: pipeline().run(hold, timeout=130))
         self.thread.start()
         assert started.wait(10)
         return self
@@ -790,7 +790,7 @@ class PipelineHeld:
 
     def __exit__(self, *exc) -> None:
         self.release.set()
-        self.thread.join(40)
+        self.thread.join(130)
 
 
 def _in_thread(results: dict, name: str, call) -> threading.Thread:
@@ -821,9 +821,9 @@ def test_two_changes_of_one_order_racing_both_take_effect(resting, api_client):
 
     with PipelineHeld() as held:
         first = _in_thread(results, "quantity", patch({"quantity": "3"}))
-        wait_for(lambda: held.queued() == 1, message="the first change queued")
+        wait_for(lambda: held.queued() == 1, timeout=60, message="the first change queued")
         second = _in_thread(results, "price", patch({"limit_price": "182.00"}))
-        wait_for(lambda: held.queued() == 2, message="the second change queued")
+        wait_for(lambda: held.queued() == 2, timeout=60, message="the second change queued")
     first.join(30)
     second.join(30)
     assert [results[name].status_code for name in ("quantity", "price")] == [200, 200], results
@@ -880,7 +880,7 @@ def test_deleting_the_live_override_disarms_orders_already_waiting_their_turn(re
         waiting = _in_thread(
             results, "order", lambda: api_client.post("/api/v1/orders/", _order(client_order_id="late"), format="json")
         )
-        wait_for(lambda: held.queued() == 1, message="the order waiting its turn")
+        wait_for(lambda: held.queued() == 1, timeout=60, message="the order waiting its turn")
         live_armed.unlink()
     waiting.join(30)
     assert results["order"].status_code == 403, results["order"].content
