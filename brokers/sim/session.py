@@ -45,8 +45,9 @@ class Session:
     peer: str
     client_id: int | None = None
     version: int = 0
-    md_type: int = 1
+    md_type: int = 1  # reqMarketDataType: the type of the market data requested from now on
     mkt: dict[int, Instrument] = field(default_factory=dict)
+    mkt_type: dict[int, int] = field(default_factory=dict)  # each reqMktData keeps the type it was made with
     bars: dict[int, BarSub] = field(default_factory=dict)
     bars_pending: set[int] = field(default_factory=set)  # keepUpToDate requests whose bars are being computed
     history_tail: asyncio.Task | None = None  # the last historical answer being computed, sent in request order
@@ -71,7 +72,16 @@ class Session:
 
     def drop_market_data(self) -> None:
         """What IB does on 1101 (connectivity restored, data lost): every subscription is gone."""
-        for subs in (self.mkt, self.bars, self.bars_pending, self.generic, self.rt_bars, self.tbt, self.depth):
+        for subs in (
+            self.mkt,
+            self.mkt_type,
+            self.bars,
+            self.bars_pending,
+            self.generic,
+            self.rt_bars,
+            self.tbt,
+            self.depth,
+        ):
             subs.clear()
 
     _out: list[bytes] = field(default_factory=list)  # messages of this loop iteration, written together

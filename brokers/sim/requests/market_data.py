@@ -99,9 +99,9 @@ class MarketDataRequests:
                 + [round(g.vega, 6), round(g.theta, 6), under]
             )
 
-    def _send_ticks(self, s: Session, req_id: int, inst: Instrument, full: bool) -> None:
+    def _send_ticks(self, s: Session, req_id: int, inst: Instrument, full: bool, md_type: int) -> None:
         q = self.market.quote(inst.con_id)
-        ids = DELAYED_TICKS if s.md_type in (3, 4) else LIVE_TICKS
+        ids = DELAYED_TICKS if md_type in (3, 4) else LIVE_TICKS
         if inst.has_quotes:
             s.send([1, 6, req_id, ids["bid"], q.bid, q.bid_size, 0])
             s.send([1, 6, req_id, ids["ask"], q.ask, q.ask_size, 0])
@@ -124,7 +124,7 @@ class MarketDataRequests:
         for s in self._live():
             for req_id, inst in list(s.mkt.items()):
                 if inst.con_id in moved or inst.under_con_id in moved:
-                    self._send_ticks(s, req_id, inst, full=False)
+                    self._send_ticks(s, req_id, inst, full=False, md_type=s.mkt_type.get(req_id, 1))
                     if req_id in s.generic:
                         self._send_generic(s, req_id, inst, s.generic[req_id], full=False)
                     if inst.sec_type == "OPT":
@@ -202,10 +202,13 @@ class MarketDataRequests:
         if s.md_type in (1, 2) and inst.symbol in self.no_live_permission:
             s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
             return
+        # As TWS (v970 on) does for every request: the type of the data that follows, then its parameters.
+        # The subscription keeps this type; a later reqMarketDataType applies to later requests only.
+        md_type = s.md_type
+        s.send([58, 1, req_id, md_type])
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
-        if s.md_type != 1:
-            s.send([58, 1, req_id, s.md_type])
-            if s.md_type in (3, 4):
+        if md_type != 1:
+            if md_type in (3, 4):
                 s.send(
                     M.error(
                         s.version,
@@ -214,7 +217,7 @@ class MarketDataRequests:
                         "Requested market data is not subscribed. Displaying delayed market data.",
                     )
                 )
-        self._send_ticks(s, req_id, inst, full=True)
+        self._send_ticks(s, req_id, inst, full=True, md_type=md_type)
         if generic:
             self._send_generic(s, req_id, inst, generic, full=True)
         if inst.sec_type == "OPT":
@@ -223,6 +226,7 @@ class MarketDataRequests:
             s.send([57, 1, req_id])
         else:
             s.mkt[req_id] = inst
+            s.mkt_type[req_id] = md_type
             if generic:
                 s.generic[req_id] = generic
 
@@ -236,5 +240,9 @@ class MarketDataRequests:
     def _cancel_mkt_data(self, s: Session, c: Cursor) -> None:
         c.skip(1)
         req_id = c.int()
-        s.mkt.pop(req_id, None)
+        if s.mkt.pop(req_id, None) is None:
+            # IB error list, 300: no subscription under that id (never made, cancelled already, a snapshot that
+            # has ended, or dropped by a 1101).
+            s.send(M.error(s.version, req_id, 300, f"Can't find EId with tickerId:{req_id}"))
+        s.mkt_type.pop(req_id, None)
         s.generic.pop(req_id, None)

@@ -1,0 +1,143 @@
+"""IB's official client (``ibapi`` 9.81, server version 157) driven as its users drive it: an EWrapper whose
+callbacks see every message, ticks by tick type. Where the simulator differed from IB here, a program written
+against it would have broken against IB Gateway; each test names the IB behaviour it holds the simulator to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from brokers.sim import SimGateway
+
+CLIENT_ID = 31
+
+
+class Recorder:
+    """An ``EClient``/``EWrapper`` app on its own thread that records every callback, in order, as
+    (name, args). ``wait(predicate)`` waits for what the test expects; nothing is timed."""
+
+    def __init__(self, port: int, client_id: int = CLIENT_ID) -> None:
+        from ibapi.client import EClient
+        from ibapi.wrapper import EWrapper
+
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.next_id = 0
+        outer = self
+
+        def recording(name: str) -> Callable[..., None]:
+            def callback(self: Any, *args: Any) -> None:
+                with outer.lock:
+                    outer.calls.append((name, args))
+                if name == "nextValidId":
+                    outer.next_id = args[0]
+                    outer.ready.set()
+
+            return callback
+
+        names = [n for n, v in vars(EWrapper).items() if callable(v) and not n.startswith("_") and n != "logAnswer"]
+        app_class = type("App", (EWrapper, EClient), {n: recording(n) for n in names})
+        self.app = app_class.__new__(app_class)
+        EClient.__init__(self.app, self.app)
+        self.app.connect("127.0.0.1", port, client_id)
+        self.thread = threading.Thread(target=self.app.run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5), "ibapi did not get nextValidId"
+
+    def seen(self, name: str, req_id: int | None = None) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return [a for n, a in self.calls if n == name and (req_id is None or (a and a[0] == req_id))]
+
+    def errors(self, req_id: int | None = None) -> list[tuple[int, str]]:
+        return [(a[1], a[2]) for a in self.seen("error", req_id)]
+
+    def wait(self, predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.app.isConnected(), f"ibapi was disconnected while waiting for {what or predicate}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+            time.sleep(0.01)
+
+    def barrier(self) -> None:
+        """Everything the gateway sent in answer to earlier requests has arrived: it answers in order."""
+        before = len(self.seen("currentTime"))
+        self.app.reqCurrentTime()
+        self.wait(lambda: len(self.seen("currentTime")) > before, what="currentTime")
+
+    def close(self) -> None:
+        self.app.disconnect()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def sim(sim_gateway_factory: Callable[..., SimGateway]) -> SimGateway:
+    g = sim_gateway_factory(tick_interval=0.05)
+    g.pause_market()
+    g.set_price("AAPL", "190.00")
+    g.set_price("MSFT", "420.00")
+    return g
+
+
+@pytest.fixture
+def app(sim: SimGateway) -> Iterator[Recorder]:
+    recorder = Recorder(sim.port)
+    yield recorder
+    recorder.close()
+
+
+def stock(symbol: str):  # noqa: ANN201 - ibapi's Contract
+    from ibapi.contract import Contract
+
+    c = Contract()
+    c.symbol, c.secType, c.exchange, c.currency = symbol, "STK", "SMART", "USD"
+    return c
+
+
+def tick_prices(app: Recorder, req_id: int) -> list[tuple[int, float]]:
+    return [(a[1], a[2]) for a in app.seen("tickPrice", req_id)]
+
+
+LIVE_PRICE_TICKS = {1, 2, 4, 6, 7, 9, 14}
+DELAYED_PRICE_TICKS = {66, 67, 68, 72, 73, 75, 76}
+
+
+def test_a_subscription_keeps_the_market_data_type_it_was_made_with(sim, app):
+    # API reference, "Market Data Types": reqMarketDataType switches the type of the market data requested
+    # *after* it, and each request's type is announced by marketDataType(reqId, type) (from TWS 970 also 1 for
+    # live data). A delayed subscription stays delayed (tick types 66-76) when the client then asks for live data.
+    app.app.reqMarketDataType(3)
+    app.app.reqMktData(1, stock("AAPL"), "", False, False, [])
+    app.wait(lambda: (68, 190.0) in tick_prices(app, 1), what="the delayed last price")
+    app.app.reqMarketDataType(1)
+    app.app.reqMktData(2, stock("MSFT"), "", False, False, [])
+    app.wait(lambda: (4, 420.0) in tick_prices(app, 2), what="the live last price")
+    assert app.seen("marketDataType") == [(1, 3), (2, 1)]
+    sim.set_price("AAPL", "191.37")
+    sim.set_price("MSFT", "421.50")
+    app.wait(lambda: (68, 191.37) in tick_prices(app, 1), what="the next delayed last price")
+    app.wait(lambda: (4, 421.5) in tick_prices(app, 2), what="the next live last price")
+    assert {t for t, _ in tick_prices(app, 1)} <= DELAYED_PRICE_TICKS
+    assert {t for t, _ in tick_prices(app, 2)} <= LIVE_PRICE_TICKS
+
+
+def test_cancelling_market_data_that_is_not_there_gets_300(sim, app):
+    # IB error list, 300 "Can't find EId with tickerId": cancelMktData for an id with no subscription: one
+    # never made, a snapshot that has ended, one cancelled already. Cancelling a live subscription is silent.
+    app.app.reqMktData(5, stock("AAPL"), "", True, False, [])
+    app.wait(lambda: app.seen("tickSnapshotEnd", 5), what="the end of the snapshot")
+    app.app.reqMktData(6, stock("AAPL"), "", False, False, [])
+    app.wait(lambda: tick_prices(app, 6), what="the first ticks")
+    for req_id in (5, 6, 6, 7):
+        app.app.cancelMktData(req_id)
+    app.barrier()
+    assert [(a[0], a[1], a[2]) for a in app.seen("error") if a[1] == 300] == [
+        (5, 300, "Can't find EId with tickerId:5"),
+        (6, 300, "Can't find EId with tickerId:6"),
+        (7, 300, "Can't find EId with tickerId:7"),
+    ]
