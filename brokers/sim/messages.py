@@ -24,6 +24,12 @@ def _px(d: Decimal | None) -> Any:
     return UNSET_DOUBLE if d is None else d.quantize(Q8).normalize()
 
 
+def _order_px(d: Decimal | None) -> Any:
+    """An order's lmtPrice and auxPrice in openOrder and completedOrder: TWS reports a price the order does not
+    have (a market order's limit, a limit order's stop) as 0, not as unset."""
+    return 0 if d is None else _px(d)
+
+
 def _strike(inst: Instrument) -> Any:
     return inst.strike if inst.strike else "0"
 
@@ -219,8 +225,8 @@ def open_order(version: int, o: SimOrder, what_if: dict[str, Any] | None = None)
         o.action,
         o.total_qty,
         o.order_type,
-        _px(o.lmt_price),
-        _px(o.aux_price),
+        _order_px(o.lmt_price),
+        _order_px(o.aux_price),
         o.tif,
         o.oca_group,
         o.account,
@@ -342,8 +348,8 @@ def completed_order(version: int, o: SimOrder) -> Fields:
         o.action,
         o.total_qty,
         o.order_type,
-        _px(o.lmt_price),
-        _px(o.aux_price),
+        _order_px(o.lmt_price),
+        _order_px(o.aux_price),
         o.tif,
         o.oca_group,
         o.account,

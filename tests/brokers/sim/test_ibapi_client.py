@@ -141,3 +141,31 @@ def test_cancelling_market_data_that_is_not_there_gets_300(sim, app):
         (6, 300, "Can't find EId with tickerId:6"),
         (7, 300, "Can't find EId with tickerId:7"),
     ]
+
+
+def order(action: str, qty: int, order_type: str, lmt: float | None = None):  # noqa: ANN201 - ibapi's Order
+    from ibapi.order import Order
+
+    o = Order()
+    o.action, o.totalQuantity, o.orderType = action, qty, order_type
+    o.eTradeOnly = o.firmQuoteOnly = False  # ibapi 9.81 sets both; current TWS rejects them (10268, 10269)
+    if lmt is not None:
+        o.lmtPrice = lmt
+    return o
+
+
+def test_open_and_completed_orders_report_prices_an_order_has_not_as_0(sim, app):
+    # What TWS sends in openOrder and completedOrder: a market order's lmtPrice and auxPrice are 0, and so is a
+    # limit order's auxPrice; ibapi reads an empty or unset price as 1.7976931348623157e308.
+    mkt, lmt = app.next_id, app.next_id + 1
+    app.app.placeOrder(mkt, stock("AAPL"), order("BUY", 10, "MKT"))
+    app.app.placeOrder(lmt, stock("AAPL"), order("BUY", 10, "LMT", 180.0))
+    app.wait(lambda: "Filled" in [a[1] for a in app.seen("orderStatus", mkt)], what="the market order's fill")
+    app.wait(lambda: "Submitted" in [a[1] for a in app.seen("orderStatus", lmt)], what="the limit order working")
+    app.app.reqCompletedOrders(False)
+    app.wait(lambda: app.seen("completedOrdersEnd"), what="completed orders")
+    reported = {a[0]: a[2] for a in app.seen("openOrder")}
+    assert (reported[mkt].lmtPrice, reported[mkt].auxPrice) == (0, 0)
+    assert (reported[lmt].lmtPrice, reported[lmt].auxPrice) == (180.0, 0)
+    [(_, completed, _)] = app.seen("completedOrder")
+    assert (completed.orderType, completed.lmtPrice, completed.auxPrice) == ("MKT", 0, 0)
