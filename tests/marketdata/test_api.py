@@ -128,10 +128,14 @@ def test_delayed_market_data_is_marked(sim_gateway, transactional_db, read_clien
         from tests.conftest import wait_for
 
         wait_for(lambda: runtime.current().worker.reconciled.is_set())
-        quote = read_client.get("/api/v1/quotes/AAPL/").json()
+        sim_gateway.no_live_permission.add("TSLA")
+        quote = read_client.get("/api/v1/quotes/TSLA/").json()
         assert quote["market_data_type"] == 3
         assert quote["delayed"] is True
         assert quote["last"] is not None
+        # Delayed data is asked for, but with a live subscription IB answers with live data.
+        live = read_client.get("/api/v1/quotes/AAPL/").json()
+        assert (live["market_data_type"], live["delayed"]) == (1, False)
     finally:
         runtime.stop()
 

@@ -203,8 +203,12 @@ class MarketDataRequests:
             s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
             return
         # As TWS (v970 on) does for every request: the type of the data that follows, then its parameters.
-        # The subscription keeps this type; a later reqMarketDataType applies to later requests only.
+        # The subscription keeps this type; a later reqMarketDataType applies to later requests only. Delayed
+        # (3) and delayed-frozen (4) data are only for symbols without a live subscription: the others get
+        # live (1) and frozen (2) data, as at IB.
         md_type = s.md_type
+        if md_type in (3, 4) and inst.symbol not in self.no_live_permission:
+            md_type -= 2
         s.send([58, 1, req_id, md_type])
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
         if md_type != 1:

@@ -111,6 +111,7 @@ def test_a_subscription_keeps_the_market_data_type_it_was_made_with(sim, app):
     # API reference, "Market Data Types": reqMarketDataType switches the type of the market data requested
     # *after* it, and each request's type is announced by marketDataType(reqId, type) (from TWS 970 also 1 for
     # live data). A delayed subscription stays delayed (tick types 66-76) when the client then asks for live data.
+    sim.no_live_permission.add("AAPL")  # delayed data is for symbols without a live subscription
     app.app.reqMarketDataType(3)
     app.app.reqMktData(1, stock("AAPL"), "", False, False, [])
     app.wait(lambda: (68, 190.0) in tick_prices(app, 1), what="the delayed last price")

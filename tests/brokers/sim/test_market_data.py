@@ -54,6 +54,7 @@ def test_streaming_ticks_and_cancel(gw, connect):
 
 def test_delayed_market_data(gw, connect):
     ib = connect(gw)
+    gw.no_live_permission.add("MSFT")  # delayed data is for symbols without a live subscription
     ib.reqMarketDataType(3)
     [msft] = ib.qualifyContracts(Stock("MSFT", "SMART", "USD"))
     [t] = ib.reqTickers(msft)
@@ -65,6 +66,10 @@ def test_delayed_market_data(gw, connect):
     wait_until(ib, lambda: {66, 67, 68} <= seen, what="delayed tick types")
     assert not seen & {1, 2, 4}
     assert streaming.marketDataType == 3
+    # A symbol the account has a live subscription for gets live data though delayed data is asked for.
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    [live] = ib.reqTickers(aapl)
+    assert live.marketDataType == 1
 
 
 def test_price_paths_are_deterministic(sim_gateway_factory):
