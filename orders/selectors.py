@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -340,13 +340,31 @@ _ORDERS_SINCE = PreparedRead(
 )
 
 
+# Held orders recorded before `since` and approved since (their pending_submit event; a partial index).
+_APPROVED_SINCE = PreparedRead(
+    lambda account, since, recorded_before: (
+        OrderEvent.objects.filter(
+            status=OrderStatus.PENDING_SUBMIT,
+            at__gte=since,
+            order__account=account,
+            order__created_at__lt=recorded_before,
+        )
+        .values("status")
+        .annotate(n=Count("id"))
+        .values_list("n", flat=True)
+    ),
+    params=[
+        (Order._meta.get_field("account"), "\x00account"),
+        (OrderEvent._meta.get_field("at"), _SAMPLE_TIME),
+        (Order._meta.get_field("created_at"), _SAMPLE_TIME + timedelta(seconds=1)),
+    ],
+)
+
+
 def orders_since(*, account: str, since: datetime) -> int:
     """How many orders of `account` went on their way at or after `since` (the orders-per-minute gate): those
     recorded since, and held orders recorded earlier but approved since (sent now, so they count now)."""
-    approved = OrderEvent.objects.filter(
-        status=OrderStatus.PENDING_SUBMIT, at__gte=since, order__account=account, order__created_at__lt=since
-    ).count()
-    return (_ORDERS_SINCE.first(account, since) or 0) + approved
+    return (_ORDERS_SINCE.first(account, since) or 0) + (_APPROVED_SINCE.first(account, since, since) or 0)
 
 
 def trading_switch_latest() -> TradingSwitchEvent | None:
