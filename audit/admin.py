@@ -80,6 +80,9 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
+CSV_PAGE = 2000  # rows an export reads at a time
+
+
 class CsvExportMixin:
     """ "Export CSV" on a list: the rows the list shows (same filters and search), every page, streamed."""
 
@@ -108,8 +111,30 @@ class CsvExportMixin:
         def rows() -> Iterator[str]:
             writer = csv.writer(_Echo())
             yield writer.writerow(self.csv_fields)
-            for obj in queryset.iterator(chunk_size=2000) if not queryset._prefetch_related_lookups else queryset:
-                yield writer.writerow([_csv_cell(self.csv_value(obj, name)) for name in self.csv_fields])
+
+            def line(obj: Model) -> str:
+                return writer.writerow([_csv_cell(self.csv_value(obj, name)) for name in self.csv_fields])
+
+            streamed = queryset.iterator(chunk_size=CSV_PAGE) if not queryset._prefetch_related_lookups else queryset
+            start = 0
+            try:
+                for obj in streamed:
+                    text = line(obj)
+                    start += 1
+                    yield text
+                return
+            except UNREADABLE_ERRORS:
+                pass
+            # A row that cannot be read (a value written behind the application's back): from there on a page
+            # at a time, each such row named in its place, in the first column, instead of cutting the file short.
+            while True:
+                page = readable(queryset, line, start=start, stop=start + CSV_PAGE)
+                yield from page.rows
+                for named in page.named():
+                    yield writer.writerow([f"UNREADABLE {named} (run manage.py audit_verify)"])
+                if len(page.rows) + len(page.unreadable) < CSV_PAGE:
+                    return
+                start += CSV_PAGE
 
         opts = self.model._meta
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")

@@ -5,6 +5,7 @@ key (409 `ledger_unreadable` for programs, listed with a message in the console)
 
 from __future__ import annotations
 
+import csv
 from decimal import Decimal
 
 import pytest
@@ -111,3 +112,13 @@ def test_the_console_lists_what_it_can_read_and_names_what_it_cannot(ledger, con
     page = console.get(reverse("admin:orders_order_change", args=[tampered.pk]), follow=True)
     assert page.status_code == 200 and named in page.content.decode()
     assert console.get(reverse("admin:orders_order_change", args=[intact.pk])).status_code == 200
+
+
+def test_the_csv_export_names_an_unreadable_row_in_its_place_and_goes_on(ledger, console):
+    fill = ledger["tampered_fill"]
+    response = console.get(reverse("admin:orders_fill_export_csv"))
+    assert response.status_code == 200
+    rows = list(csv.reader(b"".join(response.streaming_content).decode().splitlines()))
+    assert len(rows) == 3  # the header, the intact fill, the unreadable one named
+    assert ledger["intact_fill"].exec_id in rows[1]
+    assert rows[2][0].startswith(f"UNREADABLE orders_fill pk={fill.pk}: price holds")
