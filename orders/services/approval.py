@@ -20,7 +20,7 @@ from orders.selectors import order_get_or_error, order_latest_event, order_query
 from orders.services import checks
 from orders.services.common import (
     gate_block_record,
-    order_contract,
+    order_contract_with_rules,
     order_event_append,
     order_request_of,
 )
@@ -60,7 +60,7 @@ def order_approve(*, order_id, actor: Actor) -> Order:
     _operator_only(actor)
     order, latest = _pending_approval(order_id)
     _refuse_expired(latest)
-    contract = order_contract(order)
+    contract = order_contract_with_rules(order)
     request = order_request_of(order)
     trip = checks.Checks(request=request, account=order.account, contract=contract)
     try:

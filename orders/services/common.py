@@ -23,7 +23,8 @@ from brokers.adapter import (
 )
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
-from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
+from marketdata.services import contract_resolve_one
 from orders import publish
 from orders.models import Order, OrderEvent
 from orders.selectors import order_latest_event
@@ -119,6 +120,17 @@ def broker_request_for(request: OrderRequest, contract: ContractInfo, account: s
         trail_percent=request.trail_percent,
         outside_rth=request.outside_rth,
     )
+
+
+def order_contract_with_rules(order: Order) -> ContractInfo:
+    """The order's contract with the trading rules the broker reports (tick, size steps), from the contract
+    cache or the broker; the contract as recorded on the order (no rules known) when neither can say. For a
+    recorded order checked again before a send (modify, approval), as a new one is."""
+    try:
+        # On the order's behalf: should it need the broker, it goes ahead of queued market-data reads.
+        return contract_resolve_one(spec=contract_spec_for(order_request_of(order)), for_order=True)
+    except (GatewayError, BrokerUnavailable):
+        return order_contract(order)
 
 
 def order_contract(order: Order) -> ContractInfo:

@@ -25,8 +25,7 @@ from brokers.adapter import ContractInfo, OrderPreview
 from brokers.selectors import account_default
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
-from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
-from marketdata.services import contract_resolve_one
+from ibkrgw.errors import ErrorCode, GatewayError
 from orders import gates, publish
 from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent, RecordedRows
@@ -45,11 +44,11 @@ from orders.services.common import (
     SubmitResult,
     broker_request_for,
     broker_request_for_order,
-    contract_spec_for,
     decimal_json,
     gate_block_record,
     late_send_window,
     order_contract,
+    order_contract_with_rules,
     order_event_append,
     order_request_of,
     order_terms,
@@ -600,7 +599,7 @@ def order_modify(
     checked_terms = with_given(current)
     if checked_terms == current:
         return order
-    contract = _contract_with_rules(order)
+    contract = order_contract_with_rules(order)
     request, reference = _modification_checked(order, checked_terms, contract, latest, actor)
 
     def modify() -> Order:
@@ -727,17 +726,6 @@ def _require_modifiable(latest: OrderEvent) -> None:
             http_status=409,
             details={"status": latest.status},
         )
-
-
-def _contract_with_rules(order: Order) -> ContractInfo:
-    """The order's contract with its trading rules (minimum tick), from the contract cache."""
-    recorded = order_contract(order)
-    try:
-        # On the order's behalf: should it need the broker, it goes ahead of queued market-data reads.
-        cached = contract_resolve_one(spec=contract_spec_for(order_request_of(order)), for_order=True)
-    except (GatewayError, BrokerUnavailable):
-        cached = None
-    return cached or recorded
 
 
 def order_client_id(order: Order) -> int | None:

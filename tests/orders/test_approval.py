@@ -185,3 +185,24 @@ def test_approval_refuses_an_order_the_market_hours_refuse(ib_runtime, sim_gatew
         services.order_approve(order_id=order.pk, actor=OPERATOR)
     assert refused.value.code == "market_closed"
     assert _statuses(order) == ["pending_approval"] and _sent(sim_gateway) == []
+
+
+def test_approval_checks_the_size_rules_the_broker_reports(ib_runtime, sim_gateway, approval_for_agents, monkeypatch):
+    """A held order is checked again against the contract as the broker describes it now (tick, size steps),
+    not as recorded on the order: one held while the rules were unknown is refused at approval as a new one."""
+    from decimal import Decimal
+
+    from orders import gates
+
+    sim_gateway.pause_market()
+    with monkeypatch.context() as m:  # the rules unknown when it was held (an older contract cache)
+        m.setattr(gates, "gate_size_rules", lambda request, contract: None)
+        request = OrderRequest(
+            symbol="AAPL", action="BUY", quantity=Decimal("0.00001"), order_type="MKT", client_order_id="tiny"
+        )
+        order = services.order_submit(request=request, actor=AGENT).order
+    assert _statuses(order) == ["pending_approval"]
+    with pytest.raises(GatewayError) as refused:
+        services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert (refused.value.code, refused.value.details["field"]) == ("invalid_order", "quantity")
+    assert _statuses(order) == ["pending_approval"] and _sent(sim_gateway) == []
