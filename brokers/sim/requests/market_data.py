@@ -199,7 +199,8 @@ class MarketDataRequests:
             return
         if not snapshot and not regulatory and not self._line_available(s, req_id):
             return
-        if s.md_type in (1, 2) and inst.symbol in self.no_live_permission:
+        live_permitted = inst.symbol not in self.no_live_permission
+        if s.md_type in (1, 2) and not live_permitted:
             s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
             return
         # As TWS (v970 on) does for every request: the type of the data that follows, then its parameters.
@@ -207,7 +208,7 @@ class MarketDataRequests:
         # (3) and delayed-frozen (4) data are only for symbols without a live subscription: the others get
         # live (1) and frozen (2) data, as at IB.
         md_type = s.md_type
-        if md_type in (3, 4) and inst.symbol not in self.no_live_permission:
+        if md_type in (3, 4) and live_permitted:
             md_type -= 2
         s.send([58, 1, req_id, md_type])
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
