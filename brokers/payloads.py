@@ -93,7 +93,7 @@ class DatabaseStateOutput(PartialOutput):
     vendor = serializers.CharField()
 
 
-class HaltStateOutput(serializers.Serializer):
+class HaltStateOutput(PartialOutput):
     state = serializers.ChoiceField(
         choices=["cancelling", "done"], help_text="done once the broker reports no working order"
     )
@@ -101,7 +101,7 @@ class HaltStateOutput(serializers.Serializer):
         allow_null=True, help_text="orders the broker still reports as working (null: not checked yet)"
     )
     checked_at = serializers.DateTimeField(allow_null=True)
-    error = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True, required=False, help_text=KEY_ONLY)
 
 
 class LedgerWatchOutput(PartialOutput):

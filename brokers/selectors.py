@@ -180,6 +180,8 @@ def health_public(health: dict[str, Any]) -> dict[str, Any]:
     """`health` as an unauthenticated caller sees it: every state and flag, no identifying detail."""
     public = {**health, "gateway": {k: v for k, v in health["gateway"].items() if k not in _GATEWAY_PRIVATE}}
     public["database"] = {k: v for k, v in health["database"].items() if k != "detail"}
+    if health.get("halt"):  # the halt's progress, not its error text (a broker's words, a ledger finding)
+        public["halt"] = {k: v for k, v in health["halt"].items() if k != "error"}
     ledger = health.get("ledger")
     if ledger is not None:
         watch = ledger["watch"]

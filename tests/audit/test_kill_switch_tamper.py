@@ -9,11 +9,13 @@ writes a new sealed row. Only a seal whose MAC was made with the seal key counts
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from ibkrgw.actors import Actor, ActorKind, Source
 from orders import services
@@ -175,6 +177,10 @@ def test_a_forged_resume_row_lets_no_order_through_the_running_gateway(ib_runtim
     health = api_client.get("/api/v1/health/").json()
     assert health["trading_halted"] is True
     assert "kill switch ledger tampered with" in health["halt"]["error"]
+    # Without credentials: halted, and the sweep's progress; not the finding's words.
+    public = APIClient().get("/api/v1/health/").json()
+    assert public["trading_halted"] is True and public["halt"]["state"] in ("cancelling", "done")
+    assert "error" not in public["halt"] and "tampered" not in json.dumps(public)
     assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == []
     services.trading_resume(actor=ADMIN, reason="checked the database")
     wait_for(lambda: not ib_runtime.worker.sends_blocked, message="the latch opened by the resume")
