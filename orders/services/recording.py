@@ -6,12 +6,15 @@ import copy
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
 
 from audit import events
+from audit.readable import UNREADABLE_ERRORS, locate, readable
 from audit.services import audit_record, ledger_write_lock
 from brokers.adapter import (
     BrokerCommission,
@@ -316,7 +319,7 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot) -> int:
         by_ref.setdefault(reported.order_ref, []).append(reported)
     resolved = 0
     gone = order_queryset().filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
-    for order in gone:
+    for order in _readable_rows(gone, "a working order"):
         # Read outside a write transaction: most working orders are still reported, and need none. An event
         # appended meanwhile is this connection's, which the check below leaves alone anyway.
         same_ref = by_ref.get(order.client_order_id, ())
@@ -362,47 +365,54 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
         return 0
     corrected = 0
     for report in snapshot.orders:
-        if report.quantity is None or from_ib(report.status, filled=report.filled, remaining=report.remaining) not in (
-            S.SUBMITTED,
-            S.PARTIALLY_FILLED,
-        ):
-            continue
-        order = _order_for_ref(report.order_ref)
-        if order is None:
-            continue
-        terms, changed_at = order_terms_changed(order)
-        if changed_at is not None and changed_at >= snapshot.session_started:
-            continue
-        held = dict(terms, quantity=report.quantity)
-        if order.order_type in _LIMITED and report.limit_price is not None:
-            held["limit_price"] = report.limit_price
-        if order.order_type in _STOPPED and report.stop_price is not None:
-            held["stop_price"] = report.stop_price
-        if held == terms:
-            continue  # the common case: read only, no transaction
-        with transaction.atomic(durable=True):
-            ledger_write_lock()
-            latest = order_latest_event(order)
-            ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
-            if latest is None or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
-                continue
-            if not _same_broker_order(order, latest, **ids) or order_terms_changed(order) != (terms, changed_at):
-                continue  # another client's order, or modified meanwhile
-            order_event_append(
-                order,
-                status=latest.status,
-                source=Source.WORKER,
-                code="terms_at_broker",
-                reason="After reconnecting, the broker holds this order with other terms than recorded "
-                "(a modification did not reach it): recorded as the broker holds it.",
-                data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
-                remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
-                audit_event=events.ORDER_MODIFIED,
-                strict=False,
-                latest=latest,
-            )
-            corrected += 1
+        with _unless_unreadable(report.order_ref, "the broker's terms"):
+            corrected += _terms_of_one(report, snapshot)
     return corrected
+
+
+def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
+    if report.quantity is None or from_ib(report.status, filled=report.filled, remaining=report.remaining) not in (
+        S.SUBMITTED,
+        S.PARTIALLY_FILLED,
+    ):
+        return 0
+    order = _order_for_ref(report.order_ref)
+    if order is None:
+        return 0
+    terms, changed_at = order_terms_changed(order)
+    started = snapshot.session_started
+    if changed_at is not None and (started is None or changed_at >= started):
+        return 0
+    held = dict(terms, quantity=report.quantity)
+    if order.order_type in _LIMITED and report.limit_price is not None:
+        held["limit_price"] = report.limit_price
+    if order.order_type in _STOPPED and report.stop_price is not None:
+        held["stop_price"] = report.stop_price
+    if held == terms:
+        return 0  # the common case: read only, no transaction
+    with transaction.atomic(durable=True):
+        ledger_write_lock()
+        latest = order_latest_event(order)
+        ids = {"perm_id": report.perm_id, "broker_order_id": report.broker_order_id, "client_id": report.client_id}
+        if latest is None or latest.status not in (S.SUBMITTED, S.PARTIALLY_FILLED):
+            return 0
+        if not _same_broker_order(order, latest, **ids) or order_terms_changed(order) != (terms, changed_at):
+            return 0  # another client's order, or modified meanwhile
+        order_event_append(
+            order,
+            status=latest.status,
+            source=Source.WORKER,
+            code="terms_at_broker",
+            reason="After reconnecting, the broker holds this order with other terms than recorded "
+            "(a modification did not reach it): recorded as the broker holds it.",
+            data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
+            remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
+            audit_event=events.ORDER_MODIFIED,
+            strict=False,
+            latest=latest,
+        )
+        return 1
+    return 0
 
 
 def order_sent_record(*, sent: OrderSent) -> None:
@@ -439,6 +449,36 @@ def order_sent_record(*, sent: OrderSent) -> None:
         transaction.on_commit(sent.written.set)
 
 
+# -- a ledger row written behind the application's back must not stop a reconciliation ------------------
+def _readable_rows(queryset, what: str) -> list:
+    """The rows of `queryset` that can be read; each that cannot is named in the log and left out (one tampered
+    row must not keep every other order from being reconciled, nor the connection from being ready)."""
+    found = readable(queryset)
+    for row in found.named():
+        logger.error("reconciliation leaves out %s: %s (run manage.py audit_verify)", what, row)
+    return found.rows
+
+
+@contextmanager
+def _unless_unreadable(order_ref: str, what: str) -> Iterator[None]:
+    """Leave out (and name) what concerns the order `order_ref` when one of its ledger rows cannot be read;
+    any other failure is raised as it was."""
+    try:
+        yield
+    except UNREADABLE_ERRORS as exc:
+        pks = list(Order.objects.filter(client_order_id=order_ref).values_list("pk", flat=True)) if order_ref else []
+        named = locate(Order, pks, using="default")
+        if not named:
+            raise
+        for row in named:
+            logger.error("reconciliation leaves out %s of %s: %s (run manage.py audit_verify)", what, order_ref, row)
+        del exc
+
+
+def _order_ref_of_exec(snapshot: BrokerSnapshot, exec_id: str) -> str:
+    return next((e.order_ref for e in snapshot.executions if e.exec_id == exec_id), "")
+
+
 def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     """Bring the ledger up to date with the broker after a (re)connect.
 
@@ -450,14 +490,17 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     # Reports naming an order id first: they teach the ledger its orders' permanent ids, by which the
     # completed orders (reported without order id or client id) are told from other clients' ones.
     for report in sorted(snapshot.orders, key=lambda report: not report.broker_order_id):
-        if order_status_apply(report=report):
-            counts["status_events"] += 1
+        with _unless_unreadable(report.order_ref, "the broker's status"):
+            if order_status_apply(report=report):
+                counts["status_events"] += 1
     for execution in snapshot.executions:
-        if fill_record(execution=execution):
-            counts["fills"] += 1
+        with _unless_unreadable(execution.order_ref, f"execution {execution.exec_id}"):
+            if fill_record(execution=execution):
+                counts["fills"] += 1
     for commission in snapshot.commissions:
-        if commission_record(commission=commission):
-            counts["commissions"] += 1
+        with _unless_unreadable(_order_ref_of_exec(snapshot, commission.exec_id), "a commission"):
+            if commission_record(commission=commission):
+                counts["commissions"] += 1
     # Intents this process can't still be sending: made before it started, or long ago.
     grace = timezone.now() - late_send_window()
     from orders.selectors import order_queryset
@@ -469,7 +512,7 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot)
     counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
-    for order in stuck:
+    for order in _readable_rows(stuck, "an order recorded but not seen at the broker"):
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:
             continue
         with transaction.atomic(durable=True):
