@@ -25,6 +25,9 @@ class ContractLookup(models.Model):
     query = models.JSONField()
     contracts = models.ManyToManyField(CachedContract, related_name="lookups")
     resolved_at = models.DateTimeField(default=timezone.now)
+    # HMAC under the ledger's seal key of the query's key and every contract it resolved to, as stored: the
+    # gates trust a contract's tick, size steps and multiplier, so an entry changed in the database is not used.
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return str(self.query)

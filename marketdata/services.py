@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,11 +17,14 @@ from typing import TypeVar
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.chain import canonical_json
+from audit.seal import mac_valid, seal_keys, seal_mac
 from brokers import runtime
 from brokers.adapter import Bar, ContractInfo, ContractSpec, Quote
 from ibkrgw.errors import ErrorCode, GatewayError
 from marketdata.models import CachedContract, ContractLookup
 
+logger = logging.getLogger(__name__)
 LOOKUP_TTL = timedelta(hours=12)
 MAX_CANDIDATES = 50
 DEFAULT_EXCHANGE = {"STK": "SMART", "OPT": "SMART", "CASH": "IDEALPRO", "FUND": "FUNDSERV"}
@@ -89,6 +93,11 @@ def contract_cache_clear() -> None:
     _memory.clear()
 
 
+def _lookup_hash(key: str, contracts: list[dict]) -> str:
+    payload = {"key": key, "contracts": sorted(contracts, key=lambda data: str(data.get("con_id")))}
+    return hashlib.sha256(canonical_json(payload).encode("ascii")).hexdigest()
+
+
 def _cached(key: str) -> list[ContractInfo] | None:
     hit = _memory.get(key)
     if hit is not None and time.monotonic() - hit[0] < LOOKUP_TTL.total_seconds():
@@ -96,7 +105,17 @@ def _cached(key: str) -> list[ContractInfo] | None:
     lookup = ContractLookup.objects.filter(key=key, resolved_at__gte=timezone.now() - LOOKUP_TTL).first()
     if lookup is None:
         return None
-    infos = [_info_from_json(c.data) for c in lookup.contracts.all().order_by("expiry", "con_id")]
+    stored = [c.data for c in lookup.contracts.all().order_by("expiry", "con_id")]
+    try:
+        trusted = mac_valid(_lookup_hash(key, stored), lookup.mac, seal_keys())
+        infos = [_info_from_json(data) for data in stored] if trusted else []
+    except (TypeError, ValueError, ArithmeticError, AttributeError):  # not even what the gateway writes
+        trusted = False
+    if not trusted:
+        # Changed in the database since the gateway cached it (or cached under a seal key no longer
+        # configured): the gates would trust its tick, size steps and multiplier. Ask the broker again.
+        logger.warning("contract cache entry %s does not match its MAC: resolving it again", lookup.query)
+        return None
     _memory[key] = (time.monotonic() - (timezone.now() - lookup.resolved_at).total_seconds(), infos)
     return infos
 
@@ -119,9 +138,14 @@ def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
                     },
                 )
                 rows.append(row)
+            datas = [_info_to_json(info) for info in infos]
             lookup, _ = ContractLookup.objects.update_or_create(
                 key=key,
-                defaults={"query": json.loads(json.dumps(asdict(spec), default=str)), "resolved_at": timezone.now()},
+                defaults={
+                    "query": json.loads(json.dumps(asdict(spec), default=str)),
+                    "resolved_at": timezone.now(),
+                    "mac": seal_mac(_lookup_hash(key, datas), seal_keys()[0]),
+                },
             )
             lookup.contracts.set(rows)
     except IntegrityError:

@@ -8,6 +8,7 @@ independent ib_async connection, which orders are working.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import deque
 from decimal import Decimal
@@ -22,6 +23,7 @@ from audit.models import AuditEntry
 from brokers import events, runtime
 from brokers.sim.server import SimGateway
 from ibkrgw.models import ScopedAPIKey
+from marketdata.models import CachedContract
 from orders.models import Order, OrderEvent
 from orders.pipeline import pipeline
 from orders.selectors import order_latest_event
@@ -895,3 +897,26 @@ def test_a_refused_attempt_to_resume_trading_is_on_record(resting, api_client):
     assert refused.status_code == 403
     entry = AuditEntry.objects.filter(event="request.refused").order_by("-seq").first()
     assert entry is not None and entry.data["action"] == "post" and entry.data["code"] == "permission_denied"
+
+
+def test_a_contract_cache_entry_changed_in_the_database_is_not_trusted_by_the_gates(resting, api_client, caplog):
+    """The gates trust a contract's tick size and multiplier: someone who edits the contract cache in the
+    database (a multiplier of 0.001 would shrink the notional a thousandfold) finds the entry asked of the
+    broker again, and the gates check what the broker says."""
+    from django.db import connection
+
+    from marketdata.services import contract_cache_clear
+
+    order = _order(client_order_id="cache-1", quantity="900", limit_price="190.0001")
+    assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
+    with connection.cursor() as cursor:
+        tampered = json.dumps({"multiplier": "0.001", "min_tick": "0.0001"})
+        cursor.execute(
+            "UPDATE marketdata_cachedcontract SET data = %s WHERE con_id = 265598",
+            [json.dumps({**CachedContract.objects.get(con_id=265598).data, **json.loads(tampered)})],
+        )
+    contract_cache_clear()  # a process started after the edit
+    assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
+    assert "does not match its MAC: resolving it again" in caplog.text
+    # Resolved again, the entry is the broker's once more.
+    assert CachedContract.objects.get(con_id=265598).data["min_tick"] == "0.01"
