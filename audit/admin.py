@@ -160,6 +160,19 @@ class ReadableChangeList(ChangeList):
         self.result_list = found.rows  # iterated like the page's queryset
         for row in found.named():
             messages.error(request, unreadable_message(row, "this list leaves out the row it belongs to"))
+        if self.date_hierarchy:
+            # The date drill-down reads the earliest and latest date of the list: a date written behind the
+            # application's back that cannot be read would take the whole page down with it.
+            field = self.date_hierarchy
+            try:
+                self.queryset.aggregate(first=models.Min(field), last=models.Max(field))
+            except UNREADABLE_ERRORS:
+                self.date_hierarchy = None
+                messages.error(
+                    request,
+                    f"The date drill-down is off: a row's {field} cannot be read as a date. It was written "
+                    "behind the gateway's back: run manage.py audit_verify to see which.",
+                )
 
 
 class AppendOnlyAdmin(admin.ModelAdmin):

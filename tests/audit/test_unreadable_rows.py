@@ -122,3 +122,14 @@ def test_the_csv_export_names_an_unreadable_row_in_its_place_and_goes_on(ledger,
     assert len(rows) == 3  # the header, the intact fill, the unreadable one named
     assert ledger["intact_fill"].exec_id in rows[1]
     assert rows[2][0].startswith(f"UNREADABLE orders_fill pk={fill.pk}: price holds")
+
+
+def test_a_date_that_cannot_be_read_turns_the_date_drill_down_off_not_the_list(console):
+    text_stored_database()
+    tampered = OrderFactory(client_order_id="bad-date")
+    OrderFactory(client_order_id="good-date")
+    rewrite_around_triggers("orders_order", tampered.pk.hex, "created_at", "garbage")
+    page = console.get(reverse("admin:orders_order_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "good-date" in text and "The date drill-down is off" in text and "manage.py audit_verify" in text
