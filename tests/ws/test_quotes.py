@@ -253,7 +253,7 @@ async def test_streams_beyond_the_market_data_lines_are_refused_by_name_and_neve
         ("market_data_lines", "SPY"),
     ]
     await eventually(lambda: ib_runtime.worker.lines_in_use == 3, message="three lines taken")
-    assert sum(len(s.mkt) for s in list(sim_gateway.sessions)) == 3
+    await eventually(lambda: sum(len(s.mkt) for s in list(sim_gateway.sessions)) == 3, message="three at the broker")
     health = ib_runtime.worker.health()
     assert (health.stream_lines, health.stream_lines_in_use, health.streams_waiting) == (3, 3, 0)
     # The reserved line still serves snapshots (the prices the order gates check): a REST quote that asks for
