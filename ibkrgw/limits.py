@@ -10,6 +10,7 @@ serializers, and the broker adapter refuses any control character as a last line
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -73,6 +74,9 @@ def check_json(value: Any, *, max_depth: int | None = None) -> None:
             reason = bad_text_reason(item)
             if reason:
                 raise invalid(f"A string contains a {reason}.", path=where, reason="bad_string")
+        elif isinstance(item, float) and not math.isfinite(item):
+            # 1e999 parses as infinity: no number the gateway takes, and no JSON to echo back.
+            raise invalid("A number is out of range (it is not finite).", path=where, reason="bad_number")
         elif isinstance(item, dict | list):
             if depth >= limit:
                 raise invalid(f"JSON is nested deeper than {limit} levels.", max_depth=limit, reason="too_deep")

@@ -79,6 +79,13 @@ class HttpGuard:
                 401,
                 headers={"WWW-Authenticate": KEYWORD},
             )
+        elif scope.get("method") == "GET" and "last-event-id" in headers:
+            # No event history is kept, so a stream cannot be resumed (the SDK would answer nothing at all).
+            response = _refuse(
+                ErrorCode.INVALID_REQUEST,
+                "Resuming a stream (Last-Event-ID) is not supported: open a new GET stream without it.",
+                400,
+            )
         else:
             await self.app(scope, receive, send)
             return

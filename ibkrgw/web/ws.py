@@ -75,7 +75,8 @@ def invalid(message: str, **details: Any) -> GatewayError:
 
 
 def dumps(frame: Any) -> str:
-    return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
+    # Strict JSON only: a client's parser must never meet Infinity or NaN.
+    return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"), allow_nan=False)
 
 
 def shared_channel_layer() -> bool:

@@ -111,6 +111,17 @@ def test_a_lone_surrogate_in_any_order_field_is_400(broker_tap, api_client, orde
     broker_tap.assert_untouched()
 
 
+@pytest.mark.parametrize("field", ["client_order_id", "quantity", "limit_price"])
+def test_a_number_too_large_to_be_finite_is_400_not_infinity(broker_tap, api_client, orders_enabled, field):
+    """1e999 parses as infinity: as a key it would become "inf" (1e999 and 1e1000 one key), as a price nothing."""
+    body = json.dumps({**ORDER, field: "X"}).replace('"X"', "1e999")
+    for path in ("/api/v1/orders/", "/api/v1/orders/preview/"):
+        error = assert_shaped(post_raw(api_client, path, body), 400, "invalid_request")
+        assert error["details"]["reason"] == "bad_number"
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()
+
+
 def test_json_nested_100000_deep_is_400_on_orders_preview_patch_and_halt(broker_tap, api_client):
     placed = api_client.post("/api/v1/orders/", ORDER, format="json")  # orders disabled: recorded as simulated
     assert placed.status_code == 201

@@ -190,3 +190,15 @@ def test_http_read_key_cannot_get_the_trade_prompt(mcp_url, transactional_db):
     with http_mcp(mcp_url, trade_secret) as client:
         allowed = client.portal.call(client.session.get_prompt, "place_limit_order_safely", arguments)
     assert "limit order for 1 AAPL" in allowed.messages[0].content.text
+
+
+def test_http_a_stream_resumed_with_last_event_id_gets_a_clear_refusal(mcp_url, transactional_db):
+    """No event history is kept: a GET with Last-Event-ID is refused with 400, not left without an answer (500)."""
+    _, secret = _key("read")
+    auth = {**ACCEPT, "Authorization": f"Api-Key {secret}"}
+    opened = httpx2.post(mcp_url, json=INITIALIZE, headers=auth)
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    for last in ("garbage", "0", "-1", "9" * 40):
+        response = httpx2.get(mcp_url, headers={**auth, **session, "Last-Event-ID": last})
+        assert response.status_code == 400, (last, response.text)
+        assert response.json()["error"]["code"] == "invalid_request"

@@ -271,3 +271,17 @@ async def test_without_origin_or_key_the_socket_is_still_refused(transactional_d
 
     error = await _refused(WebsocketCommunicator(application, "/ws/quotes/"))
     assert error["code"] == "not_authenticated"
+
+
+async def test_a_number_too_large_to_be_finite_gets_an_error_frame_not_infinity(ws_key):
+    """A ping's id of 1e999 would be echoed as Infinity, which no strict JSON parser reads."""
+    ws = communicator("/ws/quotes/", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_to(text_data='{"action": "ping", "id": 1e999}')
+    raw = await ws.receive_from(timeout=TIMEOUT)
+    assert "Infinity" not in raw
+    frame = json.loads(raw)
+    assert (frame["type"], frame["code"], frame["details"]["reason"]) == ("error", "invalid_request", "bad_number")
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}  # still open
+    await ws.disconnect()
