@@ -23,6 +23,7 @@ compared with its seal, so a row whose value only the rendering cannot take is n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
@@ -115,6 +116,15 @@ def readable(
                 raise
             found.unreadable[pk] = tuple(named)
     return found
+
+
+def readable_rows(queryset: models.QuerySet[M], *, log: logging.Logger, leaving_out: str) -> list[M]:
+    """The rows of `queryset` that can be read; each one that cannot is named in `log` as an error ("<leaving_out>:
+    <row>"), for background work that must go on around a tampered row (reconciliation, the halt's sweeps)."""
+    found = readable(queryset)
+    for row in found.named():
+        log.error("%s: %s (run manage.py audit_verify)", leaving_out, row)
+    return found.rows
 
 
 def _itself(row: Any) -> Any:

@@ -124,7 +124,8 @@ def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
     try:
         with transaction.atomic():
             rows = []
-            for info in infos:
+            datas = [_info_to_json(info) for info in infos]
+            for info, data in zip(infos, datas, strict=True):
                 row, _ = CachedContract.objects.update_or_create(
                     con_id=info.con_id,
                     defaults={
@@ -133,12 +134,11 @@ def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
                         "exchange": info.exchange,
                         "currency": info.currency,
                         "expiry": info.expiry,
-                        "data": _info_to_json(info),
+                        "data": data,
                         "updated_at": timezone.now(),
                     },
                 )
                 rows.append(row)
-            datas = [_info_to_json(info) for info in infos]
             lookup, _ = ContractLookup.objects.update_or_create(
                 key=key,
                 defaults={

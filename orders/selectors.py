@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from audit.models import LedgerSeal
-from audit.readable import UNREADABLE_ERRORS, readable, unreadable_error
+from audit.readable import UNREADABLE_ERRORS, readable_rows, unreadable_error
 from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
@@ -91,10 +91,8 @@ def bracket_entries_open() -> list[Order]:
     )
     entries = {parent or pk for pk, parent in legs}
     # A bracket with a row that cannot be read (written behind the application's back) is named, not read.
-    found = readable(Order.objects.filter(pk__in=entries).prefetch_related("children").order_by("created_at"))
-    for row in found.named():
-        logger.error("open brackets leave out one whose row cannot be read: %s (run manage.py audit_verify)", row)
-    return found.rows
+    entry_rows = Order.objects.filter(pk__in=entries).prefetch_related("children").order_by("created_at")
+    return readable_rows(entry_rows, log=logger, leaving_out="open brackets leave out one whose row cannot be read")
 
 
 _SAMPLE_TIME = datetime(2000, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # a sample no query here uses itself

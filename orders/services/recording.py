@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
 from audit import events
-from audit.readable import UNREADABLE_ERRORS, locate, readable
+from audit.readable import UNREADABLE_ERRORS, locate, readable_rows
 from audit.services import audit_record, ledger_write_lock
 from brokers.adapter import (
     BrokerCommission,
@@ -319,7 +319,7 @@ def _orders_gone_from_broker(snapshot: BrokerSnapshot) -> int:
         by_ref.setdefault(reported.order_ref, []).append(reported)
     resolved = 0
     gone = order_queryset().filter(current_status__in=(S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING, S.INACTIVE))
-    for order in _readable_rows(gone, "a working order"):
+    for order in readable_rows(gone, log=logger, leaving_out="reconciliation leaves out a working order"):
         # Read outside a write transaction: most working orders are still reported, and need none. An event
         # appended meanwhile is this connection's, which the check below leaves alone anyway.
         same_ref = by_ref.get(order.client_order_id, ())
@@ -450,15 +450,6 @@ def order_sent_record(*, sent: OrderSent) -> None:
 
 
 # -- a ledger row written behind the application's back must not stop a reconciliation ------------------
-def _readable_rows(queryset, what: str) -> list:
-    """The rows of `queryset` that can be read; each that cannot is named in the log and left out (one tampered
-    row must not keep every other order from being reconciled, nor the connection from being ready)."""
-    found = readable(queryset)
-    for row in found.named():
-        logger.error("reconciliation leaves out %s: %s (run manage.py audit_verify)", what, row)
-    return found.rows
-
-
 @contextmanager
 def _unless_unreadable(order_ref: str, what: str) -> Iterator[None]:
     """Leave out (and name) what concerns the order `order_ref` when one of its ledger rows cannot be read;
@@ -467,7 +458,7 @@ def _unless_unreadable(order_ref: str, what: str) -> Iterator[None]:
         yield
     except UNREADABLE_ERRORS as exc:
         pks = list(Order.objects.filter(client_order_id=order_ref).values_list("pk", flat=True)) if order_ref else []
-        named = locate(Order, pks, using="default")
+        named = locate(Order, pks, using=DEFAULT_DB_ALIAS)
         if not named:
             raise
         for row in named:
@@ -512,7 +503,8 @@ def orders_reconcile(*, snapshot: BrokerSnapshot) -> dict[str, int]:
     counts["not_at_broker"] = _orders_gone_from_broker(snapshot)
     counts["terms_at_broker"] = _terms_as_the_broker_holds(snapshot)
     stuck = order_queryset().filter(current_status=S.PENDING_SUBMIT).exclude(client_order_id__in=seen_refs)
-    for order in _readable_rows(stuck, "an order recorded but not seen at the broker"):
+    unseen = "reconciliation leaves out an order recorded but not seen at the broker"
+    for order in readable_rows(stuck, log=logger, leaving_out=unseen):
         if order.created_at >= PROCESS_STARTED_AT and order.created_at >= grace:
             continue
         with transaction.atomic(durable=True):
