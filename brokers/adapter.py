@@ -292,6 +292,7 @@ class BrokerHealth:
     stale_subscriptions: tuple[str, ...] = field(default_factory=tuple)
     stream_lines: int = 0  # market-data lines streams may hold (IB_MARKET_DATA_LINES less the reserve)
     stream_lines_in_use: int = 0
+    stream_lines_elsewhere: int = 0  # held by the deployment's other IB connections (see brokers.services)
     streams_waiting: int = 0  # streams asked for while every line was in use: they get the next free one
 
 

@@ -22,3 +22,24 @@ class BrokerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MarketDataLineUse(models.Model):
+    """The market-data lines one IB connection of this deployment holds for streams, as it last said.
+
+    IB counts lines per account, across every API client. Each process with a connection of its own
+    (the web server, a separate `manage.py mcp`) reports here every few seconds and leaves its new
+    streams only the lines the others do not hold (see `brokers.services.market_data_lines_share`).
+    Not part of the ledger: each process updates its row in place.
+    """
+
+    client_id = models.IntegerField(primary_key=True, help_text="The IB API client id of the connection")
+    holder = models.CharField(max_length=200, help_text="host:pid of the process")
+    lines = models.PositiveIntegerField(default=0)
+    reported_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "market-data line use"
+
+    def __str__(self) -> str:
+        return f"client {self.client_id}: {self.lines} lines ({self.holder})"

@@ -55,6 +55,9 @@ class MarketDataLinesOutput(serializers.Serializer):
     )
     in_use = serializers.IntegerField()
     waiting = serializers.IntegerField(help_text="Streams asked for while every line was in use: next in line.")
+    elsewhere = serializers.IntegerField(
+        help_text="Lines the deployment's other IB connections hold (IB counts per account); streams here get the rest."
+    )
 
 
 class GatewayStateOutput(PartialOutput):

@@ -52,9 +52,10 @@ class Housekeeping:
     """Runs the chores the apps handed to the broker layer (`brokers.events.add_chore`), each at its
     own interval, in the process that owns the IB connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, own: list[events.Chore] | None = None) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+        self._own = own or []  # the broker layer's own chores, for this runtime's connection
 
     def start(self) -> None:
         self._thread.start()
@@ -69,7 +70,7 @@ class Housekeeping:
         due: dict[str, float] = {}
         while not self._stop.wait(CHORE_TICK_S):
             now = time.monotonic()
-            for chore in events.chores():
+            for chore in [*self._own, *events.chores()]:
                 if now < due.get(chore.name, 0.0):
                     continue
                 due[chore.name] = now + chore.every_s
@@ -160,7 +161,10 @@ def _owner_runtime(*, client_id: int | None = None, host: str | None = None, por
     recorder.handlers.update(_recorder_handlers(worker))
     recorder.start()
     worker.start()
-    housekeeping = Housekeeping()
+    from brokers.services import LINE_SHARE_EVERY_S, market_data_lines_share
+
+    lines = events.Chore("brokers.market_data_lines", lambda: market_data_lines_share(worker), LINE_SHARE_EVERY_S)
+    housekeeping = Housekeeping(own=[lines])
     housekeeping.start()
     return Runtime(worker=worker, adapter=IbAdapter(worker), recorder=recorder, sim=sim, housekeeping=housekeeping)
 
@@ -188,8 +192,14 @@ def _recorder_handlers(worker) -> dict[type, Any]:
 
 
 def _stop_owner(runtime: Runtime) -> None:
+    from brokers.services import market_data_lines_withdraw
+
     runtime.housekeeping.stop()
     runtime.worker.stop()
+    try:
+        market_data_lines_withdraw(runtime.worker)
+    except Exception:  # best effort: the others see the report go stale soon
+        logger.warning("could not withdraw this connection's market-data line report", exc_info=True)
     runtime.recorder.wait_idle(5)
     runtime.recorder.stop()
     if runtime.sim is not None:

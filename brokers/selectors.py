@@ -103,7 +103,7 @@ def _gateway_state() -> dict[str, Any]:
             "reconnects": 0,
             "down_reason": "not_started",
             "stale_subscriptions": [],
-            "market_data_lines": {"streams": 0, "in_use": 0, "waiting": 0},
+            "market_data_lines": {"streams": 0, "in_use": 0, "waiting": 0, "elsewhere": 0},
             "reconciled": False,
             "owner": "this_process",
         }
@@ -125,6 +125,7 @@ def _gateway_state() -> dict[str, Any]:
             "streams": h.stream_lines,
             "in_use": h.stream_lines_in_use,
             "waiting": h.streams_waiting,
+            "elsewhere": h.stream_lines_elsewhere,
         },
         "reconciled": h.reconciled,
         # Which process holds the IB connection when several web processes share it (scale-out).

@@ -175,6 +175,8 @@ class IbWorker:
         # Market-data lines streams may hold; the count is written on the loop, read anywhere.
         self.stream_lines = stream_lines
         self.lines_in_use = 0
+        # Lines the deployment's other IB connections hold (IB counts per account): set by the line share.
+        self.lines_elsewhere = 0
         self._quotes: dict[int, Quote] = {}
         self._quote_listeners: list[Callable[[Quote], None]] = []
         # Bumped (on the loop) whenever IB reports positions, portfolio, account values or P&L, or the
@@ -679,12 +681,14 @@ class IbWorker:
         sub = self._subscriptions.get(contract.con_id)
         if sub is None:
             sub = self._subscriptions[contract.con_id] = _Subscription(contract=contract)
-            if self.lines_in_use < self.stream_lines:
+            if self.lines_in_use < self.stream_budget():
                 self._take_line(sub)
             else:
                 logger.warning(
-                    "all %d market-data lines for streams are in use: %s waits for one to come free",
+                    "all %d market-data lines for streams are in use (%d of them by other connections): "
+                    "%s waits for one to come free",
                     self.stream_lines,
+                    min(self.lines_elsewhere, self.stream_lines),
                     contract.symbol,
                 )
         sub.watchers += 1
@@ -701,9 +705,24 @@ class IbWorker:
                 self.ib.cancelMktData(sub.ticker.contract)
             if sub.lined:
                 self.lines_in_use -= 1
-                waiting = next((s for s in self._subscriptions.values() if not s.lined), None)
-                if waiting is not None:
-                    self._take_line(waiting)
+                self._grant_waiting()
+
+    def lines_elsewhere_on_loop(self, lines: int) -> None:
+        """The other connections' lines changed: waiting streams take what came free (none are dropped
+        when the others took more: IB answers a line too many with error 101, and the stream waits)."""
+        self.lines_elsewhere = max(0, lines)
+        self._grant_waiting()
+
+    def stream_budget(self) -> int:
+        """Lines this connection's streams may hold now: the configured ones less what the others hold."""
+        return max(0, self.stream_lines - self.lines_elsewhere)
+
+    def _grant_waiting(self) -> None:
+        for sub in list(self._subscriptions.values()):
+            if self.lines_in_use >= self.stream_budget():
+                return
+            if not sub.lined:
+                self._take_line(sub)
 
     def _take_line(self, sub: _Subscription) -> None:
         sub.lined = True
@@ -714,7 +733,7 @@ class IbWorker:
 
     def stream_lines_free(self) -> int:
         """Lines a new stream could take now (read from any thread: a moment's view, the loop decides)."""
-        return max(0, self.stream_lines - self.lines_in_use)
+        return max(0, self.stream_budget() - self.lines_in_use)
 
     def streaming(self, con_id: int) -> bool:
         return con_id in self._subscriptions
@@ -753,5 +772,6 @@ class IbWorker:
             stale_subscriptions=tuple(s.contract.symbol for s in list(self._subscriptions.values()) if s.stale),
             stream_lines=self.stream_lines,
             stream_lines_in_use=self.lines_in_use,
+            stream_lines_elsewhere=self.lines_elsewhere,
             streams_waiting=len(self._subscriptions) - self.lines_in_use,
         )

@@ -44,7 +44,7 @@ def test_health_reports_connected_gateway(ib_runtime, read_client):
     assert body["reconciliation"] == "done"
     assert body["database"]["ok"] is True
     assert body["gateway"]["owner"] == "this_process"
-    assert body["gateway"]["market_data_lines"] == {"streams": 90, "in_use": 0, "waiting": 0}
+    assert body["gateway"]["market_data_lines"] == {"streams": 90, "in_use": 0, "waiting": 0, "elsewhere": 0}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/health/", "/api/v1/health/?format=json"])

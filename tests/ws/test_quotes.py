@@ -297,3 +297,51 @@ def _spec(symbol: str):
     from brokers.adapter import ContractSpec
 
     return ContractSpec(symbol=symbol, sec_type="STK", exchange="SMART", currency="USD")
+
+
+async def test_lines_another_connection_of_the_deployment_holds_are_left_to_it(
+    three_stream_lines, ib_runtime, sim_gateway, ws_key
+):
+    """IB counts market-data lines per account. Another process with its own IB connection (a separate
+    `manage.py mcp`, say) reports holding two of the three: a client here gets one stream and an error frame
+    for each other contract. When that process stops reporting, its lines go to the stream that waited."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from brokers.models import MarketDataLineUse
+    from brokers.services import market_data_lines_share
+
+    worker = ib_runtime.worker
+    other = await MarketDataLineUse.objects.acreate(
+        client_id=worker.client_id + 1, holder="elsewhere:1", lines=2, reported_at=timezone.now()
+    )
+    assert await asyncio.to_thread(market_data_lines_share, worker) == 2
+    await eventually(lambda: worker.stream_lines_free() == 1, message="two lines left to the other connection")
+
+    ws = await connected("/ws/quotes/", ws_key)
+    await ws.send_json_to({"action": "subscribe", "symbols": ["AAPL", "MSFT", "TSLA"]})
+    ack, before = await receive_until(ws, lambda f: f["type"] == "subscribed")
+    assert [c["symbol"] for c in ack["contracts"]] == ["AAPL"]
+    assert [(f["code"], f["details"]["symbol"]) for f in before if f["type"] == "error"] == [
+        ("market_data_lines", "MSFT"),
+        ("market_data_lines", "TSLA"),
+    ]
+    await eventually(lambda: sum(len(s.mkt) for s in list(sim_gateway.sessions)) == 1, message="one at the broker")
+    # This connection's own report says what it holds, for the other processes.
+    await asyncio.to_thread(market_data_lines_share, worker)
+    mine = await MarketDataLineUse.objects.aget(client_id=worker.client_id)
+    assert mine.lines == 1
+
+    # A stream that lost the race waits; the other process stops (its report goes stale): the stream gets a line.
+    nvda = await asyncio.to_thread(ib_runtime.adapter.resolve_contracts, spec=_spec("NVDA"))
+    ib_runtime.adapter.quote_subscribe(contract=nvda[0])
+    await eventually(lambda: worker.health().streams_waiting == 1, message="NVDA waiting")
+    assert sim_subscriptions(sim_gateway, 4815747) == 0
+    other.reported_at = timezone.now() - timedelta(minutes=1)
+    await other.asave()
+    assert await asyncio.to_thread(market_data_lines_share, worker) == 0
+    await eventually(lambda: sim_subscriptions(sim_gateway, 4815747) == 1, message="NVDA streamed")
+    health = worker.health()
+    assert (health.stream_lines_in_use, health.streams_waiting, health.stream_lines_elsewhere) == (2, 0, 0)
+    await ws.disconnect()
