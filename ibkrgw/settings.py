@@ -357,7 +357,10 @@ if LOG_FORMAT == "auto":
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"}},
+    "filters": {
+        "correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"},
+        "invalid_utf8_frame": {"()": "ibkrgw.servers.InvalidUtf8FrameFilter"},
+    },
     # Both formatters redact secrets (API keys in URLs or headers, tokens, passwords) from every line.
     "formatters": {
         "text": {
@@ -374,5 +377,9 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["correlation"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"ib_async": {"level": "WARNING"}},
+    "loggers": {
+        "ib_async": {"level": "WARNING"},
+        # uvicorn logs each text frame that is not UTF-8 with a traceback: one line a minute at most.
+        "uvicorn.error": {"filters": ["invalid_utf8_frame"]},
+    },
 }
