@@ -10,10 +10,12 @@ class IbkrgwConfig(AppConfig):
         from ibkrgw import wiring
         from ibkrgw.logging import redact_daphne_access_log
         from ibkrgw.metrics import register_collectors
+        from ibkrgw.servers import daphne_websockets_like_production
 
         register_collectors()
         wiring.connect()
         redact_daphne_access_log()
+        daphne_websockets_like_production()
 
 
 class OperatorAdminConfig(admin_apps.AdminConfig):

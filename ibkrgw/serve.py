@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from ibkrgw.servers import WS_MAX_MESSAGE_BYTES
+
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
     os.environ["IBKRGW_SERVER"] = "uvicorn"  # settings: no daphne app (Twisted) in this process
     uvicorn.run(
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE_BYTES,  # larger: close 1009; daphne is held to the same (ibkrgw.servers)
         lifespan="off",  # Django has no lifespan events; the broker runtime starts with the application
         log_config=None,  # keep Django's logging (JSON lines with correlation ids)
         access_log=False,  # one line per request would cost more than a quote; errors are still logged

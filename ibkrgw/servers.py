@@ -1,13 +1,23 @@
-"""What a websocket client sees from the web server itself, before the application reads a frame.
+"""What a websocket client sees from the web server itself, before the application reads a frame: the same
+under the production server (uvicorn, `ibkrgw.serve`) and under daphne (`manage.py runserver`, `daphne`).
 
+- A message up to WS_MAX_MESSAGE_BYTES reaches the application, which answers anything over its own
+  limit (64 KiB) with an error frame `request_too_large` and keeps the socket open.
+- A larger message is refused by the server: close code 1009.
 - A text frame that is not UTF-8: close code 1007, and at most one WARNING line a minute in the log.
+
+Kept free of Django imports: `ibkrgw.serve` reads it before Django is set up.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+
+# uvicorn's default, stated here so that daphne is held to the same.
+WS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class InvalidUtf8FrameFilter(logging.Filter):
@@ -42,3 +52,29 @@ class InvalidUtf8FrameFilter(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
+
+
+def daphne_websockets_like_production() -> None:
+    """By default daphne (autobahn) drops the TCP connection on a message over 1 MiB or a text frame that is
+    not UTF-8, without a close code. Make it answer as the production server does: messages up to
+    WS_MAX_MESSAGE_BYTES reach the application, a larger one closes 1009, bad UTF-8 closes 1007. This
+    holds whatever daphne's --websocket-max-* options say. Only where daphne serves (its server module is
+    loaded); the production server's process never imports Twisted."""
+    server = sys.modules.get("daphne.server")
+    if server is None:
+        return
+    factory = server.WebSocketFactory
+    original = factory.setProtocolOptions
+    if getattr(original, "like_production", False):
+        return
+
+    def set_protocol_options(self, *args, **kwargs):
+        kwargs.update(
+            failByDrop=False,  # fail with a close frame and its code, not by dropping the connection
+            maxMessagePayloadSize=WS_MAX_MESSAGE_BYTES,
+            maxFramePayloadSize=WS_MAX_MESSAGE_BYTES,
+        )
+        return original(self, *args, **kwargs)
+
+    set_protocol_options.like_production = True  # type: ignore[attr-defined]
+    factory.setProtocolOptions = set_protocol_options

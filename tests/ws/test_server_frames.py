@@ -1,10 +1,12 @@
-"""What the web server itself answers to a frame the application never sees, under the production server
-(`python -m ibkrgw.serve`, uvicorn): a text frame that is not UTF-8 closes 1007 and leaves at most one
-short log line."""
+"""What the web server itself answers to a frame the application never sees, the same under the production
+server (`python -m ibkrgw.serve`, uvicorn), `daphne` and `manage.py runserver`: a text frame that is not
+UTF-8 closes 1007 and leaves at most one short log line, a message over the server's limit closes 1009, and
+one between the application's limit and the server's gets the error frame."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ibkrgw.servers import WS_MAX_MESSAGE_BYTES
 from tests.conftest import subprocess_database_url
 from tests.ws import client as wsclient
 from tests.ws.conftest import free_port
@@ -23,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "ibkrgw.asgi:application"
 SERVERS = {
     "production": lambda port: [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)],
+    "daphne": lambda port: [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+    "runserver": lambda port: [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
 }
 
 
@@ -82,6 +87,23 @@ async def test_text_frames_that_are_not_utf8_close_1007_with_at_most_one_log_lin
     lines = [line for line in logs.splitlines() if "UTF-8" in line]
     assert len(lines) <= 1, logs
     assert all(" WARNING " in line for line in lines), lines
+
+
+async def test_messages_over_the_limits_get_the_same_answer_from_every_server(server, key):
+    ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)
+    # Over the application's limit, within the server's: the error frame, and the socket stays open.
+    big = json.dumps({"action": "ping", "id": "x" * (2 * 1024 * 1024)}).encode()
+    await ws.send_raw(wsclient.TEXT, big)
+    error = await ws.receive()
+    assert error["type"] == "error" and error["code"] == "request_too_large", error
+    await ws.send({"action": "ping", "id": 1})
+    assert await ws.receive() == {"type": "pong", "id": 1}
+
+    # Over the server's limit: refused as soon as the frame's header says so, close 1009.
+    await ws.send_raw(wsclient.TEXT, b"x" * 65536, length=WS_MAX_MESSAGE_BYTES + 1)
+    assert await ws.close_code() == 1009
+    ws.close()
+    assert "Traceback" not in server.logs()
 
 
 def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:

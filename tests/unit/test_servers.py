@@ -1,5 +1,6 @@
 """The filter on uvicorn's error log: a text frame that is not UTF-8 makes at most one WARNING line per
-interval, without traceback, counting those left out; every other record passes untouched."""
+interval, without traceback, counting those left out; every other record passes untouched. daphne's
+websocket options: the production server's size limit, failures answered with a close code."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from django.conf import settings
 
 from ibkrgw import servers
-from ibkrgw.servers import InvalidUtf8FrameFilter
+from ibkrgw.servers import WS_MAX_MESSAGE_BYTES, InvalidUtf8FrameFilter
 
 
 def _record(msg: str, exc: BaseException | None) -> logging.LogRecord:
@@ -63,3 +64,12 @@ def test_it_is_on_uvicorns_error_logger():
     assert settings.LOGGING["filters"]["invalid_utf8_frame"]["()"] == "ibkrgw.servers.InvalidUtf8FrameFilter"
     assert settings.LOGGING["loggers"]["uvicorn.error"]["filters"] == ["invalid_utf8_frame"]
     assert any(isinstance(f, InvalidUtf8FrameFilter) for f in logging.getLogger("uvicorn.error").filters)
+
+
+def test_daphne_fails_websockets_with_a_close_code_at_the_production_limit():
+    from daphne.server import WebSocketFactory  # loaded with daphne's app, which `ready()` saw
+
+    factory = WebSocketFactory(object, server="daphne")
+    factory.setProtocolOptions(maxMessagePayloadSize=1024 * 1024, maxFramePayloadSize=1024 * 1024)  # daphne's own
+    assert factory.failByDrop is False
+    assert factory.maxMessagePayloadSize == factory.maxFramePayloadSize == WS_MAX_MESSAGE_BYTES
