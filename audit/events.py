@@ -45,6 +45,10 @@ ORDER_STATUS_CHANGED = register("order.status_changed", "The broker reported a n
 ORDER_REJECTED = register("order.rejected", "The broker rejected an order.")
 ORDER_CANCEL_REQUESTED = register("order.cancel_requested", "A cancel of an order was requested.")
 ORDER_MODIFIED = register("order.modified", "A modification of a working order was sent.")
+ORDER_MODIFICATION_UNCONFIRMED = register(
+    "order.modification_unconfirmed",
+    "The broker did not confirm a modification in time: the order was recorded with the terms the broker holds.",
+)
 ORDER_UNKNOWN = register("order.unknown", "An order's outcome is not known; it needs reconciliation.")
 ORDER_CLOSED = register(
     "order.closed", "An order of unknown outcome was cancelled on request after the broker showed no trace of it."

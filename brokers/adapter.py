@@ -268,6 +268,10 @@ class BrokerSnapshot:
     # broker reports neither working nor completed are no longer held by the broker.
     session_started: datetime | None = None
     connection: str = ""  # the connection it came through (`OrderAck.connection`)
+    # Orders (by orderRef) whose modification on this connection the broker did not confirm in time, and when the
+    # broker was asked: their terms are recorded as the broker holds them.
+    unconfirmed: tuple[str, ...] = ()
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

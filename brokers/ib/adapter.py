@@ -326,7 +326,10 @@ class IbAdapter:
                 )
             if request.broker_order_id:
                 _require_modifiable(ib, request.broker_order_id, self.worker.client_id)
-            trade = ib.placeOrder(translate.to_ib_contract(request.contract), _ib_order(request))
+            order = _ib_order(request)
+            trade = ib.placeOrder(translate.to_ib_contract(request.contract), order)
+            if request.broker_order_id:
+                self.worker.modify_sent(trade.order.orderId, order)
             ack = OrderAck(
                 broker_order_id=trade.order.orderId,
                 perm_id=trade.order.permId or None,

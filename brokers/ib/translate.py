@@ -226,17 +226,21 @@ def pnl(account: str, p: Any | None) -> PnLInfo:
     )
 
 
+def order_terms(order: Any) -> dict[str, Decimal | None]:
+    """The quantity and prices of an IB order, named as the ledger names them."""
+    held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}
+    if order.orderType in ("STP", "STP LMT"):  # elsewhere auxPrice is a trail amount or an offset
+        held["stop_price"] = price(order.auxPrice)
+    return held
+
+
 def order_status(
     trade: Any, *, at: datetime | None = None, terms: bool = False, error: OrderError | None = None
 ) -> BrokerOrderStatus:
     """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
     this connection has just changed). `error`: IB's error that explains the order's stop."""
     order, st = trade.order, trade.orderStatus
-    held = {}
-    if terms:
-        held = {"quantity": dec(order.totalQuantity), "limit_price": price(order.lmtPrice)}
-        if order.orderType in ("STP", "STP LMT"):  # elsewhere auxPrice is a trail amount or an offset
-            held["stop_price"] = price(order.auxPrice)
+    held = order_terms(order) if terms else {}
     return BrokerOrderStatus(
         **held,
         order_ref=order.orderRef or "",

@@ -49,9 +49,11 @@ T = TypeVar("T")
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 15.0
 HEARTBEAT_S = 5.0
-# A cancel the broker has not answered this long (no status of the order since) is checked with it.
+# A cancel the broker has not answered this long (no status of the order since), or a modification it has not
+# confirmed (no report of the order with the new terms), is checked with it, again after every further period.
 UNANSWERED_CANCEL_S = 30.0
-UNANSWERED_CANCEL_RECHECKS = 3
+UNCONFIRMED_MODIFY_S = 30.0
+UNANSWERED_RECHECKS = 3
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
@@ -65,6 +67,16 @@ class _Subscription:
     last_tick_monotonic: float = field(default_factory=time.monotonic)
     stale: bool = False
     lined: bool = False  # holds one of the stream lines; otherwise it waits for one to come free
+
+
+@dataclass
+class _Awaited:
+    """Our cancel or modification of an order, until the broker answers it."""
+
+    order_ref: str = ""
+    terms: dict[str, Decimal | None] = field(default_factory=dict)  # a modification's new terms
+    since: float = field(default_factory=time.monotonic)
+    rechecks: int = 0
 
 
 def classify_connect_failure(exc: BaseException, ib: IB) -> str:
@@ -92,6 +104,17 @@ def _with_average_price(report: BrokerOrderStatus, executions: tuple[BrokerExecu
     if shares != report.filled:
         return report  # not all of them in today's executions
     return replace(report, average_fill_price=sum((e.quantity * e.price for e in own), Decimal(0)) / shares)
+
+
+def _due(awaited: dict[int, _Awaited], after_s: float, now: float) -> dict[int, _Awaited]:
+    """What has waited `after_s` or longer for the broker's answer; each waits again, at most UNANSWERED_RECHECKS
+    times (an order IB no longer reports at all: the next reconnect's reconciliation settles it)."""
+    due = {oid: a for oid, a in awaited.items() if now - a.since >= after_s}
+    for order_id, a in due.items():
+        a.since, a.rechecks = now, a.rechecks + 1
+        if a.rechecks >= UNANSWERED_RECHECKS:
+            del awaited[order_id]
+    return due
 
 
 WORKING_AT_BROKER = ("PreSubmitted", "Submitted")
@@ -148,10 +171,12 @@ class IbWorker:
         # How often a connected gateway must answer a request, and within how long (None: request_timeout).
         self.heartbeat_s = HEARTBEAT_S
         self.heartbeat_timeout_s: float | None = None
-        # Our cancels the broker has not answered yet: broker order id -> (since when, rechecks so far).
-        # Loop thread only.
+        # Our cancels the broker has not answered yet and modifications it has not confirmed yet, by broker
+        # order id. Loop thread only.
         self.unanswered_cancel_s = UNANSWERED_CANCEL_S
-        self._cancels_sent: dict[int, tuple[float, int]] = {}
+        self.unconfirmed_modify_s = UNCONFIRMED_MODIFY_S
+        self._cancels_sent: dict[int, _Awaited] = {}
+        self._modifies_sent: dict[int, _Awaited] = {}
         # IB's errors on this client's orders, the reasons for their stops (loop thread only).
         self.order_errors = OrderErrors()
         self._stopping = False
@@ -274,9 +299,10 @@ class IbWorker:
         connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
         ib = self.ib
         self._cancels_sent.clear()  # a new connection's reconciliation settles the older ones
+        self._modifies_sent.clear()
         while ib is not None and ib.isConnected():
             await asyncio.sleep(self.heartbeat_s)
-            self._recheck_unanswered_cancels()
+            self._recheck_unanswered()
             timeout = self.heartbeat_timeout_s or self.request_timeout
             try:
                 with pacing.urgent():  # its wait behind queued reads is not the gateway's silence
@@ -330,7 +356,12 @@ class IbWorker:
 
     def cancel_sent(self, order_id: int) -> None:
         """Our cancel of this order left: its answer (any status of the order) is awaited."""
-        self._cancels_sent[order_id] = (time.monotonic(), 0)
+        self._cancels_sent[order_id] = _Awaited()
+
+    def modify_sent(self, order_id: int, order: Any) -> None:
+        """On the loop: our modification of this order (the IB order sent) left; IB confirms it by reporting
+        the order with the new terms. A later one replaces it."""
+        self._modifies_sent[order_id] = _Awaited(order_ref=order.orderRef or "", terms=translate.order_terms(order))
 
     def cancels_sending(self, order_ids: Iterable[int]) -> None:
         """On the loop, right before our cancel of these orders (or the global cancel) leaves: IB's
@@ -338,22 +369,24 @@ class IbWorker:
         for order_id in order_ids:
             self.order_errors.own_cancel(order_id)
 
-    def _recheck_unanswered_cancels(self) -> None:
-        """A cancel the broker left unanswered while the connection stayed up (a lost request) would leave the
-        order `cancel_pending` until the next reconnect: ask the broker for its orders instead (a
-        reconciliation that does not hold new orders back), and again after every further period."""
-        now = time.monotonic()
-        stale = [oid for oid, (sent, _) in self._cancels_sent.items() if now - sent >= self.unanswered_cancel_s]
-        if not stale or not self.reconciled.is_set():
+    def _recheck_unanswered(self) -> None:
+        """A cancel the broker left unanswered, or a modification it did not confirm, while the connection stayed
+        up (a lost request) would leave the order `cancel_pending`, or recorded with terms the broker may not
+        hold, until the next reconnect: ask the broker for its orders instead (a reconciliation that does not
+        hold new orders back, recording the terms the broker holds), and again after every further period."""
+        if not self.reconciled.is_set():
             return
-        for order_id in stale:
-            rechecks = self._cancels_sent[order_id][1] + 1
-            if rechecks < UNANSWERED_CANCEL_RECHECKS:
-                self._cancels_sent[order_id] = (now, rechecks)
-            else:  # an order IB no longer reports at all: the next reconnect's reconciliation settles it
-                del self._cancels_sent[order_id]
-        logger.warning("IB has not answered the cancel of order(s) %s; asking for its orders", stale)
-        asyncio.ensure_future(self._recheck())
+        now = time.monotonic()
+        cancels = _due(self._cancels_sent, self.unanswered_cancel_s, now)
+        modifies = _due(self._modifies_sent, self.unconfirmed_modify_s, now)
+        if cancels:
+            logger.warning("IB has not answered the cancel of order(s) %s; asking for its orders", list(cancels))
+        if modifies:
+            logger.warning(
+                "IB has not confirmed the modification of order(s) %s; asking for its orders", list(modifies)
+            )
+        if cancels or modifies:
+            asyncio.ensure_future(self._recheck(unconfirmed=tuple(a.order_ref for a in modifies.values())))
 
     def withdraw_unsent_orders(self) -> None:
         """On the loop, as the kill switch's latch closes: this client's new orders still queued for IB's
@@ -398,13 +431,14 @@ class IbWorker:
         if self.reconciled.is_set():
             asyncio.ensure_future(self._recheck())
 
-    async def _recheck(self) -> None:
+    async def _recheck(self, unconfirmed: tuple[str, ...] = ()) -> None:
+        asked_at = datetime.now(UTC)  # a modification recorded after this may have left after the question
         try:
             snapshot = await asyncio.wait_for(self.broker_snapshot(), self.request_timeout)
         except Exception as exc:  # the next reconnect reconciles anyway
             logger.warning("could not fetch the broker's orders to re-check them: %s", exc)
             return
-        self._sink(snapshot)
+        self._sink(replace(snapshot, unconfirmed=unconfirmed, asked_at=asked_at) if unconfirmed else snapshot)
 
     async def broker_snapshot(self) -> BrokerSnapshot:
         """The broker's view of every order and execution of the account (on the worker loop)."""
@@ -459,6 +493,7 @@ class IbWorker:
         ib.disconnectedEvent += self._on_disconnected
         ib.errorEvent += self._on_error
         ib.orderStatusEvent += self._on_order_status
+        ib.openOrderEvent += self._on_open_order
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.pendingTickersEvent += self._on_tickers
@@ -547,6 +582,12 @@ class IbWorker:
         if _marked_by_client(trade):
             return  # IB's error on a new order (or its cancel): `_on_order_error` records it, with IB's words
         self._sink(self._order_report(trade, at=datetime.now(UTC)))
+
+    def _on_open_order(self, trade) -> None:
+        order = trade.order
+        awaited = self._modifies_sent.get(order.orderId) if order.clientId == self.client_id else None
+        if awaited is not None and translate.order_terms(order) == awaited.terms:
+            del self._modifies_sent[order.orderId]  # the broker holds the new terms: confirmed
 
     def _on_exec(self, trade, fill) -> None:
         self._sink(translate.execution(fill))

@@ -359,8 +359,9 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
     """Working orders whose quantity or prices at the broker differ from the ledger's (a modification
     that never reached it: lost with the connection, or refused) are recorded with the broker's terms.
 
-    A modification made on the connection the snapshot came through is left alone: the broker may have
-    answered the snapshot before it received the change."""
+    A modification made on the connection the snapshot came through is left alone (the broker may have
+    answered the snapshot before it received the change), unless the broker did not confirm it in time
+    and it was recorded before the broker was asked (`snapshot.unconfirmed`)."""
     if snapshot.session_started is None:
         return 0
     corrected = 0
@@ -381,7 +382,9 @@ def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
         return 0
     terms, changed_at = order_terms_changed(order)
     started = snapshot.session_started
-    if changed_at is not None and (started is None or changed_at >= started):
+    asked = snapshot.asked_at if report.order_ref in snapshot.unconfirmed else None
+    unconfirmed = changed_at is not None and asked is not None and changed_at < asked
+    if changed_at is not None and (started is None or changed_at >= started) and not unconfirmed:
         return 0
     held = dict(terms, quantity=report.quantity)
     if order.order_type in _LIMITED and report.limit_price is not None:
@@ -402,12 +405,17 @@ def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
             order,
             status=latest.status,
             source=Source.WORKER,
-            code="terms_at_broker",
-            reason="After reconnecting, the broker holds this order with other terms than recorded "
-            "(a modification did not reach it): recorded as the broker holds it.",
+            code="modification_unconfirmed" if unconfirmed else "terms_at_broker",
+            reason=(
+                "The broker did not confirm the modification in time and holds this order with other terms "
+                "than recorded: recorded as the broker holds it."
+                if unconfirmed
+                else "After reconnecting, the broker holds this order with other terms than recorded "
+                "(a modification did not reach it): recorded as the broker holds it."
+            ),
             data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
             remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
-            audit_event=events.ORDER_MODIFIED,
+            audit_event=events.ORDER_MODIFICATION_UNCONFIRMED if unconfirmed else events.ORDER_MODIFIED,
             strict=False,
             latest=latest,
         )

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from ib_async import IB, LimitOrder, Stock
 
+from audit.models import AuditEntry
 from brokers import runtime
 from brokers.sim.server import SimGateway
 from ibkrgw.errors import BrokerUnavailable
@@ -286,6 +287,46 @@ def test_a_cancel_the_broker_never_answers_is_checked_with_it_and_does_not_stay_
     resting.faults.clear()
     assert api_client.post(f"/api/v1/orders/{order_id}/cancel/").status_code == 200
     wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled on the second try")
+
+
+def test_a_modification_the_broker_never_confirms_is_checked_with_it_and_recorded_as_the_broker_holds_it(
+    resting, api_client, ib_runtime, monkeypatch
+):
+    monkeypatch.setattr(ib_runtime.worker, "unconfirmed_modify_s", 1.0)
+    monkeypatch.setattr(ib_runtime.worker, "heartbeat_s", 0.5)
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="lost-modify", quantity="2"), format="json")
+    order_id = placed.json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.never_answer(3)  # the gateway loses the modification (a placeOrder); the connection stays up
+    changed = api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "3", "limit_price": "182"}, format="json")
+    assert changed.status_code == 200, changed.content  # handed to the connection: the terms sent
+    assert (changed.json()["quantity"], changed.json()["limit_price"]) == ("3", "182")
+    # No reconnect: the unconfirmed modification is checked with the broker, which still works the old terms.
+    wait_for(
+        lambda: (
+            api_client.get(f"/api/v1/orders/{order_id}/").json()["events"][-1]["code"] == "modification_unconfirmed"
+        ),
+        timeout=30,
+        message="the broker's terms recorded",
+    )
+    body = api_client.get(f"/api/v1/orders/{order_id}/").json()
+    assert (body["status"], body["quantity"], body["limit_price"], body["remaining_quantity"]) == (
+        "submitted",
+        "2",
+        "181",
+        "2",
+    )
+    assert ib_runtime.worker.reconnects == 0
+    assert [o.total_quantity for o in resting.orders() if o.order_ref == "lost-modify"] == [2]
+    assert AuditEntry.objects.filter(event="order.modification_unconfirmed", target_id=str(order_id)).exists()
+    # A modification the broker confirms stays recorded: nothing is left to check.
+    resting.faults.clear()
+    monkeypatch.setattr(ib_runtime.worker, "unconfirmed_modify_s", 600.0)
+    again = api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "3"}, format="json")
+    assert again.status_code == 200, again.content
+    wait_for(lambda: not ib_runtime.worker._modifies_sent, message="the broker confirmed the modification")
+    assert [o.total_quantity for o in resting.orders() if o.order_ref == "lost-modify"] == [3]
+    assert order_terms(Order.objects.get(pk=order_id))["quantity"] == 3
 
 
 BRACKET = {

@@ -347,7 +347,7 @@ def test_an_acknowledgement_of_an_order_not_in_the_ledger_is_refused():
 
 
 # -- reconciliation -------------------------------------------------------------------------------------
-def snapshot(orders=(), executions=(), commissions=(), session_started=None, connection="") -> BrokerSnapshot:
+def snapshot(orders=(), executions=(), commissions=(), session_started=None, connection="", **more) -> BrokerSnapshot:
     return BrokerSnapshot(
         orders=tuple(orders),
         executions=tuple(executions),
@@ -355,6 +355,7 @@ def snapshot(orders=(), executions=(), commissions=(), session_started=None, con
         taken_at=NOW,
         session_started=session_started,
         connection=connection,
+        **more,
     )
 
 
@@ -755,6 +756,35 @@ def test_a_modification_the_broker_does_not_hold_is_recorded_as_the_broker_holds
             ]
             == 0
         )
+
+
+@pytest.mark.parametrize(("asked_after", "corrected"), [(timedelta(seconds=1), True), (-timedelta(seconds=1), False)])
+def test_a_modification_the_broker_did_not_confirm_is_recorded_as_the_broker_holds_it(asked_after, corrected):
+    """Made on this connection but not confirmed: the broker's terms are recorded, unless the change was recorded
+    after the broker was asked (it may have left after the question)."""
+    order = acknowledged()
+    services.order_status_apply(report=report("ref-1", "Submitted", perm_id=700))
+    changed_at = NOW - timedelta(seconds=30)
+    modified(order, "12", changed_at)
+    held = report("ref-1", "Submitted", perm_id=700, quantity=D(10), limit_price=D("181.0"))
+    broker = snapshot(
+        orders=[held],
+        session_started=NOW - timedelta(minutes=1),
+        unconfirmed=("ref-1",),
+        asked_at=changed_at + asked_after,
+    )
+    assert services.orders_reconcile(snapshot=broker)["terms_at_broker"] == int(corrected)
+    assert services.order_terms(order)["quantity"] == (10 if corrected else 12)
+    audited = AuditEntry.objects.filter(event="order.modification_unconfirmed", target_id=str(order.pk))
+    assert audited.exists() == corrected
+    if corrected:
+        latest = order.events.order_by("-id").first()
+        assert (latest.code, latest.remaining_quantity, latest.data["from_broker"]) == (
+            "modification_unconfirmed",
+            10,
+            True,
+        )
+        assert services.orders_reconcile(snapshot=broker)["terms_at_broker"] == 0  # once
 
 
 # -- brackets cut off between their legs ----------------------------------------------------------------
