@@ -14,6 +14,7 @@ REQUIRED = [
     "order.rejected",
     "order.cancel_requested",
     "order.modified",
+    "order.modification_unconfirmed",
     "order.unknown",
     "order.approved",
     "order.approval_rejected",
