@@ -7,3 +7,6 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         from audit import checks  # noqa: F401
+        from audit.readable import strict_sqlite_time_reads
+
+        strict_sqlite_time_reads()

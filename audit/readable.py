@@ -127,6 +127,33 @@ def readable_rows(queryset: models.QuerySet[M], *, log: logging.Logger, leaving_
     return found.rows
 
 
+def strict_sqlite_time_reads() -> None:
+    """On SQLite, a date or time column holding text that is no date or time (written behind the
+    application's back) reads as NULL through Django's driver converters, and a NOT NULL `created_at`
+    would be answered as `null`. Such a value now raises ValueError like any other unreadable value, so
+    the doors name the row (`ledger_unreadable`); `audit.stored` reads these columns as text and says what
+    they hold."""
+    import sqlite3
+
+    from django.db.backends.sqlite3 import base  # registers Django's converters first, which these replace
+    from django.utils.dateparse import parse_date, parse_datetime, parse_time
+
+    def strict(parse: Callable[[str], Any], kind: str) -> Callable[[bytes], Any]:
+        def convert(raw: bytes) -> Any:
+            value = parse(raw.decode())
+            if value is None:
+                raise ValueError(f"{raw[:40]!r} is not a {kind}")
+            return value
+
+        return convert
+
+    del base
+    sqlite3.register_converter("date", strict(parse_date, "date"))
+    sqlite3.register_converter("time", strict(parse_time, "time"))
+    sqlite3.register_converter("datetime", strict(parse_datetime, "date and time"))
+    sqlite3.register_converter("timestamp", strict(parse_datetime, "date and time"))
+
+
 def _itself(row: Any) -> Any:
     return row
 

@@ -133,3 +133,19 @@ def test_a_date_that_cannot_be_read_turns_the_date_drill_down_off_not_the_list(c
     assert page.status_code == 200
     text = page.content.decode()
     assert "good-date" in text and "The date drill-down is off" in text and "manage.py audit_verify" in text
+
+
+@pytest.mark.parametrize("stored", ["garbage", "12345"])
+def test_a_time_that_is_no_time_is_named_instead_of_answered_as_null(stored, read_client_in_test_transaction):
+    """SQLite's driver reads text that is no date and time as NULL: an order's `created_at` (never null) was
+    answered `null`, as if nothing were wrong. It is an unreadable value like any other."""
+    text_stored_database()
+    order = OrderFactory(client_order_id="tampered-time")
+    fill = FillFactory(order=order)
+    rewrite_around_triggers("orders_order", uuid_column(order.pk), "created_at", stored)
+    error = _unreadable(read_client_in_test_transaction.get(f"/api/v1/orders/{order.pk}/"), "orders_order", order.pk)
+    assert error["details"]["rows"][0]["problems"] == [
+        f'created_at holds "{stored}", which is not a valid DateTimeField'
+    ]
+    rewrite_around_triggers("orders_fill", fill.pk, "executed_at", stored)
+    _unreadable(read_client_in_test_transaction.get("/api/v1/fills/"), "orders_fill", fill.pk)
