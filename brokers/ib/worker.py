@@ -477,7 +477,7 @@ class IbWorker:
         )
 
     def _mark_down(self, reason: str) -> None:
-        was_connected = self.state == "connected"
+        was_connected, was_degraded = self.state == "connected", self.state == "degraded"
         self.state = "reconnecting" if not self._stopping else "stopped"
         self.reconciled.clear()
         self.last_error = reason
@@ -487,6 +487,8 @@ class IbWorker:
         if was_connected:
             logger.warning("IB connection lost: %s", reason)
             self._sink(BrokerConnectionChanged(connected=False, reason=reason))
+        elif was_degraded:  # its loss (1100) is on record already
+            logger.warning("IB connection lost while the gateway was cut off from IB's servers: %s", reason)
 
     # -- events (on the loop; translate and hand off, never touch the ORM) -------------------
     def _wire_events(self, ib: IB) -> None:
@@ -518,13 +520,24 @@ class IbWorker:
             self._clash = self.last_error = f"{code}: {message}"
             self.down_reason = "client_id_in_use"
         elif code == CONNECTIVITY_LOST:
+            # The gateway is up but cut off from IB's servers: as much a loss of the broker as a dropped socket.
+            was_connected = self.state == "connected"
             self.last_error = f"{code}: {message}"
             self.down_reason = "gateway_lost_ib_servers"
             self.state = "degraded"
+            if was_connected:
+                self.down_since = datetime.now(UTC)
+                logger.warning("IB gateway lost its connection to IB's servers: %s", self.last_error)
+                self._sink(BrokerConnectionChanged(connected=False, reason=self.last_error))
         elif code in (CONNECTIVITY_RESTORED, CONNECTIVITY_RESTORED_DATA_LOST):
+            was_degraded = self.state == "degraded"
             self.state = "connected"
             self.last_error = ""
             self.down_reason = ""
+            if was_degraded:
+                self.down_since = None
+                logger.info("IB gateway reconnected to IB's servers: %s: %s", code, message)
+                self._sink(BrokerConnectionChanged(connected=True, reason=f"{code}: {message}"))
             if code == CONNECTIVITY_RESTORED_DATA_LOST:
                 # IB dropped our market data: subscribe again.
                 for sub in self._subscriptions.values():
