@@ -210,7 +210,7 @@ def position(p: Any) -> PositionInfo:
         account=p.account,
         contract=contract_info(p.contract),
         quantity=dec(p.position) or Decimal(0),
-        average_cost=dec(p.averageCost if not is_portfolio else p.averageCost),
+        average_cost=dec(p.averageCost if is_portfolio else p.avgCost),
         market_price=price(p.marketPrice) if is_portfolio else None,
         market_value=dec(p.marketValue) if is_portfolio else None,
         unrealized_pnl=dec(p.unrealizedPNL) if is_portfolio else None,

@@ -37,6 +37,7 @@ def request_id(msg_id: int, fields: list[str]) -> int:
 
 class Connections:
     faults: Faults  # the gateway's (SimGateway)
+    managed_accounts: tuple[str, ...]
     _loop_free_at = 0.0  # monotonic time the loop last got round to its heartbeat
 
     async def _heartbeat(self) -> None:
@@ -178,7 +179,7 @@ class Connections:
             s.close()
             return
         s.client_id = client_id
-        s.send([15, 1, self.account_code])
+        s.send([15, 1, ",".join(self.managed_accounts)])
         s.send([9, 1, self.engine.next_valid_id(client_id)])
         for code, text in (
             (2104, "Market data farm connection is OK:usfarm"),

@@ -76,6 +76,7 @@ class SimGateway(
         trading_hours: str = "exchange",
         clock: Callable[[], datetime] | None = None,
         *,
+        managed_accounts: tuple[str, ...] | None = None,
         ib_limits: bool = True,
         max_market_data_lines: int = 100,
         max_messages_per_second: int = 50,
@@ -92,6 +93,16 @@ class SimGateway(
         self.tick_interval = tick_interval
         self.market = Market(seed)
         self.account = Account(account, self.market, Decimal(starting_cash))
+        # The accounts the login manages, in IB's order (an advisor's login lists its clients' accounts).
+        # Orders, fills and positions are `account`'s; the others are listed, hold their cash and nothing else.
+        self.managed_accounts = tuple(managed_accounts or (account,))
+        if account not in self.managed_accounts or len(set(self.managed_accounts)) != len(self.managed_accounts):
+            raise ValueError("managed_accounts must name each account once, the trading account among them")
+        self.other_accounts = {
+            code: Account(code, self.market, Decimal(starting_cash))
+            for code in self.managed_accounts
+            if code != account
+        }
         if trading_hours not in ("always", "exchange"):
             raise ValueError(f"trading_hours must be 'always' or 'exchange', not {trading_hours!r}")
         # "exchange": orders trade only while the instrument's exchange calendar says the market is open

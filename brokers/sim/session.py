@@ -52,6 +52,7 @@ class Session:
     bars_pending: set[int] = field(default_factory=set)  # keepUpToDate requests whose bars are being computed
     history_tail: asyncio.Task | None = None  # the last historical answer being computed, sent in request order
     acct_updates: bool = False
+    acct_code: str = ""  # the account reqAccountUpdates subscribed to ("": the only one)
     positions: bool = False
     multi: set[int] = field(default_factory=set)
     pos_multi: set[int] = field(default_factory=set)

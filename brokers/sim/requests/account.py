@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as M
+from ..account import Account
 from ..protocol import Cursor
 from ..session import Session
 
@@ -17,6 +18,9 @@ ACCOUNT_BATCH_S = 0.2  # after a fill, account values go out this much later, on
 
 
 class AccountRequests:
+    account: Account  # the gateway's (SimGateway): the trading account
+    other_accounts: dict[str, Account]
+
     # ------------------------------------------------------------ pushes
     def _push_account(self, con_id: int) -> None:
         """After a fill: the position and portfolio row now, the account values with the next batch."""
@@ -31,7 +35,7 @@ class AccountRequests:
         for s in self._live():
             if p is not None and s.positions:
                 s.send(M.position(self.account_code, p))
-            if s.acct_updates and p is not None:
+            if self._follows_account(s) and p is not None:
                 s.send(M.portfolio(self.account, p))
             for req_id in s.pos_multi:
                 if p is not None:
@@ -47,7 +51,7 @@ class AccountRequests:
         pnl = self.account.pnl()
         now = datetime.now(UTC).strftime("%H:%M")
         for s in self._live():
-            if s.acct_updates:
+            if self._follows_account(s):
                 for key, value, cur in values:
                     s.send([6, 2, key, value, cur, self.account_code])
                 s.send([8, 1, now])
@@ -75,28 +79,36 @@ class AccountRequests:
             for req_id, cid in s.pnl_single.items():
                 s.send(self._pnl_single_msg(req_id, cid))
 
+    def _follows_account(self, s: Session) -> bool:
+        """Whether the session's account updates are those of the trading account (the one that changes)."""
+        return s.acct_updates and s.acct_code in ("", self.account_code)
+
     # -- account
     def _req_account_updates(self, s: Session, c: Cursor) -> None:
         c.skip(1)
-        subscribe = c.bool()
-        s.acct_updates = subscribe
+        subscribe, code = c.bool(), c.str()
+        s.acct_updates, s.acct_code = subscribe, code
         if not subscribe:
             return
-        for key, value, cur in self.account.values():
-            s.send([6, 2, key, value, cur, self.account_code])
-        for p in self.account.positions.values():
+        # As TWS: one account at a time, the one asked for (an account of its own, with nothing traded).
+        account = self.other_accounts.get(code, self.account)
+        for key, value, cur in account.values():
+            s.send([6, 2, key, value, cur, account.code])
+        for p in account.positions.values():
             if p.qty != 0:
-                s.send(M.portfolio(self.account, p))
+                s.send(M.portfolio(account, p))
         s.send([8, 1, datetime.now(UTC).strftime("%H:%M")])
-        s.send([54, 1, self.account_code])
+        s.send([54, 1, account.code])
 
     def _req_account_updates_multi(self, s: Session, c: Cursor) -> None:
         c.skip(1)
-        req_id = c.int()
-        for key, value, cur in self.account.values():
-            s.send([73, 1, req_id, self.account_code, "", key, value, cur])
+        req_id, code = c.int(), c.str()
+        account = self.other_accounts.get(code, self.account)
+        for key, value, cur in account.values():
+            s.send([73, 1, req_id, account.code, "", key, value, cur])
         s.send([74, 1, req_id])
-        s.multi.add(req_id)
+        if account is self.account:  # the others never change: nothing traded
+            s.multi.add(req_id)
 
     def _cancel_account_updates_multi(self, s: Session, c: Cursor) -> None:
         c.skip(1)
@@ -107,6 +119,9 @@ class AccountRequests:
         req_id, _group, tags = c.int(), c.str(), {t.strip() for t in c.str().split(",") if t.strip()}
         for tag, value, cur in self.account.summary(tags):
             s.send([63, 1, req_id, self.account_code, tag, value, cur])
+        for account in self.other_accounts.values():  # group "All": every managed account
+            for tag, value, cur in account.summary(tags):
+                s.send([63, 1, req_id, account.code, tag, value, cur])
         s.send([64, 1, req_id])
         s.summary[req_id] = tags
 
@@ -138,9 +153,11 @@ class AccountRequests:
         s.pos_multi.discard(c.int())
 
     def _req_pnl(self, s: Session, c: Cursor) -> None:
-        req_id = c.int()
-        s.send([94, req_id, *self.account.pnl()])
-        s.pnl.add(req_id)
+        req_id, code = c.int(), c.str()
+        account = self.other_accounts.get(code, self.account)
+        s.send([94, req_id, *account.pnl()])
+        if account is self.account:  # the others never change: nothing traded
+            s.pnl.add(req_id)
 
     def _cancel_pnl(self, s: Session, c: Cursor) -> None:
         s.pnl.discard(c.int())

@@ -17,6 +17,8 @@ D0 = Decimal(0)
 
 
 class ContractRequests:
+    managed_accounts: tuple[str, ...]  # the gateway's (SimGateway)
+
     # ------------------------------------------------------------ request handlers
     def _req_current_time(self, s: Session, c: Cursor) -> None:
         s.send([49, 1, int(datetime.now(UTC).timestamp())])
@@ -26,7 +28,7 @@ class ContractRequests:
         s.send([9, 1, self.engine.next_valid_id(s.client_id)])
 
     def _req_managed_accounts(self, s: Session, c: Cursor) -> None:
-        s.send([15, 1, self.account_code])
+        s.send([15, 1, ",".join(self.managed_accounts)])
 
     def _req_contract_details(self, s: Session, c: Cursor) -> None:
         c.skip(1)

@@ -82,3 +82,26 @@ def test_account_updates_multi_and_positions_multi(gw, connect):
     t = ib.placeOrder(tsla, MarketOrder("SELL", 10))
     wait_until(ib, lambda: t.isDone())
     wait_until(ib, lambda: any(p.contract.conId == 76792991 and p.position == -10 for p in ib.reqPositions()))
+
+
+def test_a_login_managing_several_accounts(sim_gateway_factory, connect):
+    """managedAccounts lists every account; each account request answers for the account it names: the trading
+    account's fills show in its own updates only, the others hold their cash and nothing else."""
+    gw = sim_gateway_factory(managed_accounts=("DU1234567", "DU7654321"))
+    ib = connect(gw, account="DU7654321")  # ib_async subscribes account updates for this one
+    assert ib.managedAccounts() == ["DU1234567", "DU7654321"]
+    [aapl] = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+    buy = ib.placeOrder(aapl, MarketOrder("BUY", 10))
+    wait_until(ib, lambda: buy.isDone() and ib.positions("DU1234567"))
+    ib.sleep(0.5)  # the account values go out in a batch after a fill
+    assert ib.portfolio() == [] and ib.positions("DU7654321") == []
+    updates = {(v.account, v.tag, v.currency): v.value for v in ib.accountValues() if v.modelCode == ""}
+    assert float(updates[("DU7654321", "TotalCashValue", "USD")]) == 1_000_000
+    assert float(updates[("DU1234567", "TotalCashValue", "USD")]) < 1_000_000  # its multi updates follow the fill
+    summary = {(v.account, v.tag) for v in ib.accountSummary() if v.tag == "NetLiquidation"}
+    assert summary == {("DU1234567", "NetLiquidation"), ("DU7654321", "NetLiquidation")}
+    other = ib.reqPnL("DU7654321")
+    wait_until(ib, lambda: other.dailyPnL == other.dailyPnL)  # not NaN: answered
+    assert (other.dailyPnL, other.unrealizedPnL) == (0, 0)
+    with pytest.raises(ValueError, match="managed_accounts"):
+        sim_gateway_factory(managed_accounts=("DU7654321",))

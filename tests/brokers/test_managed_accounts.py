@@ -1,0 +1,59 @@
+"""Account reads of a login that manages several accounts (an advisor's, or a person's with more than one),
+against the simulated gateway over TCP with the real ib_async worker."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from ib_async import IB, MarketOrder, Stock
+
+from brokers import runtime
+from tests.conftest import anchor_stock_prices, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TRADING, OTHER = "DU1234567", "DU7654321"
+
+
+def _buy_at_gateway(port: int, quantity: int) -> None:
+    """Trade directly with another TWS API client, as a person at TWS would."""
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=77, timeout=10)
+    try:
+        (contract,) = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
+        trade = ib.placeOrder(contract, MarketOrder("BUY", quantity))
+        deadline = time.monotonic() + 10
+        while not trade.isDone() and time.monotonic() < deadline:
+            ib.waitOnUpdate(timeout=0.2)
+        assert trade.orderStatus.status == "Filled"
+    finally:
+        ib.disconnect()
+
+
+@pytest.fixture
+def two_accounts(sim_gateway_factory, transactional_db):
+    """A gateway whose login manages two accounts; AAPL bought in the first."""
+    sim = sim_gateway_factory(managed_accounts=(TRADING, OTHER))
+    anchor_stock_prices(sim)
+    _buy_at_gateway(sim.port, 5)
+    yield sim
+    runtime.stop()
+
+
+def _start(sim) -> None:
+    runtime.start(host="127.0.0.1", port=sim.port, client_id=1)
+    rt = runtime.current()
+    wait_for(lambda: rt.worker.reconciled.is_set(), message="connect and reconcile")
+
+
+def test_positions_of_an_account_without_account_updates_are_listed_not_a_500(two_accounts, read_client, settings):
+    # IB sends account updates (market price and value) for one account at a time: here the other one's.
+    settings.IB_ACCOUNT = OTHER
+    _start(two_accounts)
+    response = read_client.get(f"/api/v1/account/positions/?account={TRADING}")
+    assert response.status_code == 200, response.content
+    [position] = response.json()
+    assert position["account"] == TRADING and position["contract"]["symbol"] == "AAPL"
+    assert Decimal(position["quantity"]) == 5 and Decimal(position["average_cost"]) > 0
+    assert read_client.get("/api/v1/account/positions/").json() == []  # the other account holds nothing
