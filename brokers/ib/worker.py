@@ -322,6 +322,7 @@ class IbWorker:
         self.order_errors.clear()  # order ids are the connection's (a restarted gateway may use them again)
         self.accounts = tuple(ib.managedAccounts())
         self.server_version = ib.client.serverVersion()
+        await self._follow_default_account()
         self.ib.reqMarketDataType(self.market_data_type)
         for sub in self._subscriptions.values():
             if sub.lined:
@@ -341,6 +342,18 @@ class IbWorker:
         )
         self._sink(BrokerConnectionChanged(connected=True))
         await self._request_reconciliation()
+
+    async def _follow_default_account(self) -> None:
+        """IB sends account updates (each position's market price and value, the portfolio) for one account at
+        a time, and ib_async asks for them at connect only when it knows which: IB_ACCOUNT, or the only managed
+        account. A login managing several without IB_ACCOUNT follows the first, the gateway's default account."""
+        ib = self.ib
+        if ib is None or self.account or len(self.accounts) < 2:
+            return
+        try:
+            await asyncio.wait_for(ib.reqAccountUpdatesAsync(self.accounts[0]), self.request_timeout)
+        except Exception as exc:  # positions are still listed, without their market value
+            logger.warning("could not subscribe account updates for %s: %s", self.accounts[0], exc)
 
     async def _request_reconciliation(self) -> None:
         self.reconciled.clear()

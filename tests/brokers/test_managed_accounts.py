@@ -57,3 +57,15 @@ def test_positions_of_an_account_without_account_updates_are_listed_not_a_500(tw
     assert position["account"] == TRADING and position["contract"]["symbol"] == "AAPL"
     assert Decimal(position["quantity"]) == 5 and Decimal(position["average_cost"]) > 0
     assert read_client.get("/api/v1/account/positions/").json() == []  # the other account holds nothing
+
+
+def test_without_ib_account_the_default_account_s_positions_have_their_market_value(two_accounts, read_client):
+    # No IB_ACCOUNT: the default account is the first managed one, and its positions come with IB's portfolio.
+    _start(two_accounts)
+    response = read_client.get("/api/v1/account/positions/")
+    assert response.status_code == 200, response.content
+    [position] = response.json()
+    assert position["account"] == TRADING
+    assert Decimal(position["market_price"]) > 0
+    assert Decimal(position["market_value"]) == 5 * Decimal(position["market_price"])
+    assert position["unrealized_pnl"] is not None
