@@ -51,7 +51,15 @@ BAR_SIZES: dict[str, int] = {
     "1 day": 86400,
     "1 week": 7 * 86400,
     "1 month": 30 * 86400,
+    # The spellings IB's own 321 lists as legal for weeks and months.
+    "1w": 7 * 86400,
+    "1m": 30 * 86400,
 }
+# IB's error 321 names the legal bar sizes.
+LEGAL_BAR_SIZES = (
+    "1 secs, 5 secs, 10 secs, 15 secs, 30 secs, 1 min, 2 mins, 3 mins, 5 mins, 10 mins, 15 mins, 20 mins, "
+    "30 mins, 1 hour, 2 hours, 3 hours, 4 hours, 8 hours, 1 day, 1W, 1M"
+)
 DURATION_UNITS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 31 * 86400, "Y": 366 * 86400}
 MAX_BARS = 20_000
 

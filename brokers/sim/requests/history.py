@@ -20,6 +20,7 @@ from ..faults import Faults
 from ..history import (
     BAR_SIZES,
     HEAD_TIMESTAMP,
+    LEGAL_BAR_SIZES,
     WHAT_TO_SHOW,
     format_bar_time,
     make_bars,
@@ -101,7 +102,9 @@ class HistoryRequests:
         # IB error list, 321: invalid bar size, whatToShow, or an end date together with keepUpToDate.
         bar_s = BAR_SIZES.get(" ".join(bar_size.split()).lower().replace("min ", "min").replace("sec ", "secs"))
         if bar_s is None:
-            return refuse(321, _validation("Historical data bar size setting is invalid."))
+            return refuse(
+                321, _validation(f"Historical data bar size setting is invalid. Legal ones are: {LEGAL_BAR_SIZES}")
+            )
         schedule = what == "SCHEDULE" and s.version >= SCHEDULE_VERSION
         if what not in WHAT_TO_SHOW and not schedule:
             return refuse(321, _validation(f"Historical data query whatToShow '{what}' is invalid."))

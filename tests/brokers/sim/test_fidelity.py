@@ -485,6 +485,12 @@ def test_ib_error_codes(sim, ib, aapl, allow_ib_errors):
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
             assert not ib.reqHistoricalData(aapl, *args, **kwargs)
     assert _codes(errors).count(321) == 3
+    [bar_size_text] = [m for _, c, m in errors if c == 321 and "bar size" in m]
+    assert bar_size_text.endswith(
+        "Legal ones are: 1 secs, 5 secs, 10 secs, 15 secs, 30 secs, 1 min, 2 mins, 3 mins, "
+        "5 mins, 10 mins, 15 mins, 20 mins, 30 mins, 1 hour, 2 hours, 3 hours, 4 hours, "
+        "8 hours, 1 day, 1W, 1M"
+    )
     # 2174: an end time without a zone is a warning; the data still comes.
     assert ib.reqHistoricalData(aapl, "20261120 16:00:00", "2 D", "1 hour", "TRADES", True)
     assert 2174 in _codes(errors)

@@ -104,6 +104,14 @@ def test_historical_bars(sim_gateway_factory, version, connect):
     assert 15 <= len(daily) <= 24 and isinstance(daily[0].date, date) and not isinstance(daily[0].date, datetime)
     weekly = ib.reqHistoricalData(aapl, "", "1 Y", "1 week", "MIDPOINT", useRTH=True, formatDate=1)
     assert 50 <= len(weekly) <= 54
+    # IB also takes the spellings its 321 lists as legal, "1W" and "1M", for the same bars.
+    # (The last bar, still in the making, may have moved between the two requests.)
+    weeks = ib.reqHistoricalData(aapl, "", "1 Y", "1W", "MIDPOINT", useRTH=True, formatDate=1)
+    assert [b.date for b in weeks] == [b.date for b in weekly] and weeks[:-1] == weekly[:-1]
+    monthly = ib.reqHistoricalData(aapl, "", "1 Y", "1 month", "MIDPOINT", useRTH=True, formatDate=1)
+    assert 12 <= len(monthly) <= 13
+    months = ib.reqHistoricalData(aapl, "", "1 Y", "1M", "MIDPOINT", useRTH=True, formatDate=1)
+    assert [b.date for b in months] == [b.date for b in monthly] and months[:-1] == monthly[:-1]
     # One-second bars from a session that has ended (the five minutes before now may hold no trading);
     # noon New York is inside every regular session, half days included.
     session_day = daily[-2].date
