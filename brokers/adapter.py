@@ -198,6 +198,9 @@ class BrokerOrderStatus:
     quantity: Decimal | None = None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    # A working order whose latest modification IB refused (`error_code`, `reason`): the terms above are the
+    # broker's answer to it, even for a modification made on this connection (reconciliation snapshots only).
+    change_refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

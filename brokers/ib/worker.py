@@ -54,6 +54,9 @@ HEARTBEAT_S = 5.0
 UNANSWERED_CANCEL_S = 30.0
 UNCONFIRMED_MODIFY_S = 30.0
 UNANSWERED_RECHECKS = 3
+# After IB refuses a modification, its terms are read again this much later too: by then the ledger holds the
+# modification the refusal undoes, however late the thread that sent it recorded it.
+REFUSED_CHANGE_RECHECK_S = 2.0
 # IB codes that mean "the gateway lost / regained its link to IB's servers".
 CONNECTIVITY_LOST, CONNECTIVITY_RESTORED_DATA_LOST, CONNECTIVITY_RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
@@ -130,6 +133,14 @@ def _marked_by_client(trade: Any) -> bool:
     return bool(last.errorCode) and last.status == "Cancelled"
 
 
+def _refused_modification(trade: Any) -> bool:
+    """Whether IB's error on a working order answered a modification: the latest change sent (ib_async logs
+    it "Modify") came before the error, and none since. The order works on with the terms it had."""
+    last_error = max((i for i, e in enumerate(trade.log) if e.errorCode), default=None)
+    modifications = [i for i, e in enumerate(trade.log) if e.message == "Modify"]
+    return last_error is not None and bool(modifications) and modifications[-1] < last_error
+
+
 def _cancelled_by_client(trade: Any) -> bool:
     """Whether ib_async itself marked a working order Cancelled because IB reported an error on it.
 
@@ -179,6 +190,8 @@ class IbWorker:
         self._modifies_sent: dict[int, _Awaited] = {}
         # IB's errors on this client's orders, the reasons for their stops (loop thread only).
         self.order_errors = OrderErrors()
+        # Modifications IB refused: order id -> (code, text, when); reconciliation records the broker's terms.
+        self._refused_changes: dict[int, tuple[int, str, float]] = {}
         self._stopping = False
         self._disconnected: asyncio.Event | None = None
         self.ib: IB | None = None
@@ -320,6 +333,7 @@ class IbWorker:
         ib = self.ib
         self.connection_id = uuid.uuid4().hex
         self.order_errors.clear()  # order ids are the connection's (a restarted gateway may use them again)
+        self._refused_changes.clear()
         self.accounts = tuple(ib.managedAccounts())
         self.server_version = ib.client.serverVersion()
         await self._follow_default_account()
@@ -475,10 +489,13 @@ class IbWorker:
             if t.order.clientId == self.client_id and t.order.orderId and t.order.permId
         }
         orders = tuple(
-            _with_average_price(self._order_report(t, terms=True, own_by_perm=own_by_perm), executions)
+            self._with_refused_change(
+                t, _with_average_price(self._order_report(t, terms=True, own_by_perm=own_by_perm), executions)
+            )
             for t in seen.values()
             if t.order.orderRef and not t.order.whatIf
         )
+        self._forget_refused_changes()
         commissions = tuple(c for c in (translate.commission(f.commissionReport) for f in fills) if c)
         return BrokerSnapshot(
             orders=orders,
@@ -488,6 +505,23 @@ class IbWorker:
             session_started=self.connected_since,
             connection=self.connection_id,
         )
+
+    def _with_refused_change(self, trade: Any, report: BrokerOrderStatus) -> BrokerOrderStatus:
+        """A working order whose latest modification IB refused: its terms in this snapshot are the broker's
+        answer to that modification, with IB's code and text (no later change is on its way)."""
+        refused = self._refused_changes.get(trade.order.orderId) if trade.order.clientId == self.client_id else None
+        if refused is None or report.status not in WORKING_AT_BROKER or not _refused_modification(trade):
+            return report  # (changed again since: that change may not be in this answer yet)
+        code, text, _ = refused
+        return replace(report, change_refused=True, error_code=code, reason=text)
+
+    def _forget_refused_changes(self) -> None:
+        """A refusal is reported by the snapshots of the next few seconds (`REFUSED_CHANGE_RECHECK_S`), then
+        forgotten."""
+        now = time.monotonic()
+        for order_id, (_, _, at) in list(self._refused_changes.items()):
+            if now - at > 2 * REFUSED_CHANGE_RECHECK_S:
+                del self._refused_changes[order_id]
 
     def _mark_down(self, reason: str) -> None:
         was_connected, was_degraded = self.state == "connected", self.state == "degraded"
@@ -567,6 +601,12 @@ class IbWorker:
         if trade is None or not trade.order.orderRef or trade.order.whatIf:
             return  # not an order (a request id), or not one of ours
         new_order = not any(e.status in WORKING_AT_BROKER for e in trade.log)
+        if _cancelled_by_client(trade) and _refused_modification(trade):
+            # IB refused a change of a working order: it works on with its earlier terms. The reconciliation
+            # `_on_order_status` asked for records them; so does another one later, should the ledger record
+            # the change only after the first.
+            self._refused_changes[order_id] = (code, message, time.monotonic())
+            asyncio.get_running_loop().call_later(REFUSED_CHANGE_RECHECK_S, self.recheck)
         noted = self.order_errors.note(order_id, code, message, new_order=new_order)
         if (
             (noted or _marked_by_client(trade))

@@ -360,8 +360,9 @@ def _terms_as_the_broker_holds(snapshot: BrokerSnapshot) -> int:
     that never reached it: lost with the connection, or refused) are recorded with the broker's terms.
 
     A modification made on the connection the snapshot came through is left alone (the broker may have
-    answered the snapshot before it received the change), unless the broker did not confirm it in time
-    and it was recorded before the broker was asked (`snapshot.unconfirmed`)."""
+    answered the snapshot before it received the change), unless IB refused it (`change_refused`: the
+    broker's terms are its answer to that change, recorded with IB's code and text) or did not confirm it in
+    time and it was recorded before the broker was asked (`snapshot.unconfirmed`)."""
     if snapshot.session_started is None:
         return 0
     corrected = 0
@@ -384,7 +385,8 @@ def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
     started = snapshot.session_started
     asked = snapshot.asked_at if report.order_ref in snapshot.unconfirmed else None
     unconfirmed = changed_at is not None and asked is not None and changed_at < asked
-    if changed_at is not None and (started is None or changed_at >= started) and not unconfirmed:
+    answered = unconfirmed or report.change_refused  # the broker's terms answer a change made on this connection
+    if changed_at is not None and (started is None or changed_at >= started) and not answered:
         return 0
     held = dict(terms, quantity=report.quantity)
     if order.order_type in _LIMITED and report.limit_price is not None:
@@ -401,21 +403,30 @@ def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
             return 0
         if not _same_broker_order(order, latest, **ids) or order_terms_changed(order) != (terms, changed_at):
             return 0  # another client's order, or modified meanwhile
+        audit_event = events.ORDER_MODIFIED
+        if report.change_refused:
+            code, reason = str(report.error_code or ""), report.reason
+        elif unconfirmed:
+            code, audit_event = "modification_unconfirmed", events.ORDER_MODIFICATION_UNCONFIRMED
+            reason = (
+                "The broker did not confirm the modification in time and holds this order with other terms "
+                "than recorded: recorded as the broker holds it."
+            )
+        else:
+            code = "terms_at_broker"
+            reason = (
+                "After reconnecting, the broker holds this order with other terms than recorded "
+                "(a modification did not reach it): recorded as the broker holds it."
+            )
         order_event_append(
             order,
             status=latest.status,
             source=Source.WORKER,
-            code="modification_unconfirmed" if unconfirmed else "terms_at_broker",
-            reason=(
-                "The broker did not confirm the modification in time and holds this order with other terms "
-                "than recorded: recorded as the broker holds it."
-                if unconfirmed
-                else "After reconnecting, the broker holds this order with other terms than recorded "
-                "(a modification did not reach it): recorded as the broker holds it."
-            ),
+            code=code,
+            reason=reason,
             data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
             remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
-            audit_event=events.ORDER_MODIFICATION_UNCONFIRMED if unconfirmed else events.ORDER_MODIFIED,
+            audit_event=audit_event,
             strict=False,
             latest=latest,
         )

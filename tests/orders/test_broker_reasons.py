@@ -139,3 +139,35 @@ def test_a_refused_modification_is_not_the_reason_of_a_later_cancel(resting, api
     wait_for(lambda: _body(api_client, order_id)["status"] == "cancelled", message="cancelled")
     _settled(ib_runtime)
     assert not [event for event in _events(api_client, order_id) if event[1] == "201"]
+
+
+def test_a_modification_the_broker_refuses_leaves_the_order_recorded_with_the_terms_it_works_with(
+    resting, api_client, ib_runtime, settings
+):
+    # A Toronto listing in CAD: the gateway leaves the buying power of a USD account to the broker, whose margin
+    # check refuses the larger order (201); the order works on at the broker with its earlier quantity.
+    settings.RISK_MAX_ORDER_QUANTITY, settings.RISK_MAX_ORDER_NOTIONAL = 100_000, 10**9
+    resting.set_price(195014132, "102.00")
+    shop = {
+        "symbol": "SHOP",
+        "exchange": "SMART",
+        "primary_exchange": "TSE",
+        "currency": "CAD",
+        "limit_price": "100.00",
+    }
+    order_id = api_client.post("/api/v1/orders/", _order("shop-mod", **shop), format="json").json()["id"]
+    wait_for(lambda: _body(api_client, order_id)["status"] == "submitted", message="resting")
+
+    changed = api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "30000"}, format="json")
+    assert changed.status_code == 200, changed.content  # sent; the broker answers afterwards
+    wait_for(lambda: _body(api_client, order_id)["quantity"] == "1", message="the broker's terms recorded")
+    _settled(ib_runtime)
+    assert [(o.status, o.total_quantity) for o in resting.orders() if o.order_ref == "shop-mod"] == [("Submitted", 1)]
+    body = _body(api_client, order_id)
+    assert (body["status"], body["remaining_quantity"]) == ("submitted", "1")
+    latest = body["events"][-1]
+    assert (latest["status"], latest["code"], latest["source"]) == ("submitted", "201", "worker")
+    assert "YOUR ORDER IS NOT ACCEPTED" in latest["reason"]
+    assert latest["data"]["from_broker"] is True
+    held = latest["data"]["modified"]
+    assert (Decimal(held["quantity"]), Decimal(held["limit_price"]), held["stop_price"]) == (1, 100, None)
