@@ -206,8 +206,19 @@ def account_default() -> str:
 
 
 def account_resolve(account: str | None) -> str:
+    """The account a read names, else the default one; refused when the gateway does not manage it. So is a
+    configured IB_ACCOUNT the gateway's login does not manage (a mistake, or another login since a reconnect):
+    its reads would otherwise answer empty, as if the account held nothing."""
     if not account:
-        return account_default()
+        default, managed = account_default(), runtime.adapter().managed_accounts()
+        if managed and default not in managed:  # none known yet: the broker call says why
+            raise GatewayError(
+                ErrorCode.ACCOUNT_NOT_MANAGED,
+                f"Account {default} (IB_ACCOUNT) is not managed by the connected gateway.",
+                http_status=422,
+                details={"account": default, "setting": "IB_ACCOUNT"},
+            )
+        return default
     if account not in runtime.adapter().managed_accounts():
         raise GatewayError(
             ErrorCode.ACCOUNT_NOT_MANAGED,

@@ -69,3 +69,19 @@ def test_without_ib_account_the_default_account_s_positions_have_their_market_va
     assert Decimal(position["market_price"]) > 0
     assert Decimal(position["market_value"]) == 5 * Decimal(position["market_price"])
     assert position["unrealized_pnl"] is not None
+
+
+@pytest.mark.parametrize("read", ["summary", "positions", "pnl"])
+def test_a_configured_account_the_login_does_not_manage_is_refused_not_answered_empty(
+    read, two_accounts, read_client, settings
+):
+    # IB_ACCOUNT names an account of another login (a mistake, or the login changed since): its reads would
+    # come back empty, as if the account held nothing.
+    settings.IB_ACCOUNT = "DU9999999"
+    _start(two_accounts)
+    response = read_client.get(f"/api/v1/account/{read}/")
+    assert response.status_code == 422, response.content
+    error = response.json()["error"]
+    assert error["code"] == "account_not_managed"
+    assert error["details"] == {"account": "DU9999999", "setting": "IB_ACCOUNT"}
+    assert read_client.get(f"/api/v1/account/{read}/?account={OTHER}").status_code == 200
