@@ -240,7 +240,7 @@ def order_status(
     """`terms`: also the quantity and prices, as the broker reported them (a fresh answer, not an order
     this connection has just changed). `error`: IB's error that explains the order's stop."""
     order, st = trade.order, trade.orderStatus
-    held = order_terms(order) if terms else {}
+    held: dict[str, Any] = dict(order_terms(order)) if terms else {}  # keyword arguments of the report
     return BrokerOrderStatus(
         **held,
         order_ref=order.orderRef or "",
