@@ -18,7 +18,8 @@ itself the chain (`LedgerSeal`) sets `ledger_sealed = False`.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from collections.abc import Collection
+from typing import Any, NoReturn, Self
 
 from django.db import models, router, transaction
 
@@ -107,3 +108,21 @@ class AppendOnlyModel(models.Model):
         _refuse(self, "delete()")
 
     delete.alters_data = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any], **kwargs: Any) -> Self:
+        # A NOT NULL column read as NULL: a value the database driver could not read (on SQLite, an empty
+        # text in a date column reads as NULL). Raised like any unreadable value, so the doors name the row
+        # (`audit.readable`) instead of answering null for a value that cannot be null.
+        for name, value in zip(field_names, values, strict=False):
+            if value is None and name in cls._not_null_attnames():
+                raise ValueError(f"{cls._meta.label}.{name} reads as NULL, which it cannot hold")
+        return super().from_db(db, field_names, values, **kwargs)
+
+    @classmethod
+    def _not_null_attnames(cls) -> frozenset[str]:
+        found = cls.__dict__.get("_not_null")
+        if found is None:
+            found = frozenset(f.attname for f in cls._meta.concrete_fields if not f.null)
+            cls._not_null = found  # type: ignore[attr-defined]  # per concrete class, computed once
+        return found

@@ -135,10 +135,10 @@ def test_a_date_that_cannot_be_read_turns_the_date_drill_down_off_not_the_list(c
     assert "good-date" in text and "The date drill-down is off" in text and "manage.py audit_verify" in text
 
 
-@pytest.mark.parametrize("stored", ["garbage", "12345"])
+@pytest.mark.parametrize("stored", ["garbage", "12345", ""])
 def test_a_time_that_is_no_time_is_named_instead_of_answered_as_null(stored, read_client_in_test_transaction):
-    """SQLite's driver reads text that is no date and time as NULL: an order's `created_at` (never null) was
-    answered `null`, as if nothing were wrong. It is an unreadable value like any other."""
+    """SQLite's driver reads text that is no date and time (an empty one too) as NULL: an order's `created_at`
+    (never null) was answered `null`, as if nothing were wrong. It is an unreadable value like any other."""
     text_stored_database()
     order = OrderFactory(client_order_id="tampered-time")
     fill = FillFactory(order=order)
