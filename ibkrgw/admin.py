@@ -16,6 +16,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from audit import events
+from audit.admin import DeclaredLookupsOnly
 from audit.services import audit_record
 from ibkrgw.actors import Source
 from ibkrgw.auth import actor_for
@@ -23,7 +24,7 @@ from ibkrgw.models import ScopedAPIKey
 
 
 @admin.register(ScopedAPIKey)
-class ScopedAPIKeyAdmin(APIKeyModelAdmin):
+class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")
     list_filter = ("scope", "revoked", "created")
     fields = ("prefix", "name", "scope", "expiry_date", "revoked")
