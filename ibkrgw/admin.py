@@ -32,8 +32,11 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = tuple(super().get_readonly_fields(request, obj))
-        # A key's scope is fixed once it exists: make a new key instead of widening an old one.
-        return fields + ("scope",) if obj is not None else fields
+        if obj is None:
+            return fields
+        # A key's scope, name and expiry are fixed once it exists: make a new key instead of widening an
+        # old one (a later expiry would bring an expired key back to life). Revoking is the only change.
+        return fields + tuple(name for name in ("name", "scope", "expiry_date") if name not in fields)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Revoke instead: the audit log keeps referring to the key's prefix.
@@ -61,7 +64,7 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
                 data={"name": obj.name, "scope": obj.scope},
             )
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ScopedAPIKey]):
         keys = list(queryset.filter(revoked=False))
         if not request.POST.get("confirmed"):

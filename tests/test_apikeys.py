@@ -109,3 +109,47 @@ def test_keys_cannot_be_deleted_in_the_admin(rf, django_user_model):
     request = rf.get("/admin/")
     request.user = django_user_model.objects.create_superuser("op", "op@example.com", "pw-for-tests-only")
     assert not admin.site._registry[ScopedAPIKey].has_delete_permission(request)
+
+
+def test_revoking_in_bulk_needs_the_permission_to_change_keys(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", "", "pw-for-tests-only", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_scopedapikey"))
+    client.force_login(viewer)
+    key, secret = api_key(scope="trade")
+    changelist = "/admin/ibkrgw/scopedapikey/"
+    assert "revoke_selected" not in client.get(changelist).content.decode()
+    # Before: a staff member who may only look at the keys revoked them all with this one POST.
+    client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk], "confirmed": "yes"})
+    assert not ScopedAPIKey.objects.get(pk=key.pk).revoked
+    assert api_key_from_string(secret) is not None
+    assert not AuditEntry.objects.filter(event=events.APIKEY_REVOKED).exists()
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_scopedapikey"))
+    client.post(changelist, {"action": "revoke_selected", "_selected_action": [key.pk], "confirmed": "yes"})
+    assert ScopedAPIKey.objects.get(pk=key.pk).revoked
+    revoked = AuditEntry.objects.get(event=events.APIKEY_REVOKED)
+    assert (revoked.target_id, revoked.actor_label, revoked.source) == (key.prefix, "viewer", "admin")
+
+
+def test_an_expired_key_cannot_be_brought_back_nor_a_key_renamed_in_the_admin(client, django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "pw-for-tests-only"))
+    expired = timezone.now() - timedelta(days=1)
+    key, secret = api_key(scope="trade", name="ci", expiry_date=expired)
+    assert api_key_from_string(secret) is None
+    page = client.get(f"/admin/ibkrgw/scopedapikey/{key.pk}/change/").content.decode()
+    assert 'name="expiry_date_0"' not in page and 'name="name"' not in page and 'name="revoked"' in page
+    # Before: this POST set a later expiry (the key worked again) and a new name, and nothing was audited.
+    response = client.post(
+        f"/admin/ibkrgw/scopedapikey/{key.pk}/change/",
+        {"name": "renamed", "expiry_date_0": "2099-01-01", "expiry_date_1": "00:00:00"},
+    )
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.name, key.expiry_date, key.revoked) == ("ci", expired, False)
+    assert api_key_from_string(secret) is None
