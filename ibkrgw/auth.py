@@ -31,6 +31,10 @@ KEYWORD = "Api-Key"
 # or change made in this process clears the cache at once; one made elsewhere (`manage.py apikey
 # revoke`, another web process) takes effect within API_KEY_CACHE_S.
 _verified: dict[str, tuple[float, ScopedAPIKey]] = {}
+# Bumped by every clear: a key read from the database before a clear is not cached after it (a revocation
+# that commits while a request is reading the key must not leave the key it read in the cache).
+_generation = 0
+_cache_lock = threading.Lock()
 
 
 def _digest(raw: str) -> str:
@@ -38,7 +42,10 @@ def _digest(raw: str) -> str:
 
 
 def api_key_cache_clear(**_kwargs) -> None:
-    _verified.clear()
+    global _generation
+    with _cache_lock:
+        _generation += 1
+        _verified.clear()
 
 
 def _key_changed(sender, **kwargs) -> None:
@@ -76,7 +83,7 @@ def api_key_from_string(raw: str) -> ScopedAPIKey | None:
     key = api_key_cached(raw)
     if key is not None:
         return key
-    verified_at = time.monotonic()
+    verified_at, generation = time.monotonic(), _generation
     try:
         key = ScopedAPIKey.objects.get_from_key(raw)
     except ScopedAPIKey.DoesNotExist:
@@ -85,7 +92,9 @@ def api_key_from_string(raw: str) -> ScopedAPIKey | None:
         _verified.pop(_digest(raw), None)
         return None
     if settings.API_KEY_CACHE_S > 0:
-        _verified[_digest(raw)] = (verified_at, key)
+        with _cache_lock:
+            if generation == _generation:  # no change to any key since the read began
+                _verified[_digest(raw)] = (verified_at, key)
     return key
 
 

@@ -70,3 +70,42 @@ def test_the_cache_can_be_turned_off(settings, django_assert_num_queries):
     assert api_key_from_string(secret) is not None
     with django_assert_num_queries(1):
         assert api_key_from_string(secret) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_while_a_request_reads_it_is_not_cached_as_usable(settings):
+    import threading
+
+    from django.db import connection
+
+    from ibkrgw.actors import Actor
+    from ibkrgw.management.commands.apikey import apikey_revoke
+
+    settings.API_KEY_CACHE_S = 300
+    key, secret = api_key(scope="trade")
+
+    def revoke() -> None:
+        try:
+            apikey_revoke(prefix=key.prefix, actor=Actor.system(label="ops"))
+        finally:
+            connection.close()
+
+    revoked = threading.Event()
+
+    def revoke_after_the_key_is_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "ibkrgw_scopedapikey" in sql and not revoked.is_set():
+            revoked.set()
+            # Another request revokes the key (and answers) after this one has read it, before it is cached.
+            thread = threading.Thread(target=revoke)
+            thread.start()
+            thread.join()
+        return result
+
+    with connection.execute_wrapper(revoke_after_the_key_is_read):
+        assert api_key_from_string(secret) is not None  # it read the key before the revocation
+    assert revoked.is_set() and ScopedAPIKey.objects.get(pk=key.pk).revoked
+    # Before: the key read before the revocation stayed in the cache, usable for API_KEY_CACHE_S more.
+    assert api_key_from_string(secret) is None
+    response = _client(secret).get("/api/v1/audit/")
+    assert response.status_code == 401
