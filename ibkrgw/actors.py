@@ -40,6 +40,9 @@ class Actor:
     source: Source
     correlation_id: str = field(default_factory=current_correlation_id)
     is_admin: bool = False
+    # The API key behind a program's request (its primary key), None for anyone else: an order it places is
+    # admitted only while the key is still usable (orders.gates.gate_api_key_usable).
+    key_id: str | None = None
 
     @classmethod
     def system(cls, label: str = "worker", source: Source = Source.WORKER) -> Actor:

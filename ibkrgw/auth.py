@@ -152,7 +152,8 @@ def principal_allows(user: AbstractBaseUser | AnonymousUser | None, key: ScopedA
 def actor_for(user, key, source: Source) -> Actor:
     cid = current_correlation_id()
     if isinstance(key, ScopedAPIKey):
-        return Actor(kind=ActorKind.API_KEY, label=f"{key.name} ({key.prefix})", source=source, correlation_id=cid)
+        label = f"{key.name} ({key.prefix})"
+        return Actor(kind=ActorKind.API_KEY, label=label, source=source, correlation_id=cid, key_id=key.pk)
     if user is None or not user.is_authenticated:
         # Nobody: not an empty user name (DRF makes the user anonymous when authentication itself refused).
         return Actor(kind=ActorKind.ANONYMOUS, label="anonymous", source=source, correlation_id=cid)

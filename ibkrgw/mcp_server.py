@@ -129,7 +129,8 @@ def _actor(transport: Transport, headers: Mapping[str, str], correlation_id: str
     if key is None:
         raise GatewayError(ErrorCode.NOT_AUTHENTICATED, "Invalid, expired or revoked API key.", http_status=401)
     label = f"mcp:{key.name} ({key.prefix})"
-    return Actor(kind=ActorKind.MCP, label=label, source=Source.MCP, correlation_id=correlation_id), key
+    actor = Actor(kind=ActorKind.MCP, label=label, source=Source.MCP, correlation_id=correlation_id, key_id=key.pk)
+    return actor, key
 
 
 def _scope_check(key: ScopedAPIKey | None, scope: KeyScope) -> None:

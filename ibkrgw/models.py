@@ -18,3 +18,10 @@ class ScopedAPIKey(AbstractAPIKey):
 
     def allows(self, scope: str) -> bool:
         return self.scope == Scope.TRADE or scope == Scope.READ
+
+
+def api_key_usable(key_id: str) -> bool:
+    """Whether the key `key_id` (primary key) is usable as the database has it now: there, not revoked,
+    not expired. No cache: for decisions that must follow a revocation at once."""
+    key = ScopedAPIKey.objects.filter(pk=key_id).only("revoked", "expiry_date").first()
+    return key is not None and not key.revoked and not key.has_expired

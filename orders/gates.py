@@ -268,6 +268,15 @@ def gate_kill_switch(halted: bool) -> None:
         )
 
 
+def gate_api_key_usable(usable: bool) -> None:
+    """An order placed with an API key is admitted only while the key is usable: one that waited for its turn
+    while the key was revoked (or expired) is refused, so nothing is placed after a revocation has answered."""
+    if not usable:
+        raise GateBlocked(
+            "api_key", ErrorCode.NOT_AUTHENTICATED, "The API key was revoked or has expired.", http_status=401
+        )
+
+
 def gate_max_quantity(request: OrderRequest) -> None:
     if request.quantity > settings.RISK_MAX_ORDER_QUANTITY:
         raise GateBlocked(

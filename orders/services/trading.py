@@ -26,6 +26,7 @@ from brokers.selectors import account_default
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.models import api_key_usable
 from orders import gates, publish
 from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent, RecordedRows
@@ -222,9 +223,12 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     contract = trip.contract
     terms = checks.same_order(request, contract)
     status = _first_status(actor)
+    key_id = actor.key_id
 
     def admit(group: AdmissionGroup) -> tuple[Order, bool]:
         group.once("lock", ledger_write_lock)
+        if key_id is not None:  # read after the lock: a revocation committed before it counts
+            gates.gate_api_key_usable(group.once(("api_key", key_id), lambda: api_key_usable(key_id)))
         key = ("key", account, request.client_order_id)
         if group.added.get(key):  # the same key earlier in this group: a replay (or a reuse)
             replay = _replay(account, request.client_order_id, digest)

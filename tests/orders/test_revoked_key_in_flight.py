@@ -1,0 +1,83 @@
+"""An order in flight when its API key is revoked: once the revocation has answered, nothing it places is
+admitted, however long the order waited for its turn in the order pipeline."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from audit.models import AuditEntry
+from orders.models import Order
+from orders.pipeline import pipeline
+from tests.conftest import wait_for
+from tests.factories import api_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"client_order_id": "in-flight-1", "symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
+
+
+@pytest.fixture
+def quiet_market(sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", Decimal("190.00"))
+    return sim_gateway
+
+
+def _placements_queued() -> int:
+    waiting = pipeline()._queue
+    with waiting.mutex:
+        return sum(
+            1
+            for command in waiting.queue
+            if getattr(command, "admit", None) and "order_submit" in command.admit.__qualname__
+        )
+
+
+def _place(secret: str, answers: list) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    try:
+        answers.append(client.post("/api/v1/orders/", BODY, format="json"))
+    finally:
+        connection.close()
+
+
+def test_an_order_waiting_its_turn_when_its_key_is_revoked_is_refused(ib_runtime, quiet_market, settings):
+    settings.API_KEY_CACHE_S = 300
+    key, secret = api_key(scope="trade", name="bot")
+    running, hold, answers = threading.Event(), threading.Event(), []
+    # The pipeline is busy (a slow broker call ahead): the order passes authentication and its checks, and waits.
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    placing = threading.Thread(target=_place, args=(secret, answers))
+    placing.start()
+    wait_for(lambda: _placements_queued() == 1, message="the order queued")
+
+    call_command("apikey", "revoke", key.prefix, stdout=StringIO())  # the revocation answers
+    hold.set()
+    placing.join(30)
+
+    (response,) = answers
+    # Before: 201, the order recorded (and, armed, sent) after the key's revocation had answered.
+    assert response.status_code == 401, response.content
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert not Order.objects.exists()
+    # The refusal's audit entry commits with the pipeline's admission group, just after the answer.
+    blocked = wait_for(lambda: AuditEntry.objects.filter(event="gate.blocked").first(), message="refusal audited")
+    assert (blocked.actor_label, blocked.data["code"]) == (f"bot ({key.prefix})", "not_authenticated")
+
+
+def test_an_order_admitted_before_the_revocation_stands(ib_runtime, quiet_market):
+    key, secret = api_key(scope="trade")
+    answers: list = []
+    _place(secret, answers)
+    assert answers[0].status_code == 201
+    call_command("apikey", "revoke", key.prefix, stdout=StringIO())
+    assert Order.objects.get().client_order_id == "in-flight-1"
