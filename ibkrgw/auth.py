@@ -58,6 +58,12 @@ post_save.connect(_key_changed, sender=ScopedAPIKey, dispatch_uid="api-key-cache
 post_delete.connect(_key_changed, sender=ScopedAPIKey, dispatch_uid="api-key-cache")
 
 
+def api_key_changes() -> int:
+    """A number that moves whenever a key changes in this process (revoked, created...): whoever holds a key
+    verified earlier (an open websocket) reads it again when this has moved since."""
+    return _generation
+
+
 def api_key_cached(raw: str) -> ScopedAPIKey | None:
     """The key matching `raw` if it was verified recently and has not expired since; no database."""
     hit = _verified.get(_digest(raw))

@@ -36,7 +36,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ibkrgw import limits, metrics
-from ibkrgw.auth import principal_allows, session_signs_in
+from ibkrgw.auth import api_key_changes, principal_allows, session_signs_in
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.models import Scope, ScopedAPIKey
 
@@ -251,6 +251,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self._open = False
         self._auth_checked_at = time.monotonic()
+        self._key_changes = api_key_changes()
         await self.accept()
         denial = self._denial()
         if denial is not None:
@@ -342,13 +343,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _still_allowed(self) -> bool:
         """Cheap re-check on every message (as Paperless' StatusConsumer does); whether the key or the
-        session is still valid is read from the database at most every AUTH_RECHECK_S."""
+        session is still valid is read from the database at most every AUTH_RECHECK_S, and at once after a
+        key changed in this process (a revocation here refuses the very next message)."""
         if self._denial() is not None:
             return False
         key = self.scope.get("api_key")
-        if time.monotonic() - self._auth_checked_at < AUTH_RECHECK_S:
+        key_changed = key is not None and api_key_changes() != self._key_changes
+        if not key_changed and time.monotonic() - self._auth_checked_at < AUTH_RECHECK_S:
             return not (key is not None and key.has_expired)
         self._auth_checked_at = time.monotonic()
+        self._key_changes = api_key_changes()  # before the read: a change during it is read again next time
         return await database_sync_to_async(_credential_valid)(self._credential)
 
     async def _refuse(self, close_code: int, code: ErrorCode, message: str) -> None:

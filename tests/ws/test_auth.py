@@ -224,6 +224,27 @@ async def test_a_key_revoked_while_connected_is_refused_at_its_next_message(ws_k
 
 
 @pytest.mark.parametrize("path", PATHS)
+async def test_a_key_revoked_in_this_process_refuses_the_very_next_message(path, ws_key):
+    # As deployed: the database is read at most every AUTH_RECHECK_S (30 s) while the keys do not change.
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    ws = await connected(path, ws_key)
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+
+    prefix = ws_key.partition(".")[0]
+    await sync_to_async(lambda: call_command("apikey", "revoke", prefix, stdout=StringIO()))()
+    # Before: pong, and the socket went on for up to 30 s after the revocation had answered.
+    await ws.send_json_to({"action": "ping"})
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "not_authenticated"
+    closing = await ws.receive_output(timeout=TIMEOUT)
+    assert closing["code"] == 4401
+
+
+@pytest.mark.parametrize("path", PATHS)
 async def test_a_key_revoked_while_its_client_only_listens_ends_the_stream(path, ws_key, monkeypatch):
     # The orders stream is listened to, not talked to: revocation must not wait for a message that never comes.
     checks = _count_rechecks(monkeypatch)
