@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from brokers.selectors import position_list
 from ibkrgw.actors import Actor, Source
@@ -169,6 +170,16 @@ def _order_context(order) -> dict[str, Any]:
     }
 
 
+def _local_or(request: HttpRequest, url: str, default: str) -> str:
+    """`url` if it is a page of this server (as Django's login checks its `next`), else `default`: a link to a
+    console page must not send the operator elsewhere once they have acted."""
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return default
+
+
 def order_cancel(site, request: HttpRequest, order_id) -> HttpResponse:
     order, back = _order_or_back(site, request, order_id)
     if back:
@@ -179,10 +190,10 @@ def order_cancel(site, request: HttpRequest, order_id) -> HttpResponse:
             messages.success(request, f"Order {order.client_order_id}: cancel sent to the broker.")
         else:
             messages.error(request, f"Order {order.client_order_id}: {error}")
-        return redirect(request.POST.get("next") or _order_url(site, order))
+        return redirect(_local_or(request, request.POST.get("next", ""), _order_url(site, order)))
     return _page(
         site, request, "admin/ibkrgw/order_cancel_confirm.html", "Cancel the order",
-        next=request.GET.get("next", ""), **_order_context(order),
+        next=_local_or(request, request.GET.get("next", ""), ""), **_order_context(order),
     )  # fmt: skip
 
 

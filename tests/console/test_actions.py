@@ -251,3 +251,19 @@ def test_approval_review_shows_context_and_a_countdown(ib_runtime, approval_for_
     body = page.content.decode()
     assert 'class="ibkrgw-countdown" data-expires=' in body and 'name="confirm"' in body
     assert _status(order) == "pending_approval"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/admin/login/", "//evil.example/", "http://evil.example"])
+def test_cancelling_never_sends_the_operator_to_another_site(staff_client, target):
+    from tests.factories import OrderEventFactory
+
+    order = OrderEventFactory(status="submitted", broker_order_id=41).order
+    url = reverse("admin:ibkrgw_order_cancel", args=[order.pk])
+    page = staff_client.get(url, {"next": target}).content.decode()
+    assert "evil.example" not in page
+    # Before: after the operator confirmed, the console redirected to the link's `next`, on any site.
+    response = staff_client.post(url, {"next": target})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:orders_order_change", args=[order.pk])
+    dashboard = reverse("admin:ibkrgw_dashboard")
+    assert staff_client.post(url, {"next": dashboard})["Location"] == dashboard
