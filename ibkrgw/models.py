@@ -1,7 +1,10 @@
 """API keys for programs: hashed at rest (djangorestframework-api-key), each with one scope."""
 
 from django.db import models
+from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
+
+from ibkrgw.prepared import PreparedRead
 
 
 class Scope(models.TextChoices):
@@ -20,8 +23,18 @@ class ScopedAPIKey(AbstractAPIKey):
         return self.scope == Scope.TRADE or scope == Scope.READ
 
 
+# Asked once per order admission (the order pipeline's thread): compiled once per connection.
+_KEY_STATE = PreparedRead(
+    lambda pk: ScopedAPIKey.objects.filter(pk=pk).values_list("revoked", "expiry_date")[:1],
+    params=[(ScopedAPIKey._meta.pk, "\x00sample-key-id")],
+)
+
+
 def api_key_usable(key_id: str) -> bool:
     """Whether the key `key_id` (primary key) is usable as the database has it now: there, not revoked,
     not expired. No cache: for decisions that must follow a revocation at once."""
-    key = ScopedAPIKey.objects.filter(pk=key_id).only("revoked", "expiry_date").first()
-    return key is not None and not key.revoked and not key.has_expired
+    state = _KEY_STATE.first(key_id)
+    if state is None:
+        return False
+    revoked, expiry = state
+    return not revoked and (expiry is None or expiry >= timezone.now())
