@@ -18,6 +18,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
@@ -29,6 +31,7 @@ from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.limits import ChunkedBodyLimit, max_body_bytes, too_large
 from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
+from ibkrgw.models import ScopedAPIKey
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5
@@ -54,7 +57,8 @@ class HttpGuard:
 
     413 for a body over REQUEST_MAX_BODY_BYTES by its Content-Length (`ChunkedBodyLimit`, outside it, bounds
     bodies that declare none). The scope of the key is checked per tool call (read
-    for reads, trade for tools that change orders), and `tools/list` follows it.
+    for reads, trade for tools that change orders), and `tools/list` follows it. A session belongs to
+    the key that opened it (`_session_owner`).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -72,7 +76,7 @@ class HttpGuard:
         elif origin is not None and not origin_allowed(origin):
             logger.warning("mcp http: refused Origin %r", origin)
             response = _refuse(ErrorCode.PERMISSION_DENIED, "This Origin is not allowed.", 403)
-        elif await anyio.to_thread.run_sync(key_lookup, headers.get("authorization")) is None:
+        elif (key := await anyio.to_thread.run_sync(key_lookup, headers.get("authorization"))) is None:
             response = _refuse(
                 ErrorCode.NOT_AUTHENTICATED,
                 "An API key is required: Authorization: Api-Key <key>.",
@@ -87,9 +91,16 @@ class HttpGuard:
                 400,
             )
         else:
-            await self.app(scope, receive, send)
+            await self.app({**scope, "user": _session_owner(key)}, receive, send)
             return
         await response(scope, receive, send)
+
+
+def _session_owner(key: ScopedAPIKey) -> AuthenticatedUser:
+    """The SDK binds each session to the credential that opened it: a request with another API key for that
+    session id is answered 404 (as for an unknown session), so one key can neither use, listen to nor end
+    another key's session."""
+    return AuthenticatedUser(AccessToken(token=key.prefix, client_id=f"api-key:{key.pk}", scopes=[key.scope]))
 
 
 def http_app(server: MCPServer, *, host: str) -> ASGIApp:

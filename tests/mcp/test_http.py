@@ -202,3 +202,27 @@ def test_http_a_stream_resumed_with_last_event_id_gets_a_clear_refusal(mcp_url, 
         response = httpx2.get(mcp_url, headers={**auth, **session, "Last-Event-ID": last})
         assert response.status_code == 400, (last, response.text)
         assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_http_a_session_is_usable_only_with_the_api_key_that_opened_it(mcp_url, transactional_db):
+    """Another key (even a trade key) that learns a session id can neither call in it, listen on it nor end it:
+    it is answered as for a session that does not exist, and the owner's session goes on."""
+    _, owner_secret = _key("read")
+    _, other_secret = _key("trade")
+    owner = {**ACCEPT, "Authorization": f"Api-Key {owner_secret}"}
+    other = {**ACCEPT, "Authorization": f"Api-Key {other_secret}"}
+    opened = httpx2.post(mcp_url, json=INITIALIZE, headers=owner)
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx2.post(mcp_url, json=initialized, headers={**owner, **session}).status_code == 202
+    tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    assert httpx2.post(mcp_url, json=tools_list, headers={**other, **session}).status_code == 404
+    with httpx2.stream("GET", mcp_url, headers={**other, **session}) as listening:
+        assert listening.status_code == 404
+    assert httpx2.delete(mcp_url, headers={**other, **session}).status_code == 404
+
+    answer = httpx2.post(mcp_url, json=tools_list, headers={**owner, **session})
+    assert answer.status_code == 200
+    assert '"get_health"' in answer.text
+    assert httpx2.delete(mcp_url, headers={**owner, **session}).status_code == 200
