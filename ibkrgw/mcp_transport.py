@@ -10,8 +10,10 @@ import logging
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -23,6 +25,9 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse, RequestId
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,6 +40,8 @@ from ibkrgw.models import ScopedAPIKey
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5
+# How long calls in flight when the client closes stdin get to finish and be answered (IB's own timeouts bound them).
+STDIN_CLOSED_GRACE_S = 60
 
 
 # -- HTTP: Origin and API key checked before any MCP message is read --------------------------------
@@ -162,16 +169,78 @@ async def _stop_on_signal(stop: Callable[[], None]) -> None:
             return
 
 
-async def serve_stdio(server: GatewayMCPServer) -> None:
-    """Serve until stdin closes or SIGTERM/SIGINT; calls in flight finish first (bounded by IB's timeouts).
+class _Unanswered:
+    """The client's requests the server has not answered yet, counted by id (a reused id counts twice)."""
 
-    As the SDK's `run_stdio_async`, with a stdin that cannot block shutdown; stdout stays the SDK's."""
+    def __init__(self) -> None:
+        self.ids: Counter[RequestId] = Counter()
+        self.settled = anyio.Event()
+        self.settled.set()
+
+    def asked(self, message: JSONRPCMessage) -> None:
+        if isinstance(message, JSONRPCRequest):
+            self.ids[coerce_request_id(message.id)] += 1
+            if self.settled.is_set():
+                self.settled = anyio.Event()
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            # The client gave up on that request: it is not answered.
+            self._done((message.params or {}).get("requestId"))
+
+    def answered(self, message: JSONRPCMessage) -> None:
+        if isinstance(message, JSONRPCResponse | JSONRPCError):
+            self._done(message.id)
+
+    def _done(self, request_id: Any) -> None:
+        if isinstance(request_id, str | int) and self.ids[key := coerce_request_id(request_id)] > 0:
+            self.ids[key] -= 1
+            if not self.ids[key]:
+                del self.ids[key]
+        if not self.ids:
+            self.settled.set()
+
+
+async def serve_stdio(server: GatewayMCPServer) -> None:
+    """Serve until stdin closes or SIGTERM/SIGINT.
+
+    As the SDK's `run_stdio_async`, with a stdin that cannot block shutdown; stdout stays the SDK's. When stdin
+    closes (a pipe's end, or a client shutting down as the protocol prescribes), the calls in flight still
+    finish and are answered, for up to STDIN_CLOSED_GRACE_S, before the server stops: the SDK alone would cancel
+    them and answer "Connection closed", while an order they placed stays placed. A signal stops at once."""
     lowlevel = server._lowlevel_server
+    unanswered = _Unanswered()
+    requests, requests_out = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    answers_in, answers = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def relay_requests(stdin: Any) -> None:
+        try:
+            async with requests:
+                async for message in stdin:
+                    if isinstance(message, SessionMessage):
+                        unanswered.asked(message.message)
+                    await requests.send(message)
+                with anyio.move_on_after(STDIN_CLOSED_GRACE_S):
+                    await unanswered.settled.wait()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the server stopped reading
+
+    async def relay_answers(stdout: Any) -> None:
+        async with stdout, answers:
+            async for message in answers:
+                unanswered.answered(message.message)
+                await stdout.send(message)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
         await tg.start(server.watch.run)  # the ledger's baseline before the first request
         async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
-            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+            async with anyio.create_task_group() as relays:
+                relays.start_soon(relay_requests, read_stream)
+                relays.start_soon(relay_answers, write_stream)
+                try:
+                    await lowlevel.run(requests_out, answers_in, lowlevel.create_initialization_options())
+                finally:
+                    answers_in.close()  # relay_answers ends once the last answer is written
+                    requests_out.close()
         tg.cancel_scope.cancel()  # the client closed stdin
 
 

@@ -6,9 +6,11 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
 
+from orders.models import Order
 from tests.conftest import wait_for
 from tests.mcp.conftest import ROOT, mcp_env
 
@@ -52,3 +54,51 @@ def test_stdio_logs_to_stderr_and_stops_on_signal_while_waiting_for_input(sim_ga
     assert "connected to IB" in stderr
     assert "mcp: stopped" in stderr
     wait_for(lambda: 24 not in sim_gateway.connected_client_ids(), message="IB client disconnected")
+
+
+def test_stdio_answers_the_calls_in_flight_when_the_client_closes_stdin(sim_gateway):
+    """A client that sends its last calls and closes stdin (a pipe, or the shutdown the protocol prescribes) gets
+    their answers before the process ends: the order it placed is named in the answer, not a "Connection closed"
+    error for an order that was recorded all the same."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "mcp"],
+        cwd=ROOT,
+        env=mcp_env(sim_gateway, client_id=25),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def send(message: dict) -> None:
+        process.stdin.write((json.dumps(message) + "\n").encode())
+        process.stdin.flush()
+
+    def call(request_id: int, tool: str, arguments: dict) -> dict:
+        params = {"name": tool, "arguments": arguments}
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+    try:
+        send(INITIALIZE)
+        assert json.loads(process.stdout.readline())["id"] == 1
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+        def reconciled() -> bool:
+            send(call(2, "get_health", {}))
+            return json.loads(process.stdout.readline())["result"]["structuredContent"]["gateway"]["reconciled"]
+
+        wait_for(reconciled, timeout=20, message="mcp reconciled")
+        order = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT", "client_order_id": "eof-1"}
+        send(call(3, "place_order", order))
+        send(call(4, "get_health", {}))  # answered concurrently with the order
+        process.stdin.close()
+        answers = {answer["id"]: answer for answer in map(json.loads, process.stdout.read().splitlines())}
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert set(answers) == {3, 4}
+    assert "error" not in answers[3], answers[3]
+    placed = answers[3]["result"]["structuredContent"]
+    assert placed["status"] == "simulated"
+    assert Order.objects.get(client_order_id="eof-1").id == uuid.UUID(placed["id"])
+    assert answers[4]["result"]["structuredContent"]["gateway"]["connected"] is True
