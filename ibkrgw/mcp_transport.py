@@ -6,6 +6,7 @@ that tells subscribers of changes (`ibkrgw.mcp_server.ResourceWatch`).
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -27,10 +28,18 @@ from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.message import SessionMessage
-from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse, RequestId
+from mcp_types import (
+    INVALID_REQUEST,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+)
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
@@ -103,6 +112,63 @@ class HttpGuard:
         await response(scope, receive, send)
 
 
+def _jsonrpc_refusal(request_id: Any, message: str) -> JSONResponse:
+    # The shape of the SDK's own transport errors (400, a JSON-RPC error), with the id when it is usable.
+    error = {"code": INVALID_REQUEST, "message": message}
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error}, 400)
+
+
+class RequestIds:
+    """ASGI wrapper (inside `HttpGuard`): within a session, a request's id must be a string or an integer, and not
+    the id of a request of that session still in flight; otherwise 400 with a JSON-RPC error, before anything runs.
+
+    The SDK routes each answer to its POST by the request id (as text): a second request with the id of one in
+    flight took over its answer stream, so neither POST was ever answered while both calls ran (two orders
+    placed); an id such as `true`, `1.5` or `null` made the request a notification, dropped with 202."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight: set[tuple[str, str, str]] = set()  # (API key, session, request id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = Headers(scope=scope).get("mcp-session-id") if scope["type"] == "http" else None
+        if session is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        while True:  # HttpGuard (declared length) and ChunkedBodyLimit (chunked) have bounded the body
+            messages.append(await receive())
+            if messages[-1]["type"] != "http.request" or not messages[-1].get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        try:
+            request = json.loads(b"".join(m.get("body", b"") for m in messages))
+        except (ValueError, RecursionError):
+            request = None  # the SDK answers a parse error
+        key = None
+        if isinstance(request, dict) and isinstance(request.get("method"), str) and "id" in request:
+            request_id = request["id"]
+            if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+                await _jsonrpc_refusal(None, "A request id must be a string or an integer.")(scope, replay, send)
+                return
+            key = (scope["user"].access_token.client_id, session, str(request_id))
+            if key in self.in_flight:
+                message = (
+                    f"Request id {str(request_id)[:64]!r} is already in use by a request in flight in this session."
+                )
+                await _jsonrpc_refusal(request_id, message)(scope, replay, send)
+                return
+            self.in_flight.add(key)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            if key is not None:
+                self.in_flight.discard(key)
+
+
 def _session_owner(key: ScopedAPIKey) -> AuthenticatedUser:
     """The SDK binds each session to the credential that opened it: a request with another API key for that
     session id is answered 404 (as for an unknown session), so one key can neither use, listen to nor end
@@ -123,7 +189,7 @@ def http_app(server: MCPServer, *, host: str) -> ASGIApp:
             f"{scheme}://{name}{port}" for scheme in ("http", "https") for name in local for port in ("", ":*")
         ],
     )
-    return ChunkedBodyLimit(HttpGuard(server.streamable_http_app(host=host, transport_security=security)))
+    return ChunkedBodyLimit(HttpGuard(RequestIds(server.streamable_http_app(host=host, transport_security=security))))
 
 
 # -- serving, with signal -> flag -> bounded shutdown ------------------------------------------------

@@ -4,15 +4,20 @@ shape (never a crash), and nothing reaches the broker. Driven by the MCP SDK's o
 from __future__ import annotations
 
 import json
+import threading
 
+import anyio
+import anyio.to_thread
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 
+from ibkrgw import mcp_server
 from ibkrgw.mcp_server import build_server
 from ibkrgw.mcp_transport import http_app
+from ibkrgw.models import ScopedAPIKey
 from orders.models import Order
 from tests.hostile.conftest import assert_error_shape
 
@@ -122,3 +127,61 @@ async def test_a_tool_not_offered_is_a_tool_error_in_the_rest_shape(read_only, t
     assert result.structured_content == {"error": error}
     assert len(error["details"]["tool"]) <= 64
     assert not await sync_to_async(Order.objects.exists)()
+
+
+async def test_a_request_id_in_flight_cannot_be_used_again_in_its_session(monkeypatch, transactional_db):
+    """The SDK routes answers by request id: a second request with the id of one in flight took over its answer
+    stream, and neither POST was ever answered (while both calls ran). Now the second is refused with 400, the
+    first is answered, and the id is free again once it has been."""
+    _, secret = await sync_to_async(ScopedAPIKey.objects.create_key)(name="ids", scope="read")
+    server = build_server(transport="http")
+    app = http_app(server, host="127.0.0.1")
+    entered, release = threading.Event(), threading.Event()
+    run_tool = mcp_server.run_tool
+
+    def held(*args, **kwargs):
+        entered.set()
+        release.wait(20)
+        return run_tool(*args, **kwargs)
+
+    monkeypatch.setattr(mcp_server, "run_tool", held)
+    headers = {"Authorization": f"Api-Key {secret}", "Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+    health = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "get_health", "arguments": {}}}
+    transport = httpx2.ASGITransport(app=app)
+    async with (
+        server.session_manager.run(),
+        httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765", headers=headers, timeout=30) as http,
+    ):
+        opened = await http.post("/mcp", json=initialize)
+        headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+        await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        answers: dict[str, httpx2.Response] = {}
+
+        async def first() -> None:
+            answers["first"] = await http.post("/mcp", json=health, headers=headers)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.to_thread.run_sync(entered.wait, 20)
+            for request_id in (7, "7"):  # the SDK tells ids apart by their text
+                with anyio.fail_after(10):  # unfixed, this POST is never answered
+                    again = await http.post("/mcp", json={**health, "id": request_id}, headers=headers)
+                assert again.status_code == 400
+                assert again.json()["id"] == request_id
+                assert again.json()["error"]["code"] == -32600
+            for request_id in (True, 1.5, None):  # taken for a notification: dropped, never answered
+                odd = await http.post("/mcp", json={**health, "id": request_id}, headers=headers)
+                assert odd.status_code == 400
+                assert odd.json()["error"]["code"] == -32600
+            release.set()
+        assert answers["first"].status_code == 200
+        assert '"id":7,"result"' in answers["first"].text
+        reused = await http.post("/mcp", json=health, headers=headers)
+        assert reused.status_code == 200
+        assert '"id":7,"result"' in reused.text
