@@ -244,7 +244,8 @@ class _Unanswered:
         self.settled.set()
 
     def asked(self, message: JSONRPCMessage) -> None:
-        if isinstance(message, JSONRPCRequest):
+        # A subscriptions/listen stream lasts until the client ends it: nothing to wait for.
+        if isinstance(message, JSONRPCRequest) and message.method != "subscriptions/listen":
             self.ids[coerce_request_id(message.id)] += 1
             if self.settled.is_set():
                 self.settled = anyio.Event()
