@@ -623,6 +623,8 @@ def order_modify(
                 raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
             # Here, so two legs changed at once are checked one after the other.
             _require_bracket_kept(order, new_terms, new_reference)
+            if actor.key_id is not None:  # a change that waited for its turn while its key was revoked
+                gates.gate_api_key_usable(api_key_usable(actor.key_id))
             checks.existing_order_gates(halted=trading_halted())
         except GatewayError as exc:
             gate_block_record(exc, request=new_request, actor=actor, account=order.account)

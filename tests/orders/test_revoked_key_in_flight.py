@@ -81,3 +81,47 @@ def test_an_order_admitted_before_the_revocation_stands(ib_runtime, quiet_market
     assert answers[0].status_code == 201
     call_command("apikey", "revoke", key.prefix, stdout=StringIO())
     assert Order.objects.get().client_order_id == "in-flight-1"
+
+
+def _modifications_queued() -> int:
+    waiting = pipeline()._queue
+    with waiting.mutex:
+        return sum(
+            1 for command in waiting.queue if command and "order_modify" in getattr(command.run, "__qualname__", "")
+        )
+
+
+def _modify(secret: str, order_id: str, answers: list) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    try:
+        answers.append(client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "5"}, format="json"))
+    finally:
+        connection.close()
+
+
+def test_a_modification_waiting_its_turn_when_its_key_is_revoked_is_refused(
+    ib_runtime, quiet_market, orders_enabled, api_client, settings
+):
+    settings.API_KEY_CACHE_S = 300
+    key, secret = api_key(scope="trade", name="bot")
+    resting = dict(BODY, client_order_id="in-flight-modify", order_type="LMT", limit_price="189.00")
+    order_id = api_client.post("/api/v1/orders/", resting, format="json").json()["id"]
+    wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rests")
+    running, hold, answers = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    modifying = threading.Thread(target=_modify, args=(secret, order_id, answers))
+    modifying.start()
+    wait_for(lambda: _modifications_queued() == 1, message="the modification queued")
+
+    call_command("apikey", "revoke", key.prefix, stdout=StringIO())  # the revocation answers
+    hold.set()
+    modifying.join(30)
+
+    (response,) = answers
+    # Before: 200, the order's quantity raised to 5 at the broker after the key's revocation had answered.
+    assert response.status_code == 401, response.content
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert [o.total_quantity for o in quiet_market.orders() if o.order_ref == "in-flight-modify"] == [1]
+    assert api_client.get(f"/api/v1/orders/{order_id}/").json()["quantity"] == "1"
