@@ -40,9 +40,11 @@ LINE_REPORT_FRESH_S = 10.0  # a report older than this is a process that stopped
 def market_data_lines_share(worker: Any) -> int:
     """Report this connection's stream lines and learn the others': returns the lines held elsewhere.
 
-    While disconnected this connection holds no line at IB, so its report is withdrawn."""
+    While disconnected this connection holds no line at IB, so its report is withdrawn. A gateway cut off from
+    IB's servers ("degraded", 1100) keeps the connection and its subscriptions (1102 resumes them, on 1101 the
+    worker asks again): its lines stay reported."""
     now = timezone.now()
-    if worker.state == "connected":
+    if worker.state in ("connected", "degraded"):
         MarketDataLineUse.objects.update_or_create(
             client_id=worker.client_id,
             defaults={"holder": PROCESS, "lines": worker.lines_in_use, "reported_at": now},

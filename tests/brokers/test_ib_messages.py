@@ -50,3 +50,30 @@ def test_a_socket_lost_while_cut_off_from_ib_keeps_the_outage_on_record(ib_runti
     wait_for(lambda: len(_ups_and_downs()) >= 3, message="the reconnect recorded")
     assert _ups_and_downs() == ["broker.connected", "broker.disconnected", "broker.connected"]
     assert read_client.get("/api/v1/health/").json()["status"] == "ok"
+
+
+def test_the_market_data_lines_of_a_gateway_cut_off_from_ib_stay_reported_as_held(ib_runtime, sim_gateway):
+    """IB keeps a connection's market-data subscriptions through 1100 (1102 brings them back as they were; on
+    1101 the worker asks again): the deployment's other IB connections must not count those lines as free."""
+    from brokers.adapter import ContractSpec
+    from brokers.models import MarketDataLineUse
+    from brokers.services import market_data_lines_share
+
+    worker, adapter = ib_runtime.worker, ib_runtime.adapter
+    (aapl,) = adapter.resolve_contracts(spec=ContractSpec(symbol="AAPL", sec_type="STK", exchange="SMART"))
+    adapter.quote_subscribe(contract=aapl)
+    wait_for(lambda: worker.lines_in_use == 1, message="one stream line")
+    market_data_lines_share(worker)
+    assert MarketDataLineUse.objects.get(client_id=worker.client_id).lines == 1
+
+    sim_gateway.send_connectivity(1100)
+    wait_for(lambda: worker.state == "degraded", message="1100 handled")
+    market_data_lines_share(worker)
+    # Before: the report was withdrawn, and another process's waiting streams took the line this one gets back.
+    assert list(MarketDataLineUse.objects.values_list("client_id", "lines")) == [(worker.client_id, 1)]
+
+    sim_gateway.send_connectivity(1102)
+    wait_for(lambda: worker.state == "connected", message="1102 handled")
+    market_data_lines_share(worker)
+    assert list(MarketDataLineUse.objects.values_list("client_id", "lines")) == [(worker.client_id, 1)]
+    assert sum(len(s.mkt) for s in list(sim_gateway.sessions)) == 1  # the line is still held at IB
