@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -19,6 +18,7 @@ from audit import events
 from audit.admin import DeclaredLookupsOnly
 from audit.services import audit_record
 from ibkrgw.actors import Source
+from ibkrgw.apikeys import apikey_revoke, apikey_revoked_record
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
 
@@ -56,13 +56,7 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
                 data={"name": obj.name, "scope": obj.scope, "expiry_date": obj.expiry_date},
             )
         elif revoking:
-            audit_record(
-                event=events.APIKEY_REVOKED,
-                actor=actor,
-                target_type="apikey",
-                target_id=obj.prefix,
-                data={"name": obj.name, "scope": obj.scope},
-            )
+            apikey_revoked_record(obj, actor)
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ScopedAPIKey]):
@@ -76,18 +70,10 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
             }
             return TemplateResponse(request, "admin/ibkrgw/scopedapikey/revoke_confirm.html", context)
         actor = actor_for(request.user, None, Source.ADMIN)
-        with transaction.atomic():
-            for key in keys:
-                key.revoked = True
-                key.save(update_fields=["revoked"])
-                audit_record(
-                    event=events.APIKEY_REVOKED,
-                    actor=actor,
-                    target_type="apikey",
-                    target_id=key.prefix,
-                    data={"name": key.name, "scope": key.scope},
-                )
-        messages.success(request, f"{len(keys)} API key(s) revoked.")
+        # One revocation at a time through the service: a key revoked meanwhile elsewhere is neither revoked
+        # nor audited twice.
+        revoked = sum(apikey_revoke(prefix=key.prefix, actor=actor)[1] for key in keys)
+        messages.success(request, f"{revoked} API key(s) revoked.")
         return None
 
 

@@ -79,7 +79,7 @@ def test_a_key_revoked_while_a_request_reads_it_is_not_cached_as_usable(settings
     from django.db import connection
 
     from ibkrgw.actors import Actor
-    from ibkrgw.management.commands.apikey import apikey_revoke
+    from ibkrgw.apikeys import apikey_revoke
 
     settings.API_KEY_CACHE_S = 300
     key, secret = api_key(scope="trade")

@@ -9,57 +9,17 @@ Creating and revoking a key each write an audit entry in the same transaction.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
-from django.utils import timezone
 
-from audit import events
-from audit.services import audit_record
 from ibkrgw.actors import Actor, Source
+from ibkrgw.apikeys import apikey_create, apikey_revoke
 from ibkrgw.models import Scope, ScopedAPIKey
 
 
 def _cli_actor() -> Actor:
     return Actor.system(label="cli", source=Source.CLI)
-
-
-def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Actor) -> tuple[ScopedAPIKey, str]:
-    """Create a key; returns (row, the secret key). The secret is not stored and cannot be shown again."""
-    expiry = timezone.now() + timedelta(days=expires_days) if expires_days else None
-    with transaction.atomic(durable=True):
-        key, secret = ScopedAPIKey.objects.create_key(name=name, scope=scope, expiry_date=expiry)
-        audit_record(
-            event=events.APIKEY_CREATED,
-            actor=actor,
-            target_type="apikey",
-            target_id=key.prefix,
-            data={"name": key.name, "scope": key.scope, "expiry_date": key.expiry_date},
-        )
-    return key, secret
-
-
-def apikey_revoke(*, prefix: str, actor: Actor) -> tuple[ScopedAPIKey, bool]:
-    """Revoke the key with `prefix`; returns (row, whether it changed). Safe to call twice.
-
-    Raises ScopedAPIKey.DoesNotExist for an unknown prefix.
-    """
-    with transaction.atomic(durable=True):
-        key = ScopedAPIKey.objects.select_for_update().get(prefix=prefix)
-        if key.revoked:
-            return key, False
-        key.revoked = True
-        key.save(update_fields=["revoked"])
-        audit_record(
-            event=events.APIKEY_REVOKED,
-            actor=actor,
-            target_type="apikey",
-            target_id=key.prefix,
-            data={"name": key.name, "scope": key.scope},
-        )
-    return key, True
 
 
 class Command(BaseCommand):

@@ -1,0 +1,59 @@
+"""API keys' service layer: create and revoke, each with its audit entry in the same transaction.
+
+Shared by `manage.py apikey` and the admin.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit import events
+from audit.services import audit_record
+from ibkrgw.actors import Actor
+from ibkrgw.models import ScopedAPIKey
+
+
+def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Actor) -> tuple[ScopedAPIKey, str]:
+    """Create a key; returns (row, the secret key). The secret is not stored and cannot be shown again."""
+    expiry = timezone.now() + timedelta(days=expires_days) if expires_days else None
+    with transaction.atomic(durable=True):
+        created, secret = ScopedAPIKey.objects.create_key(name=name, scope=scope, expiry_date=expiry)
+        key = cast(ScopedAPIKey, created)  # the library's manager is typed for its abstract model
+        audit_record(
+            event=events.APIKEY_CREATED,
+            actor=actor,
+            target_type="apikey",
+            target_id=key.prefix,
+            data={"name": key.name, "scope": key.scope, "expiry_date": key.expiry_date},
+        )
+    return key, secret
+
+
+def apikey_revoke(*, prefix: str, actor: Actor) -> tuple[ScopedAPIKey, bool]:
+    """Revoke the key with `prefix`; returns (row, whether it changed). Safe to call twice.
+
+    Raises ScopedAPIKey.DoesNotExist for an unknown prefix.
+    """
+    with transaction.atomic(durable=True):
+        key = ScopedAPIKey.objects.select_for_update().get(prefix=prefix)
+        if key.revoked:
+            return key, False
+        key.revoked = True
+        key.save(update_fields=["revoked"])
+        apikey_revoked_record(key, actor)
+    return key, True
+
+
+def apikey_revoked_record(key: ScopedAPIKey, actor: Actor) -> None:
+    """The audit entry of a revocation, inside the transaction that revoked the key."""
+    audit_record(
+        event=events.APIKEY_REVOKED,
+        actor=actor,
+        target_type="apikey",
+        target_id=key.prefix,
+        data={"name": key.name, "scope": key.scope},
+    )
