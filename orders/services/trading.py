@@ -27,6 +27,7 @@ from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.models import api_key_usable
+from ibkrgw.web.render import iso_utc
 from orders import gates, publish
 from orders.gates import GateBlocked
 from orders.models import Order, OrderEvent, RecordedRows
@@ -349,7 +350,7 @@ def _checked_terms(trip: checks.Checks) -> dict | None:
         "notional": decimal_json(
             gates.order_notional(trip.request, trip.contract, trip.reference).quantize(Decimal("0.01"))
         ),
-        "quote_time": trip.quote.time.isoformat() if trip.quote and trip.quote.time else None,
+        "quote_time": iso_utc(trip.quote.time) if trip.quote else None,  # UTC with a Z, as every time
     }
 
 

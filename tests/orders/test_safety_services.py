@@ -736,7 +736,7 @@ def test_an_order_keeps_the_contract_terms_and_checks_it_was_placed_with(ib_runt
     assert (row.parent, row.role, row.oca_group) == (None, "", "")
     assert Decimal(row.preview["reference_price"]) == price
     assert Decimal(row.preview["notional"]) == (limit * 200).quantize(Decimal("0.01"))
-    assert row.preview["quote_time"] is not None
+    assert row.preview["quote_time"].endswith("Z")  # UTC, written as every other time
     (event,) = row.events.all()
     assert (event.status, event.source, event.remaining_quantity, event.reason) == (
         S.SIMULATED,
