@@ -311,8 +311,6 @@ class IbWorker:
         """A gateway that stops answering (hung, or a socket that died without closing) counts as a lost
         connection: else the worker would stay "connected" and hand orders to a socket nobody reads."""
         ib = self.ib
-        self._cancels_sent.clear()  # a new connection's reconciliation settles the older ones
-        self._modifies_sent.clear()
         while ib is not None and ib.isConnected():
             await asyncio.sleep(self.heartbeat_s)
             self._recheck_unanswered()
@@ -333,6 +331,10 @@ class IbWorker:
         ib = self.ib
         self.connection_id = uuid.uuid4().hex
         self.order_errors.clear()  # order ids are the connection's (a restarted gateway may use them again)
+        # What earlier connections sent and awaited: this connection's reconciliation settles it. Cleared here,
+        # before anything is sent on it, so nothing sent while it starts up is forgotten.
+        self._cancels_sent.clear()
+        self._modifies_sent.clear()
         self._refused_changes.clear()
         self.accounts = tuple(ib.managedAccounts())
         self.server_version = ib.client.serverVersion()
