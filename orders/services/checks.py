@@ -24,6 +24,7 @@ from django.utils import timezone
 from brokers import runtime
 from brokers.adapter import AccountRisk, ContractInfo, Quote
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
+from ibkrgw.models import api_key_usable
 from marketdata.services import contract_resolve_one
 from orders import gates
 from orders.gates import GateBlocked
@@ -260,6 +261,15 @@ def armed_now() -> None:
     passed their checks and were waiting behind others."""
     if gates.orders_armed():
         gates.gate_live_override()
+
+
+def key_still_usable(key_id: str | None, group: AdmissionGroup | None = None) -> None:
+    """At its turn in the pipeline, an order or a change asked with an API key goes on only while the key is
+    usable (read after the ledger lock: a revocation committed before it counts; once per `group`)."""
+    if key_id is None:
+        return
+    usable = group.once(("api_key", key_id), lambda: api_key_usable(key_id)) if group else api_key_usable(key_id)
+    gates.gate_api_key_usable(usable)
 
 
 def existing_order_gates(*, halted: bool) -> None:

@@ -26,7 +26,6 @@ from brokers.selectors import account_default
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import ErrorCode, GatewayError
-from ibkrgw.models import api_key_usable
 from ibkrgw.web.render import iso_utc
 from orders import gates, publish
 from orders.gates import GateBlocked
@@ -224,12 +223,10 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
     contract = trip.contract
     terms = checks.same_order(request, contract)
     status = _first_status(actor)
-    key_id = actor.key_id
 
     def admit(group: AdmissionGroup) -> tuple[Order, bool]:
         group.once("lock", ledger_write_lock)
-        if key_id is not None:  # read after the lock: a revocation committed before it counts
-            gates.gate_api_key_usable(group.once(("api_key", key_id), lambda: api_key_usable(key_id)))
+        checks.key_still_usable(actor.key_id, group)
         key = ("key", account, request.client_order_id)
         if group.added.get(key):  # the same key earlier in this group: a replay (or a reuse)
             replay = _replay(account, request.client_order_id, digest)
@@ -624,8 +621,7 @@ def order_modify(
                 raise gates.invalid("quantity cannot go below the filled quantity.", field="quantity")
             # Here, so two legs changed at once are checked one after the other.
             _require_bracket_kept(order, new_terms, new_reference)
-            if actor.key_id is not None:  # a change that waited for its turn while its key was revoked
-                gates.gate_api_key_usable(api_key_usable(actor.key_id))
+            checks.key_still_usable(actor.key_id)  # a change that waited for its turn while its key was revoked
             checks.existing_order_gates(halted=trading_halted())
         except GatewayError as exc:
             gate_block_record(exc, request=new_request, actor=actor, account=order.account)
