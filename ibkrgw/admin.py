@@ -14,11 +14,9 @@ from django.template.response import TemplateResponse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from audit import events
 from audit.admin import DeclaredLookupsOnly
-from audit.services import audit_record
 from ibkrgw.actors import Source
-from ibkrgw.apikeys import apikey_revoke, apikey_revoked_record
+from ibkrgw.apikeys import apikey_created_record, apikey_revoke, apikey_revoked_record
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
 
@@ -48,13 +46,7 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
         super().save_model(request, obj, form, change)
         actor = actor_for(request.user, None, Source.ADMIN)
         if not change:
-            audit_record(
-                event=events.APIKEY_CREATED,
-                actor=actor,
-                target_type="apikey",
-                target_id=obj.prefix,
-                data={"name": obj.name, "scope": obj.scope, "expiry_date": obj.expiry_date},
-            )
+            apikey_created_record(obj, actor)
         elif revoking:
             apikey_revoked_record(obj, actor)
 

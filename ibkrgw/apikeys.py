@@ -23,14 +23,19 @@ def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Act
     with transaction.atomic(durable=True):
         created, secret = ScopedAPIKey.objects.create_key(name=name, scope=scope, expiry_date=expiry)
         key = cast(ScopedAPIKey, created)  # the library's manager is typed for its abstract model
-        audit_record(
-            event=events.APIKEY_CREATED,
-            actor=actor,
-            target_type="apikey",
-            target_id=key.prefix,
-            data={"name": key.name, "scope": key.scope, "expiry_date": key.expiry_date},
-        )
+        apikey_created_record(key, actor)
     return key, secret
+
+
+def apikey_created_record(key: ScopedAPIKey, actor: Actor) -> None:
+    """The audit entry of a new key, inside the transaction that created it."""
+    audit_record(
+        event=events.APIKEY_CREATED,
+        actor=actor,
+        target_type="apikey",
+        target_id=key.prefix,
+        data={"name": key.name, "scope": key.scope, "expiry_date": key.expiry_date},
+    )
 
 
 def apikey_revoke(*, prefix: str, actor: Actor) -> tuple[ScopedAPIKey, bool]:
