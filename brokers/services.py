@@ -50,7 +50,7 @@ def market_data_lines_share(worker: Any) -> int:
             defaults={"holder": PROCESS, "lines": worker.lines_in_use, "reported_at": now},
         )
     else:
-        MarketDataLineUse.objects.filter(client_id=worker.client_id, holder=PROCESS).delete()
+        market_data_lines_withdraw(worker)
     elsewhere = (
         MarketDataLineUse.objects.exclude(client_id=worker.client_id)
         .filter(reported_at__gte=now - timedelta(seconds=LINE_REPORT_FRESH_S))
