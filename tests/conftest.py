@@ -55,6 +55,23 @@ def anchor_stock_prices(gateway) -> None:
             gateway.set_price(inst.con_id, inst.base_price)
 
 
+def trade_at_gateway(port: int, contract, action: str, quantity: float) -> None:
+    """Trade directly with another TWS API client, as a person at TWS would, until the order is filled."""
+    from ib_async import IB, MarketOrder
+
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=77, timeout=10)
+    try:
+        (contract,) = ib.qualifyContracts(contract)
+        trade = ib.placeOrder(contract, MarketOrder(action, quantity))
+        deadline = time.monotonic() + 10
+        while not trade.isDone() and time.monotonic() < deadline:
+            ib.waitOnUpdate(timeout=0.2)
+        assert trade.orderStatus.status == "Filled"
+    finally:
+        ib.disconnect()
+
+
 def subprocess_database_url() -> str:
     """DATABASE_URL that points a child process (mcp, a crashed gateway...) at this test's database."""
     from django.conf import settings

@@ -7,27 +7,12 @@ import time
 from decimal import Decimal
 
 import pytest
-from ib_async import IB, MarketOrder, Option, Stock
+from ib_async import Option, Stock
 
 from brokers import runtime
-from tests.conftest import wait_for
+from tests.conftest import trade_at_gateway, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _trade_at_gateway(port: int, contract, action: str, quantity: float) -> None:
-    """Trade directly with another TWS API client, as a person at TWS would."""
-    ib = IB()
-    ib.connect("127.0.0.1", port, clientId=77, timeout=10)
-    try:
-        (contract,) = ib.qualifyContracts(contract)
-        trade = ib.placeOrder(contract, MarketOrder(action, quantity))
-        deadline = time.monotonic() + 10
-        while not trade.isDone() and time.monotonic() < deadline:
-            ib.waitOnUpdate(timeout=0.2)
-        assert trade.orderStatus.status == "Filled"
-    finally:
-        ib.disconnect()
 
 
 def test_health_reports_connected_gateway(ib_runtime, read_client):
@@ -138,10 +123,10 @@ def test_account_summary_returns_simulated_values(ib_runtime, read_client):
 
 def test_short_position_negative_cash_and_options_are_reported(ib_runtime, read_client, sim_gateway):
     sim_gateway.pause_market()
-    _trade_at_gateway(sim_gateway.port, Stock("TSLA", "SMART", "USD"), "SELL", 100)  # short
-    _trade_at_gateway(sim_gateway.port, Stock("SPY", "SMART", "USD"), "BUY", 3000)  # more than the cash
+    trade_at_gateway(sim_gateway.port, Stock("TSLA", "SMART", "USD"), "SELL", 100)  # short
+    trade_at_gateway(sim_gateway.port, Stock("SPY", "SMART", "USD"), "BUY", 3000)  # more than the cash
     option = next(i for i in sim_gateway.market.instruments.values() if i.sec_type == "OPT")
-    _trade_at_gateway(sim_gateway.port, Option(conId=option.con_id, exchange="SMART"), "BUY", 2)
+    trade_at_gateway(sim_gateway.port, Option(conId=option.con_id, exchange="SMART"), "BUY", 2)
 
     def three_positions():
         rows = read_client.get("/api/v1/account/positions/").json()

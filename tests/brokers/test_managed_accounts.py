@@ -3,32 +3,16 @@ against the simulated gateway over TCP with the real ib_async worker."""
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
-from ib_async import IB, MarketOrder, Stock
+from ib_async import Stock
 
 from brokers import runtime
-from tests.conftest import anchor_stock_prices, wait_for
+from tests.conftest import anchor_stock_prices, trade_at_gateway, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TRADING, OTHER = "DU1234567", "DU7654321"
-
-
-def _buy_at_gateway(port: int, quantity: int) -> None:
-    """Trade directly with another TWS API client, as a person at TWS would."""
-    ib = IB()
-    ib.connect("127.0.0.1", port, clientId=77, timeout=10)
-    try:
-        (contract,) = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"))
-        trade = ib.placeOrder(contract, MarketOrder("BUY", quantity))
-        deadline = time.monotonic() + 10
-        while not trade.isDone() and time.monotonic() < deadline:
-            ib.waitOnUpdate(timeout=0.2)
-        assert trade.orderStatus.status == "Filled"
-    finally:
-        ib.disconnect()
 
 
 @pytest.fixture
@@ -36,7 +20,7 @@ def two_accounts(sim_gateway_factory, transactional_db):
     """A gateway whose login manages two accounts; AAPL bought in the first."""
     sim = sim_gateway_factory(managed_accounts=(TRADING, OTHER))
     anchor_stock_prices(sim)
-    _buy_at_gateway(sim.port, 5)
+    trade_at_gateway(sim.port, Stock("AAPL", "SMART", "USD"), "BUY", 5)
     yield sim
     runtime.stop()
 
