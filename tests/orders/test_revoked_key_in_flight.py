@@ -40,31 +40,37 @@ def _placements_queued() -> int:
         )
 
 
-def _place(secret: str, answers: list) -> None:
+def _as_key(secret: str, method: str, path: str, body: dict, answers: list) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
     try:
-        answers.append(client.post("/api/v1/orders/", BODY, format="json"))
+        answers.append(getattr(client, method)(path, body, format="json"))
     finally:
         connection.close()
+
+
+def _revoked_while_queued(key, secret: str, method: str, path: str, body: dict, queued):
+    """The answer to a request made with `key` while the pipeline is busy (a slow broker call ahead): it passes
+    authentication and its checks and waits its turn (`queued()`); then the key is revoked, and the pipeline
+    goes on."""
+    running, hold, answers = threading.Event(), threading.Event(), []
+    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
+    wait_for(running.is_set, message="the pipeline is busy")
+    asking = threading.Thread(target=_as_key, args=(secret, method, path, body, answers))
+    asking.start()
+    wait_for(lambda: queued() == 1, message="the request queued")
+
+    call_command("apikey", "revoke", key.prefix, stdout=StringIO())  # the revocation answers
+    hold.set()
+    asking.join(30)
+    (response,) = answers
+    return response
 
 
 def test_an_order_waiting_its_turn_when_its_key_is_revoked_is_refused(ib_runtime, quiet_market, settings):
     settings.API_KEY_CACHE_S = 300
     key, secret = api_key(scope="trade", name="bot")
-    running, hold, answers = threading.Event(), threading.Event(), []
-    # The pipeline is busy (a slow broker call ahead): the order passes authentication and its checks, and waits.
-    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
-    wait_for(running.is_set, message="the pipeline is busy")
-    placing = threading.Thread(target=_place, args=(secret, answers))
-    placing.start()
-    wait_for(lambda: _placements_queued() == 1, message="the order queued")
-
-    call_command("apikey", "revoke", key.prefix, stdout=StringIO())  # the revocation answers
-    hold.set()
-    placing.join(30)
-
-    (response,) = answers
+    response = _revoked_while_queued(key, secret, "post", "/api/v1/orders/", BODY, _placements_queued)
     # Before: 201, the order recorded (and, armed, sent) after the key's revocation had answered.
     assert response.status_code == 401, response.content
     assert response.json()["error"]["code"] == "not_authenticated"
@@ -77,7 +83,7 @@ def test_an_order_waiting_its_turn_when_its_key_is_revoked_is_refused(ib_runtime
 def test_an_order_admitted_before_the_revocation_stands(ib_runtime, quiet_market):
     key, secret = api_key(scope="trade")
     answers: list = []
-    _place(secret, answers)
+    _as_key(secret, "post", "/api/v1/orders/", BODY, answers)
     assert answers[0].status_code == 201
     call_command("apikey", "revoke", key.prefix, stdout=StringIO())
     assert Order.objects.get().client_order_id == "in-flight-1"
@@ -91,15 +97,6 @@ def _modifications_queued() -> int:
         )
 
 
-def _modify(secret: str, order_id: str, answers: list) -> None:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-    try:
-        answers.append(client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "5"}, format="json"))
-    finally:
-        connection.close()
-
-
 def test_a_modification_waiting_its_turn_when_its_key_is_revoked_is_refused(
     ib_runtime, quiet_market, orders_enabled, api_client, settings
 ):
@@ -108,18 +105,8 @@ def test_a_modification_waiting_its_turn_when_its_key_is_revoked_is_refused(
     resting = dict(BODY, client_order_id="in-flight-modify", order_type="LMT", limit_price="189.00")
     order_id = api_client.post("/api/v1/orders/", resting, format="json").json()["id"]
     wait_for(lambda: api_client.get(f"/api/v1/orders/{order_id}/").json()["status"] == "submitted", message="rests")
-    running, hold, answers = threading.Event(), threading.Event(), []
-    threading.Thread(target=lambda: pipeline().run(lambda: (running.set(), hold.wait(30)))).start()
-    wait_for(running.is_set, message="the pipeline is busy")
-    modifying = threading.Thread(target=_modify, args=(secret, order_id, answers))
-    modifying.start()
-    wait_for(lambda: _modifications_queued() == 1, message="the modification queued")
-
-    call_command("apikey", "revoke", key.prefix, stdout=StringIO())  # the revocation answers
-    hold.set()
-    modifying.join(30)
-
-    (response,) = answers
+    path, change = f"/api/v1/orders/{order_id}/", {"quantity": "5"}
+    response = _revoked_while_queued(key, secret, "patch", path, change, _modifications_queued)
     # Before: 200, the order's quantity raised to 5 at the broker after the key's revocation had answered.
     assert response.status_code == 401, response.content
     assert response.json()["error"]["code"] == "not_authenticated"
