@@ -55,6 +55,19 @@ def anchor_stock_prices(gateway) -> None:
             gateway.set_price(inst.con_id, inst.base_price)
 
 
+def web_server_env(**settings: str) -> dict[str, str]:
+    """The environment of a web server a test starts in a process of its own: this test's database, no IB
+    connection, no Redis; `settings` on top (LOG_LEVEL, LOG_FORMAT...)."""
+    env = {k: v for k, v in os.environ.items() if k != "CHANNEL_LAYER_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="ibkrgw.settings",
+        DATABASE_URL=subprocess_database_url(),
+        IBKRGW_NO_BROKER="1",
+        **settings,
+    )
+    return env
+
+
 def trade_at_gateway(port: int, contract, action: str, quantity: float) -> None:
     """Trade directly with another TWS API client, as a person at TWS would, until the order is filled."""
     from ib_async import IB, MarketOrder

@@ -7,7 +7,6 @@ import asyncio
 import http.client
 import io
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from django.conf import settings
 
 from ibkrgw.logging import RedactingFormatter, RedactingJsonFormatter, redact
 from ibkrgw.models import ScopedAPIKey
-from tests.conftest import subprocess_database_url
+from tests.conftest import web_server_env
 from tests.ws import client as wsclient
 from tests.ws.conftest import free_port
 
@@ -66,14 +65,7 @@ def test_djangos_request_log_of_a_key_in_the_query_string_holds_no_key(client):
 def test_a_daphne_run_with_keys_in_urls_logs_no_key(tmp_path):
     _, key = ScopedAPIKey.objects.create_key(name="in-url-daphne", scope="read")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CHANNEL_LAYER_URL"}
-    env.update(
-        DJANGO_SETTINGS_MODULE="ibkrgw.settings",
-        DATABASE_URL=subprocess_database_url(),
-        IBKRGW_NO_BROKER="1",
-        LOG_LEVEL="INFO",
-        LOG_FORMAT="json",
-    )
+    env = web_server_env(LOG_LEVEL="INFO", LOG_FORMAT="json")
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ibkrgw.servers import WS_MAX_MESSAGE_BYTES
-from tests.conftest import subprocess_database_url
+from tests.conftest import web_server_env
 from tests.ws import client as wsclient
 from tests.ws.conftest import free_port
 
@@ -42,14 +41,7 @@ class Server:
 @pytest.fixture(params=list(SERVERS))
 def server(request, tmp_path, transactional_db):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CHANNEL_LAYER_URL"}
-    env.update(
-        DJANGO_SETTINGS_MODULE="ibkrgw.settings",
-        DATABASE_URL=subprocess_database_url(),
-        IBKRGW_NO_BROKER="1",
-        LOG_LEVEL="WARNING",
-        LOG_FORMAT="text",
-    )
+    env = web_server_env(LOG_LEVEL="WARNING", LOG_FORMAT="text")
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(SERVERS[request.param](port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
