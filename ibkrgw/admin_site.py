@@ -64,6 +64,7 @@ def _risk_limits() -> list[tuple[str, Any]]:
         ("Duplicate window (s)", settings.RISK_DUPLICATE_WINDOW_S),
         ("Approval required for", ", ".join(sorted(settings.APPROVAL_REQUIRED_FOR)) or "nobody"),
         ("Approval window (s)", settings.APPROVAL_TTL_S),
+        ("Approver other than the placer", "yes" if settings.APPROVAL_SECOND_PERSON else "no (one-person desk)"),
     ]
 
 

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     ORDER_NOT_FOUND = "order_not_found"
     ORDER_STATE_CONFLICT = "order_state_conflict"
     ORDER_NOT_MODIFIABLE = "order_not_modifiable"
+    SELF_APPROVAL = "self_approval"
     # ledger
     LEDGER_APPEND_ONLY = "ledger_append_only"
     LEDGER_UNREADABLE = "ledger_unreadable"

@@ -82,6 +82,8 @@ if APPROVAL_REQUIRED_FOR - {"mcp", "api_key", "user"}:
         "use a comma-separated list of: mcp, api_key, user"
     )
 APPROVAL_TTL_S = env_int("APPROVAL_TTL_S", 300, minimum=5)
+# Four eyes: a held order placed by a console user is approved by another user, never by its placer.
+APPROVAL_SECOND_PERSON = env_bool("APPROVAL_SECOND_PERSON", True)
 # The console's equity chart: one account snapshot per interval while connected, kept this many days.
 ACCOUNT_SNAPSHOT_INTERVAL_S = env_int("ACCOUNT_SNAPSHOT_INTERVAL_S", 60, minimum=1)
 ACCOUNT_SNAPSHOT_KEEP_DAYS = env_int("ACCOUNT_SNAPSHOT_KEEP_DAYS", 30, minimum=1)

@@ -323,4 +323,5 @@ def approve_review(site, request: HttpRequest, order_id) -> HttpResponse:
         messages.error(request, f"Order {order.client_order_id} is not waiting for approval.")
         return redirect(reverse("admin:ibkrgw_dashboard", current_app=site.name))
     return _page(site, request, "admin/ibkrgw/approve_confirm.html", "Approve the order",
-                 item=reads.approval_item(order, held.at))  # fmt: skip
+                 item=reads.approval_item(order, held.at),
+                 own_order=services.approval_needs_another_person(order, _actor(request)))  # fmt: skip

@@ -4,7 +4,12 @@ Every write runs in one durable transaction that appends ledger rows, writes its
 publishes on commit. Rows are only ever appended: an order's state is its latest `OrderEvent`.
 """
 
-from orders.services.approval import order_approve, order_reject_approval, orders_expire_pending
+from orders.services.approval import (
+    approval_needs_another_person,
+    order_approve,
+    order_reject_approval,
+    orders_expire_pending,
+)
 from orders.services.common import SubmitResult, request_hash
 from orders.services.kill_switch import halt_progress, trading_halt, trading_halt_sweep, trading_resume
 from orders.services.recording import (
@@ -33,6 +38,7 @@ __all__ = [
     "trading_halt_sweep",
     "commission_record",
     "fill_record",
+    "approval_needs_another_person",
     "order_approve",
     "order_cancel",
     "order_client_id",

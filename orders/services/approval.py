@@ -54,14 +54,36 @@ def _operator_only(actor: Actor) -> None:
         )
 
 
+def approval_needs_another_person(order: Order, actor: Actor) -> bool:
+    """Whether `actor` placed `order` themselves as a console user, so that (four eyes, on unless
+    APPROVAL_SECOND_PERSON is off) someone else must approve it. Users are told apart by user name,
+    as the order recorded its placer."""
+    return (
+        settings.APPROVAL_SECOND_PERSON
+        and order.actor_kind == ActorKind.USER
+        and actor.kind == ActorKind.USER
+        and order.actor_label == actor.label
+    )
+
+
 def order_approve(*, order_id, actor: Actor) -> Order:
     """An operator lets a held order go: the pre-trade checks run again (prices and switches may have
     changed since it was held), then it is sent like any other order, through the pipeline."""
     _operator_only(actor)
     order, latest = _pending_approval(order_id)
+    request = order_request_of(order)
+    if approval_needs_another_person(order, actor):
+        refused = gates.GateBlocked(
+            "approval",
+            ErrorCode.SELF_APPROVAL,
+            "You placed this order; another user must approve it (four eyes: APPROVAL_SECOND_PERSON).",
+            http_status=403,
+            details={"placed_by": order.actor_label},
+        )
+        gate_block_record(refused, request=request, actor=actor, account=order.account)
+        raise refused
     _refuse_expired(latest)
     contract = order_contract_with_rules(order)
-    request = order_request_of(order)
     trip = checks.Checks(request=request, account=order.account, contract=contract)
     try:
         trip.run(checks.APPROVAL_STEPS)

@@ -267,3 +267,28 @@ def test_cancelling_never_sends_the_operator_to_another_site(staff_client, targe
     assert response["Location"] == reverse("admin:orders_order_change", args=[order.pk])
     dashboard = reverse("admin:ibkrgw_dashboard")
     assert staff_client.post(url, {"next": dashboard})["Location"] == dashboard
+
+
+def test_the_placer_of_a_held_order_is_sent_to_another_person_to_approve_it(
+    ib_runtime, orders_enabled, staff_client, superuser_client, sim_gateway
+):
+    from ibkrgw.actors import Actor, ActorKind, Source
+
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"user"})
+    staff = Actor(kind=ActorKind.USER, label="staff", source=Source.REST)
+    order = services.order_submit(
+        request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id="4e"),
+        actor=staff,
+    ).order
+    review = reverse("admin:ibkrgw_order_approve_review", args=[order.pk])
+    own = staff_client.get(review).content.decode()
+    assert 'id="ibkrgw-approve-own"' in own and 'name="confirm"' not in own
+    # Posting the approval anyway: refused with the reason, nothing sent.
+    page = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"}, follow=True)
+    assert "another user must approve it" in page.content.decode()
+    assert _status(order) == "pending_approval"
+    assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == []
+    # Another operator sees the approve form and sends it.
+    assert 'name="confirm"' in superuser_client.get(review).content.decode()
+    superuser_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"})
+    assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == ["4e"]

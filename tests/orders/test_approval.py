@@ -206,3 +206,62 @@ def test_approval_checks_the_size_rules_the_broker_reports(ib_runtime, sim_gatew
         services.order_approve(order_id=order.pk, actor=OPERATOR)
     assert (refused.value.code, refused.value.details["field"]) == ("invalid_order", "quantity")
     assert _statuses(order) == ["pending_approval"] and _sent(sim_gateway) == []
+
+
+ALICE = Actor(kind=ActorKind.USER, label="alice", source=Source.REST)
+
+
+def _user_order(cid: str, actor: Actor = ALICE):
+    from decimal import Decimal
+
+    request = OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(2), order_type="MKT", client_order_id=cid)
+    return services.order_submit(request=request, actor=actor).order
+
+
+@pytest.fixture
+def approval_for_users(settings, orders_enabled):
+    settings.APPROVAL_REQUIRED_FOR = frozenset({"user"})
+    return settings
+
+
+def test_a_user_cannot_approve_their_own_order(ib_runtime, sim_gateway, approval_for_users):
+    order = _user_order("own-1")
+    alice_at_console = Actor(kind=ActorKind.USER, label="alice", source=Source.ADMIN, is_admin=True)
+    with pytest.raises(GatewayError) as excinfo:
+        services.order_approve(order_id=order.pk, actor=alice_at_console)
+    assert (excinfo.value.code, excinfo.value.http_status) == ("self_approval", 403)
+    assert excinfo.value.details["placed_by"] == "alice"
+    # Nothing sent, still waiting for someone else; the refusal is on record.
+    assert _statuses(order) == ["pending_approval"]
+    assert _sent(sim_gateway) == []
+    blocked = AuditEntry.objects.get(event="gate.blocked")
+    assert (blocked.actor_label, blocked.data["code"], blocked.data["gate"]) == ("alice", "self_approval", "approval")
+    assert blocked.target_id == "own-1"
+    # A second person approves it: sent.
+    services.order_approve(order_id=order.pk, actor=OPERATOR)
+    assert _sent(sim_gateway) == ["own-1"]
+
+
+def test_a_user_may_reject_their_own_order(ib_runtime, sim_gateway, approval_for_users):
+    order = _user_order("own-2")
+    services.order_reject_approval(
+        order_id=order.pk, actor=Actor(kind=ActorKind.USER, label="alice", source=Source.ADMIN)
+    )
+    assert _statuses(order) == ["pending_approval", "rejected"]
+    assert _sent(sim_gateway) == []
+
+
+def test_a_one_person_desk_approves_its_own_orders_with_four_eyes_off(ib_runtime, sim_gateway, approval_for_users):
+    approval_for_users.APPROVAL_SECOND_PERSON = False
+    order = _user_order("own-3")
+    services.order_approve(order_id=order.pk, actor=Actor(kind=ActorKind.USER, label="alice", source=Source.ADMIN))
+    assert _sent(sim_gateway) == ["own-3"]
+    assert not AuditEntry.objects.filter(event="gate.blocked").exists()
+
+
+def test_an_agent_order_is_approved_by_any_operator_under_four_eyes(ib_runtime, sim_gateway, approval_for_agents):
+    # The rule is about people approving themselves: an operator whose user name happens to be the agent's
+    # label is still another party.
+    order = _agent_order("own-4")
+    services.order_approve(order_id=order.pk, actor=Actor(kind=ActorKind.USER, label="mcp:test", source=Source.ADMIN))
+    assert _sent(sim_gateway) == ["own-4"]
