@@ -41,7 +41,13 @@ from orders.selectors import (
     trading_halted,
     trading_switch_latest,
 )
-from orders.services import order_approve, order_reject_approval, trading_halt, trading_resume
+from orders.services import (
+    approval_needs_another_person,
+    order_approve,
+    order_reject_approval,
+    trading_halt,
+    trading_resume,
+)
 
 LATEST_ORDERS = 20
 LATEST_FILLS = 10
@@ -79,19 +85,22 @@ def _live_override() -> dict[str, Any] | None:
     return {"ok": True, "message": f"{settings.LIVE_TRADING_OVERRIDE_FILE} exists"}
 
 
-def _approval_queue(unreadable: list[Unreadable]) -> list[dict[str, Any]]:
+def _approval_queue(unreadable: list[Unreadable], viewer: Actor | None) -> list[dict[str, Any]]:
     queue = []
     waiting = readable(order_list(status=OrderStatus.PENDING_APPROVAL).order_by("created_at"))
     unreadable += waiting.named()
     for order in waiting.rows:
         held = list(order.events.all())[-1]  # prefetched; the hold is the latest event
-        queue.append(reads.approval_item(order, held.at))
+        item = reads.approval_item(order, held.at)
+        item["own"] = viewer is not None and approval_needs_another_person(order, viewer)
+        queue.append(item)
     return queue
 
 
-def dashboard_data() -> dict[str, Any]:
+def dashboard_data(viewer: Actor | None = None) -> dict[str, Any]:
     """Everything the dashboard shows, read through the selectors. A ledger row that cannot be read as sealed
-    leaves its order or fill out of the lists and is named in `unreadable` (shown on top)."""
+    leaves its order or fill out of the lists and is named in `unreadable` (shown on top). `viewer`: the
+    person looking, whose own held orders wait for someone else to approve them."""
     today = _start_of_today()
     health = health_get()
     todays_orders = order_list(since=today)
@@ -99,7 +108,7 @@ def dashboard_data() -> dict[str, Any]:
     latest_orders = readable(reads.with_fill_progress(todays_orders), stop=LATEST_ORDERS)
     latest_fills = readable(fills, stop=LATEST_FILLS)
     unreadable = latest_orders.named() + latest_fills.named()
-    approval_queue = _approval_queue(unreadable)
+    approval_queue = _approval_queue(unreadable, viewer)
     return {
         "health": health,
         "live_override": _live_override(),
@@ -237,7 +246,7 @@ class OperatorAdminSite(admin.AdminSite):
     def _dashboard_context(self, request: HttpRequest) -> dict[str, Any]:
         return {
             **self.each_context(request),
-            **dashboard_data(),
+            **dashboard_data(actor_for(request.user, None, Source.ADMIN)),
             "title": "Dashboard",
             "refresh_seconds": REFRESH_SECONDS,
             "can_resume": request.user.is_superuser,

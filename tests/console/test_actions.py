@@ -280,6 +280,9 @@ def test_the_placer_of_a_held_order_is_sent_to_another_person_to_approve_it(
         request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id="4e"),
         actor=staff,
     ).order
+    live = reverse("admin:ibkrgw_dashboard_live")
+    assert 'id="ibkrgw-own-4e"' in staff_client.get(live).content.decode()
+    assert 'id="ibkrgw-review-4e"' in superuser_client.get(live).content.decode()
     review = reverse("admin:ibkrgw_order_approve_review", args=[order.pk])
     own = staff_client.get(review).content.decode()
     assert 'id="ibkrgw-approve-own"' in own and 'name="confirm"' not in own
