@@ -131,3 +131,29 @@ def test_cancel_action_cancels_working_orders_and_reports_the_others(
     assert "Order sim-1: An order in state simulated cannot be cancelled." in body
     wait_for(lambda: _statuses(resting)[-1] == "cancelled", message="order cancelled at the broker")
     assert _statuses(simulated) == ["simulated"]
+
+
+def test_bulk_approval_sends_the_others_and_keeps_the_placers_own_order_waiting(
+    ib_runtime, sim_gateway, orders_enabled, superuser_client
+):
+    from ibkrgw.actors import ActorKind, Source
+
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"user", "mcp"})
+    sim_gateway.pause_market()
+    mine = services.order_submit(
+        request=OrderRequest(
+            symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id="mine"
+        ),
+        actor=Actor(kind=ActorKind.USER, label="root", source=Source.REST, is_admin=True),
+    ).order
+    theirs = _agent_order("theirs")
+    page = superuser_client.post(
+        CHANGELIST,
+        {"action": "approve_selected", "_selected_action": [str(mine.pk), str(theirs.pk)], "confirmed": "yes"},
+        follow=True,
+    )
+    body = page.content.decode()
+    assert "1 order(s) approved and sent" in body and "another user must approve it" in body
+    assert _sent(sim_gateway) == ["theirs"]
+    assert _statuses(mine) == ["pending_approval"]
+    assert AuditEntry.objects.get(event="gate.blocked").data["code"] == "self_approval"
