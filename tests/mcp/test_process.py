@@ -24,19 +24,28 @@ INITIALIZE = {
 }
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stdio_logs_to_stderr_and_stops_on_signal_while_waiting_for_input(sim_gateway, signum):
-    process = subprocess.Popen(
+def _stdio_server(sim_gateway, *, client_id: int, stderr: int) -> subprocess.Popen:
+    """`manage.py mcp` on stdio, as an MCP client process starts it."""
+    return subprocess.Popen(
         [sys.executable, "manage.py", "mcp"],
         cwd=ROOT,
-        env=mcp_env(sim_gateway, client_id=24),
+        env=mcp_env(sim_gateway, client_id=client_id),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+def _send(process: subprocess.Popen, message: dict) -> None:
+    process.stdin.write((json.dumps(message) + "\n").encode())
+    process.stdin.flush()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stdio_logs_to_stderr_and_stops_on_signal_while_waiting_for_input(sim_gateway, signum):
+    process = _stdio_server(sim_gateway, client_id=24, stderr=subprocess.PIPE)
     try:
-        process.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
-        process.stdin.flush()
+        _send(process, INITIALIZE)
         answer = json.loads(process.stdout.readline())
         assert answer["id"] == 1
         assert answer["result"]["serverInfo"]["name"] == "ibkr-gateway"
@@ -60,18 +69,10 @@ def test_stdio_answers_the_calls_in_flight_when_the_client_closes_stdin(sim_gate
     """A client that sends its last calls and closes stdin (a pipe, or the shutdown the protocol prescribes) gets
     their answers before the process ends: the order it placed is named in the answer, not a "Connection closed"
     error for an order that was recorded all the same."""
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "mcp"],
-        cwd=ROOT,
-        env=mcp_env(sim_gateway, client_id=25),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _stdio_server(sim_gateway, client_id=25, stderr=subprocess.DEVNULL)
 
     def send(message: dict) -> None:
-        process.stdin.write((json.dumps(message) + "\n").encode())
-        process.stdin.flush()
+        _send(process, message)
 
     def call(request_id: int, tool: str, arguments: dict) -> dict:
         params = {"name": tool, "arguments": arguments}
