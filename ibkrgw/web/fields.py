@@ -27,7 +27,14 @@ MULTIPLIER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
 
 class StrictDecimalField(serializers.DecimalField):
     """A decimal from a JSON number or a plain ASCII decimal string ("189.50", "-3", ".5"): no Unicode
-    digits, underscores, exponents, spaces or booleans."""
+    digits, underscores, exponents, spaces or booleans. Nor a blank string: DRF reads "" as null for a
+    nullable decimal, so a `stop_loss` of "" placed the entry without its stop. Null is given as null (in a
+    query string, a parameter given empty is still left out, as DRF reads form data)."""
+
+    def validate_empty_values(self, data):
+        if isinstance(data, str) and not data.strip():
+            self.fail("invalid")
+        return super().validate_empty_values(data)
 
     def to_internal_value(self, data):
         if isinstance(data, bool):

@@ -55,6 +55,16 @@ def test_order_arguments_say_which_prices_each_order_type_needs(mcp):
     assert "not money" in properties["quantity"]["description"]
 
 
+@pytest.mark.parametrize("tool", ["place_order", "preview_order"])
+def test_a_blank_stop_loss_is_refused_not_read_as_no_stop(mcp, tool):
+    arguments = _order(order_type="LMT", limit_price="100", stop_loss="", client_order_id=f"blank-{tool}")
+    result = mcp.call(tool, arguments)
+    assert result.is_error
+    error = payload(result)["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"]["fields"] == {"stop_loss": ["A valid number is required."]}
+
+
 def test_a_huge_offset_is_a_clean_invalid_request(mcp):
     for tool in ("list_orders", "list_fills", "list_audit_entries"):
         result = mcp.call(tool, {"offset": HUGE})

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from audit.models import AuditEntry
 from orders.models import Order
 from tests.conftest import wait_for
 
@@ -92,3 +93,26 @@ def test_a_bracket_with_exits_on_the_wrong_side_is_refused(ib_runtime, api_clien
     assert error["details"] == {"gate": "validation", "field": field}
     assert Order.objects.count() == 0
     assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"stop_loss": ""}, {"take_profit": "  "}, {"stop_loss": "", "take_profit": ""}, {"limit_price": ""}],
+    ids=["stop_loss", "take_profit", "both", "limit_price"],
+)
+def test_a_blank_price_is_refused_not_read_as_no_price(ib_runtime, api_client, sim_gateway, orders_enabled, overrides):
+    """A nullable price given as "" is not a number: refused as such. Read as null (DRF's way), a bracket whose
+    stop_loss was left blank went out as a plain entry, with no stop behind it."""
+    response = api_client.post("/api/v1/orders/", _bracket(**overrides), format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert set(error["details"]["fields"]) == set(overrides)
+    assert Order.objects.count() == 0
+    assert [o for o in sim_gateway.received_orders() if not o.what_if] == []
+    refused = AuditEntry.objects.filter(event="request.refused").latest("seq")
+    assert refused.data["code"] == "invalid_request"
+    # Null is how "no exit" is said: the entry alone, a plain order.
+    plain = api_client.post("/api/v1/orders/", _bracket(stop_loss=None, take_profit=None), format="json")
+    assert plain.status_code == 201, plain.content
+    assert plain.json()["children"] == []
