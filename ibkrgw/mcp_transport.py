@@ -30,6 +30,8 @@ from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     INVALID_REQUEST,
+    PARSE_ERROR,
+    ErrorData,
     JSONRPCError,
     JSONRPCMessage,
     JSONRPCNotification,
@@ -203,6 +205,7 @@ class _DaemonStdin:
     def __init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[str](16)
         self._reader: threading.Thread | None = None
+        self.last_line = ""  # the line handed out last (the one the SDK is reading, or could not read)
 
     def __aiter__(self) -> _DaemonStdin:
         return self
@@ -213,9 +216,10 @@ class _DaemonStdin:
             self._reader = threading.Thread(target=self._pump, args=(token,), name="mcp-stdin", daemon=True)
             self._reader.start()
         try:
-            return await self._receive.receive()
+            self.last_line = await self._receive.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
+        return self.last_line
 
     def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
         try:
@@ -233,6 +237,51 @@ async def _stop_on_signal(stop: Callable[[], None]) -> None:
             logger.info("mcp: %s received, shutting down", signal.Signals(signum).name)
             stop()
             return
+
+
+def _usable_id(request_id: Any) -> RequestId | None:
+    """The id to answer with: a string or an integer as given, else null (JSON-RPC's "could not be determined")."""
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        return request_id
+    if isinstance(request_id, str):
+        try:
+            request_id.encode("utf-8")  # a lone surrogate cannot be written back
+        except UnicodeEncodeError:
+            return None
+        return request_id
+    return None
+
+
+def unreadable_line_answer(line: str) -> JSONRPCError | None:
+    """The JSON-RPC error for a stdin line the SDK could not read as a message; None when no answer is due.
+
+    Not JSON: a parse error with a null id. Text that is not valid Unicode (an escaped lone surrogate, in a
+    tool's arguments or anywhere else): a parse error too, as the HTTP transport answers it, but with the
+    request's own id when it has a usable one. Any other JSON that is not a valid message (a malformed
+    envelope): an invalid request, with its id likewise. A notification, or the client's answer to a request
+    of ours, is never answered. Without this a request the SDK could not read got no answer at all, and the
+    client waited for ever."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return JSONRPCError(
+            jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message="Parse error: the message is not JSON.")
+        )
+    request_id = None
+    if isinstance(message, dict):
+        if "method" in message and "id" not in message:
+            return None  # a notification
+        if "method" not in message and ("result" in message or "error" in message):
+            return None  # the client's answer to a request of the server's
+        request_id = _usable_id(message.get("id"))
+    code, text = INVALID_REQUEST, "Invalid request: not a valid JSON-RPC message."
+    try:
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        code, text = PARSE_ERROR, "Parse error: the message holds text that is not valid Unicode (a lone surrogate)."
+    except (ValueError, RecursionError):
+        pass  # too deep to write out again: whatever it holds, it is not a valid message
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=text))
 
 
 class _Unanswered:
@@ -278,12 +327,19 @@ async def serve_stdio(server: GatewayMCPServer) -> None:
     requests, requests_out = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     answers_in, answers = anyio.create_memory_object_stream[SessionMessage](0)
 
-    async def relay_requests(stdin: Any) -> None:
+    async def relay_requests(stdin: Any, lines: _DaemonStdin, stdout: Any) -> None:
         try:
             async with requests:
                 async for message in stdin:
-                    if isinstance(message, SessionMessage):
-                        unanswered.asked(message.message)
+                    if isinstance(message, Exception):
+                        # The SDK could not read the line it took last (it waits for this relay before reading
+                        # another): answer it here, as the SDK's server would leave it unanswered.
+                        answer = unreadable_line_answer(lines.last_line)
+                        logger.info("mcp: unreadable message (%s)", "answered" if answer else "a notification")
+                        if answer is not None:
+                            await stdout.send(SessionMessage(answer))
+                        continue
+                    unanswered.asked(message.message)
                     await requests.send(message)
                 with anyio.move_on_after(STDIN_CLOSED_GRACE_S):
                     await unanswered.settled.wait()
@@ -299,9 +355,10 @@ async def serve_stdio(server: GatewayMCPServer) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
         await tg.start(server.watch.run)  # the ledger's baseline before the first request
-        async with stdio_server(stdin=_DaemonStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+        lines = _DaemonStdin()
+        async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
             async with anyio.create_task_group() as relays:
-                relays.start_soon(relay_requests, read_stream)
+                relays.start_soon(relay_requests, read_stream, lines, write_stream)
                 relays.start_soon(relay_answers, write_stream)
                 try:
                     await lowlevel.run(requests_out, answers_in, lowlevel.create_initialization_options())

@@ -103,3 +103,53 @@ def test_stdio_answers_the_calls_in_flight_when_the_client_closes_stdin(sim_gate
     assert placed["status"] == "simulated"
     assert Order.objects.get(client_order_id="eof-1").id == uuid.UUID(placed["id"])
     assert answers[4]["result"]["structuredContent"]["gateway"]["connected"] is True
+
+
+def test_stdio_answers_every_request_it_cannot_read_and_keeps_serving(sim_gateway):
+    """A request the SDK cannot read (not JSON, an escaped lone surrogate, a malformed envelope) is answered with a
+    JSON-RPC error carrying its id where it has a usable one, instead of leaving the client waiting for ever; a
+    notification it cannot read is not answered; nothing reaches the ledger or the broker, and the server goes on."""
+    process = _stdio_server(sim_gateway, client_id=26, stderr=subprocess.DEVNULL)
+    order = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT", "client_order_id": "lone-1"}
+
+    def call(request_id, tool: str, arguments: dict) -> dict:
+        return {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        }
+
+    def write(line: str) -> None:
+        process.stdin.write((line + "\n").encode())
+        process.stdin.flush()
+
+    try:
+        _send(process, INITIALIZE)
+        assert json.loads(process.stdout.readline())["id"] == 1
+        _send(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        answers = []
+        # json.dumps escapes a lone surrogate as \ud800: valid JSON text, but not valid Unicode.
+        for message in (
+            call(10, "place_order", {**order, "\ud800": 1}),  # in a key of the arguments
+            call(11, "place_order", {**order, "symbol": "AA\udfffPL"}),  # in a value
+            call("\ud800", "place_order", order),  # in the id itself: answered with a null id
+            {"jsonrpc": "2.0", "id": 12, "method": 1},  # a malformed envelope
+        ):
+            _send(process, message)
+            answers.append(json.loads(process.stdout.readline()))
+        write("this is not json")
+        answers.append(json.loads(process.stdout.readline()))
+        _send(process, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "\ud800"}})
+        _send(process, call(13, "get_health", {}))  # the next line out answers this: the notification got none
+        health = json.loads(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        if process.wait(60) != 0:
+            process.kill()
+    assert [answer["id"] for answer in answers] == [10, 11, None, 12, None]
+    # Not valid Unicode is a parse error, as the HTTP transport answers it; a malformed envelope an invalid request.
+    assert [answer["error"]["code"] for answer in answers] == [-32700, -32700, -32700, -32600, -32700]
+    assert all("result" not in answer for answer in answers)
+    assert health["id"] == 13 and health["result"]["structuredContent"]["gateway"]["connected"] is True
+    assert not Order.objects.exists()
