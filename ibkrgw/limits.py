@@ -1,10 +1,12 @@
 """Limits on what a client may send, the same at every door (REST, websockets, MCP).
 
 A request body or frame is refused before any of it is used when it is too big
-(`request_too_large`, 413), not UTF-8 or not JSON, nested deeper than the limit, or when any string
-in it (keys included) holds a lone surrogate or a control character other than tab, CR and LF
-(`invalid_request`, 400). Fields that reach the broker are held to stricter alphabets by their
-serializers, and the broker adapter refuses any control character as a last line of defence.
+(`request_too_large`, 413), not UTF-8 or not JSON, nested deeper than the limit, when an object names
+one key twice (JSON parsers disagree on which value counts: a proxy could check one quantity and the
+gateway place the other), or when any string in it (keys included) holds a lone surrogate or a control
+character other than tab, CR and LF (`invalid_request`, 400). Fields that reach the broker are held to
+stricter alphabets by their serializers, and the broker adapter refuses any control character as a last
+line of defence.
 """
 
 from __future__ import annotations
@@ -94,6 +96,41 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def duplicate_key(raw: str | bytes) -> str | None:
+    """The first key an object of the JSON document `raw` names twice, or None (also when `raw` is not JSON:
+    its reader refuses that). For doors whose JSON another library parses (MCP)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as duplicate:
+        return duplicate.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def duplicate_key_error(key: str) -> GatewayError:
+    # The key is named only when it is text the answer can carry (check_json refuses the others anyway).
+    named = key[:40] if bad_text_reason(key) is None else None
+    where = f"the key {named!r}" if named is not None else "a key"
+    return invalid(f"An object names {where} twice; give each key once.", key=named, reason="duplicate_key")
+
+
 def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | None = None) -> Any:
     """Parse one JSON document within the limits, or raise GatewayError (400, or 413 for size)."""
     limit = max_body_bytes() if max_bytes is None else max_bytes
@@ -106,7 +143,9 @@ def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | No
         except UnicodeDecodeError:
             raise invalid("The body is not valid UTF-8.", reason="not_utf8") from None
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as duplicate:
+        raise duplicate_key_error(duplicate.key) from None
     except RecursionError:
         limit_depth = max_json_depth() if max_depth is None else max_depth
         raise invalid(

@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
-from ibkrgw.limits import ChunkedBodyLimit, max_body_bytes, too_large
+from ibkrgw.limits import ChunkedBodyLimit, duplicate_key, max_body_bytes, too_large
 from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
 from ibkrgw.models import ScopedAPIKey
 
@@ -114,6 +114,10 @@ class HttpGuard:
         await response(scope, receive, send)
 
 
+# Parsers disagree on which of two values counts (the SDK's takes the last): refused, as at every door.
+DUPLICATE_KEY_MESSAGE = "An object in the message names one key twice; give each key once."
+
+
 def _jsonrpc_refusal(request_id: Any, message: str) -> JSONResponse:
     # The shape of the SDK's own transport errors (400, a JSON-RPC error), with the id when it is usable.
     error = {"code": INVALID_REQUEST, "message": message}
@@ -146,10 +150,15 @@ class RequestIds:
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
+        body = b"".join(m.get("body", b"") for m in messages)
         try:
-            request = json.loads(b"".join(m.get("body", b"") for m in messages))
+            request = json.loads(body)
         except (ValueError, RecursionError):
             request = None  # the SDK answers a parse error
+        if request is not None and duplicate_key(body) is not None:
+            request_id = _usable_id(request.get("id")) if isinstance(request, dict) else None
+            await _jsonrpc_refusal(request_id, DUPLICATE_KEY_MESSAGE)(scope, replay, send)
+            return
         key = None
         if isinstance(request, dict) and isinstance(request.get("method"), str) and "id" in request:
             request_id = request["id"]
@@ -338,6 +347,13 @@ async def serve_stdio(server: GatewayMCPServer) -> None:
                         logger.info("mcp: unreadable message (%s)", "answered" if answer else "a notification")
                         if answer is not None:
                             await stdout.send(SessionMessage(answer))
+                        continue
+                    if duplicate_key(lines.last_line) is not None:
+                        request_id = getattr(message.message, "id", None)
+                        logger.info("mcp: a message naming one key twice was refused")
+                        if request_id is not None:  # a notification is never answered
+                            error = ErrorData(code=INVALID_REQUEST, message=DUPLICATE_KEY_MESSAGE)
+                            await stdout.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
                         continue
                     unanswered.asked(message.message)
                     await requests.send(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
@@ -129,13 +130,35 @@ async def test_a_tool_not_offered_is_a_tool_error_in_the_rest_shape(read_only, t
     assert not await sync_to_async(Order.objects.exists)()
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
+
+
+@asynccontextmanager
+async def _http_session(server, secret: str):
+    """An initialized MCP session over HTTP: (client, the session's headers)."""
+    headers = {"Authorization": f"Api-Key {secret}", "Accept": "application/json, text/event-stream"}
+    transport = httpx2.ASGITransport(app=http_app(server, host="127.0.0.1"))
+    async with (
+        server.session_manager.run(),
+        httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765", headers=headers, timeout=30) as http,
+    ):
+        opened = await http.post("/mcp", json=INITIALIZE)
+        headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+        await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        yield http, headers
+
+
 async def test_a_request_id_in_flight_cannot_be_used_again_in_its_session(monkeypatch, transactional_db):
     """The SDK routes answers by request id: a second request with the id of one in flight took over its answer
     stream, and neither POST was ever answered (while both calls ran). Now the second is refused with 400, the
     first is answered, and the id is free again once it has been."""
     _, secret = await sync_to_async(ScopedAPIKey.objects.create_key)(name="ids", scope="read")
     server = build_server(transport="http")
-    app = http_app(server, host="127.0.0.1")
     entered, release = threading.Event(), threading.Event()
     run_tool = mcp_server.run_tool
 
@@ -145,22 +168,8 @@ async def test_a_request_id_in_flight_cannot_be_used_again_in_its_session(monkey
         return run_tool(*args, **kwargs)
 
     monkeypatch.setattr(mcp_server, "run_tool", held)
-    headers = {"Authorization": f"Api-Key {secret}", "Accept": "application/json, text/event-stream"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
-    }
     health = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "get_health", "arguments": {}}}
-    transport = httpx2.ASGITransport(app=app)
-    async with (
-        server.session_manager.run(),
-        httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765", headers=headers, timeout=30) as http,
-    ):
-        opened = await http.post("/mcp", json=initialize)
-        headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
-        await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    async with _http_session(server, secret) as (http, headers):
         answers: dict[str, httpx2.Response] = {}
 
         async def first() -> None:
@@ -185,3 +194,17 @@ async def test_a_request_id_in_flight_cannot_be_used_again_in_its_session(monkey
         reused = await http.post("/mcp", json=health, headers=headers)
         assert reused.status_code == 200
         assert '"id":7,"result"' in reused.text
+
+
+async def test_a_message_naming_a_key_twice_is_refused_before_anything_runs(broker_tap, orders_enabled):
+    """Parsers disagree on which of two values counts (the SDK's takes the last): refused, as at every door."""
+    _, secret = await sync_to_async(ScopedAPIKey.objects.create_key)(name="twice", scope="trade")
+    call = {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "place_order", "arguments": ORDER}}
+    twice = json.dumps(call)[:-3] + ', "quantity": "1000"}}}'
+    async with _http_session(build_server(transport="http"), secret) as (http, headers):
+        refused = await http.post("/mcp", content=twice, headers={**headers, "Content-Type": "application/json"})
+    assert refused.status_code == 400
+    assert refused.json()["id"] == 8
+    assert refused.json()["error"]["code"] == -32600
+    assert not await sync_to_async(Order.objects.exists)()
+    broker_tap.assert_untouched()

@@ -122,6 +122,20 @@ def test_a_number_too_large_to_be_finite_is_400_not_infinity(broker_tap, api_cli
     broker_tap.assert_untouched()
 
 
+def test_a_key_given_twice_is_400_whichever_value_a_reader_would_take(broker_tap, api_client, orders_enabled):
+    """JSON parsers disagree on which of two values counts: a proxy checking the first quantity would pass an
+    order the gateway placed with the second."""
+    body = json.dumps(ORDER)[:-1] + ', "quantity": "1000"}'
+    for path in ("/api/v1/orders/", "/api/v1/orders/preview/"):
+        error = assert_shaped(post_raw(api_client, path, body), 400, "invalid_request")
+        assert error["details"] == {"key": "quantity", "reason": "duplicate_key"}
+    nested = '{"reason": "x", "details": {"a": 1, "a": 2}}'
+    error = assert_shaped(post_raw(api_client, "/api/v1/trading/halt/", nested), 400, "invalid_request")
+    assert error["details"]["reason"] == "duplicate_key"
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()
+
+
 def test_json_nested_100000_deep_is_400_on_orders_preview_patch_and_halt(broker_tap, api_client):
     placed = api_client.post("/api/v1/orders/", ORDER, format="json")  # orders disabled: recorded as simulated
     assert placed.status_code == 201

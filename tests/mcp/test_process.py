@@ -106,7 +106,8 @@ def test_stdio_answers_the_calls_in_flight_when_the_client_closes_stdin(sim_gate
 
 
 def test_stdio_answers_every_request_it_cannot_read_and_keeps_serving(sim_gateway):
-    """A request the SDK cannot read (not JSON, an escaped lone surrogate, a malformed envelope) is answered with a
+    """A request the SDK cannot read (not JSON, an escaped lone surrogate, a malformed envelope), or one naming a
+    key twice, is answered with a
     JSON-RPC error carrying its id where it has a usable one, instead of leaving the client waiting for ever; a
     notification it cannot read is not answered; nothing reaches the ledger or the broker, and the server goes on."""
     process = _stdio_server(sim_gateway, client_id=26, stderr=subprocess.DEVNULL)
@@ -140,6 +141,9 @@ def test_stdio_answers_every_request_it_cannot_read_and_keeps_serving(sim_gatewa
             answers.append(json.loads(process.stdout.readline()))
         write("this is not json")
         answers.append(json.loads(process.stdout.readline()))
+        # A key named twice: parsers disagree on which value counts (the SDK's would place 1000).
+        write(json.dumps(call(14, "place_order", order))[:-3] + ', "quantity": "1000"}}}')
+        answers.append(json.loads(process.stdout.readline()))
         _send(process, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "\ud800"}})
         _send(process, call(13, "get_health", {}))  # the next line out answers this: the notification got none
         health = json.loads(process.stdout.readline())
@@ -147,9 +151,10 @@ def test_stdio_answers_every_request_it_cannot_read_and_keeps_serving(sim_gatewa
         process.stdin.close()
         if process.wait(60) != 0:
             process.kill()
-    assert [answer["id"] for answer in answers] == [10, 11, None, 12, None]
+    assert [answer["id"] for answer in answers] == [10, 11, None, 12, None, 14]
     # Not valid Unicode is a parse error, as the HTTP transport answers it; a malformed envelope an invalid request.
-    assert [answer["error"]["code"] for answer in answers] == [-32700, -32700, -32700, -32600, -32700]
+    assert [answer["error"]["code"] for answer in answers] == [-32700, -32700, -32700, -32600, -32700, -32600]
+    assert "twice" in answers[-1]["error"]["message"]
     assert all("result" not in answer for answer in answers)
     assert health["id"] == 13 and health["result"]["structuredContent"]["gateway"]["connected"] is True
     assert not Order.objects.exists()

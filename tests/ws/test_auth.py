@@ -294,6 +294,18 @@ async def test_without_origin_or_key_the_socket_is_still_refused(transactional_d
     assert error["code"] == "not_authenticated"
 
 
+async def test_a_key_given_twice_gets_an_error_frame_and_the_socket_stays_open(ws_key):
+    ws = communicator("/ws/quotes/", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_to(text_data='{"action": "subscribe", "symbols": ["AAPL"], "action": "ping"}')
+    frame = await ws.receive_json_from(timeout=TIMEOUT)
+    assert (frame["type"], frame["code"]) == ("error", "invalid_request")
+    assert frame["details"] == {"key": "action", "reason": "duplicate_key"}
+    await ws.send_json_to({"action": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()
+
+
 async def test_a_number_too_large_to_be_finite_gets_an_error_frame_not_infinity(ws_key):
     """A ping's id of 1e999 would be echoed as Infinity, which no strict JSON parser reads."""
     ws = communicator("/ws/quotes/", key=ws_key)
