@@ -349,11 +349,11 @@ async def serve_stdio(server: GatewayMCPServer) -> None:
                             await stdout.send(SessionMessage(answer))
                         continue
                     if duplicate_key(lines.last_line) is not None:
-                        request_id = getattr(message.message, "id", None)
                         logger.info("mcp: a message naming one key twice was refused")
-                        if request_id is not None:  # a notification is never answered
+                        if isinstance(message.message, JSONRPCRequest):  # nothing else is ever answered
                             error = ErrorData(code=INVALID_REQUEST, message=DUPLICATE_KEY_MESSAGE)
-                            await stdout.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+                            refusal = JSONRPCError(jsonrpc="2.0", id=message.message.id, error=error)
+                            await stdout.send(SessionMessage(refusal))
                         continue
                     unanswered.asked(message.message)
                     await requests.send(message)
