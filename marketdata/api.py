@@ -83,8 +83,12 @@ class QuoteQueryInput(ContractQueryInput):
 
 class BarsQueryInput(ContractQueryInput):
     bar_size = serializers.ChoiceField(choices=BAR_SIZES, required=False, default="1 day")
-    duration = serializers.RegexField(
-        r"^[0-9]{1,5} [SDWMY]$", required=False, default="1 M", help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'."
+    duration = fields.pattern_field(
+        r"^[0-9]{1,5} [SDWMY]$",
+        "A number and a unit, e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'.",
+        required=False,
+        default="1 M",
+        help_text="e.g. '3600 S', '5 D', '2 W', '1 M', '1 Y'.",
     )
     what_to_show = serializers.ChoiceField(choices=WHAT_TO_SHOW, required=False, default="TRADES")
     use_rth = serializers.BooleanField(required=False, default=True)

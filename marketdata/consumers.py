@@ -26,6 +26,7 @@ from rest_framework import serializers
 from brokers.adapter import ContractInfo, ContractSpec
 from brokers.payloads import contracts_payload
 from ibkrgw.errors import GatewayError
+from ibkrgw.web.fields import AsciiTrimmedCharField
 from ibkrgw.web.serializers import StrictBodyMixin
 from ibkrgw.web.ws import LatestOutbox, StreamConsumer, error_frame, invalid, shared_channel_layer
 from marketdata.api import ContractQueryInput
@@ -44,7 +45,7 @@ class ContractsFrame(TypedDict):
 class QuoteSubscriptionInput(StrictBodyMixin, serializers.Serializer):
     action = serializers.ChoiceField(choices=["subscribe", "unsubscribe"])
     symbols = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
+        child=AsciiTrimmedCharField(max_length=32), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE
     )
     contracts = serializers.ListField(
         child=serializers.DictField(), required=False, max_length=MAX_CONTRACTS_PER_MESSAGE

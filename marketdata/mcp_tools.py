@@ -96,8 +96,9 @@ class OptionChainInput(StrictQueryMixin, serializers.Serializer):
         default="",
         help_text="With expiry: only calls (C) or puts (P); both if empty.",
     )
-    expiry = serializers.RegexField(
+    expiry = fields.pattern_field(
         r"^[0-9]{8}$",
+        "YYYYMMDD.",
         required=False,
         default="",
         help_text="YYYYMMDD, one of the expiries listed without it. Given: quotes for the strikes near the money.",

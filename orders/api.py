@@ -22,6 +22,7 @@ from ibkrgw.web.fields import (
     exchange_field,
     expiry_field,
     multiplier_field,
+    pattern_field,
     symbol_field,
 )
 from ibkrgw.web.listing import ListQuery
@@ -43,8 +44,9 @@ from orders.types import ACTIONS, ORDER_TYPES, TIFS, OrderRequest
 
 
 class OrderCreateInput(FieldsOncePerThread, StrictBodyMixin, serializers.Serializer):
-    client_order_id = serializers.RegexField(
+    client_order_id = pattern_field(
         r"^[A-Za-z0-9._:-]{1,64}$",
+        "1 to 64 of letters, digits and . _ : - only.",
         required=False,
         default="",
         help_text="Your idempotency key, unique per account (same as the Idempotency-Key header).",

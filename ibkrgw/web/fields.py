@@ -76,38 +76,58 @@ class StrictDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-def _pattern_field(pattern: str, message: str, **kwargs) -> serializers.CharField:
+ASCII_WHITESPACE = " \t\r\n"
+
+
+class AsciiTrimmedCharField(serializers.CharField):
+    """A CharField that trims only ASCII spaces, tabs and line ends around the value. DRF trims with
+    `str.strip()`, which also removes Unicode separators: a symbol "\u2028AAPL" (or "AAPL\u3000") became
+    "AAPL" and went to the broker, a client_order_id lost characters and named another key. Here anything
+    else stays, and the field's alphabet refuses it."""
+
+    def __init__(self, **kwargs):
+        kwargs["trim_whitespace"] = False
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        if isinstance(data, str):
+            data = data.strip(ASCII_WHITESPACE)
+        return super().run_validation(data)
+
+
+def pattern_field(pattern: str, message: str, **kwargs) -> serializers.CharField:
+    """A text field held to `pattern` (a regular expression), surrounding ASCII whitespace trimmed."""
     # Validators go in through kwargs: DRF rebuilds declared fields from their kwargs on every use.
-    # `$` is safe here: CharField strips surrounding whitespace (a trailing newline) before validating.
-    return serializers.CharField(validators=[RegexValidator(pattern, message)], **kwargs)
+    # `$` is safe here: surrounding ASCII whitespace (a trailing newline) is trimmed before validating.
+    return AsciiTrimmedCharField(validators=[RegexValidator(pattern, message)], **kwargs)
 
 
 def symbol_field(**kwargs) -> serializers.CharField:
     kwargs.setdefault("max_length", 32)
-    return _pattern_field(SYMBOL_PATTERN, "Letters, digits and . - / & + or inner spaces only.", **kwargs)
+    return pattern_field(SYMBOL_PATTERN, "Letters, digits and . - / & + or inner spaces only.", **kwargs)
 
 
 def exchange_field(**kwargs) -> serializers.CharField:
     kwargs.setdefault("max_length", 16)
-    return _pattern_field(EXCHANGE_PATTERN, "Letters, digits, '.', '_' or '-' only.", **kwargs)
+    return pattern_field(EXCHANGE_PATTERN, "Letters, digits, '.', '_' or '-' only.", **kwargs)
 
 
 def currency_field(**kwargs) -> serializers.CharField:
     kwargs.setdefault("max_length", 3)
-    return _pattern_field(CURRENCY_PATTERN, "A three-letter currency code, e.g. USD.", **kwargs)
+    return pattern_field(CURRENCY_PATTERN, "A three-letter currency code, e.g. USD.", **kwargs)
 
 
 def account_field(**kwargs) -> serializers.CharField:
     kwargs.setdefault("max_length", 32)
-    return _pattern_field(ACCOUNT_PATTERN, "An account id: letters, digits, '.', '_' or '-'.", **kwargs)
+    return pattern_field(ACCOUNT_PATTERN, "An account id: letters, digits, '.', '_' or '-'.", **kwargs)
 
 
 def expiry_field(**kwargs) -> serializers.CharField:
-    return _pattern_field(EXPIRY_PATTERN, "YYYYMM or YYYYMMDD.", **kwargs)
+    return pattern_field(EXPIRY_PATTERN, "YYYYMM or YYYYMMDD.", **kwargs)
 
 
 def multiplier_field(**kwargs) -> serializers.CharField:
-    return _pattern_field(MULTIPLIER_PATTERN, "A plain number, e.g. 100.", **kwargs)
+    return pattern_field(MULTIPLIER_PATTERN, "A plain number, e.g. 100.", **kwargs)
 
 
 def validate_symbol(value: str) -> str:

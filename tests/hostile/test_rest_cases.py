@@ -122,6 +122,28 @@ def test_a_number_too_large_to_be_finite_is_400_not_infinity(broker_tap, api_cli
     broker_tap.assert_untouched()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("symbol", "\u2028AAPL"), ("symbol", "AAPL\u3000"), ("exchange", "\u00a0SMART"), ("client_order_id", "k\u2029")],
+)
+def test_a_unicode_separator_around_a_field_is_refused_not_trimmed(
+    broker_tap, api_client, orders_enabled, field, value
+):
+    """Only ASCII spaces, tabs and line ends are trimmed: "\u2028AAPL" is not quietly the symbol AAPL, nor a
+    client_order_id with a separator another key."""
+    for path in ("/api/v1/orders/", "/api/v1/orders/preview/"):
+        error = assert_shaped(api_client.post(path, {**ORDER, field: value}, format="json"), 400, "invalid_request")
+        assert set(error["details"]["fields"]) == {field}
+    assert api_client.get("/api/v1/quotes/AAPL/?exchange=%E2%80%A8SMART").status_code == 400
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()
+    # ASCII whitespace around a value is still trimmed.
+    padded = {**ORDER, "symbol": " AAPL\n", "client_order_id": " k-1 "}
+    placed = api_client.post("/api/v1/orders/", padded, format="json")
+    assert placed.status_code == 201, placed.content
+    assert (placed.json()["symbol"], placed.json()["client_order_id"]) == ("AAPL", "k-1")
+
+
 def test_a_key_given_twice_is_400_whichever_value_a_reader_would_take(broker_tap, api_client, orders_enabled):
     """JSON parsers disagree on which of two values counts: a proxy checking the first quantity would pass an
     order the gateway placed with the second."""

@@ -294,6 +294,16 @@ async def test_without_origin_or_key_the_socket_is_still_refused(transactional_d
     assert error["code"] == "not_authenticated"
 
 
+async def test_a_symbol_with_a_unicode_separator_is_refused_not_trimmed(ws_key):
+    ws = communicator("/ws/quotes/", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.send_json_to({"action": "subscribe", "symbols": ["\u2028X"]})
+    frame = await ws.receive_json_from(timeout=TIMEOUT)
+    assert (frame["type"], frame["code"]) == ("error", "invalid_request")
+    assert "symbol" in frame["details"]["fields"]["contracts"]["0"]
+    await ws.disconnect()
+
+
 async def test_a_key_given_twice_gets_an_error_frame_and_the_socket_stays_open(ws_key):
     ws = communicator("/ws/quotes/", key=ws_key)
     assert (await ws.connect(timeout=TIMEOUT))[0]
