@@ -294,26 +294,29 @@ async def test_without_origin_or_key_the_socket_is_still_refused(transactional_d
     assert error["code"] == "not_authenticated"
 
 
-async def test_a_symbol_with_a_unicode_separator_is_refused_not_trimmed(ws_key):
+async def _refused_frame(ws_key: str, text: str) -> dict:
+    """The error frame answering `text` on the quotes socket, which then still answers a ping."""
     ws = communicator("/ws/quotes/", key=ws_key)
     assert (await ws.connect(timeout=TIMEOUT))[0]
-    await ws.send_json_to({"action": "subscribe", "symbols": ["\u2028X"]})
-    frame = await ws.receive_json_from(timeout=TIMEOUT)
-    assert (frame["type"], frame["code"]) == ("error", "invalid_request")
+    try:
+        await ws.send_to(text_data=text)
+        frame = await ws.receive_json_from(timeout=TIMEOUT)
+        assert (frame["type"], frame["code"]) == ("error", "invalid_request")
+        await ws.send_json_to({"action": "ping"})
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    finally:
+        await ws.disconnect()
+    return frame
+
+
+async def test_a_symbol_with_a_unicode_separator_is_refused_not_trimmed(ws_key):
+    frame = await _refused_frame(ws_key, json.dumps({"action": "subscribe", "symbols": ["\u2028X"]}))
     assert "symbol" in frame["details"]["fields"]["contracts"]["0"]
-    await ws.disconnect()
 
 
 async def test_a_key_given_twice_gets_an_error_frame_and_the_socket_stays_open(ws_key):
-    ws = communicator("/ws/quotes/", key=ws_key)
-    assert (await ws.connect(timeout=TIMEOUT))[0]
-    await ws.send_to(text_data='{"action": "subscribe", "symbols": ["AAPL"], "action": "ping"}')
-    frame = await ws.receive_json_from(timeout=TIMEOUT)
-    assert (frame["type"], frame["code"]) == ("error", "invalid_request")
+    frame = await _refused_frame(ws_key, '{"action": "subscribe", "symbols": ["AAPL"], "action": "ping"}')
     assert frame["details"] == {"key": "action", "reason": "duplicate_key"}
-    await ws.send_json_to({"action": "ping"})
-    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
-    await ws.disconnect()
 
 
 async def test_a_number_too_large_to_be_finite_gets_an_error_frame_not_infinity(ws_key):
