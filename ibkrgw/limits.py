@@ -96,32 +96,34 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
+class KeysOnce:
+    """A `json.loads` object hook that builds each object as json does (the last value of a key) and keeps
+    the first key an object named twice in `duplicate`, so one parse gives both."""
 
+    def __init__(self) -> None:
+        self.duplicate: str | None = None
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return found
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if self.duplicate is None and len(found) < len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.duplicate = key
+                    break
+                seen.add(key)
+        return found
 
 
 def duplicate_key(raw: str | bytes) -> str | None:
     """The first key an object of the JSON document `raw` names twice, or None (also when `raw` is not JSON:
-    its reader refuses that). For doors whose JSON another library parses (MCP)."""
+    its reader refuses that). For doors whose JSON another library parses (MCP over stdio)."""
+    keys = KeysOnce()
     try:
-        json.loads(raw, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as duplicate:
-        return duplicate.key
+        json.loads(raw, object_pairs_hook=keys)
     except (ValueError, RecursionError):
         return None
-    return None
+    return keys.duplicate
 
 
 def duplicate_key_error(key: str) -> GatewayError:
@@ -142,20 +144,25 @@ def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | No
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise invalid("The body is not valid UTF-8.", reason="not_utf8") from None
+    keys = KeysOnce()
     try:
-        value = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as duplicate:
-        raise duplicate_key_error(duplicate.key) from None
-    except RecursionError:
-        limit_depth = max_json_depth() if max_depth is None else max_depth
-        raise invalid(
-            f"JSON is nested deeper than {limit_depth} levels.", max_depth=limit_depth, reason="too_deep"
-        ) from None
-    except ValueError as exc:
-        # ValueError covers JSONDecodeError and Python's cap on very long integers.
-        raise invalid(f"The body is not valid JSON: {str(exc)[:120]}", reason="not_json") from None
+        value = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=keys)
+    except (ValueError, RecursionError) as exc:
+        if keys.duplicate is not None:  # named twice before the parse failed: that refusal comes first
+            raise duplicate_key_error(keys.duplicate) from None
+        raise _parse_error(exc, max_depth) from None
+    if keys.duplicate is not None:
+        raise duplicate_key_error(keys.duplicate)
     check_json(value, max_depth=max_depth)
     return value
+
+
+def _parse_error(exc: ValueError | RecursionError, max_depth: int | None) -> GatewayError:
+    if isinstance(exc, RecursionError):
+        limit_depth = max_json_depth() if max_depth is None else max_depth
+        return invalid(f"JSON is nested deeper than {limit_depth} levels.", max_depth=limit_depth, reason="too_deep")
+    # ValueError covers JSONDecodeError and Python's cap on very long integers.
+    return invalid(f"The body is not valid JSON: {str(exc)[:120]}", reason="not_json")
 
 
 # -- bodies of undeclared size (chunked transfer encoding) -------------------------------------

@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ibkrgw.auth import KEYWORD
 from ibkrgw.errors import ErrorCode, GatewayError
-from ibkrgw.limits import ChunkedBodyLimit, duplicate_key, max_body_bytes, too_large
+from ibkrgw.limits import ChunkedBodyLimit, KeysOnce, duplicate_key, max_body_bytes, too_large
 from ibkrgw.mcp_server import LOCAL_HOSTNAMES, GatewayMCPServer, key_lookup
 from ibkrgw.models import ScopedAPIKey
 
@@ -150,12 +150,12 @@ class RequestIds:
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        body = b"".join(m.get("body", b"") for m in messages)
+        keys = KeysOnce()
         try:
-            request = json.loads(body)
+            request = json.loads(b"".join(m.get("body", b"") for m in messages), object_pairs_hook=keys)
         except (ValueError, RecursionError):
             request = None  # the SDK answers a parse error
-        if request is not None and duplicate_key(body) is not None:
+        if request is not None and keys.duplicate is not None:
             request_id = _usable_id(request.get("id")) if isinstance(request, dict) else None
             await _jsonrpc_refusal(request_id, DUPLICATE_KEY_MESSAGE)(scope, replay, send)
             return
