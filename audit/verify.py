@@ -10,7 +10,10 @@
    a row with no seal (inserted behind the application's back), a seal whose row is gone (deleted),
    a value that cannot be read or is stored in a form the gateway never writes (`audit.stored`);
 4. optionally, an anchor (a head recorded elsewhere earlier) that the chain no longer contains;
-5. an append-only trigger is missing, disabled, or altered (present, but not the trigger the migrations
+5. an API key row that does not match its MAC, or that the audit log says was revoked while its row
+   says not (`ibkrgw.apikeys.apikey_problems`): keys are not ledger rows, but one changed in the
+   database could grant what nobody granted;
+6. an append-only trigger is missing, disabled, or altered (present, but not the trigger the migrations
    write: e.g. a same-named one that never fires), so raw UPDATE/DELETE would no longer be refused.
 
 It reads without a transaction, so it can run on a live gateway: a row and its seal commit
@@ -33,6 +36,7 @@ from audit.models import AuditEntry, LedgerSeal
 from audit.seal import sealed_models, verify_seal_chain
 from audit.stored import StoredTable, quoted
 from audit.triggers import missing_triggers
+from ibkrgw.apikeys import apikey_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class LedgerReport:
     audit_entries: int = 0
     seals: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    api_keys: int = 0
     head: Head | None = None
 
     @property
@@ -208,6 +213,9 @@ def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anch
             report.problems.append(
                 f"anchor {anchor}: seal {anchor.seq} now hashes to {stored}: the ledger was rewritten up to it"
             )
+    # API keys are not ledger rows, but a key row changed in the database could grant what nobody granted.
+    report.api_keys, key_problems = apikey_problems(using)
+    report.problems += key_problems
     # Last, in one line: a missing trigger is an open door, the lines above are what came through it.
     missing = missing_triggers(connection)
     if missing:

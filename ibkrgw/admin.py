@@ -23,7 +23,8 @@ from ibkrgw.models import ScopedAPIKey
 
 @admin.register(ScopedAPIKey)
 class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
-    list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")
+    # The library's stubs type its own six columns as a fixed-length tuple.
+    list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked", "mac_ok")  # type: ignore[assignment]
     list_filter = ("scope", "revoked", "created")
     fields = ("prefix", "name", "scope", "expiry_date", "revoked")
     actions = ("revoke_selected",)
@@ -35,6 +36,11 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
         # A key's scope, name and expiry are fixed once it exists: make a new key instead of widening an
         # old one (a later expiry would bring an expired key back to life). Revoking is the only change.
         return fields + tuple(name for name in ("name", "scope", "expiry_date") if name not in fields)
+
+    @admin.display(boolean=True, description="MAC ok")
+    def mac_ok(self, obj: ScopedAPIKey) -> bool:
+        """False: the row was changed outside the gateway; the gateway refuses the key (audit_verify names it)."""
+        return obj.row_intact()
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Revoke instead: the audit log keeps referring to the key's prefix.

@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import cast
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
 from audit import events
+from audit.models import AuditEntry
 from audit.services import audit_record
 from ibkrgw.actors import Actor
-from ibkrgw.models import ScopedAPIKey
+from ibkrgw.models import APIKEY_MAC_FIELDS, ScopedAPIKey, apikey_row_intact
 
 
 def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Actor) -> tuple[ScopedAPIKey, str]:
@@ -62,3 +63,28 @@ def apikey_revoked_record(key: ScopedAPIKey, actor: Actor) -> None:
         target_id=key.prefix,
         data={"name": key.name, "scope": key.scope},
     )
+
+
+def apikey_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
+    """(keys checked, what is wrong with them): rows that do not match their MAC, and keys the audit log
+    says were revoked whose rows say not. For `manage.py audit_verify`."""
+    revoked_in_log = dict(
+        AuditEntry.objects.using(using)
+        .filter(event=events.APIKEY_REVOKED, target_type="apikey")
+        .values_list("target_id", "seq")
+    )
+    checked, problems = 0, []
+    for values in ScopedAPIKey.objects.using(using).order_by("prefix").values(*APIKEY_MAC_FIELDS, "mac").iterator():
+        checked += 1
+        prefix = values["prefix"]
+        if not apikey_row_intact(values):
+            problems.append(
+                f"API key {prefix}: its row does not match its MAC: changed outside the gateway (scope, expiry, "
+                "revocation, name or secret hash), or inserted there; the gateway refuses it"
+            )
+        elif not values["revoked"] and prefix in revoked_in_log:
+            problems.append(
+                f"API key {prefix}: revoked in the audit log (seq {revoked_in_log[prefix]}) but not in its row: "
+                "un-revoked or restored outside the gateway; the gateway refuses it"
+            )
+    return checked, problems

@@ -7,6 +7,7 @@ People use Django sessions; programs send `Authorization: Api-Key <key>`. A key 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import deque
@@ -21,10 +22,13 @@ from django.db.models.signals import post_delete, post_save
 from django.utils.crypto import constant_time_compare
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from audit.events import APIKEY_REVOKED
+from audit.models import AuditEntry
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
 from ibkrgw.models import Scope, ScopedAPIKey
 
 KEYWORD = "Api-Key"
+logger = logging.getLogger(__name__)
 
 # Verified keys, by the SHA-256 of the secret: checking a key's password hash costs more than a whole
 # read, so a key verified less than API_KEY_CACHE_S ago is trusted without the database. A revocation
@@ -83,18 +87,17 @@ def api_key_in_header_cached(authorization: bytes) -> ScopedAPIKey | None:
 
 
 def api_key_from_string(raw: str) -> ScopedAPIKey | None:
-    """The usable key matching `raw`, or None (revoked, expired or unknown keys are None)."""
+    """The usable key matching `raw`, or None (revoked, expired or unknown keys are None, and so is a key
+    whose row was changed outside the gateway)."""
     if not raw or "." not in raw or len(raw) > 200:
         return None
     key = api_key_cached(raw)
     if key is not None:
         return key
     verified_at, generation = time.monotonic(), _generation
-    try:
-        key = ScopedAPIKey.objects.get_from_key(raw)
-    except ScopedAPIKey.DoesNotExist:
-        return None
-    if not key.is_valid(raw) or key.revoked or key.has_expired:
+    key = ScopedAPIKey.objects.get_usable_keys().filter(prefix=raw.partition(".")[0]).first()
+    # The row's MAC first: checking the secret may re-save the row (a newer hasher), with a fresh MAC.
+    if key is None or not _row_trusted(key) or not key.is_valid(raw) or key.revoked or key.has_expired:
         _verified.pop(_digest(raw), None)
         return None
     if settings.API_KEY_CACHE_S > 0:
@@ -102,6 +105,26 @@ def api_key_from_string(raw: str) -> ScopedAPIKey | None:
             if generation == _generation:  # no change to any key since the read began
                 _verified[_digest(raw)] = (verified_at, key)
     return key
+
+
+_distrusted_logged: set[str] = set()  # prefixes already logged as distrusted (one line each per process)
+
+
+def _row_trusted(key: ScopedAPIKey) -> bool:
+    """Whether the key's row is as the gateway wrote it: its MAC matches, and the audit log holds no
+    revocation of it (a row restored from before its revocation carries a MAC that still matches)."""
+    if not key.row_intact():
+        problem = "its row does not match its MAC (scope, expiry, name or secret hash changed, or inserted)"
+    elif AuditEntry.objects.filter(target_id=key.prefix, target_type="apikey", event=APIKEY_REVOKED).exists():
+        if ScopedAPIKey.objects.filter(pk=key.pk, revoked=True).exists():
+            return False  # revoked since its row was read: a revocation, not a tampered row
+        problem = "the audit log says it was revoked, its row says not (un-revoked or restored)"
+    else:
+        return True
+    if key.prefix not in _distrusted_logged:
+        _distrusted_logged.add(key.prefix)
+        logger.error("API key %s refused: %s outside the gateway; see manage.py audit_verify", key.prefix, problem)
+    return False
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

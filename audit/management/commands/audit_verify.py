@@ -84,7 +84,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"OK: audit chain intact, {report.audit_entries} entries verified; "
-                f"{rows} ledger rows in {len(report.rows)} tables match {report.seals} seals; triggers in place."
+                f"{rows} ledger rows in {len(report.rows)} tables match {report.seals} seals; "
+                f"{report.api_keys} API keys match their MACs; triggers in place."
                 + (f" Anchor {anchor} holds." if anchor else "")
             )
         )

@@ -1,0 +1,119 @@
+"""An API key row changed in the database, behind the gateway's back, grants nothing: every door refuses
+the key, `audit_verify` names it, and the admin neither makes it look genuine nor answers 500."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_api_key.crypto import KeyGenerator, concatenate
+
+from ibkrgw.actors import Actor
+from ibkrgw.apikeys import apikey_revoke
+from ibkrgw.auth import api_key_from_string
+from ibkrgw.models import ScopedAPIKey
+from tests.factories import api_key
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _uncached(settings):
+    settings.API_KEY_CACHE_S = 0  # every request reads the row as the database has it now
+
+
+def _raw(sql: str, params: list) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _client(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    return client
+
+
+def _verify_problems() -> str:
+    with pytest.raises(CommandError) as failed:
+        call_command("audit_verify", stdout=StringIO())
+    return str(failed.value)
+
+
+def test_an_untouched_key_works_and_verifies():
+    key, secret = api_key(scope="trade")
+    assert _client(secret).get("/api/v1/audit/").status_code == 200
+    out = StringIO()
+    call_command("audit_verify", stdout=out)
+    assert "1 API keys match their MACs" in out.getvalue()
+
+
+def test_a_scope_raised_in_the_database_is_refused_and_named(caplog):
+    key, secret = api_key(scope="read")
+    _raw("UPDATE ibkrgw_scopedapikey SET scope = 'trade' WHERE id = %s", [key.pk])
+
+    client = _client(secret)
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT", "client_order_id": "t-1"}
+    answer = client.post("/api/v1/orders/", body, format="json")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "not_authenticated"
+    assert client.get("/api/v1/audit/").status_code == 401  # the whole key, not only what was raised
+    assert f"API key {key.prefix} refused: its row does not match its MAC" in caplog.text
+    assert f"API key {key.prefix}: its row does not match its MAC" in _verify_problems()
+
+
+def test_an_expiry_moved_into_the_future_is_refused():
+    key, secret = api_key(expiry_date=timezone.now() - timedelta(days=1))
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+    _raw("UPDATE ibkrgw_scopedapikey SET expiry_date = NULL WHERE id = %s", [key.pk])
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+
+
+def test_a_key_inserted_with_a_known_secret_is_refused_even_with_another_keys_mac():
+    genuine, _ = api_key(scope="read")
+    secret, prefix, hashed = KeyGenerator().generate()
+    _raw(
+        "INSERT INTO ibkrgw_scopedapikey (id, prefix, hashed_key, created, name, revoked, scope, mac) "
+        "VALUES (%s, %s, %s, %s, 'planted', %s, 'trade', %s)",
+        [concatenate(prefix, hashed), prefix, hashed, timezone.now(), False, genuine.mac],
+    )
+    assert api_key_from_string(secret) is None
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+    assert f"API key {prefix}: its row does not match its MAC" in _verify_problems()
+
+
+def test_a_revoked_key_restored_from_before_its_revocation_is_refused():
+    key, secret = api_key(scope="trade")
+    before = ScopedAPIKey.objects.filter(pk=key.pk).values("revoked", "mac").get()
+    apikey_revoke(prefix=key.prefix, actor=Actor.system(label="ops"))
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+
+    # A backup's row, MAC and all: the MAC matches the row again, but the audit log holds the revocation.
+    _raw("UPDATE ibkrgw_scopedapikey SET revoked = %s, mac = %s WHERE id = %s", [False, before["mac"], key.pk])
+    assert ScopedAPIKey.objects.get(pk=key.pk).row_intact()
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+    assert f"API key {key.prefix}: revoked in the audit log" in _verify_problems()
+
+
+def test_the_admin_does_not_make_a_changed_key_look_genuine_but_can_revoke_it(admin_client):
+    key, secret = api_key(scope="read")
+    _raw("UPDATE ibkrgw_scopedapikey SET scope = 'trade' WHERE id = %s", [key.pk])
+    change = reverse("admin:ibkrgw_scopedapikey_change", args=[key.pk])
+
+    listing = admin_client.get(reverse("admin:ibkrgw_scopedapikey_changelist")).content.decode()
+    assert 'alt="False"' in listing  # the "MAC ok" column
+    saved = admin_client.post(change, {"revoked": ""})
+    assert saved.status_code == 200  # the form again, with the error; not a redirect, not a 500
+    assert "changed outside the gateway" in saved.content.decode()
+    assert not ScopedAPIKey.objects.get(pk=key.pk).row_intact()
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
+
+    revoked = admin_client.post(change, {"revoked": "on"})
+    assert revoked.status_code == 302
+    assert ScopedAPIKey.objects.get(pk=key.pk).revoked
+    assert _client(secret).get("/api/v1/audit/").status_code == 401
