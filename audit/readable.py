@@ -28,25 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
-from django.core.exceptions import ValidationError
 from django.db import models
 
 from audit.models import LedgerSeal
 from audit.seal import sealed_models
-from audit.stored import StoredTable
+from audit.stored import UNREADABLE_ERRORS, StoredTable
 from audit.verify import describe_difference
 from ibkrgw.errors import LedgerUnreadable
 
-# What a converter or a renderer raises on a value written behind the application's back: the decimal
-# converter's TypeError, the datetime converter's AttributeError (a text it cannot parse), ValueError from
-# UUIDs, integers and dates, InvalidOperation (an ArithmeticError) from decimals.
-UNREADABLE_ERRORS: tuple[type[Exception], ...] = (
-    TypeError,
-    ValueError,
-    AttributeError,
-    ArithmeticError,
-    ValidationError,
-)
 RELATED_DEPTH = 2  # an order, its fills, their commissions
 
 T = TypeVar("T")

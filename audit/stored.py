@@ -21,9 +21,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.core.exceptions import ValidationError
 from django.db import connections, models
 
 from audit.seal import content_of, pk_text
+
+# What a converter or a renderer raises on a value written behind the application's back: the decimal
+# converter's TypeError, the datetime converter's AttributeError (a text it cannot parse), ValueError from
+# UUIDs, integers and dates, InvalidOperation (an ArithmeticError) from decimals.
+UNREADABLE_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    ArithmeticError,
+    ValidationError,
+)
 
 # Kept as text on SQLite, where a query compares the text, not the value.
 TEXT_STORED = (models.UUIDField, models.DateTimeField, models.DateField)

@@ -8,17 +8,47 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from audit.admin import DeclaredLookupsOnly
+from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Source
-from ibkrgw.apikeys import apikey_created_record, apikey_revoke, apikey_revoked_record
+from ibkrgw.apikeys import apikey_created_record, apikey_revoke, apikey_revoked_record, prefix_of
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
+
+
+def _unreadable_key_message(pk: str, exc: Exception) -> str:
+    return (
+        f"API key {prefix_of(pk)}: its row cannot be read ({exc}). It was written outside the gateway, which refuses "
+        "the key. Run manage.py audit_verify."
+    )
+
+
+class KeyChangeList(ChangeList):
+    """The key list shows every key it can read and names above it each one it cannot (a value written into
+    the database that the gateway never writes), instead of failing the whole page."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        try:
+            self.result_list = list(self.result_list)
+        except UNREADABLE_ERRORS:
+            rows: list[ScopedAPIKey] = []
+            for pk in self.result_list.values_list("pk", flat=True):
+                try:
+                    rows.extend(self.queryset.filter(pk=pk))
+                except UNREADABLE_ERRORS as exc:
+                    messages.error(request, _unreadable_key_message(pk, exc))
+            self.result_list = rows
 
 
 @admin.register(ScopedAPIKey)
@@ -36,6 +66,21 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
         # A key's scope, name and expiry are fixed once it exists: make a new key instead of widening an
         # old one (a later expiry would bring an expired key back to life). Revoking is the only change.
         return fields + tuple(name for name in ("name", "scope", "expiry_date") if name not in fields)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return KeyChangeList
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        try:
+            # Django's own read would report an unreadable row as deleted: read it here first to say what it is.
+            self.get_queryset(request).filter(pk=unquote(object_id)).first()
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if isinstance(response, TemplateResponse):
+                response.render()  # here, so that a value read while rendering fails here too
+        except UNREADABLE_ERRORS as exc:
+            messages.error(request, _unreadable_key_message(unquote(object_id), exc))
+            return redirect(reverse("admin:ibkrgw_scopedapikey_changelist", current_app=self.admin_site.name))
+        return response
 
     @admin.display(boolean=True, description="MAC ok")
     def mac_ok(self, obj: ScopedAPIKey) -> bool:

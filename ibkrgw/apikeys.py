@@ -14,8 +14,9 @@ from django.utils import timezone
 from audit import events
 from audit.models import AuditEntry
 from audit.services import audit_record
+from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Actor
-from ibkrgw.models import APIKEY_MAC_FIELDS, ScopedAPIKey, apikey_row_intact
+from ibkrgw.models import ScopedAPIKey
 
 
 def apikey_create(*, name: str, scope: str, expires_days: int | None, actor: Actor) -> tuple[ScopedAPIKey, str]:
@@ -65,6 +66,11 @@ def apikey_revoked_record(key: ScopedAPIKey, actor: Actor) -> None:
     )
 
 
+def prefix_of(pk: str) -> str:
+    """A key's prefix from its primary key ("<prefix>.<hashed secret>"): how keys are named to people."""
+    return pk.partition(".")[0]
+
+
 def apikey_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
     """(keys checked, what is wrong with them): rows that do not match their MAC, and keys the audit log
     says were revoked whose rows say not. For `manage.py audit_verify`."""
@@ -74,15 +80,24 @@ def apikey_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
         .values_list("target_id", "seq")
     )
     checked, problems = 0, []
-    for values in ScopedAPIKey.objects.using(using).order_by("prefix").values(*APIKEY_MAC_FIELDS, "mac").iterator():
+    keys = ScopedAPIKey.objects.using(using)
+    for pk in keys.order_by("pk").values_list("pk", flat=True):  # one at a time: a row may not be readable
         checked += 1
-        prefix = values["prefix"]
-        if not apikey_row_intact(values):
+        try:
+            key = keys.get(pk=pk)  # every column, as authentication reads it
+        except UNREADABLE_ERRORS as exc:
+            problems.append(
+                f"API key {prefix_of(pk)}: its row cannot be read ({exc}): written outside the gateway; "
+                "the gateway refuses it"
+            )
+            continue
+        prefix = key.prefix
+        if not key.row_intact():
             problems.append(
                 f"API key {prefix}: its row does not match its MAC: changed outside the gateway (scope, expiry, "
                 "revocation, name or secret hash), or inserted there; the gateway refuses it"
             )
-        elif not values["revoked"] and prefix in revoked_in_log:
+        elif key.revoked is not True and prefix in revoked_in_log:
             problems.append(
                 f"API key {prefix}: revoked in the audit log (seq {revoked_in_log[prefix]}) but not in its row: "
                 "un-revoked or restored outside the gateway; the gateway refuses it"

@@ -24,6 +24,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 
 from audit.events import APIKEY_REVOKED
 from audit.models import AuditEntry
+from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
 from ibkrgw.models import Scope, ScopedAPIKey
 
@@ -95,9 +96,15 @@ def api_key_from_string(raw: str) -> ScopedAPIKey | None:
     if key is not None:
         return key
     verified_at, generation = time.monotonic(), _generation
-    key = ScopedAPIKey.objects.get_usable_keys().filter(prefix=raw.partition(".")[0]).first()
-    # The row's MAC first: checking the secret may re-save the row (a newer hasher), with a fresh MAC.
-    if key is None or not _row_trusted(key) or not key.is_valid(raw) or key.revoked or key.has_expired:
+    prefix = raw.partition(".")[0]
+    try:
+        key = ScopedAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
+        # The row's MAC first: checking the secret may re-save the row (a newer hasher), with a fresh MAC.
+        usable = key is not None and _row_trusted(key) and key.is_valid(raw) and not key.has_expired
+    except UNREADABLE_ERRORS as exc:  # a value the gateway never writes (text in a date column)
+        _log_distrusted(prefix, f"its row cannot be read ({exc})")
+        usable = False
+    if not usable or key is None:
         _verified.pop(_digest(raw), None)
         return None
     if settings.API_KEY_CACHE_S > 0:
@@ -121,10 +128,14 @@ def _row_trusted(key: ScopedAPIKey) -> bool:
         problem = "the audit log says it was revoked, its row says not (un-revoked or restored)"
     else:
         return True
-    if key.prefix not in _distrusted_logged:
-        _distrusted_logged.add(key.prefix)
-        logger.error("API key %s refused: %s outside the gateway; see manage.py audit_verify", key.prefix, problem)
+    _log_distrusted(key.prefix, problem)
     return False
+
+
+def _log_distrusted(prefix: str, problem: str) -> None:
+    if prefix not in _distrusted_logged:
+        _distrusted_logged.add(prefix)
+        logger.error("API key %s refused: %s outside the gateway; see manage.py audit_verify", prefix, problem)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

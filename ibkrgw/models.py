@@ -115,8 +115,11 @@ _KEY_STATE = PreparedRead(
 def api_key_usable(key_id: str) -> bool:
     """Whether the key `key_id` (primary key) is usable as the database has it now: there, not revoked,
     not expired. No cache: for decisions that must follow a revocation at once."""
-    state = _KEY_STATE.first(key_id)
-    if state is None:
+    try:
+        state = _KEY_STATE.first(key_id)
+        if state is None:
+            return False
+        revoked, expiry = state
+        return revoked is False and (expiry is None or expiry >= timezone.now())
+    except (TypeError, ValueError, AttributeError, ArithmeticError):  # a value the gateway never writes
         return False
-    revoked, expiry = state
-    return not revoked and (expiry is None or expiry >= timezone.now())

@@ -117,3 +117,34 @@ def test_the_admin_does_not_make_a_changed_key_look_genuine_but_can_revoke_it(ad
     assert revoked.status_code == 302
     assert ScopedAPIKey.objects.get(pk=key.pk).revoked
     assert _client(secret).get("/api/v1/audit/").status_code == 401
+
+
+@pytest.mark.parametrize("column", ["expiry_date", "created"])
+def test_a_key_row_that_cannot_be_read_is_refused_named_and_listed_around(admin_client, caplog, column):
+    """A value the gateway never writes (text in a date column): every door answers 401, not 500; the
+    admin lists the other keys and names this one; audit_verify names it."""
+    key, secret = api_key(scope="trade")
+    other, _ = api_key(name="other")
+    _raw(f"UPDATE ibkrgw_scopedapikey SET {column} = %s WHERE id = %s", ["garbage", key.pk])
+
+    answer = _client(secret).get("/api/v1/audit/")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "not_authenticated"
+    assert f"API key {key.prefix} refused: its row cannot be read" in caplog.text
+    assert f"API key {key.prefix}: its row cannot be read" in _verify_problems()
+
+    listing = admin_client.get(reverse("admin:ibkrgw_scopedapikey_changelist"))
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert other.prefix in page and f"API key {key.prefix}: its row cannot be read" in page
+    shown = admin_client.get(reverse("admin:ibkrgw_scopedapikey_change", args=[key.pk]), follow=True)
+    assert shown.status_code == 200 and f"API key {key.prefix}: its row cannot be read" in shown.content.decode()
+
+
+def test_an_order_admitted_after_its_keys_row_became_unreadable_is_refused_not_a_500():
+    from ibkrgw.models import api_key_usable
+
+    key, _ = api_key(scope="trade")
+    assert api_key_usable(key.pk)
+    _raw("UPDATE ibkrgw_scopedapikey SET expiry_date = %s WHERE id = %s", ["garbage", key.pk])
+    assert api_key_usable(key.pk) is False
