@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audit.chain import canonical_json
 from audit.seal import mac_valid, seal_keys, seal_mac
+from audit.stored import UNREADABLE_ERRORS
 from brokers import runtime
 from brokers.adapter import Bar, ContractInfo, ContractSpec, Quote
 from ibkrgw.errors import ErrorCode, GatewayError
@@ -102,25 +103,36 @@ def _cached(key: str) -> list[ContractInfo] | None:
     hit = _memory.get(key)
     if hit is not None and time.monotonic() - hit[0] < LOOKUP_TTL.total_seconds():
         return hit[1]
-    lookup = ContractLookup.objects.filter(key=key, resolved_at__gte=timezone.now() - LOOKUP_TTL).first()
-    if lookup is None:
-        return None
-    stored = [c.data for c in lookup.contracts.all().order_by("expiry", "con_id")]
     try:
+        lookup = ContractLookup.objects.filter(key=key, resolved_at__gte=timezone.now() - LOOKUP_TTL).first()
+        if lookup is None:
+            return None
+        stored = [c.data for c in lookup.contracts.all().order_by("expiry", "con_id")]
         trusted = mac_valid(_lookup_hash(key, stored), lookup.mac, seal_keys())
         infos = [_info_from_json(data) for data in stored] if trusted else []
-    except (TypeError, ValueError, ArithmeticError, AttributeError):  # not even what the gateway writes
+    except UNREADABLE_ERRORS:  # not even what the gateway writes (text in a date column)
         trusted = False
     if not trusted:
         # Changed in the database since the gateway cached it (or cached under a seal key no longer
         # configured): the gates would trust its tick, size steps and multiplier. Ask the broker again.
-        logger.warning("contract cache entry %s does not match its MAC: resolving it again", lookup.query)
+        logger.warning("contract cache entry %s does not match its MAC or cannot be read: resolving it again", key)
         return None
     _memory[key] = (time.monotonic() - (timezone.now() - lookup.resolved_at).total_seconds(), infos)
     return infos
 
 
 def _store(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
+    try:
+        _write(key, spec, infos)
+    except UNREADABLE_ERRORS:
+        # A cached row holds a value the gateway never writes, so it cannot even be read to be updated: it is
+        # only a cache, so drop the rows this lookup touches (without reading their values) and write afresh.
+        ContractLookup.objects.filter(key=key).only("pk").delete()
+        CachedContract.objects.filter(con_id__in=[info.con_id for info in infos]).only("pk").delete()
+        _write(key, spec, infos)
+
+
+def _write(key: str, spec: ContractSpec, infos: list[ContractInfo]) -> None:
     try:
         with transaction.atomic():
             rows = []

@@ -919,6 +919,31 @@ def test_a_contract_cache_entry_changed_in_the_database_is_not_trusted_by_the_ga
         )
     contract_cache_clear()  # a process started after the edit
     assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
-    assert "does not match its MAC: resolving it again" in caplog.text
+    assert "does not match its MAC or cannot be read: resolving it again" in caplog.text
     # Resolved again, the entry is the broker's once more.
     assert CachedContract.objects.get(con_id=265598).data["min_tick"] == "0.01"
+
+
+@pytest.mark.parametrize(
+    "table, column", [("marketdata_contractlookup", "resolved_at"), ("marketdata_cachedcontract", "updated_at")]
+)
+def test_a_contract_cache_entry_that_cannot_be_read_is_resolved_again_not_a_500(
+    resting, api_client, caplog, table, column
+):
+    """Text written into a date column of the cache: Django cannot even load the row. Every quote, preview
+    and order for that contract used to answer 500; now the entry is asked of the broker again and replaced."""
+    from django.db import connection
+
+    from marketdata.services import contract_cache_clear
+
+    order = _order(client_order_id="cache-2", quantity="900", limit_price="190.0001")
+    assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {column} = 'garbage'")  # noqa: S608 - test-chosen table and column
+    contract_cache_clear()  # a process started after the edit
+    assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
+    assert api_client.get("/api/v1/quotes/AAPL/").status_code == 200
+    assert "does not match its MAC or cannot be read: resolving it again" in caplog.text
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = 'garbage'")  # noqa: S608
+        assert cursor.fetchone()[0] == 0  # replaced by the broker's answer
