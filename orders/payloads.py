@@ -326,7 +326,7 @@ def order_output(order: Order) -> dict[str, Any]:
     that returned it holds every row of it (`Order.recorded`)."""
     if order.recorded is not None:
         return order_payload(order)
-    return order_payload(selectors.order_get(order_id=order.pk))
+    return order_detail(order.pk)
 
 
 def fill_payload(fill: Fill) -> dict[str, Any]:

@@ -291,7 +291,7 @@ def _replay(account: str, client_order_id: str, digest: str) -> SubmitResult | N
     found = order_pk_for_key(account=account, client_order_id=client_order_id)
     if found is None:
         return None
-    existing = Order.objects.get(pk=found)
+    existing = order_get_or_error(order_id=found)  # 409 ledger_unreadable for a row changed behind our back
     if existing.request_hash != digest:
         raise GatewayError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,

@@ -947,3 +947,24 @@ def test_a_contract_cache_entry_that_cannot_be_read_is_resolved_again_not_a_500(
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = 'garbage'")  # noqa: S608
         assert cursor.fetchone()[0] == 0  # replaced by the broker's answer
+
+
+def test_a_retry_of_an_order_whose_row_was_rewritten_is_refused_and_named_not_a_500(resting, api_client):
+    """The idempotent retry reads the order its key placed: a row someone rewrote into text the gateway cannot
+    read is named (409 ledger_unreadable), as every other read of it is, and nothing is sent again."""
+    from uuid import UUID
+
+    from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database, uuid_column
+
+    text_stored_database()
+    first = api_client.post("/api/v1/orders/", _order(client_order_id="rewritten-1"), format="json")
+    assert first.status_code == 201, first.content
+    pipeline().drain()
+    rewrite_around_triggers("orders_order", uuid_column(UUID(first.json()["id"])), "quantity", "abc")
+
+    retry = api_client.post("/api/v1/orders/", _order(client_order_id="rewritten-1"), format="json")
+    assert retry.status_code == 409, retry.content
+    error = retry.json()["error"]
+    assert error["code"] == "ledger_unreadable"
+    assert (error["details"]["table"], error["details"]["pk"]) == ("orders_order", first.json()["id"])
+    assert len(_sent(resting)) == 1
