@@ -110,6 +110,7 @@ def _cached(key: str) -> list[ContractInfo] | None:
         stored = [c.data for c in lookup.contracts.all().order_by("expiry", "con_id")]
         trusted = mac_valid(_lookup_hash(key, stored), lookup.mac, seal_keys())
         infos = [_info_from_json(data) for data in stored] if trusted else []
+        age_s = (timezone.now() - lookup.resolved_at).total_seconds()
     except UNREADABLE_ERRORS:  # not even what the gateway writes (text in a date column)
         trusted = False
     if not trusted:
@@ -117,7 +118,7 @@ def _cached(key: str) -> list[ContractInfo] | None:
         # configured): the gates would trust its tick, size steps and multiplier. Ask the broker again.
         logger.warning("contract cache entry %s does not match its MAC or cannot be read: resolving it again", key)
         return None
-    _memory[key] = (time.monotonic() - (timezone.now() - lookup.resolved_at).total_seconds(), infos)
+    _memory[key] = (time.monotonic() - age_s, infos)
     return infos
 
 
