@@ -148,3 +148,17 @@ def test_an_order_admitted_after_its_keys_row_became_unreadable_is_refused_not_a
     assert api_key_usable(key.pk)
     _raw("UPDATE ibkrgw_scopedapikey SET expiry_date = %s WHERE id = %s", ["garbage", key.pk])
     assert api_key_usable(key.pk) is False
+
+
+def test_apikey_list_marks_a_changed_key_and_names_an_unreadable_one():
+    intact, _ = api_key(name="intact")
+    raised, _ = api_key(name="raised")
+    broken, _ = api_key(name="broken")
+    _raw("UPDATE ibkrgw_scopedapikey SET scope = 'trade' WHERE id = %s", [raised.pk])
+    _raw("UPDATE ibkrgw_scopedapikey SET expiry_date = 'garbage' WHERE id = %s", [broken.pk])
+    out = StringIO()
+    call_command("apikey", "list", stdout=out)
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
+    assert " ok " in lines[intact.prefix]
+    assert " BAD " in lines[raised.prefix]
+    assert "row cannot be read" in lines[broken.prefix]
