@@ -116,6 +116,10 @@ _ORDER_BY_REF = PreparedRead(
 _FILL_BY_EXEC_ID = PreparedRead(
     lambda exec_id: Fill.objects.filter(exec_id=exec_id)[:1], params=[(Fill._meta.get_field("exec_id"), "\x00exec")]
 )
+_FILL_PK_BY_EXEC_ID = PreparedRead(
+    lambda exec_id: Fill.objects.filter(exec_id=exec_id).values_list("pk", flat=True)[:1],
+    params=[(Fill._meta.get_field("exec_id"), "\x00exec")],
+)
 _COMMISSION_BY_EXEC_ID = PreparedRead(
     lambda exec_id: Commission.objects.filter(exec_id=exec_id).values_list("pk", flat=True)[:1],
     params=[(Commission._meta.get_field("exec_id"), "\x00exec")],
@@ -124,6 +128,11 @@ _COMMISSION_BY_EXEC_ID = PreparedRead(
 
 def fill_by_exec_id(exec_id: str) -> Fill | None:
     return _FILL_BY_EXEC_ID.first(exec_id)
+
+
+def fill_recorded(exec_id: str) -> bool:
+    """Whether the execution is in the ledger (its key only: true even if a value of its row cannot be read)."""
+    return _FILL_PK_BY_EXEC_ID.first(exec_id) is not None
 
 
 def commission_recorded(exec_id: str) -> bool:

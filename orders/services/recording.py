@@ -29,7 +29,14 @@ from ibkrgw.errors import ErrorCode
 from orders import publish
 from orders.models import Commission, Fill, Order, OrderEvent
 from orders.models import OrderStatus as S
-from orders.selectors import commission_recorded, fill_by_exec_id, order_for_ref, order_latest_event, order_row
+from orders.selectors import (
+    commission_recorded,
+    fill_by_exec_id,
+    fill_recorded,
+    order_for_ref,
+    order_latest_event,
+    order_row,
+)
 from orders.services.brackets import bracket_leg_refused, brackets_incomplete_withdraw, withdrawal_of
 from orders.services.common import decimal_json, late_send_window, order_event_append, order_terms_changed
 from orders.state import from_ib
@@ -239,14 +246,9 @@ def order_withdrawn_record(*, withdrawn: BrokerOrderWithdrawn) -> OrderEvent | N
 def fill_record(*, execution: BrokerExecution) -> Fill | None:
     """Record one execution once (deduplicated by exec_id). Returns None when already recorded."""
     with transaction.atomic(savepoint=False):  # in a burst, part of the recorder's transaction
-        if fill_by_exec_id(execution.exec_id) is not None:
+        if fill_recorded(execution.exec_id):
             return None
-        order = _order_for_ref(execution.order_ref)
-        ids = {"perm_id": execution.perm_id, "broker_order_id": execution.broker_order_id}
-        if order is not None and not _same_broker_order(
-            order, order_latest_event(order), **ids, client_id=execution.client_id
-        ):
-            order = None  # another client's order with our orderRef: the account's fill, not this order's
+        order = _fill_order(execution)
         fill = Fill.objects.create(
             exec_id=execution.exec_id,
             order=order,
@@ -278,6 +280,34 @@ def fill_record(*, execution: BrokerExecution) -> Fill | None:
         transaction.on_commit(lambda: publish.fill(fill_id=fill.pk, seq=entry.seq))
         transaction.on_commit(metrics.FILLS.inc)
     return fill
+
+
+def _fill_order(execution: BrokerExecution) -> Order | None:
+    """The order an execution fills, or None: the account's fill, not one of ours (or not one we can read)."""
+    ids = {"perm_id": execution.perm_id, "broker_order_id": execution.broker_order_id}
+    try:
+        order = _order_for_ref(execution.order_ref)
+        if order is not None and not _same_broker_order(
+            order, order_latest_event(order), **ids, client_id=execution.client_id
+        ):
+            order = None  # another client's order with our orderRef: the account's fill, not this order's
+    except UNREADABLE_ERRORS:
+        # A row of the order was rewritten behind the application's back. The fill is the broker's fact and
+        # is recorded all the same, unlinked, its orderRef kept: dropping it would lose it for good (IB lists
+        # a day's executions only that day). The row is named for the operator.
+        rows = locate(
+            Order,
+            list(Order.objects.filter(client_order_id=execution.order_ref).values_list("pk", flat=True)),
+            using=DEFAULT_DB_ALIAS,
+        )
+        logger.error(
+            "fill %s of orderRef %s recorded without its order, which cannot be read: %s (run manage.py audit_verify)",
+            execution.exec_id,
+            execution.order_ref,
+            "; ".join(str(row) for row in rows) or "no row named",
+        )
+        order = None
+    return order
 
 
 def commission_record(*, commission: BrokerCommission) -> Commission | None:

@@ -968,3 +968,28 @@ def test_a_retry_of_an_order_whose_row_was_rewritten_is_refused_and_named_not_a_
     assert error["code"] == "ledger_unreadable"
     assert (error["details"]["table"], error["details"]["pk"]) == ("orders_order", first.json()["id"])
     assert len(_sent(resting)) == 1
+
+
+def test_a_fill_of_an_order_whose_rows_were_rewritten_is_recorded_not_dropped(resting, api_client, caplog):
+    """The recorder checks a fill against its order's latest event. With that event rewritten into something
+    the gateway cannot read, the fill used to fail five times and be dropped (IB lists a day's executions
+    only that day): now it is recorded without its order, its orderRef kept, and the row is named."""
+    from orders.models import Commission, Fill
+    from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
+
+    text_stored_database()
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="fill-kept"), format="json")
+    assert placed.status_code == 201, placed.content
+    wait_for(lambda: len(broker_working(resting.port)) == 1, timeout=30, message="the order resting")
+    pipeline().drain()
+    runtime.current().recorder.wait_idle()
+    latest = order_latest_event(Order.objects.get(client_order_id="fill-kept"))
+    rewrite_around_triggers("orders_orderevent", latest.pk, "at", "garbage")
+
+    resting.set_price("AAPL", Decimal("180.00"))  # through the 181.00 limit: the broker fills it
+    wait_for(lambda: Fill.objects.filter(order_ref="fill-kept").exists(), timeout=30, message="the fill recorded")
+    fill = Fill.objects.get(order_ref="fill-kept")
+    assert fill.order_id is None and fill.quantity == 1
+    assert f"fill {fill.exec_id} of orderRef fill-kept recorded without its order" in caplog.text
+    assert f"orders_orderevent pk={latest.pk}" in caplog.text
+    wait_for(lambda: Commission.objects.filter(fill=fill).exists(), timeout=30, message="its commission recorded")
