@@ -14,7 +14,9 @@ the IB connection every `LEDGER_WATCH_EVERY_S` seconds, so trading never waits b
 3. each ledger table's rows, in primary-key order, table after table: a row that has no seal
    (inserted behind the application's back);
 4. the head: a chain that now ends before a seal an earlier pass walked was cut short (the newest
-   rows deleted together with their seals), which `audit_verify` only finds against an anchor.
+   rows deleted together with their seals), which `audit_verify` only finds against an anchor;
+5. at the end of each pass, every API key row against its MAC and the audit log's revocations
+   (`ibkrgw.apikeys.apikey_problems`, as `audit_verify` checks them).
 
 What it finds is logged once as an error and shown in `GET health/` (`ledger.watch`), until a whole
 pass no longer finds it. The audit log's own chain is not walked here: every audit entry is itself
@@ -40,6 +42,7 @@ from audit.models import LedgerSeal
 from audit.seal import SealChainWalk, sealed_models
 from audit.stored import StoredTable
 from audit.verify import row_differs, row_gone, row_malformed, row_unsealed
+from ibkrgw.apikeys import apikey_problems
 
 logger = logging.getLogger(__name__)
 MAX_SHOWN = 20  # problems shown in health
@@ -93,6 +96,8 @@ class LedgerWatch:
         if not self._rows_done:
             self._rows_have_seals()
         if self._seals_done and self._rows_done:
+            for problem in apikey_problems(self.using)[1]:  # a handful of rows: all of them, once a pass
+                self._report(problem)
             with self._lock:
                 self._previous, self._found = self._found, {}
                 self._passes += 1

@@ -18,6 +18,7 @@ from ibkrgw.actors import Actor
 from ibkrgw.apikeys import apikey_revoke
 from ibkrgw.auth import api_key_from_string
 from ibkrgw.models import ScopedAPIKey
+from tests.conftest import wait_for
 from tests.factories import api_key
 
 pytestmark = pytest.mark.django_db
@@ -162,3 +163,20 @@ def test_apikey_list_marks_a_changed_key_and_names_an_unreadable_one():
     assert " ok " in lines[intact.prefix]
     assert " BAD " in lines[raised.prefix]
     assert "row cannot be read" in lines[broken.prefix]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_running_gateway_shows_a_changed_key_in_health(ib_runtime, read_client, settings):
+    """Nobody has to use the key or run audit_verify: the ledger watch checks every key once a pass, and health
+    turns degraded (also for a monitor without an API key)."""
+    settings.LEDGER_WATCH_ROWS = 500
+    key, _ = api_key(scope="read")
+    _raw("UPDATE ibkrgw_scopedapikey SET scope = 'trade' WHERE id = %s", [key.pk])
+
+    def found():
+        watch = read_client.get("/api/v1/health/").json()["ledger"]["watch"]
+        return watch is not None and not watch["intact"] and watch
+
+    watch = wait_for(found, timeout=30, interval=0.2, message="the watch to find the changed key")
+    assert any(f"API key {key.prefix}: its row does not match its MAC" in problem for problem in watch["problems"])
+    assert APIClient().get("/api/v1/health/").json()["status"] == "degraded"
