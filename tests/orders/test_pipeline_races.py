@@ -935,7 +935,9 @@ def test_a_contract_cache_entry_that_cannot_be_read_is_resolved_again_not_a_500(
     from django.db import connection
 
     from marketdata.services import contract_cache_clear
+    from tests.audit.test_ledger_seal import text_stored_database
 
+    text_stored_database()  # PostgreSQL refuses text in a date column
     order = _order(client_order_id="cache-2", quantity="900", limit_price="190.0001")
     assert _preview_codes(api_client, **order) >= {"invalid_tick_size", "risk_max_notional"}
     with connection.cursor() as cursor:
