@@ -73,7 +73,7 @@ def prefix_of(pk: str) -> str:
 
 def apikey_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
     """(keys checked, what is wrong with them): rows that do not match their MAC, and keys the audit log
-    says were revoked whose rows say not. For `manage.py audit_verify`."""
+    says were revoked whose rows say not. For `manage.py audit_verify` and the ledger watch."""
     revoked_in_log = dict(
         AuditEntry.objects.using(using)
         .filter(event=events.APIKEY_REVOKED, target_type="apikey")
