@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from audit.chain import HASHED_FIELDS
 from audit.models import AuditEntry
+from audit.readable import UNREADABLE_ERRORS, unreadable_error
 from audit.selectors import audit_list
 from audit.verify import ledger_head
 from ibkrgw.openapi import ERROR
@@ -30,7 +31,21 @@ class AuditListQuery(ListQuery):
     target_id = serializers.CharField(max_length=64, required=False)
 
 
-class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class LedgerList(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """A page of ledger rows; a row on it that cannot be read as sealed answers 409 ledger_unreadable naming it
+    (a page short of a row would pass for complete)."""
+
+    def list(self, request, *args, **kwargs):
+        try:
+            return super().list(request, *args, **kwargs)
+        except UNREADABLE_ERRORS as exc:
+            start, limit = getattr(self.paginator, "offset", None), getattr(self.paginator, "limit", None)
+            if start is None or limit is None:  # failed before paging: not a ledger row's doing
+                raise
+            raise unreadable_error(self.get_queryset(), exc, start=start, stop=start + limit) from exc
+
+
+class AuditEntryViewSet(LedgerList):
     serializer_class = AuditEntryOutput
 
     def get_queryset(self):
@@ -40,7 +55,7 @@ class AuditEntryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         parameters=[AuditListQuery],
-        responses={200: AuditEntryOutput(many=True), 400: ERROR},
+        responses={200: AuditEntryOutput(many=True), 400: ERROR, 409: ERROR},
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

@@ -159,30 +159,39 @@ def unreadable_error(
     return LedgerUnreadable([row.as_dict() for row in named])
 
 
-def locate(model: type[models.Model], pks: Sequence[Any], *, using: str) -> list[Unreadable]:
+def locate(model: type[models.Model], pks: Sequence[Any], *, using: str, seals: bool = True) -> list[Unreadable]:
     """The rows among `pks` of `model`, the ledger rows they point to and those read with them (its
-    events, fills, their commissions), that cannot be read or differ from their seals."""
+    events, fills, their commissions), that cannot be read or (with `seals`) differ from their seals."""
     ledger = set(sealed_models())
-    found = _unreadable(model, pks, using, ledger, RELATED_DEPTH)
+    found = _unreadable(model, pks, using, ledger, RELATED_DEPTH, seals)
     for fk in model._meta.concrete_fields:  # what a list reads along (a fill's order, an exit's entry)
         target = fk.related_model if fk.many_to_one or fk.one_to_one else None
         if isinstance(target, type) and target in ledger:
             keys = model._base_manager.using(using).filter(pk__in=pks).values_list(fk.attname, flat=True)
-            found += _unreadable(target, [key for key in keys if key is not None], using, ledger, 0)
+            found += _unreadable(target, [key for key in keys if key is not None], using, ledger, 0, seals)
     return list(dict.fromkeys(found))
 
 
 def _unreadable(
-    model: type[models.Model], pks: Sequence[Any], using: str, ledger: set[type[models.Model]], depth: int
+    model: type[models.Model],
+    pks: Sequence[Any],
+    using: str,
+    ledger: set[type[models.Model]],
+    depth: int,
+    seals: bool = True,
 ) -> list[Unreadable]:
     if not pks or model not in ledger:
         return []
     table = StoredTable(model, using)
     rows = table.rows(pks)
-    sealed = dict(
-        LedgerSeal.objects.using(using)
-        .filter(table=table.table, row_pk__in=list(rows))
-        .values_list("row_pk", "content")
+    sealed = (
+        dict(
+            LedgerSeal.objects.using(using)
+            .filter(table=table.table, row_pk__in=list(rows))
+            .values_list("row_pk", "content")
+        )
+        if seals
+        else {}
     )
     found = []
     for pk, row in rows.items():
@@ -196,5 +205,6 @@ def _unreadable(
             related = relation.related_model
             if isinstance(related, type) and related in ledger:
                 children = related._base_manager.using(using).filter(**{f"{relation.field.name}__in": pks})
-                found += _unreadable(related, list(children.values_list("pk", flat=True)), using, ledger, depth - 1)
+                keys = list(children.values_list("pk", flat=True))
+                found += _unreadable(related, keys, using, ledger, depth - 1, seals)
     return found

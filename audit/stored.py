@@ -76,6 +76,11 @@ class StoredTable:
         self.pk_index = self.fields.index(self.pk_field)
         sqlite = connection.vendor == "sqlite"
         self.as_text = [sqlite and isinstance(_stored_field(field), TEXT_STORED) for field in self.fields]
+        # SQLite keeps whatever is written into an integer column, and Django reads text there back as text
+        # (no converter): a perm_id of 'x' would load, then fail wherever the gateway counts on a number.
+        self.integral = [
+            isinstance(_stored_field(field), models.IntegerField | models.AutoField) for field in self.fields
+        ]
         # Text-stored columns are cast so that no converter of the database driver runs on them either.
         columns = [
             f"CAST({quote(str(field.column))} AS TEXT)" if text else quote(str(field.column))
@@ -123,11 +128,13 @@ class StoredTable:
         connection = connections[self.using]
         values: dict[str, Any] = {}
         problems = []
-        for field, stored, text, col, converters in zip(
-            self.fields, raw, self.as_text, self._columns, self._converters, strict=True
+        for field, stored, text, integral, col, converters in zip(
+            self.fields, raw, self.as_text, self.integral, self._columns, self._converters, strict=True
         ):
             value = stored
             try:
+                if integral and stored is not None and type(stored) is not int:
+                    raise TypeError(f"{stored!r} is not an integer")
                 for converter in converters:
                     value = converter(value, col, connection)
                 written = stored

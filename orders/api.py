@@ -6,13 +6,13 @@ from decimal import Decimal
 
 from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.readable import UNREADABLE_ERRORS, unreadable_error
+from audit.api import LedgerList
 from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.web.fields import (
@@ -148,20 +148,6 @@ class RefusalsAudited:
                 body=body,
             )
         return response
-
-
-class LedgerList(mixins.ListModelMixin, viewsets.GenericViewSet):
-    """A page of ledger rows; a row on it that cannot be read as sealed answers 409 ledger_unreadable naming it
-    (a page short of a row would pass for complete)."""
-
-    def list(self, request, *args, **kwargs):
-        try:
-            return super().list(request, *args, **kwargs)
-        except UNREADABLE_ERRORS as exc:
-            start, limit = getattr(self.paginator, "offset", None), getattr(self.paginator, "limit", None)
-            if start is None or limit is None:  # failed before paging: not a ledger row's doing
-                raise
-            raise unreadable_error(self.get_queryset(), exc, start=start, stop=start + limit) from exc
 
 
 class OrderViewSet(RefusalsAudited, LedgerList, mixins.RetrieveModelMixin):

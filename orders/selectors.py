@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from audit.models import LedgerSeal
-from audit.readable import UNREADABLE_ERRORS, readable_rows, unreadable_error
+from audit.readable import UNREADABLE_ERRORS, locate, readable_rows, unreadable_error
 from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
@@ -51,6 +52,20 @@ def order_get_or_error(*, order_id) -> Order:
         raise unreadable_error(order_queryset().filter(pk=pk), exc) from exc
     if order is None:
         raise not_found
+    return order
+
+
+def order_to_act_on(*, order_id) -> Order:
+    """`order_get_or_error`, and 409 ledger_unreadable as well when a value of the order's rows is stored in a
+    form the gateway never writes yet loads without complaint (text in an integer column on SQLite): a cancel,
+    a modify or an approval would carry it to the broker or into a new row. Differences from the seals are
+    acted on as found, as everywhere else."""
+    from ibkrgw.errors import LedgerUnreadable
+
+    order = order_get_or_error(order_id=order_id)
+    named = locate(Order, [order.pk], using=DEFAULT_DB_ALIAS, seals=False)
+    if named:
+        raise LedgerUnreadable([row.as_dict() for row in named])
     return order
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from audit.chain import verify_chain
 from audit.models import AuditEntry
+from audit.stored import UNREADABLE_ERRORS
 from brokers import runtime
 from brokers.adapter import ContractInfo, ContractSpec, Quote
 from brokers.selectors import account_summary_get, health_get, pnl_get, position_list
@@ -288,20 +289,27 @@ def chain_status(*, force: bool = False) -> dict[str, Any]:
     """The audit chain's last verification in this process (re-run when older than a minute)."""
     with _chain_lock:
         if force or not _chain or time.monotonic() - _chain["monotonic"] > CHAIN_CHECK_EVERY_S:
-            checked = 0
+            checked, last_seq = 0, 0
 
             def counted():
-                nonlocal checked
+                nonlocal checked, last_seq
                 for entry in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
                     checked += 1
+                    last_seq = entry.seq
                     yield entry
 
-            broken = verify_chain(counted())
+            try:
+                found = verify_chain(counted())
+                broken = None if found is None else {"seq": found.seq, "event": found.event, "reason": found.reason}
+                verified = checked if found is None else checked - 1
+            except UNREADABLE_ERRORS as exc:  # a value rewritten into something no entry holds (text in a date)
+                reason = f"an entry after seq {last_seq} cannot be read ({exc}): run manage.py audit_verify"
+                broken, verified = {"seq": last_seq + 1, "event": "unreadable", "reason": reason}, checked
             _chain.update(
                 monotonic=time.monotonic(),
                 checked_at=timezone.now(),
                 ok=broken is None,
-                entries=checked if broken is None else checked - 1,
-                broken=None if broken is None else {"seq": broken.seq, "event": broken.event, "reason": broken.reason},
+                entries=verified,
+                broken=broken,
             )
         return {k: v for k, v in _chain.items() if k != "monotonic"}

@@ -16,7 +16,7 @@ from orders import gates
 from orders.models import Order, OrderEvent
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
-from orders.selectors import order_get_or_error, order_latest_event, order_queryset, orders_since, trading_halted
+from orders.selectors import order_latest_event, order_queryset, order_to_act_on, orders_since, trading_halted
 from orders.services import checks
 from orders.services.common import (
     gate_block_record,
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 # -- human approval ----------------------------------------------------------------------------
 def _pending_approval(order_id) -> tuple[Order, OrderEvent]:
-    order = order_get_or_error(order_id=order_id)
+    order = order_to_act_on(order_id=order_id)
     latest = order_latest_event(order)
     if latest.status != S.PENDING_APPROVAL:
         raise GatewayError(

@@ -37,6 +37,7 @@ from orders.selectors import (
     order_get_or_error,
     order_latest_event,
     order_pk_for_key,
+    order_to_act_on,
     order_with_rows,
     trading_halted,
 )
@@ -459,7 +460,7 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
     Idempotent: cancelling a cancelled order (or one already cancelling) answers the order. Nothing is
     recorded as `cancel_pending` unless the cancel reached the broker connection.
     """
-    order_get_or_error(order_id=order_id)  # 404 before queueing
+    order_to_act_on(order_id=order_id)  # 404 (or 409 for a row that cannot be read) before queueing
 
     def cancel() -> Order:
         order = order_get_or_error(order_id=order_id)
@@ -588,7 +589,7 @@ def order_modify(
 
     Only the terms given change; the others stay as they are when the change takes its turn in the
     pipeline, so two changes racing each other both hold (each checked with the other's terms)."""
-    order = order_get_or_error(order_id=order_id)
+    order = order_to_act_on(order_id=order_id)
     latest = order_latest_event(order)
     assert latest is not None  # noqa: S101 - every order has its intent event
     _require_modifiable(latest)

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from orders.models import OrderStatus
-from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database, uuid_column, verify
+from tests.audit.test_ledger_seal import raw, rewrite_around_triggers, text_stored_database, uuid_column, verify
 from tests.conftest import _client_with_key
 from tests.factories import CommissionFactory, FillFactory, OrderEventFactory, OrderFactory
 
@@ -149,3 +149,36 @@ def test_a_time_that_is_no_time_is_named_instead_of_answered_as_null(stored, rea
     ]
     rewrite_around_triggers("orders_fill", fill.pk, "executed_at", stored)
     _unreadable(read_client_in_test_transaction.get("/api/v1/fills/"), "orders_fill", fill.pk)
+
+
+def test_an_audit_entry_that_cannot_be_read_is_named_by_the_audit_list_and_the_dashboard_still_opens(
+    console, ledger_triggers_dropped
+):
+    """The audit list answered 500 and the operator console's dashboard (which checks the audit chain) failed
+    with it: now the list names the entry (409) and the dashboard shows the chain as broken at it."""
+    from ibkrgw.console.reads import chain_status
+    from tests.factories import audit_entry
+
+    text_stored_database()
+    entry = audit_entry()
+    raw("UPDATE audit_auditentry SET created_at = 'garbage' WHERE seq = %s", [entry.pk])
+
+    response = _client_with_key("read").get("/api/v1/audit/")
+    _unreadable(response, "audit_auditentry", entry.pk)
+    assert _client_with_key("read").get(f"/api/v1/audit/?target_id=nothing-{entry.pk}").status_code == 200
+
+    assert console.get(reverse("admin:ibkrgw_dashboard")).status_code == 200
+    status = chain_status(force=True)
+    assert status["ok"] is False and "cannot be read" in status["broken"]["reason"]
+
+
+def test_text_in_an_integer_column_is_named_where_it_used_to_pass_for_a_value(ledger):
+    """SQLite keeps text written into an integer column and Django reads it back as text, without complaint:
+    `audit_verify` now names it as a value the gateway cannot read, not only as a difference from the seal."""
+    event = ledger["intact"].events.get()
+    rewrite_around_triggers("orders_orderevent", event.pk, "perm_id", "garbage")
+    code, out = verify()
+    assert code == 1
+    assert (
+        f'orders_orderevent pk={event.pk}: row changed behind the application\'s back: perm_id holds "garbage"' in out
+    )

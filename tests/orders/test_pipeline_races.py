@@ -995,3 +995,30 @@ def test_a_fill_of_an_order_whose_rows_were_rewritten_is_recorded_not_dropped(re
     assert f"fill {fill.exec_id} of orderRef fill-kept recorded without its order" in caplog.text
     assert f"orders_orderevent pk={latest.pk}" in caplog.text
     wait_for(lambda: Commission.objects.filter(fill=fill).exists(), timeout=30, message="its commission recorded")
+
+
+def test_cancel_and_modify_of_an_order_whose_ids_were_rewritten_are_refused_and_named_not_a_500(resting, api_client):
+    """Text written into an integer column (the broker's order id on an event) loads without complaint on
+    SQLite; a cancel or a modify then failed deep inside (500) with the text on its way to the broker or into a
+    new row. Now both refuse with 409 ledger_unreadable naming the row, and nothing more is sent."""
+    from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
+
+    text_stored_database()
+    placed = api_client.post("/api/v1/orders/", _order(client_order_id="ids-rewritten"), format="json")
+    assert placed.status_code == 201, placed.content
+    order_id = placed.json()["id"]
+    wait_for(lambda: len(broker_working(resting.port)) == 1, timeout=30, message="the order resting")
+    pipeline().drain()
+    runtime.current().recorder.wait_idle()
+    latest = order_latest_event(Order.objects.get(pk=order_id))
+    rewrite_around_triggers("orders_orderevent", latest.pk, "broker_order_id", "garbage")
+
+    for answer in (
+        api_client.post(f"/api/v1/orders/{order_id}/cancel/", {}, format="json"),
+        api_client.patch(f"/api/v1/orders/{order_id}/", {"quantity": "2"}, format="json"),
+    ):
+        assert answer.status_code == 409, answer.content
+        error = answer.json()["error"]
+        assert error["code"] == "ledger_unreadable"
+        assert (error["details"]["table"], error["details"]["pk"]) == ("orders_orderevent", str(latest.pk))
+    assert len(_sent(resting)) == 1 and len(broker_working(resting.port)) == 1
