@@ -23,6 +23,7 @@ from orders.services.common import (
     order_contract_with_rules,
     order_event_append,
     order_request_of,
+    unreadable_order_named,
 )
 from orders.services.sending import order_send_with_exits
 
@@ -66,6 +67,7 @@ def approval_needs_another_person(order: Order, actor: Actor) -> bool:
     )
 
 
+@unreadable_order_named
 def order_approve(*, order_id, actor: Actor) -> Order:
     """An operator lets a held order go: the pre-trade checks run again (prices and switches may have
     changed since it was held), then it is sent like any other order, through the pipeline."""

@@ -3,17 +3,21 @@ the translation between our order rows and broker requests."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
 
 from audit import events
+from audit.readable import UNREADABLE_ERRORS, unreadable_error
 from audit.services import audit_record, ledger_write_lock
 from brokers.adapter import (
     BrokerOrderRequest,
@@ -32,6 +36,23 @@ from orders.state import can_transition
 from orders.types import IB_ACTION, IB_ORDER_TYPE, ORDER_TERMS, OrderRequest
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def unreadable_order_named(service: Callable[..., T]) -> Callable[..., T]:
+    """For a service acting on one order (`order_id=`): a failure that one of the order's ledger rows explains
+    (a value changed behind the application's back that the service cannot work with: an event's data of
+    another shape) answers 409 ledger_unreadable naming the row, as reading the order would; nothing was sent.
+    Any other failure is raised as it was."""
+
+    @functools.wraps(service)
+    def acting(*args: Any, order_id: Any, **kwargs: Any) -> T:
+        try:
+            return service(*args, order_id=order_id, **kwargs)
+        except UNREADABLE_ERRORS as exc:
+            raise unreadable_error(Order.objects.filter(pk=order_id), exc) from exc
+
+    return acting
 
 
 @dataclass(frozen=True)

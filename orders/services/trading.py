@@ -55,6 +55,7 @@ from orders.services.common import (
     order_request_of,
     order_terms,
     request_hash,
+    unreadable_order_named,
 )
 from orders.services.recording import order_ref_remember, order_refs_forget
 from orders.services.sending import order_send_with_exits
@@ -454,6 +455,7 @@ def _intent_row(
 
 
 # -- cancel and modify -------------------------------------------------------------------------
+@unreadable_order_named
 def order_cancel(*, order_id, actor: Actor) -> Order:
     """Cancel an order: withdraw it while it waits for approval, else ask the broker to cancel it.
 
@@ -576,6 +578,7 @@ def _broker_id(order: Order) -> int | None:
     return sent[0] if sent else None
 
 
+@unreadable_order_named
 def order_modify(
     *,
     order_id,

@@ -997,13 +997,22 @@ def test_a_fill_of_an_order_whose_rows_were_rewritten_is_recorded_not_dropped(re
     wait_for(lambda: Commission.objects.filter(fill=fill).exists(), timeout=30, message="its commission recorded")
 
 
-def test_cancel_and_modify_of_an_order_whose_ids_were_rewritten_are_refused_and_named_not_a_500(resting, api_client):
-    """Text written into an integer column (the broker's order id on an event) loads without complaint on
-    SQLite; a cancel or a modify then failed deep inside (500) with the text on its way to the broker or into a
-    new row. Now both refuse with 409 ledger_unreadable naming the row, and nothing more is sent."""
+@pytest.mark.parametrize(
+    "column, value",
+    [("broker_order_id", "garbage"), ("data", '{"client_id": "x"}'), ("data", "[1]")],
+    ids=["text-in-an-id", "data-of-another-shape", "data-not-an-object"],
+)
+def test_cancel_and_modify_of_an_order_whose_event_was_rewritten_are_refused_and_named_not_a_500(
+    resting, api_client, column, value
+):
+    """Text written into an integer column (the broker's order id on an event: SQLite keeps it, Django loads it
+    as text) or an event's data rewritten into another shape: a cancel or a modify then failed deep inside
+    (500), the value on its way to the broker or into a new row. Now both refuse with 409 ledger_unreadable
+    naming the row, and nothing more is sent."""
     from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
 
-    text_stored_database()
+    if column == "broker_order_id":
+        text_stored_database()
     placed = api_client.post("/api/v1/orders/", _order(client_order_id="ids-rewritten"), format="json")
     assert placed.status_code == 201, placed.content
     order_id = placed.json()["id"]
@@ -1011,7 +1020,7 @@ def test_cancel_and_modify_of_an_order_whose_ids_were_rewritten_are_refused_and_
     pipeline().drain()
     runtime.current().recorder.wait_idle()
     latest = order_latest_event(Order.objects.get(pk=order_id))
-    rewrite_around_triggers("orders_orderevent", latest.pk, "broker_order_id", "garbage")
+    rewrite_around_triggers("orders_orderevent", latest.pk, column, value)
 
     for answer in (
         api_client.post(f"/api/v1/orders/{order_id}/cancel/", {}, format="json"),
