@@ -55,8 +55,10 @@ def test_approved_order_is_sent_and_fills(ib_runtime, sim_gateway, approval_for_
     sim_gateway.pause_market()
     order = _agent_order("hold-2")
     services.order_approve(order_id=order.pk, actor=OPERATOR)
-    assert _sent(sim_gateway) == ["hold-2"]
-    # Sent under the operator who approved it; the acknowledgement is on record when approve returns.
+    # Approve waits for the acknowledgement a bounded time (2 s): on a loaded machine the broker may see the
+    # order a moment after it returns. Exactly this order, once.
+    wait_for(lambda: _sent(sim_gateway) == ["hold-2"], message="the approved order at the broker")
+    # Sent under the operator who approved it.
     sent = wait_for(lambda: AuditEntry.objects.filter(event="order.sent", target_id=str(order.pk)).first())
     assert (sent.actor_label, sent.data["broker_order_id"]) == ("operator", sim_gateway.received_orders()[0].order_id)
     wait_for(lambda: _statuses(order)[-1] == "filled", message="approved order filled")
