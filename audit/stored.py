@@ -78,9 +78,7 @@ class StoredTable:
         self.as_text = [sqlite and isinstance(_stored_field(field), TEXT_STORED) for field in self.fields]
         # SQLite keeps whatever is written into an integer column, and Django reads text there back as text
         # (no converter): a perm_id of 'x' would load, then fail wherever the gateway counts on a number.
-        self.integral = [
-            isinstance(_stored_field(field), models.IntegerField | models.AutoField) for field in self.fields
-        ]
+        self.integral = [isinstance(_stored_field(field), models.IntegerField) for field in self.fields]
         # Text-stored columns are cast so that no converter of the database driver runs on them either.
         columns = [
             f"CAST({quote(str(field.column))} AS TEXT)" if text else quote(str(field.column))

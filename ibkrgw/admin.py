@@ -21,15 +21,20 @@ from rest_framework_api_key.models import APIKey
 from audit.admin import DeclaredLookupsOnly
 from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Source
-from ibkrgw.apikeys import apikey_created_record, apikey_revoke, apikey_revoked_record, prefix_of
+from ibkrgw.apikeys import (
+    apikey_created_record,
+    apikey_revoke,
+    apikey_revoked_record,
+    prefix_of,
+    unreadable_key_problem,
+)
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
 
 
 def _unreadable_key_message(pk: str, exc: Exception) -> str:
     return (
-        f"API key {prefix_of(pk)}: its row cannot be read ({exc}). It was written outside the gateway, which refuses "
-        "the key. Run manage.py audit_verify."
+        f"API key {prefix_of(pk)}: {unreadable_key_problem(exc)}; the gateway refuses it. Run manage.py audit_verify."
     )
 
 

@@ -5,6 +5,7 @@ Shared by `manage.py apikey` and the admin.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import cast
 
@@ -71,35 +72,62 @@ def prefix_of(pk: str) -> str:
     return pk.partition(".")[0]
 
 
+def apikey_revocation_seq(prefix: str, using: str = DEFAULT_DB_ALIAS) -> int | None:
+    """The seq of the audit entry that revoked the key `prefix`, or None: the audit log is sealed, the key's
+    row is not, so a row restored from before its revocation (its MAC and all) is told by this."""
+    revoked = AuditEntry.objects.using(using).filter(
+        target_id=prefix, target_type="apikey", event=events.APIKEY_REVOKED
+    )
+    return revoked.values_list("seq", flat=True).first()
+
+
+def apikey_distrust(key: ScopedAPIKey, revoked_seq: int | None) -> str | None:
+    """Why the gateway refuses `key` although its secret may match (its row was changed outside the gateway),
+    or None. `revoked_seq`: the audit log's revocation of it (`apikey_revocation_seq`). The one rule that
+    authentication, `audit_verify` and the ledger watch apply."""
+    if not key.row_intact():
+        return (
+            "its row does not match its MAC: changed outside the gateway (scope, expiry, revocation, name or "
+            "secret hash), or inserted there"
+        )
+    if key.revoked is not True and revoked_seq is not None:
+        return (
+            f"revoked in the audit log (seq {revoked_seq}) but not in its row: un-revoked or restored outside "
+            "the gateway"
+        )
+    return None
+
+
+def unreadable_key_problem(exc: Exception) -> str:
+    return f"its row cannot be read ({exc}): written outside the gateway"
+
+
+def apikey_rows(using: str = DEFAULT_DB_ALIAS) -> Iterator[tuple[str, ScopedAPIKey | Exception]]:
+    """Every key, oldest first, read one row at a time: (primary key, the key), or (primary key, why its row
+    cannot be read) for a row holding a value the gateway never writes, which must not hide the others."""
+    keys = ScopedAPIKey.objects.using(using)
+    for pk in keys.order_by("created").values_list("pk", flat=True):
+        try:
+            yield pk, keys.get(pk=pk)  # every column, as authentication reads it
+        except UNREADABLE_ERRORS as exc:
+            yield pk, exc
+
+
 def apikey_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
-    """(keys checked, what is wrong with them): rows that do not match their MAC, and keys the audit log
-    says were revoked whose rows say not. For `manage.py audit_verify` and the ledger watch."""
+    """(keys checked, what is wrong with them): rows that cannot be read or are distrusted (`apikey_distrust`).
+    For `manage.py audit_verify` and the ledger watch."""
     revoked_in_log = dict(
         AuditEntry.objects.using(using)
         .filter(event=events.APIKEY_REVOKED, target_type="apikey")
         .values_list("target_id", "seq")
     )
     checked, problems = 0, []
-    keys = ScopedAPIKey.objects.using(using)
-    for pk in keys.order_by("pk").values_list("pk", flat=True):  # one at a time: a row may not be readable
+    for pk, row in apikey_rows(using):
         checked += 1
-        try:
-            key = keys.get(pk=pk)  # every column, as authentication reads it
-        except UNREADABLE_ERRORS as exc:
-            problems.append(
-                f"API key {prefix_of(pk)}: its row cannot be read ({exc}): written outside the gateway; "
-                "the gateway refuses it"
-            )
-            continue
-        prefix = key.prefix
-        if not key.row_intact():
-            problems.append(
-                f"API key {prefix}: its row does not match its MAC: changed outside the gateway (scope, expiry, "
-                "revocation, name or secret hash), or inserted there; the gateway refuses it"
-            )
-        elif key.revoked is not True and prefix in revoked_in_log:
-            problems.append(
-                f"API key {prefix}: revoked in the audit log (seq {revoked_in_log[prefix]}) but not in its row: "
-                "un-revoked or restored outside the gateway; the gateway refuses it"
-            )
+        if isinstance(row, Exception):
+            problem: str | None = unreadable_key_problem(row)
+        else:
+            problem = apikey_distrust(row, revoked_in_log.get(row.prefix))
+        if problem is not None:
+            problems.append(f"API key {prefix_of(pk)}: {problem}; the gateway refuses it")
     return checked, problems

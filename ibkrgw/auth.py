@@ -22,10 +22,9 @@ from django.db.models.signals import post_delete, post_save
 from django.utils.crypto import constant_time_compare
 from rest_framework import authentication, exceptions, permissions, throttling
 
-from audit.events import APIKEY_REVOKED
-from audit.models import AuditEntry
 from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
+from ibkrgw.apikeys import apikey_distrust, apikey_revocation_seq, unreadable_key_problem
 from ibkrgw.models import Scope, ScopedAPIKey
 
 KEYWORD = "Api-Key"
@@ -102,7 +101,7 @@ def api_key_from_string(raw: str) -> ScopedAPIKey | None:
         # The row's MAC first: checking the secret may re-save the row (a newer hasher), with a fresh MAC.
         usable = key is not None and _row_trusted(key) and key.is_valid(raw) and not key.has_expired
     except UNREADABLE_ERRORS as exc:  # a value the gateway never writes (text in a date column)
-        _log_distrusted(prefix, f"its row cannot be read ({exc})")
+        _log_distrusted(prefix, unreadable_key_problem(exc))
         usable = False
     if not usable or key is None:
         _verified.pop(_digest(raw), None)
@@ -118,16 +117,12 @@ _distrusted_logged: set[str] = set()  # prefixes already logged as distrusted (o
 
 
 def _row_trusted(key: ScopedAPIKey) -> bool:
-    """Whether the key's row is as the gateway wrote it: its MAC matches, and the audit log holds no
-    revocation of it (a row restored from before its revocation carries a MAC that still matches)."""
-    if not key.row_intact():
-        problem = "its row does not match its MAC (scope, expiry, name or secret hash changed, or inserted)"
-    elif AuditEntry.objects.filter(target_id=key.prefix, target_type="apikey", event=APIKEY_REVOKED).exists():
-        if ScopedAPIKey.objects.filter(pk=key.pk, revoked=True).exists():
-            return False  # revoked since its row was read: a revocation, not a tampered row
-        problem = "the audit log says it was revoked, its row says not (un-revoked or restored)"
-    else:
+    """Whether the key's row is as the gateway wrote it (`apikey_distrust`)."""
+    problem = apikey_distrust(key, apikey_revocation_seq(key.prefix))
+    if problem is None:
         return True
+    if key.row_intact() and ScopedAPIKey.objects.filter(pk=key.pk, revoked=True).exists():
+        return False  # revoked since its row was read: a revocation, not a tampered row
     _log_distrusted(key.prefix, problem)
     return False
 
@@ -135,7 +130,7 @@ def _row_trusted(key: ScopedAPIKey) -> bool:
 def _log_distrusted(prefix: str, problem: str) -> None:
     if prefix not in _distrusted_logged:
         _distrusted_logged.add(prefix)
-        logger.error("API key %s refused: %s outside the gateway; see manage.py audit_verify", prefix, problem)
+        logger.error("API key %s refused: %s; see manage.py audit_verify", prefix, problem)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

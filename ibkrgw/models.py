@@ -20,6 +20,7 @@ from rest_framework_api_key.models import AbstractAPIKey
 
 from audit.chain import canonical_json
 from audit.seal import mac_valid, seal_keys, seal_mac
+from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.prepared import PreparedRead
 
 
@@ -121,5 +122,5 @@ def api_key_usable(key_id: str) -> bool:
             return False
         revoked, expiry = state
         return revoked is False and (expiry is None or expiry >= timezone.now())
-    except (TypeError, ValueError, AttributeError, ArithmeticError):  # a value the gateway never writes
+    except UNREADABLE_ERRORS:  # a value the gateway never writes
         return False

@@ -42,8 +42,8 @@ T = TypeVar("T")
 def unreadable_order_named(service: Callable[..., T]) -> Callable[..., T]:
     """For a service acting on one order (`order_id=`): a failure that one of the order's ledger rows explains
     (a value changed behind the application's back that the service cannot work with: an event's data of
-    another shape) answers 409 ledger_unreadable naming the row, as reading the order would; nothing was sent.
-    Any other failure is raised as it was."""
+    another shape) answers 409 ledger_unreadable naming the row, as reading the order would. Any other failure
+    is raised as it was. (Values that would reach the broker are refused before any send: `order_to_act_on`.)"""
 
     @functools.wraps(service)
     def acting(*args: Any, order_id: Any, **kwargs: Any) -> T:

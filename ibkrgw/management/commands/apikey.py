@@ -13,9 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Actor, Source
-from ibkrgw.apikeys import apikey_create, apikey_revoke, prefix_of
+from ibkrgw.apikeys import apikey_create, apikey_revoke, apikey_rows, prefix_of, unreadable_key_problem
 from ibkrgw.models import Scope, ScopedAPIKey
 
 
@@ -58,25 +57,21 @@ class Command(BaseCommand):
         self.stdout.write(secret)
 
     def _list(self) -> None:
-        keys = ScopedAPIKey.objects.all()
         self.stdout.write(f"{'PREFIX':<10} {'NAME':<24} {'SCOPE':<6} {'CREATED':<20} {'REVOKED':<8} {'MAC':<4} EXPIRES")
-        # One row at a time, oldest first: a row written outside the gateway
-        # may not even be readable, and must not hide the others.
         distrusted = False
-        for pk in keys.order_by("created").values_list("pk", flat=True):
-            try:
-                key = keys.get(pk=pk)
-                expires = key.expiry_date.strftime("%Y-%m-%d %H:%M") if key.expiry_date else "never"
-                if key.has_expired:
-                    expires += " (expired)"
-                line = (
-                    f"{key.prefix:<10} {key.name[:24]:<24} {key.scope:<6} {key.created:%Y-%m-%d %H:%M:%S}  "
-                    f"{'yes' if key.revoked else 'no':<8} {'ok' if key.row_intact() else 'BAD':<4} {expires}"
-                )
-                distrusted = distrusted or not key.row_intact()
-            except UNREADABLE_ERRORS as exc:
-                line = f"{prefix_of(pk):<10} row cannot be read ({exc}): written outside the gateway, refused"
-            self.stdout.write(line)
+        for pk, key in apikey_rows():
+            if isinstance(key, Exception):
+                self.stdout.write(f"{prefix_of(pk):<10} {unreadable_key_problem(key)}, refused")
+                continue
+            expires = key.expiry_date.strftime("%Y-%m-%d %H:%M") if key.expiry_date else "never"
+            if key.has_expired:
+                expires += " (expired)"
+            intact = key.row_intact()
+            distrusted = distrusted or not intact
+            self.stdout.write(
+                f"{key.prefix:<10} {key.name[:24]:<24} {key.scope:<6} {key.created:%Y-%m-%d %H:%M:%S}  "
+                f"{'yes' if key.revoked else 'no':<8} {'ok' if intact else 'BAD':<4} {expires}"
+            )
         if distrusted:
             self.stdout.write("MAC BAD: the row was changed outside the gateway, which refuses the key (audit_verify).")
 
