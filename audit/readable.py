@@ -31,7 +31,17 @@ from typing import Any, Generic, TypeVar, overload
 from django.db import models
 
 from audit.models import LedgerSeal
-from audit.seal import sealed_models
+from audit.seal import (
+    MAC_NOT_OURS,
+    MAC_UNVOUCHED,
+    SEALS_KEYED_EVENT,
+    is_upgrade_entry,
+    mac_valid,
+    pk_text,
+    seal_hash,
+    seal_keys,
+    sealed_models,
+)
 from audit.stored import UNREADABLE_ERRORS, StoredTable
 from audit.verify import describe_difference
 from ibkrgw.errors import LedgerUnreadable
@@ -170,6 +180,51 @@ def locate(model: type[models.Model], pks: Sequence[Any], *, using: str, seals: 
             keys = model._base_manager.using(using).filter(pk__in=pks).values_list(fk.attname, flat=True)
             found += _unreadable(target, [key for key in keys if key is not None], using, ledger, 0, seals)
     return list(dict.fromkeys(found))
+
+
+def untrusted(
+    model: type[models.Model], pks: Sequence[Any], *, using: str, sealed_alone: dict[type[models.Model], list[Any]]
+) -> list[Unreadable]:
+    """`locate` (rows that cannot be read or differ from their seals), and the rows of `sealed_alone` ({model:
+    pks}) whose own seal cannot vouch for them: for a service about to act at the
+    broker on what the rows say, which must not take a forged row for the gateway's own (`seals_untrusted`)."""
+    found = locate(model, pks, using=using)
+    for sealed_model, keys in sealed_alone.items():
+        table = sealed_model._meta.db_table
+        texts = [pk_text(key) for key in keys]
+        for pk, why in seals_untrusted(table, texts, using=using).items():
+            found.append(Unreadable(table, pk, (why,)))
+    return list(dict.fromkeys(found))
+
+
+def seals_untrusted(table: str, pks: Sequence[str], *, using: str) -> dict[str, str]:
+    """{row pk: why} for the rows of `table` among `pks` whose own seal cannot vouch for them without a walk of the
+    whole chain: no seal at all (a row inserted behind the gateway's back), or a seal whose MAC was not made with
+    the seal key over its own fields. A seal without a MAC vouches only when it is older than the upgrade entry
+    that made the seals keyed (`verify_seal_chain`'s rule, for one seal). Whether the row still matches its seal's
+    content is `locate`'s question; a forger who rewrites both cannot make the MAC."""
+    keys = seal_keys()
+    found = {seal.row_pk: seal for seal in LedgerSeal.objects.using(using).filter(table=table, row_pk__in=list(pks))}
+    why = {}
+    for pk in pks:
+        seal = found.get(pk)
+        if seal is None:
+            why[pk] = "no seal: not written by the gateway"
+        elif seal.mac is None:
+            if not _keyed_upgrade_after(seal.seq, keys, using):
+                why[pk] = MAC_UNVOUCHED
+        elif not mac_valid(seal_hash(seal), seal.mac, keys):
+            why[pk] = MAC_NOT_OURS
+    return why
+
+
+def _keyed_upgrade_after(seq: int, keys: Sequence[bytes], using: str) -> bool:
+    """Whether the upgrade entry that made the seals keyed was sealed after `seq`, with a MAC of this gateway."""
+    candidates = LedgerSeal.objects.using(using).filter(
+        table="audit_auditentry", seq__gt=seq, mac__isnull=False, content__contains=SEALS_KEYED_EVENT
+    )
+    upgrades = [seal for seal in candidates.order_by("seq")[:4] if is_upgrade_entry(seal)]
+    return any(seal.mac is not None and mac_valid(seal_hash(seal), seal.mac, keys) for seal in upgrades)
 
 
 def _unreadable(

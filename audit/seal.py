@@ -214,7 +214,7 @@ MAC_NOT_OURS = (
 )
 
 
-def _is_upgrade_entry(seal: Any) -> bool:
+def is_upgrade_entry(seal: Any) -> bool:
     if seal.table != "audit_auditentry":
         return False
     try:
@@ -384,7 +384,7 @@ class SealChainWalk:
         elif not mac_valid(seal.seal_hash, seal.mac, self.keys):
             return ChainBreak(seal.seq, where, MAC_NOT_OURS)
         elif self.keyed_from is None:
-            if self.first_unkeyed is not None and not _is_upgrade_entry(seal):
+            if self.first_unkeyed is not None and not is_upgrade_entry(seal):
                 return self.first_unkeyed
             self.keyed_from = seal.seq
         self.expected_seq += 1
