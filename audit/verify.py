@@ -37,6 +37,7 @@ from audit.seal import sealed_models, verify_seal_chain
 from audit.stored import StoredTable, quoted
 from audit.triggers import missing_triggers
 from ibkrgw.apikeys import apikey_problems
+from ibkrgw.users import user_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class LedgerReport:
     seals: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     api_keys: int = 0
+    users: int = 0
     head: Head | None = None
 
     @property
@@ -216,6 +218,9 @@ def verify_ledger(using: str = DEFAULT_DB_ALIAS, *, chunk_size: int = 2000, anch
     # API keys are not ledger rows, but a key row changed in the database could grant what nobody granted.
     report.api_keys, key_problems = apikey_problems(using)
     report.problems += key_problems
+    # Nor are users, who could be made staff or given a known password the same way.
+    report.users, user_problems_found = user_problems(using)
+    report.problems += user_problems_found
     # Last, in one line: a missing trigger is an open door, the lines above are what came through it.
     missing = missing_triggers(connection)
     if missing:

@@ -43,6 +43,7 @@ from audit.seal import SealChainWalk, sealed_models
 from audit.stored import StoredTable
 from audit.verify import row_differs, row_gone, row_malformed, row_unsealed
 from ibkrgw.apikeys import apikey_problems
+from ibkrgw.users import user_problems
 
 logger = logging.getLogger(__name__)
 MAX_SHOWN = 20  # problems shown in health
@@ -96,7 +97,8 @@ class LedgerWatch:
         if not self._rows_done:
             self._rows_have_seals()
         if self._seals_done and self._rows_done:
-            for problem in apikey_problems(self.using)[1]:  # a handful of rows: all of them, once a pass
+            # A handful of rows: all of them, once a pass.
+            for problem in apikey_problems(self.using)[1] + user_problems(self.using)[1]:
                 self._report(problem)
             with self._lock:
                 self._previous, self._found = self._found, {}

@@ -1,4 +1,5 @@
-"""Admin for API keys: create (the key is shown once, by the library), list, revoke. Never delete.
+"""Admin for API keys: create (the key is shown once, by the library), list, revoke. Never delete. And the
+users' admin, showing whether each account matches its MAC and refusing to save one that does not.
 
 Creating and revoking write an audit entry in the admin's own transaction.
 """
@@ -10,6 +11,10 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm, UserChangeForm
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.shortcuts import redirect
@@ -30,6 +35,7 @@ from ibkrgw.apikeys import (
 )
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
+from ibkrgw.users import user_distrust
 
 
 def _unreadable_key_message(pk: str, exc: Exception) -> str:
@@ -128,3 +134,52 @@ class ScopedAPIKeyAdmin(DeclaredLookupsOnly, APIKeyModelAdmin):
 # The library registers its own plain APIKey model; this project uses ScopedAPIKey only.
 if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
+
+
+# -- users: the admin of django.contrib.auth, with their MACs in sight (ibkrgw.users) ----------------------
+class _RefusesChangedAccounts:
+    """A form saving a user refuses, with a message instead of a failure, when the account was changed outside
+    the gateway: saving would write a MAC over it. Deactivating it is the one change allowed."""
+
+    instance: Any
+    cleaned_data: dict
+    refusal_field: str | None = None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()  # type: ignore[misc]
+        user = self.instance
+        if user.pk is not None and cleaned.get("is_active", user.is_active) and user_distrust(user.pk) is not None:
+            refusal = ValidationError(
+                "This user's account was changed outside the gateway (it does not match its MAC): deactivate it "
+                "and create the account again."
+            )
+            # On the password page, under the field (that template shows no form-wide errors).
+            self.add_error(self.refusal_field, refusal)  # type: ignore[attr-defined]
+        return cleaned
+
+
+class SealedUserChangeForm(_RefusesChangedAccounts, UserChangeForm):
+    pass
+
+
+class SealedPasswordChangeForm(_RefusesChangedAccounts, AdminPasswordChangeForm):
+    refusal_field = "password1"
+
+    @property
+    def instance(self) -> Any:
+        return self.user
+
+
+class SealedUserAdmin(UserAdmin):
+    form = SealedUserChangeForm
+    change_password_form = SealedPasswordChangeForm
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "mac_ok")  # UserAdmin's, and the MAC
+
+    @admin.display(boolean=True, description="MAC ok")
+    def mac_ok(self, user: Any) -> bool:
+        return user_distrust(user.pk) is None
+
+
+if admin.site.is_registered(get_user_model()):
+    admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), SealedUserAdmin)

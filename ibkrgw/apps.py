@@ -7,13 +7,14 @@ class IbkrgwConfig(AppConfig):
     verbose_name = "ibkr-gateway"
 
     def ready(self) -> None:
-        from ibkrgw import wiring
+        from ibkrgw import users, wiring
         from ibkrgw.logging import redact_daphne_access_log
         from ibkrgw.metrics import register_collectors
         from ibkrgw.servers import daphne_websockets_like_production
 
         register_collectors()
         wiring.connect()
+        users.connect()
         redact_daphne_access_log()
         daphne_websockets_like_production()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
@@ -146,6 +147,35 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request) -> str:
         # Makes DRF answer 401 (not 403) to unauthenticated requests.
         return KEYWORD
+
+
+class SealedUserBackend(ModelBackend):
+    """Django's username and password sign-in, for accounts that match their MAC (`ibkrgw.users`) only.
+
+    Checked before the password (a correct password must not re-save a planted row with a rehashed password
+    and a fresh MAC) and on every session's request (`get_user`): a user changed in the database since is
+    refused like an unknown one, at the login form, the console, the browsable API and websockets."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        from ibkrgw.users import user_trusted
+
+        user_model = get_user_model()
+        name = username if username is not None else kwargs.get(user_model.USERNAME_FIELD)
+        if name is None or password is None:
+            return None
+        pk = (
+            user_model._default_manager.filter(**{user_model.USERNAME_FIELD: name}).values_list("pk", flat=True).first()
+        )
+        if pk is not None and not user_trusted(pk):
+            user_model().set_password(password)  # as long as a wrong password takes: no timing tells it apart
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+    def get_user(self, user_id):
+        from ibkrgw.users import user_trusted
+
+        user = super().get_user(user_id)
+        return user if user is not None and user_trusted(user.pk) else None
 
 
 def session_signs_in(session_key: str | None, user_pk: Any) -> bool:

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -104,6 +105,19 @@ class ScopedAPIKey(AbstractAPIKey):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "mac"}
         super().save(*args, **kwargs)
+
+
+class UserMac(models.Model):
+    """A user's MAC under the seal key (`ibkrgw.users`): written by every change the gateway makes to them."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name = "user MAC"
+
+    def __str__(self) -> str:
+        return f"MAC of user {self.user_id}"
 
 
 # Asked once per order admission (the order pipeline's thread): compiled once per connection.

@@ -85,7 +85,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"OK: audit chain intact, {report.audit_entries} entries verified; "
                 f"{rows} ledger rows in {len(report.rows)} tables match {report.seals} seals; "
-                f"{report.api_keys} API keys match their MACs; triggers in place."
+                f"{report.api_keys} API keys match their MACs, {report.users} users theirs; triggers in place."
                 + (f" Anchor {anchor} holds." if anchor else "")
             )
         )
