@@ -12,7 +12,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from audit.models import LedgerSeal
-from audit.readable import UNREADABLE_ERRORS, readable_rows, unreadable_error, untrusted
+from audit.readable import UNREADABLE_ERRORS, locate, readable_rows, unreadable_error, untrusted
 from audit.seal import Seal, content_of, mac_valid, pk_text, seal_hash, seal_keys
 from ibkrgw.prepared import PreparedRead
 from ibkrgw.web.listing import within
@@ -55,19 +55,26 @@ def order_get_or_error(*, order_id) -> Order:
     return order
 
 
-def order_to_act_on(*, order_id) -> Order:
+def order_to_act_on(*, order_id, sending: bool = True) -> Order:
     """`order_get_or_error`, and 409 ledger_unreadable when the rows a cancel, a modify or an approval takes
     to the broker are not as the gateway sealed them: the order, its bracket exits and their events must be
     readable, equal to their seals, and each sealed with the seal key. Such a row was changed, or planted,
     behind the application's back (a value stored in a form the gateway never writes, a side or a quantity
     rewritten, an order inserted to be approved): the gateway will not send what it says. A halt still
-    cancels every working order at the broker, whatever the ledger says."""
+    cancels every working order at the broker, whatever the ledger says.
+
+    `sending=False` (a rejection, which sends nothing): only that the rows can be read and carried into the
+    new row."""
     from ibkrgw.errors import LedgerUnreadable
 
     order = order_get_or_error(order_id=order_id)
-    orders = [order.pk, *Order.objects.filter(parent_id=order.pk).values_list("pk", flat=True)]
-    events = list(OrderEvent.objects.filter(order_id__in=orders).values_list("pk", flat=True))
-    named = untrusted(Order, [order.pk], using=DEFAULT_DB_ALIAS, sealed_alone={Order: orders, OrderEvent: events})
+    if sending:
+        orders = [order.pk, *Order.objects.filter(parent_id=order.pk).values_list("pk", flat=True)]
+        events = list(OrderEvent.objects.filter(order_id__in=orders).values_list("pk", flat=True))
+        sealed_alone: dict = {Order: orders, OrderEvent: events}
+        named = untrusted(Order, [order.pk], using=DEFAULT_DB_ALIAS, sealed_alone=sealed_alone)
+    else:
+        named = locate(Order, [order.pk], using=DEFAULT_DB_ALIAS, seals=False)
     if named:
         raise LedgerUnreadable([row.as_dict() for row in named])
     return order

@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 # -- human approval ----------------------------------------------------------------------------
-def _pending_approval(order_id) -> tuple[Order, OrderEvent]:
-    order = order_to_act_on(order_id=order_id)
+def _pending_approval(order_id, *, sending: bool = True) -> tuple[Order, OrderEvent]:
+    order = order_to_act_on(order_id=order_id, sending=sending)
     latest = order_latest_event(order)
     if latest.status != S.PENDING_APPROVAL:
         raise GatewayError(
@@ -138,7 +138,8 @@ def order_reject_approval(*, order_id, actor: Actor, reason: str = "") -> Order:
     """An operator refuses a held order; it is never sent."""
     _operator_only(actor)
     with transaction.atomic(durable=True):
-        order, _ = _pending_approval(order_id)
+        # Rejecting sends nothing: a held order whose rows are not as sealed can still be turned down.
+        order, _ = _pending_approval(order_id, sending=False)
         order_event_append(
             order,
             status=S.REJECTED,

@@ -85,6 +85,12 @@ def test_a_held_order_whose_quantity_was_rewritten_is_not_approved(held, sim_gat
     pipeline().drain()
     assert _sent(sim_gateway) == []
     assert list(OrderEvent.objects.filter(order=held).values_list("status", flat=True)) == ["pending_approval"]
+    # Turning it down sends nothing, so the operator can: it is never sent.
+    services.order_reject_approval(order_id=held.pk, actor=OPERATOR, reason="tampered")
+    assert list(OrderEvent.objects.filter(order=held).values_list("status", flat=True)) == [
+        "pending_approval",
+        "rejected",
+    ]
 
 
 def test_a_held_order_planted_behind_the_gateways_back_is_not_approved(held, sim_gateway):
