@@ -42,7 +42,7 @@ def user_mac_values(user_model: Any, pk: Any, using: str = DEFAULT_DB_ALIAS) -> 
     groups = list(user.groups.values_list("pk", flat=True))
     own = user.user_permissions.values_list("pk", flat=True)
     via_groups = user.groups.values_list("permissions__pk", flat=True)
-    permissions = {pk for pk in [*own, *via_groups] if pk is not None}
+    permissions = {permission for permission in [*own, *via_groups] if permission is not None}
     return {**row, "groups": sorted(groups), "permissions": sorted(permissions)}
 
 
@@ -92,11 +92,11 @@ def user_trusted(pk: Any) -> bool:
     return False
 
 
-def user_mac_write(pk: Any, using: str = DEFAULT_DB_ALIAS, user_model: Any = None) -> None:
+def user_mac_write(pk: Any, using: str = DEFAULT_DB_ALIAS) -> None:
     """Write the user's MAC over what the database has now (after a change the gateway made)."""
     from ibkrgw.models import UserMac
 
-    values = user_mac_values(user_model or get_user_model(), pk, using)
+    values = user_mac_values(get_user_model(), pk, using)
     if values is not None:
         UserMac.objects.using(using).update_or_create(user_id=pk, defaults={"mac": user_mac(values)})
 
