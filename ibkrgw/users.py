@@ -161,9 +161,29 @@ def _mac_after_membership(sender, instance, action, reverse, model, pk_set, usin
         instance._ibkrgw_vouched = []
 
 
-def connect() -> None:
+def _before_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+    """Deleting a group or a permission takes its memberships with it, without an m2m signal: the MACs of
+    the users who held it follow (for those whose accounts matched before)."""
     from django.contrib.auth.models import Group
-    from django.db.models.signals import m2m_changed, post_save, pre_save
+    from django.db.models import Q
+
+    users = get_user_model()._base_manager.using(using)
+    if isinstance(instance, Group):
+        holders = users.filter(groups=instance)
+    else:
+        holders = users.filter(Q(user_permissions=instance) | Q(groups__permissions=instance))
+    pks = holders.values_list("pk", flat=True).distinct()
+    instance._ibkrgw_vouched = [pk for pk in pks if user_distrust(pk, using) is None]
+
+
+def _after_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+    for pk in getattr(instance, "_ibkrgw_vouched", []):
+        user_mac_write(pk, using)
+
+
+def connect() -> None:
+    from django.contrib.auth.models import Group, Permission
+    from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
     user_model = get_user_model()
     pre_save.connect(_refuse_resealing, sender=user_model, dispatch_uid="ibkrgw.users.refuse")
@@ -173,3 +193,6 @@ def connect() -> None:
         _mac_after_membership, sender=user_model.user_permissions.through, dispatch_uid="ibkrgw.users.perms"
     )
     m2m_changed.connect(_mac_after_membership, sender=Group.permissions.through, dispatch_uid="ibkrgw.users.gperms")
+    for model in (Group, Permission):  # their memberships are deleted with them
+        pre_delete.connect(_before_delete, sender=model, dispatch_uid=f"ibkrgw.users.delete.{model.__name__}")
+        post_delete.connect(_after_delete, sender=model, dispatch_uid=f"ibkrgw.users.deleted.{model.__name__}")

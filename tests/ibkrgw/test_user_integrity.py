@@ -99,6 +99,16 @@ def test_changes_the_gateway_makes_keep_the_user_signing_in(operator, django_use
     assert _signs_in("operator", "a-new-password-for-this-test")
     group.user_set.clear()
     assert _signs_in("operator", "a-new-password-for-this-test")
+    other = Group.objects.create(name="night desk")
+    other.permissions.add(Permission.objects.get(codename="view_fill"))
+    operator.groups.add(other)
+    other.delete()  # its memberships go with it, without an m2m signal
+    assert _signs_in("operator", "a-new-password-for-this-test")
+    kind = Permission.objects.get(codename="view_order").content_type
+    stale = Permission.objects.create(codename="stale", name="stale", content_type=kind)
+    operator.user_permissions.add(stale)
+    stale.delete()  # as remove_stale_contenttypes would
+    assert _signs_in("operator", "a-new-password-for-this-test")
     call_command("audit_verify", stdout=StringIO())
 
 
