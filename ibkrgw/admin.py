@@ -35,7 +35,7 @@ from ibkrgw.apikeys import (
 )
 from ibkrgw.auth import actor_for
 from ibkrgw.models import ScopedAPIKey
-from ibkrgw.users import user_distrust
+from ibkrgw.users import RESEALING_REFUSED, user_distrust, user_resealing_refused
 
 
 def _unreadable_key_message(pk: str, exc: Exception) -> str:
@@ -148,13 +148,9 @@ class _RefusesChangedAccounts:
     def clean(self) -> dict:
         cleaned = super().clean()  # type: ignore[misc]
         user = self.instance
-        if user.pk is not None and cleaned.get("is_active", user.is_active) and user_distrust(user.pk) is not None:
-            refusal = ValidationError(
-                "This user's account was changed outside the gateway (it does not match its MAC): deactivate it "
-                "and create the account again."
-            )
+        if user_resealing_refused(user.pk, active=cleaned.get("is_active", user.is_active)):
             # On the password page, under the field (that template shows no form-wide errors).
-            self.add_error(self.refusal_field, refusal)  # type: ignore[attr-defined]
+            self.add_error(self.refusal_field, ValidationError(RESEALING_REFUSED))  # type: ignore[attr-defined]
         return cleaned
 
 

@@ -35,10 +35,10 @@ _distrust_logged: set[Any] = set()
 def user_mac_values(user_model: Any, pk: Any, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any] | None:
     """What a user's MAC covers, as the database has it now (None: no such user). `user_model` may be a
     migration's historical model."""
-    row = user_model._base_manager.using(using).filter(pk=pk).values(*USER_MAC_FIELDS).first()
-    if row is None:
+    user = user_model._base_manager.using(using).filter(pk=pk).first()
+    if user is None:
         return None
-    user = user_model._base_manager.using(using).get(pk=pk)
+    row = {name: getattr(user, name) for name in USER_MAC_FIELDS}
     groups = list(user.groups.values_list("pk", flat=True))
     own = user.user_permissions.values_list("pk", flat=True)
     via_groups = user.groups.values_list("permissions__pk", flat=True)
@@ -113,24 +113,34 @@ def user_problems(using: str = DEFAULT_DB_ALIAS) -> tuple[int, list[str]]:
 
 
 # -- keeping the MACs current ------------------------------------------------------------------------
+RESEALING_REFUSED = (
+    "This user's account was changed outside the gateway (it does not match its MAC): deactivate it and create "
+    "the account again."
+)
+
+
+def user_resealing_refused(pk: Any, *, active: bool, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether saving the user `pk` must be refused: a save writes a fresh MAC, never over an account changed
+    outside the gateway (an admin opening such a user and pressing Save would make it look genuine).
+    Deactivating it is the one change allowed. For the model's save and the admin's forms alike."""
+    return pk is not None and active and user_distrust(pk, using) is not None
+
+
+def _last_login_only(update_fields: Any) -> bool:
+    """A save of `last_login` alone (signing in): not covered by the MAC, and made after the MAC was checked."""
+    return update_fields is not None and set(update_fields) <= {"last_login"}
+
+
 def _refuse_resealing(sender, instance, raw=False, using=DEFAULT_DB_ALIAS, update_fields=None, **kwargs) -> None:
-    """A save writes a fresh MAC: never over an account changed outside the gateway (an admin opening such a
-    user and pressing Save would make it look genuine). Deactivating it is the one change allowed."""
-    if raw or instance._state.adding or instance.pk is None or not instance.is_active:
+    if raw or instance._state.adding or _last_login_only(update_fields):
         return
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
-        return
-    if user_distrust(instance.pk, using or DEFAULT_DB_ALIAS) is not None:
-        raise ValidationError(
-            "This user's account was changed outside the gateway (it does not match its MAC): deactivate it "
-            "and create the account again."
-        )
+    if user_resealing_refused(instance.pk, active=instance.is_active, using=using or DEFAULT_DB_ALIAS):
+        raise ValidationError(RESEALING_REFUSED)
 
 
 def _mac_after_save(sender, instance, raw=False, using=DEFAULT_DB_ALIAS, update_fields=None, **kwargs) -> None:
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
-        return
-    user_mac_write(instance.pk, using or DEFAULT_DB_ALIAS)
+    if not _last_login_only(update_fields):
+        user_mac_write(instance.pk, using or DEFAULT_DB_ALIAS)
 
 
 def _affected(instance: Any, model: Any, pk_set: Any, using: str) -> list[Any]:
