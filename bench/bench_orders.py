@@ -118,7 +118,8 @@ def main() -> None:
             f"   round {round_no}: bare ib_async {bare:6.1f} orders/s; REST {rest:6.1f} orders/s; "
             f"ratio {rest / bare:.2f}; web server CPU per order, placed -> filled and recorded: {cpu_ms:.1f} ms"
         )
-    print(f"   ratio REST / bare, median of {len(ratios)} = {statistics.median(ratios):.2f}   (goal >= 0.9)")
+    if ratios:
+        print(f"   ratio REST / bare, median of {len(ratios)} = {statistics.median(ratios):.2f}   (goal >= 0.9)")
 
 
 def paced_round(sent: int, clients: int) -> tuple[float, float, float]:
