@@ -139,6 +139,7 @@ class LatestOutbox(Generic[K, V]):
         self._send, self._max_send_s, self._on_stalled = send, max_send_s, on_stalled
         self._latest: dict[K, V] = {}
         self._wake = asyncio.Event()
+        self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def offer(self, key: K, value: V) -> None:
@@ -150,13 +151,14 @@ class LatestOutbox(Generic[K, V]):
         self._latest.pop(key, None)
 
     async def aclose(self) -> None:
+        self._closed = True  # closed from its own task (its client gone mid-send): it ends after that send
         await _stop(self._task)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            while self._latest:
+            while self._latest and not self._closed:
                 key = next(iter(self._latest))
                 value = self._latest.pop(key)
                 if not await _bounded_send(self._send(key, value), self._max_send_s):
@@ -182,6 +184,7 @@ class OrderedOutbox(Generic[V]):
     ) -> None:
         self._send, self._max_send_s, self._on_stalled = send, max_send_s, on_stalled
         self._queue: asyncio.Queue[V] = asyncio.Queue(max_backlog)
+        self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def offer(self, value: V) -> bool:
@@ -195,10 +198,11 @@ class OrderedOutbox(Generic[V]):
         await self._queue.put(value)
 
     async def aclose(self) -> None:
+        self._closed = True  # as LatestOutbox.aclose
         await _stop(self._task)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             value = await self._queue.get()
             if not await _bounded_send(self._send(value), self._max_send_s):
                 await self._on_stalled()
@@ -217,8 +221,12 @@ async def _stop(task: asyncio.Task) -> None:
     if task is asyncio.current_task():
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # it died of a bug: what its owner releases after stopping it must still be released
+        logger.exception("websocket: a sender task had failed")
 
 
 async def _bounded_send(send: Awaitable[None], limit: float | None) -> bool:
@@ -310,6 +318,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def send_frame(self, frame: Any) -> None:
         await self.send(text_data=dumps(frame))
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except OSError:
+            # The client went away while it was being answered (uvicorn: ClientDisconnected). Release it now,
+            # as its disconnect would: raised on, this would end the consumer before its disconnect is read.
+            await self._teardown()
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        with contextlib.suppress(OSError):  # already gone: nothing to close
+            await super().close(code=code, reason=reason)
 
     # -- hooks --------------------------------------------------------------------------------
     async def opened(self) -> None:

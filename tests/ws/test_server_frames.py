@@ -5,6 +5,7 @@ one between the application's limit and the server's gets the error frame."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import subprocess
@@ -112,3 +113,33 @@ def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
             return
         except OSError:
             time.sleep(0.1)
+
+
+def _websocket_clients(port: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    found = [line for line in text.splitlines() if line.startswith('ibkrgw_websocket_clients{stream="quotes"}')]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+async def test_a_client_gone_while_its_message_is_answered_is_released_without_an_error(server, key):
+    """Subscribing and going away at once (a crash, a closed laptop): the answer finds no client. The server must
+    let go of it as of any client that leaves (its stream count, its tasks), with no ERROR line."""
+    for _ in range(10):
+        ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)
+        await ws.send({"action": "subscribe", "symbols": ["AAPL"]})
+        ws.writer.transport.abort()  # no close frame: the TCP connection is simply gone
+        await asyncio.sleep(0)  # (the socket itself is closed on the loop's next turn)
+    deadline = time.monotonic() + 10
+    while _websocket_clients(server.port) != 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert _websocket_clients(server.port) == 0
+    ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)  # and others are still served
+    await ws.send({"action": "ping"})
+    assert (await ws.receive())["type"] == "pong"
+    ws.close()
+    logs = server.logs()
+    assert "Traceback" not in logs, logs
+    assert " ERROR " not in logs, logs
