@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -76,8 +78,8 @@ def check_json(value: Any, *, max_depth: int | None = None) -> None:
             reason = bad_text_reason(item)
             if reason:
                 raise invalid(f"A string contains a {reason}.", path=where, reason="bad_string")
-        elif isinstance(item, float) and not math.isfinite(item):
-            # 1e999 parses as infinity: no number the gateway takes, and no JSON to echo back.
+        elif isinstance(item, float | Decimal) and not math.isfinite(item):
+            # 1e999 is infinity to a float: no number the gateway takes, and no JSON to echo back.
             raise invalid("A number is out of range (it is not finite).", path=where, reason="bad_number")
         elif isinstance(item, dict | list):
             if depth >= limit:
@@ -146,7 +148,8 @@ def loads(raw: bytes | str, *, max_bytes: int | None = None, max_depth: int | No
             raise invalid("The body is not valid UTF-8.", reason="not_utf8") from None
     keys = KeysOnce()
     try:
-        value = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=keys)
+        # Numbers with a fraction or exponent as Decimal: a float would round 0.99999999999999999999 to 1.
+        value = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants, object_pairs_hook=keys)
     except (ValueError, RecursionError) as exc:
         if keys.duplicate is not None:  # named twice before the parse failed: that refusal comes first
             raise duplicate_key_error(keys.duplicate) from None
@@ -161,7 +164,9 @@ def _parse_error(exc: ValueError | RecursionError, max_depth: int | None) -> Gat
     if isinstance(exc, RecursionError):
         limit_depth = max_json_depth() if max_depth is None else max_depth
         return invalid(f"JSON is nested deeper than {limit_depth} levels.", max_depth=limit_depth, reason="too_deep")
-    # ValueError covers JSONDecodeError and Python's cap on very long integers.
+    # ValueError covers JSONDecodeError and Python's cap on very long integers (whose text names Python's own knob).
+    if "integer string conversion" in str(exc):
+        return invalid(f"An integer has more than {sys.get_int_max_str_digits()} digits.", reason="bad_number")
     return invalid(f"The body is not valid JSON: {str(exc)[:120]}", reason="not_json")
 
 

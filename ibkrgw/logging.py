@@ -28,7 +28,10 @@ def redact(text: str) -> str:
 
 class CorrelationIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.correlation_id = correlation_id_var.get() or "-"
+        # Django logs a 4xx/5xx answer once the middleware that set the contextvar has returned: its record
+        # carries the request, which carries the id.
+        request = getattr(record, "request", None)
+        record.correlation_id = correlation_id_var.get() or getattr(request, "correlation_id", None) or "-"
         return True
 
 

@@ -3,10 +3,12 @@ for errors that Django answers itself, and messages built only when used."""
 
 import re
 import uuid
+from urllib.parse import unquote_to_bytes
 
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.messages.storage import default_storage
 from django.http import JsonResponse
+from django.middleware.common import CommonMiddleware
 from django.utils.functional import SimpleLazyObject, empty
 from rest_framework.response import Response
 
@@ -71,6 +73,12 @@ class RequestLimitsMiddleware:
         reason = limits.bad_text_reason(request.path)
         if reason:
             return limits.invalid(f"The path contains a {reason}.", reason="bad_string")
+        query = request.META.get("QUERY_STRING", "")
+        if "%" in query:
+            try:  # Django reads %FF as U+FFFD: a filter on what the client never sent
+                unquote_to_bytes(query).decode("utf-8")
+            except UnicodeDecodeError:
+                return limits.invalid("The query string is not valid UTF-8.", reason="not_utf8")
         for key, values in request.GET.lists():
             try:
                 limits.check_json({key: values}, max_depth=3)
@@ -78,6 +86,17 @@ class RequestLimitsMiddleware:
                 exc.details["parameter"] = key[:40]
                 return exc
         return None
+
+
+class ApiCommonMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, except that an API request other than GET or HEAD to a path missing its
+    trailing slash is not redirected: a client that does not follow the 301 would take its order or halt
+    for done, and one that does would send it again as a GET. It gets 404 naming the path to use."""
+
+    def should_redirect_with_slash(self, request) -> bool:
+        if request.path_info.startswith(API_PREFIX) and request.method not in ("GET", "HEAD"):
+            return False
+        return super().should_redirect_with_slash(request)
 
 
 class ApiErrorShapeMiddleware:

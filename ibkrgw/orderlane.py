@@ -87,14 +87,14 @@ class OrderLane(Lane):
             answer = await loop.run_in_executor(
                 self.executor, contextvars.copy_context().run, self._place, key, headers, body
             )
+            if answer is not None and answer[0] >= 400:
+                log = request_logger.error if answer[0] >= 500 else request_logger.warning
+                log("%s: %s", HTTPStatus(answer[0]).phrase, ROUTE, extra={"status_code": answer[0]})
         finally:
             correlation_id_var.reset(token)
         if answer is None:
             return await self.app(scope, _prepend(messages, replay), send)
         status, data, extra = answer
-        if status >= 400:
-            log = request_logger.error if status >= 500 else request_logger.warning
-            log("%s: %s", HTTPStatus(status).phrase, ROUTE, extra={"status_code": status})
         out = render_json(data)
         await self._respond(send, status, out, cid, extra)
         self._count(VIEW, status, len(body), len(out), time.perf_counter() - started)
@@ -146,7 +146,7 @@ class OrderLane(Lane):
                 return None
             request = serializer.to_request()
             actor = actor_for(AnonymousUser(), key, Source.REST)
-            key_header = headers.get(b"idempotency-key", b"").decode("latin-1") or None
+            key_header = headers[b"idempotency-key"].decode("latin-1") if b"idempotency-key" in headers else None
         except GatewayError:
             return None  # the full stack refuses it in the error shape, and audits the refusal
         except Exception:

@@ -198,7 +198,7 @@ MIDDLEWARE = [
     "ibkrgw.middleware.ApiErrorShapeMiddleware",
     "ibkrgw.middleware.RequestLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "ibkrgw.middleware.ApiCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "ibkrgw.middleware.LazyMessageMiddleware",

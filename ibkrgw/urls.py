@@ -15,19 +15,28 @@ urlpatterns = [
 ]
 
 
-def _api_error(request, status: int, details: dict | None = None):
+def _api_error(request, status: int, details: dict | None = None, message: str = ""):
     from django.http import JsonResponse
 
     from ibkrgw.errors import status_error_body
 
-    return JsonResponse(status_error_body(status, details), status=status)
+    body = status_error_body(status, details)
+    if message:
+        body["error"]["message"] = message
+    return JsonResponse(body, status=status)
 
 
 def _json_404(request, exception=None):
     """Unknown API paths answer in the API's error shape; other paths get Django's page."""
+    from django.urls import is_valid_path
     from django.views.defaults import page_not_found
 
     if request.path.startswith("/api/"):
+        # API paths end in "/": only GET and HEAD are redirected there, anything else is told where to go.
+        urlconf = getattr(request, "urlconf", None)
+        if not request.path_info.endswith("/") and is_valid_path(f"{request.path_info}/", urlconf):
+            slashed = f"{request.path}/"
+            return _api_error(request, 404, {"path": request.path, "use": slashed}, f"No such endpoint: use {slashed}")
         return _api_error(request, 404, {"path": request.path})
     return page_not_found(request, exception)
 

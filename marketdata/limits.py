@@ -41,12 +41,13 @@ def duration_seconds(duration: str) -> int:
 
 
 def check_historical_request(*, bar_size: str, duration: str) -> None:
-    """Raise `historical_limit` (400) when IB would refuse this bar size over this duration."""
-    if duration_seconds(duration) <= 0:
+    """Raise `historical_limit` (400) when IB would refuse this bar size over this duration, `invalid_request`
+    for a duration of nothing."""
+    if duration_seconds(duration) <= 0:  # bad input, not one of IB's limits: there is no max_duration to give
         raise GatewayError(
-            ErrorCode.HISTORICAL_LIMIT,
+            ErrorCode.INVALID_REQUEST,
             "The duration must be at least 1.",
-            details={"duration": duration, "bar_size": bar_size},
+            details={"fields": ["duration"], "duration": duration},
         )
     limit = MAX_DURATION.get(bar_size)
     if limit is not None and duration_seconds(duration) > duration_seconds(limit):

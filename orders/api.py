@@ -216,7 +216,7 @@ class OrderViewSet(RefusalsAudited, LedgerList, mixins.RetrieveModelMixin):
         result = services.order_submit(
             request=data.to_request(),
             actor=request_actor(request),
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(
             order_output(result.order), status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
@@ -251,7 +251,7 @@ class OrderViewSet(RefusalsAudited, LedgerList, mixins.RetrieveModelMixin):
         result = services.order_preview(
             request=data.to_request(),
             actor=request_actor(request),
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(preview_output(result))
 

@@ -49,6 +49,10 @@ def translate_request_error(exc: RequestError) -> GatewayError:
 ORDER_WARNINGS = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167})
 INVALID_PRICE = 110
 ORDER_CANCELLED = 202  # "Order Canceled - reason:...": IB's cancel, or its confirmation of ours
+# "OrderId N that needs to be cancelled cannot be cancelled, state: ...": our cancel met an order already done
+# (filled, or cancelled by another cancel); its own status says what became of it.
+NOT_CANCELLABLE = 10148
+OWN_CANCEL_ANSWERS = frozenset({ORDER_CANCELLED, NOT_CANCELLABLE})
 ORDER_ERRORS_MAX = 5_000
 
 
@@ -69,9 +73,9 @@ class OrderErrors:
     """IB's latest error on each order of one client, by order id: why the broker stopped the order (rejected
     it, cancelled it, left it inactive), whether the error came before the status or after it.
 
-    The newest `max_orders` of each kind are kept. Warnings are no reason, nor is IB's confirmation (202) of
-    a cancel we sent; an error on an order the broker reports working again (a refused modification)
-    explains no later stop. Used on the IB worker's loop only."""
+    The newest `max_orders` of each kind are kept. Warnings are no reason, nor is IB's answer to a cancel we
+    sent (202 confirming it, 10148 finding the order already done); an error on an order the broker reports
+    working again (a refused modification) explains no later stop. Used on the IB worker's loop only."""
 
     def __init__(self, max_orders: int = ORDER_ERRORS_MAX) -> None:
         self.max_orders = max_orders
@@ -83,7 +87,7 @@ class OrderErrors:
         has never reported the order working."""
         if is_order_warning(code, new_order=new_order):
             return False
-        if code == ORDER_CANCELLED and order_id in self._own_cancels:
+        if code in OWN_CANCEL_ANSWERS and order_id in self._own_cancels:
             return False
         # IB's own "cancelled" (202) stays a cancel; any other error stopping a new order refused it.
         self._keep(self._errors, order_id, OrderError(code, text, refused=new_order and code != ORDER_CANCELLED))

@@ -28,6 +28,7 @@ from brokers.adapter import (
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
+from ibkrgw.web.render import decimal_str
 from marketdata.services import contract_resolve_one
 from orders import publish
 from orders.models import Order, OrderEvent
@@ -74,6 +75,11 @@ def request_hash(request: OrderRequest) -> str:
 
 def decimal_json(value):
     return str(value) if isinstance(value, Decimal) else value
+
+
+def terms_json(terms: dict) -> dict:
+    """Order terms as an event's data keeps them: decimals as the API shows them ("10", never "10.00000000")."""
+    return {k: decimal_str(v) if isinstance(v, Decimal) else v for k, v in terms.items()}
 
 
 def preview_json(preview: OrderPreview | None) -> dict | None:
@@ -258,7 +264,7 @@ def order_event_append(
             "reason": reason,
             "code": code,
             "broker_order_id": event.broker_order_id,
-            "filled": str(event.filled_quantity),
+            "filled": decimal_str(event.filled_quantity),
         },
     )
     transaction.on_commit(lambda: publish.order_event(order_id=order.pk, event_id=event.pk, seq=entry.seq))

@@ -38,7 +38,7 @@ from orders.selectors import (
     order_row,
 )
 from orders.services.brackets import bracket_leg_refused, brackets_incomplete_withdraw, withdrawal_of
-from orders.services.common import decimal_json, late_send_window, order_event_append, order_terms_changed
+from orders.services.common import late_send_window, order_event_append, order_terms_changed, terms_json
 from orders.state import from_ib
 from orders.types import OrderSent
 
@@ -454,7 +454,7 @@ def _terms_of_one(report: BrokerOrderStatus, snapshot: BrokerSnapshot) -> int:
             source=Source.WORKER,
             code=code,
             reason=reason,
-            data={"modified": {k: decimal_json(v) for k, v in held.items()}, "from_broker": True},
+            data={"modified": terms_json(held), "from_broker": True},
             remaining=max(report.quantity - latest.filled_quantity, Decimal(0)),
             audit_event=audit_event,
             strict=False,

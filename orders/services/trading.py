@@ -55,6 +55,7 @@ from orders.services.common import (
     order_request_of,
     order_terms,
     request_hash,
+    terms_json,
     unreadable_order_named,
 )
 from orders.services.recording import order_ref_remember, order_refs_forget
@@ -78,6 +79,12 @@ MODIFIABLE = (S.SUBMITTED, S.PARTIALLY_FILLED, S.INACTIVE)
 # -- request normalisation ---------------------------------------------------------------------
 def _keyed_request(request: OrderRequest, idempotency_key: str | None) -> tuple[OrderRequest, bool]:
     """The request with its idempotency key and account filled in, and whether the caller chose the key."""
+    if idempotency_key == "":  # sent empty (an unset variable in a script): refused, not taken as no key
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST,
+            "The Idempotency-Key header is empty: give a key or leave the header out.",
+            details={"fields": ["Idempotency-Key"]},
+        )
     key = request.client_order_id or idempotency_key or ""
     if request.client_order_id and idempotency_key and request.client_order_id != idempotency_key:
         raise GatewayError(
@@ -480,7 +487,9 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
                     audit_event=events.ORDER_WITHDRAWN,
                 )
             return order
-        if latest.status == S.CANCELLED:
+        if latest.status in (S.CANCELLED, S.CANCEL_PENDING):
+            # Already cancelled, or its cancel reached the broker: a second one would only be refused there
+            # (10148). One the broker leaves unanswered is checked with it (the worker's unanswered cancels).
             return order
         if latest.status in TERMINAL:
             raise GatewayError(
@@ -503,7 +512,7 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
             )
         adapter.order_cancel(broker_order_id=broker_id)  # raises (nothing recorded) when it cannot be sent
         with transaction.atomic(durable=True):
-            appended = latest.status != S.CANCEL_PENDING and order_event_append(
+            appended = order_event_append(
                 order,
                 status=S.CANCEL_PENDING,
                 actor=actor,
@@ -644,7 +653,7 @@ def order_modify(
             ledger_write_lock()
             now = order_latest_event(order)
             assert now is not None  # noqa: S101 - read above, and events are never deleted
-            modified = {k: decimal_json(v) for k, v in new_terms.items()}
+            modified = terms_json(new_terms)
             appended = order_event_append(
                 order,
                 status=now.status,

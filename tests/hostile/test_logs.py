@@ -115,3 +115,42 @@ def _wait_listening(proc: subprocess.Popen, port: int) -> None:
             return
         except OSError:
             time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_request_log_line_of_a_refused_request_carries_its_correlation_id(tmp_path):
+    """Under the production server, for the full stack and for the order lane alike: the line saying a request
+    was refused is the one an operator looks up by the id the client was given."""
+    import json
+
+    _, key = ScopedAPIKey.objects.create_key(name="log-cid", scope="trade")
+    port = free_port()
+    env = web_server_env(LOG_LEVEL="INFO", LOG_FORMAT="json")
+    log = tmp_path / "server.log"
+    order = json.dumps({"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_listening(proc, port)
+            answers = {}
+            trade = {"Authorization": f"Api-Key {key}", "Accept": "application/json"}
+            for cid, method, path, headers, body in (
+                ("cid-full-stack", "GET", "/api/v1/account/summary/", {}, None),
+                ("cid-order-full", "POST", "/api/v1/orders/", trade, order),  # verifies the key for the lane
+                ("cid-order-lane", "POST", "/api/v1/orders/", trade, order),
+            ):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                headers = {**headers, "X-Correlation-ID": cid, "Content-Type": "application/json"}
+                conn.request(method, path, body=body, headers=headers)
+                answers[cid] = conn.getresponse().status
+                conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert answers["cid-full-stack"] == 401 and answers["cid-order-lane"] >= 400, answers  # no broker: refused
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    refused = {line.get("correlation_id") for line in lines if line.get("logger") == "django.request"}
+    assert any("request" not in line for line in lines if line.get("logger") == "django.request")  # the lane's
+    assert {"cid-full-stack", "cid-order-full", "cid-order-lane"} <= refused, log.read_text()[-3000:]

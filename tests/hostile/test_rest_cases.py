@@ -200,7 +200,8 @@ def test_bars_over_ibs_duration_limit_answer_at_once_with_the_limit(broker_tap, 
     ):
         error = assert_shaped(read_client.get("/api/v1/bars/AAPL/", {"bar_size": bar_size, "duration": duration}), 400)
         assert error["details"]["max_duration"] == limit
-    assert_shaped(read_client.get("/api/v1/bars/AAPL/", {"duration": "0 D"}), 400, "historical_limit")
+    zero = assert_shaped(read_client.get("/api/v1/bars/AAPL/", {"duration": "0 D"}), 400, "invalid_request")
+    assert zero["details"]["fields"] == ["duration"]
     broker_tap.assert_untouched()
     # At the limit it is served.
     assert read_client.get("/api/v1/bars/AAPL/", {"bar_size": "1 secs", "duration": "1800 S"}).status_code == 200
@@ -263,6 +264,36 @@ def test_json_numbers_and_plain_strings_still_place_orders(ib_runtime, api_clien
         assert response.status_code == 201, response.json()
 
 
+@pytest.mark.parametrize(
+    ("field", "number"),
+    [
+        ("quantity", "0.99999999999999999999"),
+        ("quantity", "1.0000000000000000000001"),
+        ("limit_price", "190.000000000000000001"),
+    ],
+)
+def test_a_json_number_is_taken_exactly_never_rounded_to_another_order(
+    broker_tap, api_client, orders_enabled, field, number
+):
+    """As a float, 0.99999999999999999999 is 1: the order placed would not be the one written."""
+    body = json.dumps({**ORDER, "order_type": "LMT", "limit_price": "190", field: "X"}).replace('"X"', number)
+    error = assert_shaped(post_raw(api_client, "/api/v1/orders/", body), 400, "invalid_request")
+    assert field in error["details"]["fields"]
+    assert Order.objects.count() == 0
+    broker_tap.assert_untouched()
+
+
+def test_a_json_number_modifying_an_order_is_taken_exactly(ib_runtime, api_client, orders_enabled, sim_gateway):
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", "190.00")
+    body = {**ORDER, "order_type": "LMT", "limit_price": "181.00", "quantity": "10"}
+    order = api_client.post("/api/v1/orders/", body, format="json").json()
+    assert order["status"] == "submitted", order
+    response = post_raw(api_client, f"/api/v1/orders/{order['id']}/", '{"quantity": 10.0000000000000000001}', "patch")
+    assert "quantity" in assert_shaped(response, 400, "invalid_request")["details"]["fields"]
+    assert api_client.get(f"/api/v1/orders/{order['id']}/").json()["quantity"] == "10"
+
+
 # -- errors Django answers itself --------------------------------------------------------------------
 def test_unknown_paths_and_wrong_methods_have_the_error_shape(read_client, api_client):
     assert_shaped(read_client.get("/api/v1/no-such-thing/"), 404, "not_found")
@@ -270,6 +301,22 @@ def test_unknown_paths_and_wrong_methods_have_the_error_shape(read_client, api_c
     response = api_client.put("/api/v1/trading/halt/", {}, format="json")
     assert_shaped(response, 405, "method_not_allowed")
     assert "POST" in response["Allow"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/orders/?symbol=%FF", "/api/v1/fills/?symbol=A%C3", "/api/v1/audit/?event=%ED%A0%80"]
+)
+def test_a_query_string_that_is_not_utf8_is_400_not_read_as_a_replacement_character(read_client, path):
+    assert assert_shaped(read_client.get(path), 400, "invalid_request")["details"]["reason"] == "not_utf8"
+    assert read_client.get("/api/v1/orders/?symbol=%C3%A9").status_code == 200  # é, percent-encoded as UTF-8
+
+
+def test_an_integer_over_pythons_digit_cap_is_400_in_the_gateways_words(broker_tap, api_client):
+    body = '{"symbol": "AAPL", "action": "BUY", "order_type": "MKT", "quantity": ' + "9" * 5000 + "}"
+    error = assert_shaped(post_raw(api_client, "/api/v1/orders/", body), 400, "invalid_request")
+    assert error["details"]["reason"] == "bad_number"
+    assert "sys." not in error["message"] and "4300" in error["message"]
+    broker_tap.assert_untouched()
 
 
 def test_a_bad_content_length_is_400(api_client):
@@ -286,7 +333,7 @@ def test_the_browsable_api_keeps_its_own_error_pages(read_client):
     assert b"con_id" in response.content
 
 
-@pytest.mark.parametrize("key", ["a\x01b", "٣٣٣", "k" * 65, "a b"])
+@pytest.mark.parametrize("key", ["a\x01b", "٣٣٣", "k" * 65, "a b", ""])
 def test_a_hostile_idempotency_key_header_is_400(broker_tap, api_client, orders_enabled, key):
     body = {k: v for k, v in ORDER.items() if k != "client_order_id"}
     response = api_client.post("/api/v1/orders/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)

@@ -98,6 +98,35 @@ def test_malformed_order_requests_get_400_invalid_request(api_client, body):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/v1/trading/halt", {"reason": "no slash"}),
+        ("post", "/api/v1/orders", {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}),
+        ("patch", "/api/v1/orders/00000000-0000-0000-0000-000000000000", {"quantity": "2"}),
+    ],
+)
+def test_a_write_to_a_path_without_its_slash_is_refused_naming_the_path_not_redirected(api_client, method, path, body):
+    """A 301 would be taken for done by a client that does not follow it, and replayed as a GET by one that does."""
+    response = getattr(api_client, method)(path, body, format="json")
+    assert response.status_code == 404, response.content
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert error["details"]["use"] == f"{path}/"
+    assert path + "/" in error["message"]
+    assert api_client.get("/api/v1/health/").json()["trading_halted"] is False
+    assert AuditEntry.objects.filter(event="trading.halted").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_read_without_its_slash_is_still_redirected_and_an_unknown_path_names_no_other(api_client):
+    assert api_client.get("/api/v1/health")["Location"] == "/api/v1/health/"
+    response = api_client.post("/api/v1/no-such-thing", {}, format="json")
+    assert response.status_code == 404
+    assert "use" not in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
 def test_unknown_order_id_is_404(api_client):
     assert api_client.get("/api/v1/orders/not-a-uuid/").status_code == 404
     response = api_client.get("/api/v1/orders/00000000-0000-0000-0000-000000000000/")

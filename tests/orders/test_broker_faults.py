@@ -289,6 +289,26 @@ def test_a_cancel_the_broker_never_answers_is_checked_with_it_and_does_not_stay_
     wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled on the second try")
 
 
+def test_a_cancel_repeated_while_the_first_is_unanswered_answers_the_order_and_sends_nothing(
+    resting, api_client, ib_runtime
+):
+    """A double click, or a client's retry: the broker gets one cancel, and no refusal of a second is recorded."""
+    order_id = api_client.post("/api/v1/orders/", _order(client_order_id="twice"), format="json").json()["id"]
+    wait_for(lambda: _status(api_client, order_id) == "submitted", message="resting")
+    resting.faults.delay(4, 1.5)  # the gateway takes its time over cancels
+    first = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    second = api_client.post(f"/api/v1/orders/{order_id}/cancel/")
+    assert (first.status_code, second.status_code) == (200, 200), second.content
+    assert second.json()["status"] in ("cancel_pending", "cancelled")  # the order as it is
+    wait_for(lambda: _status(api_client, order_id) == "cancelled", message="cancelled")
+    ib_runtime.recorder.wait_idle()
+    assert len(resting.received_cancels()) == 1
+    events = api_client.get(f"/api/v1/orders/{order_id}/").json()["events"]
+    statuses = [e["status"] for e in events]
+    assert statuses.count("cancel_pending") == 1 and statuses.count("cancelled") == 1, events
+    assert statuses[-1] == "cancelled" and not events[-1]["code"], events  # no refusal of a second cancel
+
+
 def test_a_modification_the_broker_never_confirms_is_checked_with_it_and_recorded_as_the_broker_holds_it(
     resting, api_client, ib_runtime, monkeypatch
 ):

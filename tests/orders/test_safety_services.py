@@ -520,18 +520,14 @@ def test_a_cancel_request_becomes_the_order_s_cancel_pending(ib_runtime, quiet_m
     assert _cancels(quiet_market, 1) == [78]
 
 
-def test_a_repeated_cancel_is_sent_and_audited_again_without_a_second_event(ib_runtime, quiet_market):
+def test_a_repeated_cancel_answers_the_order_and_sends_nothing_again(ib_runtime, quiet_market):
+    """The broker already has this order's cancel: a second would only be refused there (10148)."""
     order = OrderEventFactory(status=S.CANCEL_PENDING, broker_order_id=79).order
-    services.order_cancel(order_id=order.pk, actor=OPERATOR)
+    assert services.order_cancel(order_id=order.pk, actor=OPERATOR).pk == order.pk
     assert _statuses(order) == [S.CANCEL_PENDING]
-    requested = AuditEntry.objects.get(event="order.cancel_requested")
-    assert (requested.actor_label, requested.target_type, requested.target_id, requested.data) == (
-        "operator",
-        "order",
-        str(order.pk),
-        {"broker_order_id": 79},
-    )
-    assert _cancels(quiet_market, 1) == [79]
+    other = OrderEventFactory(status=S.SUBMITTED, broker_order_id=80).order
+    services.order_cancel(order_id=other.pk, actor=OPERATOR)
+    assert _cancels(quiet_market, 1) == [80]  # one socket, in order: a cancel of 79 would have come first
 
 
 def test_an_order_the_broker_never_acknowledged_is_not_cancelled_by_guesswork(ib_runtime, quiet_market):
@@ -793,7 +789,7 @@ def test_a_modify_reaches_the_broker_as_a_change_of_the_same_order(ib_runtime, q
     )
     modified = order.events.exclude(data={}).get(data__has_key="modified")
     assert (modified.status, modified.source, modified.remaining_quantity) == (S.SUBMITTED, "admin", 5)
-    assert modified.data == {"modified": {"quantity": "5", "limit_price": "186.00", "stop_price": None}}
+    assert modified.data == {"modified": {"quantity": "5", "limit_price": "186", "stop_price": None}}
     entry = AuditEntry.objects.get(event="order.modified")
     assert (entry.actor_label, entry.target_id) == ("operator", str(order.pk))
     assert services.order_terms(order) == {"quantity": 5, "limit_price": Decimal("186.00"), "stop_price": None}
@@ -918,9 +914,10 @@ def test_an_order_sent_but_not_yet_acknowledged_is_cancelled_by_the_id_it_was_se
     assert services.order_client_id(order) == 1
     services.order_cancel(order_id=order.pk, actor=OPERATOR)
     assert _cancels(quiet_market, 1) == [78]
-    pipeline().sent_ids[order.pk] = (79, 5)  # through another IB client id: only that connection may cancel it
+    other = OrderEventFactory(status=S.PENDING_SUBMIT).order
+    pipeline().sent_ids[other.pk] = (79, 5)  # through another IB client id: only that connection may cancel it
     with pytest.raises(GatewayError) as excinfo:
-        services.order_cancel(order_id=order.pk, actor=OPERATOR)
+        services.order_cancel(order_id=other.pk, actor=OPERATOR)
     assert (excinfo.value.code, excinfo.value.details) == (ErrorCode.ORDER_STATE_CONFLICT, {"client_id": 5})
     assert excinfo.value.message == (
         "This order was placed through IB client id 5; this process is client id 1. Change it from that "

@@ -55,6 +55,16 @@ def test_ib_s_confirmation_of_our_own_cancel_is_no_reason_but_its_own_cancel_is(
     assert (errors.of(7), errors.of(8)) == (None, OrderError(202, ioc, refused=False))
 
 
+def test_ib_finding_the_order_of_our_cancel_already_done_is_no_reason_but_on_another_order_it_is():
+    """A cancel meeting a fill, or two cancels crossing: IB answers 10148, and the order's status says the rest."""
+    done = "OrderId 7 that needs to be cancelled cannot be cancelled, state: Cancelled."
+    errors = OrderErrors()
+    errors.own_cancel(7)
+    assert not errors.note(7, 10148, done, new_order=False)
+    assert errors.note(8, 10148, done.replace("7", "8"), new_order=False)
+    assert (errors.of(7), errors.of(8)) == (None, OrderError(10148, done.replace("7", "8"), refused=False))
+
+
 def test_an_earlier_error_explains_neither_our_cancel_nor_a_stop_after_the_order_worked_again():
     errors = OrderErrors()
     errors.note(7, 201, "Order rejected - reason:The modification is not accepted.", new_order=False)
