@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar
 
 from channels.consumer import get_handler_name
@@ -313,7 +314,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def action_ping(self, message: dict[str, Any]) -> None:
         pong: PongFrame = {"type": "pong"}
         if "id" in message:
-            pong["id"] = message["id"]
+            # Frames parse fractions as Decimal (exact quantities); an id of 1.5 still comes back a number.
+            pong["id"] = float(message["id"]) if isinstance(message["id"], Decimal) else message["id"]
         await self.send_frame(pong)
 
     async def send_frame(self, frame: Any) -> None:

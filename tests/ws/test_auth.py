@@ -331,3 +331,12 @@ async def test_a_number_too_large_to_be_finite_gets_an_error_frame_not_infinity(
     await ws.send_json_to({"action": "ping"})
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}  # still open
     await ws.disconnect()
+
+
+async def test_a_pings_id_comes_back_as_it_was_sent(ws_key):
+    ws = communicator("/ws/quotes/", key=ws_key)
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    for sent in ('"a"', "7", "1.5", "-0.25", "null"):
+        await ws.send_to(text_data='{"action": "ping", "id": ' + sent + "}")
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong", "id": json.loads(sent)}
+    await ws.disconnect()
