@@ -35,6 +35,20 @@ class CorrelationIdFilter(logging.Filter):
         return True
 
 
+class AnsweredRequestErrorFilter(logging.Filter):
+    """ib_async logs IB's error 200 ("No security definition has been found") at ERROR. For the gateway it is
+    an answer (`contract_not_found`, to the client that asked), and any client could fill the log with it:
+    it is logged as INFO, which the `ib_async` loggers leave out unless their level is lowered."""
+
+    ANSWERED = re.compile(r"Error 200, reqId -?\d+: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and self.ANSWERED.match(record.getMessage()):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

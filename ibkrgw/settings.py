@@ -364,6 +364,7 @@ LOGGING = {
     "filters": {
         "correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"},
         "invalid_utf8_frame": {"()": "ibkrgw.servers.InvalidUtf8FrameFilter"},
+        "answered_request_error": {"()": "ibkrgw.logging.AnsweredRequestErrorFilter"},
     },
     # Both formatters redact secrets (API keys in URLs or headers, tokens, passwords) from every line.
     "formatters": {
@@ -383,6 +384,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "ib_async": {"level": "WARNING"},
+        # An unknown symbol is answered to its client (contract_not_found), not an error of the gateway's.
+        "ib_async.wrapper": {"filters": ["answered_request_error"]},
         # uvicorn logs each text frame that is not UTF-8 with a traceback: one line a minute at most.
         "uvicorn.error": {"filters": ["invalid_utf8_frame"]},
     },

@@ -154,3 +154,19 @@ def test_the_request_log_line_of_a_refused_request_carries_its_correlation_id(tm
     refused = {line.get("correlation_id") for line in lines if line.get("logger") == "django.request"}
     assert any("request" not in line for line in lines if line.get("logger") == "django.request")  # the lane's
     assert {"cid-full-stack", "cid-order-full", "cid-order-lane"} <= refused, log.read_text()[-3000:]
+
+
+def test_an_unknown_symbol_is_no_error_line_but_other_ib_errors_still_are(caplog):
+    """Any client can ask for symbols that do not exist (answered contract_not_found): that must not fill the
+    log with ERROR lines, while IB's other errors stay errors."""
+    wrapper = logging.getLogger("ib_async.wrapper")
+    with caplog.at_level(logging.INFO, logger="ib_async.wrapper"):
+        wrapper.error("Error 200, reqId 7: No security definition has been found for the request, contract: X")
+        wrapper.error("Error 162, reqId 8: Historical Market Data Service error message:HMDS query returned no data")
+    assert [(r.levelname, r.getMessage()[:9]) for r in caplog.records] == [
+        ("INFO", "Error 200"),
+        ("ERROR", "Error 162"),
+    ]
+    caplog.clear()
+    wrapper.error("Error 200, reqId 9: No security definition has been found for the request")
+    assert [r.levelname for r in caplog.records] == []  # at ib_async's default level, left out
