@@ -515,18 +515,15 @@ def order_cancel(*, order_id, actor: Actor) -> Order:
             # Read again under the writers' lock: the broker's own PendingCancel may have been recorded meanwhile.
             ledger_write_lock()
             now = order_latest_event(order)
-            appended = (
-                now is not None
-                and now.status != S.CANCEL_PENDING
-                and order_event_append(
-                    order,
-                    status=S.CANCEL_PENDING,
-                    actor=actor,
-                    source=actor.source,
-                    audit_event=events.ORDER_CANCEL_REQUESTED,
-                    strict=False,
-                    latest=now,
-                )
+            assert now is not None  # noqa: S101 - read above, and events are never deleted
+            appended = now.status != S.CANCEL_PENDING and order_event_append(
+                order,
+                status=S.CANCEL_PENDING,
+                actor=actor,
+                source=actor.source,
+                audit_event=events.ORDER_CANCEL_REQUESTED,
+                strict=False,
+                latest=now,
             )
             if not appended:
                 # The broker's own report moved the order on first: who asked is still on record.

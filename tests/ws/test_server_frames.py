@@ -59,6 +59,18 @@ def key(transactional_db) -> str:
     return ScopedAPIKey.objects.create_key(name="ws-server-frames", scope="read")[1]
 
 
+async def _serves_others_with_no_error_logged(server: Server, key: str) -> str:
+    """A client that comes afterwards is served normally, and nothing so far was logged as an error: the log."""
+    ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)
+    await ws.send({"action": "ping"})
+    assert (await ws.receive())["type"] == "pong"
+    ws.close()
+    logs = server.logs()
+    assert "Traceback" not in logs, logs
+    assert " ERROR " not in logs, logs
+    return logs
+
+
 async def test_text_frames_that_are_not_utf8_close_1007_with_at_most_one_log_line(server, key):
     for _ in range(8):
         ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)
@@ -68,15 +80,7 @@ async def test_text_frames_that_are_not_utf8_close_1007_with_at_most_one_log_lin
         assert await ws.close_code() == 1007
         ws.close()
 
-    # A client that is served normally afterwards: the server is fine.
-    ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)
-    await ws.send({"action": "ping"})
-    assert (await ws.receive())["type"] == "pong"
-    ws.close()
-
-    logs = server.logs()
-    assert "Traceback" not in logs, logs
-    assert " ERROR " not in logs, logs
+    logs = await _serves_others_with_no_error_logged(server, key)
     lines = [line for line in logs.splitlines() if "UTF-8" in line]
     assert len(lines) <= 1, logs
     assert all(" WARNING " in line for line in lines), lines
@@ -136,10 +140,4 @@ async def test_a_client_gone_while_its_message_is_answered_is_released_without_a
     while _websocket_clients(server.port) != 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert _websocket_clients(server.port) == 0
-    ws = await wsclient.connect(server.port, "/ws/quotes/", key=key)  # and others are still served
-    await ws.send({"action": "ping"})
-    assert (await ws.receive())["type"] == "pong"
-    ws.close()
-    logs = server.logs()
-    assert "Traceback" not in logs, logs
-    assert " ERROR " not in logs, logs
+    await _serves_others_with_no_error_logged(server, key)
