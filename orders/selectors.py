@@ -370,7 +370,7 @@ _ORDERS_SINCE = PreparedRead(
     lambda account, since: (
         Order.objects.filter(account=account, created_at__gte=since)
         .values("account")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))  # COUNT(*): the (account, created_at) index alone answers it
         .values_list("n", flat=True)
     ),
     params=[(Order._meta.get_field("account"), "\x00account"), (Order._meta.get_field("created_at"), _SAMPLE_TIME)],
