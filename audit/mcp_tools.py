@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from audit.api import AuditEntryOutput
+from audit.readable import ledger_page
 from audit.selectors import audit_list
 from ibkrgw.actors import Actor
 from ibkrgw.web.fields import StrictDateTimeField, StrictIntegerField
@@ -56,12 +57,10 @@ def list_audit_entries(query: AuditInput, actor: Actor) -> dict[str, Any]:
         filters.update(target_type="order", target_id=str(data["order_id"]))
     entries = audit_list(**filters).order_by("-seq")
     limit, offset = data["limit"], data["offset"]
-    return bounded_list(
-        AuditEntryOutput(entries[offset : offset + limit], many=True).data,
-        total=entries.count(),
-        offset=offset,
-        limit=limit,
-    )
+    # An entry that cannot be read as sealed answers 409 ledger_unreadable naming it, as REST's audit list does.
+    render = AuditEntryOutput().to_representation
+    rows = ledger_page(entries, render, start=offset, stop=offset + limit)
+    return bounded_list(rows, total=entries.count(), offset=offset, limit=limit)
 
 
 TOOLS = [list_audit_entries]

@@ -14,7 +14,8 @@ the doors must not go blind because of it, and must not drop it without a word e
   error frame in the place of each unreadable entry.
 - `unreadable_error(queryset, exc, start=, stop=)`: the same finding as one error,
   `LedgerUnreadable` (409 `ledger_unreadable`), for answers that are one unit (a REST response, an
-  MCP tool result), which a program could otherwise take as complete.
+  MCP tool result), which a program could otherwise take as complete; `ledger_page(queryset, render,
+  start=, stop=)` renders such a unit (a page of orders, fills or audit entries) or raises it.
 
 A failure that no ledger row explains is re-raised as it was: a bug stays a bug. The rows are read
 as stored with `audit.stored`, the same reader `audit_verify` uses, and a readable row is also
@@ -167,6 +168,16 @@ def unreadable_error(
     if not named:
         raise exc
     return LedgerUnreadable([row.as_dict() for row in named])
+
+
+def ledger_page(queryset: models.QuerySet, render: Callable[[Any], T], *, start: int, stop: int) -> list[T]:
+    """`render` of every row of `queryset[start:stop]`, or 409 ledger_unreadable naming the rows of that window
+    that cannot be read as sealed: for a page a program takes whole (an MCP list), which a missing row would
+    leave looking complete (a position summed from fills, an order or an audit entry missed)."""
+    try:
+        return [render(row) for row in queryset[start:stop]]
+    except UNREADABLE_ERRORS as exc:
+        raise unreadable_error(queryset, exc, start=start, stop=stop) from exc
 
 
 def locate(model: type[models.Model], pks: Sequence[Any], *, using: str, seals: bool = True) -> list[Unreadable]:

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 
 from audit.readable import UNREADABLE_ERRORS, unreadable_error
+from audit.readable import ledger_page as readable_page
 from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
 from ibkrgw.web.render import decimal_str
@@ -349,11 +350,7 @@ def ledger_page(
     """A page of orders or fills for a program (MCP; REST's list views do the same around DRF's paging):
     every row rendered, or 409 ledger_unreadable naming the rows that cannot be read as sealed. A page
     short of a row would pass for complete (a position summed from fills, an order missed)."""
-    render = bound(output).to_representation
-    try:
-        return [render(row) for row in queryset[start:stop]]
-    except UNREADABLE_ERRORS as exc:
-        raise unreadable_error(queryset, exc, start=start, stop=stop) from exc
+    return readable_page(queryset, bound(output).to_representation, start=start, stop=stop)
 
 
 def preview_output(result: PreviewResult) -> dict[str, Any]:

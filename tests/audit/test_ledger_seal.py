@@ -71,13 +71,13 @@ def restore_triggers(*tables: str) -> None:
         create_triggers(_RawEditor(), table)
 
 
-def rewrite_around_triggers(table: str, pk, column: str, value) -> None:
+def rewrite_around_triggers(table: str, pk, column: str, value, *, pk_column: str = "id") -> None:
     """Change one column of a row, leaving the update and delete triggers in place and enabled.
 
     SQLite: INSERT OR REPLACE, with the trigger that refuses it dropped for that statement only and
     made again (someone who can write the database file can do that; the triggers look untouched)."""
     if connection.vendor == "sqlite":
-        (row,) = raw(f"SELECT * FROM {table} WHERE id = %s", [pk])
+        (row,) = raw(f"SELECT * FROM {table} WHERE {pk_column} = %s", [pk])
         columns = [c.name for c in connection.introspection.get_table_description(connection.cursor(), table)]
         values = [value if name == column else old for name, old in zip(columns, row, strict=True)]
         drop_trigger(table, "replace")
@@ -86,7 +86,7 @@ def rewrite_around_triggers(table: str, pk, column: str, value) -> None:
     else:
         raw("SET session_replication_role = replica")
         try:
-            raw(f"UPDATE {table} SET {column} = %s WHERE id = %s", [value, pk])
+            raw(f"UPDATE {table} SET {column} = %s WHERE {pk_column} = %s", [value, pk])
         finally:
             raw("SET session_replication_role = origin")
 

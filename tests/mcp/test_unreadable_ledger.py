@@ -1,12 +1,13 @@
-"""MCP over a ledger with a value rewritten into text the application cannot read: the order and fill tools
+"""MCP over a ledger with a value rewritten into text the application cannot read: the order, fill and audit tools
 answer a tool error `ledger_unreadable` naming the row (as REST does), and still serve what can be read."""
 
 from __future__ import annotations
 
 import pytest
 
+from audit import events
 from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
-from tests.factories import FillFactory, OrderFactory
+from tests.factories import FillFactory, OrderFactory, audit_entry
 from tests.mcp.conftest import mcp_env, payload, stdio_mcp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,3 +32,23 @@ def test_order_and_fill_tools_name_an_unreadable_row(django_db_setup, mcp_sim):
             assert "manage.py audit_verify" in error["message"]
         assert client.json("get_order", {"order_id": str(intact.order_id)})["fills"][0]["price"] == "189.42"
         assert client.json("list_fills", {"symbol": "MSFT"})["count"] == 1
+
+
+def test_the_audit_tool_names_an_unreadable_entry_and_reads_around_it(django_db_setup, mcp_sim):
+    """As REST's audit list: an entry whose time cannot be read is named (409 ledger_unreadable), not an
+    internal error; a filter that leaves it out still answers."""
+    text_stored_database()
+    order = OrderFactory(client_order_id="audited-1")
+    tampered = audit_entry(target_type="order", target_id=str(order.pk))
+    intact = audit_entry(event=events.FILL_RECORDED, target_type="fill", target_id="0001.01")
+    rewrite_around_triggers("audit_auditentry", tampered.seq, "created_at", "garbage", pk_column="seq")
+    with stdio_mcp(mcp_env(mcp_sim, client_id=68)) as client:
+        for arguments in ({}, {"order_id": str(order.pk)}):
+            result = client.call("list_audit_entries", arguments)
+            assert result.is_error, arguments
+            error = payload(result)["error"]
+            assert error["code"] == "ledger_unreadable", (arguments, error)
+            assert (error["details"]["table"], error["details"]["pk"]) == ("audit_auditentry", str(tampered.seq))
+            assert "manage.py audit_verify" in error["message"]
+        page = client.json("list_audit_entries", {"event": events.FILL_RECORDED})
+        assert [entry["seq"] for entry in page["results"]] == [intact.seq]
