@@ -18,7 +18,13 @@ from audit.readable import ledger_page as readable_page
 from brokers.adapter import as_dict
 from brokers.payloads import ContractOutput
 from ibkrgw.web.render import decimal_str
-from ibkrgw.web.serializers import DirectRepresentation, NormalizedDecimalField, ledger_decimal
+from ibkrgw.web.serializers import (
+    DirectRepresentation,
+    LedgerIntegerField,
+    NormalizedDecimalField,
+    ledger_decimal,
+    ledger_integer,
+)
 from orders import selectors
 from orders.models import Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
 
@@ -30,6 +36,17 @@ class LedgerSerializer(DirectRepresentation, serializers.ModelSerializer):
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DecimalField: NormalizedDecimalField,
+        **dict.fromkeys(
+            (
+                models.IntegerField,
+                models.BigIntegerField,
+                models.SmallIntegerField,
+                models.PositiveIntegerField,
+                models.PositiveBigIntegerField,
+                models.PositiveSmallIntegerField,
+            ),
+            LedgerIntegerField,
+        ),
     }
 
 
@@ -220,7 +237,7 @@ class OrderOutput(LedgerSerializer):
 
     def get_broker_order_id(self, order) -> int | None:
         ids = [e.broker_order_id for e in self._events(order) if e.broker_order_id is not None]
-        return ids[-1] if ids else None
+        return ledger_integer(ids[-1]) if ids else None
 
     def get_filled_quantity(self, order) -> str:
         latest = self._latest(order)

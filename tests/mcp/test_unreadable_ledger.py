@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from audit import events
+from orders.models import OrderStatus
 from tests.audit.test_ledger_seal import rewrite_around_triggers, text_stored_database
-from tests.factories import FillFactory, OrderFactory, audit_entry
+from tests.factories import FillFactory, OrderEventFactory, OrderFactory, audit_entry
 from tests.mcp.conftest import mcp_env, payload, stdio_mcp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,3 +53,22 @@ def test_the_audit_tool_names_an_unreadable_entry_and_reads_around_it(django_db_
             assert "manage.py audit_verify" in error["message"]
         page = client.json("list_audit_entries", {"event": events.FILL_RECORDED})
         assert [entry["seq"] for entry in page["results"]] == [intact.seq]
+
+
+def test_an_id_rewritten_with_a_fraction_is_named_not_answered_against_the_tools_schema(django_db_setup, mcp_sim):
+    """SQLite keeps 1.5 written into an integer column and reads it back as a number the tools' output schema
+    refuses (the client threw the whole answer away); or `int()` made it another id. The row is named instead."""
+    text_stored_database()
+    order = OrderFactory(client_order_id="fraction-1")
+    event = OrderEventFactory(order=order, status=OrderStatus.SUBMITTED, broker_order_id=7)
+    OrderFactory(client_order_id="intact-1", symbol="MSFT")
+    rewrite_around_triggers("orders_orderevent", event.pk, "broker_order_id", 1.5)
+    with stdio_mcp(mcp_env(mcp_sim, client_id=69)) as client:
+        for tool, arguments in (("get_order", {"order_id": str(order.pk)}), ("list_orders", {})):
+            result = client.call(tool, arguments)
+            assert result.is_error, tool
+            error = payload(result)["error"]
+            assert error["code"] == "ledger_unreadable", (tool, error)
+            assert (error["details"]["table"], error["details"]["pk"]) == ("orders_orderevent", str(event.pk))
+            assert "1.5" in error["message"]
+        assert client.json("list_orders", {"symbol": "MSFT"})["count"] == 1
