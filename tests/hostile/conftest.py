@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from orders.models import Fill
+from orders.pipeline import pipeline
+from tests.conftest import wait_for
 from tests.ws.conftest import ws_key  # noqa: F401 - a read-scope key for websocket tests
 
 # TWS message ids that ask the broker for something on a client's behalf.
@@ -78,3 +81,27 @@ def assert_shaped(response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, (response.status_code, response.content[:300])
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
     return assert_error_shape(response.json(), code)
+
+
+# -- a small ledger, for the sweeps of tests/hostile/test_database_edits*.py --------------------------
+def order_body(**overrides) -> dict:
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "LMT", "limit_price": "181.00"}
+    return {**body, **overrides}
+
+
+@pytest.fixture
+def ledger(ib_runtime, sim_gateway, orders_enabled, settings, api_client) -> tuple[str, str]:
+    """A filled market order and a resting limit order (its market paused below the limit); their ids."""
+    settings.RISK_MAX_ORDERS_PER_MINUTE = 1000
+    sim_gateway.pause_market()
+    sim_gateway.set_price("AAPL", "190.00")
+    market = order_body(client_order_id="edit-1", order_type="MKT", limit_price=None)
+    filled = api_client.post("/api/v1/orders/", market, format="json")
+    assert filled.status_code == 201, filled.content
+    working = api_client.post("/api/v1/orders/", order_body(client_order_id="edit-2"), format="json")
+    assert working.status_code == 201, working.content
+    pipeline().drain()
+    wait_for(Fill.objects.exists, timeout=20)
+    api_client.get("/api/v1/account/summary/")  # cached account and contract rows exist too
+    api_client.get("/api/v1/quotes/AAPL/")
+    return filled.json()["id"], working.json()["id"]

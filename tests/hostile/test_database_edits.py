@@ -18,9 +18,8 @@ from django.db import connection, models
 from django.test import Client
 
 from audit.triggers import APPEND_ONLY_TABLES, drop_triggers
-from orders.models import Fill
 from orders.pipeline import pipeline
-from tests.conftest import wait_for
+from tests.hostile.conftest import order_body as _order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 APPS = ("orders", "audit", "marketdata", "brokers", "ibkrgw")
@@ -63,29 +62,6 @@ def _columns() -> list:
                 table = model._meta.db_table
                 found.append(pytest.param(table, field.column, _values(field), id=f"{table}.{field.column}"))
     return found
-
-
-def _order(**overrides) -> dict:
-    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "LMT", "limit_price": "181.00"}
-    return {**body, **overrides}
-
-
-@pytest.fixture
-def ledger(ib_runtime, sim_gateway, orders_enabled, settings, api_client) -> tuple[str, str]:
-    """A filled market order and a resting limit order (its market paused below the limit); their ids."""
-    settings.RISK_MAX_ORDERS_PER_MINUTE = 1000
-    sim_gateway.pause_market()
-    sim_gateway.set_price("AAPL", "190.00")
-    market = _order(client_order_id="edit-1", order_type="MKT", limit_price=None)
-    filled = api_client.post("/api/v1/orders/", market, format="json")
-    assert filled.status_code == 201, filled.content
-    working = api_client.post("/api/v1/orders/", _order(client_order_id="edit-2"), format="json")
-    assert working.status_code == 201, working.content
-    pipeline().drain()
-    wait_for(Fill.objects.exists, timeout=20)
-    api_client.get("/api/v1/account/summary/")  # cached account and contract rows exist too
-    api_client.get("/api/v1/quotes/AAPL/")
-    return filled.json()["id"], working.json()["id"]
 
 
 def _doors(api_client, console: Client, filled: str, working: str, attempt: int) -> dict:
