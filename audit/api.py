@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import models
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
@@ -15,9 +16,16 @@ from audit.selectors import audit_list
 from audit.verify import ledger_head
 from ibkrgw.openapi import ERROR
 from ibkrgw.web.listing import ListQuery
+from ibkrgw.web.serializers import LedgerJSONField
 
 
 class AuditEntryOutput(serializers.ModelSerializer):
+    # `data` as every ledger JSON column: one holding a number JSON cannot carry names its row.
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.JSONField: LedgerJSONField,
+    }
+
     class Meta:
         model = AuditEntry
         # Everything the hash covers, and the hash: a client can verify the chain from this alone.

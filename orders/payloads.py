@@ -21,6 +21,7 @@ from ibkrgw.web.render import decimal_str
 from ibkrgw.web.serializers import (
     DirectRepresentation,
     LedgerIntegerField,
+    LedgerJSONField,
     NormalizedDecimalField,
     ledger_decimal,
     ledger_integer,
@@ -36,6 +37,7 @@ class LedgerSerializer(DirectRepresentation, serializers.ModelSerializer):
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DecimalField: NormalizedDecimalField,
+        models.JSONField: LedgerJSONField,
         **dict.fromkeys(
             (
                 models.IntegerField,

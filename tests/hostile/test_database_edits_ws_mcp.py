@@ -17,8 +17,8 @@ and a resting limit order:
 Which columns: not the cross product (the REST sweep has it; these doors read through the same services),
 but one column of each model of the orders and audit apps, and together one of each kind of value: text
 in a number and in a date column, an unknown choice, valid JSON of the wrong shape, JSON null in a column
-that cannot hold it, a number no decimal column can hold, a calendar-end date, a fraction in an integer
-column, text in a boolean.
+that cannot hold it, a JSON number no float can hold, a number no decimal column can hold, a calendar-end
+date, a fraction in an integer column, text in a boolean.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ CALL_TIMEOUT = 20  # seconds for any one MCP call: a hung call fails the test in
 EDITS = [
     ("orders_order", "action", "garbage"),  # an unknown choice
     ("orders_orderevent", "data", "[1, 2]"),  # JSON of the wrong shape
+    ("orders_order", "preview", '{"commission": 1e999}'),  # JSON SQLite takes, which Python reads as infinity
     ("orders_orderevent", "broker_order_id", "1.5"),  # a fraction in an integer column
     ("orders_fill", "price", "garbage"),  # text in a number
     ("orders_commission", "commission", "1e999"),  # no decimal column can hold it

@@ -79,3 +79,33 @@ async def test_a_failure_while_opening_the_stream_is_an_internal_error_frame_and
     assert error == {"type": "error", "code": "internal_error", "message": "Internal error.", "details": {}}
     closing = await ws.receive_output(timeout=TIMEOUT)
     assert closing["type"] == "websocket.close" and closing["code"] == 1011
+
+
+async def test_a_json_number_no_float_can_hold_is_named_in_the_replay_not_a_1011(ws_key):
+    """SQLite takes `1e999` as valid JSON, which Python reads as infinity, and a frame cannot carry infinity:
+    the replay failed while opening (internal_error, 1011). The event's order is named instead, and the stream
+    goes on."""
+
+    def ledger() -> dict:
+        text_stored_database()
+        rows: dict = {"seqs": []}
+        for name, symbol in (("tampered", "AAPL"), ("intact", "MSFT")):
+            order = OrderFactory(client_order_id=f"{name}-1", symbol=symbol)
+            rows[f"{name}_event"] = OrderEventFactory(order=order, status=OrderStatus.SUBMITTED)
+            rows[name] = order
+            rows["seqs"].append(audit_entry(target_type="order", target_id=str(order.pk)).seq)
+        rewrite_around_triggers("orders_orderevent", rows["tampered_event"].pk, "data", '{"x": 1e999}')
+        return rows
+
+    rows = await sync_to_async(ledger)()
+    ws = await connected("/ws/orders/?after_seq=0", ws_key)
+    resumed, frames = await receive_until(ws, lambda f: f["type"] == "resumed")
+    assert [f["seq"] for f in frames] == rows["seqs"]
+    assert frames[0]["type"] == "error" and frames[0]["code"] == "ledger_unreadable", frames[0]
+    assert (frames[0]["details"]["table"], frames[0]["details"]["pk"]) == (
+        "orders_orderevent",
+        str(rows["tampered_event"].pk),
+    )
+    assert frames[1]["type"] == "order" and frames[1]["order"]["client_order_id"] == "intact-1"
+    assert resumed["replayed"] == 2
+    await ws.disconnect()
