@@ -10,9 +10,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from audit.readable import readable
+from audit.readable import UNREADABLE_ERRORS, readable
 from brokers.adapter import ContractSpec
 from ibkrgw.errors import GatewayError
 from marketdata.models import AccountSnapshot
@@ -76,13 +77,29 @@ def price_chart(symbol: str) -> dict[str, Any]:
     return {**chart, "unreadable": unreadable} if unreadable else chart
 
 
+def _snapshots(window: QuerySet[AccountSnapshot]) -> tuple[list[AccountSnapshot], list[str]]:
+    """The snapshots of `window`, and a note for each one left out because a value of it cannot be read (written
+    behind the application's back, e.g. a number no decimal column can hold): the chart goes on without it."""
+    try:
+        return list(window), []
+    except UNREADABLE_ERRORS:
+        pass
+    rows: list[AccountSnapshot] = []
+    left_out: list[str] = []
+    for pk in window.values_list("pk", flat=True):
+        try:
+            rows.extend(AccountSnapshot.objects.filter(pk=pk))
+        except UNREADABLE_ERRORS:
+            left_out.append(f"Account snapshot {pk} cannot be read and is not drawn.")
+    return rows, left_out
+
+
 def equity_chart(account: str | None = None) -> dict[str, Any]:
     rows = AccountSnapshot.objects.order_by("-taken_at")
     if not account:
-        latest = rows.first()
-        account = latest.account if latest else ""
-    rows = rows.filter(account=account)
-    rows = list(reversed(rows[:EQUITY_POINTS]))
+        account = rows.values_list("account", flat=True).first() or ""
+    newest, left_out = _snapshots(rows.filter(account=account)[:EQUITY_POINTS])
+    rows = list(reversed(newest))
     series: dict[str, list[dict[str, Any]]] = {
         "net_liquidation": [],
         "daily_pnl": [],
@@ -102,4 +119,5 @@ def equity_chart(account: str | None = None) -> dict[str, Any]:
         if row.unrealized_pnl is not None or row.realized_pnl is not None:
             total = (row.unrealized_pnl or 0) + (row.realized_pnl or 0)
             series["total_pnl"].append({"time": at, "value": float(total)})
-    return {"account": account, "series": series}
+    chart = {"account": account, "series": series}
+    return {**chart, "unreadable": left_out} if left_out else chart

@@ -46,9 +46,12 @@ def _record() -> AccountSnapshot | None:
 
     now = timezone.now()
     account = account_default()
-    # Cheap first: nothing else is read until a snapshot is due.
-    latest = AccountSnapshot.objects.filter(account=account).order_by("-taken_at").first()
-    if latest is not None and now - latest.taken_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
+    # Cheap first: nothing else is read until a snapshot is due. Only the last one's time: a value of it rewritten
+    # behind the application's back (a number no decimal column can hold) must not stop the series there.
+    latest = (
+        AccountSnapshot.objects.filter(account=account).order_by("-taken_at").values_list("taken_at", flat=True).first()
+    )
+    if latest is not None and now - latest < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
         return None
     try:
         streamed = runtime.adapter().account_risk(account=account)

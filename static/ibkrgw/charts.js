@@ -76,9 +76,10 @@
         chart.applyOptions({ leftPriceScale: { visible: s.net_liquidation.length > 0 } });
         Object.assign(state, { points: s.total_pnl.length, unrealized: s.unrealized_pnl.length, equity: s.net_liquidation.length });
         el.dataset.points = String(s.total_pnl.length);
-        note(el, s.total_pnl.length
+        const unreadable = (data.unreadable || []).map((row) => ` ${row}`).join("");
+        note(el, (s.total_pnl.length
           ? `Account ${data.account}: ${s.total_pnl.length} snapshot(s).`
-          : "No account snapshot yet: one is recorded every minute while the broker is connected.");
+          : "No account snapshot yet: one is recorded every minute while the broker is connected.") + unreadable);
       } catch (err) { note(el, `P&L chart unavailable: ${err.message}`); }
     }
     draw();

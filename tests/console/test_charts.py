@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -67,6 +68,27 @@ def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff
         float(first.realized_pnl + first.unrealized_pnl),
         float(second.realized_pnl + second.unrealized_pnl),
     ]
+
+
+def test_a_value_rewritten_in_the_last_snapshot_does_not_stop_the_series(ib_runtime, settings, staff_client):
+    """Someone holding the database writes a number no decimal column can hold into the last snapshot: the chore
+    read that whole row to learn its time, failed on the value at every run (an error in the log), and the
+    equity chart stopped there (its data answered 500). The chore reads the time alone, and records the next
+    snapshot when it is due; the chart leaves the row out and says so."""
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
+    first = wait_for(lambda: AccountSnapshot.objects.first(), message="a snapshot recorded by the chore")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE marketdata_accountsnapshot SET cash = %s, taken_at = %s WHERE id = %s",
+            ["1e999", timezone.now() - timedelta(seconds=5), first.pk],
+        )
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
+    account_snapshot_record()  # due now (the chore may take it first: either way one more row)
+    wait_for(lambda: AccountSnapshot.objects.exclude(pk=first.pk).exists(), message="the next snapshot")
+    # The chart draws the snapshots it can read and says which one it leaves out.
+    chart = staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()
+    assert chart["unreadable"] == [f"Account snapshot {first.pk} cannot be read and is not drawn."]
+    assert chart["series"]["total_pnl"]
 
 
 def test_no_snapshot_without_a_broker(staff_client):
