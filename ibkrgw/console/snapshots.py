@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
+from audit.readable import UNREADABLE_ERRORS
 from brokers import runtime
 from brokers.selectors import account_default
 from ibkrgw.errors import BrokerUnavailable
@@ -46,12 +47,15 @@ def _record() -> AccountSnapshot | None:
 
     now = timezone.now()
     account = account_default()
-    # Cheap first: nothing else is read until a snapshot is due. Only the last one's time: a value of it rewritten
-    # behind the application's back (a number no decimal column can hold) must not stop the series there.
-    latest = (
-        AccountSnapshot.objects.filter(account=account).order_by("-taken_at").values_list("taken_at", flat=True).first()
-    )
-    if latest is not None and now - latest < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
+    # Cheap first: nothing else is read until a snapshot is due. Only the last one's time (the last written: they
+    # are written in time order), so that a row rewritten behind the application's back (a number no decimal
+    # column can hold, a time that is no time) cannot stop the series there: one that cannot be read is due.
+    try:
+        latest = AccountSnapshot.objects.filter(account=account).order_by("-id").values_list("taken_at", flat=True)[:1]
+        last_at = next(iter(latest), None)
+    except UNREADABLE_ERRORS:
+        last_at = None
+    if last_at is not None and now - last_at < timedelta(seconds=settings.ACCOUNT_SNAPSHOT_INTERVAL_S):
         return None
     try:
         streamed = runtime.adapter().account_risk(account=account)

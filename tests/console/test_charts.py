@@ -73,8 +73,9 @@ def test_snapshots_follow_the_interval_and_old_ones_are_pruned(ib_runtime, staff
 def test_a_value_rewritten_in_the_last_snapshot_does_not_stop_the_series(ib_runtime, settings, staff_client):
     """Someone holding the database writes a number no decimal column can hold into the last snapshot: the chore
     read that whole row to learn its time, failed on the value at every run (an error in the log), and the
-    equity chart stopped there (its data answered 500). The chore reads the time alone, and records the next
-    snapshot when it is due; the chart leaves the row out and says so."""
+    equity chart stopped there (its data answered 500); so it did on a time that is no time. The chore reads
+    the time alone, records the next snapshot when it is due (at once when that time cannot be read), and the
+    chart leaves such rows out and says so."""
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
     first = wait_for(lambda: AccountSnapshot.objects.first(), message="a snapshot recorded by the chore")
     with connection.cursor() as cursor:
@@ -84,10 +85,20 @@ def test_a_value_rewritten_in_the_last_snapshot_does_not_stop_the_series(ib_runt
         )
     settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 1
     account_snapshot_record()  # due now (the chore may take it first: either way one more row)
+    settings.ACCOUNT_SNAPSHOT_INTERVAL_S = 3600
     wait_for(lambda: AccountSnapshot.objects.exclude(pk=first.pk).exists(), message="the next snapshot")
+    # A time that is no time in the last one: the next is due at once, and then the interval holds again.
+    second = AccountSnapshot.objects.order_by("-id").first()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE marketdata_accountsnapshot SET taken_at = 'garbage' WHERE id = %s", [second.pk])
+    account_snapshot_record()
+    wait_for(lambda: AccountSnapshot.objects.filter(pk__gt=second.pk).exists(), message="due at once")
+    assert account_snapshot_record() is None
     # The chart draws the snapshots it can read and says which one it leaves out.
     chart = staff_client.get(reverse("admin:ibkrgw_chart_equity")).json()
-    assert chart["unreadable"] == [f"Account snapshot {first.pk} cannot be read and is not drawn."]
+    assert sorted(chart["unreadable"]) == sorted(
+        f"Account snapshot {pk} cannot be read and is not drawn." for pk in (first.pk, second.pk)
+    )
     assert chart["series"]["total_pnl"]
 
 
