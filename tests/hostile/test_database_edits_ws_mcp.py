@@ -15,10 +15,12 @@ and a resting limit order:
   session still answers a call afterwards.
 
 Which columns: not the cross product (the REST sweep has it; these doors read through the same services),
-but one column of each model of the orders and audit apps, and together one of each kind of value: text
-in a number and in a date column, an unknown choice, valid JSON of the wrong shape, JSON null in a column
-that cannot hold it, a JSON number no float can hold, a number no decimal column can hold, a calendar-end
-date, a fraction in an integer column, text in a boolean.
+but one column of each model of the orders and audit apps, and together one of each kind of value: text in
+a number and in a date column, an unknown choice, valid JSON of the wrong shape, JSON null in a column that
+cannot hold it, a JSON number no float can hold, a number no decimal column can hold, a calendar-end date, a
+fraction in an integer column, text in a boolean. Then a few more where these doors decide something from
+the value: an order's status, a fill's quantity and time, a time in a form never written, the contract
+cache and the market-data lines the quote doors read.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ EDITS = [
     ("orders_order", "outside_rth", "garbage"),  # text in a boolean
     ("audit_auditentry", "created_at", "garbage"),  # text in a date
     ("audit_auditentry", "data", "null"),  # JSON null where the column cannot hold it
+    # More of the same kinds where the streams and tools decide something from the value.
+    ("orders_orderevent", "status", "garbage"),  # whether an order is working: cancel, modify, the stream
+    ("orders_fill", "quantity", "123456789012345678901234567890"),  # positions and fills
+    ("orders_fill", "executed_at", "0001-01-01 00:00:00"),  # the calendar's start
+    ("orders_order", "created_at", "2026-01-01T00:00:00+05:00"),  # a time in a form the gateway never writes
+    ("marketdata_cachedcontract", "data", '{"x": {"y": null}}'),  # the contracts quotes and orders resolve
+    ("brokers_marketdatalineuse", "lines", "1e999"),  # the market-data lines a subscription counts
 ]
 
 
