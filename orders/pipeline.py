@@ -10,8 +10,8 @@ the request thread (`orders.services.checks`), which then waits on the command's
 Throughput comes from group commit: consecutive placements are admitted in one database
 transaction (one savepoint each, one durable commit for the group) and sent in order after it.
 Across processes the admission transaction is serialised by the database (SQLite's single writer,
-a PostgreSQL advisory lock), so the counts hold there too; the kill switch's latch on the IB thread
-and the owner's halt sweep cover sends that cross processes.
+a PostgreSQL advisory lock), so the counts hold there too; the kill switch read again before each
+send, its latch on the IB thread and the owner's halt sweep cover halts that cross processes.
 """
 
 from __future__ import annotations

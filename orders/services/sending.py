@@ -1,8 +1,11 @@
 """Sending recorded intents to the broker. Runs only on the order pipeline's thread.
 
 An intent is committed before its send. What happens after the send is recorded as it happened:
-not connected (the broker cannot have it) -> `rejected`; refused by the kill switch's latch ->
-`rejected` with `trading_halted`; any other failure -> `unknown` for reconciliation, never re-sent.
+not connected (the broker cannot have it) -> `rejected`; refused by the kill switch's latch, or halted
+since it was admitted -> `rejected` with `trading_halted`; any other failure -> `unknown` for
+reconciliation, never re-sent. The kill switch is read again right before each send: a halt another
+process recorded after this one admitted the order has not closed this process's latch (its sweep does,
+within a second), and the halt's global cancel may already have gone out.
 The acknowledgement (`submitted` with the broker's order id) is written by the recorder, together
 with the statuses arriving at the same moment; the caller waits for it outside the pipeline. It is
 queued from the broker connection's own thread as the order is handed over, so the ledger records
@@ -27,6 +30,7 @@ from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
+from orders.selectors import trading_halted
 from orders.services.brackets import (
     ENTRY_NOT_PLACED,
     bracket_entry_sent,
@@ -53,7 +57,8 @@ def order_send(
     """Place one recorded intent at the broker. The acknowledgement, or None when the outcome is unknown.
 
     `connection`: only on that broker connection (a bracket's later legs follow their entry's).
-    Raises BrokerUnavailable (not connected) and the kill switch's 423 after recording `rejected`."""
+    Raises BrokerUnavailable (not connected) and the kill switch's 423 (its latch, or a halt recorded since
+    the order was admitted) after recording `rejected`."""
     adapter = runtime.adapter()
     rt = runtime.current()
     queued: list[OrderSent] = []
@@ -65,6 +70,7 @@ def order_send(
             queued.append(sent)  # only once it is on the recorder's queue: else it is queued below
 
     try:
+        _require_not_halted_since_admitted()
         request = broker_request_for_order(
             order, contract, parent_broker_order_id=parent_broker_order_id, transmit=transmit
         )
@@ -99,6 +105,18 @@ def order_send(
     else:
         rt.recorder.put(sent)  # the adapter did not call back (it failed): queued late rather than never
     return sent
+
+
+def _require_not_halted_since_admitted() -> None:
+    # Admission read the kill switch in its transaction; a halt committed since then by another process
+    # (whose global cancel this order would miss) stops the send here, as this process's latch would.
+    if trading_halted():
+        raise GatewayError(
+            ErrorCode.TRADING_HALTED,
+            "Trading was halted after this order was admitted: it was not sent.",
+            http_status=423,
+            details={"gate": "kill_switch"},
+        )
 
 
 def _order_sent(order: Order, ack: OrderAck, actor: Actor, adapter: BrokerAdapter) -> OrderSent:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections import deque
 from decimal import Decimal
@@ -28,7 +31,7 @@ from orders.models import Order, OrderEvent
 from orders.pipeline import pipeline
 from orders.selectors import order_latest_event
 from orders.services import order_terms, refusals
-from tests.conftest import pipeline_queued, wait_for
+from tests.conftest import pipeline_queued, subprocess_database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PRICE = Decimal("190.00")
@@ -160,6 +163,47 @@ def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_
     wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working at the broker")
     refused = {f"race-{i // 4}-{i % 4}" for i, r in enumerate(responses) if r.status_code == 423}
     assert refused.isdisjoint(o.order_ref for o in resting.received_orders())
+
+
+def test_an_order_another_process_admitted_before_a_halt_is_not_sent_after_it(resting, no_halt_sweep, tmp_path):
+    # Another gateway process (manage.py mcp, with an IB connection of its own) has admitted an order: the
+    # halt recorded here lands between its admission and its send, before that process's sweep comes round.
+    other = subprocess.Popen(
+        [sys.executable, "-m", "tests.orders.other_process_order", str(resting.port), "elsewhere-1", str(tmp_path)],
+        env={**os.environ, **_other_process_env(resting.port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "admitted").exists() or other.poll() is not None, timeout=30, message="admitted")
+        assert other.poll() is None, other.communicate()[1][-3000:]
+        halted = _halt(_key())
+        assert halted.status_code == 200, halted.content
+        (tmp_path / "go").touch()
+        out, err = other.communicate(timeout=60)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.communicate()
+    assert other.returncode == 0, err[-3000:]
+    # Refused as the halt's latch refuses: never at the broker, on record with the kill switch's code.
+    assert json.loads(out.strip().splitlines()[-1]) == {"code": "trading_halted"}, err[-3000:]
+    assert "elsewhere-1" not in [o.order_ref for o in _sent(resting)]
+    assert broker_working(resting.port) == []
+    latest = order_latest_event(Order.objects.get(client_order_id="elsewhere-1"))
+    assert (latest.status, latest.code) == ("rejected", "trading_halted")
+
+
+def _other_process_env(port: int) -> dict[str, str]:
+    return {
+        "DATABASE_URL": subprocess_database_url(),
+        "ORDERS_ENABLED": "true",
+        "IB_GATEWAY": f"127.0.0.1:{port}",
+        "TRADING_HOURS": "always",  # the simulated market never closes
+        "DJANGO_SETTINGS_MODULE": "ibkrgw.settings",
+        "RISK_MAX_ORDERS_PER_MINUTE": "1000",
+    }
 
 
 def test_a_halt_while_disconnected_cancels_after_the_reconnect(resting, api_client, ib_runtime):
