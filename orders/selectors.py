@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS
@@ -292,9 +293,14 @@ _untrusted_logged = [""]
 _newest_switch_seal_trusted = [0]
 
 
+# The newest kill-switch row this process read before a send, and whether the switch said halted then.
+_switch_before_send: list[tuple[Any, bool] | None] = [None]
+
+
 def kill_switch_memory_forget() -> None:
     """Forget the newest kill-switch seal trusted: for a database that starts over (each test's)."""
     _newest_switch_seal_trusted[0] = 0
+    _switch_before_send[0] = None
 
 
 def trading_switch_state() -> TradingSwitchState:
@@ -364,6 +370,21 @@ def _untrusted(why: str) -> TradingSwitchState:
 def trading_halted() -> bool:
     """The kill switch (read inside every order admission); halted when its ledger was tampered with."""
     return trading_switch_state().halted
+
+
+def trading_halted_before_send() -> bool:
+    """The kill switch again, right before a send: a halt or a resume is always a new row, so while the newest
+    row is the one read last time, the answer is the same (one read of a primary key); else it is read in full."""
+    try:
+        newest = _NEWEST_SWITCH_ROW.first()
+    except (TypeError, ValueError):  # a value written behind the application's back: the full read says what
+        return trading_halted()
+    last = _switch_before_send[0]
+    if last is not None and last[0] == newest:
+        return last[1]
+    halted = trading_halted()
+    _switch_before_send[0] = (newest, halted)
+    return halted
 
 
 _ORDERS_SINCE = PreparedRead(

@@ -30,7 +30,7 @@ from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import Order
 from orders.models import OrderStatus as S
 from orders.pipeline import pipeline
-from orders.selectors import trading_halted
+from orders.selectors import trading_halted_before_send
 from orders.services.brackets import (
     ENTRY_NOT_PLACED,
     bracket_entry_sent,
@@ -110,7 +110,7 @@ def order_send(
 def _require_not_halted_since_admitted() -> None:
     # Admission read the kill switch in its transaction; a halt committed since then by another process
     # (whose global cancel this order would miss) stops the send here, as this process's latch would.
-    if trading_halted():
+    if trading_halted_before_send():
         raise GatewayError(
             ErrorCode.TRADING_HALTED,
             "Trading was halted after this order was admitted: it was not sent.",

@@ -388,6 +388,19 @@ def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, 
     assert services.halt_progress().working_orders is None
 
 
+def test_the_kill_switch_read_before_each_send_follows_every_halt_and_resume(ib_runtime, no_halt_sweep):
+    from orders.selectors import trading_halted_before_send
+
+    assert trading_halted_before_send() is False
+    for halted in (True, False, True, False):
+        if halted:
+            services.trading_halt(actor=OPERATOR, reason="incident")
+        else:
+            services.trading_resume(actor=OPERATOR, reason="fixed")
+        assert trading_halted_before_send() is halted
+        assert trading_halted_before_send() is halted  # read again, as the same row says
+
+
 def test_while_halted_the_sweep_cancels_orders_placed_elsewhere(ib_runtime, quiet_market):
     from ib_async import IB, LimitOrder, Stock
 
