@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -46,6 +48,38 @@ class AnsweredRequestErrorFilter(logging.Filter):
         if record.levelno == logging.ERROR and self.ANSWERED.match(record.getMessage()):
             record.levelno, record.levelname = logging.INFO, "INFO"
             return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+class BrokerOutageResponseFilter(logging.Filter):
+    """On `django.request`. While the broker is away every request that needs it answers 503
+    (`broker_unavailable`) or 504 (`broker_timeout`), and Django logs each answer at ERROR: a busy client
+    writes thousands of lines a minute saying one thing. Such lines are kept at one per status and
+    `interval_s`, the next one counting those left out. The outage itself is logged by the broker runtime
+    and shown by health; every other record passes unchanged."""
+
+    STATUSES = frozenset({503, 504})
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next_at: dict[int, float] = {}
+        self._left_out: dict[int, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if status not in self.STATUSES:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_at.get(status, 0.0):
+                self._left_out[status] = self._left_out.get(status, 0) + 1
+                return False
+            left_out = self._left_out.pop(status, 0)
+            self._next_at[status] = now + self.interval_s
+        if left_out:
+            record.msg = f"{record.msg} ({left_out} more {status} answers since the last such line)"
         return True
 
 

@@ -365,6 +365,7 @@ LOGGING = {
         "correlation": {"()": "ibkrgw.logging.CorrelationIdFilter"},
         "invalid_utf8_frame": {"()": "ibkrgw.servers.InvalidUtf8FrameFilter"},
         "answered_request_error": {"()": "ibkrgw.logging.AnsweredRequestErrorFilter"},
+        "broker_outage_response": {"()": "ibkrgw.logging.BrokerOutageResponseFilter"},
     },
     # Both formatters redact secrets (API keys in URLs or headers, tokens, passwords) from every line.
     "formatters": {
@@ -388,5 +389,7 @@ LOGGING = {
         "ib_async.wrapper": {"filters": ["answered_request_error"]},
         # uvicorn logs each text frame that is not UTF-8 with a traceback: one line a minute at most.
         "uvicorn.error": {"filters": ["invalid_utf8_frame"]},
+        # While the broker is away, each 503/504 answer would be an ERROR line: one per status per 10 s.
+        "django.request": {"filters": ["broker_outage_response"]},
     },
 }

@@ -128,14 +128,17 @@ def test_the_request_log_line_of_a_refused_request_carries_its_correlation_id(tm
     port = free_port()
     env = web_server_env(LOG_LEVEL="INFO", LOG_FORMAT="json")
     log = tmp_path / "server.log"
-    order = json.dumps({"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"})
+    # Refused before the broker is asked (its two keys differ): a 503 (no broker here) is logged once per interval.
+    order = json.dumps(
+        {"client_order_id": "log-1", "symbol": "AAPL", "action": "BUY", "quantity": "1"} | {"order_type": "MKT"}
+    )
     with log.open("wb") as out:
         command = [sys.executable, "-m", "ibkrgw.serve", "--host", "127.0.0.1", "--port", str(port)]
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_listening(proc, port)
             answers = {}
-            trade = {"Authorization": f"Api-Key {key}", "Accept": "application/json"}
+            trade = {"Authorization": f"Api-Key {key}", "Accept": "application/json", "Idempotency-Key": "log-2"}
             for cid, method, path, headers, body in (
                 ("cid-full-stack", "GET", "/api/v1/account/summary/", {}, None),
                 ("cid-order-full", "POST", "/api/v1/orders/", trade, order),  # verifies the key for the lane
@@ -149,7 +152,7 @@ def test_the_request_log_line_of_a_refused_request_carries_its_correlation_id(tm
         finally:
             proc.terminate()
             proc.wait(10)
-    assert answers["cid-full-stack"] == 401 and answers["cid-order-lane"] >= 400, answers  # no broker: refused
+    assert answers == {"cid-full-stack": 401, "cid-order-full": 400, "cid-order-lane": 400}, answers
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     refused = {line.get("correlation_id") for line in lines if line.get("logger") == "django.request"}
     assert any("request" not in line for line in lines if line.get("logger") == "django.request")  # the lane's
@@ -170,3 +173,30 @@ def test_an_unknown_symbol_is_no_error_line_but_other_ib_errors_still_are(caplog
     caplog.clear()
     wrapper.error("Error 200, reqId 9: No security definition has been found for the request")
     assert [r.levelname for r in caplog.records] == []  # at ib_async's default level, left out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_while_the_broker_is_away_are_not_one_error_line_each(read_client, caplog):
+    """Every request needing the broker answers 503 while it is away; a busy client must not turn that into
+    an ERROR line per request. The lines kept say how many were left out; other errors stay one line each."""
+    from ibkrgw.logging import BrokerOutageResponseFilter
+
+    request_log = logging.getLogger("django.request")
+    (outage,) = [f for f in request_log.filters if isinstance(f, BrokerOutageResponseFilter)]
+    outage._next_at.clear()
+    outage._left_out.clear()
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        for _ in range(40):
+            response = read_client.get("/api/v1/account/summary/")
+            assert response.status_code == 503 and response.json()["error"]["code"] == "broker_unavailable"
+        unavailable = [r for r in caplog.records if getattr(r, "status_code", None) == 503]
+        assert 1 <= len(unavailable) < 5, [r.getMessage() for r in unavailable]
+        assert unavailable[0].levelname == "ERROR"
+        outage._next_at.clear()  # the interval is over
+        read_client.get("/api/v1/account/summary/")
+        last = [r for r in caplog.records if getattr(r, "status_code", None) == 503][-1]
+        assert "more 503 answers since the last such line" in last.getMessage()
+        caplog.clear()
+        for _ in range(3):
+            assert read_client.get("/api/v1/no-such-endpoint/").status_code == 404
+        assert len([r for r in caplog.records if getattr(r, "status_code", None) == 404]) == 3
