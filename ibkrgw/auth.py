@@ -26,6 +26,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 from audit.stored import UNREADABLE_ERRORS
 from ibkrgw.actors import Actor, ActorKind, Source, current_correlation_id
 from ibkrgw.apikeys import apikey_distrust, apikey_revocation_seq, unreadable_key_problem
+from ibkrgw.errors import ErrorCode, GatewayError
 from ibkrgw.models import Scope, ScopedAPIKey
 
 KEYWORD = "Api-Key"
@@ -271,9 +272,28 @@ def read_throttle_reset() -> None:
         _windows.clear()
 
 
+def _take(ident: str, now: float, duration: float, limit: int, units: int) -> float | None:
+    """Record `units` reads of `ident` at `now` if they fit in its window; else (nothing recorded) the time of
+    the read whose expiry would make room."""
+    with _windows_lock:
+        window = _windows.get(ident)
+        if window is None:
+            if len(_windows) >= _WINDOWS_SWEEP_AT:
+                _sweep(now, duration)
+            window = _windows[ident] = deque()
+        while window and window[0] <= now - duration:
+            window.popleft()
+        if len(window) + units > limit:  # units <= limit: the `room` oldest must expire first
+            room = len(window) + units - limit
+            return window[room - 1]
+        window.extend([now] * units)
+    return None
+
+
 class ReadRateThrottle(throttling.SimpleRateThrottle):
     """Caps reads per API key (or user, or address) at API_READ_RATE. Orders have their own limit
     (RISK_MAX_ORDERS_PER_MINUTE, counted in the database), so only safe methods are throttled here.
+    The websocket and MCP doors count their broker lookups in the same window (`read_budget_spend`).
 
     DRF's sliding window, kept in process memory (the limit is per process, as with the default
     local-memory cache) as a deque: no copy of the whole history per request."""
@@ -289,31 +309,61 @@ class ReadRateThrottle(throttling.SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        self.now = now = self.timer()
-        with _windows_lock:
-            window = _windows.get(self.key)
-            if window is None:
-                if len(_windows) >= _WINDOWS_SWEEP_AT:
-                    _sweep(now, self.duration)
-                window = _windows[self.key] = deque()
-            while window and window[0] <= now - self.duration:
-                window.popleft()
-            if len(window) >= self.num_requests:
-                self.history = [window[0]]  # wait() counts from the oldest request in the window
-                return False
-            window.append(now)
+        self.now = self.timer()
+        oldest = _take(self.key, self.now, self.duration, self.num_requests, 1)
+        if oldest is not None:
+            self.history = [oldest]  # wait() counts from the oldest request in the window
+            return False
         return True
 
     def get_cache_key(self, request, view):
         if request.method not in permissions.SAFE_METHODS:
             return None
         if isinstance(request.auth, ScopedAPIKey):
-            ident = f"key:{request.auth.prefix}"
+            ident = read_ident(key=request.auth)
         elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
+            ident = read_ident(user=request.user)
         else:
             ident = f"ip:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def read_ident(*, key: ScopedAPIKey | None = None, user: Any = None, name: str = "") -> str:
+    """Whose read window: an API key's, a signed-in user's, or a named caller's (the MCP server on stdio)."""
+    if key is not None:
+        return f"key:{key.prefix}"
+    if user is not None:
+        return f"user:{user.pk}"
+    return name
+
+
+def read_budget_spend(ident: str, units: int = 1) -> None:
+    """Count `units` reads (one per contract a websocket message names, one per MCP read tool call) in the
+    window of `ident` (`read_ident`) that REST's reads count in; over API_READ_RATE: 429 `throttled` with
+    `retry_after_s`, nothing counted. One client cannot spend the broker's message budget by changing doors."""
+    throttle = ReadRateThrottle()
+    limit, duration = throttle.parse_rate(settings.API_READ_RATE)
+    if limit is None or duration is None:
+        return
+    if units > limit:
+        raise GatewayError(
+            ErrorCode.THROTTLED,
+            f"{units} reads at once are more than this caller's read rate ({settings.API_READ_RATE}) allows.",
+            http_status=429,
+            details={"rate": settings.API_READ_RATE, "asked": units},
+        )
+    now = throttle.timer()
+    ident = throttle.cache_format % {"scope": throttle.scope, "ident": ident}
+    oldest = _take(ident, now, duration, limit, units)
+    if oldest is None:
+        return
+    wait = max(0.0, oldest + duration - now)
+    raise GatewayError(
+        ErrorCode.THROTTLED,
+        f"Over this caller's read rate ({settings.API_READ_RATE}): {units} more read(s) fit in {wait:.0f} s.",
+        http_status=429,
+        details={"retry_after_s": round(wait, 3), "rate": settings.API_READ_RATE, "asked": units},
+    )
 
 
 def _sweep(now: float, duration: float) -> None:

@@ -71,7 +71,7 @@ from mcp_types import (
 from pydantic import ConfigDict
 
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
-from ibkrgw.auth import KEYWORD, api_key_from_string
+from ibkrgw.auth import KEYWORD, api_key_from_string, read_budget_spend, read_ident
 from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
 from ibkrgw.limits import check_json
 from ibkrgw.models import Scope as KeyScope
@@ -213,6 +213,8 @@ def run_tool(
         if refusal is not None:
             raise refusal
         _scope_check(key, tool.scope)
+        if tool.scope == KeyScope.READ:  # as REST's reads (orders have their own limit, in the pipeline)
+            read_budget_spend(read_ident(key=key, name=actor.label))
         check_json(arguments)  # depth, surrogates and control characters: the same limits as REST
         data = tool.input(data=arguments)
         data.is_valid(raise_exception=True)

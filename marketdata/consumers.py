@@ -12,7 +12,10 @@ Server -> client:
     {"type": "pong"}
 A subscribe that names several contracts subscribes those that resolve and sends one error frame
 per one that does not (contract_not_found, contract_ambiguous, ...), or that finds no free
-market-data line to stream on (market_data_lines), then the acknowledgement.
+market-data line to stream on (market_data_lines), then the acknowledgement. Each contract a
+subscribe or unsubscribe names counts as one read of the caller's API_READ_RATE, the window REST's
+reads count in (lookups cost the broker messages): over it, the message is answered with one
+`throttled` error frame (`retry_after_s`) and nothing of it is done.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rest_framework import serializers
 
 from brokers.adapter import ContractInfo, ContractSpec
 from brokers.payloads import contracts_payload
+from ibkrgw.auth import read_budget_spend, read_ident
 from ibkrgw.errors import GatewayError
 from ibkrgw.web.fields import AsciiTrimmedCharField
 from ibkrgw.web.serializers import StrictBodyMixin
@@ -138,6 +142,9 @@ class QuoteStreamConsumer(StreamConsumer):
 
     async def _resolved(self, data: QuoteSubscriptionInput) -> list[ContractInfo]:
         """The contracts that resolved; an error frame for each that did not."""
+        key = self.scope.get("api_key")
+        caller = read_ident(key=key, user=None if key else self.scope["user"])
+        read_budget_spend(caller, len(data.validated_data["specs"]))
         resolved: list[ContractInfo] = []
         for query, result in await _resolve(data):
             if isinstance(result, GatewayError):

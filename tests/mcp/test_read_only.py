@@ -44,3 +44,15 @@ def test_read_only_server_audits_a_refused_trade_tool(django_db_setup, mcp_sim):
     assert (entry.actor_kind, entry.actor_label, entry.source) == ("mcp", "mcp:stdio", "mcp")
     assert entry.correlation_id == result.meta["correlation_id"]
     assert (entry.data["action"], entry.data["code"]) == ("cancel_order", "permission_denied")
+
+
+def test_read_tools_count_in_the_callers_read_rate(django_db_setup, mcp_sim):
+    """An agent looping on reads is held to API_READ_RATE as a REST client is: over it, a `throttled` tool error
+    saying when to try again, before anything is asked of the broker. Trade tools have their own limits."""
+    with stdio_mcp(mcp_env(mcp_sim, client_id=55, API_READ_RATE="2/min")) as client:
+        assert client.json("get_quote", {"symbol": "AAPL"})["con_id"] == mcp_sim.con_id("AAPL")
+        assert client.json("get_quote", {"symbol": "MSFT"})["con_id"] == mcp_sim.con_id("MSFT")
+        result = client.call("get_quote", {"symbol": "SPY"})
+        assert result.is_error
+        error = payload(result)["error"]
+        assert error["code"] == "throttled" and error["details"]["retry_after_s"] > 0, error

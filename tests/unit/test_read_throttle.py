@@ -76,3 +76,30 @@ def test_callers_gone_quiet_are_forgotten_once_many_are_remembered(frozen_clock,
     frozen_clock.shift(timedelta(seconds=30))  # the first is a minute old, the second half that
     reads(Request(address="10.0.0.3"), 1)
     assert sorted(auth._windows) == ["throttle_read_ip:10.0.0.2", "throttle_read_ip:10.0.0.3"]
+
+
+def _spend_refused(ident: str, units: int) -> dict | None:
+    from ibkrgw.errors import GatewayError
+
+    try:
+        auth.read_budget_spend(ident, units)
+    except GatewayError as exc:
+        assert exc.code == "throttled" and exc.http_status == 429
+        return exc.details
+    return None
+
+
+def test_reads_spent_several_at_once_share_the_window_with_rest_and_wait_for_enough_room(frozen_clock):
+    key, _ = api_key(scope="read")
+    rest = Request(key=key)
+    assert reads(rest, 1) == [True]
+    frozen_clock.shift(timedelta(seconds=10))
+    assert _spend_refused(auth.read_ident(key=key), 3) is not None  # 1 + 3 > 3: none of the three counted
+    assert _spend_refused(auth.read_ident(key=key), 2) is None  # 1 + 2: the window is full
+    assert reads(rest, 1) == [False]
+    details = _spend_refused(auth.read_ident(key=key), 2)  # room for two: the two oldest (0 s, 10 s) must age out
+    assert details["retry_after_s"] == pytest.approx(60.0)  # the second oldest, 10 s in, leaves at 70 s
+    assert _spend_refused(auth.read_ident(key=key), 4)["asked"] == 4  # never fits the rate: refused at once
+    frozen_clock.shift(timedelta(seconds=50))  # the first read (0 s) is out: room for one
+    assert _spend_refused(auth.read_ident(key=key), 1) is None
+    assert _spend_refused("mcp:stdio", 3) is None  # another caller's window

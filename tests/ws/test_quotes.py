@@ -345,3 +345,28 @@ async def test_lines_another_connection_of_the_deployment_holds_are_left_to_it(
     health = worker.health()
     assert (health.stream_lines_in_use, health.streams_waiting, health.stream_lines_elsewhere) == (2, 0, 0)
     await ws.disconnect()
+
+
+async def test_contracts_named_over_the_socket_count_in_the_keys_read_rate_with_rest(ib_runtime, ws_key, settings):
+    """Each contract a subscribe names costs the broker a lookup: it counts as one read of the key, in the window
+    REST's reads count in, so no client spends the broker's message budget by moving to the websocket."""
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    settings.API_READ_RATE = "3/min"
+    ws = await connected("/ws/quotes/", ws_key)
+    ack = await _subscribe(ws, "AAPL", "MSFT")
+    assert [c["symbol"] for c in ack["contracts"]] == ["AAPL", "MSFT"]
+    rest = Client(HTTP_AUTHORIZATION=f"Api-Key {ws_key}")
+    assert (await sync_to_async(rest.get)("/api/v1/quotes/AAPL/")).status_code == 200  # the key's third read
+
+    await ws.send_json_to({"action": "subscribe", "symbols": ["SPY"]})
+    refused, seen = await receive_until(ws, lambda f: f["type"] == "error")
+    assert refused["code"] == "throttled" and refused["details"]["retry_after_s"] > 0, refused
+    assert not [f for f in seen if f["type"] == "subscribed"]
+    await ws.send_json_to({"action": "ping"})
+    _, seen = await receive_until(ws, lambda f: f["type"] == "pong")  # the socket stays open
+    assert not [f for f in seen if f["type"] == "subscribed"]  # and SPY was not subscribed
+    throttled = await sync_to_async(rest.get)("/api/v1/quotes/AAPL/")
+    assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "throttled"
+    await ws.disconnect()
