@@ -1,10 +1,35 @@
+from functools import cache
+
 from django.contrib import admin
+from django.contrib.staticfiles import finders
+from django.http import HttpResponse
 from django.urls import include, path
+from django.views.decorators.http import require_safe
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from ibkrgw.metrics import metrics_view
 
+
+@cache
+def _favicon_svg() -> bytes:
+    found = finders.find("ibkrgw/favicon.svg")
+    if not isinstance(found, str):
+        raise LookupError("static file ibkrgw/favicon.svg is missing")
+    with open(found, "rb") as icon:
+        return icon.read()
+
+
+@require_safe
+def favicon_view(request):
+    """The icon every browser asks for at /favicon.ico (the API docs and the browsable API name none), so no
+    page of this server shows a failed request for it in the browser's console."""
+    response = HttpResponse(_favicon_svg(), content_type="image/svg+xml")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 urlpatterns = [
+    path("favicon.ico", favicon_view, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("ibkrgw.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

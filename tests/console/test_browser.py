@@ -135,3 +135,43 @@ def test_status_text_is_readable_in_both_colour_schemes(live_server, superuser, 
     assert len(measured) > 10
     low = [m for m in measured if m["ratio"] < 4.5]
     assert low == [], low
+
+
+# The icon the browser asks for: the page's own <link rel=icon>, else /favicon.ico.
+ICON_STATUS_JS = """
+async () => {
+  const link = document.querySelector("link[rel~='icon']");
+  const response = await fetch(link ? link.href : "/favicon.ico", { cache: "no-store" });
+  return [response.status, response.headers.get("content-type") || ""];
+}
+"""
+
+
+def test_every_page_has_the_icon_the_browser_asks_for(live_server, superuser):
+    """Without it, the first page of every session showed "Failed to load resource: 404" in the browser's
+    console (the browser fetches /favicon.ico by itself), hiding the errors that matter among it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary (apt-get install chromium, or set CHROMIUM_PATH)")
+
+    seen: dict[str, list] = {}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(f"{live_server.url}/admin/login/?next=/admin/dashboard/")
+            seen["login"] = page.evaluate(ICON_STATUS_JS)
+            page.fill("#id_username", superuser.username)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url("**/admin/dashboard/")
+            seen["dashboard"] = page.evaluate(ICON_STATUS_JS)
+            for name, path in (("orders", "/admin/orders/order/"), ("docs", "/api/docs/"), ("api", "/api/v1/")):
+                page.goto(f"{live_server.url}{path}")
+                seen[name] = page.evaluate(ICON_STATUS_JS)
+        finally:
+            browser.close()
+
+    assert {name: status for name, (status, _) in seen.items()} == dict.fromkeys(seen, 200), seen
+    assert all(kind.startswith("image/") for _, kind in seen.values()), seen
