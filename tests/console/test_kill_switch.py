@@ -76,3 +76,12 @@ def test_halt_and_resume_are_refused_to_non_staff(user_client, client):
     for who in (user_client, client):
         assert who.post(HALT, {"reason": "x", "confirm": "on"}).status_code == 302  # to the login
     assert not trading_halted()
+
+
+def test_the_confirmation_page_names_the_zone_of_the_last_change(staff_client, superuser_client):
+    """The last change showed "halted 2026-12-04 13:20:53 by …" with no zone, where the dashboard above it
+    says "… 13:20:53 UTC": an operator elsewhere could not tell when trading was halted."""
+    _halt(staff_client)
+    at = trading_switch_latest().at
+    body = superuser_client.get(RESUME).content.decode()
+    assert f"Last change: halted {at:%Y-%m-%d %H:%M:%S} UTC by " in body
