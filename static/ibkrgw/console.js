@@ -86,18 +86,24 @@
   // -- lists that refresh their table on a pushed event
   function busy(box) {
     const active = document.activeElement;
-    if (active && box.contains(active) && (active.tagName === "INPUT" || active.tagName === "SELECT")) { return true; }
+    // Typing or choosing in it; a box merely clicked (ticked or unticked) holds nothing a refresh would lose.
+    const entry = active && (active.tagName === "SELECT"
+      || (active.tagName === "INPUT" && !["checkbox", "radio", "submit", "button"].includes(active.type)));
+    if (entry && box.contains(active)) { return true; }
     return Array.from(box.querySelectorAll("input[type=checkbox]")).some((el) => el.checked)
       || Array.from(box.querySelectorAll("input[type=text]")).some((el) => el.value !== "");
   }
   window.ibkrgwRefresh = function (url, selectors) {
     let timer = null;
-    return function () {
+    let heldBack = false;
+    const refresh = function () {
       if (timer) { return; }
       timer = window.setTimeout(async () => {
         timer = null;
         const boxes = selectors.map((s) => document.querySelector(s)).filter(Boolean);
-        if (!boxes.length || boxes.some(busy)) { return; }
+        if (!boxes.length) { return; }
+        if (boxes.some(busy)) { heldBack = true; return; }
+        heldBack = false;
         try {
           const response = await fetch(url(), { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } });
           if (response.redirected) { window.location.reload(); return; }
@@ -112,6 +118,12 @@
         } catch (err) { /* the next event retries */ }
       }, 200);
     };
+    // A refresh held back while the operator was busy runs once they are done (a row unticked, a reason
+    // cleared, focus gone), instead of leaving the page stale until the next event.
+    for (const type of ["change", "input", "focusout"]) {
+      document.addEventListener(type, () => { if (heldBack) { refresh(); } });
+    }
+    return refresh;
   };
   const body = document.body.classList;
   if (body.contains("change-list") && ["model-order", "model-fill", "model-orderevent"].some((c) => body.contains(c))) {

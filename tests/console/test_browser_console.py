@@ -255,3 +255,61 @@ def test_operator_trades_from_the_console(server, sim_gateway, superuser, trade_
         message="approved order filled",
     )
     assert trading_halted()
+
+
+def test_a_refresh_held_back_while_the_operator_was_busy_runs_when_they_are_done(server, superuser, trade_key):
+    """A list with a row ticked, or the dashboard with a reject reason typed, skips the refresh an event
+    asks for (so the tick or the reason is not lost). Unticking the row or clearing the reason left the
+    page as it was, an order placed meanwhile missing and the counts stale, until some other event came."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary (apt-get install chromium, or set CHROMIUM_PATH)")
+    url, port = server
+    expect = sync_api.expect
+
+    def place(cid: str) -> None:
+        body = {"client_order_id": cid, "symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
+        status, held = _http(port, trade_key, "POST", "/api/v1/orders/", body)
+        assert status == 201 and held["status"] == "pending_approval", held
+
+    def place_unseen(page, cid: str) -> None:
+        """Place an order and wait until the page has received its event (and held back the refresh)."""
+        seen = page.evaluate("window.ibkrgwConsole.events")
+        place(cid)
+        page.wait_for_function(f"window.ibkrgwConsole.events > {seen}", timeout=WAIT_MS)
+        page.wait_for_timeout(500)  # past the refresh's own 200 ms debounce: it looked, and held back
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.goto(f"{url}/admin/login/?next=/admin/orders/order/")
+            page.fill("#id_username", superuser.username)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            expect(page.locator("#ibkrgw-stream-state")).to_have_text("live", timeout=WAIT_MS)
+
+            # -- the order list: a row ticked, an order arrives, the row unticked
+            place("busy-a")
+            row = page.locator("#result_list tr", has_text="busy-a")
+            expect(row).to_be_visible(timeout=WAIT_MS)
+            row.locator("input.action-select").check()
+            place_unseen(page, "busy-b")
+            expect(page.locator("#result_list")).not_to_contain_text("busy-b")  # held back: a row is ticked
+            page.locator("#result_list tr", has_text="busy-a").locator("input.action-select").uncheck()
+            expect(page.locator("#result_list")).to_contain_text("busy-b", timeout=WAIT_MS)
+
+            # -- the dashboard: a reject reason typed, an order arrives, the reason cleared
+            page.goto(f"{url}/admin/dashboard/")
+            expect(page.locator("#ibkrgw-stream-state")).to_have_text("live", timeout=WAIT_MS)
+            reason = page.locator("#ibkrgw-approvals tr", has_text="busy-a").locator("input[name=reason]")
+            reason.fill("too large")
+            page.locator("h1").first.click()  # focus elsewhere; the typed reason still holds the refresh back
+            place_unseen(page, "busy-c")
+            expect(page.locator("#ibkrgw-approvals")).not_to_contain_text("busy-c")
+            reason.fill("")
+            page.locator("h1").first.click()  # done with it
+            expect(page.locator("#ibkrgw-approvals")).to_contain_text("busy-c", timeout=WAIT_MS)
+        finally:
+            browser.close()
