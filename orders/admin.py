@@ -4,6 +4,7 @@ the admin actions below only call them, as the signed-in person, and report each
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -18,7 +19,7 @@ from ibkrgw.auth import actor_for
 from ibkrgw.errors import GatewayError
 from orders import services
 from orders.models import Commission, Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
-from orders.selectors import order_queryset
+from orders.selectors import order_queryset, order_terms_shown
 from orders.state import WORKING
 
 ROW_CANCELLABLE = WORKING - {OrderStatus.CANCEL_PENDING}
@@ -134,6 +135,10 @@ def _each_order(
         messages.error(request, f"Order {order.client_order_id}: {message}")
 
 
+def _term(value: Decimal | str | None) -> str:
+    return plain(value) if isinstance(value, Decimal) else str(value)
+
+
 @admin.register(Order)
 class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     list_display = (
@@ -209,11 +214,12 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
 
     @admin.display(description="order")
     def order_summary(self, obj: Order) -> str:
-        text = f"{obj.action} {plain(obj.quantity)} {obj.symbol} {obj.order_type}"
-        if obj.limit_price is not None:
-            text += f" @ {plain(obj.limit_price)}"
-        if obj.stop_price is not None:
-            text += f" stop {plain(obj.stop_price)}"
+        terms = order_terms_shown(obj)  # as modified, not as first placed
+        text = f"{obj.action} {_term(terms['quantity'])} {obj.symbol} {obj.order_type}"
+        if terms["limit_price"] is not None:
+            text += f" @ {_term(terms['limit_price'])}"
+        if terms["stop_price"] is not None:
+            text += f" stop {_term(terms['stop_price'])}"
         return f"{text} {obj.tif}" + (f" ({obj.role})" if obj.role else "")
 
     @admin.display(description="filled")

@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -198,6 +199,34 @@ def order_with_rows(order: Order, *, children: list[Order] | None = None) -> Ord
         child.recorded = RecordedRows(events=_EVENTS_OF.all(child.pk))
     order.recorded = RecordedRows(events=_EVENTS_OF.all(order.pk), children=exits, fills=fills)
     return order
+
+
+def order_terms_shown(order: Order) -> dict[str, Decimal | str | None]:
+    """The quantity and prices in force, for showing an order in a list: the latest modification's terms,
+    else the order's own. Reads the events the query prefetched (`order_queryset`), else them once; a value
+    that is no decimal (rewritten behind the application's back) is shown as it was written."""
+    terms: dict[str, Decimal | str | None] = {
+        "quantity": order.quantity,
+        "limit_price": order.limit_price,
+        "stop_price": order.stop_price,
+    }
+    for event in sorted(order.events.all(), key=lambda event: event.pk, reverse=True):
+        modified = event.data.get("modified") if isinstance(event.data, dict) else None
+        if modified and isinstance(modified, dict):
+            for name, value in modified.items():
+                if name in terms:
+                    terms[name] = _decimal_or_text(value)
+            break
+    return terms
+
+
+def _decimal_or_text(value: object) -> Decimal | str | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
 
 
 def order_latest_event(order: Order) -> OrderEvent | None:

@@ -15,3 +15,11 @@ def plain(value):
     if isinstance(value, Decimal):
         return f"{value.normalize():f}"
     return value
+
+
+@register.filter
+def terms_in_force(order):
+    """An order's quantity and prices as they stand now (after any modification), not as first placed."""
+    from orders.selectors import order_terms_shown
+
+    return order_terms_shown(order)

@@ -13,6 +13,7 @@ from tests.factories import (
     CommissionFactory,
     FillFactory,
     OrderEventFactory,
+    OrderFactory,
     TradingSwitchEventFactory,
     audit_entry,
 )
@@ -137,3 +138,29 @@ def test_decimals_render_without_exponent_or_padding():
         "0.25",
     ]
     assert plain(None) is None
+
+
+def test_lists_show_an_order_with_its_modified_terms_not_as_first_placed(superuser_client):
+    """After a modify (BUY 1 @ 187.67 changed to BUY 7 @ 185.73, as REST, the broker and the cancel page
+    had it) the order list, the dashboard, Cancel all's confirmation and the bulk actions' confirmation
+    still said BUY 1 @ 187.67."""
+    order = OrderFactory(client_order_id="modded", quantity=Decimal("1"), limit_price=Decimal("187.67"))
+    OrderEventFactory(order=order, status=OrderStatus.SUBMITTED, remaining_quantity=Decimal("1"))
+    modified = {"quantity": "7", "limit_price": "185.73", "stop_price": None}
+    OrderEventFactory(
+        order=order, status=OrderStatus.SUBMITTED, remaining_quantity=Decimal("7"), data={"modified": modified}
+    )
+    changelist = reverse("admin:orders_order_changelist")
+    pages = {
+        "list": superuser_client.get(changelist),
+        "dashboard": superuser_client.get(reverse("admin:ibkrgw_dashboard")),
+        "cancel all": superuser_client.get(reverse("admin:ibkrgw_cancel_all")),
+        "bulk cancel": superuser_client.post(
+            changelist, {"action": "cancel_selected", "_selected_action": [str(order.pk)]}
+        ),
+    }
+    for name, response in pages.items():
+        body = response.content.decode()
+        assert response.status_code == 200, name
+        assert "BUY 7 AAPL LMT @ 185.73" in body, name
+        assert "@ 187.67" not in body, name
