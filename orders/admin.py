@@ -166,7 +166,7 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     list_select_related = ("parent",)
-    readonly_fields = ("current_status", "preview_pretty")
+    readonly_fields = ("current_status", "terms_in_force", "preview_pretty")
     exclude = ("preview",)
     inlines = (OrderEventInline, FillInline)
     # Data stays read-only; these only ask the services to act (AppendOnlyAdmin has no actions).
@@ -255,6 +255,18 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     def current_status(self, obj: Order) -> str:
         return obj.current_status
 
+    @admin.display(description="terms in force")
+    def terms_in_force(self, obj: Order) -> str:
+        """Quantity and prices now: the fields above are the order as first placed, a modify changes these."""
+        terms = order_terms_shown(obj)
+        text = f"quantity {_term(terms['quantity'])}"
+        if terms["limit_price"] is not None:
+            text += f", limit {_term(terms['limit_price'])}"
+        if terms["stop_price"] is not None:
+            text += f", stop {_term(terms['stop_price'])}"
+        placed = {"quantity": obj.quantity, "limit_price": obj.limit_price, "stop_price": obj.stop_price}
+        return text + ("" if terms == placed else " (modified)")
+
     @admin.display(description="preview")
     def preview_pretty(self, obj: Order) -> str:
         return json_block(obj.preview)
@@ -267,6 +279,9 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
             "can_approve": status == OrderStatus.PENDING_APPROVAL,
             **context,
         }
+        if obj is not None:
+            # The title says what the order is now (a modify changes its quantity and prices).
+            context["subtitle"] = f"{self.order_summary(obj)} ({obj.client_order_id})"
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Cancel selected orders")

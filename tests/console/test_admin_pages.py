@@ -142,8 +142,8 @@ def test_decimals_render_without_exponent_or_padding():
 
 def test_lists_show_an_order_with_its_modified_terms_not_as_first_placed(superuser_client):
     """After a modify (BUY 1 @ 187.67 changed to BUY 7 @ 185.73, as REST, the broker and the cancel page
-    had it) the order list, the dashboard, Cancel all's confirmation and the bulk actions' confirmation
-    still said BUY 1 @ 187.67."""
+    had it) the order list, the dashboard, Cancel all's confirmation, the bulk actions' confirmation and the
+    order's own page still said BUY 1 @ 187.67; the new limit price was shown nowhere in the console."""
     order = OrderFactory(client_order_id="modded", quantity=Decimal("1"), limit_price=Decimal("187.67"))
     OrderEventFactory(order=order, status=OrderStatus.SUBMITTED, remaining_quantity=Decimal("1"))
     modified = {"quantity": "7", "limit_price": "185.73", "stop_price": None}
@@ -164,3 +164,7 @@ def test_lists_show_an_order_with_its_modified_terms_not_as_first_placed(superus
         assert response.status_code == 200, name
         assert "BUY 7 AAPL LMT @ 185.73" in body, name
         assert "@ 187.67" not in body, name
+    # Its own page titles it as it is now, and shows the terms in force beside those it was placed with.
+    page = superuser_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "<h2>BUY 7 AAPL LMT @ 185.73 DAY (modded)</h2>" in page
+    assert "quantity 7, limit 185.73 (modified)" in page
