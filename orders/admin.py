@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from typing import cast
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -193,7 +194,16 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
         "source",
         "parent_id",
         "role",
+        # The terms in force: those above are the order as first placed, a modify changes these.
+        "quantity_now",
+        "limit_price_now",
+        "stop_price_now",
     )
+
+    def csv_value(self, obj: Model, name: str):
+        if name.endswith("_now"):
+            return order_terms_shown(cast(Order, obj))[name.removesuffix("_now")]
+        return getattr(obj, name)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         queryset = order_queryset().annotate(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from decimal import Decimal
 
@@ -168,3 +170,8 @@ def test_lists_show_an_order_with_its_modified_terms_not_as_first_placed(superus
     page = superuser_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
     assert "<h2>BUY 7 AAPL LMT @ 185.73 DAY (modded)</h2>" in page
     assert "quantity 7, limit 185.73 (modified)" in page
+    # The export has both: the order as placed, and its terms in force.
+    export = superuser_client.get(reverse("admin:orders_order_export_csv"))
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert [(r["quantity"], r["limit_price"], r["quantity_now"], r["limit_price_now"], r["stop_price_now"])
+            for r in rows] == [("1", "187.67", "7", "185.73", "")]  # fmt: skip
