@@ -35,13 +35,35 @@
     }
     lastStatus = text;
   }
+  // The console's own server did not answer: what the header showed is no longer known. Mode and arming are
+  // its configuration and stay; the kill switch, the gateway and reconciliation say so instead of staying green.
+  function showUnreachable(why) {
+    const f = (name) => bar.querySelector(`[data-field="${name}"]`);
+    f("halted").textContent = "UNKNOWN";
+    pill(f("halted"), "ibkrgw-pill-bad");
+    f("gateway").textContent = `console server unreachable (${why})`;
+    pill(f("gateway"), "ibkrgw-pill-bad");
+    f("reconciliation").textContent = "unknown";
+    pill(f("reconciliation"), "ibkrgw-pill-bad");
+    // The next answer differs from this, so the page's live parts refresh once the server is back.
+    lastStatus = "unreachable";
+  }
   async function pollStatus() {
     if (document.hidden) { return; }
+    let response;
     try {
-      const response = await fetch(bar.dataset.statusUrl, { credentials: "same-origin" });
-      if (response.redirected) { window.location.reload(); return; }
-      if (response.ok) { showStatus(await response.json()); }
-    } catch (err) { /* the next tick retries */ }
+      response = await fetch(bar.dataset.statusUrl, { credentials: "same-origin" });
+    } catch (err) {
+      showUnreachable("no answer");  // the next tick retries
+      return;
+    }
+    if (response.redirected) { window.location.reload(); return; }
+    if (!response.ok) { showUnreachable(`HTTP ${response.status}`); return; }
+    try {
+      showStatus(await response.json());
+    } catch (err) {
+      showUnreachable("unreadable answer");
+    }
   }
   window.setInterval(pollStatus, seconds * 1000);
   pollStatus();

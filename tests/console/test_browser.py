@@ -7,6 +7,7 @@ downloads browsers. Skipped only when either is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -175,3 +176,45 @@ def test_every_page_has_the_icon_the_browser_asks_for(live_server, superuser):
 
     assert {name: status for name, (status, _) in seen.items()} == dict.fromkeys(seen, 200), seen
     assert all(kind.startswith("image/") for _, kind in seen.values()), seen
+
+
+def test_the_header_says_so_when_the_console_server_cannot_be_reached(live_server, superuser):
+    """The header asks the server for the state every few seconds. When that failed (the server down or
+    restarting, a proxy answering 502) it kept the last answer: "trading allowed", the gateway "connected",
+    reconciliation "done", all green, for as long as the server was gone."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary (apt-get install chromium, or set CHROMIUM_PATH)")
+    expect = sync_api.expect
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            page.clock.install()  # the header's 5 s poll runs when the test moves the clock, not in real time
+            page.goto(f"{live_server.url}/admin/login/?next=/admin/dashboard/")
+            page.fill("#id_username", superuser.username)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url("**/admin/dashboard/")
+            switch, gateway = page.locator("#ibkrgw-header-switch"), page.locator("#ibkrgw-header-gateway")
+            expect(switch).to_have_text("trading allowed")
+            gateway_before = gateway.inner_text()
+
+            for failure in ("abort", "502"):
+                if failure == "abort":  # the server gone: the request fails outright
+                    page.route("**/admin/console/status.json", lambda route: route.abort("connectionrefused"))
+                else:  # a proxy in front of it answering for it
+                    page.route("**/admin/console/status.json", lambda route: route.fulfill(status=502, body="x"))
+                page.clock.run_for(6_000)
+                expect(switch).to_have_text("UNKNOWN", timeout=20_000)
+                expect(switch).to_have_class(re.compile(r"\bibkrgw-pill-bad\b"))
+                expect(gateway).to_have_text(re.compile(r"^console server unreachable"))
+                expect(gateway).to_have_class(re.compile(r"\bibkrgw-pill-bad\b"))
+                page.unroute("**/admin/console/status.json")
+                page.clock.run_for(6_000)
+                expect(switch).to_have_text("trading allowed", timeout=20_000)
+                expect(gateway).to_have_text(gateway_before)
+        finally:
+            browser.close()
