@@ -295,3 +295,24 @@ def test_the_placer_of_a_held_order_is_sent_to_another_person_to_approve_it(
     assert 'name="confirm"' in superuser_client.get(review).content.decode()
     superuser_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"})
     assert [o.order_ref for o in sim_gateway.received_orders() if not o.what_if] == ["4e"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quantity", "\u0661"),  # ARABIC-INDIC DIGIT ONE: Django's field reads it as 1
+        ("quantity", "\uff13"),  # FULLWIDTH DIGIT THREE
+        ("limit_price", "\u0661\u0668\u0667"),
+        ("symbol", "\u2028AAPL"),  # Django trims any Unicode space: this was AAPL
+        ("symbol", "AAPL\u3000"),
+        ("expiry", "\u0662\u0660\u0662\u0666\u0661\u0662"),
+    ],
+)
+def test_order_entry_takes_numbers_and_symbols_as_the_rest_api_does(staff_client, field, value):
+    """The console's order form holds input to the REST API's alphabet: digits of another script or a symbol
+    wrapped in Unicode spaces are refused on the form, not read as something the operator did not type."""
+    response = staff_client.post(NEW, {**_entry(limit_price="180"), field: value})
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert field in form.errors, form.errors
+    assert Order.objects.count() == 0
