@@ -214,12 +214,27 @@ class Account:
             ("BuyingPower", q(max(avail, D0) / MARGIN_RATES["STK"]["long"][0]), "USD"),
             ("Cushion", (((nlv - maint) / nlv) if nlv else D0).quantize(Decimal("0.0001")), ""),
             ("Leverage-S", ((gross / nlv) if nlv else D0).quantize(Decimal("0.01")), ""),
+            # No settlement lag, no overnight margin change and no day boundary are modelled: cash is all
+            # settled, the look-ahead figures are today's, the previous day's equity is the starting cash, and
+            # the SMA is Reg T equity less the Reg T margin (the stock initial margin above).
+            ("SettledCash", q(self.cash), "USD"),
+            ("PreviousDayEquityWithLoanValue", q(self.start_cash), "USD"),
+            ("RegTEquity", q(nlv), "USD"),
+            ("RegTMargin", q(init), "USD"),
+            ("SMA", q(max(nlv - init, D0)), "USD"),
+            ("LookAheadInitMarginReq", q(init), "USD"),
+            ("LookAheadMaintMarginReq", q(maint), "USD"),
+            ("LookAheadAvailableFunds", q(avail), "USD"),
+            ("LookAheadExcessLiquidity", q(nlv - maint), "USD"),
+            ("LookAheadNextChange", "0", ""),
+            ("HighestSeverity", "0", ""),
             ("UnrealizedPnL", q(self.unrealized_total()), "USD"),
             ("UnrealizedPnL", q(self.unrealized_total()), "BASE"),
             ("RealizedPnL", q(self.realized), "USD"),
             ("RealizedPnL", q(self.realized), "BASE"),
             ("AccruedCash", D0, "USD"),
             ("DayTradesRemaining", "-1", ""),
+            *((f"DayTradesRemainingT+{day}", "-1", "") for day in range(1, 5)),
         ]
         return rows
 
@@ -230,6 +245,7 @@ class Account:
             if cur in ("USD", "") and tag not in by_tag:
                 by_tag[tag] = (value, cur)
         by_tag["TotalCashValue"] = (by_tag["TotalCashValue"][0], "USD")
+        by_tag["Leverage"] = by_tag.pop("Leverage-S")  # the summary names it without the segment suffix
         rows: list[tuple[str, Decimal | str, str]] = []
         for tag in sorted(t for t in tags if not t.startswith("$")):
             if tag in by_tag:

@@ -170,3 +170,35 @@ def test_open_and_completed_orders_report_prices_an_order_has_not_as_0(sim, app)
     assert (reported[lmt].lmtPrice, reported[lmt].auxPrice) == (180.0, 0)
     [(_, completed, _)] = app.seen("completedOrder")
     assert (completed.orderType, completed.lmtPrice, completed.auxPrice) == ("MKT", 0, 0)
+
+
+# The tags IB documents for reqAccountSummary (Reg T spelled as IB reports it: ibapi's AllTags spells it "ReqT",
+# a name IB answers with nothing), each answered for the account, as TWS answers a single account's summary.
+DOCUMENTED_SUMMARY_TAGS = (
+    "AccountType,NetLiquidation,TotalCashValue,SettledCash,AccruedCash,BuyingPower,EquityWithLoanValue,"
+    "PreviousDayEquityWithLoanValue,GrossPositionValue,RegTEquity,RegTMargin,SMA,InitMarginReq,MaintMarginReq,"
+    "AvailableFunds,ExcessLiquidity,Cushion,FullInitMarginReq,FullMaintMarginReq,FullAvailableFunds,"
+    "FullExcessLiquidity,LookAheadNextChange,LookAheadInitMarginReq,LookAheadMaintMarginReq,LookAheadAvailableFunds,"
+    "LookAheadExcessLiquidity,HighestSeverity,DayTradesRemaining,DayTradesRemainingT+1,DayTradesRemainingT+2,"
+    "DayTradesRemainingT+3,DayTradesRemainingT+4,Leverage"
+)
+
+
+def test_the_account_summary_answers_every_tag_ib_documents(sim, app):
+    # API reference, "Account Summary": reqAccountSummary(reqId, group, tags) answers each tag asked for with
+    # accountSummary(reqId, account, tag, value, currency), then accountSummaryEnd. A program that reads, say,
+    # SMA or LookAheadExcessLiquidity must find it in the answer, not wait for it forever.
+    tags = DOCUMENTED_SUMMARY_TAGS.split(",")
+    app.app.reqAccountSummary(3, "All", DOCUMENTED_SUMMARY_TAGS)
+    app.wait(lambda: app.seen("accountSummaryEnd", 3), what="the end of the account summary")
+    rows = {a[2]: (a[1], a[3], a[4]) for a in app.seen("accountSummary", 3)}
+    assert sorted(rows) == sorted(tags)
+    assert {account for account, _, _ in rows.values()} == {"DU1234567"}
+    cash = 1_000_000.0  # nothing traded: settled cash is all the cash, no margin is used
+    assert float(rows["SettledCash"][1]) == cash and rows["SettledCash"][2] == "USD"
+    assert float(rows["RegTEquity"][1]) == cash and float(rows["RegTMargin"][1]) == 0
+    assert float(rows["SMA"][1]) == cash and float(rows["PreviousDayEquityWithLoanValue"][1]) == cash
+    assert float(rows["LookAheadExcessLiquidity"][1]) == float(rows["ExcessLiquidity"][1])
+    assert float(rows["LookAheadInitMarginReq"][1]) == float(rows["InitMarginReq"][1])
+    assert float(rows["Leverage"][1]) == 0 and rows["Leverage"][2] == ""
+    app.app.cancelAccountSummary(3)
