@@ -43,6 +43,13 @@ SCHEDULE_VERSION = 165  # MIN_SERVER_VER_HISTORICAL_SCHEDULE: whatToShow SCHEDUL
 MAX_TICKS = 1000  # historical ticks per request
 
 
+# IB error list, 162: IDEALPRO quotes currency pairs and prints no trades, so the historical data service (which
+# also serves real-time bars and historical ticks) has no TRADES data for them.
+NO_FX_TRADES = (
+    "Historical Market Data Service error message:No data of type TRADES is available for the exchange 'IDEALPRO'"
+)
+
+
 def _validation(text: str) -> str:
     return f"Error validating request.-'bP' : cause - {text}"
 
@@ -111,11 +118,7 @@ class HistoryRequests:
         if keep_up and end_text.strip():
             return refuse(321, _validation("End date not supported with live updates."))
         if inst.sec_type == "CASH" and what in ("TRADES", "ADJUSTED_LAST"):
-            return refuse(
-                162,
-                "Historical Market Data Service error message:No data of type TRADES is available "
-                "for the exchange 'IDEALPRO'",
-            )
+            return refuse(162, NO_FX_TRADES)
         try:
             end, zoned = parse_end(end_text)
             dur = parse_duration(duration)
@@ -276,6 +279,9 @@ class HistoryRequests:
             end = parse_end(end_text)[0] if end_text.strip() else None
         except (ValueError, KeyError) as exc:
             s.send(M.error(s.version, req_id, 321, _validation(f"Invalid request: {exc}")))
+            return
+        if inst.sec_type == "CASH" and what == "TRADES":
+            s.send(M.error(s.version, req_id, 162, NO_FX_TRADES))
             return
         if self._paced(s, req_id, (inst.con_id, what, "ticks", start_text, end_text, rth)):
             return

@@ -11,6 +11,7 @@ from ..options import black_scholes, implied_vol
 from ..protocol import ContractSpec, Cursor
 from ..session import RtBarSub, Session
 from ..universe import Instrument, round_to_tick
+from .history import NO_FX_TRADES
 
 log = logging.getLogger("brokers.sim")
 D0 = Decimal(0)
@@ -105,6 +106,9 @@ class StreamRequests:
                     "of TRADES, MIDPOINT, BID or ASK are available",
                 )
             )
+            return
+        if inst.sec_type == "CASH" and what == "TRADES":
+            s.send(M.error(s.version, req_id, 162, NO_FX_TRADES))
             return
         q = self.market.quote(inst.con_id)
         price = self._rt_price(inst, what)

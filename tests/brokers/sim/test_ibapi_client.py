@@ -202,3 +202,35 @@ def test_the_account_summary_answers_every_tag_ib_documents(sim, app):
     assert float(rows["LookAheadInitMarginReq"][1]) == float(rows["InitMarginReq"][1])
     assert float(rows["Leverage"][1]) == 0 and rows["Leverage"][2] == ""
     app.app.cancelAccountSummary(3)
+
+
+def forex(pair: str = "EUR"):  # noqa: ANN201 - ibapi's Contract
+    from ibapi.contract import Contract
+
+    c = Contract()
+    c.symbol, c.secType, c.exchange, c.currency = pair, "CASH", "IDEALPRO", "USD"
+    return c
+
+
+NO_FX_TRADES = (
+    162,
+    "Historical Market Data Service error message:No data of type TRADES is available for the exchange 'IDEALPRO'",
+)
+
+
+def test_a_currency_pair_has_no_trades_in_real_time_bars_or_historical_ticks(sim, app):
+    # IB disseminates no trades for cash FX (IDEALPRO quotes, it does not print trades): historical bars, real-time
+    # bars and historical ticks of TRADES for a currency pair are refused by the historical data service (162), as
+    # the simulator already refused historical bars. A program that streams "TRADES" bars of EUR.USD must learn
+    # here that IB will give it none and ask for MIDPOINT (or BID, ASK) instead.
+    app.app.reqHistoricalData(1, forex(), "", "1 D", "1 hour", "TRADES", 0, 1, False, [])
+    app.app.reqRealTimeBars(2, forex(), 5, "TRADES", False, [])
+    app.app.reqHistoricalTicks(3, forex(), "", "20261203 10:00:00 UTC", 10, "TRADES", 0, True, [])
+    app.app.reqRealTimeBars(4, forex(), 5, "MIDPOINT", False, [])
+    app.app.reqHistoricalTicks(5, forex(), "", "20261203 10:00:00 UTC", 10, "MIDPOINT", 0, True, [])
+    app.wait(lambda: app.seen("historicalTicks", 5), what="the midpoint ticks")
+    app.barrier()
+    assert [app.errors(req_id) for req_id in (1, 2, 3)] == [[NO_FX_TRADES]] * 3
+    assert app.errors(4) == [] and app.errors(5) == []
+    assert app.seen("historicalTicksLast", 3) == []
+    app.app.cancelRealTimeBars(4)
