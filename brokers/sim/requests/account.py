@@ -152,8 +152,18 @@ class AccountRequests:
         c.skip(1)
         s.pos_multi.discard(c.int())
 
+    def _invalid_account(self, s: Session, req_id: int, code: str) -> bool:
+        """IB answers a P&L request naming an account the login does not manage (a typo, "All" on a login that
+        is no advisor's) with 321 and no P&L; an empty code means the login's own account."""
+        if code in ("", self.account.code) or code in self.other_accounts:
+            return False
+        s.send(M.error(s.version, req_id, 321, "Error validating request.-'cq' : cause - Invalid account code"))
+        return True
+
     def _req_pnl(self, s: Session, c: Cursor) -> None:
         req_id, code = c.int(), c.str()
+        if self._invalid_account(s, req_id, code):
+            return
         account = self.other_accounts.get(code, self.account)
         s.send([94, req_id, *account.pnl()])
         if account is self.account:  # the others never change: nothing traded
@@ -163,7 +173,9 @@ class AccountRequests:
         s.pnl.discard(c.int())
 
     def _req_pnl_single(self, s: Session, c: Cursor) -> None:
-        req_id, _account, _model, con_id = c.int(), c.str(), c.str(), c.int()
+        req_id, code, _model, con_id = c.int(), c.str(), c.str(), c.int()
+        if self._invalid_account(s, req_id, code):
+            return
         s.send(self._pnl_single_msg(req_id, con_id))
         s.pnl_single[req_id] = con_id
 

@@ -234,3 +234,28 @@ def test_a_currency_pair_has_no_trades_in_real_time_bars_or_historical_ticks(sim
     assert app.errors(4) == [] and app.errors(5) == []
     assert app.seen("historicalTicksLast", 3) == []
     app.app.cancelRealTimeBars(4)
+
+
+INVALID_ACCOUNT = (321, "Error validating request.-'cq' : cause - Invalid account code")
+
+
+def test_pnl_for_an_account_the_login_does_not_manage_gets_321(sim, app):
+    # IB answers reqPnL and reqPnLSingle naming an account the login does not manage (a typo, another person's
+    # account, "All" on a login that is no advisor's) with 321 "Invalid account code", and sends no P&L: a program
+    # must not see the managed account's figures under the name it asked for.
+    app.app.reqPnL(1, "DU0000000", "")
+    app.app.reqPnL(2, "All", "")
+    app.app.reqPnLSingle(3, "DU0000000", "", 265598)
+    app.app.reqPnL(4, "DU1234567", "")
+    app.app.reqPnLSingle(5, "DU1234567", "", 265598)
+    app.wait(lambda: app.seen("pnl", 4) and app.seen("pnlSingle", 5), what="the managed account's P&L")
+    app.barrier()
+    assert [app.errors(req_id) for req_id in (1, 2, 3)] == [[INVALID_ACCOUNT]] * 3
+    assert app.seen("pnl", 1) == app.seen("pnl", 2) == app.seen("pnlSingle", 3) == []
+    assert app.errors(4) == app.errors(5) == []
+    for req_id in (1, 2, 4):
+        app.app.cancelPnL(req_id)
+    for req_id in (3, 5):
+        app.app.cancelPnLSingle(req_id)
+    app.barrier()
+    assert [e for e in app.errors() if e[0] not in (2104, 2106, 2158)] == [INVALID_ACCOUNT] * 3
