@@ -72,6 +72,9 @@ class OrderRequests:
         inst = self._resolve(req.contract)
         perm_id: int | None = None
         try:
+            if not req.contract.exchange.strip():
+                # IB validates the order's routing first: no exchange, no order, however plain the contract.
+                raise Reject(321, "Error validating request.-'bN' : cause - Missing order exchange.")
             if inst is None and req.what_if:
                 # IB answers a what-if for a contract it cannot resolve as a validation error, not 200.
                 raise Reject(321, "Error validating request.-'bN' : cause - Invalid contract id or contract")
@@ -101,7 +104,7 @@ class OrderRequests:
         except Reject as rej:
             # As IB does: the error first, then the rejected order as it now stands (Inactive).
             s.send(M.error(s.version, req.order_id, rej.code, rej.message))
-            if not req.what_if and rej.code not in (103, 104, 105):
+            if not req.what_if and rej.code not in (103, 104, 105, 321):
                 rec = self.engine.reject_record(cid, req, inst)
                 if rec is not None:
                     perm_id = rec.perm_id

@@ -259,3 +259,27 @@ def test_pnl_for_an_account_the_login_does_not_manage_gets_321(sim, app):
         app.app.cancelPnLSingle(req_id)
     app.barrier()
     assert [e for e in app.errors() if e[0] not in (2104, 2106, 2158)] == [INVALID_ACCOUNT] * 3
+
+
+MISSING_EXCHANGE = (321, "Error validating request.-'bN' : cause - Missing order exchange.")
+
+
+def test_an_order_for_a_contract_without_an_exchange_gets_321_and_is_not_placed(sim, app):
+    # IB validates an order's routing before anything else: placeOrder for a contract with no exchange (a bare conId,
+    # or symbol, secType and currency without SMART) is answered 321 "Missing order exchange" and never works, even
+    # when the contract alone is unambiguous. A program that sends such orders here must fail here as it would at IB.
+    from ibapi.contract import Contract
+
+    by_con_id = Contract()
+    by_con_id.conId = 265598
+    no_exchange = stock("AAPL")
+    no_exchange.exchange = ""
+    first = app.next_id
+    app.app.placeOrder(first, by_con_id, order("BUY", 1, "LMT", 180.0))
+    app.app.placeOrder(first + 1, no_exchange, order("BUY", 1, "MKT"))
+    app.app.placeOrder(first + 2, stock("AAPL"), order("BUY", 1, "LMT", 180.0))
+    app.wait(lambda: "Submitted" in [a[1] for a in app.seen("orderStatus", first + 2)], what="the routed order")
+    app.barrier()
+    assert app.errors(first) == app.errors(first + 1) == [MISSING_EXCHANGE]
+    assert [a[0] for a in app.seen("openOrder")] == [first + 2] * len(app.seen("openOrder"))
+    assert [r.order_id for r in sim.orders()] == [first + 2]
