@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from .. import messages as M
+from ..book import OrderEngine
 from ..history import format_bar_time
 from ..protocol import ContractSpec, Cursor
 from ..session import BarSub, Session
@@ -52,6 +53,8 @@ GREEK_TICKS = (10, 11, 12, 13)  # bid, ask, last and model option computations
 
 
 class MarketDataRequests:
+    engine: OrderEngine  # the gateway's (SimGateway)
+
     def _send_generic(self, s: Session, req_id: int, inst: Instrument, generic: set[str], full: bool) -> None:
         """The generic ticks asked for in reqMktData; the slow-moving ones only with the first batch."""
         q = self.market.quote(inst.con_id)
@@ -210,6 +213,8 @@ class MarketDataRequests:
         md_type = s.md_type
         if md_type in (3, 4) and live_permitted:
             md_type -= 2
+        if md_type in (2, 4) and self._quoting(inst):
+            md_type -= 1  # frozen data is the last quote when there is no current one: while open, there is
         s.send([58, 1, req_id, md_type])
         s.send([81, req_id, inst.min_tick, "9c0001", 3])
         if md_type != 1:
@@ -234,6 +239,14 @@ class MarketDataRequests:
             s.mkt_type[req_id] = md_type
             if generic:
                 s.generic[req_id] = generic
+
+    def _quoting(self, inst: Instrument) -> bool:
+        """Whether the instrument's market is quoting now (its regular or extended session, or always)."""
+        sessions = self.engine.sessions
+        if sessions is None:
+            return True
+        state = sessions(inst, self.engine.clock())
+        return state.regular or state.extended
 
     def _line_available(self, s: Session, req_id: int) -> bool:
         """IB's market-data lines: a paper account has 100; one more is answered with error 101."""

@@ -283,3 +283,31 @@ def test_an_order_for_a_contract_without_an_exchange_gets_321_and_is_not_placed(
     assert app.errors(first) == app.errors(first + 1) == [MISSING_EXCHANGE]
     assert [a[0] for a in app.seen("openOrder")] == [first + 2] * len(app.seen("openOrder"))
     assert [r.order_id for r in sim.orders()] == [first + 2]
+
+
+def test_frozen_data_is_asked_for_but_live_data_is_sent_while_the_market_is_open(sim_gateway_factory):
+    # API reference, "Market Data Types": frozen (2) asks for the last quote recorded at the close *when there is
+    # no current one*; while the market is open the request gets live data, announced marketDataType(reqId, 1)
+    # (delayed-frozen, 4, likewise gets delayed data, 3). Once the market has closed, frozen data is frozen (2).
+    from datetime import UTC, datetime
+
+    now = {"t": datetime(2026, 11, 24, 15, 0, tzinfo=UTC)}  # 10:00 New York, a Tuesday: the market is open
+    gw = sim_gateway_factory(trading_hours="exchange", clock=lambda: now["t"], tick_interval=0.05)
+    gw.pause_market()
+    gw.no_live_permission.add("MSFT")
+    app = Recorder(gw.port)
+    try:
+        app.app.reqMarketDataType(2)
+        app.app.reqMktData(1, stock("AAPL"), "", False, False, [])
+        app.app.reqMarketDataType(4)
+        app.app.reqMktData(2, stock("MSFT"), "", False, False, [])
+        app.barrier()  # both answered before the clock moves
+        now["t"] = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 21:00 New York: closed, after the extended session
+        app.app.reqMarketDataType(2)
+        app.app.reqMktData(3, stock("AAPL"), "", False, False, [])
+        app.barrier()
+        assert app.seen("marketDataType") == [(1, 1), (2, 3), (3, 2)]
+        assert {t for t, _ in tick_prices(app, 1)} <= LIVE_PRICE_TICKS
+        assert {t for t, _ in tick_prices(app, 2)} <= DELAYED_PRICE_TICKS
+    finally:
+        app.close()
