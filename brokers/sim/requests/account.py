@@ -176,6 +176,11 @@ class AccountRequests:
         req_id, code, _model, con_id = c.int(), c.str(), c.str(), c.int()
         if self._invalid_account(s, req_id, code):
             return
+        other = self.other_accounts.get(code)
+        if other is not None:  # another managed account: its own position, which never changes (nothing traded)
+            pos, daily, unreal, real, value = other.pnl_single(con_id)
+            s.send([95, req_id, int(pos), daily, unreal, real, value])
+            return
         s.send(self._pnl_single_msg(req_id, con_id))
         s.pnl_single[req_id] = con_id
 

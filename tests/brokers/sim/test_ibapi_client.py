@@ -311,3 +311,26 @@ def test_frozen_data_is_asked_for_but_live_data_is_sent_while_the_market_is_open
         assert {t for t, _ in tick_prices(app, 2)} <= DELAYED_PRICE_TICKS
     finally:
         app.close()
+
+
+def test_pnl_single_answers_for_the_managed_account_it_names(sim_gateway_factory):
+    # A login managing several accounts: reqPnLSingle(account, modelCode, conId) answers with that account's
+    # position in the contract, as reqPnL answers with that account's P&L; the trading account's position is not
+    # the other account's.
+    gw = sim_gateway_factory(managed_accounts=("DU1234567", "DU7654321"), tick_interval=0.05)
+    gw.pause_market()
+    gw.set_price("AAPL", "190.00")
+    app = Recorder(gw.port)
+    try:
+        first = app.next_id
+        app.app.placeOrder(first, stock("AAPL"), order("BUY", 10, "MKT"))
+        app.wait(lambda: "Filled" in [a[1] for a in app.seen("orderStatus", first)], what="the fill")
+        app.app.reqPnLSingle(1, "DU1234567", "", 265598)
+        app.app.reqPnLSingle(2, "DU7654321", "", 265598)
+        app.wait(lambda: app.seen("pnlSingle", 1) and app.seen("pnlSingle", 2), what="both answers")
+        assert app.seen("pnlSingle", 1)[0][1] == 10
+        assert app.seen("pnlSingle", 2)[0][1:] == (0, 0.0, 0.0, 0.0, 0.0)
+        app.app.cancelPnLSingle(1)
+        app.app.cancelPnLSingle(2)
+    finally:
+        app.close()
