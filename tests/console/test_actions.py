@@ -316,3 +316,15 @@ def test_order_entry_takes_numbers_and_symbols_as_the_rest_api_does(staff_client
     form = response.context["form"]
     assert field in form.errors, form.errors
     assert Order.objects.count() == 0
+
+
+def test_the_confirmation_of_an_order_the_gates_would_refuse_does_not_say_it_will_be_sent(
+    ib_runtime, sim_gateway, orders_enabled, staff_client, settings
+):
+    settings.RISK_MAX_ORDER_QUANTITY = 5
+    page = _review(staff_client, _entry(quantity="50", order_type="MKT")).content.decode()
+    assert "risk_max_quantity" in page
+    assert "will be sent to the gateway" not in page
+    assert "The gates would refuse this order now" in page
+    fine = _review(staff_client, _entry(quantity="1", order_type="MKT")).content.decode()
+    assert "Orders are armed: this order will be sent to the gateway." in fine
