@@ -68,9 +68,12 @@ class Housekeeping:
         from django.db import close_old_connections, connection
 
         due: dict[str, float] = {}
-        while not self._stop.wait(CHORE_TICK_S):
+        tick = CHORE_TICK_S
+        while not self._stop.wait(tick):
             now = time.monotonic()
-            for chore in [*self._own, *events.chores()]:
+            chores = [*self._own, *events.chores()]
+            tick = min([CHORE_TICK_S, *(chore.every_s for chore in chores)])  # as often as the most frequent
+            for chore in chores:
                 if now < due.get(chore.name, 0.0):
                     continue
                 due[chore.name] = now + chore.every_s

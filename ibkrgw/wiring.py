@@ -23,6 +23,8 @@ from brokers.adapter import (
 
 logger = logging.getLogger(__name__)
 HALT_SWEEP_EVERY_S = 1.0
+# A halt recorded by another process reaches this one's send queue within this (one primary-key read a tick).
+HALT_WATCH_EVERY_S = 0.05
 APPROVAL_EXPIRY_EVERY_S = 5.0
 REFUSALS_FLUSH_EVERY_S = 5.0
 
@@ -47,6 +49,7 @@ def connect() -> None:
     # Chores of the process that owns the IB connection.
     events.add_chore("orders.expire_pending", orders.orders_expire_pending, every_s=APPROVAL_EXPIRY_EVERY_S)
     events.add_chore("trading.halt_sweep", orders.trading_halt_sweep, every_s=HALT_SWEEP_EVERY_S)
+    events.add_chore("trading.halt_watch", orders.trading_halt_watch, every_s=HALT_WATCH_EVERY_S)
     events.add_chore("console.account_snapshot", account_snapshot_record, every_s=1.0)  # records when due
     events.add_chore("audit.ledger_watch", ledger_watch_step, every_s=settings.LEDGER_WATCH_EVERY_S)
     # Refusals over the audit bound: their count is written once the minute is over, and when the process stops.

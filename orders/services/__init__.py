@@ -11,7 +11,13 @@ from orders.services.approval import (
     orders_expire_pending,
 )
 from orders.services.common import SubmitResult, request_hash
-from orders.services.kill_switch import halt_progress, trading_halt, trading_halt_sweep, trading_resume
+from orders.services.kill_switch import (
+    halt_progress,
+    trading_halt,
+    trading_halt_sweep,
+    trading_halt_watch,
+    trading_resume,
+)
 from orders.services.recording import (
     commission_record,
     fill_record,
@@ -36,6 +42,7 @@ __all__ = [
     "SubmitResult",
     "halt_progress",
     "trading_halt_sweep",
+    "trading_halt_watch",
     "commission_record",
     "fill_record",
     "approval_needs_another_person",

@@ -5,6 +5,11 @@ broker connection's latch (no order or modification passes it) and sends IB's gl
 halted, `trading_halt_sweep` (run by the process that owns the IB connection every few seconds
 and after each reconnect) cancels anything the broker still reports as working, of any client id,
 until the broker confirms that none is.
+
+Every process with an IB connection of its own (the web server, a `manage.py mcp`) also watches the
+kill switch many times a second (`trading_halt_watch`, one primary-key read): a halt another process
+recorded closes this one's latch at once, taking back the orders still queued for IB's message budget
+before they leave, and sweeps, instead of letting that queue drain to the broker until the next sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from audit import events
@@ -23,7 +28,7 @@ from ibkrgw.actors import Actor, ActorKind, Source
 from ibkrgw.errors import BrokerUnavailable, ErrorCode, GatewayError
 from orders.models import HaltSweep, TradingSwitchEvent
 from orders.pipeline import pipeline
-from orders.selectors import kill_switch_memory_forget, trading_halted
+from orders.selectors import kill_switch_memory_forget, trading_halted, trading_halted_before_send
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,31 @@ def trading_halt_sweep() -> HaltProgress | None:
         return progress
 
     return pipeline().run(sweep)
+
+
+_watch_seen: list[bool | None] = [None]  # what the watch read last (None: nothing yet)
+
+
+def trading_halt_watch() -> None:
+    """Follow a halt or a resume recorded by any process within one watch tick, not at the next sweep.
+
+    On a halt, the latch closes straight away on the IB thread (ahead of the pipeline's queue, whose
+    sends each read the kill switch again anyway), then the sweep runs: this process's orders already
+    out are cancelled. On a resume, the sweep opens the latch."""
+    try:
+        halted = trading_halted_before_send()
+    except DatabaseError as exc:  # the periodic sweep reports a database it cannot read; no flood of it here
+        logger.debug("halt watch could not read the kill switch: %s", exc)
+        return
+    seen, _watch_seen[0] = _watch_seen[0], halted
+    if halted == seen or (seen is None and not halted):
+        return
+    if halted:
+        try:
+            runtime.adapter().order_sends_blocked(blocked=True)
+        except GatewayError as exc:
+            logger.warning("halt watch could not close the latch: %s", exc)
+    trading_halt_sweep()
 
 
 def _trading_switch_record(*, halted: bool, actor: Actor, reason: str) -> TradingSwitchEvent:

@@ -195,6 +195,44 @@ def test_an_order_another_process_admitted_before_a_halt_is_not_sent_after_it(re
     assert (latest.status, latest.code) == ("rejected", "trading_halted")
 
 
+def test_orders_another_process_still_has_queued_are_taken_back_by_a_halt_recorded_here(
+    resting, no_halt_sweep, tmp_path
+):
+    # Another process with an IB connection of its own has sent orders that wait in its queue for IB's
+    # message budget. A halt recorded here must stop them before they leave, though no sweep comes round.
+    other = subprocess.Popen(
+        [sys.executable, "-m", "tests.orders.other_process_burst", str(resting.port), "12", str(tmp_path)],
+        env={**os.environ, **_other_process_env(resting.port), "IB_THROTTLE": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "queued").exists() or other.poll() is not None, timeout=60, message="queued")
+        assert other.poll() is None, other.communicate()[1][-3000:]
+        halted = _halt(_key())
+        assert halted.status_code == 200, halted.content
+        (tmp_path / "go").touch()
+        out, err = other.communicate(timeout=90)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.communicate()
+    assert other.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["answers"] == ["submitted"] * 13, result
+    sent = [o.order_ref for o in _sent(resting)]
+    assert "burst-warm" in sent
+    assert [ref for ref in sent if ref.startswith("burst-") and ref != "burst-warm"] == []
+    wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="nothing working after the halt")
+    queued = Order.objects.filter(client_order_id__startswith="burst-").exclude(client_order_id="burst-warm")
+    assert queued.count() == 12
+    for order in queued:
+        latest = order_latest_event(order)
+        assert (latest.status, latest.code) == ("cancelled", "trading_halted"), order.client_order_id
+    assert result["latch_closed"] is True, err[-3000:]
+
+
 def _other_process_env(port: int) -> dict[str, str]:
     return {
         "DATABASE_URL": subprocess_database_url(),
