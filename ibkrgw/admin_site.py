@@ -29,7 +29,7 @@ from audit.readable import Unreadable, readable
 from audit.selectors import gate_block_counts
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, Source
-from ibkrgw.auth import actor_for
+from ibkrgw.auth import actor_for, user_may_trade
 from ibkrgw.console import charts, reads, views
 from ibkrgw.errors import GatewayError
 from orders import gates
@@ -150,6 +150,13 @@ class RejectForm(forms.Form):
     reason = forms.CharField(max_length=2000, required=False)
 
 
+def require_trade_permission(request: HttpRequest) -> None:
+    if not user_may_trade(request.user):
+        raise PermissionDenied(
+            "Trading from the console needs the permission 'Can place, modify, cancel and approve orders'."
+        )
+
+
 # -- the site --------------------------------------------------------------------------------------
 class OperatorAdminSite(admin.AdminSite):
     site_header = "ibkr-gateway operator console"
@@ -185,16 +192,26 @@ class OperatorAdminSite(admin.AdminSite):
             ),
             path(
                 "dashboard/orders/<uuid:order_id>/approve/review/",
-                self._view(views.approve_review),
+                self._trade_view(views.approve_review),
                 name="ibkrgw_order_approve_review",
             ),
             path("console/status.json", self.admin_view(self.status_view), name="ibkrgw_status"),
-            path("console/orders/new/", self._view(views.order_new), name="ibkrgw_order_new"),
-            path("console/orders/cancel-all/", self._view(views.cancel_all), name="ibkrgw_cancel_all"),
-            path("console/orders/<uuid:order_id>/cancel/", self._view(views.order_cancel), name="ibkrgw_order_cancel"),
-            path("console/orders/<uuid:order_id>/modify/", self._view(views.order_modify), name="ibkrgw_order_modify"),
+            path("console/orders/new/", self._trade_view(views.order_new), name="ibkrgw_order_new"),
+            path("console/orders/cancel-all/", self._trade_view(views.cancel_all), name="ibkrgw_cancel_all"),
             path(
-                "console/positions/<int:con_id>/close/", self._view(views.position_close), name="ibkrgw_position_close"
+                "console/orders/<uuid:order_id>/cancel/",
+                self._trade_view(views.order_cancel),
+                name="ibkrgw_order_cancel",
+            ),
+            path(
+                "console/orders/<uuid:order_id>/modify/",
+                self._trade_view(views.order_modify),
+                name="ibkrgw_order_modify",
+            ),
+            path(
+                "console/positions/<int:con_id>/close/",
+                self._trade_view(views.position_close),
+                name="ibkrgw_position_close",
             ),
             path("console/charts/", self.admin_view(self.charts_view), name="ibkrgw_charts"),
             path("console/charts/price.json", self.admin_view(self.price_chart_view), name="ibkrgw_chart_price"),
@@ -214,6 +231,15 @@ class OperatorAdminSite(admin.AdminSite):
 
     def _view(self, view: Callable[..., HttpResponse]):
         return self.admin_view(partial(view, self))
+
+    def _trade_view(self, view: Callable[..., HttpResponse]):
+        """A page that places, changes, cancels or approves orders: staff with the trade permission only."""
+
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            require_trade_permission(request)
+            return view(self, request, *args, **kwargs)
+
+        return self.admin_view(checked)
 
     # -- pages
     def status_view(self, request: HttpRequest) -> JsonResponse:
@@ -250,6 +276,7 @@ class OperatorAdminSite(admin.AdminSite):
             "title": "Dashboard",
             "refresh_seconds": REFRESH_SECONDS,
             "can_resume": request.user.is_superuser,
+            "can_trade": user_may_trade(request.user),
         }
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
@@ -291,6 +318,7 @@ class OperatorAdminSite(admin.AdminSite):
         return self._switch_page(request, form, halt=False)
 
     def order_approve_view(self, request: HttpRequest, order_id) -> HttpResponse:
+        require_trade_permission(request)
         # Approving sends a real order: only from the review page, with its box ticked.
         if not ApproveForm(request.POST).is_valid():
             messages.error(request, "Tick the confirmation box on the review page to approve.")
@@ -300,6 +328,7 @@ class OperatorAdminSite(admin.AdminSite):
         )
 
     def order_reject_view(self, request: HttpRequest, order_id) -> HttpResponse:
+        require_trade_permission(request)
         form = RejectForm(request.POST)
         reason = form.cleaned_data["reason"] if form.is_valid() else ""
         return self._act(

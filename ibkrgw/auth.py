@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils.crypto import constant_time_compare
@@ -207,11 +207,26 @@ def session_signs_in(session_key: str | None, user_pk: Any) -> bool:
     return any(constant_time_compare(session_hash, known) for known in hashes)
 
 
+# What a signed-in person needs to trade (place, modify, cancel, approve, halt through the API), beside being staff.
+TRADE_PERMISSION = "orders.trade"
+
+
+def user_may_trade(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    """A staff member holding the trade permission (a superuser holds every permission)."""
+    return bool(
+        isinstance(user, PermissionsMixin)  # people's accounts; the anonymous user is never staff
+        and user.is_authenticated
+        and user.is_active
+        and getattr(user, "is_staff", False)
+        and user.has_perm(TRADE_PERMISSION)
+    )
+
+
 def principal_allows(user: AbstractBaseUser | AnonymousUser | None, key: ScopedAPIKey | None, scope: str) -> bool:
     if isinstance(key, ScopedAPIKey):
         return key.allows(scope)
     if user is not None and user.is_authenticated and user.is_active:
-        return scope == Scope.READ or user.is_staff
+        return scope == Scope.READ or user_may_trade(user)
     return False
 
 

@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from audit.admin import AppendOnlyAdmin, CsvExportMixin, json_block, local_time, plain, shown
 from ibkrgw.actors import Actor, Source
-from ibkrgw.auth import actor_for
+from ibkrgw.auth import actor_for, user_may_trade
 from ibkrgw.errors import GatewayError
 from orders import services
 from orders.models import Commission, Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
@@ -281,12 +281,21 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     def preview_pretty(self, obj: Order) -> str:
         return json_block(obj.preview)
 
+    def has_trade_permission(self, request: HttpRequest) -> bool:
+        """The bulk actions and the Cancel / Modify / Review links: staff members who may trade."""
+        return user_may_trade(request.user)
+
+    def get_list_display(self, request: HttpRequest):
+        shown = super().get_list_display(request)
+        return shown if self.has_trade_permission(request) else tuple(f for f in shown if f != "row_actions")
+
     def render_change_form(self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None):
         status = obj.current_status if obj is not None else None
+        may_trade = self.has_trade_permission(request)
         context = {
-            "can_cancel": status in ROW_CANCELLABLE,
-            "can_modify": status in ROW_MODIFIABLE,
-            "can_approve": status == OrderStatus.PENDING_APPROVAL,
+            "can_cancel": may_trade and status in ROW_CANCELLABLE,
+            "can_modify": may_trade and status in ROW_MODIFIABLE,
+            "can_approve": may_trade and status == OrderStatus.PENDING_APPROVAL,
             **context,
         }
         if obj is not None:
@@ -294,19 +303,19 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
             context["subtitle"] = f"{self.order_summary(obj)} ({obj.client_order_id})"
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    @admin.action(description="Cancel selected orders")
+    @admin.action(description="Cancel selected orders", permissions=["trade"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Order]):
         if not request.POST.get("confirmed"):
             return _confirm_page(self, request, queryset, "cancel_selected", "Cancel these orders")
         _each_order(request, queryset, lambda o, a: services.order_cancel(order_id=o.pk, actor=a), "asked to cancel")
 
-    @admin.action(description="Approve selected orders (waiting for approval)")
+    @admin.action(description="Approve selected orders (waiting for approval)", permissions=["trade"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Order]):
         if not request.POST.get("confirmed"):
             return _confirm_page(self, request, queryset, "approve_selected", "Approve and send these orders")
         _each_order(request, queryset, lambda o, a: services.order_approve(order_id=o.pk, actor=a), "approved and sent")
 
-    @admin.action(description="Reject selected orders (waiting for approval)")
+    @admin.action(description="Reject selected orders (waiting for approval)", permissions=["trade"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         _each_order(request, queryset, lambda o, a: services.order_reject_approval(order_id=o.pk, actor=a), "rejected")
 

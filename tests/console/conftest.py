@@ -1,4 +1,5 @@
-"""People at the operator console: a superuser, a staff member who may view the ledger, a non-staff user."""
+"""People at the operator console: a superuser, a staff member who may view the ledger and trade, one who may
+only view it, a non-staff user."""
 
 from __future__ import annotations
 
@@ -30,13 +31,26 @@ def superuser_client(superuser) -> Client:
     return _client_for(superuser)
 
 
-@pytest.fixture
-def staff_user(django_user_model):
-    user = django_user_model.objects.create_user("staff", "", PASSWORD, is_staff=True)
+def _ledger_viewer(django_user_model, username: str):
+    user = django_user_model.objects.create_user(username, "", PASSWORD, is_staff=True)
     user.user_permissions.set(
         Permission.objects.filter(codename__startswith="view_", content_type__app_label__in=LEDGER_APPS)
     )
     return user
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    """A staff member who may view the ledger and trade."""
+    user = _ledger_viewer(django_user_model, "staff")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="orders", codename="trade"))
+    return user
+
+
+@pytest.fixture
+def viewer_client(django_user_model) -> Client:
+    """A staff member who may view the ledger, not trade."""
+    return _client_for(_ledger_viewer(django_user_model, "viewer"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, Permission
 
 from audit.models import AuditEntry
 from ibkrgw import auth
@@ -214,21 +214,28 @@ def test_a_key_allows_its_scope_and_trade_includes_read(key_scope, wanted, allow
     assert auth.principal_allows(AnonymousUser(), key, wanted) is allowed
 
 
-def _user(**flags):
-    return get_user_model().objects.create_user(f"u{len(flags)}{sorted(flags.items())}", password="x", **flags)
+def _user(may_trade: bool = False, **flags):
+    user = get_user_model().objects.create_user(f"u{may_trade}{sorted(flags.items())}", password="x", **flags)
+    if may_trade:
+        user.user_permissions.add(Permission.objects.get(content_type__app_label="orders", codename="trade"))
+        user = get_user_model().objects.get(pk=user.pk)  # permissions are cached on the instance
+    return user
 
 
 @pytest.mark.parametrize(
     ("flags", "read", "trade"),
     [
         ({}, True, False),
-        ({"is_staff": True}, True, True),
-        ({"is_staff": True, "is_active": False}, False, False),
+        ({"may_trade": True}, True, False),
+        ({"is_staff": True}, True, False),
+        ({"is_staff": True, "may_trade": True}, True, True),
+        ({"is_staff": True, "is_superuser": True}, True, True),
+        ({"is_staff": True, "may_trade": True, "is_active": False}, False, False),
         ({"is_active": False}, False, False),
     ],
-    ids=["user", "staff", "inactive staff", "inactive user"],
+    ids=["user", "user with the permission", "staff", "staff who may trade", "superuser", "inactive", "inactive user"],
 )
-def test_signed_in_users_read_and_only_staff_trade(flags, read, trade):
+def test_signed_in_users_read_and_only_staff_with_the_trade_permission_trade(flags, read, trade):
     user = _user(**flags)
     assert auth.principal_allows(user, None, Scope.READ) is read
     assert auth.principal_allows(user, None, Scope.TRADE) is trade
@@ -397,9 +404,10 @@ def test_the_actor_carries_the_requests_correlation_id():
 
 
 def test_scope_permissions_read_the_signed_in_user_and_the_key():
-    staff, plain = _user(is_staff=True), _user()
+    staff, plain = _user(is_staff=True, may_trade=True), _user()
     read_key, _ = api_key(name="r", scope=Scope.READ)
     assert auth.HasTradeScope().has_permission(_Request(user=staff), None) is True
+    assert auth.HasTradeScope().has_permission(_Request(user=_user(is_staff=True)), None) is False
     assert auth.HasTradeScope().has_permission(_Request(user=plain), None) is False
     assert auth.HasReadScope().has_permission(_Request(user=plain), None) is True
     assert auth.HasReadScope().has_permission(_Request(), None) is False

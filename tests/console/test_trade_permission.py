@@ -1,0 +1,143 @@
+"""Trading needs the `orders.trade` permission: a staff member without it may look at what their view
+permissions show and halt trading, but places, changes, cancels and approves nothing, at the console or with
+their session in the browsable API (against the simulated gateway over real TCP)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from orders import services
+from orders.models import Order, OrderEvent
+from orders.selectors import trading_halted
+from orders.types import OrderRequest
+from tests.conftest import wait_for
+from tests.console.conftest import AGENT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = reverse("admin:orders_order_changelist")
+LIVE = reverse("admin:ibkrgw_dashboard_live")
+ENTRY = {"symbol": "AAPL", "sec_type": "STK", "action": "BUY", "quantity": "1", "order_type": "MKT", "tif": "DAY"}
+
+
+def _status(order: Order) -> str:
+    return OrderEvent.objects.filter(order=order).order_by("-id").first().status
+
+
+def _resting(sim_gateway) -> Order:
+    last = sim_gateway.quote("AAPL")["last"]
+    order = services.order_submit(
+        request=OrderRequest(
+            symbol="AAPL",
+            action="BUY",
+            quantity=Decimal(1),
+            order_type="LMT",
+            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
+            client_order_id="resting-1",
+        ),
+        actor=AGENT,
+    ).order
+    wait_for(lambda: _status(order) == "submitted", message="limit order working")
+    return order
+
+
+def _sent(sim_gateway) -> list[str]:
+    return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
+
+
+def test_a_viewer_gets_403_on_every_trading_page_and_nothing_is_sent(
+    ib_runtime, sim_gateway, orders_enabled, viewer_client
+):
+    sim_gateway.pause_market()
+    order = _resting(sim_gateway)
+    position_con_id = 265598  # AAPL in the simulator's universe; the check comes before the position lookup
+    pages = [
+        reverse("admin:ibkrgw_order_new"),
+        reverse("admin:ibkrgw_cancel_all"),
+        reverse("admin:ibkrgw_order_cancel", args=[order.pk]),
+        reverse("admin:ibkrgw_order_modify", args=[order.pk]),
+        reverse("admin:ibkrgw_position_close", args=[position_con_id]),
+        reverse("admin:ibkrgw_order_approve_review", args=[order.pk]),
+    ]
+    for page in pages:
+        assert viewer_client.get(page).status_code == 403, page
+    posted = [
+        (reverse("admin:ibkrgw_order_new"), {**ENTRY, "confirm": "on", "client_order_id": "viewer-1"}),
+        (reverse("admin:ibkrgw_cancel_all"), {"confirm": "on"}),
+        (reverse("admin:ibkrgw_order_cancel", args=[order.pk]), {"confirm": "on"}),
+        (reverse("admin:ibkrgw_order_modify", args=[order.pk]), {"quantity": "2", "confirm": "on"}),
+        (reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"}),
+        (reverse("admin:ibkrgw_order_reject", args=[order.pk]), {"reason": "no"}),
+    ]
+    for page, data in posted:
+        assert viewer_client.post(page, data).status_code == 403, page
+    # The bulk actions are not offered, and posting one anyway changes nothing.
+    listing = viewer_client.get(CHANGELIST)
+    assert listing.status_code == 200
+    assert "cancel_selected" not in listing.content.decode()
+    assert "ibkrgw-row-cancel" not in listing.content.decode()
+    viewer_client.post(CHANGELIST, {"action": "cancel_selected", "_selected_action": [order.pk], "confirmed": "1"})
+    assert Order.objects.count() == 1
+    assert _status(order) == "submitted"
+    assert _sent(sim_gateway) == ["resting-1"]
+
+
+def test_a_viewer_sees_no_trading_buttons_but_can_halt(ib_runtime, sim_gateway, viewer_client, staff_client):
+    viewer_page = viewer_client.get(LIVE).content.decode()
+    trader_page = staff_client.get(LIVE).content.decode()
+    for button in ('id="ibkrgw-new-order"', 'id="ibkrgw-cancel-all"'):
+        assert button in trader_page
+        assert button not in viewer_page
+    assert 'id="ibkrgw-nav-new-order"' not in viewer_client.get(reverse("admin:ibkrgw_dashboard")).content.decode()
+    # Stopping is never withheld: any staff member can halt.
+    halted = viewer_client.post(reverse("admin:ibkrgw_trading_halt"), {"reason": "viewer stops it", "confirm": "on"})
+    assert halted.status_code == 302
+    assert trading_halted()
+
+
+def test_a_viewer_session_cannot_trade_through_the_browsable_api(
+    ib_runtime, sim_gateway, orders_enabled, viewer_client, staff_client
+):
+    body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
+    refused = viewer_client.post("/api/v1/orders/", {**body, "client_order_id": "v-1"}, content_type="application/json")
+    assert refused.status_code == 403, refused.content
+    assert refused.json()["error"]["code"] == "permission_denied"
+    assert viewer_client.get("/api/v1/orders/").status_code == 200  # reading stays open
+    placed = staff_client.post("/api/v1/orders/", {**body, "client_order_id": "s-1"}, content_type="application/json")
+    assert placed.status_code == 201, placed.content
+    assert list(Order.objects.values_list("client_order_id", flat=True)) == ["s-1"]
+
+
+def test_the_upgrade_lets_intact_staff_members_keep_trading_and_no_one_else():
+    """orders 0008 introduced the permission: staff members whose account matches its MAC get it (they could
+    trade before), with their MAC made again; one raised to staff behind the gateway's back does not."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from ibkrgw.auth import user_may_trade
+    from ibkrgw.users import user_distrust
+
+    def migrate(targets):
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(targets)
+
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    users = get_user_model()
+    try:
+        migrate([("orders", "0007_approvals_count_index")])
+        trader = users.objects.create_user("trader", is_staff=True)
+        raised = users.objects.create_user("raised")
+        users.objects.filter(pk=raised.pk).update(is_staff=True)  # outside the gateway: its MAC no longer matches
+        plain = users.objects.create_user("plain")
+    finally:
+        migrate(latest)
+    assert user_may_trade(users.objects.get(pk=trader.pk))
+    assert user_distrust(trader.pk) is None  # still signs in
+    assert not users.objects.get(pk=raised.pk).user_permissions.exists()
+    assert user_distrust(raised.pk) is not None
+    assert not user_may_trade(users.objects.get(pk=plain.pk))
