@@ -64,6 +64,7 @@ from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
 
 logger = logging.getLogger(__name__)
+BROKER_AWAY = (503, 504)  # broker_unavailable, broker_timeout
 GENERATED_ID_PREFIX = "gw-"
 CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SENT_RECORD_WAIT_S = 2.0
@@ -224,7 +225,14 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         approval_required=actor.kind in settings.APPROVAL_REQUIRED_FOR,
     )
     try:
-        trip.run(checks.PLACE_STEPS)
+        try:
+            trip.run(checks.PLACE_STEPS)
+        except GatewayError as exc:
+            if exc.http_status in BROKER_AWAY:
+                # Halted during an outage: the kill switch's refusal is the one that outlasts the outage (a
+                # client retrying a 503 would retry into a halt), so it is the answer.
+                gates.gate_kill_switch(trading_halted())
+            raise
     except GatewayError as exc:
         gate_block_record(exc, request=request, actor=actor, account=account)
         raise

@@ -258,6 +258,11 @@ def test_a_halt_while_disconnected_cancels_after_the_reconnect(resting, api_clie
     assert len([o for o in resting.orders() if o.status not in OrderStatus.DoneStates]) == 3
     health = api_client.get("/api/v1/health/").json()
     assert health["trading_halted"] is True and health["halt"]["state"] == "cancelling"
+    # A new order meanwhile is refused by the halt, which outlasts the outage, not as a 503 to retry.
+    refused = api_client.post("/api/v1/orders/", _order(client_order_id="during-outage"), format="json")
+    assert refused.status_code == 423, refused.content
+    assert refused.json()["error"]["code"] == "trading_halted"
+    assert not Order.objects.filter(client_order_id="during-outage").exists()
     wait_for(lambda: ib_runtime.worker.reconciled.is_set(), timeout=30, message="reconnected")
     wait_for(lambda: broker_working(resting.port) == [], timeout=15, message="cancelled after the reconnect")
     wait_for(
