@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from decimal import Decimal
@@ -175,3 +176,16 @@ def test_lists_show_an_order_with_its_modified_terms_not_as_first_placed(superus
     rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
     assert [(r["quantity"], r["limit_price"], r["quantity_now"], r["limit_price_now"], r["stop_price_now"])
             for r in rows] == [("1", "187.67", "7", "185.73", "")]  # fmt: skip
+
+
+def test_going_back_from_a_bulk_action_keeps_the_list_filtered(superuser_client):
+    """'No, take me back' on a bulk action's confirmation led to the whole list, the filter the operator had
+    chosen the orders under (say every working order) gone."""
+    order = OrderFactory(client_order_id="filtered")
+    OrderEventFactory(order=order, status=OrderStatus.SUBMITTED, remaining_quantity=Decimal("1"))
+    filtered = reverse("admin:orders_order_changelist") + "?status=submitted"
+    page = superuser_client.post(filtered, {"action": "cancel_selected", "_selected_action": [str(order.pk)]})
+    assert page.status_code == 200
+    back = re.search(r'href="([^"]*)" class="button cancel-link" id="ibkrgw-action-back"', page.content.decode())
+    assert back is not None and html.unescape(back.group(1)) == filtered
+    assert "filtered" in superuser_client.get(html.unescape(back.group(1))).content.decode()
