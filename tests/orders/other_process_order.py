@@ -4,8 +4,9 @@ connection of its own, whose order is admitted and then held just before its sen
 usage: python -m tests.orders.other_process_order <port> <client_order_id> <directory>
 
 Writes `<directory>/admitted` once the order is in the ledger, waits for `<directory>/go`, lets the send
-proceed, and prints the outcome as one JSON line: {"status": ...} or {"code": ...}. Its own halt sweep is
-off: it plays a process whose sweep has not come round since another process halted trading.
+proceed, and prints the outcome as one JSON line: {"status": ...} or {"code": ...}. Its own halt sweep and
+watch of the kill switch are off: it plays a process neither has come round in since another process halted
+trading.
 """
 
 import json
@@ -32,6 +33,7 @@ def main() -> None:
     from orders.types import OrderRequest
 
     events._chores.pop("trading.halt_sweep", None)
+    events._chores.pop("trading.halt_watch", None)  # the send's own read of the kill switch is under test
     runtime.start(host="127.0.0.1", port=int(port), client_id=int(os.environ.get("OTHER_CLIENT_ID", "9")), wait=10)
     if not runtime.current().worker.reconciled.wait(10):
         os._exit(4)

@@ -95,8 +95,10 @@ def resting(ib_runtime, sim_gateway, orders_enabled, settings):
 
 @pytest.fixture
 def no_halt_sweep(monkeypatch):
-    """Only the pipeline's ordering may stop a late order here: the periodic sweep is off."""
+    """Only the pipeline's ordering may stop a late order here: the periodic sweep is off, and so is this
+    process's watch of the kill switch (which sweeps when it sees a halt)."""
     monkeypatch.delitem(events._chores, "trading.halt_sweep")
+    monkeypatch.delitem(events._chores, "trading.halt_watch")
 
 
 def _sent(gateway: SimGateway) -> list:

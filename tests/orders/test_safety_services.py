@@ -371,10 +371,12 @@ def test_a_preview_asks_the_broker_about_exactly_the_order_given(ib_runtime, qui
 # -- the kill switch at the broker connection ---------------------------------------------------------
 @pytest.fixture
 def no_halt_sweep(monkeypatch):
-    """The periodic sweep also sets the latch from the ledger: off, so only the service under test does."""
+    """The periodic sweep and the watch of the kill switch also set the latch from the ledger: off, so only the
+    service under test does."""
     from brokers import events
 
     monkeypatch.delitem(events._chores, "trading.halt_sweep")
+    monkeypatch.delitem(events._chores, "trading.halt_watch")
 
 
 def test_halt_closes_the_connections_latch_and_only_resume_opens_it(ib_runtime, quiet_market, no_halt_sweep):
