@@ -264,7 +264,20 @@ class HasReadScope(_ScopePermission):
 
 class HasTradeScope(_ScopePermission):
     scope = Scope.TRADE
+    message = "This needs an API key with scope 'trade' or a staff user with the trade permission."
+
+
+class MayHalt(permissions.BasePermission):
+    """The kill switch: an API key with scope trade, or any staff member (stopping is never withheld from staff,
+    as on the console's halt page)."""
+
     message = "This needs an API key with scope 'trade' or a staff user."
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.auth, ScopedAPIKey):
+            return request.auth.allows(Scope.TRADE)
+        user = request.user
+        return bool(user is not None and user.is_authenticated and user.is_active and getattr(user, "is_staff", False))
 
 
 class IsAdminUser(permissions.BasePermission):

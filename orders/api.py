@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.api import LedgerList
-from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, request_actor
+from ibkrgw.auth import HasReadScope, HasTradeScope, IsAdminUser, MayHalt, request_actor
 from ibkrgw.openapi import ERROR
 from ibkrgw.web.fields import (
     StrictIntegerField,
@@ -273,7 +273,7 @@ class FillViewSet(LedgerList):
 
 
 class TradingHaltView(RefusalsAudited, APIView):
-    permission_classes = [HasTradeScope]
+    permission_classes = [MayHalt]
     audited_actions = ("post",)
 
     @extend_schema(

@@ -98,8 +98,8 @@ def test_a_viewer_sees_no_trading_buttons_but_can_halt(ib_runtime, sim_gateway, 
     assert trading_halted()
 
 
-def test_a_viewer_session_cannot_trade_through_the_browsable_api(
-    ib_runtime, sim_gateway, orders_enabled, viewer_client, staff_client
+def test_a_viewer_session_cannot_trade_through_the_browsable_api_but_can_halt(
+    ib_runtime, sim_gateway, orders_enabled, viewer_client, staff_client, user_client
 ):
     body = {"symbol": "AAPL", "action": "BUY", "quantity": "1", "order_type": "MKT"}
     refused = viewer_client.post("/api/v1/orders/", {**body, "client_order_id": "v-1"}, content_type="application/json")
@@ -109,6 +109,13 @@ def test_a_viewer_session_cannot_trade_through_the_browsable_api(
     placed = staff_client.post("/api/v1/orders/", {**body, "client_order_id": "s-1"}, content_type="application/json")
     assert placed.status_code == 201, placed.content
     assert list(Order.objects.values_list("client_order_id", flat=True)) == ["s-1"]
+    # Halting, as on the console, is open to every staff member; a signed-in user who is not staff is refused.
+    halt = {"reason": "viewer stops it"}
+    assert user_client.post("/api/v1/trading/halt/", halt, content_type="application/json").status_code == 403
+    assert not trading_halted()
+    halted = viewer_client.post("/api/v1/trading/halt/", halt, content_type="application/json")
+    assert halted.status_code == 200, halted.content
+    assert trading_halted()
 
 
 def test_the_upgrade_lets_intact_staff_members_keep_trading_and_no_one_else():
