@@ -29,7 +29,7 @@ from audit.readable import Unreadable, readable
 from audit.selectors import gate_block_counts
 from brokers.selectors import health_get
 from ibkrgw.actors import Actor, Source
-from ibkrgw.auth import actor_for, user_may_trade
+from ibkrgw.auth import actor_for, user_may_approve, user_may_trade
 from ibkrgw.console import charts, reads, views
 from ibkrgw.errors import GatewayError
 from orders import gates
@@ -152,9 +152,12 @@ class RejectForm(forms.Form):
 
 def require_trade_permission(request: HttpRequest) -> None:
     if not user_may_trade(request.user):
-        raise PermissionDenied(
-            "Trading from the console needs the permission 'Can place, modify, cancel and approve orders'."
-        )
+        raise PermissionDenied("This needs the permission 'Can place, modify and cancel orders'.")
+
+
+def require_approve_permission(request: HttpRequest) -> None:
+    if not user_may_approve(request.user):
+        raise PermissionDenied("This needs the permission 'Can approve and reject orders waiting for approval'.")
 
 
 # -- the site --------------------------------------------------------------------------------------
@@ -192,7 +195,7 @@ class OperatorAdminSite(admin.AdminSite):
             ),
             path(
                 "dashboard/orders/<uuid:order_id>/approve/review/",
-                self._trade_view(views.approve_review),
+                self._guarded_view(views.approve_review, require_approve_permission),
                 name="ibkrgw_order_approve_review",
             ),
             path("console/status.json", self.admin_view(self.status_view), name="ibkrgw_status"),
@@ -233,10 +236,12 @@ class OperatorAdminSite(admin.AdminSite):
         return self.admin_view(partial(view, self))
 
     def _trade_view(self, view: Callable[..., HttpResponse]):
-        """A page that places, changes, cancels or approves orders: staff with the trade permission only."""
+        """A page that places, changes or cancels orders: staff with the trade permission only."""
+        return self._guarded_view(view, require_trade_permission)
 
+    def _guarded_view(self, view: Callable[..., HttpResponse], require: Callable[[HttpRequest], None]):
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            require_trade_permission(request)
+            require(request)
             return view(self, request, *args, **kwargs)
 
         return self.admin_view(checked)
@@ -277,6 +282,7 @@ class OperatorAdminSite(admin.AdminSite):
             "refresh_seconds": REFRESH_SECONDS,
             "can_resume": request.user.is_superuser,
             "can_trade": user_may_trade(request.user),
+            "can_approve": user_may_approve(request.user),
         }
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
@@ -318,7 +324,7 @@ class OperatorAdminSite(admin.AdminSite):
         return self._switch_page(request, form, halt=False)
 
     def order_approve_view(self, request: HttpRequest, order_id) -> HttpResponse:
-        require_trade_permission(request)
+        require_approve_permission(request)
         # Approving sends a real order: only from the review page, with its box ticked.
         if not ApproveForm(request.POST).is_valid():
             messages.error(request, "Tick the confirmation box on the review page to approve.")
@@ -328,7 +334,7 @@ class OperatorAdminSite(admin.AdminSite):
         )
 
     def order_reject_view(self, request: HttpRequest, order_id) -> HttpResponse:
-        require_trade_permission(request)
+        require_approve_permission(request)
         form = RejectForm(request.POST)
         reason = form.cleaned_data["reason"] if form.is_valid() else ""
         return self._act(

@@ -207,19 +207,30 @@ def session_signs_in(session_key: str | None, user_pk: Any) -> bool:
     return any(constant_time_compare(session_hash, known) for known in hashes)
 
 
-# What a signed-in person needs to trade (place, modify, cancel, approve, halt through the API), beside being staff.
+# What a signed-in staff member needs to place, modify and cancel orders (console and API), and to decide on
+# orders waiting for approval (console): a risk officer may approve without trading, a trader trade without it.
 TRADE_PERMISSION = "orders.trade"
+APPROVE_PERMISSION = "orders.approve"
 
 
-def user_may_trade(user: AbstractBaseUser | AnonymousUser | None) -> bool:
-    """A staff member holding the trade permission (a superuser holds every permission)."""
+def _staff_with(user: AbstractBaseUser | AnonymousUser | None, permission: str) -> bool:
     return bool(
         isinstance(user, PermissionsMixin)  # people's accounts; the anonymous user is never staff
         and user.is_authenticated
         and user.is_active
         and getattr(user, "is_staff", False)
-        and user.has_perm(TRADE_PERMISSION)
+        and user.has_perm(permission)
     )
+
+
+def user_may_trade(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    """A staff member holding the trade permission (a superuser holds every permission)."""
+    return _staff_with(user, TRADE_PERMISSION)
+
+
+def user_may_approve(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    """A staff member holding the approve permission."""
+    return _staff_with(user, APPROVE_PERMISSION)
 
 
 def principal_allows(user: AbstractBaseUser | AnonymousUser | None, key: ScopedAPIKey | None, scope: str) -> bool:

@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from audit.admin import AppendOnlyAdmin, CsvExportMixin, json_block, local_time, plain, shown
 from ibkrgw.actors import Actor, Source
-from ibkrgw.auth import actor_for, user_may_trade
+from ibkrgw.auth import actor_for, user_may_approve, user_may_trade
 from ibkrgw.errors import GatewayError
 from orders import services
 from orders.models import Commission, Fill, Order, OrderEvent, OrderStatus, TradingSwitchEvent
@@ -244,22 +244,34 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
     def actor(self, obj: Order) -> str:
         return f"{obj.actor_label} ({obj.source})"
 
-    @admin.display(description="")
-    def row_actions(self, obj: Order) -> str:
+    def _row_links(self, obj: Order, *, trade: bool, approve: bool) -> str:
         links = []
-        if obj.current_status in ROW_CANCELLABLE:
+        if trade and obj.current_status in ROW_CANCELLABLE:
             url = reverse("admin:ibkrgw_order_cancel", args=[obj.pk], current_app=self.admin_site.name)
             links.append(format_html('<a href="{}" class="ibkrgw-row-cancel">Cancel&hellip;</a>', url))
-        if obj.current_status in ROW_MODIFIABLE:
+        if trade and obj.current_status in ROW_MODIFIABLE:
             url = reverse("admin:ibkrgw_order_modify", args=[obj.pk], current_app=self.admin_site.name)
             links.append(format_html('<a href="{}" class="ibkrgw-row-modify">Modify&hellip;</a>', url))
-        if obj.current_status == OrderStatus.PENDING_APPROVAL:
+        if approve and obj.current_status == OrderStatus.PENDING_APPROVAL:
             url = reverse("admin:ibkrgw_order_approve_review", args=[obj.pk], current_app=self.admin_site.name)
             links.append(format_html('<a href="{}" class="ibkrgw-row-approve">Review&hellip;</a>', url))
         if not links:
             return ""
         joined = format_html(" ".join(["{}"] * len(links)), *links)
         return format_html('<span class="ibkrgw-row-actions">{}</span>', joined)
+
+    # The row's links, one column per set of permissions (a list column sees the row, not who is looking).
+    @admin.display(description="")
+    def row_actions(self, obj: Order) -> str:
+        return self._row_links(obj, trade=True, approve=True)
+
+    @admin.display(description="")
+    def row_actions_trade(self, obj: Order) -> str:
+        return self._row_links(obj, trade=True, approve=False)
+
+    @admin.display(description="")
+    def row_actions_approve(self, obj: Order) -> str:
+        return self._row_links(obj, trade=False, approve=True)
 
     @admin.display(description="current status")
     def current_status(self, obj: Order) -> str:
@@ -282,12 +294,21 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
         return json_block(obj.preview)
 
     def has_trade_permission(self, request: HttpRequest) -> bool:
-        """The bulk actions and the Cancel / Modify / Review links: staff members who may trade."""
+        """Cancel selected and the Cancel / Modify links: staff members who may trade."""
         return user_may_trade(request.user)
 
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        """Approve and Reject selected and the Review links: staff members who may approve."""
+        return user_may_approve(request.user)
+
     def get_list_display(self, request: HttpRequest):
-        shown = super().get_list_display(request)
-        return shown if self.has_trade_permission(request) else tuple(f for f in shown if f != "row_actions")
+        links = {
+            (True, True): "row_actions",
+            (True, False): "row_actions_trade",
+            (False, True): "row_actions_approve",
+        }.get((self.has_trade_permission(request), self.has_approve_permission(request)))
+        shown = [field for field in super().get_list_display(request) if field != "row_actions"]
+        return (*shown, links) if links else tuple(shown)
 
     def render_change_form(self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None):
         status = obj.current_status if obj is not None else None
@@ -295,7 +316,7 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
         context = {
             "can_cancel": may_trade and status in ROW_CANCELLABLE,
             "can_modify": may_trade and status in ROW_MODIFIABLE,
-            "can_approve": may_trade and status == OrderStatus.PENDING_APPROVAL,
+            "can_approve": self.has_approve_permission(request) and status == OrderStatus.PENDING_APPROVAL,
             **context,
         }
         if obj is not None:
@@ -309,13 +330,13 @@ class OrderAdmin(CsvExportMixin, AppendOnlyAdmin):
             return _confirm_page(self, request, queryset, "cancel_selected", "Cancel these orders")
         _each_order(request, queryset, lambda o, a: services.order_cancel(order_id=o.pk, actor=a), "asked to cancel")
 
-    @admin.action(description="Approve selected orders (waiting for approval)", permissions=["trade"])
+    @admin.action(description="Approve selected orders (waiting for approval)", permissions=["approve"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Order]):
         if not request.POST.get("confirmed"):
             return _confirm_page(self, request, queryset, "approve_selected", "Approve and send these orders")
         _each_order(request, queryset, lambda o, a: services.order_approve(order_id=o.pk, actor=a), "approved and sent")
 
-    @admin.action(description="Reject selected orders (waiting for approval)", permissions=["trade"])
+    @admin.action(description="Reject selected orders (waiting for approval)", permissions=["approve"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         _each_order(request, queryset, lambda o, a: services.order_reject_approval(order_id=o.pk, actor=a), "rejected")
 

@@ -95,8 +95,11 @@ class Order(AppendOnlyModel):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        # People trade only with it (superusers have every permission); API keys have their scope instead.
-        permissions = [("trade", "Can place, modify, cancel and approve orders")]
+        # What people may do with orders (superusers hold every permission); API keys have their scope instead.
+        permissions = [
+            ("trade", "Can place, modify and cancel orders"),
+            ("approve", "Can approve and reject orders waiting for approval"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["account", "client_order_id"], name="order_unique_client_order_id_per_account"

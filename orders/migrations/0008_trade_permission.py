@@ -1,6 +1,7 @@
-"""People trade with the `orders.trade` permission. Staff members could trade before it existed: those whose
-account is intact (it matches its MAC) keep trading after the upgrade, and their MAC is made again to cover it.
-A staff member whose account was changed outside the gateway is left as it is: still refused everywhere."""
+"""People trade with the `orders.trade` permission and decide on held orders with `orders.approve`. Staff members
+could do both before these existed: those whose account is intact (it matches its MAC) keep doing so after the
+upgrade, and their MAC is made again to cover the two. A staff member whose account was changed outside the gateway
+is left as it is: still refused everywhere."""
 
 from django.conf import settings
 from django.contrib.auth.management import create_permissions
@@ -10,7 +11,7 @@ from audit.seal import mac_valid, seal_keys
 from ibkrgw.users import user_hash, user_mac, user_mac_values
 
 
-def grant_trade_to_staff(apps, schema_editor):
+def grant_to_staff(apps, schema_editor):
     using = schema_editor.connection.alias
     orders = apps.get_app_config("orders")
     orders.models_module = True  # create_permissions skips an app without models; the historical one has them
@@ -21,13 +22,15 @@ def grant_trade_to_staff(apps, schema_editor):
     User = apps.get_model(*settings.AUTH_USER_MODEL.split("."))
     UserMac = apps.get_model("ibkrgw", "UserMac")
     Permission = apps.get_model("auth", "Permission")
-    trade = Permission.objects.using(using).get(content_type__app_label="orders", codename="trade")
+    granted = Permission.objects.using(using).filter(
+        content_type__app_label="orders", codename__in=["trade", "approve"]
+    )
     for user in User._base_manager.using(using).filter(is_staff=True, is_superuser=False):
         stored = UserMac.objects.using(using).filter(user_id=user.pk).values_list("mac", flat=True).first()
         values = user_mac_values(User, user.pk, using)
         if not stored or values is None or not mac_valid(user_hash(values), stored, seal_keys()):
             continue
-        user.user_permissions.add(trade)
+        user.user_permissions.add(*granted)
         UserMac.objects.using(using).filter(user_id=user.pk).update(mac=user_mac(user_mac_values(User, user.pk, using)))
 
 
@@ -42,7 +45,12 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name="order",
-            options={"permissions": [("trade", "Can place, modify, cancel and approve orders")]},
+            options={
+                "permissions": [
+                    ("trade", "Can place, modify and cancel orders"),
+                    ("approve", "Can approve and reject orders waiting for approval"),
+                ]
+            },
         ),
-        migrations.RunPython(grant_trade_to_staff, migrations.RunPython.noop),
+        migrations.RunPython(grant_to_staff, migrations.RunPython.noop),
     ]

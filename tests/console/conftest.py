@@ -1,5 +1,5 @@
-"""People at the operator console: a superuser, a staff member who may view the ledger and trade, one who may
-only view it, a non-staff user."""
+"""People at the operator console: a superuser, a staff member who may view the ledger, trade and approve, one
+who may only trade, one who may only approve, one who may only view, a non-staff user."""
 
 from __future__ import annotations
 
@@ -39,12 +39,27 @@ def _ledger_viewer(django_user_model, username: str):
     return user
 
 
+def _with(user, *codenames: str):
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="orders", codename__in=codenames))
+    return user
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    """A staff member who may view the ledger and trade."""
-    user = _ledger_viewer(django_user_model, "staff")
-    user.user_permissions.add(Permission.objects.get(content_type__app_label="orders", codename="trade"))
-    return user
+    """A staff member who may view the ledger, trade and approve."""
+    return _with(_ledger_viewer(django_user_model, "staff"), "trade", "approve")
+
+
+@pytest.fixture
+def trader_client(django_user_model) -> Client:
+    """A staff member who may view the ledger and trade, not approve."""
+    return _client_for(_with(_ledger_viewer(django_user_model, "trader"), "trade"))
+
+
+@pytest.fixture
+def approver_client(django_user_model) -> Client:
+    """A staff member who may view the ledger and approve, not trade (a risk officer)."""
+    return _client_for(_with(_ledger_viewer(django_user_model, "approver"), "approve"))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Trading needs the `orders.trade` permission: a staff member without it may look at what their view
-permissions show and halt trading, but places, changes, cancels and approves nothing, at the console or with
-their session in the browsable API (against the simulated gateway over real TCP)."""
+"""Trading needs the `orders.trade` permission and deciding on held orders `orders.approve`: a staff member with
+neither may look at what their view permissions show and halt trading, but places, changes, cancels and approves
+nothing, at the console or with their session in the browsable API; a risk officer may approve without trading,
+a trader trade without approving (against the simulated gateway over real TCP)."""
 
 from __future__ import annotations
 
@@ -118,14 +119,59 @@ def test_a_viewer_session_cannot_trade_through_the_browsable_api_but_can_halt(
     assert trading_halted()
 
 
+def _held(cid: str) -> Order:
+    from ibkrgw.actors import Actor, ActorKind, Source
+
+    placer = Actor(kind=ActorKind.USER, label="someone else", source=Source.REST)
+    order = services.order_submit(
+        request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id=cid),
+        actor=placer,
+    ).order
+    assert _status(order) == "pending_approval"
+    return order
+
+
+def test_an_approver_decides_on_held_orders_without_trading(ib_runtime, sim_gateway, orders_enabled, approver_client):
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"user"})
+    order = _held("held-1")
+    page = approver_client.get(LIVE).content.decode()
+    assert 'id="ibkrgw-review-held-1"' in page
+    assert 'id="ibkrgw-new-order"' not in page
+    assert approver_client.get(reverse("admin:ibkrgw_order_new")).status_code == 403
+    listing = approver_client.get(CHANGELIST).content.decode()
+    assert "ibkrgw-row-approve" in listing and "approve_selected" in listing and "cancel_selected" not in listing
+    review = approver_client.get(reverse("admin:ibkrgw_order_approve_review", args=[order.pk]))
+    assert review.status_code == 200 and 'name="confirm"' in review.content.decode()
+    approver_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"})
+    assert _sent(sim_gateway) == ["held-1"]
+
+
+def test_a_trader_trades_but_does_not_decide_on_held_orders(ib_runtime, sim_gateway, orders_enabled, trader_client):
+    orders_enabled.APPROVAL_REQUIRED_FOR = frozenset({"user"})
+    order = _held("held-2")
+    page = trader_client.get(LIVE).content.decode()
+    assert 'id="ibkrgw-new-order"' in page
+    assert 'id="ibkrgw-review-held-2"' not in page and "an operator who may approve decides" in page
+    assert trader_client.get(reverse("admin:ibkrgw_order_new")).status_code == 200
+    listing = trader_client.get(CHANGELIST).content.decode()
+    assert "cancel_selected" in listing and "approve_selected" not in listing and "ibkrgw-row-approve" not in listing
+    assert trader_client.get(reverse("admin:ibkrgw_order_approve_review", args=[order.pk])).status_code == 403
+    approve = trader_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"})
+    assert approve.status_code == 403
+    reject = trader_client.post(reverse("admin:ibkrgw_order_reject", args=[order.pk]), {"reason": "no"})
+    assert reject.status_code == 403
+    assert _status(order) == "pending_approval"
+    assert _sent(sim_gateway) == []
+
+
 def test_the_upgrade_lets_intact_staff_members_keep_trading_and_no_one_else():
-    """orders 0008 introduced the permission: staff members whose account matches its MAC get it (they could
-    trade before), with their MAC made again; one raised to staff behind the gateway's back does not."""
+    """orders 0008 introduced the permissions: staff members whose account matches its MAC get both (they could
+    trade and approve before), with their MAC made again; one raised to staff behind the gateway's back does not."""
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
-    from ibkrgw.auth import user_may_trade
+    from ibkrgw.auth import user_may_approve, user_may_trade
     from ibkrgw.users import user_distrust
 
     def migrate(targets):
@@ -144,6 +190,7 @@ def test_the_upgrade_lets_intact_staff_members_keep_trading_and_no_one_else():
     finally:
         migrate(latest)
     assert user_may_trade(users.objects.get(pk=trader.pk))
+    assert user_may_approve(users.objects.get(pk=trader.pk))
     assert user_distrust(trader.pk) is None  # still signs in
     assert not users.objects.get(pk=raised.pk).user_permissions.exists()
     assert user_distrust(raised.pk) is not None
