@@ -3,16 +3,49 @@ who may only trade, one who may only approve, one who may only view, a non-staff
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
 from ibkrgw.actors import Actor, ActorKind, Source
+from orders import services
+from orders.models import OrderEvent
+from orders.types import OrderRequest
+from tests.conftest import wait_for
 
 PASSWORD = "console-test-pw-1"  # noqa: S105 (a throwaway test password)
 AGENT = Actor(kind=ActorKind.MCP, label="mcp:test", source=Source.MCP)
 XSS = "<script>alert(1)</script>"
 LEDGER_APPS = ("orders", "audit")
+
+
+def latest_status(order) -> str:
+    return OrderEvent.objects.filter(order=order).order_by("-id").first().status
+
+
+def sent_refs(sim_gateway) -> list[str]:
+    """The orders the gateway received, in order, what-if previews left out."""
+    return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
+
+
+def resting_limit(sim_gateway, cid: str, qty: str = "1"):
+    """A buy limit 2% under the market (inside the 5% price collar), placed by an agent and working at the broker."""
+    last = sim_gateway.quote("AAPL")["last"]
+    order = services.order_submit(
+        request=OrderRequest(
+            symbol="AAPL",
+            action="BUY",
+            quantity=Decimal(qty),
+            order_type="LMT",
+            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
+            client_order_id=cid,
+        ),
+        actor=AGENT,
+    ).order
+    wait_for(lambda: latest_status(order) == "submitted", message="limit order working")
+    return order
 
 
 def _client_for(user) -> Client:

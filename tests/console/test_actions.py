@@ -17,7 +17,7 @@ from orders import services
 from orders.models import Order, OrderEvent
 from orders.types import OrderRequest
 from tests.conftest import wait_for
-from tests.console.conftest import AGENT
+from tests.console.conftest import AGENT, resting_limit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,23 +43,6 @@ def _review(client, body: dict):
     response = client.post(NEW, body)
     assert response.status_code == 200
     return response
-
-
-def _resting_limit(sim_gateway, cid: str, qty: str = "1") -> Order:
-    last = sim_gateway.quote("AAPL")["last"]
-    order = services.order_submit(
-        request=OrderRequest(
-            symbol="AAPL",
-            action="BUY",
-            quantity=Decimal(qty),
-            order_type="LMT",
-            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
-            client_order_id=cid,
-        ),
-        actor=AGENT,
-    ).order
-    wait_for(lambda: _status(order) == "submitted", message="limit order working")
-    return order
 
 
 def test_order_entry_shows_quote_notional_and_margin_then_places_once(
@@ -120,7 +103,7 @@ def test_order_entry_reports_a_gate_block_on_the_form(ib_runtime, sim_gateway, s
 
 def test_cancel_from_the_row_and_the_order_page(ib_runtime, sim_gateway, orders_enabled, staff_client):
     sim_gateway.pause_market()
-    order = _resting_limit(sim_gateway, "row-cancel")
+    order = resting_limit(sim_gateway, "row-cancel")
     cancel_url = reverse("admin:ibkrgw_order_cancel", args=[order.pk])
     assert cancel_url in staff_client.get(CHANGELIST).content.decode()  # a link in the order's row
     assert cancel_url in staff_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
@@ -133,7 +116,7 @@ def test_cancel_from_the_row_and_the_order_page(ib_runtime, sim_gateway, orders_
 
 def test_modify_shows_before_and_after_then_changes_the_limit(ib_runtime, sim_gateway, orders_enabled, staff_client):
     sim_gateway.pause_market()
-    order = _resting_limit(sim_gateway, "row-modify", qty="2")
+    order = resting_limit(sim_gateway, "row-modify", qty="2")
     url = reverse("admin:ibkrgw_order_modify", args=[order.pk])
     new_limit = (order.limit_price - Decimal("0.5")).quantize(Decimal("0.01"))
     review = staff_client.post(url, {"limit_price": str(new_limit)})
@@ -145,7 +128,7 @@ def test_modify_shows_before_and_after_then_changes_the_limit(ib_runtime, sim_ga
 
 def test_cancel_all_confirms_then_cancels_every_open_order(ib_runtime, sim_gateway, orders_enabled, staff_client):
     sim_gateway.pause_market()
-    orders = [_resting_limit(sim_gateway, f"all-{i}") for i in range(2)]
+    orders = [resting_limit(sim_gateway, f"all-{i}") for i in range(2)]
     url = reverse("admin:ibkrgw_cancel_all")
     page = staff_client.get(url).content.decode()
     assert "all-0" in page and "all-1" in page

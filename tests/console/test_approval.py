@@ -13,7 +13,7 @@ from orders import services
 from orders.models import OrderEvent
 from orders.types import OrderRequest
 from tests.conftest import wait_for
-from tests.console.conftest import AGENT
+from tests.console.conftest import AGENT, resting_limit, sent_refs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,10 +29,6 @@ def _statuses(order):
     return list(OrderEvent.objects.filter(order=order).order_by("id").values_list("status", flat=True))
 
 
-def _sent(sim_gateway):
-    return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
-
-
 def test_dashboard_lists_held_orders_with_approve_and_reject(ib_runtime, approval_for_agents, staff_client):
     order = _agent_order("held-list")
     body = staff_client.get(reverse("admin:ibkrgw_dashboard")).content.decode()
@@ -45,14 +41,14 @@ def test_dashboard_lists_held_orders_with_approve_and_reject(ib_runtime, approva
 def test_approve_from_the_dashboard_sends_and_fills(ib_runtime, sim_gateway, approval_for_agents, staff_client):
     sim_gateway.pause_market()
     order = _agent_order("held-approve")
-    assert _sent(sim_gateway) == []
+    assert sent_refs(sim_gateway) == []
     # Without the confirmation box: back to the review page, nothing sent.
     unconfirmed = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), follow=True)
     assert "Tick the confirmation box" in unconfirmed.content.decode()
-    assert _sent(sim_gateway) == []
+    assert sent_refs(sim_gateway) == []
     response = staff_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"}, follow=True)
     assert "Order held-approve approved and sent." in response.content.decode()
-    assert _sent(sim_gateway) == ["held-approve"]
+    assert sent_refs(sim_gateway) == ["held-approve"]
     wait_for(lambda: _statuses(order)[-1] == "filled", message="approved order filled")
     entry = AuditEntry.objects.get(event="order.approved")
     assert (entry.actor_kind, entry.actor_label, entry.source) == ("user", "staff", "admin")
@@ -63,7 +59,7 @@ def test_reject_from_the_dashboard_never_sends(ib_runtime, sim_gateway, approval
     staff_client.post(reverse("admin:ibkrgw_order_reject", args=[order.pk]), {"reason": "not today"})
     assert _statuses(order) == ["pending_approval", "rejected"]
     assert OrderEvent.objects.filter(order=order).last().reason == "not today"
-    assert _sent(sim_gateway) == []
+    assert sent_refs(sim_gateway) == []
 
 
 def test_approve_is_post_only(ib_runtime, approval_for_agents, staff_client):
@@ -79,7 +75,7 @@ def test_service_refusal_becomes_a_message(ib_runtime, sim_gateway, approval_for
     assert response.status_code == 200
     assert "halted" in response.content.decode().lower()
     assert _statuses(order) == ["pending_approval"]
-    assert _sent(sim_gateway) == []
+    assert sent_refs(sim_gateway) == []
 
 
 def test_admin_actions_approve_and_reject(ib_runtime, sim_gateway, approval_for_agents, superuser_client):
@@ -88,12 +84,12 @@ def test_admin_actions_approve_and_reject(ib_runtime, sim_gateway, approval_for_
     # Approving asks first: the confirmation page lists the order and nothing is sent yet.
     page = superuser_client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)]})
     assert "act-approve" in page.content.decode() and 'name="confirmed"' in page.content.decode()
-    assert _sent(sim_gateway) == []
+    assert sent_refs(sim_gateway) == []
     superuser_client.post(
         CHANGELIST, {"action": "approve_selected", "_selected_action": [str(yes.pk)], "confirmed": "yes"}
     )
     superuser_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": [str(no.pk)]})
-    assert _sent(sim_gateway) == ["act-approve"]
+    assert sent_refs(sim_gateway) == ["act-approve"]
     wait_for(lambda: _statuses(yes)[-1] == "filled", message="approved order filled")
     assert _statuses(no) == ["pending_approval", "rejected"]
 
@@ -102,20 +98,7 @@ def test_cancel_action_cancels_working_orders_and_reports_the_others(
     ib_runtime, sim_gateway, orders_enabled, superuser_client
 ):
     sim_gateway.pause_market()
-    last = sim_gateway.quote("AAPL")["last"]
-    # A buy limit 2% under a still market rests at the broker (inside the 5% price collar).
-    resting = services.order_submit(
-        request=OrderRequest(
-            symbol="AAPL",
-            action="BUY",
-            quantity=Decimal(1),
-            order_type="LMT",
-            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
-            client_order_id="rest-1",
-        ),
-        actor=AGENT,
-    ).order
-    wait_for(lambda: _statuses(resting)[-1] == "submitted", message="limit order working")
+    resting = resting_limit(sim_gateway, "rest-1")  # rests at the broker while the market stands still
     orders_enabled.ORDERS_ENABLED = False
     simulated = _agent_order("sim-1")
 
@@ -154,6 +137,6 @@ def test_bulk_approval_sends_the_others_and_keeps_the_placers_own_order_waiting(
     )
     body = page.content.decode()
     assert "1 order(s) approved and sent" in body and "another user must approve it" in body
-    assert _sent(sim_gateway) == ["theirs"]
+    assert sent_refs(sim_gateway) == ["theirs"]
     assert _statuses(mine) == ["pending_approval"]
     assert AuditEntry.objects.get(event="gate.blocked").data["code"] == "self_approval"

@@ -11,11 +11,10 @@ import pytest
 from django.urls import reverse
 
 from orders import services
-from orders.models import Order, OrderEvent
+from orders.models import Order
 from orders.selectors import trading_halted
 from orders.types import OrderRequest
-from tests.conftest import wait_for
-from tests.console.conftest import AGENT
+from tests.console.conftest import latest_status, resting_limit, sent_refs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,36 +23,11 @@ LIVE = reverse("admin:ibkrgw_dashboard_live")
 ENTRY = {"symbol": "AAPL", "sec_type": "STK", "action": "BUY", "quantity": "1", "order_type": "MKT", "tif": "DAY"}
 
 
-def _status(order: Order) -> str:
-    return OrderEvent.objects.filter(order=order).order_by("-id").first().status
-
-
-def _resting(sim_gateway) -> Order:
-    last = sim_gateway.quote("AAPL")["last"]
-    order = services.order_submit(
-        request=OrderRequest(
-            symbol="AAPL",
-            action="BUY",
-            quantity=Decimal(1),
-            order_type="LMT",
-            limit_price=(last * Decimal("0.98")).quantize(Decimal("0.01")),
-            client_order_id="resting-1",
-        ),
-        actor=AGENT,
-    ).order
-    wait_for(lambda: _status(order) == "submitted", message="limit order working")
-    return order
-
-
-def _sent(sim_gateway) -> list[str]:
-    return [o.order_ref for o in sim_gateway.received_orders() if not o.what_if]
-
-
 def test_a_viewer_gets_403_on_every_trading_page_and_nothing_is_sent(
     ib_runtime, sim_gateway, orders_enabled, viewer_client
 ):
     sim_gateway.pause_market()
-    order = _resting(sim_gateway)
+    order = resting_limit(sim_gateway, "resting-1")
     position_con_id = 265598  # AAPL in the simulator's universe; the check comes before the position lookup
     pages = [
         reverse("admin:ibkrgw_order_new"),
@@ -82,8 +56,8 @@ def test_a_viewer_gets_403_on_every_trading_page_and_nothing_is_sent(
     assert "ibkrgw-row-cancel" not in listing.content.decode()
     viewer_client.post(CHANGELIST, {"action": "cancel_selected", "_selected_action": [order.pk], "confirmed": "1"})
     assert Order.objects.count() == 1
-    assert _status(order) == "submitted"
-    assert _sent(sim_gateway) == ["resting-1"]
+    assert latest_status(order) == "submitted"
+    assert sent_refs(sim_gateway) == ["resting-1"]
 
 
 def test_a_viewer_sees_no_trading_buttons_but_can_halt(ib_runtime, sim_gateway, viewer_client, staff_client):
@@ -127,7 +101,7 @@ def _held(cid: str) -> Order:
         request=OrderRequest(symbol="AAPL", action="BUY", quantity=Decimal(1), order_type="MKT", client_order_id=cid),
         actor=placer,
     ).order
-    assert _status(order) == "pending_approval"
+    assert latest_status(order) == "pending_approval"
     return order
 
 
@@ -143,7 +117,7 @@ def test_an_approver_decides_on_held_orders_without_trading(ib_runtime, sim_gate
     review = approver_client.get(reverse("admin:ibkrgw_order_approve_review", args=[order.pk]))
     assert review.status_code == 200 and 'name="confirm"' in review.content.decode()
     approver_client.post(reverse("admin:ibkrgw_order_approve", args=[order.pk]), {"confirm": "on"})
-    assert _sent(sim_gateway) == ["held-1"]
+    assert sent_refs(sim_gateway) == ["held-1"]
 
 
 def test_a_trader_trades_but_does_not_decide_on_held_orders(ib_runtime, sim_gateway, orders_enabled, trader_client):
@@ -160,8 +134,8 @@ def test_a_trader_trades_but_does_not_decide_on_held_orders(ib_runtime, sim_gate
     assert approve.status_code == 403
     reject = trader_client.post(reverse("admin:ibkrgw_order_reject", args=[order.pk]), {"reason": "no"})
     assert reject.status_code == 403
-    assert _status(order) == "pending_approval"
-    assert _sent(sim_gateway) == []
+    assert latest_status(order) == "pending_approval"
+    assert sent_refs(sim_gateway) == []
 
 
 def test_the_upgrade_lets_intact_staff_members_keep_trading_and_no_one_else():

@@ -9,7 +9,8 @@ stay so) and places `count` more: each is answered as handed to the IB connectio
 queue. Writes `<directory>/queued`, waits for `<directory>/go` (the halt has been answered), gives its
 own watch of the kill switch up to 10 s to close this connection's latch, then releases the budget, so
 that whatever is still queued goes to the broker. Prints one JSON line: {"latch_closed": ..., "answers":
-[...]} with each order's answer. Its periodic halt sweep is off: only the watch may stop the queue.
+[...]} with each order's answer ({"status": ...} or {"code": ...}). Its periodic halt sweep is off: only the
+watch may stop the queue.
 """
 
 import json
@@ -18,42 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from tests.orders.other_process import connect, place_limit
+
 
 def main() -> None:
     port, count, directory = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ibkrgw.settings")
-    import django
-
-    django.setup()
-    from decimal import Decimal
-
-    from brokers import events, runtime
-    from ibkrgw.actors import Actor, ActorKind, Source
-    from ibkrgw.errors import GatewayError
-    from orders import services
-    from orders.selectors import order_latest_event
-    from orders.types import OrderRequest
-
-    events._chores.pop("trading.halt_sweep", None)
-    runtime.start(host="127.0.0.1", port=int(port), client_id=int(os.environ.get("OTHER_CLIENT_ID", "9")), wait=10)
-    worker = runtime.current().worker
-    if not worker.reconciled.wait(10):
-        os._exit(4)
-    actor = Actor(kind=ActorKind.SYSTEM, label="other process", source=Source.CLI)
-
-    def place(client_order_id: str) -> str:
-        request = OrderRequest(
-            symbol="AAPL",
-            action="BUY",
-            quantity=Decimal(1),
-            order_type="LMT",
-            limit_price=Decimal("181.00"),
-            client_order_id=client_order_id,
-        )
-        try:
-            return order_latest_event(services.order_submit(request=request, actor=actor).order).status
-        except GatewayError as exc:
-            return str(exc.code)
+    worker = connect(port, chores_off=("trading.halt_sweep",))  # the watch stays: it is under test
+    from brokers import runtime
 
     def budget(spent: bool) -> None:
         async def run(ib) -> None:
@@ -68,9 +40,9 @@ def main() -> None:
 
         worker.call(run, require_connected=False)
 
-    answers = [place("burst-warm")]  # the contract and its quote are known from here on: orders need no lookup
+    answers = [place_limit("burst-warm")]  # the contract and its quote are known from here on: orders need no lookup
     budget(spent=True)
-    answers += [place(f"burst-{i}") for i in range(count)]
+    answers += [place_limit(f"burst-{i}") for i in range(count)]
     (directory / "queued").touch()
     deadline = time.monotonic() + 60
     while not (directory / "go").exists():

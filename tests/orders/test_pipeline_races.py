@@ -170,27 +170,17 @@ def test_a_halt_behind_orders_in_flight_leaves_nothing_working(resting, no_halt_
 def test_an_order_another_process_admitted_before_a_halt_is_not_sent_after_it(resting, no_halt_sweep, tmp_path):
     # Another gateway process (manage.py mcp, with an IB connection of its own) has admitted an order: the
     # halt recorded here lands between its admission and its send, before that process's sweep comes round.
-    other = subprocess.Popen(
-        [sys.executable, "-m", "tests.orders.other_process_order", str(resting.port), "elsewhere-1", str(tmp_path)],
-        env={**os.environ, **_other_process_env(resting.port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    result, err = _halt_while_another_process_waits(
+        "other_process_order",
+        "elsewhere-1",
+        resting=resting,
+        tmp_path=tmp_path,
+        ready="admitted",
+        ready_within_s=30,
+        done_within_s=60,
     )
-    try:
-        wait_for(lambda: (tmp_path / "admitted").exists() or other.poll() is not None, timeout=30, message="admitted")
-        assert other.poll() is None, other.communicate()[1][-3000:]
-        halted = _halt(_key())
-        assert halted.status_code == 200, halted.content
-        (tmp_path / "go").touch()
-        out, err = other.communicate(timeout=60)
-    finally:
-        if other.poll() is None:
-            other.kill()
-            other.communicate()
-    assert other.returncode == 0, err[-3000:]
     # Refused as the halt's latch refuses: never at the broker, on record with the kill switch's code.
-    assert json.loads(out.strip().splitlines()[-1]) == {"code": "trading_halted"}, err[-3000:]
+    assert result == {"code": "trading_halted"}, err[-3000:]
     assert "elsewhere-1" not in [o.order_ref for o in _sent(resting)]
     assert broker_working(resting.port) == []
     latest = order_latest_event(Order.objects.get(client_order_id="elsewhere-1"))
@@ -202,27 +192,17 @@ def test_orders_another_process_still_has_queued_are_taken_back_by_a_halt_record
 ):
     # Another process with an IB connection of its own has sent orders that wait in its queue for IB's
     # message budget. A halt recorded here must stop them before they leave, though no sweep comes round.
-    other = subprocess.Popen(
-        [sys.executable, "-m", "tests.orders.other_process_burst", str(resting.port), "12", str(tmp_path)],
-        env={**os.environ, **_other_process_env(resting.port), "IB_THROTTLE": "true"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    result, err = _halt_while_another_process_waits(
+        "other_process_burst",
+        "12",
+        resting=resting,
+        tmp_path=tmp_path,
+        ready="queued",
+        ready_within_s=60,
+        done_within_s=90,
+        env={"IB_THROTTLE": "true"},
     )
-    try:
-        wait_for(lambda: (tmp_path / "queued").exists() or other.poll() is not None, timeout=60, message="queued")
-        assert other.poll() is None, other.communicate()[1][-3000:]
-        halted = _halt(_key())
-        assert halted.status_code == 200, halted.content
-        (tmp_path / "go").touch()
-        out, err = other.communicate(timeout=90)
-    finally:
-        if other.poll() is None:
-            other.kill()
-            other.communicate()
-    assert other.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["answers"] == ["submitted"] * 13, result
+    assert result["answers"] == [{"status": "submitted"}] * 13, result
     sent = [o.order_ref for o in _sent(resting)]
     assert "burst-warm" in sent
     assert [ref for ref in sent if ref.startswith("burst-") and ref != "burst-warm"] == []
@@ -233,6 +213,42 @@ def test_orders_another_process_still_has_queued_are_taken_back_by_a_halt_record
         latest = order_latest_event(order)
         assert (latest.status, latest.code) == ("cancelled", "trading_halted"), order.client_order_id
     assert result["latch_closed"] is True, err[-3000:]
+
+
+def _halt_while_another_process_waits(
+    module: str,
+    arg: str,
+    *,
+    resting,
+    tmp_path,
+    ready: str,
+    ready_within_s: float,
+    done_within_s: float,
+    env: dict[str, str] | None = None,
+) -> tuple[dict, str]:
+    """Run `python -m tests.orders.<module> <gateway port> <arg> <tmp_path>` (another gateway process with an IB
+    connection of its own), halt trading here once it has written `<tmp_path>/<ready>`, then write `go` for it to
+    go on. Returns the JSON line it printed last, and its stderr for the assertions' messages."""
+    other = subprocess.Popen(
+        [sys.executable, "-m", f"tests.orders.{module}", str(resting.port), arg, str(tmp_path)],
+        env={**os.environ, **_other_process_env(resting.port), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / ready).exists() or other.poll() is not None, timeout=ready_within_s, message=ready)
+        assert other.poll() is None, other.communicate()[1][-3000:]
+        halted = _halt(_key())
+        assert halted.status_code == 200, halted.content
+        (tmp_path / "go").touch()
+        out, err = other.communicate(timeout=done_within_s)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.communicate()
+    assert other.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), err
 
 
 def _other_process_env(port: int) -> dict[str, str]:
