@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from importlib import import_module
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
@@ -213,14 +213,18 @@ TRADE_PERMISSION = "orders.trade"
 APPROVE_PERMISSION = "orders.approve"
 
 
-def _staff_with(user: AbstractBaseUser | AnonymousUser | None, permission: str) -> bool:
+def user_is_staff(user: AbstractBaseUser | AnonymousUser | None) -> TypeGuard[PermissionsMixin]:
+    """A signed-in, active staff member."""
     return bool(
         isinstance(user, PermissionsMixin)  # people's accounts; the anonymous user is never staff
         and user.is_authenticated
         and user.is_active
         and getattr(user, "is_staff", False)
-        and user.has_perm(permission)
     )
+
+
+def _staff_with(user: AbstractBaseUser | AnonymousUser | None, permission: str) -> bool:
+    return user_is_staff(user) and user.has_perm(permission)
 
 
 def user_may_trade(user: AbstractBaseUser | AnonymousUser | None) -> bool:
@@ -287,8 +291,7 @@ class MayHalt(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if isinstance(request.auth, ScopedAPIKey):
             return request.auth.allows(Scope.TRADE)
-        user = request.user
-        return bool(user is not None and user.is_authenticated and user.is_active and getattr(user, "is_staff", False))
+        return user_is_staff(request.user)
 
 
 class IsAdminUser(permissions.BasePermission):

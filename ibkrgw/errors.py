@@ -94,6 +94,10 @@ class GatewayError(Exception):
         return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
 
 
+# The broker is away (not connected, or not answering): the outage's answers, 503 and 504.
+BROKER_AWAY_CODES = frozenset({ErrorCode.BROKER_UNAVAILABLE, ErrorCode.BROKER_TIMEOUT})
+
+
 class BrokerUnavailable(GatewayError):
     default_status = status.HTTP_503_SERVICE_UNAVAILABLE
 

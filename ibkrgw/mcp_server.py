@@ -72,7 +72,7 @@ from pydantic import ConfigDict
 
 from ibkrgw.actors import Actor, ActorKind, Source, correlation_id_var
 from ibkrgw.auth import KEYWORD, api_key_from_string, read_budget_spend, read_ident
-from ibkrgw.errors import ErrorCode, GatewayError, exception_handler
+from ibkrgw.errors import BROKER_AWAY_CODES, ErrorCode, GatewayError, exception_handler
 from ibkrgw.limits import check_json
 from ibkrgw.models import Scope as KeyScope
 from ibkrgw.models import ScopedAPIKey
@@ -225,7 +225,7 @@ def run_tool(
         # The REST handler renders (and logs, when unexpected) every error with the same codes.
         response = exception_handler(exc, {"view": f"mcp:{tool.name}"})
         payload = _bounded_error(_jsonable(response.data))
-        if payload["error"]["code"] in (ErrorCode.BROKER_UNAVAILABLE, ErrorCode.BROKER_TIMEOUT):
+        if payload["error"]["code"] in BROKER_AWAY_CODES:
             payload = _broker_cause(payload)
         if actor is not None and tool.scope == KeyScope.TRADE:
             services.refusal_audit(

@@ -25,7 +25,7 @@ from brokers.adapter import ContractInfo, OrderPreview
 from brokers.selectors import account_default
 from ibkrgw import metrics
 from ibkrgw.actors import Actor
-from ibkrgw.errors import ErrorCode, GatewayError
+from ibkrgw.errors import BROKER_AWAY_CODES, ErrorCode, GatewayError
 from ibkrgw.web.render import iso_utc
 from orders import gates, publish
 from orders.gates import GateBlocked
@@ -64,7 +64,6 @@ from orders.state import TERMINAL
 from orders.types import OrderRequest, OrderSent
 
 logger = logging.getLogger(__name__)
-BROKER_AWAY = (503, 504)  # broker_unavailable, broker_timeout
 GENERATED_ID_PREFIX = "gw-"
 CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SENT_RECORD_WAIT_S = 2.0
@@ -228,7 +227,7 @@ def order_submit(*, request: OrderRequest, actor: Actor, idempotency_key: str | 
         try:
             trip.run(checks.PLACE_STEPS)
         except GatewayError as exc:
-            if exc.http_status in BROKER_AWAY:
+            if exc.code in BROKER_AWAY_CODES:
                 # Halted during an outage: the kill switch's refusal is the one that outlasts the outage (a
                 # client retrying a 503 would retry into a halt), so it is the answer.
                 gates.gate_kill_switch(trading_halted())
